@@ -1,0 +1,3 @@
+#!/bin/sh
+. /etc/os-release
+[ "$ID" = debian ]

@@ -1,0 +1,83 @@
+"""What a build depends on, hashed: the definition's image-relevant fields, the
+builder's version and the mirror's state (its Release file date).
+
+Two builds with the same input hash are expected to produce the same bytes, so
+the second is skipped. The gate and the test suite are not inputs: changing a
+test does not rebuild the image.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from functools import cache
+
+from debian.deb822 import Deb822
+
+import imageci
+from imageci.definitions.image import ImageDefinition
+from imageci.errors import BuildError
+
+# Fields that do not change the bytes of the image.
+NON_INPUT_FIELDS = {"description", "keep", "tests"}
+
+
+@dataclass(frozen=True)
+class MirrorState:
+    url: str
+    suite: str
+    date: str  # the Release file's Date field, verbatim
+    epoch: int
+
+
+def fetch_mirror_state(mirror: str, suite: str, timeout: float = 15.0) -> MirrorState:
+    """Read the suite's (In)Release file from the mirror: its Date pins the archive state."""
+    errors = []
+    for name in ("InRelease", "Release"):
+        url = f"{mirror.rstrip('/')}/dists/{suite}/{name}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http/file mirror)
+                text = resp.read().decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError) as exc:
+            errors.append(f"{url}: {exc}")
+            continue
+        fields = Deb822(text.splitlines())
+        date = fields.get("Date")
+        if not date:
+            errors.append(f"{url}: no Date field")
+            continue
+        parsed = email.utils.parsedate_to_datetime(date)
+        return MirrorState(mirror, suite, date, int(parsed.timestamp()))
+    raise BuildError(f"cannot read the mirror's Release file for suite {suite!r}: " + "; ".join(errors))
+
+
+@cache
+def mmdebstrap_version() -> str:
+    try:
+        out = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BuildError("mmdebstrap is not installed: run scripts/host-setup.sh "
+                         "(or apt-get install mmdebstrap)") from exc
+    return out.strip()
+
+
+def builder_id() -> str:
+    return f"imageci {imageci.__version__}; {mmdebstrap_version()}"
+
+
+def image_inputs(definition: ImageDefinition) -> dict[str, object]:
+    return {k: v for k, v in definition.model_dump(mode="json").items() if k not in NON_INPUT_FIELDS}
+
+
+def input_hash(definition: ImageDefinition, mirror: MirrorState) -> str:
+    doc = {
+        "definition": image_inputs(definition),
+        "builder": builder_id(),
+        "mirror": {"url": mirror.url, "suite": mirror.suite, "date": mirror.date},
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

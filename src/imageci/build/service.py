@@ -1,0 +1,75 @@
+"""build → store → register: turn a definition into a version on ``testing``."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from imageci.build import inputs
+from imageci.build.mmdebstrap import BuildPlan, from_cache, run_mmdebstrap, to_cache
+from imageci.config import Settings
+from imageci.definitions.image import LoadedDefinition
+from imageci.fs import safe_rmtree
+from imageci.store.blobs import BlobStore
+from imageci.store.catalog import Catalog, NewArtifact
+from imageci.store.models import Version
+
+
+@dataclass
+class BuildResult:
+    version: Version
+    skipped: bool  # same inputs as an existing version: nothing was built
+    identical: bool  # built, but the bytes equal an existing version's
+    input_hash: str
+    seconds: float
+    from_cache: bool = False
+
+
+def build_image(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, store: BlobStore, *,
+                force: bool = False, on_line: Callable[[str], None] | None = None) -> BuildResult:
+    d = loaded.definition
+    mirror = inputs.fetch_mirror_state(d.mirror, d.suite)
+    key = inputs.input_hash(d, mirror)
+    if not force:
+        existing = catalog.find_by_input_hash(d.name, key)
+        if existing is not None:
+            return BuildResult(existing, skipped=True, identical=False, input_hash=key, seconds=0.0)
+    settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix=f"build-{d.name}-"))
+    try:
+        plan = BuildPlan(definition=d, mirror=mirror, workdir=workdir)
+        out = None
+        if settings.build_cache and not force:
+            out = from_cache(settings.build_cache, key, workdir, plan.source_date_epoch)
+        if out is None:
+            out = run_mmdebstrap(plan, on_line=on_line)
+            if settings.build_cache:
+                to_cache(settings.build_cache, key, out)
+        rootfs = store.move_file(out.rootfs)
+        manifest = store.put_file(out.manifest)
+        log = store.put_file(out.log)
+        same = catalog.find_by_digest(d.name, rootfs.digest)
+        if same is not None and same.state != "inactive":
+            return BuildResult(same, skipped=False, identical=True, input_hash=key, seconds=out.seconds,
+                               from_cache=out.cached)
+        info = {
+            "builder": inputs.builder_id(),
+            "mirror": {"url": mirror.url, "suite": mirror.suite, "date": mirror.date},
+            "source_date_epoch": out.source_date_epoch,
+            "command": out.command,
+            "seconds": round(out.seconds, 3),
+            "from_cache": out.cached,
+            "definition_path": str(loaded.path),
+        }
+        version = catalog.register_version(
+            d.name, rootfs.digest,
+            [NewArtifact("rootfs", "rootfs.tar", rootfs.digest, rootfs.size),
+             NewArtifact("manifest", "manifest.tsv", manifest.digest, manifest.size),
+             NewArtifact("build-log", "build.log", log.digest, log.size)],
+            input_hash=key, definition=loaded.text, build_info=info)
+        return BuildResult(version, skipped=False, identical=False, input_hash=key, seconds=out.seconds,
+                           from_cache=out.cached)
+    finally:
+        safe_rmtree(workdir)

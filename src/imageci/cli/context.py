@@ -1,0 +1,117 @@
+"""What every command needs: settings, the catalog, the artifact store, and
+turning errors into the documented exit codes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from imageci.checks.script import ScriptCheck
+from imageci.config import Settings
+from imageci.definitions.image import load_definition
+from imageci.definitions.suite import load_suite
+from imageci.errors import ImageciError, UsageError
+from imageci.exitcodes import ExitCode
+from imageci.store.blobs import BlobStore
+from imageci.store.catalog import Catalog
+from imageci.store.models import Version
+
+# Wide enough for tables when output goes to a file or a CI log.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _sigterm(_signo: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def handle_errors(fn: F) -> F:
+    """Map ImageciError → its exit code, Ctrl-C/SIGTERM → 130, with a clear message."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        signal.signal(signal.SIGTERM, _sigterm)
+        try:
+            return fn(*args, **kwargs)
+        except ImageciError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted: temporary state cleaned up[/]")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass
+class Context:
+    settings: Settings
+    _catalog: Catalog | None = field(default=None)
+    _store: BlobStore | None = field(default=None)
+
+    @classmethod
+    def load(cls) -> Context:
+        settings = Settings.load()
+        settings.ensure()
+        return cls(settings)
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog.open(self.settings.db_url)
+        return self._catalog
+
+    @property
+    def store(self) -> BlobStore:
+        if self._store is None:
+            self._store = BlobStore(self.settings.store_dir)
+        return self._store
+
+    def suite_dir_for(self, version: Version, override: Path | None) -> Path:
+        if override is not None:
+            return override
+        info = json.loads(version.build_info or "{}")
+        def_path = info.get("definition_path")
+        if def_path and Path(def_path).exists():
+            suite = load_definition(Path(def_path)).suite_dir()
+            if suite is not None:
+                return suite
+        raise UsageError(f"{version.product.name}@{version.serial}: no test suite known (its definition names none "
+                         "or moved); pass --suite DIR")
+
+    def gate_for(self, version: Version) -> tuple[str | list[str], list[str]] | None:
+        info = json.loads(version.build_info or "{}")
+        def_path = info.get("definition_path")
+        if not def_path or not Path(def_path).exists():
+            return None
+        d = load_definition(Path(def_path)).definition
+        if d.tests is None:
+            return None
+        return d.tests.gate.tests, list(d.tests.gate.testbeds)
+
+    def keep_for(self, version: Version) -> int:
+        info = json.loads(version.build_info or "{}")
+        def_path = info.get("definition_path")
+        if def_path and Path(def_path).exists():
+            return load_definition(Path(def_path)).definition.keep
+        return 3
+
+
+def load_checks(suite_dir: Path, names: list[str] | None = None) -> list[ScriptCheck]:
+    suite = load_suite(suite_dir)
+    return [ScriptCheck(spec) for spec in suite.select(names)]
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,270 @@
+"""The ``imageci`` command: thin commands over the layers below."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from imageci import __version__
+from imageci.build.service import build_image
+from imageci.cli.context import Context, console, err_console, handle_errors, load_checks
+from imageci.cli.testing import TestOptions, run_tests
+from imageci.definitions.image import load_definition
+from imageci.errors import UsageError
+from imageci.exitcodes import ExitCode
+from imageci.policy.gate import evaluate_gate, required_checks
+from imageci.policy.promote import promote as do_promote
+from imageci.policy.promote import prune as do_prune
+from imageci.store.models import State
+
+app = typer.Typer(help="Continuous integration for OS and container images.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+DefArg = Annotated[Path, typer.Argument(help="image definition (image.yaml)")]
+RefArg = Annotated[str, typer.Argument(help="NAME[:CHANNEL], NAME@VERSION or sha256:<digest>")]
+SuiteOpt = Annotated[Path | None, typer.Option("--suite", help="suite directory (default: the definition's)")]
+TestbedOpt = Annotated[list[str] | None, typer.Option("--testbed", help="testbed to run on (repeatable)")]
+JobsOpt = Annotated[int | None, typer.Option("-j", "--jobs", help="tests in parallel (default: cores)")]
+RetriesOpt = Annotated[int, typer.Option("--retries", min=0, help="re-run tests that never passed, N times")]
+RerunOpt = Annotated[bool, typer.Option("--rerun-all", help="re-run checks that already passed for these bytes")]
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="write JUnit XML here")]
+TapOpt = Annotated[Path | None, typer.Option("--tap", help="write TAP 13 here")]
+
+
+def _version_cb(value: bool) -> None:
+    if value:
+        console.print(f"imageci {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version_cb, is_eager=True)] = False) -> None:
+    """imageci: build → testing → fresh-sandbox tests → recorded verdicts → gated promotion."""
+
+
+def _build(ctx: Context, definition: Path, force: bool) -> tuple[object, int]:
+    loaded = load_definition(definition)
+    lines: list[str] = []
+    with console.status(f"building {loaded.definition.name} with mmdebstrap…") as status:
+        def on_line(line: str) -> None:
+            lines.append(line)
+            if line.startswith(("I:", "W:", "E:")):
+                status.update(f"building {loaded.definition.name}: {line[:100]}")
+        result = build_image(loaded, ctx.settings, ctx.catalog, ctx.store, force=force, on_line=on_line)
+    v = result.version
+    if result.skipped:
+        console.print(f"[cyan]unchanged inputs[/] (input hash {result.input_hash[:12]}): "
+                      f"{v.product.name}@{v.serial} already built, skipping build (--force rebuilds)")
+    elif result.identical:
+        console.print(f"[cyan]rebuilt bit-identical[/] to {v.product.name}@{v.serial} (sha256:{v.digest[:12]})")
+    else:
+        src = " from the build cache" if result.from_cache else f" in {result.seconds:.1f}s"
+        console.print(f"[green]built[/] {v.product.name}@{v.serial}{src}, sha256:{v.digest[:12]}, "
+                      f"published to [bold]testing[/]")
+    return result, 0
+
+
+@app.command()
+@handle_errors
+def build(definition: DefArg,
+          force: Annotated[bool, typer.Option("--force", help="rebuild even if the inputs did not change")] = False,
+          ) -> None:
+    """Build an image from its definition and publish it to the testing channel."""
+    ctx = Context.load()
+    _build(ctx, definition, force)
+
+
+@app.command()
+@handle_errors
+def images(name: Annotated[str | None, typer.Argument(help="only this product")] = None,
+           as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """List products, versions, their states and channels."""
+    ctx = Context.load()
+    versions = ctx.catalog.versions(name)
+    if name and not versions:
+        ctx.catalog.resolve(name)  # raises with close names
+    rows = []
+    for v in versions:
+        channels = [c for c, states in (("testing", {State.TESTING, State.STABLE}), ("stable", {State.STABLE}))
+                    if State(v.state) in states]
+        rows.append({"name": v.product.name, "version": v.serial, "state": v.state, "channels": channels,
+                     "digest": f"sha256:{v.digest}", "created": v.created_at.isoformat(timespec="seconds"),
+                     "size": sum(a.size for a in v.artifacts if a.kind == "rootfs")})
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("name", "version", "state", "channels", "digest", "size", "created")
+    for r in rows:
+        table.add_row(r["name"], r["version"], r["state"], ",".join(r["channels"]) or "-",  # type: ignore[arg-type]
+                      str(r["digest"])[:19], f"{int(r['size']) / 1e6:.1f} MB", str(r["created"]))  # type: ignore[call-overload]
+    console.print(table)
+
+
+@app.command()
+@handle_errors
+def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names from the image's suite")],
+        suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
+        rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None) -> None:
+    """Run one or several tests against an image."""
+    ctx = Context.load()
+    code = run_tests(ctx, TestOptions(ref, suite, tests, testbed or ["sandbox"], jobs, retries, rerun_all, junit, tap))
+    raise typer.Exit(int(code))
+
+
+@app.command()
+@handle_errors
+def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None,
+         retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None) -> None:
+    """Run the image's whole suite."""
+    ctx = Context.load()
+    code = run_tests(ctx, TestOptions(ref, suite, None, testbed or ["sandbox"], jobs, retries, rerun_all, junit, tap))
+    raise typer.Exit(int(code))
+
+
+@app.command()
+@handle_errors
+def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help="only these tests")] = None,
+            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every recorded attempt for an image: verdict, duration, log path."""
+    ctx = Context.load()
+    version = ctx.catalog.resolve(ref)
+    attempts = ctx.catalog.attempts(version.digest, tests)
+    if tests:
+        known = {a.test_id for a in ctx.catalog.attempts(version.digest)}
+        unknown = [t for t in tests if t not in known]
+        if unknown:
+            raise UsageError(f"no results for {', '.join(unknown)} on {version.product.name}@{version.serial}; "
+                             f"tests with results: {', '.join(sorted(known)) or 'none'}")
+    rows = [{"run": a.run_id, "test": a.test_id, "testbed": a.testbed, "attempt": a.attempt, "verdict": a.verdict,
+             "exit_code": a.exit_code, "reason": a.reason,
+             "duration": round((a.ended_at - a.started_at).total_seconds(), 3),
+             "started": a.started_at.isoformat(timespec="seconds"),
+             "log": str(ctx.store.path(a.log_digest)) if a.log_digest else None} for a in attempts]
+    if as_json:
+        console.print_json(json.dumps({"image": f"{version.product.name}@{version.serial}",
+                                       "digest": f"sha256:{version.digest}", "attempts": rows}))
+        return
+    console.print(f"{version.product.name}@{version.serial} ({version.state}) sha256:{version.digest[:12]}")
+    table = Table("run", "test", "testbed", "try", "verdict", "exit", "seconds", "started", "reason / log")
+    colours = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "flaky": "yellow"}
+    for r in rows:
+        verdict = str(r["verdict"])
+        table.add_row(str(r["run"]), str(r["test"]), str(r["testbed"]), str(r["attempt"]),
+                      f"[{colours.get(verdict, 'white')}]{verdict}[/]",
+                      "-" if r["exit_code"] is None else str(r["exit_code"]), f"{r['duration']:.3f}",
+                      str(r["started"]), str(r["reason"] or r["log"] or ""))
+    console.print(table)
+
+
+@app.command()
+@handle_errors
+def promote(ref: RefArg,
+            to: Annotated[str, typer.Option("--to", help="target channel")] = "stable",
+            force: Annotated[bool, typer.Option("--force", help="promote although the gate does not hold")] = False,
+            reason: Annotated[str, typer.Option("--reason", help="why (required with --force; audited)")] = "",
+            ) -> None:
+    """Promote a version to stable; refused unless its gate holds."""
+    if to != "stable":
+        raise UsageError(f"can only promote to 'stable' (got {to!r})")
+    ctx = Context.load()
+    version = ctx.catalog.resolve(ref)
+    gate = ctx.gate_for(version)
+    result = None
+    if gate is not None:
+        checks = load_checks(ctx.suite_dir_for(version, None))
+        result = evaluate_gate(ctx.catalog, version, required_checks(checks, gate[0]), gate[1])
+    promoted = do_promote(ctx.catalog, version, result, keep=ctx.keep_for(version), force=force, reason=reason)
+    console.print(f"[green]promoted[/] {version.product.name}@{version.serial} to stable"
+                  + (" (forced)" if promoted.forced else ""))
+    for old in promoted.retired:
+        console.print(f"retired {old.product.name}@{old.serial} (inactive)")
+
+
+@app.command()
+@handle_errors
+def pipeline(definition: DefArg,
+             force_build: Annotated[bool, typer.Option("--force-build", help="rebuild even if unchanged")] = False,
+             jobs: JobsOpt = None, retries: RetriesOpt = 0, rerun_all: RerunOpt = False,
+             junit: JunitOpt = None, tap: TapOpt = None) -> None:
+    """build → publish to testing → test the gate suite → promote to stable if the gate holds."""
+    ctx = Context.load()
+    loaded = load_definition(definition)
+    if loaded.definition.tests is None:
+        raise UsageError(f"{definition}: the definition has no 'tests' section; nothing can gate it")
+    result, _ = _build(ctx, definition, force_build)
+    version = result.version  # type: ignore[attr-defined]
+    ref = f"{version.product.name}@{version.serial}"
+    gate = loaded.definition.tests.gate
+    code = run_tests(ctx, TestOptions(ref, None, None, list(gate.testbeds), jobs, retries, rerun_all, junit, tap))
+    if code == ExitCode.INTERRUPTED:
+        raise typer.Exit(int(code))
+    version = ctx.catalog.resolve(ref)
+    checks = load_checks(loaded.suite_dir())  # type: ignore[arg-type]
+    gres = evaluate_gate(ctx.catalog, version, required_checks(checks, gate.tests), gate.testbeds)
+    if version.state == State.STABLE:
+        console.print(f"{ref} is already stable")
+        raise typer.Exit(int(ExitCode.OK))
+    if not gres.holds:
+        err_console.print(gres.explain())
+        err_console.print(f"[red]not promoted[/]: {ref} stays on testing")
+        raise typer.Exit(int(code if code != ExitCode.OK else ExitCode.GATE_REFUSED))
+    promoted = do_promote(ctx.catalog, version, gres, keep=loaded.definition.keep)
+    console.print(f"[green]gate holds[/]: promoted {ref} to [bold]stable[/]")
+    for old in promoted.retired:
+        console.print(f"retired {old.product.name}@{old.serial} (inactive)")
+
+
+@app.command()
+@handle_errors
+def events(ref: RefArg) -> None:
+    """The audit trail of a version: every state change, who, when, why."""
+    ctx = Context.load()
+    version = ctx.catalog.resolve(ref)
+    table = Table("at", "from", "to", "actor", "reason")
+    for e in ctx.catalog.events(version.id):
+        table.add_row(e.at.isoformat(timespec="seconds"), e.from_state or "-", e.to_state, e.actor, e.reason)
+    console.print(table)
+
+
+@app.command()
+@handle_errors
+def verify() -> None:
+    """Re-hash every blob in the artifact store; exit 7 if any is corrupt."""
+    ctx = Context.load()
+    n, bad = ctx.store.verify_all()
+    for digest in bad:
+        err_console.print(f"[red]corrupt[/] sha256:{digest} ({ctx.store.path(digest)})")
+    console.print(f"verified {n} blob(s): {len(bad)} corrupt")
+    if bad:
+        raise typer.Exit(int(ExitCode.STORE_CORRUPT))
+
+
+def _duration(text: str) -> timedelta:
+    m = re.fullmatch(r"(\d+)([smhd])", text)
+    if not m:
+        raise UsageError(f"bad duration {text!r}: use e.g. 90m, 12h, 3d")
+    n, unit = int(m.group(1)), m.group(2)
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+
+
+@app.command()
+@handle_errors
+def prune(older_than: Annotated[str, typer.Option("--older-than", help="age, e.g. 3d")] = "3d",
+          name: Annotated[str | None, typer.Option("--name", help="only this product")] = None,
+          dry_run: Annotated[bool, typer.Option("--dry-run")] = False) -> None:
+    """Retire testing versions older than a cutoff that never had a passing run."""
+    ctx = Context.load()
+    pruned = do_prune(ctx.catalog, older_than=_duration(older_than), name=name, dry_run=dry_run)
+    for v in pruned:
+        console.print(f"{'would retire' if dry_run else 'retired'} {v.product.name}@{v.serial}")
+    console.print(f"{len(pruned)} version(s) {'to prune' if dry_run else 'pruned'}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,77 @@
+"""Shared by ``run``, ``test`` and ``pipeline``: run checks, show progress, write reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.markup import escape
+
+from imageci.cli.context import Context, console, load_checks
+from imageci.engine.runner import Engine, RunReport, TestResult
+from imageci.exitcodes import ExitCode
+from imageci.reports.junit import write_junit
+from imageci.reports.tap import write_tap
+from imageci.store.models import Attempt
+from imageci.testbeds.registry import make_backend
+
+COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "flaky": "yellow"}
+
+
+@dataclass
+class TestOptions:
+    __test__ = False
+    ref: str
+    suite: Path | None
+    tests: list[str] | None
+    testbeds: list[str]
+    jobs: int | None
+    retries: int
+    rerun_all: bool
+    junit: Path | None
+    tap: Path | None
+
+
+def _log_text(ctx: Context, result: TestResult) -> str:
+    for a in reversed(result.attempts):
+        if a.log_digest and ctx.store.has(a.log_digest):
+            return ctx.store.path(a.log_digest).read_text(encoding="utf-8", errors="replace")
+    return ""
+
+
+def _show(what: str, result: TestResult, attempt: Attempt | None) -> None:
+    assert attempt is not None
+    colour = COLOURS.get(attempt.verdict, "white")
+    extra = " (cached: passed before for these bytes)" if what == "cached" else (
+        f" — {escape(attempt.reason)}" if attempt.reason else "")
+    secs = (attempt.ended_at - attempt.started_at).total_seconds()
+    tries = f" try {attempt.attempt}" if attempt.attempt > 1 else ""
+    bed = escape(f"[{result.testbed}]")
+    console.print(f"  [{colour}]{attempt.verdict:5}[/] {escape(result.test_id)} {bed}{tries} "
+                  f"{'' if what == 'cached' else f'{secs:.2f}s'}{extra}", highlight=False)
+
+
+def write_reports(ctx: Context, report: RunReport, junit: Path | None, tap: Path | None) -> None:
+    if junit:
+        write_junit(report, junit, lambda r: _log_text(ctx, r))
+    if tap:
+        write_tap(report, tap)
+
+
+def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
+    version = ctx.catalog.resolve(opts.ref)
+    checks = load_checks(ctx.suite_dir_for(version, opts.suite), opts.tests)
+    backends = {name: make_backend(name, ctx.settings) for name in dict.fromkeys(opts.testbeds)}
+    engine = Engine(ctx.catalog, ctx.store, backends, jobs=opts.jobs or ctx.settings.jobs, on_event=_show)
+    console.print(f"testing {version.product.name}@{version.serial} (sha256:{version.digest[:12]}): "
+                  f"{len(checks)} test(s) × {', '.join(backends)}")
+    report = engine.run(version, checks, list(backends), retries=opts.retries, rerun_all=opts.rerun_all)
+    write_reports(ctx, report, opts.junit, opts.tap)
+    counts = {k: v for k, v in report.counts().items() if v}
+    flaky = [r for r in report.results if r.verdict == "flaky"]
+    for r in flaky:
+        tries = ", ".join(f"#{a.attempt} {a.verdict}" for a in r.attempts)
+        console.print(f"[yellow]flaky[/] {escape(r.test_id)} [{r.testbed}]: {tries}", highlight=False)
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items()) or "no tests"
+    console.print(f"run {report.run_id}: {summary} → exit {int(report.exit_code)}")
+    return report.exit_code

@@ -1,0 +1,147 @@
+"""The image definition (``image.yaml``): what to build and which tests gate it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from imageci.definitions.yamlsource import load_yaml, validate
+from imageci.errors import SourceError
+
+NAME_RE = r"^[a-z0-9][a-z0-9.-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunStep(_Strict):
+    """Run a shell command inside the new root (chroot)."""
+
+    run: str
+
+
+class WriteStep(_Strict):
+    """Write a file with given content into the image."""
+
+    write: str = Field(description="absolute path inside the image")
+    content: str
+    mode: str = "0644"
+
+    @field_validator("write")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/") or ".." in Path(v).parts:
+            raise ValueError("must be an absolute path without '..'")
+        return v
+
+    @field_validator("mode")
+    @classmethod
+    def _octal(cls, v: str) -> str:
+        if not re.fullmatch(r"0?[0-7]{3,4}", v):
+            raise ValueError("must be an octal mode like 0644")
+        return v
+
+
+def _step_kind(v: object) -> str | None:
+    if isinstance(v, dict):
+        for kind in ("run", "write"):
+            if kind in v:
+                return kind
+        return None
+    return "run" if isinstance(v, RunStep) else "write" if isinstance(v, WriteStep) else None
+
+
+CustomizeStep = Annotated[
+    Annotated[RunStep, Tag("run")] | Annotated[WriteStep, Tag("write")],
+    Discriminator(_step_kind, custom_error_type="step_kind",
+                  custom_error_message="a step needs one of the keys 'run' or 'write'"),
+]
+
+
+def _package_name(p: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9]+)?(=[A-Za-z0-9.+~:-]+)?", p):
+        raise ValueError(f"not a Debian package name: {p!r}")
+    return p
+
+
+PackageName = Annotated[str, AfterValidator(_package_name)]
+
+
+class Gate(_Strict):
+    """Which checks must pass, on which testbeds, before promotion to stable."""
+
+    tests: Literal["all"] | list[str] = "all"
+    testbeds: list[str] = Field(default_factory=lambda: ["sandbox"], min_length=1)
+
+
+class TestsSection(_Strict):
+    __test__ = False
+    suite: str = Field(description="suite directory, relative to the definition file")
+    gate: Gate = Field(default_factory=Gate)
+
+
+class ImageDefinition(_Strict):
+    name: str = Field(pattern=NAME_RE)
+    description: str = ""
+    distribution: Literal["debian", "ubuntu"] = "debian"
+    suite: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    variant: Literal["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important",
+                     "debootstrap", "standard"] = "minbase"
+    architecture: str = Field(default="amd64", pattern=r"^[a-z0-9]+$")
+    mirror: str = "http://deb.debian.org/debian"
+    components: list[str] = Field(default_factory=lambda: ["main"], min_length=1)
+    packages: list[PackageName] = Field(default_factory=list)
+    customize: list[CustomizeStep] = Field(default_factory=list)
+    source_date_epoch: int | None = Field(
+        default=None, ge=0, description="fixed timestamp; default: the mirror's Release date"
+    )
+    keep: int = Field(default=3, ge=1, description="stable versions kept active per product")
+    tests: TestsSection | None = None
+
+    @model_validator(mode="after")
+    def _mirror_scheme(self) -> ImageDefinition:
+        if not re.match(r"^(https?|file)://", self.mirror):
+            raise ValueError("mirror must be an http(s):// or file:// URL")
+        return self
+
+
+class LoadedDefinition(BaseModel):
+    """A validated definition and where it came from."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    path: Path
+    definition: ImageDefinition
+    text: str
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def suite_dir(self) -> Path | None:
+        if self.definition.tests is None:
+            return None
+        return (self.base_dir / self.definition.tests.suite).resolve()
+
+
+def load_definition(path: Path) -> LoadedDefinition:
+    src = load_yaml(path)
+    definition = validate(ImageDefinition, src)
+    if definition.tests is not None:
+        suite = (path.parent / definition.tests.suite).resolve()
+        if not suite.is_dir():
+            raise SourceError(str(path), src.line_of(("tests", "suite")), f"no such directory: {suite}",
+                              "tests.suite")
+    return LoadedDefinition(path=path.resolve(), definition=definition, text=path.read_text(encoding="utf-8"))

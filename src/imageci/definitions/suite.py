@@ -1,0 +1,169 @@
+"""Script test suites: a directory of executables, like CentOS t_functional.
+
+Exit status 0 is a pass, 77 a skip, anything else a failure. Metadata comes
+from an optional ``suite.yaml`` next to the scripts, or from header comments
+in the first 30 lines of a script::
+
+    # imageci-timeout: 30
+    # imageci-tags: network, slow
+    # imageci-needs: root
+    # imageci-flaky: true
+    # imageci-description: resolver config is absent
+
+``suite.yaml`` wins over a header for the same key. Unknown keys are errors
+with file:line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imageci.definitions.yamlsource import load_yaml, validate
+from imageci.errors import SourceError
+
+SUITE_FILE = "suite.yaml"
+HEADER_RE = re.compile(r"^#\s*imageci-([a-z-]+):\s*(.*?)\s*$")
+HEADER_LINES = 30
+DEFAULT_TIMEOUT = 300
+
+
+class TestMeta(BaseModel):
+    __test__ = False
+    model_config = ConfigDict(extra="forbid")
+    timeout: int | None = Field(default=None, gt=0, description="seconds; the whole process tree is killed")
+    tags: list[str] | None = None
+    needs: list[str] | None = Field(default=None, description="testbed capabilities the test requires")
+    flaky: bool | None = Field(default=None, description="known flaky: a failure is reported, not gating")
+    description: str | None = None
+
+
+class SuiteFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    defaults: TestMeta = Field(default_factory=TestMeta)
+    tests: dict[str, TestMeta] = Field(default_factory=dict)
+
+
+class ScriptTestSpec(BaseModel):
+    """One executable of a suite, with its resolved metadata and content digest."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    path: Path
+    executable: bool
+    timeout: int
+    tags: tuple[str, ...]
+    needs: tuple[str, ...]
+    flaky: bool
+    description: str
+    digest: str
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    path: Path
+    tests: tuple[ScriptTestSpec, ...]
+
+    def select(self, names: list[str] | None) -> list[ScriptTestSpec]:
+        if not names:
+            return list(self.tests)
+        by_name = {t.name: t for t in self.tests}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            import difflib
+
+            hints = []
+            for m in missing:
+                close = difflib.get_close_matches(m, by_name, n=3)
+                hints.append(f"{m!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+            raise SourceError(str(self.path), None, f"no such test in suite: {', '.join(hints)}; "
+                              f"available: {', '.join(sorted(by_name))}")
+        return [by_name[n] for n in names]
+
+
+def _split_list(v: str) -> list[str]:
+    return [x.strip() for x in v.split(",") if x.strip()]
+
+
+def _read_header(path: Path) -> TestMeta:
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            head = [next(fh, "") for _ in range(HEADER_LINES)]
+    except OSError as exc:
+        raise SourceError(str(path), None, f"cannot read: {exc}") from exc
+    values: dict[str, object] = {}
+    for lineno, line in enumerate(head, start=1):
+        m = HEADER_RE.match(line)
+        if not m:
+            continue
+        key, raw = m.group(1), m.group(2)
+        if key not in TestMeta.model_fields:
+            raise SourceError(str(path), lineno, f"unknown header key 'imageci-{key}' "
+                              f"(known: {', '.join('imageci-' + k for k in TestMeta.model_fields)})")
+        value: object = raw
+        if key in ("tags", "needs"):
+            value = _split_list(raw)
+        elif key == "flaky":
+            if raw.lower() not in ("true", "false", "yes", "no"):
+                raise SourceError(str(path), lineno, f"imageci-flaky must be true or false (got {raw!r})")
+            value = raw.lower() in ("true", "yes")
+        elif key == "timeout":
+            if not raw.isdigit() or int(raw) <= 0:
+                raise SourceError(str(path), lineno, f"imageci-timeout must be a positive integer (got {raw!r})")
+            value = int(raw)
+        values[key] = value
+    return TestMeta.model_validate(values)
+
+
+def _merge(*metas: TestMeta) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for m in metas:
+        out.update({k: v for k, v in m.model_dump().items() if v is not None})
+    return out
+
+
+def load_suite(directory: Path) -> Suite:
+    directory = directory.resolve()
+    if not directory.is_dir():
+        raise SourceError(str(directory), None, "suite directory does not exist")
+    suite_file = directory / SUITE_FILE
+    spec = SuiteFile()
+    if suite_file.exists():
+        spec = validate(SuiteFile, load_yaml(suite_file))
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name != SUITE_FILE
+                   and not p.name.startswith(".") and not p.name.endswith((".md", ".txt", "~")))
+    tests: list[ScriptTestSpec] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        name = path.stem if path.suffix in (".sh", ".py", ".bash") else path.name
+        if name in seen:
+            raise SourceError(str(path), None, f"test name {name!r} is also used by {seen[name].name}")
+        seen[name] = path
+        meta = _merge(spec.defaults, _read_header(path), spec.tests.get(name, TestMeta()))
+        content = path.read_bytes()
+        h = hashlib.sha256()
+        h.update(content)
+        h.update(repr(sorted(meta.items())).encode())
+        tests.append(ScriptTestSpec(
+            name=name,
+            path=path,
+            executable=os.access(path, os.X_OK),
+            timeout=int(meta.get("timeout", DEFAULT_TIMEOUT)),  # type: ignore[call-overload]
+            tags=tuple(meta.get("tags", ())),  # type: ignore[call-overload]
+            needs=tuple(meta.get("needs", ())),  # type: ignore[call-overload]
+            flaky=bool(meta.get("flaky", False)),
+            description=str(meta.get("description", "")),
+            digest=h.hexdigest(),
+        ))
+    unknown = sorted(set(spec.tests) - seen.keys())
+    if unknown:
+        src = load_yaml(suite_file)
+        raise SourceError(str(suite_file), src.line_of(("tests", unknown[0])),
+                          f"metadata for a test that does not exist: {unknown[0]!r}", "tests")
+    return Suite(name=directory.name, path=directory, tests=tuple(tests))

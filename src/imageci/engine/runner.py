@@ -1,0 +1,210 @@
+"""Run checks against one image on one or more testbeds.
+
+Every attempt is recorded. Each test gets a fresh testbed. ``retries`` re-runs
+only tests that never passed; a check that already passed for the same image
+digest + test digest + testbed is not re-run unless ``rerun_all``.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from imageci.checks.base import Check, Outcome
+from imageci.engine.aggregate import aggregate, exit_code_for
+from imageci.errors import ImageciError
+from imageci.exitcodes import ExitCode
+from imageci.store.blobs import BlobStore
+from imageci.store.catalog import Catalog
+from imageci.store.models import Attempt, Version, utcnow
+from imageci.testbeds.base import Backend, ImageHandle, Testbed
+from imageci.verdicts import Verdict
+
+
+@dataclass
+class TestResult:
+    __test__ = False
+    check: Check
+    testbed: str
+    attempts: list[Attempt] = field(default_factory=list)
+    cached: bool = False
+    verdict: Verdict = Verdict.SKIP
+
+    @property
+    def test_id(self) -> str:
+        return self.check.id
+
+    @property
+    def reason(self) -> str:
+        for a in reversed(self.attempts):
+            if a.verdict != Verdict.PASS and a.reason:
+                return a.reason
+        return ""
+
+    @property
+    def duration(self) -> float:
+        return sum((a.ended_at - a.started_at).total_seconds() for a in self.attempts if not self.cached)
+
+    def finalize(self) -> None:
+        self.verdict = aggregate([Verdict(a.verdict) for a in self.attempts], self.check.flaky)
+
+
+@dataclass
+class RunReport:
+    run_id: int
+    version: Version
+    results: list[TestResult]
+    started_at: datetime
+    ended_at: datetime
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        return exit_code_for(r.verdict for r in self.results)
+
+    def counts(self) -> dict[str, int]:
+        out = {v.value: 0 for v in Verdict}
+        for r in self.results:
+            out[r.verdict.value] += 1
+        return out
+
+
+EventFn = Callable[[str, TestResult, Attempt | None], None]
+
+
+@dataclass
+class Engine:
+    catalog: Catalog
+    store: BlobStore
+    backends: dict[str, Backend]
+    jobs: int = 1
+    on_event: EventFn | None = None
+    _live: set[Testbed] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _emit(self, what: str, result: TestResult, attempt: Attempt | None = None) -> None:
+        if self.on_event:
+            self.on_event(what, result, attempt)
+
+    def image_handle(self, version: Version) -> ImageHandle:
+        rootfs = next((a for a in version.artifacts if a.kind == "rootfs"), None)
+        if rootfs is None:
+            raise ImageciError(f"{version.product.name}@{version.serial} has no rootfs artifact")
+        arch = "amd64"
+        return ImageHandle(digest=version.digest, name=version.product.name,
+                           rootfs_tar=self.store.verified_path(rootfs.digest), architecture=arch)
+
+    def _record(self, run_id: int, image: ImageHandle, result: TestResult, outcome: Outcome,
+                started: datetime, ended: datetime) -> Attempt:
+        log_digest = self.store.put_bytes(outcome.log).digest if outcome.log else None
+        attempt = self.catalog.record_attempt(Attempt(
+            run_id=run_id, image_digest=image.digest, test_id=result.check.id, test_digest=result.check.digest,
+            testbed=result.testbed, attempt=len(result.attempts) + 1, started_at=started, ended_at=ended,
+            exit_code=outcome.exit_code, verdict=outcome.verdict.value, reason=outcome.reason,
+            log_digest=log_digest))
+        result.attempts.append(attempt)
+        self._emit("attempt", result, attempt)
+        return attempt
+
+    def _execute(self, image: ImageHandle, result: TestResult) -> Outcome:
+        backend = self.backends[result.testbed]
+        testbed: Testbed | None = None
+        try:
+            testbed = backend.create(image)
+            with self._lock:
+                self._live.add(testbed)
+            testbed.open()
+            return result.check.run(testbed)
+        except ImageciError as exc:
+            return Outcome(Verdict.ERROR, f"testbed error: {exc}", None, str(exc).encode())
+        except Exception as exc:  # a harness bug must not take the run down with it
+            return Outcome(Verdict.ERROR, f"harness error: {type(exc).__name__}: {exc}", None,
+                           traceback.format_exc().encode())
+        finally:
+            if testbed is not None:
+                try:
+                    testbed.close()
+                finally:
+                    with self._lock:
+                        self._live.discard(testbed)
+
+    def _attempt(self, run_id: int, image: ImageHandle, result: TestResult) -> None:
+        started = utcnow()
+        outcome = self._execute(image, result)
+        ended = max(utcnow(), started)
+        self._record(run_id, image, result, outcome, started, ended)
+
+    def run(self, version: Version, checks: Sequence[Check], testbeds: Sequence[str], *, retries: int = 0,
+            rerun_all: bool = False, options: dict[str, object] | None = None) -> RunReport:
+        image = self.image_handle(version)
+        run_id = self.catalog.start_run(image.digest, version.id, {
+            "testbeds": list(testbeds), "retries": retries, "rerun_all": rerun_all,
+            "tests": [c.id for c in checks], **(options or {})})
+        started = utcnow()
+        results: list[TestResult] = []
+        todo: list[TestResult] = []
+        for check in checks:
+            for tb in testbeds:
+                result = TestResult(check, tb)
+                results.append(result)
+                if not rerun_all:
+                    earlier = self.catalog.passing_attempt(image.digest, check.digest, tb)
+                    if earlier is not None:
+                        result.attempts.append(earlier)
+                        result.cached = True
+                        self._emit("cached", result, earlier)
+                        continue
+                pre = check.precheck()
+                if pre is None:
+                    missing = sorted(set(check.needs) - set(self.backends[tb].capabilities(image)))
+                    if missing:
+                        pre = Outcome(Verdict.SKIP, f"testbed {tb} lacks: {', '.join(missing)}")
+                if pre is not None:
+                    now = utcnow()
+                    self._record(run_id, image, result, pre, now, now)
+                    continue
+                todo.append(result)
+        interrupted = False
+        try:
+            self._pool(run_id, image, todo)
+            for _ in range(retries):
+                again = [r for r in todo if not any(a.verdict == Verdict.PASS for a in r.attempts)
+                         and r.attempts and r.attempts[-1].verdict in (Verdict.FAIL, Verdict.ERROR)]
+                if not again:
+                    break
+                self._pool(run_id, image, again)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            for r in results:
+                if r.attempts:
+                    r.finalize()
+            results = [r for r in results if r.attempts]
+            report = RunReport(run_id, version, results, started, utcnow(), interrupted)
+            self.catalog.finish_run(run_id, int(report.exit_code))
+        if interrupted:
+            raise KeyboardInterrupt
+        return report
+
+    def _pool(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult]) -> None:
+        if not todo:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="imageci-test") as pool:
+            futures = [pool.submit(self._attempt, run_id, image, r) for r in todo]
+            try:
+                for fut in as_completed(futures):
+                    fut.result()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                with self._lock:
+                    live = list(self._live)
+                for tb in live:  # kill running commands so the workers return now
+                    tb.close()
+                raise

@@ -1,0 +1,21 @@
+"""Process exit codes of the ``imageci`` command. Each one means one thing.
+
+They are documented in the README; tests assert them. Worst wins when a run
+has several outcomes: ERROR > FAILED > NO_TESTS.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0  # everything asked for succeeded (flaky tests count as passing)
+    FAILED = 1  # at least one test failed (and none errored)
+    USAGE = 2  # bad usage or bad input: arguments, definition, suite file, unknown image reference
+    ERROR = 3  # a testbed or the harness broke (not the image's fault)
+    NO_TESTS = 4  # nothing ran: every selected test was skipped, or none was selected
+    GATE_REFUSED = 5  # promotion refused: the gate does not hold
+    BUILD_FAILED = 6  # the builder (mmdebstrap) failed; nothing was registered
+    STORE_CORRUPT = 7  # `verify` found a blob whose bytes do not match its digest
+    INTERRUPTED = 130  # Ctrl-C / SIGTERM; temporary state was cleaned up

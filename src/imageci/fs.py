@@ -1,0 +1,37 @@
+"""Filesystem helpers shared by builders and testbeds: safe removal of trees
+that may have something mounted below them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+
+def mounts_below(path: Path) -> list[str]:
+    """Mount points at or below ``path``, deepest first."""
+    root = os.path.realpath(path)
+    found = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+            for line in fh:
+                mnt = line.split()[4].replace("\\040", " ")
+                if mnt == root or mnt.startswith(root.rstrip("/") + "/"):
+                    found.append(mnt)
+    except OSError:
+        return []
+    return sorted(found, key=len, reverse=True)
+
+
+def unmount_all(path: Path) -> None:
+    for mnt in mounts_below(path):
+        subprocess.run(["umount", "-l", mnt], check=False, capture_output=True)
+
+
+def safe_rmtree(path: Path) -> None:
+    """Remove ``path`` without ever crossing into a mounted filesystem."""
+    if not os.path.lexists(path):
+        return
+    unmount_all(path)
+    # --one-file-system refuses to descend into anything still mounted.
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False, capture_output=True)

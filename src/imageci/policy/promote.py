@@ -1,0 +1,61 @@
+"""Promotion to ``stable`` (gated, audited) and pruning of stale ``testing`` versions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from imageci.errors import GateRefused, UsageError
+from imageci.policy.gate import GateResult
+from imageci.store.catalog import Catalog, current_actor
+from imageci.store.models import State, Version, as_utc, utcnow
+
+
+@dataclass
+class PromotionResult:
+    version: Version
+    retired: list[Version] = field(default_factory=list)
+    forced: bool = False
+
+
+def promote(catalog: Catalog, version: Version, gate: GateResult | None, *, keep: int, force: bool = False,
+            reason: str = "", actor: str | None = None) -> PromotionResult:
+    """testing → stable when the gate holds (or ``force`` with a reason); then
+    keep at most ``keep`` stable versions of the product, retiring the oldest."""
+    actor = actor or current_actor()
+    if force and not reason.strip():
+        raise UsageError("--force needs --reason: a forced promotion is audited")
+    if version.state == State.STABLE:
+        raise UsageError(f"{version.product.name}@{version.serial} is already stable")
+    if version.state != State.TESTING:
+        raise UsageError(f"{version.product.name}@{version.serial} is {version.state}; only testing versions "
+                         "can be promoted")
+    if not force and (gate is None or not gate.holds):
+        raise GateRefused(gate.explain() if gate else "no gate is defined for this image; use --force --reason")
+    why = f"forced: {reason}" if force else ("gate held" + (f": {reason}" if reason else ""))
+    promoted = catalog.transition(version.id, State.STABLE, actor=actor, reason=why)
+    stable = catalog.versions(version.product.name, {State.STABLE})
+    retired = []
+    for old in sorted(stable, key=lambda v: v.serial, reverse=True)[keep:]:
+        retired.append(catalog.transition(old.id, State.INACTIVE, actor=actor,
+                                          reason=f"superseded by {promoted.serial} (keep={keep})"))
+    return PromotionResult(promoted, retired, force)
+
+
+def prune(catalog: Catalog, *, older_than: timedelta, name: str | None = None, dry_run: bool = False,
+          actor: str | None = None) -> list[Version]:
+    """Retire testing versions older than ``older_than`` whose newest test run
+    did not pass (or that were never tested)."""
+    cutoff = utcnow() - older_than
+    pruned = []
+    for v in catalog.versions(name, {State.TESTING}):
+        if as_utc(v.created_at) > cutoff:
+            continue
+        runs = [r for r in catalog.runs(v.digest) if r.exit_code is not None]
+        if runs and runs[-1].exit_code == 0:
+            continue
+        pruned.append(v)
+        if not dry_run:
+            catalog.transition(v.id, State.INACTIVE, actor=actor or current_actor(),
+                               reason=f"pruned: in testing since {v.created_at:%Y-%m-%d} without a passing run")
+    return pruned

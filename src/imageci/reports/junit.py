@@ -1,0 +1,68 @@
+"""JUnit XML: one <testsuite> per testbed, one <testcase> per test."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+from imageci.engine.runner import RunReport, TestResult
+from imageci.verdicts import Verdict
+
+LogFn = Callable[[TestResult], str]
+EXCERPT = 4000
+
+
+def _clean(text: str) -> str:
+    # XML 1.0 forbids most control characters.
+    return "".join(ch for ch in text if ch in "\t\n\r" or ord(ch) >= 0x20)
+
+
+def junit_xml(report: RunReport, log_text: LogFn) -> bytes:
+    image = f"{report.version.product.name}@{report.version.serial}"
+    root = ET.Element("testsuites", name=f"imageci {image}")
+    by_bed: dict[str, list[TestResult]] = {}
+    for r in report.results:
+        by_bed.setdefault(r.testbed, []).append(r)
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for bed, results in by_bed.items():
+        counts = {
+            "tests": len(results),
+            "failures": sum(r.verdict == Verdict.FAIL for r in results),
+            "errors": sum(r.verdict == Verdict.ERROR for r in results),
+            "skipped": sum(r.verdict == Verdict.SKIP for r in results),
+        }
+        for k in totals:
+            totals[k] += counts[k]
+        suite = ET.SubElement(root, "testsuite", name=f"{image} [{bed}]",
+                              timestamp=report.started_at.strftime("%Y-%m-%dT%H:%M:%S"),
+                              time=f"{sum(r.duration for r in results):.3f}",
+                              **{k: str(v) for k, v in counts.items()})
+        props = ET.SubElement(suite, "properties")
+        ET.SubElement(props, "property", name="image.digest", value=f"sha256:{report.version.digest}")
+        ET.SubElement(props, "property", name="testbed", value=bed)
+        ET.SubElement(props, "property", name="run.id", value=str(report.run_id))
+        for r in results:
+            case = ET.SubElement(suite, "testcase", name=r.test_id, classname=f"{report.version.product.name}.{bed}",
+                                 time=f"{r.duration:.3f}")
+            excerpt = _clean(log_text(r)[-EXCERPT:])
+            if r.verdict == Verdict.FAIL:
+                ET.SubElement(case, "failure", message=_clean(r.reason or "failed"), type="fail").text = excerpt
+            elif r.verdict == Verdict.ERROR:
+                ET.SubElement(case, "error", message=_clean(r.reason or "error"), type="error").text = excerpt
+            elif r.verdict == Verdict.SKIP:
+                ET.SubElement(case, "skipped", message=_clean(r.reason or "skipped"))
+            if r.verdict == Verdict.FLAKY or r.cached:
+                note = (f"flaky: passed after {len(r.attempts)} attempt(s); {r.reason}" if r.verdict == Verdict.FLAKY
+                        else f"cached: passed before in run {r.attempts[0].run_id}")
+                ET.SubElement(case, "system-out").text = _clean(note + "\n" + excerpt)
+    for k, v in totals.items():
+        root.set(k, str(v))
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def write_junit(report: RunReport, path: Path, log_text: LogFn) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(junit_xml(report, log_text))
+    tmp.replace(path)

@@ -1,0 +1,36 @@
+"""TAP version 13, with a YAML diagnostic block per non-passing test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from imageci.engine.runner import RunReport
+from imageci.verdicts import Verdict
+
+
+def tap(report: RunReport) -> str:
+    lines = ["TAP version 13", f"1..{len(report.results)}"]
+    for i, r in enumerate(report.results, start=1):
+        name = f"{r.test_id} [{r.testbed}]"
+        if r.verdict == Verdict.SKIP:
+            lines.append(f"ok {i} - {name} # SKIP {r.reason}")
+            continue
+        ok = r.verdict in (Verdict.PASS, Verdict.FLAKY)
+        lines.append(f"{'ok' if ok else 'not ok'} {i} - {name}")
+        if r.verdict != Verdict.PASS or r.cached:
+            diag = {"verdict": r.verdict.value, "attempts": [a.verdict for a in r.attempts]}
+            if r.reason:
+                diag["message"] = r.reason
+            if r.cached:
+                diag["cached_from_run"] = r.attempts[0].run_id
+            block = yaml.safe_dump(diag, sort_keys=False).rstrip("\n").splitlines()
+            lines += ["  ---", *("  " + b for b in block), "  ..."]
+    return "\n".join(lines) + "\n"
+
+
+def write_tap(report: RunReport, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(tap(report), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,153 @@
+"""Content-addressed blob store: ``blobs/sha256/ab/<digest>``.
+
+Writes go to a temporary file in the same filesystem, are fsynced and then
+renamed into place, so a blob path either does not exist or holds exactly the
+bytes its name promises. Reads that hand out a path re-hash first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from imageci.errors import ImageciError
+from imageci.exitcodes import ExitCode
+
+CHUNK = 1 << 20
+
+
+class CorruptBlobError(ImageciError):
+    exit_code = ExitCode.STORE_CORRUPT
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str  # hex sha256
+    size: int
+
+
+def hash_file(path: Path) -> Blob:
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return Blob(h.hexdigest(), size)
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.tmp = root / "tmp"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        digest = digest.removeprefix("sha256:")
+        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not a sha256 digest: {digest!r}")
+        return self.blobs / digest[:2] / digest
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def _commit(self, tmp_path: Path, digest: str) -> Path:
+        final = self.path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            tmp_path.unlink()
+        else:
+            os.chmod(tmp_path, 0o444)
+            os.replace(tmp_path, final)
+        return final
+
+    def put_bytes(self, data: bytes) -> Blob:
+        digest = hashlib.sha256(data).hexdigest()
+        if not self.has(digest):
+            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                self._commit(Path(name), digest)
+            except BaseException:
+                Path(name).unlink(missing_ok=True)
+                raise
+        return Blob(digest, len(data))
+
+    def put_file(self, src: Path) -> Blob:
+        """Copy ``src`` into the store while hashing it (one read)."""
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
+        tmp_path = Path(name)
+        try:
+            h = hashlib.sha256()
+            size = 0
+            with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
+                while chunk := fin.read(CHUNK):
+                    h.update(chunk)
+                    size += len(chunk)
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            digest = h.hexdigest()
+            self._commit(tmp_path, digest)
+            return Blob(digest, size)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+
+    def move_file(self, src: Path) -> Blob:
+        """Hash ``src`` and rename it into the store (same filesystem: no copy)."""
+        blob = hash_file(src)
+        try:
+            fd = os.open(src, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._commit(src, blob.digest)
+        except OSError:
+            return self.put_file(src)
+        return blob
+
+    def verified_path(self, digest: str) -> Path:
+        """The blob's path, after checking its bytes still match its name."""
+        p = self.path(digest)
+        if not p.is_file():
+            raise CorruptBlobError(f"blob sha256:{digest} is missing from the store")
+        if hash_file(p).digest != digest.removeprefix("sha256:"):
+            raise CorruptBlobError(f"blob sha256:{digest} is corrupt (content does not match its digest)")
+        return p
+
+    def read_bytes(self, digest: str) -> bytes:
+        data = self.path(digest).read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest.removeprefix("sha256:"):
+            raise CorruptBlobError(f"blob sha256:{digest} is corrupt (content does not match its digest)")
+        return data
+
+    def iter_digests(self) -> Iterator[str]:
+        for sub in sorted(self.blobs.iterdir()):
+            if sub.is_dir():
+                for f in sorted(sub.iterdir()):
+                    yield f.name
+
+    def verify_all(self) -> tuple[int, list[str]]:
+        """Re-hash every blob; return (count checked, digests that are corrupt)."""
+        bad, n = [], 0
+        for digest in self.iter_digests():
+            n += 1
+            if hash_file(self.path(digest)).digest != digest:
+                bad.append(digest)
+        return n, bad
+
+    def clean_tmp(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,124 @@
+"""Catalog tables (SQLAlchemy 2). The schema is owned by the Alembic migrations
+in ``store/migrations``; these classes must match the newest revision."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(dt: datetime) -> datetime:
+    """SQLite drops the zone; every timestamp we write is UTC."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+class State(enum.StrEnum):
+    CREATED = "created"
+    TESTING = "testing"
+    STABLE = "stable"
+    INACTIVE = "inactive"
+
+
+# The only transitions the catalog allows.
+TRANSITIONS: dict[State, set[State]] = {
+    State.CREATED: {State.TESTING, State.INACTIVE},
+    State.TESTING: {State.STABLE, State.INACTIVE},
+    State.STABLE: {State.INACTIVE},
+    State.INACTIVE: {State.TESTING},  # re-publish for another round of testing
+}
+
+# A channel lists the versions in these states, newest serial first.
+CHANNELS: dict[str, set[State]] = {
+    "testing": {State.TESTING, State.STABLE},
+    "stable": {State.STABLE},
+}
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Product(Base):
+    __tablename__ = "products"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    versions: Mapped[list[Version]] = relationship(back_populates="product", order_by="Version.serial")
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    __table_args__ = (UniqueConstraint("product_id", "serial"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    serial: Mapped[str] = mapped_column(String(32))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    input_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), default=State.CREATED.value)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    definition: Mapped[str | None] = mapped_column(Text)
+    build_info: Mapped[str | None] = mapped_column(Text)  # JSON
+    product: Mapped[Product] = relationship(back_populates="versions")
+    artifacts: Mapped[list[Artifact]] = relationship(back_populates="version", cascade="all, delete-orphan")
+    events: Mapped[list[Event]] = relationship(back_populates="version", order_by="Event.id")
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    digest: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    version: Mapped[Version] = relationship(back_populates="artifacts")
+
+
+class Event(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    version: Mapped[Version] = relationship(back_populates="events")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_digest: Mapped[str] = mapped_column(String(64), index=True)
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id"))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    options: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(128), default="")
+
+
+class Attempt(Base):
+    """One execution of one test on one testbed for one image."""
+
+    __tablename__ = "attempts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    image_digest: Mapped[str] = mapped_column(String(64), index=True)
+    test_id: Mapped[str] = mapped_column(String(255), index=True)
+    test_digest: Mapped[str] = mapped_column(String(64))
+    testbed: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    log_digest: Mapped[str | None] = mapped_column(String(64))

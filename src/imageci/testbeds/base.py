@@ -1,0 +1,72 @@
+"""The testbed protocol: the one narrow waist every backend implements.
+
+Modelled on autopkgtest's virtualisation-server verbs. Test kinds only ever
+see a :class:`Testbed`; they never know which backend they run on.
+
+Capability words (shared with DEP-8 restrictions later):
+
+``root``                 commands run as uid 0 inside the testbed
+``revert``               ``revert()`` is cheap (copy-on-write)
+``isolation-container``  own process tree with an init (services can start)
+``isolation-machine``    a whole machine (kernel, boot, reboot)
+``network``              may reach the outside network when a test asks
+``arch:<deb-arch>``      architecture of the image
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int | None  # None when the command was killed for its timeout
+    stdout: bytes
+    stderr: bytes
+    duration: float
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class ImageHandle:
+    """What a backend needs to know about the image under test."""
+
+    digest: str
+    name: str
+    rootfs_tar: Path  # verified blob path
+    architecture: str = "amd64"
+
+
+@runtime_checkable
+class Testbed(Protocol):
+    """One live, isolated environment made from an image."""
+
+    name: str
+
+    def capabilities(self) -> frozenset[str]: ...
+
+    def open(self) -> None: ...
+
+    def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
+             stdin: bytes | None = None, cwd: str | None = None, network: bool = False) -> ExecResult: ...
+
+    def copy_in(self, src: Path, dest: str) -> None: ...
+
+    def copy_out(self, src: str, dest: Path) -> None: ...
+
+    def revert(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """Makes testbeds of one kind for an image; registered by name."""
+
+    name: str
+
+    def capabilities(self, image: ImageHandle) -> frozenset[str]: ...
+
+    def create(self, image: ImageHandle) -> Testbed: ...
