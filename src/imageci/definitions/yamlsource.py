@@ -99,6 +99,8 @@ def validate(model: type[M], src: LocatedData, context: dict[str, Any] | None = 
 
         err = min(exc.errors(), key=where)  # report the first problem in file order
         loc = [p for p in err["loc"] if isinstance(p, str | int)]
+        # A tagged union repeats its tag in loc ("run", "run"): keep one.
+        loc = [p for i, p in enumerate(loc) if not (i + 1 < len(loc) and isinstance(p, str) and loc[i + 1] == p)]
         # Pydantic appends union/tag names to loc; keep only the real path prefix.
         while loc and tuple(loc) not in src.lines and len(loc) > 1 and not isinstance(loc[-1], int):
             if tuple(loc[:-1]) in src.lines:

@@ -1,0 +1,49 @@
+# imageci — the two commands: `make run` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXAMPLE := examples/debian-bookworm-minimal/image.yaml
+
+.PHONY: setup host-setup test-host-setup venv run test lint bench clean
+
+setup: host-setup venv
+
+host-setup:
+	scripts/host-setup.sh
+
+test-host-setup:
+	scripts/host-setup.sh --test
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+## build → testing → tests in fresh sandboxes → gate → stable, on embedded defaults
+run: setup
+	$(BIN)/imageci pipeline $(EXAMPLE) --junit out/junit.xml --tap out/results.tap
+	$(BIN)/imageci images
+
+out:
+	mkdir -p out
+
+run: | out
+
+## unit + integration tests with the real tools (mmdebstrap, bwrap, overlayfs, PostgreSQL)
+test: test-host-setup venv
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python bench/sandbox_overhead.py
+	$(BIN)/python bench/build_overhead.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Install the system packages imageci needs on Debian 12 (idempotent).
+# Uses sudo when not root. Safe to run again: installs only what is missing.
+#
+#   scripts/host-setup.sh            # runtime: mmdebstrap, bubblewrap, python venv
+#   scripts/host-setup.sh --test     # + what the test suite starts for real (PostgreSQL)
+set -euo pipefail
+
+want_test=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_test=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "host-setup: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "host-setup: not root and no sudo; run as root" >&2; exit 1; }
+  SUDO="sudo"
+fi
+
+packages=(
+  mmdebstrap          # the Debian builder
+  bubblewrap          # sandbox testbed namespaces
+  util-linux          # unshare, mount
+  python3 python3-venv python3-pip
+  ca-certificates
+  uidmap              # mmdebstrap --mode=unshare for non-root builds
+  git make
+)
+if [ "$want_test" = 1 ]; then
+  packages+=(postgresql)  # the catalog is tested against a real server
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "host-setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "host-setup: all system packages present"
+fi
+
+# PostgreSQL's Debian package starts a cluster; the tests start their own
+# private server instead, so the packaged one is not needed running.
+if [ "$want_test" = 1 ] && command -v pg_lsclusters >/dev/null; then
+  $SUDO pg_ctlcluster --force 15 main stop >/dev/null 2>&1 || true
+fi
+
+# overlayfs is needed by the sandbox testbed.
+if ! grep -qw overlay /proc/filesystems; then
+  $SUDO modprobe overlay 2>/dev/null || echo "host-setup: warning: overlayfs unavailable; the sandbox testbed needs it" >&2
+fi
+echo "host-setup: done"

@@ -1,0 +1,3 @@
+from imageci.cli.main import app
+
+app(prog_name="imageci")

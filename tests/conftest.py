@@ -1,0 +1,125 @@
+"""Shared fixtures. Tests start the real things: mmdebstrap, bubblewrap,
+overlayfs, SQLite, PostgreSQL. Real image builds go through a build cache
+keyed by the definition's input hash and kept outside the repository, so the
+suite builds the example image once per mirror state, not once per run."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from imageci.build.service import build_image
+from imageci.config import Settings
+from imageci.definitions.image import load_definition
+from imageci.store.blobs import BlobStore
+from imageci.store.catalog import Catalog
+from imageci.store.models import Version
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "debian-bookworm-minimal"
+BUILD_CACHE = Path(os.environ.get("IMAGECI_TEST_BUILD_CACHE",
+                                  Path.home() / ".cache" / "imageci" / "test-builds"))
+IMAGECI = [sys.executable, "-m", "imageci.cli"]
+
+
+@dataclass
+class Env:
+    settings: Settings
+    catalog: Catalog
+    store: BlobStore
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, IMAGECI_HOME=str(self.home), IMAGECI_DB_URL=self.settings.db_url,
+                    IMAGECI_BUILD_CACHE=str(BUILD_CACHE), COLUMNS="200")
+
+    def cli(self, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*IMAGECI, *args], env=self.env(), capture_output=True, text=True,
+                              check=check, timeout=timeout, cwd=REPO)
+
+
+def make_env(home: Path, db_url: str | None = None) -> Env:
+    settings = Settings(home=home, db_url=db_url or f"sqlite:///{home / 'catalog.db'}", jobs=2,
+                        build_cache=BUILD_CACHE)
+    settings.ensure()
+    return Env(settings, Catalog.open(settings.db_url), BlobStore(settings.store_dir))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = make_env(tmp_path / "home")
+    yield e
+    e.catalog.close()
+
+
+def build_example(e: Env, definition: Path = EXAMPLE / "image.yaml") -> Version:
+    """Build through the shared cache; a file lock keeps parallel sessions from building twice."""
+    BUILD_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(BUILD_CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return build_image(load_definition(definition), e.settings, e.catalog, e.store).version
+
+
+@pytest.fixture(scope="session")
+def image_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Version]]:
+    """One home with the example image built and published (read-mostly; tests
+    that need a pristine catalog use ``env``)."""
+    e = make_env(tmp_path_factory.mktemp("image-home"))
+    version = build_example(e)
+    yield e, version
+    e.catalog.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private PostgreSQL server on 127.0.0.1, started for this test session."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed (scripts/host-setup.sh --test installs it)")
+        pytest.skip("PostgreSQL server binaries not installed")
+    bindir = bins[-1].parent
+    import socket
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="imageci-pg-"))
+    data = base / "data"
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        shutil.chown(base, "postgres", "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"), "-o",
+                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def write_suite(directory: Path, scripts: dict[str, str], suite_yaml: str | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, body in scripts.items():
+        p = directory / name
+        p.write_text(body)
+        p.chmod(0o755)
+    if suite_yaml is not None:
+        (directory / "suite.yaml").write_text(suite_yaml)
+    return directory

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from imageci.errors import UnknownReferenceError, UsageError
+from imageci.store import database
+from imageci.store.catalog import Catalog, NewArtifact, TransitionError
+from imageci.store.models import State
+from imageci.store.refs import parse_ref
+
+
+def _register(cat: Catalog, name: str = "demo", digest: str = "a" * 64, input_hash: str = "i1"):
+    return cat.register_version(name, digest, [NewArtifact("rootfs", "rootfs.tar", digest, 3)],
+                                input_hash=input_hash, definition="name: demo", build_info={"k": 1},
+                                actor="tester")
+
+
+def exercise_catalog(cat: Catalog) -> None:
+    """Behaviour every catalog backend must show (run on SQLite and PostgreSQL)."""
+    v1 = _register(cat)
+    v2 = _register(cat, digest="b" * 64, input_hash="i2")
+    assert v1.state == State.TESTING and v1.serial < v2.serial
+    assert len(v1.serial.split(".")[0]) == 8 and v1.serial[:8].isdigit()
+    assert cat.resolve("demo").id == v2.id  # newest on testing
+    assert cat.resolve("demo:testing").id == v2.id
+    assert cat.resolve(f"demo@{v1.serial}").id == v1.id
+    assert cat.resolve("sha256:" + "a" * 12).id == v1.id
+    with pytest.raises(UnknownReferenceError, match="no version on channel 'stable'"):
+        cat.resolve("demo:stable")
+    cat.transition(v1.id, State.STABLE, actor="alice", reason="gate held")
+    assert cat.resolve("demo:stable").id == v1.id
+    with pytest.raises(TransitionError):
+        cat.transition(v1.id, State.TESTING, actor="alice")
+    events = cat.events(v1.id)
+    assert [(e.from_state, e.to_state) for e in events] == [(None, "created"), ("created", "testing"),
+                                                            ("testing", "stable")]
+    assert events[-1].actor == "alice" and events[-1].reason == "gate held"
+    assert cat.find_by_input_hash("demo", "i2").id == v2.id
+    assert cat.find_by_input_hash("demo", "nope") is None
+
+
+def test_catalog_on_sqlite(tmp_path: Path) -> None:
+    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
+    exercise_catalog(cat)
+    with cat.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    cat.close()
+
+
+def test_unknown_name_lists_close_names(tmp_path: Path) -> None:
+    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
+    _register(cat, name="debian-bookworm-minimal")
+    with pytest.raises(UnknownReferenceError, match="did you mean: debian-bookworm-minimal"):
+        cat.resolve("debian-bookworm-minmal")
+    with pytest.raises(UnknownReferenceError, match="has no version '20000101.001'"):
+        cat.resolve("debian-bookworm-minimal@20000101.001")
+
+
+@pytest.mark.parametrize("bad", ["Demo", "demo:", "demo@", "sha256:xyz", "a b"])
+def test_bad_references(bad: str) -> None:
+    with pytest.raises(UsageError):
+        parse_ref(bad)
+
+
+def test_old_schema_is_migrated_without_data_loss(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = database.make_engine(url)
+    database.upgrade(engine, "0001")  # a catalog written by an older imageci
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO products (id, name, created_at) VALUES (1, 'legacy', '2026-01-01')"))
+        conn.execute(text(
+            "INSERT INTO versions (id, product_id, serial, digest, state, created_at) "
+            "VALUES (1, 1, '20260101.001', :d, 'stable', '2026-01-01')"), {"d": "c" * 64})
+    engine.dispose()
+    assert "attempts" not in _tables(tmp_path / "old.db")
+    cat = Catalog.open(url)  # opening migrates
+    assert database.current_revision(cat.engine) == database.head_revision()
+    assert {"runs", "attempts"} <= _tables(tmp_path / "old.db")
+    v = cat.resolve("legacy:stable")
+    assert v.serial == "20260101.001" and v.digest == "c" * 64
+    cat.close()
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -1,0 +1,22 @@
+"""The catalog against a real PostgreSQL server started by the fixture."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from imageci.store import database
+from imageci.store.catalog import Catalog
+from test_catalog import exercise_catalog
+
+
+def test_catalog_on_postgresql(postgres_url: str) -> None:
+    cat = Catalog.open(postgres_url)
+    assert cat.engine.dialect.name == "postgresql"
+    assert database.current_revision(cat.engine) == database.head_revision()
+    exercise_catalog(cat)
+    with cat.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM events")).scalar() >= 5
+    cat.close()
+    again = Catalog.open(postgres_url)  # reopening does not re-run migrations or lose data
+    assert again.resolve("demo:stable").state == "stable"
+    again.close()

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLE, write_suite
+from imageci.definitions.suite import load_suite
+from imageci.errors import SourceError
+
+
+def test_example_suite_has_at_least_ten_checks() -> None:
+    suite = load_suite(EXAMPLE / "suite")
+    assert len(suite.tests) >= 10
+    assert all(t.executable for t in suite.tests)
+    names = {t.name for t in suite.tests}
+    assert {"os-release", "apt-offline", "passwd-entries", "no-ssh-host-keys", "machine-id-empty",
+            "locale", "tzdata"} <= names
+
+
+def test_metadata_from_header_and_suite_yaml(tmp_path: Path) -> None:
+    d = write_suite(tmp_path / "s", {
+        "a.sh": "#!/bin/sh\n# imageci-timeout: 7\n# imageci-tags: x, y\n# imageci-needs: root\n"
+                "# imageci-flaky: true\ntrue\n",
+        "b": "#!/bin/sh\ntrue\n",
+    }, "defaults:\n  timeout: 20\ntests:\n  a:\n    timeout: 9\n")
+    suite = load_suite(d)
+    a, b = suite.tests
+    assert (a.name, a.timeout, a.tags, a.needs, a.flaky) == ("a", 9, ("x", "y"), ("root",), True)
+    assert (b.name, b.timeout, b.flaky) == ("b", 20, False)
+
+
+def test_digest_changes_with_content_and_metadata(tmp_path: Path) -> None:
+    d = write_suite(tmp_path / "s", {"a.sh": "#!/bin/sh\ntrue\n"})
+    first = load_suite(d).tests[0].digest
+    assert load_suite(d).tests[0].digest == first
+    (d / "a.sh").write_text("#!/bin/sh\nfalse\n")
+    second = load_suite(d).tests[0].digest
+    assert second != first
+    (d / "suite.yaml").write_text("tests:\n  a:\n    timeout: 5\n")
+    assert load_suite(d).tests[0].digest != second
+
+
+def test_non_executable_test_is_listed_but_marked(tmp_path: Path) -> None:
+    d = write_suite(tmp_path / "s", {"a.sh": "#!/bin/sh\ntrue\n"})
+    (d / "a.sh").chmod(0o644)
+    assert load_suite(d).tests[0].executable is False
+
+
+def test_unknown_header_key_is_file_line_error(tmp_path: Path) -> None:
+    d = write_suite(tmp_path / "s", {"a.sh": "#!/bin/sh\n# imageci-timout: 5\ntrue\n"})
+    with pytest.raises(SourceError) as exc:
+        load_suite(d)
+    assert exc.value.line == 2 and "imageci-timout" in str(exc.value)
+
+
+def test_suite_yaml_errors_have_lines(tmp_path: Path) -> None:
+    d = write_suite(tmp_path / "s", {"a.sh": "#!/bin/sh\ntrue\n"}, "tests:\n  a:\n    timeout: -1\n")
+    with pytest.raises(SourceError) as exc:
+        load_suite(d)
+    assert exc.value.line == 3 and "tests.a.timeout" in str(exc.value)
+    (d / "suite.yaml").write_text("tests:\n  a: {}\n  ghost: {}\n")
+    with pytest.raises(SourceError) as exc:
+        load_suite(d)
+    assert exc.value.line == 3 and "ghost" in str(exc.value)
+
+
+def test_select_unknown_test_suggests_close_names(tmp_path: Path) -> None:
+    suite = load_suite(write_suite(tmp_path / "s", {"os-release.sh": "#!/bin/sh\n", "locale": "#!/bin/sh\n"}))
+    assert [t.name for t in suite.select(["locale"])] == ["locale"]
+    with pytest.raises(SourceError, match="did you mean os-release"):
+        suite.select(["os-relase"])
