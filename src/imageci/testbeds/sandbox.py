@@ -77,11 +77,14 @@ class SandboxTestbed:
     def open(self) -> None:
         if os.geteuid() != 0:
             raise HostSetupError("the sandbox testbed needs root (it mounts overlayfs); run imageci as root")
-        self.workroot.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(dir=self.workroot, prefix="sb-"))
-        upper, work, merged = self.dir / "upper", self.dir / "work", self.dir / "merged"
-        for d in (upper, work, merged):
-            d.mkdir()
+        try:
+            self.workroot.mkdir(parents=True, exist_ok=True)
+            self.dir = Path(tempfile.mkdtemp(dir=self.workroot, prefix="sb-"))
+            upper, work, merged = self.dir / "upper", self.dir / "work", self.dir / "merged"
+            for d in (upper, work, merged):
+                d.mkdir()
+        except OSError as exc:
+            raise TestbedError(f"cannot prepare the sandbox directory under {self.workroot}: {exc}") from exc
         try:
             _mount_overlay(self.lower, upper, work, merged)
         except BaseException:

@@ -1,0 +1,117 @@
+"""The command line end to end, as a user runs it: real build (through the
+shared build cache), real sandboxes, documented exit codes and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import xmlschema
+
+from conftest import BUILD_CACHE, EXAMPLE, Env, build_example, make_env, write_suite
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+SCHEMA = xmlschema.XMLSchema(Path(__file__).parent / "data" / "junit.xsd")
+NAME = "debian-bookworm-minimal"
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    e = make_env(tmp_path_factory.mktemp("cli-home"))
+    build_example(e)  # fills the shared cache if needed
+    res = e.cli("build", str(EXAMPLE / "image.yaml"))
+    assert res.returncode == 0, res.stderr
+    yield e
+    e.catalog.close()
+
+
+def test_build_skips_when_inputs_unchanged(cli_env: Env) -> None:
+    res = cli_env.cli("build", str(EXAMPLE / "image.yaml"))
+    assert res.returncode == 0
+    assert "unchanged inputs" in res.stdout and "skipping build" in res.stdout
+    images = json.loads(cli_env.cli("images", "--json").stdout)
+    assert len(images) == 1
+    assert images[0]["name"] == NAME and images[0]["state"] == "testing" and images[0]["channels"] == ["testing"]
+    assert re.fullmatch(r"\d{8}\.\d{3}", images[0]["version"])
+
+
+def test_run_one_test_and_unknown_names(cli_env: Env) -> None:
+    res = cli_env.cli("run", f"{NAME}:testing", "os-release", "locale")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "2 pass" in res.stdout
+    bad = cli_env.cli("run", f"{NAME}:testing", "os-relase")
+    assert bad.returncode == 2 and "did you mean os-release" in bad.stderr
+    unknown = cli_env.cli("run", "debian-bookworm-minimul", "os-release")
+    assert unknown.returncode == 2 and f"did you mean: {NAME}" in unknown.stderr
+    usage = cli_env.cli("run")
+    assert usage.returncode == 2
+
+
+def test_failing_suite_reports_and_exit_code(cli_env: Env, tmp_path: Path) -> None:
+    junit, tap = tmp_path / "r.xml", tmp_path / "r.tap"
+    res = cli_env.cli("test", NAME, "--suite", str(EXAMPLE / "failing-suite"), "--junit", str(junit),
+                      "--tap", str(tap), "--retries", "1")
+    assert res.returncode == 1, res.stdout + res.stderr
+    SCHEMA.validate(str(junit))
+    root = ET.parse(junit).getroot()
+    cases = {c.get("name"): c for c in root.iter("testcase")}
+    assert set(cases) == {"os-release", "python-present"}
+    failure = cases["python-present"].find("failure")
+    assert failure is not None and "python3 is not installed" in (failure.get("message") or "")
+    assert "python3 is not installed" in (failure.text or "")  # log excerpt
+    assert root.get("failures") == "1" and root.get("tests") == "2"
+    lines = tap.read_text().splitlines()
+    assert lines[:2] == ["TAP version 13", "1..2"]
+    assert "ok 1 - os-release [sandbox]" in lines
+    assert "not ok 2 - python-present [sandbox]" in lines
+    assert "  - fail" in lines  # two attempts listed in the YAML block
+    # results: every attempt, with a log that exists
+    out = json.loads(cli_env.cli("results", NAME, "python-present", "--json").stdout)
+    tries = [a for a in out["attempts"] if a["test"] == "python-present"]
+    assert [a["attempt"] for a in tries][-2:] == [1, 2] and {a["verdict"] for a in tries} == {"fail"}
+    assert "python3 is not installed" in Path(tries[-1]["log"]).read_text()
+    assert cli_env.cli("results", NAME, "ghost").returncode == 2
+
+
+def test_all_skipped_exit_code(cli_env: Env, tmp_path: Path) -> None:
+    d = write_suite(tmp_path / "s", {"na.sh": "#!/bin/sh\necho not applicable\nexit 77\n"})
+    res = cli_env.cli("test", NAME, "--suite", str(d))
+    assert res.returncode == 4, res.stdout
+    assert "1 skip" in res.stdout
+
+
+def test_gate_refuses_then_promotes_with_audit(cli_env: Env) -> None:
+    # only two of the suite's tests have run on this home: the gate does not hold
+    refused = cli_env.cli("promote", NAME)
+    assert refused.returncode == 5
+    assert "never run" in refused.stderr
+    no_reason = cli_env.cli("promote", NAME, "--force")
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    full = cli_env.cli("test", NAME, "--junit", "/dev/null")
+    assert full.returncode == 0, full.stdout
+    assert "(cached: passed before for these bytes)" in full.stdout  # os-release passed earlier
+    ok = cli_env.cli("promote", NAME, "--to", "stable")
+    assert ok.returncode == 0, ok.stderr
+    events = cli_env.cli("events", f"{NAME}:stable")
+    assert "gate held" in events.stdout and "stable" in events.stdout
+    assert cli_env.cli("promote", f"{NAME}:stable").returncode == 2  # already stable
+
+
+def test_pipeline_with_failing_gate_stays_in_testing(tmp_path: Path) -> None:
+    e = make_env(tmp_path / "home")
+    shutil.copytree(EXAMPLE / "failing-suite", tmp_path / "failing-suite")
+    text = (EXAMPLE / "image.yaml").read_text().replace("suite: suite", "suite: failing-suite")
+    (tmp_path / "image.yaml").write_text(text)
+    res = e.cli("pipeline", str(tmp_path / "image.yaml"))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "not promoted" in res.stderr and "python-present on sandbox" in res.stderr
+    images = json.loads(e.cli("images", "--json").stdout)
+    assert [i["state"] for i in images] == ["testing"]
+    assert BUILD_CACHE.exists()
+    e.catalog.close()

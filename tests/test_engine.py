@@ -1,0 +1,162 @@
+"""Engine semantics with the real sandbox: verdicts, retries, cache, timeouts, parallelism."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import Env, write_suite
+from imageci.checks.base import Outcome
+from imageci.checks.script import ScriptCheck
+from imageci.definitions.suite import load_suite
+from imageci.engine.aggregate import aggregate, exit_code_for
+from imageci.engine.runner import Engine, RunReport
+from imageci.exitcodes import ExitCode
+from imageci.store.models import Version
+from imageci.testbeds import base
+from imageci.testbeds.registry import make_backend
+from imageci.verdicts import Verdict
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+V = Verdict
+
+
+def test_aggregation_rules() -> None:
+    assert aggregate([V.PASS]) == V.PASS
+    assert aggregate([V.FAIL, V.PASS]) == V.FLAKY
+    assert aggregate([V.ERROR, V.PASS]) == V.FLAKY
+    assert aggregate([V.FAIL, V.FAIL]) == V.FAIL
+    assert aggregate([V.FAIL, V.ERROR]) == V.ERROR  # worst wins
+    assert aggregate([V.SKIP]) == V.SKIP
+    assert aggregate([V.FAIL], known_flaky=True) == V.FLAKY
+    assert exit_code_for([V.PASS, V.FLAKY, V.SKIP]) == ExitCode.OK
+    assert exit_code_for([V.PASS, V.FAIL]) == ExitCode.FAILED
+    assert exit_code_for([V.FAIL, V.ERROR]) == ExitCode.ERROR
+    assert exit_code_for([V.SKIP, V.SKIP]) == ExitCode.NO_TESTS
+    assert exit_code_for([]) == ExitCode.NO_TESTS
+
+
+def _engine(e: Env, jobs: int = 2) -> Engine:
+    return Engine(e.catalog, e.store, {"sandbox": make_backend("sandbox", e.settings)}, jobs=jobs)
+
+
+def _run(e: Env, version: Version, suite_dir: Path, **kw: object) -> RunReport:
+    checks = [ScriptCheck(s) for s in load_suite(suite_dir).tests]
+    return _engine(e).run(version, checks, ["sandbox"], **kw)  # type: ignore[arg-type]
+
+
+def _by_id(report: RunReport) -> dict[str, tuple[Verdict, str]]:
+    return {r.test_id: (r.verdict, r.reason) for r in report.results}
+
+
+def test_verdicts_of_script_tests(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    e, version = image_env
+    d = write_suite(tmp_path / "suite", {
+        "ok.sh": "#!/bin/sh\ngrep -q bookworm /etc/os-release\n",
+        "bad.sh": "#!/bin/sh\necho 'expected 2 got 3' >&2\nexit 1\n",
+        "na.sh": "#!/bin/sh\necho 'no GPU here'\nexit 77\n",
+        "slow.sh": "#!/bin/sh\n# imageci-timeout: 1\nsleep 30\n",
+        "needs-vm.sh": "#!/bin/sh\n# imageci-needs: isolation-machine\ntrue\n",
+        "noexec.sh": "#!/bin/sh\ntrue\n",
+    })
+    (d / "noexec.sh").chmod(0o644)
+    report = _run(e, version, d)
+    got = _by_id(report)
+    assert got["ok"] == (V.PASS, "")
+    assert got["bad"] == (V.FAIL, "exit 1: expected 2 got 3")
+    assert got["na"] == (V.SKIP, "no GPU here")
+    assert got["slow"][0] == V.FAIL and "timed out after 1s" in got["slow"][1]
+    assert got["needs-vm"] == (V.SKIP, "testbed sandbox lacks: isolation-machine")
+    assert got["noexec"][0] == V.SKIP and "not executable" in got["noexec"][1]
+    assert report.exit_code == ExitCode.FAILED
+    # every attempt is in the catalog, with a log blob for the ones that ran
+    attempts = {a.test_id: a for a in e.catalog.attempts(version.digest, run_id=report.run_id)}
+    assert set(attempts) == set(got)
+    log = e.store.read_bytes(attempts["bad"].log_digest)  # type: ignore[arg-type]
+    assert b"expected 2 got 3" in log and b"exit 1" in log
+    assert attempts["na"].exit_code == 77
+
+
+def test_passed_checks_are_not_rerun_for_the_same_bytes(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    e, version = image_env
+    d = write_suite(tmp_path / "suite", {"once.sh": "#!/bin/sh\n# unique %s\ntrue\n" % tmp_path.name})
+    first = _run(e, version, d)
+    assert first.results[0].verdict == V.PASS and not first.results[0].cached
+    second = _run(e, version, d)
+    assert second.results[0].cached and second.results[0].attempts[0].run_id == first.run_id
+    assert e.catalog.attempts(version.digest, ["once"], run_id=second.run_id) == []
+    forced = _run(e, version, d, rerun_all=True)
+    assert not forced.results[0].cached
+    assert len(e.catalog.attempts(version.digest, ["once"], run_id=forced.run_id)) == 1
+    (d / "once.sh").write_text("#!/bin/sh\n# changed\ntrue\n")  # new test content → runs again
+    assert not _run(e, version, d).results[0].cached
+
+
+@dataclass
+class FailsFirst:
+    """A check that fails its first n attempts, then passes: a flaky test."""
+
+    n: int
+    id: str = "fails-first"
+    digest: str = field(default_factory=lambda: os.urandom(8).hex())
+    needs: tuple[str, ...] = ()
+    flaky: bool = False
+    description: str = ""
+    calls: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def precheck(self) -> Outcome | None:
+        return None
+
+    def run(self, testbed: base.Testbed) -> Outcome:
+        with self.lock:
+            self.calls += 1
+            call = self.calls
+        code = testbed.exec(["sh", "-c", f"test {call} -gt {self.n}"]).exit_code
+        return Outcome(V.PASS if code == 0 else V.FAIL, "" if code == 0 else f"attempt {call} failed", code)
+
+
+def test_retries_rerun_only_what_never_passed(image_env: tuple[Env, Version]) -> None:
+    e, version = image_env
+    flaky, broken = FailsFirst(1, id="flaky"), FailsFirst(99, id="broken")
+    ok = FailsFirst(0, id="ok")
+    report = _engine(e).run(version, [flaky, broken, ok], ["sandbox"], retries=2)
+    got = {r.test_id: r for r in report.results}
+    assert got["flaky"].verdict == V.FLAKY and [a.verdict for a in got["flaky"].attempts] == ["fail", "pass"]
+    assert got["broken"].verdict == V.FAIL and len(got["broken"].attempts) == 3
+    assert got["ok"].verdict == V.PASS and ok.calls == 1  # passed: never re-run
+    assert report.exit_code == ExitCode.FAILED
+    no_retry = _engine(e).run(version, [FailsFirst(1, id="flaky2")], ["sandbox"])
+    assert no_retry.results[0].verdict == V.FAIL and no_retry.exit_code == ExitCode.FAILED
+
+
+def test_known_flaky_failure_does_not_fail_the_run(image_env: tuple[Env, Version]) -> None:
+    e, version = image_env
+    report = _engine(e).run(version, [FailsFirst(99, id="known", flaky=True)], ["sandbox"])
+    assert report.results[0].verdict == V.FLAKY and report.exit_code == ExitCode.OK
+
+
+def test_a_broken_testbed_is_an_error_not_a_failure(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    e, version = image_env
+    engine = _engine(e)
+    (tmp_path / "not-a-dir").write_text("")
+    engine.backends["sandbox"].workroot = tmp_path / "not-a-dir" / "sandboxes"  # type: ignore[attr-defined]
+    report = engine.run(version, [FailsFirst(0, id="victim")], ["sandbox"])
+    assert report.results[0].verdict == V.ERROR
+    assert "testbed error" in report.results[0].reason
+    assert report.exit_code == ExitCode.ERROR
+
+
+def test_tests_run_in_parallel(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    e, version = image_env
+    d = write_suite(tmp_path / "suite", {f"t{i}.sh": f"#!/bin/sh\n# {tmp_path.name}\nsleep 1\n" for i in range(4)})
+    checks = [ScriptCheck(s) for s in load_suite(d).tests]
+    report = _engine(e, jobs=4).run(version, checks, ["sandbox"])
+    spans = sorted((r.attempts[0].started_at, r.attempts[0].ended_at) for r in report.results)
+    # at least two attempts overlapped in time
+    assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1))
+    assert all(r.verdict == V.PASS for r in report.results)

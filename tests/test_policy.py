@@ -1,0 +1,71 @@
+"""Promotion, retention and pruning on a real catalog."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from imageci.errors import GateRefused, UsageError
+from imageci.policy.gate import GateResult
+from imageci.policy.promote import promote, prune
+from imageci.store.catalog import Catalog, NewArtifact
+from imageci.store.models import State, Version, utcnow
+
+
+@pytest.fixture
+def cat(tmp_path: Path) -> Catalog:
+    return Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
+
+
+def _new(cat: Catalog, i: int) -> Version:
+    d = f"{i:064x}"
+    return cat.register_version("demo", d, [NewArtifact("rootfs", "r.tar", d, 1)], input_hash=str(i),
+                                definition=None, build_info={}, actor="ci")
+
+
+HOLDS = GateResult(holds=True)
+FAILS = GateResult(holds=False, missing=[("smoke", "sandbox", "latest attempt: fail")])
+
+
+def test_promotion_requires_the_gate_or_an_audited_force(cat: Catalog) -> None:
+    v = _new(cat, 1)
+    with pytest.raises(GateRefused, match="smoke on sandbox"):
+        promote(cat, v, FAILS, keep=3)
+    with pytest.raises(UsageError, match="--reason"):
+        promote(cat, v, FAILS, keep=3, force=True)
+    res = promote(cat, v, FAILS, keep=3, force=True, reason="CVE hotfix, tests broken upstream", actor="bob")
+    assert res.forced and res.version.state == State.STABLE
+    last = cat.events(v.id)[-1]
+    assert (last.actor, last.to_state) == ("bob", "stable")
+    assert last.reason == "forced: CVE hotfix, tests broken upstream"
+
+
+def test_keep_at_most_k_stable_versions(cat: Catalog) -> None:
+    versions = [_new(cat, i) for i in range(4)]
+    retired_all = []
+    for v in versions:
+        retired_all += promote(cat, v, HOLDS, keep=2).retired
+    states = {v.serial: v.state for v in cat.versions("demo")}
+    assert [states[v.serial] for v in versions] == ["inactive", "inactive", "stable", "stable"]
+    assert [r.serial for r in retired_all] == [versions[0].serial, versions[1].serial]
+    assert "superseded by" in cat.events(versions[0].id)[-1].reason
+    assert cat.resolve("demo:stable").serial == versions[-1].serial
+
+
+def test_prune_retires_old_testing_versions_that_never_passed(cat: Catalog) -> None:
+    old_failed, old_passed, fresh = _new(cat, 1), _new(cat, 2), _new(cat, 3)
+    with cat.session() as s:
+        s.execute(update(Version).where(Version.id.in_([old_failed.id, old_passed.id]))
+                  .values(created_at=utcnow() - timedelta(days=5)))
+    cat.finish_run(cat.start_run(old_failed.digest, old_failed.id, {}), 1)
+    cat.finish_run(cat.start_run(old_passed.digest, old_passed.id, {}), 0)
+    assert [v.id for v in prune(cat, older_than=timedelta(days=3), dry_run=True)] == [old_failed.id]
+    assert cat.resolve(f"demo@{old_failed.serial}").state == State.TESTING  # dry run changed nothing
+    pruned = prune(cat, older_than=timedelta(days=3), actor="janitor")
+    assert [v.id for v in pruned] == [old_failed.id]
+    states = {v.id: v.state for v in cat.versions("demo")}
+    assert states == {old_failed.id: "inactive", old_passed.id: "testing", fresh.id: "testing"}
+    assert cat.events(old_failed.id)[-1].actor == "janitor"
