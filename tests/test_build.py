@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE, IMAGECI, REPO, Env, build_example
-from imageci.build.mmdebstrap import BuildPlan
 from imageci.build.inputs import MirrorState
+from imageci.build.mmdebstrap import BuildPlan
 from imageci.definitions.image import load_definition
 from imageci.fs import mounts_below
+
+from conftest import EXAMPLE, IMAGECI, REPO, Env, build_example
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root builds (mmdebstrap --mode=root)")
 

@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE, Env
 from imageci.build.inputs import MirrorState, input_hash
 from imageci.definitions.image import load_definition
 from imageci.errors import SourceError
+
+from conftest import EXAMPLE, Env
 
 GOOD = """\
 name: demo

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, write_suite
 from imageci.checks.base import Outcome
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.suite import load_suite
@@ -20,6 +19,8 @@ from imageci.store.models import Version
 from imageci.testbeds import base
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
+
+from conftest import Env, write_suite
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
 V = Verdict
@@ -83,7 +84,7 @@ def test_verdicts_of_script_tests(image_env: tuple[Env, Version], tmp_path: Path
 
 def test_passed_checks_are_not_rerun_for_the_same_bytes(image_env: tuple[Env, Version], tmp_path: Path) -> None:
     e, version = image_env
-    d = write_suite(tmp_path / "suite", {"once.sh": "#!/bin/sh\n# unique %s\ntrue\n" % tmp_path.name})
+    d = write_suite(tmp_path / "suite", {"once.sh": f"#!/bin/sh\n# unique {tmp_path.name}\ntrue\n"})
     first = _run(e, version, d)
     assert first.results[0].verdict == V.PASS and not first.results[0].cached
     second = _run(e, version, d)

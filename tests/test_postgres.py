@@ -6,6 +6,7 @@ from sqlalchemy import text
 
 from imageci.store import database
 from imageci.store.catalog import Catalog
+
 from test_catalog import exercise_catalog
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env
 from imageci.engine.runner import Engine
 from imageci.fs import mounts_below
 from imageci.store.models import Version
@@ -17,6 +16,8 @@ from imageci.testbeds import base
 from imageci.testbeds.base import ImageHandle
 from imageci.testbeds.limits import cgroup_mode
 from imageci.testbeds.sandbox import SandboxBackend, SandboxTestbed
+
+from conftest import Env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env
 from imageci.store.blobs import BlobStore, CorruptBlobError
+
+from conftest import Env
 
 
 def test_put_is_content_addressed_and_read_only(tmp_path: Path) -> None:

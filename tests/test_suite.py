@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE, write_suite
 from imageci.definitions.suite import load_suite
 from imageci.errors import SourceError
+
+from conftest import EXAMPLE, write_suite
 
 
 def test_example_suite_has_at_least_ten_checks() -> None:

@@ -145,20 +145,21 @@ def load_suite(directory: Path) -> Suite:
         if name in seen:
             raise SourceError(str(path), None, f"test name {name!r} is also used by {seen[name].name}")
         seen[name] = path
-        meta = _merge(spec.defaults, _read_header(path), spec.tests.get(name, TestMeta()))
+        merged = _merge(spec.defaults, _read_header(path), spec.tests.get(name, TestMeta()))
+        meta = TestMeta.model_validate(merged)
         content = path.read_bytes()
         h = hashlib.sha256()
         h.update(content)
-        h.update(repr(sorted(meta.items())).encode())
+        h.update(repr(sorted(merged.items())).encode())
         tests.append(ScriptTestSpec(
             name=name,
             path=path,
             executable=os.access(path, os.X_OK),
-            timeout=int(meta.get("timeout", DEFAULT_TIMEOUT)),  # type: ignore[call-overload]
-            tags=tuple(meta.get("tags", ())),  # type: ignore[call-overload]
-            needs=tuple(meta.get("needs", ())),  # type: ignore[call-overload]
-            flaky=bool(meta.get("flaky", False)),
-            description=str(meta.get("description", "")),
+            timeout=meta.timeout or DEFAULT_TIMEOUT,
+            tags=tuple(meta.tags or ()),
+            needs=tuple(meta.needs or ()),
+            flaky=bool(meta.flaky),
+            description=meta.description or "",
             digest=h.hexdigest(),
         ))
     unknown = sorted(set(spec.tests) - seen.keys())

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from imageci.checks.base import Check
 from imageci.errors import UsageError
 from imageci.store.catalog import Catalog
-from imageci.store.models import Version
+from imageci.store.models import Attempt, Version
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
 
 
@@ -44,6 +44,16 @@ def required_checks(checks: Sequence[Check], tests: str | Sequence[str]) -> list
     return [by_id[t] for t in tests]
 
 
+def _satisfied(attempts: Sequence[Attempt], known_flaky: bool) -> bool:
+    if any(a.verdict == Verdict.PASS for a in attempts):
+        return True
+    if not attempts:
+        return False
+    last = attempts[-1]
+    self_skipped = last.verdict == Verdict.SKIP and last.exit_code == SKIP_EXIT_CODE
+    return self_skipped or known_flaky
+
+
 def evaluate_gate(catalog: Catalog, version: Version, checks: Sequence[Check],
                   testbeds: Sequence[str]) -> GateResult:
     result = GateResult(holds=True)
@@ -51,11 +61,7 @@ def evaluate_gate(catalog: Catalog, version: Version, checks: Sequence[Check],
     for check in checks:
         for tb in testbeds:
             mine = [a for a in attempts if a.test_id == check.id and a.testbed == tb and a.test_digest == check.digest]
-            if any(a.verdict == Verdict.PASS for a in mine):
-                result.satisfied.append((check.id, tb))
-            elif mine and mine[-1].verdict == Verdict.SKIP and mine[-1].exit_code == SKIP_EXIT_CODE:
-                result.satisfied.append((check.id, tb))
-            elif check.flaky and mine:
+            if _satisfied(mine, known_flaky=check.flaky):
                 result.satisfied.append((check.id, tb))
             else:
                 why = "never run" if not mine else f"latest attempt: {mine[-1].verdict}" + (

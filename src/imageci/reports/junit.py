@@ -37,7 +37,7 @@ def junit_xml(report: RunReport, log_text: LogFn) -> bytes:
         suite = ET.SubElement(root, "testsuite", name=f"{image} [{bed}]",
                               timestamp=report.started_at.strftime("%Y-%m-%dT%H:%M:%S"),
                               time=f"{sum(r.duration for r in results):.3f}",
-                              **{k: str(v) for k, v in counts.items()})
+                              attrib={k: str(v) for k, v in counts.items()})
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="image.digest", value=f"sha256:{report.version.digest}")
         ET.SubElement(props, "property", name="testbed", value=bed)
@@ -59,7 +59,8 @@ def junit_xml(report: RunReport, log_text: LogFn) -> bytes:
     for k, v in totals.items():
         root.set(k, str(v))
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data
 
 
 def write_junit(report: RunReport, path: Path, log_text: LogFn) -> None:

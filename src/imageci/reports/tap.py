@@ -20,7 +20,7 @@ def tap(report: RunReport) -> str:
         ok = r.verdict in (Verdict.PASS, Verdict.FLAKY)
         lines.append(f"{'ok' if ok else 'not ok'} {i} - {name}")
         if r.verdict != Verdict.PASS or r.cached:
-            diag = {"verdict": r.verdict.value, "attempts": [a.verdict for a in r.attempts]}
+            diag: dict[str, object] = {"verdict": r.verdict.value, "attempts": [a.verdict for a in r.attempts]}
             if r.reason:
                 diag["message"] = r.reason
             if r.cached:

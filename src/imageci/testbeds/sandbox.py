@@ -10,6 +10,7 @@ limits apply where the host's cgroups are writable.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -192,10 +193,8 @@ class SandboxTestbed:
     def _kill_tree(proc: subprocess.Popen[bytes], limits: LimitGroup | None) -> None:
         if limits is not None:
             limits.kill_all()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
 
     # -- files -------------------------------------------------------------------
     def _host_path(self, path: str, follow_last: bool = True) -> Path:
