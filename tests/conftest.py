@@ -123,3 +123,15 @@ def write_suite(directory: Path, scripts: dict[str, str], suite_yaml: str | None
     if suite_yaml is not None:
         (directory / "suite.yaml").write_text(suite_yaml)
     return directory
+
+
+@pytest.fixture(autouse=True)
+def host_is_unharmed() -> Iterator[None]:
+    """Tests run as root next to real mounts: after each one, the host's
+    device nodes must still be device nodes (a rename over /dev/null once
+    slipped through here)."""
+    yield
+    import stat
+
+    for dev in ("/dev/null", "/dev/zero"):
+        assert stat.S_ISCHR(os.stat(dev).st_mode), f"{dev} on the host was replaced by this test"

@@ -3,10 +3,12 @@ shared build cache), real sandboxes, documented exit codes and reports."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,14 +88,21 @@ def test_all_skipped_exit_code(cli_env: Env, tmp_path: Path) -> None:
     assert "1 skip" in res.stdout
 
 
-def test_gate_refuses_then_promotes_with_audit(cli_env: Env) -> None:
+def test_gate_refuses_then_promotes_with_audit(cli_env: Env, tmp_path: Path) -> None:
     # only two of the suite's tests have run on this home: the gate does not hold
     refused = cli_env.cli("promote", NAME)
     assert refused.returncode == 5
     assert "never run" in refused.stderr
     no_reason = cli_env.cli("promote", NAME, "--force")
     assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
-    full = cli_env.cli("test", NAME, "--junit", "/dev/null")
+    fifo = tmp_path / "report.fifo"  # a non-regular report target must be written in place, not replaced
+    os.mkfifo(fifo)
+    drained: list[bytes] = []
+    reader = threading.Thread(target=lambda: drained.append(fifo.read_bytes()))
+    reader.start()
+    full = cli_env.cli("test", NAME, "--tap", str(fifo))
+    reader.join(timeout=60)
+    assert fifo.is_fifo() and drained and drained[0].startswith(b"TAP version 13")
     assert full.returncode == 0, full.stdout
     assert "(cached: passed before for these bytes)" in full.stdout  # os-release passed earlier
     ok = cli_env.cli("promote", NAME, "--to", "stable")
@@ -115,3 +124,45 @@ def test_pipeline_with_failing_gate_stays_in_testing(tmp_path: Path) -> None:
     assert [i["state"] for i in images] == ["testing"]
     assert BUILD_CACHE.exists()
     e.catalog.close()
+
+
+def test_ctrl_c_during_tests_cleans_up_and_keeps_reports(cli_env: Env, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from imageci.fs import mounts_below
+
+    from conftest import IMAGECI, REPO
+
+    marker = f"hang{os.getpid()}x"
+    d = write_suite(tmp_path / "s", {
+        "quick.sh": f"#!/bin/sh\n# {marker}\ntrue\n",
+        "hang.sh": f"#!/bin/sh\ncp /bin/sleep /tmp/{marker}\n/tmp/{marker} 120\n",
+    })
+    junit = tmp_path / "partial.xml"
+    proc = subprocess.Popen([*IMAGECI, "test", NAME, "--suite", str(d), "-j", "2", "--junit", str(junit)],
+                            env=cli_env.env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and marker not in _cmdlines():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert marker not in _cmdlines()  # the hanging test's process tree is gone
+    sandboxes = cli_env.settings.tmp_dir / "sandboxes"
+    assert mounts_below(cli_env.settings.home) == []
+    assert not sandboxes.exists() or list(sandboxes.iterdir()) == []
+    SCHEMA.validate(str(junit))  # the report of what did run is still written
+    hang = json.loads(cli_env.cli("results", NAME, "hang", "--json").stdout)["attempts"]
+    assert hang and hang[-1]["verdict"] == "error" and hang[-1]["reason"] == "interrupted"
+
+
+def _cmdlines() -> str:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError):
+                out.append((p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return "\n".join(out)

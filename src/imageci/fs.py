@@ -35,3 +35,20 @@ def safe_rmtree(path: Path) -> None:
     unmount_all(path)
     # --one-file-system refuses to descend into anything still mounted.
     subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False, capture_output=True)
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Replace a regular file in one step (readers never see half a report).
+    Anything else (/dev/stdout, a FIFO, /dev/null) is written to in place:
+    renaming over it would replace the device node itself."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -73,5 +73,8 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
         tries = ", ".join(f"#{a.attempt} {a.verdict}" for a in r.attempts)
         console.print(f"[yellow]flaky[/] {escape(r.test_id)} [{r.testbed}]: {tries}", highlight=False)
     summary = ", ".join(f"{n} {k}" for k, n in counts.items()) or "no tests"
+    if report.interrupted:
+        console.print("[yellow]interrupted[/]: running tests were stopped, their testbeds removed; "
+                      "finished attempts are recorded")
     console.print(f"run {report.run_id}: {summary} → exit {int(report.exit_code)}")
     return report.exit_code

@@ -87,6 +87,7 @@ class Engine:
     on_event: EventFn | None = None
     _live: set[Testbed] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _aborting: threading.Event = field(default_factory=threading.Event)
 
     def _emit(self, what: str, result: TestResult, attempt: Attempt | None = None) -> None:
         if self.on_event:
@@ -137,6 +138,8 @@ class Engine:
     def _attempt(self, run_id: int, image: ImageHandle, result: TestResult) -> None:
         started = utcnow()
         outcome = self._execute(image, result)
+        if self._aborting.is_set():  # killed by Ctrl-C: not the image's fault
+            outcome = Outcome(Verdict.ERROR, "interrupted", None, outcome.log)
         ended = max(utcnow(), started)
         self._record(run_id, image, result, outcome, started, ended)
 
@@ -188,9 +191,7 @@ class Engine:
             results = [r for r in results if r.attempts]
             report = RunReport(run_id, version, results, started, utcnow(), interrupted)
             self.catalog.finish_run(run_id, int(report.exit_code))
-        if interrupted:
-            raise KeyboardInterrupt
-        return report
+        return report  # interrupted runs come back too (exit 130), so their reports can be written
 
     def _pool(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult]) -> None:
         if not todo:
@@ -201,6 +202,7 @@ class Engine:
                 for fut in as_completed(futures):
                     fut.result()
             except BaseException:
+                self._aborting.set()
                 for fut in futures:
                     fut.cancel()
                 with self._lock:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imageci.engine.runner import RunReport, TestResult
+from imageci.fs import write_file_atomically
 from imageci.verdicts import Verdict
 
 LogFn = Callable[[TestResult], str]
@@ -64,6 +65,4 @@ def junit_xml(report: RunReport, log_text: LogFn) -> bytes:
 
 
 def write_junit(report: RunReport, path: Path, log_text: LogFn) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(junit_xml(report, log_text))
-    tmp.replace(path)
+    write_file_atomically(path, junit_xml(report, log_text))

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from imageci.engine.runner import RunReport
+from imageci.fs import write_file_atomically
 from imageci.verdicts import Verdict
 
 
@@ -31,6 +32,4 @@ def tap(report: RunReport) -> str:
 
 
 def write_tap(report: RunReport, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(tap(report), encoding="utf-8")
-    tmp.replace(path)
+    write_file_atomically(path, tap(report).encode("utf-8"))

@@ -70,6 +70,7 @@ class SandboxTestbed:
         self.bwrap = bwrap_path()
         self._running: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
+        self._close_lock = threading.Lock()
 
     def capabilities(self) -> frozenset[str]:
         return sandbox_capabilities(self.image)
@@ -100,12 +101,13 @@ class SandboxTestbed:
             running = list(self._running)
         for proc in running:
             self._kill_tree(proc, None)
-        if self.dir is None:
-            return
-        if self.merged is not None:
-            _umount(self.merged)
-        safe_rmtree(self.dir)
-        self.dir = self.merged = None
+        with self._close_lock:
+            if self.dir is None:
+                return
+            if self.merged is not None:
+                _umount(self.merged)
+            safe_rmtree(self.dir)
+            self.dir = self.merged = None
 
     def revert(self) -> None:
         self.close()
