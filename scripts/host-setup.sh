@@ -22,7 +22,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(
-  mmdebstrap          # the Debian builder
+  mmdebstrap          # the Debian builder, and what it recommends for our use:
+  arch-test gpg libdistro-info-perl libdpkg-perl mount debian-archive-keyring
   bubblewrap          # sandbox testbed namespaces
   util-linux          # unshare, mount
   python3 python3-venv python3-pip

@@ -4,6 +4,7 @@ that may have something mounted below them."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -33,7 +34,10 @@ def safe_rmtree(path: Path) -> None:
     if not os.path.lexists(path):
         return
     unmount_all(path)
-    # --one-file-system refuses to descend into anything still mounted.
+    if not mounts_below(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    # Something could not be unmounted: --one-file-system refuses to descend into it.
     subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False, capture_output=True)
 
 

@@ -75,24 +75,24 @@ class LimitGroup:
         return found
 
     def kill_all(self) -> None:
-        for _ in range(50):
+        for i in range(500):
             pids = self.pids_inside()
             if not pids:
                 return
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            time.sleep(0.01)
+            time.sleep(0.001 if i < 100 else 0.01)
 
     def destroy(self) -> None:
         self.kill_all()
         for d in self.dirs:
-            for _ in range(100):
+            for i in range(300):
                 try:
                     d.rmdir()
                     break
                 except FileNotFoundError:
                     break
-                except OSError:
-                    time.sleep(0.01)
+                except OSError:  # busy while the last processes finish exiting
+                    time.sleep(0.001 if i < 100 else 0.01)
         self.dirs = []
