@@ -17,7 +17,7 @@ from rich.console import Console
 
 from imageci.checks.script import ScriptCheck
 from imageci.config import Settings
-from imageci.definitions.image import load_definition
+from imageci.definitions.image import Gate, ImageDefinition, LoadedDefinition, load_definition
 from imageci.definitions.suite import load_suite
 from imageci.errors import ImageciError, UsageError
 from imageci.exitcodes import ExitCode
@@ -78,34 +78,34 @@ class Context:
             self._store = BlobStore(self.settings.store_dir)
         return self._store
 
+    @staticmethod
+    def definition_for(version: Version) -> LoadedDefinition | None:
+        """The definition the version was built from, if it is still where it was."""
+        info = json.loads(version.build_info or "{}")
+        def_path = info.get("definition_path")
+        if def_path and Path(def_path).exists():
+            return load_definition(Path(def_path))
+        return None
+
     def suite_dir_for(self, version: Version, override: Path | None) -> Path:
         if override is not None:
             return override
-        info = json.loads(version.build_info or "{}")
-        def_path = info.get("definition_path")
-        if def_path and Path(def_path).exists():
-            suite = load_definition(Path(def_path)).suite_dir()
-            if suite is not None:
-                return suite
-        raise UsageError(f"{version.product.name}@{version.serial}: no test suite known (its definition names none "
-                         "or moved); pass --suite DIR")
+        loaded = self.definition_for(version)
+        suite = loaded.suite_dir() if loaded else None
+        if suite is None:
+            raise UsageError(f"{version.product.name}@{version.serial}: no test suite known (its definition names "
+                             "none or moved); pass --suite DIR")
+        return suite
 
-    def gate_for(self, version: Version) -> tuple[str | list[str], list[str]] | None:
-        info = json.loads(version.build_info or "{}")
-        def_path = info.get("definition_path")
-        if not def_path or not Path(def_path).exists():
+    def gate_for(self, version: Version) -> Gate | None:
+        loaded = self.definition_for(version)
+        if loaded is None or loaded.definition.tests is None:
             return None
-        d = load_definition(Path(def_path)).definition
-        if d.tests is None:
-            return None
-        return d.tests.gate.tests, list(d.tests.gate.testbeds)
+        return loaded.definition.tests.gate
 
     def keep_for(self, version: Version) -> int:
-        info = json.loads(version.build_info or "{}")
-        def_path = info.get("definition_path")
-        if def_path and Path(def_path).exists():
-            return load_definition(Path(def_path)).definition.keep
-        return 3
+        loaded = self.definition_for(version)
+        return loaded.definition.keep if loaded else ImageDefinition.model_fields["keep"].default
 
 
 def load_checks(suite_dir: Path, names: list[str] | None = None) -> list[ScriptCheck]:

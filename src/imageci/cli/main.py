@@ -178,7 +178,7 @@ def promote(ref: RefArg,
     result = None
     if gate is not None:
         checks = load_checks(ctx.suite_dir_for(version, None))
-        result = evaluate_gate(ctx.catalog, version, required_checks(checks, gate[0]), gate[1])
+        result = evaluate_gate(ctx.catalog, version, required_checks(checks, gate.tests), gate.testbeds)
     promoted = do_promote(ctx.catalog, version, result, keep=ctx.keep_for(version), force=force, reason=reason)
     console.print(f"[green]promoted[/] {version.product.name}@{version.serial} to stable"
                   + (" (forced)" if promoted.forced else ""))
