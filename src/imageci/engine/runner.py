@@ -117,7 +117,7 @@ class Engine:
         backend = self.backends[result.testbed]
         testbed: Testbed | None = None
         try:
-            testbed = backend.create(image)
+            testbed = backend.create(image, frozenset(result.check.needs))
             with self._lock:
                 self._live.add(testbed)
             testbed.open()

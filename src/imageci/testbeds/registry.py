@@ -7,18 +7,24 @@ from collections.abc import Callable
 from imageci.config import Settings
 from imageci.errors import UsageError
 from imageci.testbeds.base import Backend
+from imageci.testbeds.podman import PodmanBackend
 from imageci.testbeds.sandbox import SandboxBackend
+from imageci.testbeds.ssh import SshBackend, load_host
 
 _FACTORIES: dict[str, Callable[[Settings], Backend]] = {
     "sandbox": lambda s: SandboxBackend(s.rootfs_cache, s.tmp_dir / "sandboxes"),
+    "podman": lambda s: PodmanBackend(s.home / "oci", s.rootfs_cache),
 }
 
 
 def backend_names() -> list[str]:
-    return sorted(_FACTORIES)
+    return [*sorted(_FACTORIES), "ssh:NAME"]
 
 
 def make_backend(name: str, settings: Settings) -> Backend:
+    if name.startswith("ssh:"):
+        host = name.removeprefix("ssh:")
+        return SshBackend(name, load_host(settings.home, host), settings.home / "known_hosts")
     try:
         factory = _FACTORIES[name]
     except KeyError:

@@ -243,6 +243,6 @@ class SandboxBackend:
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
         return sandbox_capabilities(image)
 
-    def create(self, image: ImageHandle) -> SandboxTestbed:
+    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset()) -> SandboxTestbed:
         lower = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
         return SandboxTestbed(image, lower, self.workroot, memory_bytes=self.memory_bytes, pids=self.pids)

@@ -1,0 +1,93 @@
+"""Write an OCI image layout (image-spec v1.0) for a rootfs tarball.
+
+The layer is the rootfs tarball itself, uncompressed, so its digest is the
+image digest imageci already tracks: the bytes podman runs are the bytes that
+were tested and promoted. Blobs are hard-linked from the artifact store when
+possible. The config's timestamps come from SOURCE_DATE_EPOCH, so the same
+rootfs gives the same manifest digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class OciImage:
+    layout: Path
+    tag: str
+    manifest_digest: str  # hex
+    config_digest: str
+
+
+def _json_bytes(doc: object) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _place(blobs: Path, digest: str, src: Path | None = None, data: bytes | None = None) -> None:
+    target = blobs / digest
+    if target.exists():
+        return
+    tmp = blobs / f".{digest}.tmp"
+    if src is not None:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+    else:
+        assert data is not None
+        tmp.write_bytes(data)
+    os.replace(tmp, target)
+
+
+def write_layout(layout: Path, rootfs_tar: Path, rootfs_digest: str, *, tag: str, architecture: str = "amd64",
+                 created_epoch: int = 0, labels: dict[str, str] | None = None,
+                 cmd: list[str] | None = None) -> OciImage:
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    created = datetime.fromtimestamp(created_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    config = {
+        "architecture": architecture,
+        "os": "linux",
+        "created": created,
+        "config": {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": cmd or ["/bin/sh"], "Labels": labels or {}},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{rootfs_digest}"]},
+        "history": [{"created": created, "created_by": "imageci (mmdebstrap rootfs)"}],
+    }
+    config_bytes = _json_bytes(config)
+    config_digest = hashlib.sha256(config_bytes).hexdigest()
+    _place(blobs, rootfs_digest, src=rootfs_tar)
+    _place(blobs, config_digest, data=config_bytes)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": {"mediaType": MEDIA_CONFIG, "digest": f"sha256:{config_digest}", "size": len(config_bytes)},
+        "layers": [{"mediaType": MEDIA_LAYER, "digest": f"sha256:{rootfs_digest}",
+                    "size": rootfs_tar.stat().st_size}],
+    }
+    manifest_bytes = _json_bytes(manifest)
+    manifest_digest = hashlib.sha256(manifest_bytes).hexdigest()
+    _place(blobs, manifest_digest, data=manifest_bytes)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": MEDIA_MANIFEST, "digest": f"sha256:{manifest_digest}",
+                       "size": len(manifest_bytes), "annotations": {"org.opencontainers.image.ref.name": tag},
+                       "platform": {"architecture": architecture, "os": "linux"}}],
+    }
+    tmp = layout / ".index.json.tmp"
+    tmp.write_bytes(_json_bytes(index))
+    os.replace(tmp, layout / "index.json")
+    return OciImage(layout, tag, manifest_digest, config_digest)

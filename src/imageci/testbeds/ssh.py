@@ -1,0 +1,177 @@
+"""ssh testbed: run tests on a machine that already exists (a lab VM, a
+Raspberry Pi, an OpenStack instance) given its host, user and key.
+
+Hosts are declared in ``$IMAGECI_HOME/hosts.yaml`` (or ``$IMAGECI_HOSTS``)::
+
+    hosts:
+      pi4:
+        host: 192.0.2.20
+        port: 22
+        user: root
+        key: ~/.ssh/id_ed25519
+        capabilities: [root, isolation-machine, arch:arm64]
+
+and chosen with ``--testbed ssh:pi4``. The host is not reset between tests
+(no ``revert`` capability), so tests that break their testbed are skipped on
+it. Timeouts kill the remote process group (``timeout -s KILL``), and files
+copied in are removed on close.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imageci.definitions.yamlsource import load_yaml, validate
+from imageci.errors import HostSetupError, TestbedError, UsageError
+from imageci.testbeds.base import ExecResult, ImageHandle
+
+SSH_FAILURE = 255
+# timeout(1) exits 124 after TERM; after its KILL the session dies (137, or 255 from ssh)
+TIMED_OUT_CODES = (124, 137, SSH_FAILURE)
+
+
+class HostConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    host: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = "root"
+    key: str | None = None
+    capabilities: list[str] = Field(default_factory=lambda: ["root"])
+    known_hosts: str | None = Field(default=None, description="default: $IMAGECI_HOME/known_hosts, trust on first use")
+    connect_timeout: int = Field(default=10, gt=0)
+
+
+class HostsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hosts: dict[str, HostConfig] = Field(default_factory=dict)
+
+
+def hosts_file(home: Path) -> Path:
+    return Path(os.environ.get("IMAGECI_HOSTS") or home / "hosts.yaml")
+
+
+def load_host(home: Path, name: str) -> HostConfig:
+    path = hosts_file(home)
+    if not path.exists():
+        raise UsageError(f"no hosts file at {path}: declare ssh hosts there (see README, 'ssh testbed')")
+    hosts = validate(HostsFile, load_yaml(path)).hosts
+    if name not in hosts:
+        raise UsageError(f"{path}: no host named {name!r}; hosts: {', '.join(sorted(hosts)) or 'none'}")
+    return hosts[name]
+
+
+class SshTestbed:
+    def __init__(self, name: str, cfg: HostConfig, known_hosts: Path) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.known_hosts = Path(cfg.known_hosts).expanduser() if cfg.known_hosts else known_hosts
+        self._created: list[str] = []
+        self._open = False
+
+    def capabilities(self) -> frozenset[str]:
+        return frozenset(self.cfg.capabilities)
+
+    def _ssh(self) -> list[str]:
+        argv = ["ssh", "-T", "-p", str(self.cfg.port), "-o", "BatchMode=yes",
+                "-o", f"ConnectTimeout={self.cfg.connect_timeout}", "-o", "StrictHostKeyChecking=accept-new",
+                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "LogLevel=ERROR",
+                "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3"]
+        if self.cfg.key:
+            argv += ["-i", str(Path(self.cfg.key).expanduser()), "-o", "IdentitiesOnly=yes"]
+        return [*argv, f"{self.cfg.user}@{self.cfg.host}", "--"]
+
+    def _remote(self, script: str, *, stdin: bytes | None = None, timeout: float | None = 120,
+                check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        try:
+            res = subprocess.run([*self._ssh(), script], input=stdin, capture_output=True, timeout=timeout)
+        except FileNotFoundError as exc:
+            raise HostSetupError("the ssh client is not installed: apt-get install openssh-client") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise TestbedError(f"{self.name}: no answer within {timeout}s") from exc
+        if check and res.returncode != 0:
+            err = res.stderr.decode("utf-8", "replace").strip()
+            raise TestbedError(f"{self.name}: {err or f'remote command failed ({res.returncode})'}")
+        return res
+
+    def open(self) -> None:
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        res = self._remote("echo imageci-ready", check=False, timeout=self.cfg.connect_timeout + 30)
+        if res.returncode != 0 or b"imageci-ready" not in res.stdout:
+            err = res.stderr.decode("utf-8", "replace").strip()
+            raise TestbedError(f"cannot reach {self.name} ({self.cfg.user}@{self.cfg.host}:{self.cfg.port}): {err}")
+        self._open = True
+
+    def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
+             stdin: bytes | None = None, cwd: str | None = None, network: bool = False) -> ExecResult:
+        if not self._open:
+            raise TestbedError(f"{self.name} is not open")
+        full_env = {"LANG": "C.UTF-8", "IMAGECI_TESTBED": self.name, **(env or {})}
+        cmd = ["env", *(f"{k}={v}" for k, v in full_env.items())]
+        if timeout:
+            # TERM the whole process group at the deadline, KILL it 5 s later
+            cmd += ["timeout", "-s", "TERM", "-k", "5", str(int(max(1, timeout)))]
+        script = f"cd {shlex.quote(cwd or '/')} && exec {shlex.join([*cmd, *argv])}"
+        started = time.monotonic()
+        try:
+            res = subprocess.run([*self._ssh(), script], input=stdin if stdin is not None else b"",
+                                 capture_output=True, timeout=(timeout + 60) if timeout else None)
+        except subprocess.TimeoutExpired as exc:
+            raise TestbedError(f"{self.name}: the connection hung past the test's timeout") from exc
+        duration = time.monotonic() - started
+        if timeout and duration >= timeout and res.returncode in TIMED_OUT_CODES:
+            return ExecResult(None, res.stdout, res.stderr, duration, timed_out=True)
+        if res.returncode == SSH_FAILURE:
+            raise TestbedError(f"{self.name}: ssh failed: {res.stderr.decode('utf-8', 'replace').strip()[-500:]}")
+        return ExecResult(res.returncode, res.stdout, res.stderr, duration)
+
+    def copy_in(self, src: Path, dest: str) -> None:
+        parent = os.path.dirname(dest.rstrip("/")) or "/"
+        with tempfile.TemporaryFile() as buf:
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                tar.add(src, arcname=os.path.basename(dest.rstrip("/")))
+            buf.seek(0)
+            data = buf.read()
+        self._remote(f"mkdir -p {shlex.quote(parent)} && tar -x -o -C {shlex.quote(parent)}", stdin=data)
+        self._created.append(dest)
+
+    def copy_out(self, src: str, dest: Path) -> None:
+        res = self._remote(f"tar -c -C {shlex.quote(os.path.dirname(src) or '/')} "
+                           f"{shlex.quote(os.path.basename(src))}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            with tarfile.open(fileobj=io.BytesIO(res.stdout), mode="r") as tar:
+                tar.extractall(tmp, filter="data")
+            os.replace(Path(tmp) / os.path.basename(src), dest)
+
+    def revert(self) -> None:
+        raise TestbedError(f"{self.name} is an existing host: it cannot be reverted")
+
+    def close(self) -> None:
+        if self._open and self._created:
+            paths = " ".join(shlex.quote(p) for p in self._created)
+            self._remote(f"rm -rf {paths}", check=False, timeout=60)
+        self._created = []
+        self._open = False
+
+
+class SshBackend:
+    def __init__(self, name: str, cfg: HostConfig, known_hosts: Path) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.known_hosts = known_hosts
+
+    def capabilities(self, image: ImageHandle) -> frozenset[str]:
+        return frozenset(self.cfg.capabilities)
+
+    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset()) -> SshTestbed:
+        return SshTestbed(self.name, self.cfg, self.known_hosts)
