@@ -30,9 +30,13 @@ packages=(
   ca-certificates
   uidmap              # mmdebstrap --mode=unshare for non-root builds
   git make
+  podman runc skopeo  # podman testbed (runc: crun rejects hybrid cgroup layouts)
+  qemu-system-x86 qemu-utils e2fsprogs  # qemu testbed: VM disks and direct kernel boot
+  openssh-client      # ssh testbed, and talking to VMs
 )
 if [ "$want_test" = 1 ]; then
-  packages+=(postgresql)  # the catalog is tested against a real server
+  packages+=(postgresql)      # the catalog is tested against a real server
+  packages+=(openssh-server)  # the ssh testbed is tested against a real sshd on 127.0.0.1
 fi
 
 missing=()
@@ -53,6 +57,22 @@ fi
 # private server instead, so the packaged one is not needed running.
 if [ "$want_test" = 1 ] && command -v pg_lsclusters >/dev/null; then
   $SUDO pg_ctlcluster --force 15 main stop >/dev/null 2>&1 || true
+fi
+
+# podman: runc as the runtime, and default rlimits no higher than this host's
+# (podman's defaults exceed them here and runc then refuses to start anything).
+# imageci passes both explicitly anyway; this makes plain `podman run` work too.
+if command -v podman >/dev/null; then
+  conf=/etc/containers/containers.conf.d/50-imageci.conf
+  nofile=$(ulimit -Hn); nproc=4096
+  [ "$nofile" = unlimited ] && nofile=1048576
+  want=$(printf '# written by imageci scripts/host-setup.sh\n[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n\n[engine]\nruntime = "runc"\n' \
+    "$nofile" "$nofile" "$nproc" "$nproc")
+  if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+    $SUDO mkdir -p "$(dirname "$conf")"
+    printf '%s\n' "$want" | $SUDO tee "$conf" >/dev/null
+    echo "host-setup: wrote $conf"
+  fi
 fi
 
 # overlayfs is needed by the sandbox testbed.

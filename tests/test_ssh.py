@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, write_suite
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine
@@ -22,6 +21,8 @@ from imageci.store.models import Version
 from imageci.testbeds.registry import make_backend
 from imageci.testbeds.ssh import HostConfig, SshTestbed, load_host
 from imageci.verdicts import Verdict
+
+from conftest import Env, write_suite
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 pytestmark = pytest.mark.skipif(not os.path.exists(SSHD) and not os.environ.get("CI"),

@@ -1,0 +1,137 @@
+"""The podman testbed with real podman (runc) and the example images."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imageci.build.oci import write_layout
+from imageci.checks.script import ScriptCheck
+from imageci.definitions.suite import load_suite
+from imageci.engine.runner import Engine
+from imageci.store.models import Version
+from imageci.testbeds.base import ImageHandle
+from imageci.testbeds.podman import LABEL, PodmanBackend, PodmanTestbed, explain_failure, leftover_containers
+from imageci.testbeds.registry import make_backend
+from imageci.verdicts import Verdict
+
+from conftest import EXAMPLE, REPO, Env, build_example
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="rootful podman"),
+    pytest.mark.skipif(shutil.which("podman") is None and not os.environ.get("CI"), reason="podman not installed"),
+]
+VM_DEF = REPO / "examples" / "debian-bookworm-vm" / "image.yaml"
+
+
+@pytest.fixture(scope="module")
+def handle(image_env: tuple[Env, Version]) -> ImageHandle:
+    e, version = image_env
+    return Engine(e.catalog, e.store, {}).image_handle(version)
+
+
+@pytest.fixture(scope="module")
+def backend(image_env: tuple[Env, Version]) -> PodmanBackend:
+    e, _ = image_env
+    return PodmanBackend(e.home / "oci", e.settings.rootfs_cache)
+
+
+@pytest.fixture
+def bed(backend: PodmanBackend, handle: ImageHandle) -> Iterator[PodmanTestbed]:
+    tb = backend.create(handle)
+    tb.open()
+    yield tb
+    tb.close()
+
+
+def test_oci_layout_carries_the_tested_bytes(handle: ImageHandle, tmp_path: Path) -> None:
+    a = write_layout(tmp_path / "a", handle.rootfs_tar, handle.digest, tag="t")
+    b = write_layout(tmp_path / "b", handle.rootfs_tar, handle.digest, tag="t")
+    assert a.manifest_digest == b.manifest_digest  # reproducible
+    out = subprocess.run(["skopeo", "inspect", f"oci:{a.layout}:t"], capture_output=True, text=True, check=True)
+    info = json.loads(out.stdout)
+    assert info["Digest"] == f"sha256:{a.manifest_digest}"
+    assert info["Layers"] == [f"sha256:{handle.digest}"]  # the layer is the tested tarball itself
+    assert (a.layout / "blobs" / "sha256" / handle.digest).stat().st_ino == handle.rootfs_tar.stat().st_ino
+
+
+def test_exec_in_a_fresh_container_without_network(bed: PodmanTestbed) -> None:
+    r = bed.exec(["sh", "-c", "echo out; echo err >&2; exit 5"])
+    assert (r.exit_code, r.stdout, r.stderr) == (5, b"out\n", b"err\n")
+    assert bed.exec(["cat"], stdin=b"in").stdout == b"in"
+    ifaces = bed.exec(["sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"]).stdout.split()
+    assert ifaces == [b"lo"]
+    assert bed.exec(["sh", "-c", "echo $IMAGECI_TESTBED $FOO"], env={"FOO": "x"}).stdout == b"podman x\n"
+
+
+def test_copy_in_out_and_revert(bed: PodmanTestbed, tmp_path: Path) -> None:
+    src = tmp_path / "t.sh"
+    src.write_text("#!/bin/sh\necho inside > /tmp/made\n")
+    src.chmod(0o755)
+    bed.copy_in(src, "/run/imageci/tests/t.sh")
+    assert bed.exec(["/run/imageci/tests/t.sh"]).exit_code == 0
+    bed.copy_out("/tmp/made", tmp_path / "made")
+    assert (tmp_path / "made").read_text() == "inside\n"
+    bed.revert()
+    assert bed.exec(["test", "-e", "/tmp/made"]).exit_code == 1
+
+
+def test_timeout_stops_the_container_and_close_removes_it(backend: PodmanBackend, handle: ImageHandle) -> None:
+    tb = backend.create(handle)
+    tb.open()
+    name = tb.container
+    r = tb.exec(["sh", "-c", "sleep 300 & sleep 301; wait"], timeout=2)
+    assert r.timed_out and r.exit_code is None
+    tb.close()
+    assert name not in leftover_containers()
+    gone = subprocess.run(["podman", "container", "exists", str(name)])
+    assert gone.returncode == 1
+
+
+def test_misconfigured_rlimits_get_an_error_that_names_the_fix(handle: ImageHandle, backend: PodmanBackend) -> None:
+    tag = backend.images.ensure(handle)
+    too_high = resource.getrlimit(resource.RLIMIT_NOFILE)[1] + 1
+    res = subprocess.run(["podman", "run", "--rm", "--pull", "never", "--runtime", "runc", "--ulimit",
+                          f"nofile={too_high}:{too_high}", "--entrypoint", "", tag, "true"],
+                         capture_output=True, text=True)
+    if res.returncode == 0:
+        pytest.skip("this host lets containers raise rlimits (CAP_SYS_RESOURCE): nothing to misconfigure")
+    hint = explain_failure(res.stderr)
+    assert hint is not None and "scripts/host-setup.sh" in hint
+    assert explain_failure("Error: crun: cannot set cgroup: ...") is not None
+    assert explain_failure("Error: something unrelated") is None
+
+
+def test_systemd_mode_runs_services(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    """isolation-container tests get systemd as PID 1 (VM example image)."""
+    e, _ = image_env
+    vm = build_example(e, VM_DEF)
+    engine = Engine(e.catalog, e.store, {"podman": make_backend("podman", e.settings)}, jobs=2)
+    suite = load_suite(VM_DEF.parent / "suite")
+    checks = [ScriptCheck(s) for s in suite.select(["systemd-running", "service-starts", "os-release"])]
+    report = engine.run(vm, checks, ["podman"], rerun_all=True)
+    got = {r.test_id: (r.verdict, r.reason) for r in report.results}
+    assert got == {"systemd-running": (Verdict.PASS, ""), "service-starts": (Verdict.PASS, ""),
+                   "os-release": (Verdict.PASS, "")}
+    assert not [c for c in leftover_containers() if c]  # every container removed
+    minimal = next(v for v in e.catalog.versions() if v.product.name == "debian-bookworm-minimal")
+    caps = engine.backends["podman"].capabilities(engine.image_handle(minimal))
+    assert "isolation-container" not in caps  # no systemd in the minimal image
+
+
+def test_cli_suite_on_podman(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    e, version = image_env
+    res = e.cli("test", f"{version.product.name}@{version.serial}", "--testbed", "podman",
+                "--suite", str(EXAMPLE / "suite"), "--rerun-all")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "13 pass" in res.stdout
+    assert subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}=1"],
+                          capture_output=True, text=True).stdout.strip() == ""
+
