@@ -75,8 +75,8 @@ def test_copy_in_out_and_revert(bed: PodmanTestbed, tmp_path: Path) -> None:
     src = tmp_path / "t.sh"
     src.write_text("#!/bin/sh\necho inside > /tmp/made\n")
     src.chmod(0o755)
-    bed.copy_in(src, "/run/imageci/tests/t.sh")
-    assert bed.exec(["/run/imageci/tests/t.sh"]).exit_code == 0
+    bed.copy_in(src, "/var/tmp/imageci/tests/t.sh")
+    assert bed.exec(["/var/tmp/imageci/tests/t.sh"]).exit_code == 0
     bed.copy_out("/tmp/made", tmp_path / "made")
     assert (tmp_path / "made").read_text() == "inside\n"
     bed.revert()

@@ -47,6 +47,7 @@ class TestbedError(ImageciError):
 
     __test__ = False  # not a pytest test class
     exit_code = ExitCode.ERROR
+    log: bytes = b""  # what the testbed said on its way down (a VM's console), kept as the attempt's log
 
 
 class HostSetupError(ImageciError):

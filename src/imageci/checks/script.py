@@ -9,7 +9,7 @@ from imageci.definitions.suite import ScriptTestSpec
 from imageci.testbeds.base import Testbed
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
 
-TESTS_DIR = "/run/imageci/tests"
+TESTS_DIR = "/var/tmp/imageci/tests"  # /run and /tmp may be noexec tmpfs on a booted system
 
 
 def _last_line(*blobs: bytes) -> str:

@@ -123,7 +123,10 @@ class Engine:
             testbed.open()
             return result.check.run(testbed)
         except ImageciError as exc:
-            return Outcome(Verdict.ERROR, f"testbed error: {exc}", None, str(exc).encode())
+            reason = str(exc).splitlines()[0]
+            extra: bytes = getattr(exc, "log", b"")
+            log = str(exc).encode() + (b"\n" + extra if extra else b"")
+            return Outcome(Verdict.ERROR, f"testbed error: {reason}", None, log)
         except Exception as exc:  # a harness bug must not take the run down with it
             return Outcome(Verdict.ERROR, f"harness error: {type(exc).__name__}: {exc}", None,
                            traceback.format_exc().encode())
@@ -152,6 +155,7 @@ class Engine:
         started = utcnow()
         results: list[TestResult] = []
         todo: list[TestResult] = []
+        unusable = {tb: why for tb in testbeds if (why := self._why_not(tb, image))}
         for check in checks:
             for tb in testbeds:
                 result = TestResult(check, tb)
@@ -164,6 +168,8 @@ class Engine:
                         self._emit("cached", result, earlier)
                         continue
                 pre = check.precheck()
+                if pre is None and tb in unusable:
+                    pre = Outcome(Verdict.SKIP, f"testbed {tb}: {unusable[tb]}")
                 if pre is None:
                     missing = sorted(set(check.needs) - set(self.backends[tb].capabilities(image)))
                     if missing:
@@ -185,6 +191,10 @@ class Engine:
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            for tb in testbeds:
+                finish = getattr(self.backends[tb], "finish", None)
+                if finish is not None:
+                    finish()
             for r in results:
                 if r.attempts:
                     r.finalize()
@@ -192,6 +202,10 @@ class Engine:
             report = RunReport(run_id, version, results, started, utcnow(), interrupted)
             self.catalog.finish_run(run_id, int(report.exit_code))
         return report  # interrupted runs come back too (exit 130), so their reports can be written
+
+    def _why_not(self, testbed: str, image: ImageHandle) -> str | None:
+        why_not = getattr(self.backends[testbed], "why_not", None)
+        return why_not(image) if why_not is not None else None
 
     def _pool(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult]) -> None:
         if not todo:

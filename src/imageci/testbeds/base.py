@@ -63,7 +63,13 @@ class Testbed(Protocol):
 
 
 class Backend(Protocol):
-    """Makes testbeds of one kind for an image; registered by name."""
+    """Makes testbeds of one kind for an image; registered by name.
+
+    Optional hooks a backend may define: ``why_not(image) -> str | None``
+    (a reason no test can run on it for this image, e.g. no kernel to boot:
+    every test is then skipped with it) and ``finish()`` (called when a run
+    is over: drop templates, keys, warm machines).
+    """
 
     name: str
 

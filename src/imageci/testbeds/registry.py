@@ -8,12 +8,14 @@ from imageci.config import Settings
 from imageci.errors import UsageError
 from imageci.testbeds.base import Backend
 from imageci.testbeds.podman import PodmanBackend
+from imageci.testbeds.qemu import QemuBackend
 from imageci.testbeds.sandbox import SandboxBackend
 from imageci.testbeds.ssh import SshBackend, load_host
 
 _FACTORIES: dict[str, Callable[[Settings], Backend]] = {
     "sandbox": lambda s: SandboxBackend(s.rootfs_cache, s.tmp_dir / "sandboxes"),
     "podman": lambda s: PodmanBackend(s.home / "oci", s.rootfs_cache),
+    "qemu": lambda s: QemuBackend(s.home, s.rootfs_cache),
 }
 
 

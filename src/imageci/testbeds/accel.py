@@ -1,0 +1,93 @@
+"""Which qemu accelerator this host can really use.
+
+/dev/kvm existing is not proof: nested KVM guests can hang at early boot. The
+probe actually boots something under KVM — a 5-byte firmware that writes to
+qemu's debug-exit port — and only trusts KVM when qemu exits with the code
+that program chose. A full guest boot that still hangs under KVM demotes KVM
+for this host too (``record``). Results are cached in the imageci home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROBE_EXIT = 0x31  # qemu exits with (value << 1) | 1
+CACHE_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class AccelProbe:
+    kvm: bool
+    why: str
+    checked: float
+
+
+def _firmware(path: Path) -> None:
+    """64 KiB BIOS image whose reset vector runs: mov al,0x31; out 0xf4,al; hlt."""
+    image = bytearray(b"\xf4" * 0x10000)
+    image[0xFFF0:0xFFF5] = bytes([0xB0, PROBE_EXIT, 0xE6, 0xF4, 0xF4])
+    path.write_bytes(bytes(image))
+
+
+def qemu_binary(arch: str = "amd64") -> str | None:
+    name = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}.get(arch, f"qemu-system-{arch}")
+    return shutil.which(name)
+
+
+def probe_kvm(timeout: float = 10) -> AccelProbe:
+    now = time.time()
+    if not os.path.exists("/dev/kvm"):
+        return AccelProbe(False, "/dev/kvm does not exist", now)
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return AccelProbe(False, "/dev/kvm is not accessible to this user", now)
+    qemu = qemu_binary()
+    if qemu is None:
+        return AccelProbe(False, "qemu-system-x86_64 is not installed", now)
+    with tempfile.TemporaryDirectory() as tmp:
+        fw = Path(tmp) / "probe.bin"
+        _firmware(fw)
+        argv = [qemu, "-machine", "pc,accel=kvm", "-bios", str(fw), "-display", "none", "-nodefaults",
+                "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-serial", "none", "-monitor", "none"]
+        try:
+            res = subprocess.run(argv, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return AccelProbe(False, f"a guest under KVM did not finish a 5-instruction boot in {timeout:.0f}s", now)
+    if res.returncode == (PROBE_EXIT << 1) | 1:
+        return AccelProbe(True, "a probe guest booted under KVM", now)
+    err = res.stderr.decode("utf-8", "replace").strip().splitlines()
+    return AccelProbe(False, f"KVM probe failed: {err[-1] if err else f'exit {res.returncode}'}", now)
+
+
+class AccelCache:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self) -> dict[str, object]:
+        try:
+            data = json.loads(self.path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def get(self, refresh: bool = False) -> AccelProbe:
+        doc = self._read().get("kvm")
+        if not refresh and isinstance(doc, dict) and time.time() - float(doc.get("checked", 0)) < CACHE_SECONDS:
+            return AccelProbe(bool(doc.get("kvm")), str(doc.get("why", "")), float(doc.get("checked", 0)))
+        probe = probe_kvm()
+        self.record(probe)
+        return probe
+
+    def record(self, probe: AccelProbe) -> None:
+        data = self._read()
+        data["kvm"] = {"kvm": probe.kvm, "why": probe.why, "checked": probe.checked}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.path)

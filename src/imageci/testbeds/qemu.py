@@ -1,0 +1,405 @@
+"""qemu testbed: the image booted as a real VM.
+
+The image's own kernel and initramfs boot it directly (no bootloader) from a
+qcow2 made from the rootfs; every testbed writes to its own overlay. Access is
+SSH over user-mode networking, forwarded on 127.0.0.1 only; the guest has no
+other network. A key generated for this run is passed on the kernel command
+line (``imageci.ssh_key=``) and installed by the image's first-boot unit; no
+password exists. Readiness is probed (SSH answers, then systemd reports the
+system state), never a fixed sleep.
+
+Fresh VM per test without a reboot: the first testbed of an image boots it
+once, saves memory + disk (``migrate`` to a file, disk overlay frozen) and
+every testbed — the first one included — starts by restoring that snapshot
+into its own overlay (seconds instead of a cold boot).
+
+KVM is used only when a probe guest booted under it and a real boot then
+reached SSH; otherwise TCG, with test timeouts multiplied
+(``IMAGECI_TCG_MULTIPLIER``, default 3).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imageci.build.rootfs import unpacked_rootfs
+from imageci.build.vmdisk import VmAssets, find_kernel, vm_assets
+from imageci.errors import HostSetupError, TestbedError
+from imageci.fs import safe_rmtree
+from imageci.testbeds.accel import AccelCache, AccelProbe, qemu_binary
+from imageci.testbeds.base import ExecResult, ImageHandle
+from imageci.testbeds.qmp import Qmp, QmpError
+from imageci.testbeds.ssh import HostConfig, SshTestbed
+
+CONSOLE_TAIL = 4000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(path: Path, n: int = CONSOLE_TAIL) -> str:
+    try:
+        data = path.read_bytes()[-n:]
+    except OSError:
+        return ""
+    return data.decode("utf-8", "replace")
+
+
+class BootError(TestbedError):
+    """The VM did not become ready; carries the console log."""
+
+    def __init__(self, message: str, console: str) -> None:
+        super().__init__(f"{message}\n--- console (last lines) ---\n{console}")
+        self.log = console.encode()
+
+
+@dataclass
+class Vm:
+    """One qemu process."""
+
+    qemu: str
+    assets: VmAssets
+    disk: Path
+    workdir: Path
+    key: Path
+    accel: str
+    memory_mb: int = 1024
+    cpus: int = 1
+    port: int = field(default_factory=_free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def console(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def qmp_path(self) -> Path:
+        return self.workdir / "qmp.sock"
+
+    def start(self, incoming: Path | None = None) -> None:
+        pub = base64.b64encode(self.key.with_suffix(".pub").read_bytes().strip()).decode()
+        argv = [self.qemu, "-machine", f"q35,accel={self.accel}", "-cpu", "max", "-m", str(self.memory_mb),
+                "-smp", str(self.cpus), "-display", "none", "-monitor", "none", "-nodefaults", "-no-user-config",
+                "-serial", f"file:{self.console}",
+                "-kernel", str(self.assets.kernel), "-initrd", str(self.assets.initrd),
+                "-append", f"root=/dev/vda rw console=ttyS0 panic=-1 imageci.ssh_key={pub}",
+                "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=unsafe",
+                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+                "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
+                "-qmp", f"unix:{self.qmp_path},server=on,wait=off", "-no-reboot"]
+        if incoming is not None:
+            argv += ["-incoming", f"exec:cat {shlex.quote(str(incoming))}"]
+        with open(self.workdir / "qemu.err", "wb") as err:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                         start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def qmp(self) -> Qmp:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return Qmp(self.qmp_path)
+            except OSError:
+                if not self.alive() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def resume_incoming(self, timeout: float = 120) -> None:
+        q = self.qmp()
+        try:
+            deadline = time.monotonic() + timeout
+            while q.command("query-status")["status"] == "inmigrate":
+                if time.monotonic() > deadline:
+                    raise TestbedError("restoring the VM snapshot did not finish")
+                time.sleep(0.02)
+            q.command("cont")
+        finally:
+            q.close()
+
+    def save_state(self, path: Path, timeout: float = 300) -> None:
+        q = self.qmp()
+        try:
+            q.command("stop")
+            q.command("migrate", uri=f"exec:cat > {shlex.quote(str(path))}")
+            deadline = time.monotonic() + timeout
+            while True:
+                status = q.command("query-migrate").get("status")
+                if status == "completed":
+                    break
+                if status == "failed" or time.monotonic() > deadline:
+                    raise TestbedError(f"saving the VM snapshot failed ({status})")
+                time.sleep(0.05)
+        finally:
+            q.close()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                q = Qmp(self.qmp_path, timeout=5)
+                q.command("quit")
+                q.close()
+            except (OSError, QmpError):
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.proc = None
+
+
+def _ssh_config(vm: Vm, workdir: Path) -> HostConfig:
+    return HostConfig(host="127.0.0.1", port=vm.port, user="root", key=str(vm.key),
+                      capabilities=[], known_hosts=str(workdir / "known_hosts"), connect_timeout=5)
+
+
+def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True) -> SshTestbed:
+    """Poll until SSH answers (and systemd has finished starting), or fail with the console log."""
+    ssh = SshTestbed("qemu", _ssh_config(vm, vm.workdir), vm.workdir / "known_hosts")
+    deadline = time.monotonic() + timeout
+    while True:
+        if not vm.alive():
+            raise BootError("qemu exited before the VM was ready: "
+                            + _tail(vm.workdir / "qemu.err", 500).strip(), _tail(vm.console))
+        try:
+            ssh.open()
+            break
+        except TestbedError:
+            if time.monotonic() > deadline:
+                raise BootError(f"the VM did not answer on SSH within {timeout:.0f}s", _tail(vm.console)) from None
+            time.sleep(0.5)
+    if want_system_state:
+        left = max(10.0, deadline - time.monotonic())
+        r = ssh.exec(["systemctl", "is-system-running", "--wait"], timeout=left)
+        if r.timed_out:
+            raise BootError("systemd did not finish starting", _tail(vm.console))
+    return ssh
+
+
+@dataclass
+class Template:
+    """A booted-and-saved VM: frozen disk overlay + memory state."""
+
+    disk: Path
+    state: Path
+    boot_seconds: float
+
+
+class QemuBackend:
+    name = "qemu"
+
+    def __init__(self, home: Path, rootfs_cache: Path, *, memory_mb: int = 1024, cpus: int = 1,
+                 boot_timeout: float | None = None, snapshot: bool = True, accel: str | None = None) -> None:
+        self.vm_cache = home / "vm"
+        self.rootfs_cache = rootfs_cache
+        self.workroot = home / "tmp" / "vms"
+        self.memory_mb = memory_mb
+        self.cpus = cpus
+        self.boot_timeout = boot_timeout
+        self.snapshot = snapshot
+        self.accel_cache = AccelCache(home / "host-probes.json")
+        self._accel = accel or os.environ.get("IMAGECI_QEMU_ACCEL", "auto")
+        self._lock = threading.RLock()  # template() boots while holding it and re-enters
+        self._templates: dict[str, Template] = {}
+        self._run_dir: Path | None = None
+        self._key: Path | None = None
+        self.last_boot: dict[str, float] = {}
+
+    # -- host and image ------------------------------------------------------------
+    def accel(self) -> str:
+        if self._accel in ("kvm", "tcg"):
+            return self._accel
+        return "kvm" if self.accel_cache.get().kvm else "tcg"
+
+    def timeout_multiplier(self) -> float:
+        return 1.0 if self.accel() == "kvm" else float(os.environ.get("IMAGECI_TCG_MULTIPLIER", "3"))
+
+    def why_not(self, image: ImageHandle) -> str | None:
+        if qemu_binary(image.architecture) is None:
+            return f"qemu for {image.architecture} is not installed (scripts/host-setup.sh)"
+        root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
+        if find_kernel(root) is None:
+            return "the image has no kernel (/boot/vmlinuz-* and initrd.img-*): it cannot boot as a VM"
+        return None
+
+    def capabilities(self, image: ImageHandle) -> frozenset[str]:
+        caps = {"root", "revert", "isolation-machine", "isolation-container", f"arch:{image.architecture}"}
+        if self.accel() == "kvm":
+            caps.add("kvm")
+        return frozenset(caps)
+
+    def _run_state(self) -> tuple[Path, Path]:
+        with self._lock:
+            if self._run_dir is None:
+                self.workroot.mkdir(parents=True, exist_ok=True)
+                self._run_dir = Path(tempfile.mkdtemp(dir=self.workroot, prefix="run-"))
+                key = self._run_dir / "id_ed25519"
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "imageci-run", "-f", str(key)],
+                               check=True, capture_output=True)
+                self._key = key
+            assert self._key is not None
+            return self._run_dir, self._key
+
+    def assets(self, image: ImageHandle) -> VmAssets:
+        root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
+        return vm_assets(root, image.digest, self.vm_cache)
+
+    def new_vm(self, image: ImageHandle, disk: Path, workdir: Path, accel: str | None = None) -> Vm:
+        qemu = qemu_binary(image.architecture)
+        if qemu is None:
+            raise HostSetupError("qemu is not installed: run scripts/host-setup.sh")
+        _, key = self._run_state()
+        return Vm(qemu, self.assets(image), disk, workdir, key, accel or self.accel(), self.memory_mb, self.cpus)
+
+    def overlay(self, backing: Path, path: Path) -> Path:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(path)],
+                       check=True, capture_output=True)
+        return path
+
+    def boot_timeout_for(self, accel: str) -> float:
+        if self.boot_timeout:
+            return self.boot_timeout
+        return 90.0 if accel == "kvm" else 300.0
+
+    def cold_boot(self, image: ImageHandle, workdir: Path) -> tuple[Vm, SshTestbed]:
+        """Boot from the base disk into a fresh overlay; demote KVM if it cannot boot the guest."""
+        accel = self.accel()
+        disk = self.overlay(self.assets(image).disk, workdir / "disk.qcow2")
+        vm = self.new_vm(image, disk, workdir, accel)
+        started = time.monotonic()
+        vm.start()
+        try:
+            ssh = wait_ready(vm, self.boot_timeout_for(accel))
+        except BootError as exc:
+            vm.stop()
+            if accel != "kvm" or self._accel == "kvm":
+                raise
+            # KVM passed the probe but cannot boot this guest (nested KVM): remember, use TCG.
+            self.accel_cache.record(AccelProbe(False, f"a guest hung or crashed at boot under KVM: "
+                                                      f"{str(exc).splitlines()[0]}", time.time()))
+            disk.unlink(missing_ok=True)
+            return self.cold_boot(image, workdir)
+        self.last_boot[image.digest] = time.monotonic() - started
+        return vm, ssh
+
+    def template(self, image: ImageHandle) -> Template:
+        with self._lock:
+            existing = self._templates.get(image.digest)
+        if existing:
+            return existing
+        run_dir, _ = self._run_state()
+        tdir = run_dir / f"template-{image.digest[:12]}"
+        with self._lock:
+            if image.digest in self._templates:
+                return self._templates[image.digest]
+            tdir.mkdir(exist_ok=True)
+            started = time.monotonic()
+            vm, ssh = self.cold_boot(image, tdir)
+            try:
+                ssh.close()
+                vm.save_state(tdir / "state")
+            finally:
+                vm.stop()
+            t = Template(tdir / "disk.qcow2", tdir / "state", time.monotonic() - started)
+            self._templates[image.digest] = t
+            return t
+
+    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset()) -> QemuTestbed:
+        return QemuTestbed(self, image)
+
+    def finish(self) -> None:
+        """Remove this run's templates and key (the engine calls this when a run is over)."""
+        with self._lock:
+            if self._run_dir is not None:
+                safe_rmtree(self._run_dir)
+            self._run_dir, self._key, self._templates = None, None, {}
+
+
+class QemuTestbed:
+    name = "qemu"
+
+    def __init__(self, backend: QemuBackend, image: ImageHandle) -> None:
+        self.backend = backend
+        self.image = image
+        self.vm: Vm | None = None
+        self.ssh: SshTestbed | None = None
+        self.dir: Path | None = None
+        self.restored = False
+
+    def capabilities(self) -> frozenset[str]:
+        return self.backend.capabilities(self.image)
+
+    def open(self) -> None:
+        run_dir, _ = self.backend._run_state()
+        self.dir = Path(tempfile.mkdtemp(dir=run_dir, prefix="vm-"))
+        try:
+            if self.backend.snapshot:
+                t = self.backend.template(self.image)
+                disk = self.backend.overlay(t.disk, self.dir / "disk.qcow2")
+                self.vm = self.backend.new_vm(self.image, disk, self.dir)
+                self.vm.start(incoming=t.state)
+                self.vm.resume_incoming()
+                self.ssh = wait_ready(self.vm, 60 * self.backend.timeout_multiplier(), want_system_state=False)
+                self.restored = True
+            else:
+                self.vm, self.ssh = self.backend.cold_boot(self.image, self.dir)
+        except BaseException:
+            self.close()
+            raise
+
+    def _ssh(self) -> SshTestbed:
+        if self.ssh is None or self.vm is None:
+            raise TestbedError("the VM is not running")
+        return self.ssh
+
+    def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
+             stdin: bytes | None = None, cwd: str | None = None, network: bool = False) -> ExecResult:
+        ssh = self._ssh()
+        scaled = timeout * self.backend.timeout_multiplier() if timeout else None
+        try:
+            res = ssh.exec(argv, env={"IMAGECI_TESTBED": self.name, **(env or {})}, timeout=scaled, stdin=stdin,
+                           cwd=cwd)
+        except TestbedError as exc:
+            alive = self.vm is not None and self.vm.alive()
+            why = "the VM powered off or crashed" if not alive else "the SSH connection dropped (sshd stopped?)"
+            raise BootError(f"lost the VM during the test: {why}: {exc}", self.console_log()) from exc
+        return res
+
+    def copy_in(self, src: Path, dest: str) -> None:
+        self._ssh().copy_in(src, dest)
+
+    def copy_out(self, src: str, dest: Path) -> None:
+        self._ssh().copy_out(src, dest)
+
+    def console_log(self) -> str:
+        return _tail(self.vm.console) if self.vm else ""
+
+    def revert(self) -> None:
+        self.close()
+        self.open()
+
+    def close(self) -> None:
+        if self.vm is not None:
+            self.vm.stop()
+            self.vm = None
+        self.ssh = None
+        if self.dir is not None:
+            safe_rmtree(self.dir)
+            self.dir = None
