@@ -206,7 +206,8 @@ class QemuBackend:
     name = "qemu"
 
     def __init__(self, home: Path, rootfs_cache: Path, *, memory_mb: int = 1024, cpus: int = 1,
-                 boot_timeout: float | None = None, snapshot: bool = True, accel: str | None = None) -> None:
+                 boot_timeout: float | None = None, snapshot: bool = True, accel: str | None = None,
+                 keep_warm: bool = False) -> None:
         self.vm_cache = home / "vm"
         self.rootfs_cache = rootfs_cache
         self.workroot = home / "tmp" / "vms"
@@ -221,6 +222,8 @@ class QemuBackend:
         self._run_dir: Path | None = None
         self._key: Path | None = None
         self.last_boot: dict[str, float] = {}
+        self.cold_boots = 0
+        self.keep_warm = keep_warm  # keep templates across engine runs until shutdown()
 
     # -- host and image ------------------------------------------------------------
     def accel(self) -> str:
@@ -297,6 +300,7 @@ class QemuBackend:
             disk.unlink(missing_ok=True)
             return self.cold_boot(image, workdir)
         self.last_boot[image.digest] = time.monotonic() - started
+        self.cold_boots += 1  # boots that reached readiness
         return vm, ssh
 
     def template(self, image: ImageHandle) -> Template:
@@ -325,7 +329,12 @@ class QemuBackend:
         return QemuTestbed(self, image)
 
     def finish(self) -> None:
-        """Remove this run's templates and key (the engine calls this when a run is over)."""
+        """The engine calls this when a run is over."""
+        if not self.keep_warm:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Remove this run's templates and key."""
         with self._lock:
             if self._run_dir is not None:
                 safe_rmtree(self._run_dir)

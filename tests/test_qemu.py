@@ -1,0 +1,117 @@
+"""The qemu testbed: real VMs booted from the VM example image (TCG here,
+KVM only where a real boot proves it works)."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imageci.checks.script import ScriptCheck
+from imageci.definitions.suite import load_suite
+from imageci.engine.runner import Engine, RunReport
+from imageci.store.models import Version
+from imageci.testbeds.accel import AccelCache, AccelProbe
+from imageci.testbeds.accel import qemu_binary as find_qemu
+from imageci.testbeds.qemu import QemuBackend
+from imageci.verdicts import Verdict
+
+from conftest import REPO, Env, build_example, write_suite
+
+VM_DEF = REPO / "examples" / "debian-bookworm-vm" / "image.yaml"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="reads the whole rootfs to make a disk"),
+    pytest.mark.skipif(find_qemu() is None and not os.environ.get("CI"), reason="qemu not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def vm(image_env: tuple[Env, Version]) -> tuple[Env, Version]:
+    e, _ = image_env
+    return e, build_example(e, VM_DEF)
+
+
+@pytest.fixture(scope="module")
+def qemu(vm: tuple[Env, Version]) -> Iterator[QemuBackend]:
+    e, _ = vm
+    backend = QemuBackend(e.home, e.settings.rootfs_cache, keep_warm=True)
+    yield backend
+    backend.shutdown()
+    assert not list((e.home / "tmp" / "vms").glob("run-*"))  # templates and keys removed
+
+
+def _run(e: Env, backend: QemuBackend, version: Version, suite: Path, jobs: int = 2) -> RunReport:
+    engine = Engine(e.catalog, e.store, {"qemu": backend}, jobs=jobs)
+    return engine.run(version, [ScriptCheck(s) for s in load_suite(suite).tests], ["qemu"], rerun_all=True)
+
+
+def _got(report: RunReport) -> dict[str, tuple[Verdict, str]]:
+    return {r.test_id: (r.verdict, r.reason) for r in report.results}
+
+
+def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuBackend, tmp_path: Path) -> None:
+    e, version = vm
+    d = write_suite(tmp_path / "s", {
+        "a-dirty.sh": "#!/bin/sh\ntouch /root/dirty\n",
+        "b-clean.sh": "#!/bin/sh\ntest ! -e /root/dirty || { echo 'saw the other test' >&2; exit 1; }\n",
+        "c-booted.sh": "#!/bin/sh\n# imageci-needs: isolation-machine\n"
+                       "test \"$(systemctl is-system-running)\" = running && test \"$(id -u)\" = 0\n",
+    })
+    for name in ("systemd-running.sh", "service-starts.sh"):
+        (d / name).write_bytes((VM_DEF.parent / "suite" / name).read_bytes())
+        (d / name).chmod(0o755)
+    report = _run(e, qemu, version, d, jobs=1)
+    assert {k: v[0] for k, v in _got(report).items()} == {
+        "a-dirty": Verdict.PASS, "b-clean": Verdict.PASS, "c-booted": Verdict.PASS,
+        "systemd-running": Verdict.PASS, "service-starts": Verdict.PASS}, _got(report)
+    assert qemu.cold_boots == 1  # five fresh VMs, one boot: the rest were snapshot restores
+    assert "isolation-machine" in qemu.capabilities(Engine(e.catalog, e.store, {}).image_handle(version))
+
+
+def test_a_test_that_powers_off_the_vm(vm: tuple[Env, Version], qemu: QemuBackend, tmp_path: Path) -> None:
+    e, version = vm
+    d = write_suite(tmp_path / "s", {
+        "a-poweroff.sh": "#!/bin/sh\nsystemctl poweroff --force --force\nsleep 60\n",
+        "b-after.sh": f"#!/bin/sh\n# {tmp_path.name}\ntrue\n",
+    })
+    got = _got(_run(e, qemu, version, d, jobs=1))
+    assert got["a-poweroff"][0] == Verdict.ERROR and "lost the VM" in got["a-poweroff"][1]
+    assert got["b-after"] == (Verdict.PASS, "")  # the next test got a fresh VM
+
+
+def test_image_without_kernel_is_skipped(image_env: tuple[Env, Version], qemu: QemuBackend, tmp_path: Path) -> None:
+    e, minimal = image_env
+    d = write_suite(tmp_path / "s", {"t.sh": "#!/bin/sh\ntrue\n"})
+    got = _got(_run(e, qemu, minimal, d))
+    assert got["t"][0] == Verdict.SKIP and "no kernel" in got["t"][1]
+
+
+def test_vm_that_never_becomes_ready_is_an_error_with_its_console(vm: tuple[Env, Version], tmp_path: Path) -> None:
+    e, version = vm
+    hasty = QemuBackend(e.home, e.settings.rootfs_cache, boot_timeout=4, snapshot=False, accel="tcg")
+    d = write_suite(tmp_path / "s", {"t.sh": "#!/bin/sh\ntrue\n"})
+    started = time.monotonic()
+    report = _run(e, hasty, version, d)
+    assert time.monotonic() - started < 120  # an error, not a hang
+    result = report.results[0]
+    assert result.verdict == Verdict.ERROR and "did not answer on SSH within 4s" in result.reason
+    log = e.store.read_bytes(result.attempts[0].log_digest)  # type: ignore[arg-type]
+    assert b"--- console" in log
+    assert re.search(rb"\[\s*\d+\.\d+\] ", log)  # the kernel had started printing: its log is kept
+
+
+def test_accel_probe_is_cached_and_can_be_demoted(tmp_path: Path) -> None:
+    cache = AccelCache(tmp_path / "probes.json")
+    first = cache.get()
+    assert first.why  # always says why
+    cache.record(AccelProbe(False, "a guest hung at boot under KVM", time.time()))
+    again = cache.get()
+    assert again.kvm is False and "hung" in again.why
+    backend = QemuBackend(tmp_path, tmp_path)
+    backend.accel_cache = cache
+    assert backend.accel() == "tcg" and backend.timeout_multiplier() > 1
