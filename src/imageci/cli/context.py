@@ -21,6 +21,7 @@ from imageci.definitions.image import Gate, ImageDefinition, LoadedDefinition, l
 from imageci.definitions.suite import load_suite
 from imageci.errors import ImageciError, UsageError
 from imageci.exitcodes import ExitCode
+from imageci.homelock import HomeLock
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Version
@@ -59,12 +60,21 @@ class Context:
     settings: Settings
     _catalog: Catalog | None = field(default=None)
     _store: BlobStore | None = field(default=None)
+    _lock: HomeLock | None = field(default=None)
 
     @classmethod
     def load(cls) -> Context:
         settings = Settings.load()
         settings.ensure()
-        return cls(settings)
+        ctx = cls(settings)
+        ctx.lock.shared()  # `imageci gc` waits for no one else to hold the home
+        return ctx
+
+    @property
+    def lock(self) -> HomeLock:
+        if self._lock is None:
+            self._lock = HomeLock(self.settings.home)
+        return self._lock
 
     @property
     def catalog(self) -> Catalog:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from imageci import __version__
@@ -16,12 +17,14 @@ from imageci.build.service import build_image
 from imageci.cli.context import Context, console, err_console, handle_errors, load_checks
 from imageci.cli.testing import TestOptions, run_tests
 from imageci.definitions.image import load_definition
+from imageci.engine.gc import collect_garbage
 from imageci.errors import UsageError
 from imageci.exitcodes import ExitCode
 from imageci.policy.gate import evaluate_gate, required_checks
 from imageci.policy.promote import promote as do_promote
 from imageci.policy.promote import prune as do_prune
 from imageci.store.models import State
+from imageci.testbeds.hostcheck import check_host
 
 app = typer.Typer(help="Continuous integration for OS and container images.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -264,6 +267,37 @@ def prune(older_than: Annotated[str, typer.Option("--older-than", help="age, e.g
     for v in pruned:
         console.print(f"{'would retire' if dry_run else 'retired'} {v.product.name}@{v.serial}")
     console.print(f"{len(pruned)} version(s) {'to prune' if dry_run else 'pruned'}")
+
+
+@app.command()
+@handle_errors
+def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What this host can run (builder, sandbox, podman, qemu + KVM, ssh) and why not.
+    Exit 0 when the embedded defaults (build + sandbox) work, 3 when they do not."""
+    ctx = Context.load()
+    findings = check_host(ctx.settings.home)
+    if as_json:
+        console.print_json(json.dumps([f.__dict__ for f in findings]))
+    else:
+        table = Table("area", "check", "", "detail")
+        for f in findings:
+            mark = "[green]ok[/]" if f.ok else ("[red]MISSING[/]" if f.required else "[yellow]no[/]")
+            table.add_row(f.area, f.name, mark, escape(f.detail))
+        console.print(table)
+    if not all(f.ok for f in findings if f.required):
+        raise typer.Exit(int(ExitCode.ERROR))
+
+
+@app.command()
+@handle_errors
+def gc(force: Annotated[bool, typer.Option("--force", help="even if another imageci seems to run")] = False) -> None:
+    """Remove what a crashed or killed imageci left behind: sandboxes and their
+    mounts, VMs, containers, build directories, cgroups."""
+    ctx = Context.load()
+    report = collect_garbage(ctx.settings, ctx.lock, force=force)
+    for line in report:
+        console.print(line)
+    console.print(f"{len(report)} leftover(s) removed")
 
 
 if __name__ == "__main__":

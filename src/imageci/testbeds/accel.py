@@ -27,6 +27,7 @@ class AccelProbe:
     kvm: bool
     why: str
     checked: float
+    source: str = "probe"  # "probe": the 5-instruction guest; "boot": a real guest boot
 
 
 def _firmware(path: Path) -> None:
@@ -78,15 +79,19 @@ class AccelCache:
 
     def get(self, refresh: bool = False) -> AccelProbe:
         doc = self._read().get("kvm")
-        if not refresh and isinstance(doc, dict) and time.time() - float(doc.get("checked", 0)) < CACHE_SECONDS:
-            return AccelProbe(bool(doc.get("kvm")), str(doc.get("why", "")), float(doc.get("checked", 0)))
+        if isinstance(doc, dict) and time.time() - float(doc.get("checked", 0)) < CACHE_SECONDS:
+            cached = AccelProbe(bool(doc.get("kvm")), str(doc.get("why", "")), float(doc.get("checked", 0)),
+                                str(doc.get("source", "probe")))
+            # a tiny probe cannot overrule a real guest that failed to boot under KVM
+            if not refresh or (cached.source == "boot" and not cached.kvm):
+                return cached
         probe = probe_kvm()
         self.record(probe)
         return probe
 
     def record(self, probe: AccelProbe) -> None:
         data = self._read()
-        data["kvm"] = {"kvm": probe.kvm, "why": probe.why, "checked": probe.checked}
+        data["kvm"] = {"kvm": probe.kvm, "why": probe.why, "checked": probe.checked, "source": probe.source}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(data, indent=2))

@@ -296,7 +296,7 @@ class QemuBackend:
                 raise
             # KVM passed the probe but cannot boot this guest (nested KVM): remember, use TCG.
             self.accel_cache.record(AccelProbe(False, f"a guest hung or crashed at boot under KVM: "
-                                                      f"{str(exc).splitlines()[0]}", time.time()))
+                                                      f"{str(exc).splitlines()[0]}", time.time(), "boot"))
             disk.unlink(missing_ok=True)
             return self.cold_boot(image, workdir)
         self.last_boot[image.digest] = time.monotonic() - started

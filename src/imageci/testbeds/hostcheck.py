@@ -1,0 +1,93 @@
+"""What this host can run, and why not: the facts behind `imageci doctor`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from imageci.testbeds.accel import AccelCache, qemu_binary
+from imageci.testbeds.limits import cgroup_mode
+
+
+@dataclass(frozen=True)
+class Finding:
+    area: str  # builder | sandbox | podman | qemu | ssh
+    name: str
+    ok: bool
+    detail: str
+    required: bool = False  # needed by the embedded defaults (build + sandbox)
+
+
+def _version(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text and out.returncode == 0 else None
+
+
+def _binfmt_arches() -> list[str]:
+    d = Path("/proc/sys/fs/binfmt_misc")
+    arches = []
+    for f in sorted(d.glob("qemu-*")) if d.is_dir() else []:
+        try:
+            if f.read_text().startswith("enabled"):
+                arches.append(f.name.removeprefix("qemu-"))
+        except OSError:
+            continue
+    return arches
+
+
+def check_host(home: Path, refresh: bool = True) -> list[Finding]:
+    out: list[Finding] = []
+    root = os.geteuid() == 0
+    out.append(Finding("sandbox", "root", root, "running as root" if root else
+                       "not root: the sandbox testbed mounts overlayfs and needs root", True))
+    mm = _version(["mmdebstrap", "--version"])
+    out.append(Finding("builder", "mmdebstrap", mm is not None, mm or "not installed: scripts/host-setup.sh", True))
+    arches = _binfmt_arches()
+    out.append(Finding("builder", "foreign architectures (binfmt)", bool(arches),
+                       ", ".join(arches) if arches else "none registered (apt-get install qemu-user-static "
+                       "binfmt-support to build arm64 etc.)"))
+    bw = shutil.which("bwrap")
+    if bw:
+        probe = subprocess.run([bw, "--ro-bind", "/", "/", "--unshare-pid", "--unshare-net", "true"],
+                               capture_output=True, text=True)
+        out.append(Finding("sandbox", "bubblewrap", probe.returncode == 0,
+                           _version([bw, "--version"]) or "" if probe.returncode == 0
+                           else f"cannot create namespaces: {probe.stderr.strip()}", True))
+    else:
+        out.append(Finding("sandbox", "bubblewrap", False, "not installed: scripts/host-setup.sh", True))
+    overlay = "overlay" in Path("/proc/filesystems").read_text()
+    out.append(Finding("sandbox", "overlayfs", overlay, "available" if overlay else "missing: modprobe overlay", True))
+    mode = cgroup_mode()
+    out.append(Finding("sandbox", "cgroup limits", mode is not None,
+                       f"cgroup {mode}: memory and pids limits applied" if mode
+                       else "cgroups not writable: tests run without memory/pids limits"))
+    pod = shutil.which("podman")
+    if pod:
+        info = subprocess.run([pod, "info", "--format", "{{.Host.OCIRuntime.Name}} cgroups {{.Host.CgroupsVersion}}"],
+                              capture_output=True, text=True, timeout=60)
+        conf = Path("/etc/containers/containers.conf.d/50-imageci.conf")
+        runtime_ok = info.returncode == 0 and shutil.which("runc") is not None
+        detail = info.stdout.strip() if info.returncode == 0 else info.stderr.strip()[-200:]
+        if not conf.exists():
+            detail += "; no containers.conf drop-in (scripts/host-setup.sh writes one; imageci passes runc + rlimits)"
+        out.append(Finding("podman", "podman + runc", runtime_ok, detail))
+    else:
+        out.append(Finding("podman", "podman + runc", False, "not installed: scripts/host-setup.sh"))
+    qemu = qemu_binary()
+    out.append(Finding("qemu", "qemu-system-x86_64", qemu is not None,
+                       _version([qemu, "--version"]) or "" if qemu else "not installed: scripts/host-setup.sh"))
+    if qemu:
+        kvm = AccelCache(home / "host-probes.json").get(refresh=refresh)
+        verdict = "used: " if kvm.kvm else "not used, VMs run under TCG (slower; test timeouts are multiplied): "
+        out.append(Finding("qemu", "KVM", kvm.kvm, verdict + kvm.why + (
+            "" if kvm.source == "boot" else " (a real boot confirms it at the first VM)" if kvm.kvm else "")))
+    ssh = shutil.which("ssh")
+    out.append(Finding("ssh", "ssh client", ssh is not None, ssh or "not installed: apt-get install openssh-client"))
+    return out
