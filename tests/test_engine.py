@@ -13,10 +13,12 @@ from imageci.checks.base import Outcome
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.suite import load_suite
 from imageci.engine.aggregate import aggregate, exit_code_for
+from imageci.engine.budget import Budget
 from imageci.engine.runner import Engine, RunReport
 from imageci.exitcodes import ExitCode
 from imageci.store.models import Version
 from imageci.testbeds import base
+from imageci.testbeds.base import Cost
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 
@@ -161,3 +163,26 @@ def test_tests_run_in_parallel(image_env: tuple[Env, Version], tmp_path: Path) -
     # at least two attempts overlapped in time
     assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1))
     assert all(r.verdict == V.PASS for r in report.results)
+
+
+def _overlapped(report: RunReport) -> bool:
+    spans = sorted((r.attempts[0].started_at, r.attempts[0].ended_at) for r in report.results)
+    return any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1))
+
+
+def test_resource_budget_limits_concurrency(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    """Scheduling follows the memory budget, not only -j: two 600 MB testbeds
+    do not fit in 1000 MB, so they run one after the other."""
+    e, version = image_env
+    d = write_suite(tmp_path / "suite", {f"t{i}.sh": f"#!/bin/sh\n# {tmp_path.name}\nsleep 1\n" for i in range(3)})
+    checks = [ScriptCheck(s) for s in load_suite(d).tests]
+    backend = make_backend("sandbox", e.settings)
+    backend.cost = Cost(memory_mb=600, cpus=0.1)  # type: ignore[misc]
+    tight = Engine(e.catalog, e.store, {"sandbox": backend}, jobs=4, budget=Budget(Cost(1000, 8)))
+    assert not _overlapped(tight.run(version, checks, ["sandbox"], rerun_all=True))
+    roomy = Engine(e.catalog, e.store, {"sandbox": backend}, jobs=4, budget=Budget(Cost(4000, 8)))
+    assert _overlapped(roomy.run(version, checks, ["sandbox"], rerun_all=True))
+    huge = Budget(Cost(100, 8))  # a testbed bigger than the whole budget still runs, alone
+    report = Engine(e.catalog, e.store, {"sandbox": backend}, jobs=4, budget=huge).run(
+        version, checks[:1], ["sandbox"], rerun_all=True)
+    assert report.results[0].verdict == V.PASS

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from imageci.checks.base import Check, Outcome
 from imageci.engine.aggregate import aggregate, exit_code_for
+from imageci.engine.budget import DEFAULT_COST, Budget, default_budget
 from imageci.errors import ImageciError
 from imageci.exitcodes import ExitCode
 from imageci.store.blobs import BlobStore
@@ -85,6 +86,7 @@ class Engine:
     backends: dict[str, Backend]
     jobs: int = 1
     on_event: EventFn | None = None
+    budget: Budget = field(default_factory=lambda: Budget(default_budget()))
     _live: set[Testbed] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _aborting: threading.Event = field(default_factory=threading.Event)
@@ -139,8 +141,12 @@ class Engine:
                         self._live.discard(testbed)
 
     def _attempt(self, run_id: int, image: ImageHandle, result: TestResult) -> None:
-        started = utcnow()
-        outcome = self._execute(image, result)
+        cost = getattr(self.backends[result.testbed], "cost", DEFAULT_COST)
+        with self.budget.hold(cost):
+            if self._aborting.is_set():  # waited for resources while the run was interrupted
+                return
+            started = utcnow()
+            outcome = self._execute(image, result)
         if self._aborting.is_set():  # killed by Ctrl-C: not the image's fault
             outcome = Outcome(Verdict.ERROR, "interrupted", None, outcome.log)
         ended = max(utcnow(), started)

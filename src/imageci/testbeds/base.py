@@ -31,6 +31,14 @@ class ExecResult:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What one testbed of a kind takes from the host, for the engine's resource budget."""
+
+    memory_mb: int = 128
+    cpus: float = 0.5
+
+
+@dataclass(frozen=True)
 class ImageHandle:
     """What a backend needs to know about the image under test."""
 

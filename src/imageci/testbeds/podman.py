@@ -30,7 +30,7 @@ from pathlib import Path
 from imageci.build.oci import write_layout
 from imageci.build.rootfs import unpacked_rootfs
 from imageci.errors import HostSetupError, TestbedError
-from imageci.testbeds.base import ExecResult, ImageHandle
+from imageci.testbeds.base import Cost, ExecResult, ImageHandle
 from imageci.testbeds.rootpath import resolve_in_root
 
 LABEL = "io.imageci.testbed"
@@ -226,6 +226,7 @@ class PodmanTestbed:
 
 class PodmanBackend:
     name = "podman"
+    cost = Cost(memory_mb=384, cpus=0.5)
 
     def __init__(self, oci_root: Path, rootfs_cache: Path) -> None:
         self.images = PodmanImages(oci_root)

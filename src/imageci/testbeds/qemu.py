@@ -37,7 +37,7 @@ from imageci.build.vmdisk import VmAssets, find_kernel, vm_assets
 from imageci.errors import HostSetupError, TestbedError
 from imageci.fs import safe_rmtree
 from imageci.testbeds.accel import AccelCache, AccelProbe, qemu_binary
-from imageci.testbeds.base import ExecResult, ImageHandle
+from imageci.testbeds.base import Cost, ExecResult, ImageHandle
 from imageci.testbeds.qmp import Qmp, QmpError
 from imageci.testbeds.ssh import HostConfig, SshTestbed
 
@@ -223,6 +223,7 @@ class QemuBackend:
         self._key: Path | None = None
         self.last_boot: dict[str, float] = {}
         self.cold_boots = 0
+        self.cost = Cost(memory_mb=memory_mb + 256, cpus=float(cpus))
         self.keep_warm = keep_warm  # keep templates across engine runs until shutdown()
 
     # -- host and image ------------------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 from imageci.build.rootfs import unpacked_rootfs
 from imageci.errors import HostSetupError, TestbedError
 from imageci.fs import safe_rmtree
-from imageci.testbeds.base import ExecResult, ImageHandle
+from imageci.testbeds.base import Cost, ExecResult, ImageHandle
 from imageci.testbeds.limits import LimitGroup, cgroup_mode
 from imageci.testbeds.rootpath import resolve_in_root
 
@@ -232,6 +232,7 @@ def sandbox_capabilities(image: ImageHandle) -> frozenset[str]:
 
 class SandboxBackend:
     name = "sandbox"
+    cost = Cost(memory_mb=256, cpus=0.5)
 
     def __init__(self, rootfs_cache: Path, workroot: Path, *, memory_bytes: int | None = 2 << 30,
                  pids: int | None = 4096) -> None:

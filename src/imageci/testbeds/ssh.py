@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imageci.definitions.yamlsource import load_yaml, validate
 from imageci.errors import HostSetupError, TestbedError, UsageError
-from imageci.testbeds.base import ExecResult, ImageHandle
+from imageci.testbeds.base import Cost, ExecResult, ImageHandle
 
 SSH_FAILURE = 255
 # timeout(1) exits 124 after TERM; after its KILL the session dies (137, or 255 from ssh)
@@ -165,6 +165,8 @@ class SshTestbed:
 
 
 class SshBackend:
+    cost = Cost(memory_mb=16, cpus=0.1)  # the work happens on the remote host
+
     def __init__(self, name: str, cfg: HostConfig, known_hosts: Path) -> None:
         self.name = name
         self.cfg = cfg
