@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from imageci.build.oci import write_layout
+from imageci.checks.base import Check
+from imageci.checks.builtin import BuiltinCheck
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine
@@ -115,11 +117,14 @@ def test_systemd_mode_runs_services(image_env: tuple[Env, Version], tmp_path: Pa
     vm = build_example(e, VM_DEF)
     engine = Engine(e.catalog, e.store, {"podman": make_backend("podman", e.settings)}, jobs=2)
     suite = load_suite(VM_DEF.parent / "suite")
-    checks = [ScriptCheck(s) for s in suite.select(["systemd-running", "service-starts", "os-release"])]
+    checks: list[Check] = [ScriptCheck(s) for s in suite.select(["systemd-running", "service-starts", "os-release"])]
+    checks += [BuiltinCheck("boot-multi-user"), BuiltinCheck("no-failed-units"), BuiltinCheck("console-clean")]
     report = engine.run(vm, checks, ["podman"], rerun_all=True)
     got = {r.test_id: (r.verdict, r.reason) for r in report.results}
     assert got == {"systemd-running": (Verdict.PASS, ""), "service-starts": (Verdict.PASS, ""),
-                   "os-release": (Verdict.PASS, "")}
+                   "os-release": (Verdict.PASS, ""), "boot-multi-user": (Verdict.PASS, ""),
+                   "no-failed-units": (Verdict.PASS, ""),
+                   "console-clean": (Verdict.SKIP, "testbed podman lacks: isolation-machine")}
     assert not [c for c in leftover_containers() if c]  # every container removed
     minimal = next(v for v in e.catalog.versions() if v.product.name == "debian-bookworm-minimal")
     caps = engine.backends["podman"].capabilities(engine.image_handle(minimal))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from imageci.checks.base import Check
+from imageci.checks.builtin import BuiltinCheck
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine, RunReport
@@ -45,9 +47,11 @@ def qemu(vm: tuple[Env, Version]) -> Iterator[QemuBackend]:
     assert not list((e.home / "tmp" / "vms").glob("run-*"))  # templates and keys removed
 
 
-def _run(e: Env, backend: QemuBackend, version: Version, suite: Path, jobs: int = 2) -> RunReport:
+def _run(e: Env, backend: QemuBackend, version: Version, suite: Path, jobs: int = 2,
+         extra: list[Check] | None = None) -> RunReport:
     engine = Engine(e.catalog, e.store, {"qemu": backend}, jobs=jobs)
-    return engine.run(version, [ScriptCheck(s) for s in load_suite(suite).tests], ["qemu"], rerun_all=True)
+    checks: list[Check] = [ScriptCheck(s) for s in load_suite(suite).tests]
+    return engine.run(version, checks + (extra or []), ["qemu"], rerun_all=True)
 
 
 def _got(report: RunReport) -> dict[str, tuple[Verdict, str]]:
@@ -65,11 +69,14 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
     for name in ("systemd-running.sh", "service-starts.sh"):
         (d / name).write_bytes((VM_DEF.parent / "suite" / name).read_bytes())
         (d / name).chmod(0o755)
-    report = _run(e, qemu, version, d, jobs=1)
+    builtins = [BuiltinCheck("boot-multi-user"), BuiltinCheck("no-failed-units"), BuiltinCheck("console-clean"),
+                BuiltinCheck("login-works")]
+    report = _run(e, qemu, version, d, jobs=1, extra=builtins)
     assert {k: v[0] for k, v in _got(report).items()} == {
         "a-dirty": Verdict.PASS, "b-clean": Verdict.PASS, "c-booted": Verdict.PASS,
-        "systemd-running": Verdict.PASS, "service-starts": Verdict.PASS}, _got(report)
-    assert qemu.cold_boots == 1  # five fresh VMs, one boot: the rest were snapshot restores
+        "systemd-running": Verdict.PASS, "service-starts": Verdict.PASS, "boot-multi-user": Verdict.PASS,
+        "no-failed-units": Verdict.PASS, "console-clean": Verdict.PASS, "login-works": Verdict.PASS}, _got(report)
+    assert qemu.cold_boots == 1  # nine fresh VMs, one boot: the rest were snapshot restores
     assert "isolation-machine" in qemu.capabilities(Engine(e.catalog, e.store, {}).image_handle(version))
 
 

@@ -71,3 +71,23 @@ def test_select_unknown_test_suggests_close_names(tmp_path: Path) -> None:
     assert [t.name for t in suite.select(["locale"])] == ["locale"]
     with pytest.raises(SourceError, match="did you mean os-release"):
         suite.select(["os-relase"])
+
+
+def test_builtins_are_named_in_suite_yaml_with_checked_options(tmp_path: Path) -> None:
+    from imageci.checks.builtin import BuiltinCheck, builtin_checks
+
+    d = write_suite(tmp_path / "s", {"a.sh": "#!/bin/sh\ntrue\n"},
+                    "builtins:\n  - login-works\n  - name: journal-clean\n    priority: warning\n")
+    suite = load_suite(d)
+    checks = builtin_checks(suite)
+    assert [(c.id, c.options) for c in checks] == [("login-works", {}), ("journal-clean", {"priority": "warning"})]
+    assert checks[1].digest != BuiltinCheck("journal-clean", {"priority": "err"}).digest
+    assert [c.id for c in builtin_checks(suite, ["journal-clean"])] == ["journal-clean"]
+    assert suite.select(["a", "login-works"])[0].name == "a"  # built-in names are valid selections
+    for bad, line, needle in (("builtins:\n  - login-works\n  - bogus\n", 3, "unknown built-in check 'bogus'"),
+                              ("builtins:\n  - name: journal-clean\n    prio: err\n", 2, "no option 'prio'"),
+                              ("builtins:\n  - name: journal-clean\n    priority: loud\n", 2, "priority must be")):
+        (d / "suite.yaml").write_text(bad)
+        with pytest.raises(SourceError) as exc:
+            builtin_checks(load_suite(d))
+        assert exc.value.line == line and needle in str(exc.value)

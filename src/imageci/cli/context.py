@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from imageci.checks.base import Check
+from imageci.checks.builtin import builtin_checks
 from imageci.checks.script import ScriptCheck
 from imageci.config import Settings
 from imageci.definitions.image import Gate, ImageDefinition, LoadedDefinition, load_definition
@@ -118,9 +120,10 @@ class Context:
         return loaded.definition.keep if loaded else ImageDefinition.model_fields["keep"].default
 
 
-def load_checks(suite_dir: Path, names: list[str] | None = None) -> list[ScriptCheck]:
+def load_checks(suite_dir: Path, names: list[str] | None = None) -> list[Check]:
     suite = load_suite(suite_dir)
-    return [ScriptCheck(spec) for spec in suite.select(names)]
+    scripts: list[Check] = [ScriptCheck(spec) for spec in suite.select(names)]
+    return scripts + list(builtin_checks(suite, names or None))
 
 
 def stdout_is_tty() -> bool:

@@ -42,11 +42,19 @@ class TestMeta(BaseModel):
     description: str | None = None
 
 
+class BuiltinRef(BaseModel):
+    """A built-in check named in suite.yaml, with its options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+
 class SuiteFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
     defaults: TestMeta = Field(default_factory=TestMeta)
     tests: dict[str, TestMeta] = Field(default_factory=dict)
+    builtins: list[str | BuiltinRef] = Field(default_factory=list, description="built-in checks to run too")
 
 
 class ScriptTestSpec(BaseModel):
@@ -64,16 +72,29 @@ class ScriptTestSpec(BaseModel):
     digest: str
 
 
+class BuiltinUse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    options: tuple[tuple[str, str], ...] = ()
+    line: int = 0
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
     path: Path
     tests: tuple[ScriptTestSpec, ...]
+    builtins: tuple[BuiltinUse, ...] = ()
+
+    def names(self) -> list[str]:
+        return [t.name for t in self.tests] + [b.name for b in self.builtins]
 
     def select(self, names: list[str] | None) -> list[ScriptTestSpec]:
+        """Script tests by name (all when None); names of built-ins are accepted and left to the caller."""
         if not names:
             return list(self.tests)
-        by_name = {t.name: t for t in self.tests}
+        by_name: dict[str, ScriptTestSpec | None] = {t.name: t for t in self.tests}
+        by_name.update({b.name: None for b in self.builtins})
         missing = [n for n in names if n not in by_name]
         if missing:
             import difflib
@@ -84,7 +105,7 @@ class Suite(BaseModel):
                 hints.append(f"{m!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
             raise SourceError(str(self.path), None, f"no such test in suite: {', '.join(hints)}; "
                               f"available: {', '.join(sorted(by_name))}")
-        return [by_name[n] for n in names]
+        return [spec for n in names if (spec := by_name[n]) is not None]
 
 
 def _split_list(v: str) -> list[str]:
@@ -167,4 +188,19 @@ def load_suite(directory: Path) -> Suite:
         src = load_yaml(suite_file)
         raise SourceError(str(suite_file), src.line_of(("tests", unknown[0])),
                           f"metadata for a test that does not exist: {unknown[0]!r}", "tests")
-    return Suite(name=directory.name, path=directory, tests=tuple(tests))
+    builtins = _builtins(spec, suite_file, seen)
+    return Suite(name=directory.name, path=directory, tests=tuple(tests), builtins=builtins)
+
+
+def _builtins(spec: SuiteFile, suite_file: Path, scripts: dict[str, Path]) -> tuple[BuiltinUse, ...]:
+    """Names, options and lines of the built-ins a suite asks for; the checks
+    layer knows which exist (checks.builtin.builtin_checks validates them)."""
+    out = []
+    for i, ref in enumerate(spec.builtins):
+        name = ref if isinstance(ref, str) else ref.name
+        options = {} if isinstance(ref, str) else {k: str(v) for k, v in (ref.model_extra or {}).items()}
+        line = load_yaml(suite_file).line_of(("builtins", i)) or 0
+        if name in scripts:
+            raise SourceError(str(suite_file), line, f"built-in {name!r} has the name of a script test", "builtins")
+        out.append(BuiltinUse(name=name, options=tuple(sorted(options.items())), line=line))
+    return tuple(out)

@@ -1,0 +1,162 @@
+"""Built-in checks any suite can name in its ``suite.yaml``::
+
+    builtins:
+      - boot-multi-user
+      - no-failed-units
+      - console-clean
+      - login-works
+      - name: journal-clean
+        priority: warning        # default: err
+
+They run on any testbed whose capabilities meet their needs; elsewhere they
+are skipped with the reason, like any test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from imageci.checks.base import Outcome, format_log
+from imageci.definitions.suite import SUITE_FILE, Suite
+from imageci.errors import SourceError
+from imageci.testbeds.base import Testbed
+from imageci.verdicts import Verdict
+
+BUILTIN_VERSION = "1"
+CONSOLE_BAD = re.compile(r"(Kernel panic|Oops:|BUG: |Call Trace:|general protection fault|segfault at )")
+JOURNAL_PRIORITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+
+def _sh(testbed: Testbed, script: str, timeout: float = 120) -> tuple[int | None, str, bytes]:
+    r = testbed.exec(["sh", "-c", script], timeout=timeout)
+    return r.exit_code, r.stdout.decode("utf-8", "replace"), format_log(f"# {script}", r.stdout, r.stderr)
+
+
+def boot_multi_user(testbed: Testbed, _opts: dict[str, str]) -> Outcome:
+    code, out, log = _sh(testbed, "systemctl is-system-running --wait; systemctl is-active multi-user.target")
+    lines = out.split()
+    if lines[:1] == ["running"] and lines[1:2] == ["active"]:
+        return Outcome(Verdict.PASS, "", code, log)
+    return Outcome(Verdict.FAIL, f"system state {' / '.join(lines) or 'unknown'} (want running / active)", code, log)
+
+
+def no_failed_units(testbed: Testbed, _opts: dict[str, str]) -> Outcome:
+    code, out, log = _sh(testbed, "systemctl list-units --failed --no-legend --plain --all | awk '{print $1}'")
+    failed = out.split()
+    if code == 0 and not failed:
+        return Outcome(Verdict.PASS, "", code, log)
+    return Outcome(Verdict.FAIL, f"failed units: {', '.join(failed)}" if failed else f"systemctl exit {code}",
+                   code, log)
+
+
+def login_works(testbed: Testbed, _opts: dict[str, str]) -> Outcome:
+    code, out, log = _sh(testbed, "exec sh -lc 'id -un; echo \"$HOME\"'")
+    got = out.split()
+    if code == 0 and got[:1] == ["root"]:
+        return Outcome(Verdict.PASS, "", code, log)
+    return Outcome(Verdict.FAIL, f"login shell gave {out.strip()!r} (exit {code})", code, log)
+
+
+def journal_clean(testbed: Testbed, opts: dict[str, str]) -> Outcome:
+    prio = opts.get("priority", "err")
+    code, out, log = _sh(testbed, f"journalctl -b -p {prio} --no-pager -q -o short-monotonic")
+    entries = [ln for ln in out.splitlines() if ln.strip()]
+    if code == 0 and not entries:
+        return Outcome(Verdict.PASS, "", code, log)
+    if code != 0:
+        return Outcome(Verdict.FAIL, f"journalctl exit {code}", code, log)
+    return Outcome(Verdict.FAIL, f"{len(entries)} journal entr{'y' if len(entries) == 1 else 'ies'} at priority "
+                   f"{prio} or worse; first: {entries[0][:200]}", code, log)
+
+
+def console_clean(testbed: Testbed, _opts: dict[str, str]) -> Outcome:
+    read = getattr(testbed, "console_log", None)
+    if read is None:
+        return Outcome(Verdict.SKIP, f"testbed {testbed.name} has no console log")
+    text: str = read()
+    bad = [ln.strip() for ln in text.splitlines() if CONSOLE_BAD.search(ln)]
+    log = f"# console log ({len(text)} bytes checked)\n".encode() + "\n".join(bad).encode()
+    if bad:
+        return Outcome(Verdict.FAIL, f"console shows: {bad[0][:200]}", None, log)
+    return Outcome(Verdict.PASS, "", None, log)
+
+
+@dataclass(frozen=True)
+class BuiltinSpec:
+    run: Callable[[Testbed, dict[str, str]], Outcome]
+    needs: tuple[str, ...]
+    description: str
+    options: tuple[str, ...] = ()
+
+
+BUILTINS: dict[str, BuiltinSpec] = {
+    "boot-multi-user": BuiltinSpec(boot_multi_user, ("isolation-container",),
+                                   "systemd finished starting (running) and multi-user.target is active"),
+    "no-failed-units": BuiltinSpec(no_failed_units, ("isolation-container",), "no systemd unit failed"),
+    "login-works": BuiltinSpec(login_works, (), "a root login shell starts"),
+    "journal-clean": BuiltinSpec(journal_clean, ("isolation-container",),
+                                 "no journal entries at the priority or worse this boot", ("priority",)),
+    "console-clean": BuiltinSpec(console_clean, ("isolation-machine",),
+                                 "no kernel oops, panic, BUG or segfault on the console"),
+}
+
+
+@dataclass(frozen=True)
+class BuiltinCheck:
+    name: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> BuiltinSpec:
+        return BUILTINS[self.name]
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    @property
+    def digest(self) -> str:
+        doc = json.dumps({"builtin": self.name, "v": BUILTIN_VERSION, "options": self.options}, sort_keys=True)
+        return hashlib.sha256(doc.encode()).hexdigest()
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return self.spec.needs
+
+    @property
+    def flaky(self) -> bool:
+        return False
+
+    @property
+    def description(self) -> str:
+        return self.spec.description
+
+    def precheck(self) -> Outcome | None:
+        return None
+
+    def run(self, testbed: Testbed) -> Outcome:
+        return self.spec.run(testbed, self.options)
+
+
+def builtin_checks(suite: Suite, names: list[str] | None = None) -> list[BuiltinCheck]:
+    """The suite's built-ins (those among ``names`` when given), validated with file:line errors."""
+    out = []
+    suite_file = str(suite.path / SUITE_FILE)
+    for use in suite.builtins:
+        if use.name not in BUILTINS:
+            raise SourceError(suite_file, use.line, f"unknown built-in check {use.name!r}; known: "
+                              f"{', '.join(BUILTINS)}", "builtins")
+        options = dict(use.options)
+        unknown = sorted(set(options) - set(BUILTINS[use.name].options))
+        if unknown:
+            raise SourceError(suite_file, use.line, f"{use.name} has no option {unknown[0]!r}", "builtins")
+        if use.name == "journal-clean" and options.get("priority", "err") not in JOURNAL_PRIORITIES:
+            raise SourceError(suite_file, use.line, f"journal-clean priority must be one of "
+                              f"{', '.join(JOURNAL_PRIORITIES)}", "builtins")
+        if names is None or use.name in names:
+            out.append(BuiltinCheck(use.name, options))
+    return out
