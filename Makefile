@@ -44,6 +44,9 @@ lint: venv
 bench: setup
 	$(BIN)/python bench/sandbox_overhead.py
 	$(BIN)/python bench/build_overhead.py
+	$(BIN)/python bench/qemu_boot.py
+	test -x $(VENV)-tmt/bin/tmt || ($(PYTHON) -m venv $(VENV)-tmt && $(VENV)-tmt/bin/pip install -q tmt)
+	IMAGECI_TMT=$(VENV)-tmt/bin/tmt $(BIN)/python bench/podman_vs_tmt.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

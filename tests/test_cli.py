@@ -167,3 +167,16 @@ def _cmdlines() -> str:
             with contextlib.suppress(OSError):
                 out.append((p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
     return "\n".join(out)
+
+
+def test_suite_chooses_default_testbeds_and_tests_can_be_restricted(cli_env: Env, tmp_path: Path) -> None:
+    d = write_suite(tmp_path / "s", {
+        "everywhere.sh": f"#!/bin/sh\n# {tmp_path.name}\ntrue\n",
+        "sandbox-only.sh": f"#!/bin/sh\n# imageci-testbeds: sandbox\n# {tmp_path.name}\ntrue\n",
+    }, "testbeds: [sandbox, podman]\n")
+    res = cli_env.cli("test", NAME, "--suite", str(d))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "× sandbox, podman" in res.stdout
+    assert "sandbox-only [podman] 0.00s — runs only on: sandbox" in res.stdout
+    only = cli_env.cli("test", NAME, "--suite", str(d), "--testbed", "sandbox", "--rerun-all")
+    assert "× sandbox\n" in only.stdout  # the command line wins over the suite

@@ -44,6 +44,10 @@ class ScriptCheck:
     def description(self) -> str:
         return self.spec.description
 
+    @property
+    def testbeds(self) -> tuple[str, ...]:
+        return self.spec.testbeds
+
     def precheck(self) -> Outcome | None:
         if not self.spec.executable:
             return Outcome(Verdict.SKIP, f"{self.spec.path.name} is not executable (chmod +x it to run it)")

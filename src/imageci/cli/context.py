@@ -20,7 +20,7 @@ from imageci.checks.builtin import builtin_checks
 from imageci.checks.script import ScriptCheck
 from imageci.config import Settings
 from imageci.definitions.image import Gate, ImageDefinition, LoadedDefinition, load_definition
-from imageci.definitions.suite import load_suite
+from imageci.definitions.suite import Suite, load_suite
 from imageci.errors import ImageciError, UsageError
 from imageci.exitcodes import ExitCode
 from imageci.homelock import HomeLock
@@ -121,7 +121,10 @@ class Context:
 
 
 def load_checks(suite_dir: Path, names: list[str] | None = None) -> list[Check]:
-    suite = load_suite(suite_dir)
+    return checks_of(load_suite(suite_dir), names)
+
+
+def checks_of(suite: Suite, names: list[str] | None = None) -> list[Check]:
     scripts: list[Check] = [ScriptCheck(spec) for spec in suite.select(names)]
     return scripts + list(builtin_checks(suite, names or None))
 

@@ -116,7 +116,7 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
         rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None) -> None:
     """Run one or several tests against an image."""
     ctx = Context.load()
-    code = run_tests(ctx, TestOptions(ref, suite, tests, testbed or ["sandbox"], jobs, retries, rerun_all, junit, tap))
+    code = run_tests(ctx, TestOptions(ref, suite, tests, testbed or [], jobs, retries, rerun_all, junit, tap))
     raise typer.Exit(int(code))
 
 
@@ -126,7 +126,7 @@ def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: 
          retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None) -> None:
     """Run the image's whole suite."""
     ctx = Context.load()
-    code = run_tests(ctx, TestOptions(ref, suite, None, testbed or ["sandbox"], jobs, retries, rerun_all, junit, tap))
+    code = run_tests(ctx, TestOptions(ref, suite, None, testbed or [], jobs, retries, rerun_all, junit, tap))
     raise typer.Exit(int(code))
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from imageci.cli.context import Context, console, load_checks
+from imageci.cli.context import Context, checks_of, console
+from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine, RunReport, TestResult
 from imageci.exitcodes import ExitCode
 from imageci.reports.junit import write_junit
@@ -24,7 +25,7 @@ class TestOptions:
     ref: str
     suite: Path | None
     tests: list[str] | None
-    testbeds: list[str]
+    testbeds: list[str]  # empty: the suite's default testbeds, else sandbox
     jobs: int | None
     retries: int
     rerun_all: bool
@@ -60,8 +61,10 @@ def write_reports(ctx: Context, report: RunReport, junit: Path | None, tap: Path
 
 def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     version = ctx.catalog.resolve(opts.ref)
-    checks = load_checks(ctx.suite_dir_for(version, opts.suite), opts.tests)
-    backends = {name: make_backend(name, ctx.settings) for name in dict.fromkeys(opts.testbeds)}
+    suite = load_suite(ctx.suite_dir_for(version, opts.suite))
+    checks = checks_of(suite, opts.tests)
+    testbeds = opts.testbeds or list(suite.testbeds) or ["sandbox"]  # command line, else the suite's, else sandbox
+    backends = {name: make_backend(name, ctx.settings) for name in dict.fromkeys(testbeds)}
     engine = Engine(ctx.catalog, ctx.store, backends, jobs=opts.jobs or ctx.settings.jobs, on_event=_show)
     console.print(f"testing {version.product.name}@{version.serial} (sha256:{version.digest[:12]}): "
                   f"{len(checks)} test(s) × {', '.join(backends)}")

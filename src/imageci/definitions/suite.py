@@ -40,6 +40,7 @@ class TestMeta(BaseModel):
     needs: list[str] | None = Field(default=None, description="testbed capabilities the test requires")
     flaky: bool | None = Field(default=None, description="known flaky: a failure is reported, not gating")
     description: str | None = None
+    testbeds: list[str] | None = Field(default=None, description="run only on these testbeds (skip elsewhere)")
 
 
 class BuiltinRef(BaseModel):
@@ -55,6 +56,7 @@ class SuiteFile(BaseModel):
     defaults: TestMeta = Field(default_factory=TestMeta)
     tests: dict[str, TestMeta] = Field(default_factory=dict)
     builtins: list[str | BuiltinRef] = Field(default_factory=list, description="built-in checks to run too")
+    testbeds: list[str] | None = Field(default=None, description="default testbeds when the command names none")
 
 
 class ScriptTestSpec(BaseModel):
@@ -70,6 +72,7 @@ class ScriptTestSpec(BaseModel):
     flaky: bool
     description: str
     digest: str
+    testbeds: tuple[str, ...] = ()
 
 
 class BuiltinUse(BaseModel):
@@ -85,6 +88,7 @@ class Suite(BaseModel):
     path: Path
     tests: tuple[ScriptTestSpec, ...]
     builtins: tuple[BuiltinUse, ...] = ()
+    testbeds: tuple[str, ...] = ()
 
     def names(self) -> list[str]:
         return [t.name for t in self.tests] + [b.name for b in self.builtins]
@@ -128,7 +132,7 @@ def _read_header(path: Path) -> TestMeta:
             raise SourceError(str(path), lineno, f"unknown header key 'imageci-{key}' "
                               f"(known: {', '.join('imageci-' + k for k in TestMeta.model_fields)})")
         value: object = raw
-        if key in ("tags", "needs"):
+        if key in ("tags", "needs", "testbeds"):
             value = _split_list(raw)
         elif key == "flaky":
             if raw.lower() not in ("true", "false", "yes", "no"):
@@ -181,6 +185,7 @@ def load_suite(directory: Path) -> Suite:
             needs=tuple(meta.needs or ()),
             flaky=bool(meta.flaky),
             description=meta.description or "",
+            testbeds=tuple(meta.testbeds or ()),
             digest=h.hexdigest(),
         ))
     unknown = sorted(set(spec.tests) - seen.keys())
@@ -189,7 +194,8 @@ def load_suite(directory: Path) -> Suite:
         raise SourceError(str(suite_file), src.line_of(("tests", unknown[0])),
                           f"metadata for a test that does not exist: {unknown[0]!r}", "tests")
     builtins = _builtins(spec, suite_file, seen)
-    return Suite(name=directory.name, path=directory, tests=tuple(tests), builtins=builtins)
+    return Suite(name=directory.name, path=directory, tests=tuple(tests), builtins=builtins,
+                 testbeds=tuple(spec.testbeds or ()))
 
 
 def _builtins(spec: SuiteFile, suite_file: Path, scripts: dict[str, Path]) -> tuple[BuiltinUse, ...]:

@@ -174,6 +174,9 @@ class Engine:
                         self._emit("cached", result, earlier)
                         continue
                 pre = check.precheck()
+                only = getattr(check, "testbeds", ())
+                if pre is None and only and tb not in only:
+                    pre = Outcome(Verdict.SKIP, f"runs only on: {', '.join(only)}")
                 if pre is None and tb in unusable:
                     pre = Outcome(Verdict.SKIP, f"testbed {tb}: {unusable[tb]}")
                 if pre is None:

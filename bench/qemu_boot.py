@@ -1,0 +1,98 @@
+"""Benchmark: a VM ready for tests, three ways, on the same image and disk.
+
+* floor: plain ``qemu -kernel`` until the serial console prints ``login:``
+* imageci cold boot until SSH answers and systemd reports its state
+* imageci snapshot restore until SSH answers (the fresh-VM-per-test path)
+
+Last line: `qemu: cold boot X s, restore Y s (restore Z× faster); plain qemu boot-to-login W s`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import REPO, built_example, fresh_home  # noqa: E402
+
+from imageci.build.service import build_image  # noqa: E402
+from imageci.definitions.image import load_definition  # noqa: E402
+from imageci.engine.runner import Engine  # noqa: E402
+from imageci.fs import safe_rmtree  # noqa: E402
+from imageci.testbeds.accel import qemu_binary  # noqa: E402
+from imageci.testbeds.qemu import QemuBackend, QemuTestbed  # noqa: E402
+
+VM_DEF = REPO / "examples" / "debian-bookworm-vm" / "image.yaml"
+
+
+def plain_boot(qemu: str, kernel: Path, initrd: Path, disk: Path, accel: str, timeout: float = 600) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        overlay = Path(tmp) / "o.qcow2"
+        console = Path(tmp) / "console.log"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "qcow2", str(overlay)],
+                       check=True)
+        argv = [qemu, "-machine", f"q35,accel={accel}", "-cpu", "max", "-m", "1024", "-display", "none",
+                "-monitor", "none", "-nodefaults", "-serial", f"file:{console}", "-kernel", str(kernel),
+                "-initrd", str(initrd), "-append", "root=/dev/vda rw console=ttyS0",
+                "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe", "-netdev", "user,id=n0,restrict=on",
+                "-device", "virtio-net-pci,netdev=n0"]
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while time.monotonic() - start < timeout:
+                if console.exists() and b"login:" in console.read_bytes():
+                    return time.monotonic() - start
+                if proc.poll() is not None:
+                    raise SystemExit(f"plain qemu exited ({proc.returncode}) before login: (accel {accel})")
+                time.sleep(0.1)
+            raise SystemExit("plain qemu never reached login:")
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> None:
+    settings, catalog, store = fresh_home("qemu")
+    try:
+        built_example(settings, catalog, store)
+        version = build_image(load_definition(VM_DEF), settings, catalog, store).version
+        backend = QemuBackend(settings.home, settings.rootfs_cache, keep_warm=True)
+        image = Engine(catalog, store, {}).image_handle(version)
+        assets = backend.assets(image)
+        qemu = qemu_binary() or "qemu-system-x86_64"
+
+        t0 = time.monotonic()
+        template = backend.template(image)  # cold boot to ready (KVM demoted if it cannot boot), then save
+        cold = backend.last_boot[image.digest]
+        save = time.monotonic() - t0 - cold
+        accel = backend.accel()
+        floor = plain_boot(qemu, assets.kernel, assets.initrd, assets.disk, accel)
+        restores = []
+        for _ in range(3):
+            tb = QemuTestbed(backend, image)
+            t = time.monotonic()
+            tb.open()
+            restores.append(time.monotonic() - t)
+            assert tb.exec(["true"]).exit_code == 0
+            tb.close()
+        restore = statistics.median(restores)
+        backend.shutdown()
+        print(f"accelerator           : {accel} ({backend.accel_cache.get().why})")
+        print(f"plain qemu to login:  : {floor:.1f} s (floor: no SSH, no readiness probe)")
+        print(f"imageci cold boot     : {cold:.1f} s to SSH + systemd ready; snapshot saved in {save:.1f} s "
+              f"({template.state.stat().st_size / 1e6:.0f} MB)")
+        print(f"imageci restore       : {', '.join(f'{r:.2f}' for r in restores)} s (median {restore:.2f} s)")
+        print(f"qemu: cold boot {cold:.1f} s, restore {restore:.2f} s (restore {cold / restore:.1f}x faster); "
+              f"plain qemu boot-to-login {floor:.1f} s")
+    finally:
+        catalog.close()
+        safe_rmtree(settings.home)
+
+
+if __name__ == "__main__":
+    main()
