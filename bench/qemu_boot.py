@@ -81,11 +81,12 @@ def main() -> None:
             assert tb.exec(["true"]).exit_code == 0
             tb.close()
         restore = statistics.median(restores)
+        state_mb = template.state.stat().st_size / 1e6
         backend.shutdown()
         print(f"accelerator           : {accel} ({backend.accel_cache.get().why})")
         print(f"plain qemu to login:  : {floor:.1f} s (floor: no SSH, no readiness probe)")
         print(f"imageci cold boot     : {cold:.1f} s to SSH + systemd ready; snapshot saved in {save:.1f} s "
-              f"({template.state.stat().st_size / 1e6:.0f} MB)")
+              f"({state_mb:.0f} MB)")
         print(f"imageci restore       : {', '.join(f'{r:.2f}' for r in restores)} s (median {restore:.2f} s)")
         print(f"qemu: cold boot {cold:.1f} s, restore {restore:.2f} s (restore {cold / restore:.1f}x faster); "
               f"plain qemu boot-to-login {floor:.1f} s")

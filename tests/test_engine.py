@@ -186,3 +186,23 @@ def test_resource_budget_limits_concurrency(image_env: tuple[Env, Version], tmp_
     report = Engine(e.catalog, e.store, {"sandbox": backend}, jobs=4, budget=huge).run(
         version, checks[:1], ["sandbox"], rerun_all=True)
     assert report.results[0].verdict == V.PASS
+
+
+def test_fresh_per_suite_reuses_testbeds_except_for_destructive_tests(image_env: tuple[Env, Version],
+                                                                      tmp_path: Path) -> None:
+    e, version = image_env
+    tag = tmp_path.name
+    d = write_suite(tmp_path / "suite", {
+        "a-write.sh": f"#!/bin/sh\n# {tag}\necho a > /root/shared\n",
+        "b-sees.sh": f"#!/bin/sh\n# {tag}\ngrep -qx a /root/shared\n",
+        "c-breaks.sh": f"#!/bin/sh\n# imageci-destructive: true\n# {tag}\ntest ! -e /root/shared && rm -rf /etc\n",
+        "d-after.sh": f"#!/bin/sh\n# {tag}\ntest -d /etc && grep -qx a /root/shared\n",
+    })
+    checks = [ScriptCheck(s) for s in load_suite(d).tests]
+    engine = Engine(e.catalog, e.store, {"sandbox": make_backend("sandbox", e.settings)}, jobs=1, fresh="suite")
+    report = engine.run(version, checks, ["sandbox"], rerun_all=True)
+    assert {r.test_id: r.verdict for r in report.results} == {
+        "a-write": V.PASS, "b-sees": V.PASS, "c-breaks": V.PASS, "d-after": V.PASS}, _by_id(report)
+    assert engine._live == set()  # kept testbeds are closed when the run ends
+    per_test = _run(e, version, d, rerun_all=True)  # the default: a fresh testbed per test
+    assert _by_id(per_test)["b-sees"][0] == V.FAIL

@@ -48,6 +48,10 @@ class ScriptCheck:
     def testbeds(self) -> tuple[str, ...]:
         return self.spec.testbeds
 
+    @property
+    def destructive(self) -> bool:
+        return self.spec.destructive
+
     def precheck(self) -> Outcome | None:
         if not self.spec.executable:
             return Outcome(Verdict.SKIP, f"{self.spec.path.name} is not executable (chmod +x it to run it)")

@@ -38,6 +38,8 @@ RetriesOpt = Annotated[int, typer.Option("--retries", min=0, help="re-run tests 
 RerunOpt = Annotated[bool, typer.Option("--rerun-all", help="re-run checks that already passed for these bytes")]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="write JUnit XML here")]
 TapOpt = Annotated[Path | None, typer.Option("--tap", help="write TAP 13 here")]
+FreshOpt = Annotated[str | None, typer.Option("--fresh", help="'test': a new testbed per test; 'suite': reuse "
+                                              "one between non-destructive tests (default: the suite's choice)")]
 
 
 def _version_cb(value: bool) -> None:
@@ -109,24 +111,33 @@ def images(name: Annotated[str | None, typer.Argument(help="only this product")]
     console.print(table)
 
 
+def _fresh(value: str | None) -> str | None:
+    if value not in (None, "test", "suite"):
+        raise UsageError(f"--fresh must be 'test' or 'suite' (got {value!r})")
+    return value
+
+
 @app.command()
 @handle_errors
 def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names from the image's suite")],
         suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
-        rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None) -> None:
+        rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None) -> None:
     """Run one or several tests against an image."""
     ctx = Context.load()
-    code = run_tests(ctx, TestOptions(ref, suite, tests, testbed or [], jobs, retries, rerun_all, junit, tap))
+    code = run_tests(ctx, TestOptions(ref, suite, tests, testbed or [], jobs, retries, rerun_all, junit, tap,
+                                      _fresh(fresh)))
     raise typer.Exit(int(code))
 
 
 @app.command()
 @handle_errors
 def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None,
-         retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None) -> None:
+         retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None,
+         fresh: FreshOpt = None) -> None:
     """Run the image's whole suite."""
     ctx = Context.load()
-    code = run_tests(ctx, TestOptions(ref, suite, None, testbed or [], jobs, retries, rerun_all, junit, tap))
+    code = run_tests(ctx, TestOptions(ref, suite, None, testbed or [], jobs, retries, rerun_all, junit, tap,
+                                      _fresh(fresh)))
     raise typer.Exit(int(code))
 
 

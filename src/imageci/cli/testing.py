@@ -31,6 +31,7 @@ class TestOptions:
     rerun_all: bool
     junit: Path | None
     tap: Path | None
+    fresh: str | None = None  # "test" | "suite"; default: the suite's choice
 
 
 def _log_text(ctx: Context, result: TestResult) -> str:
@@ -65,7 +66,8 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     checks = checks_of(suite, opts.tests)
     testbeds = opts.testbeds or list(suite.testbeds) or ["sandbox"]  # command line, else the suite's, else sandbox
     backends = {name: make_backend(name, ctx.settings) for name in dict.fromkeys(testbeds)}
-    engine = Engine(ctx.catalog, ctx.store, backends, jobs=opts.jobs or ctx.settings.jobs, on_event=_show)
+    engine = Engine(ctx.catalog, ctx.store, backends, jobs=opts.jobs or ctx.settings.jobs, on_event=_show,
+                    fresh=opts.fresh or suite.fresh)
     console.print(f"testing {version.product.name}@{version.serial} (sha256:{version.digest[:12]}): "
                   f"{len(checks)} test(s) × {', '.join(backends)}")
     report = engine.run(version, checks, list(backends), retries=opts.retries, rerun_all=opts.rerun_all)

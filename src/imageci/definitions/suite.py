@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,6 +42,7 @@ class TestMeta(BaseModel):
     flaky: bool | None = Field(default=None, description="known flaky: a failure is reported, not gating")
     description: str | None = None
     testbeds: list[str] | None = Field(default=None, description="run only on these testbeds (skip elsewhere)")
+    destructive: bool | None = Field(default=None, description="breaks its testbed: always gets a new one")
 
 
 class BuiltinRef(BaseModel):
@@ -57,6 +59,8 @@ class SuiteFile(BaseModel):
     tests: dict[str, TestMeta] = Field(default_factory=dict)
     builtins: list[str | BuiltinRef] = Field(default_factory=list, description="built-in checks to run too")
     testbeds: list[str] | None = Field(default=None, description="default testbeds when the command names none")
+    fresh: Literal["test", "suite"] = Field(default="test", description="a new testbed per test, or reuse one "
+                                            "between non-destructive tests")
 
 
 class ScriptTestSpec(BaseModel):
@@ -73,6 +77,7 @@ class ScriptTestSpec(BaseModel):
     description: str
     digest: str
     testbeds: tuple[str, ...] = ()
+    destructive: bool = False
 
 
 class BuiltinUse(BaseModel):
@@ -89,6 +94,7 @@ class Suite(BaseModel):
     tests: tuple[ScriptTestSpec, ...]
     builtins: tuple[BuiltinUse, ...] = ()
     testbeds: tuple[str, ...] = ()
+    fresh: str = "test"
 
     def names(self) -> list[str]:
         return [t.name for t in self.tests] + [b.name for b in self.builtins]
@@ -134,9 +140,9 @@ def _read_header(path: Path) -> TestMeta:
         value: object = raw
         if key in ("tags", "needs", "testbeds"):
             value = _split_list(raw)
-        elif key == "flaky":
+        elif key in ("flaky", "destructive"):
             if raw.lower() not in ("true", "false", "yes", "no"):
-                raise SourceError(str(path), lineno, f"imageci-flaky must be true or false (got {raw!r})")
+                raise SourceError(str(path), lineno, f"imageci-{key} must be true or false (got {raw!r})")
             value = raw.lower() in ("true", "yes")
         elif key == "timeout":
             if not raw.isdigit() or int(raw) <= 0:
@@ -186,6 +192,7 @@ def load_suite(directory: Path) -> Suite:
             flaky=bool(meta.flaky),
             description=meta.description or "",
             testbeds=tuple(meta.testbeds or ()),
+            destructive=bool(meta.destructive),
             digest=h.hexdigest(),
         ))
     unknown = sorted(set(spec.tests) - seen.keys())
@@ -195,7 +202,7 @@ def load_suite(directory: Path) -> Suite:
                           f"metadata for a test that does not exist: {unknown[0]!r}", "tests")
     builtins = _builtins(spec, suite_file, seen)
     return Suite(name=directory.name, path=directory, tests=tuple(tests), builtins=builtins,
-                 testbeds=tuple(spec.testbeds or ()))
+                 testbeds=tuple(spec.testbeds or ()), fresh=spec.fresh)
 
 
 def _builtins(spec: SuiteFile, suite_file: Path, scripts: dict[str, Path]) -> tuple[BuiltinUse, ...]:

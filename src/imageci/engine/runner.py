@@ -90,6 +90,8 @@ class Engine:
     _live: set[Testbed] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _aborting: threading.Event = field(default_factory=threading.Event)
+    _kept: threading.local = field(default_factory=threading.local)  # per worker: testbeds kept for reuse
+    fresh: str = "test"  # "test": a new testbed per test; "suite": reuse between non-destructive tests
 
     def _emit(self, what: str, result: TestResult, attempt: Attempt | None = None) -> None:
         if self.on_event:
@@ -116,14 +118,25 @@ class Engine:
         return attempt
 
     def _execute(self, image: ImageHandle, result: TestResult) -> Outcome:
+        """Run one attempt in a fresh testbed; with ``fresh="suite"`` a worker
+        keeps its testbed for the next test of the same testbed and needs,
+        except after a destructive test or an error."""
         backend = self.backends[result.testbed]
-        testbed: Testbed | None = None
+        needs = frozenset(result.check.needs)
+        key = (result.testbed, needs)
+        reuse = self.fresh == "suite" and not getattr(result.check, "destructive", False)
+        kept: dict[tuple[str, frozenset[str]], Testbed] = self._kept.__dict__.setdefault("beds", {})
+        testbed: Testbed | None = kept.pop(key, None) if reuse else None
+        keep = False
         try:
-            testbed = backend.create(image, frozenset(result.check.needs))
-            with self._lock:
-                self._live.add(testbed)
-            testbed.open()
-            return result.check.run(testbed)
+            if testbed is None:
+                testbed = backend.create(image, needs)
+                with self._lock:
+                    self._live.add(testbed)
+                testbed.open()
+            outcome = result.check.run(testbed)
+            keep = reuse and outcome.verdict != Verdict.ERROR
+            return outcome
         except ImageciError as exc:
             reason = str(exc).splitlines()[0]
             extra: bytes = getattr(exc, "log", b"")
@@ -134,11 +147,17 @@ class Engine:
                            traceback.format_exc().encode())
         finally:
             if testbed is not None:
-                try:
-                    testbed.close()
-                finally:
-                    with self._lock:
-                        self._live.discard(testbed)
+                if keep and not self._aborting.is_set():
+                    kept[key] = testbed
+                else:
+                    self._discard(testbed)
+
+    def _discard(self, testbed: Testbed) -> None:
+        try:
+            testbed.close()
+        finally:
+            with self._lock:
+                self._live.discard(testbed)
 
     def _attempt(self, run_id: int, image: ImageHandle, result: TestResult) -> None:
         cost = getattr(self.backends[result.testbed], "cost", DEFAULT_COST)
@@ -200,6 +219,10 @@ class Engine:
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            with self._lock:
+                leftover = list(self._live)
+            for bed in leftover:  # testbeds kept for reuse
+                self._discard(bed)
             for tb in testbeds:
                 finish = getattr(self.backends[tb], "finish", None)
                 if finish is not None:
