@@ -42,10 +42,10 @@ execute:
 
 
 def run_tmt(tmt: str, tag: str) -> float:
-    with tempfile.TemporaryDirectory() as tree:
+    with tempfile.TemporaryDirectory() as tree, tempfile.TemporaryDirectory() as runs:
         subprocess.run([tmt, "init", tree], check=True, capture_output=True)
         Path(tree, "plan.fmf").write_text(PLAN)
-        workdir = Path(tree) / "run"
+        workdir = Path(runs) / "run"
         t = time.monotonic()
         res = subprocess.run([tmt, "--root", tree, "run", "--id", str(workdir), "--all", "provision", "--how",
                               "container", "--image", tag], capture_output=True, text=True)

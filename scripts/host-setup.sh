@@ -33,6 +33,7 @@ packages=(
   podman runc skopeo  # podman testbed (runc: crun rejects hybrid cgroup layouts)
   qemu-system-x86 qemu-utils e2fsprogs  # qemu testbed: VM disks and direct kernel boot
   openssh-client      # ssh testbed, and talking to VMs
+  rsync               # tmt (the peer in bench/podman_vs_tmt.py) needs it
 )
 if [ "$want_test" = 1 ]; then
   packages+=(postgresql)      # the catalog is tested against a real server
