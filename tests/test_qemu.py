@@ -44,7 +44,21 @@ def qemu(vm: tuple[Env, Version]) -> Iterator[QemuBackend]:
     backend = QemuBackend(e.home, e.settings.rootfs_cache, keep_warm=True)
     yield backend
     backend.shutdown()
-    assert not list((e.home / "tmp" / "vms").glob("run-*"))  # templates and keys removed
+    assert not list((e.home / "tmp" / "vms").glob("run-*"))  # templates, warm VMs and keys removed
+    assert not _qemu_processes(e.home)
+
+
+def _qemu_processes(home: Path) -> list[str]:
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "qemu-system" in cmd and str(home) in cmd:
+                found.append(p.name)
+    return found
 
 
 def _run(e: Env, backend: QemuBackend, version: Version, suite: Path, jobs: int = 2,
@@ -77,6 +91,7 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
         "systemd-running": Verdict.PASS, "service-starts": Verdict.PASS, "boot-multi-user": Verdict.PASS,
         "no-failed-units": Verdict.PASS, "console-clean": Verdict.PASS, "login-works": Verdict.PASS}, _got(report)
     assert qemu.cold_boots == 1  # nine fresh VMs, one boot: the rest were snapshot restores
+    assert qemu.warm_made >= 1  # restores made ahead of the tests that took them
     assert "isolation-machine" in qemu.capabilities(Engine(e.catalog, e.store, {}).image_handle(version))
 
 

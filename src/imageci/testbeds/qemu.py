@@ -207,7 +207,7 @@ class QemuBackend:
 
     def __init__(self, home: Path, rootfs_cache: Path, *, memory_mb: int = 1024, cpus: int = 1,
                  boot_timeout: float | None = None, snapshot: bool = True, accel: str | None = None,
-                 keep_warm: bool = False) -> None:
+                 keep_warm: bool = False, warm: int | None = None) -> None:
         self.vm_cache = home / "vm"
         self.rootfs_cache = rootfs_cache
         self.workroot = home / "tmp" / "vms"
@@ -225,6 +225,13 @@ class QemuBackend:
         self.cold_boots = 0
         self.cost = Cost(memory_mb=memory_mb + 256, cpus=float(cpus))
         self.keep_warm = keep_warm  # keep templates across engine runs until shutdown()
+        # VMs restored ahead of time per image, so a test rarely waits for a restore
+        self.warm = int(os.environ.get("IMAGECI_WARM_VMS", "1")) if warm is None else warm
+        self._warm: dict[str, list[tuple[Vm, SshTestbed, Path]]] = {}
+        self._filling = 0
+        self._stopping = False
+        self.warm_made = 0
+        self.warm_hits = 0
 
     # -- host and image ------------------------------------------------------------
     def accel(self) -> str:
@@ -326,6 +333,62 @@ class QemuBackend:
             self._templates[image.digest] = t
             return t
 
+    def restore(self, image: ImageHandle) -> tuple[Vm, SshTestbed, Path]:
+        """A fresh VM from the image's snapshot, ready for SSH."""
+        t = self.template(image)
+        run_dir, _ = self._run_state()
+        vdir = Path(tempfile.mkdtemp(dir=run_dir, prefix="vm-"))
+        vm = None
+        try:
+            disk = self.overlay(t.disk, vdir / "disk.qcow2")
+            vm = self.new_vm(image, disk, vdir)
+            vm.start(incoming=t.state)
+            vm.resume_incoming()
+            return vm, wait_ready(vm, 60 * self.timeout_multiplier(), want_system_state=False), vdir
+        except BaseException:
+            if vm is not None:
+                vm.stop()
+            safe_rmtree(vdir)
+            raise
+
+    def take_warm(self, image: ImageHandle) -> tuple[Vm, SshTestbed, Path] | None:
+        """A VM restored ahead of time, if one is waiting; asks for the next one to be made."""
+        if self.warm <= 0:
+            return None
+        with self._lock:
+            ready = self._warm.setdefault(image.digest, [])
+            got = ready.pop(0) if ready else None
+            self.warm_hits += got is not None
+        self._refill(image)
+        return got
+
+    def _refill(self, image: ImageHandle) -> None:
+        def fill() -> None:
+            try:
+                while True:
+                    with self._lock:
+                        if self._stopping or len(self._warm.get(image.digest, [])) + self._filling > self.warm:
+                            return
+                    made = self.restore(image)
+                    with self._lock:
+                        if self._stopping:
+                            made[0].stop()
+                            safe_rmtree(made[2])
+                            return
+                        self._warm.setdefault(image.digest, []).append(made)
+                        self.warm_made += 1
+            except Exception:  # noqa: BLE001 — a failed warm-up only costs the next test a restore
+                return
+            finally:
+                with self._lock:
+                    self._filling -= 1
+
+        with self._lock:
+            if self._stopping or len(self._warm.get(image.digest, [])) + self._filling >= self.warm:
+                return
+            self._filling += 1
+        threading.Thread(target=fill, name="imageci-warm-vm", daemon=True).start()
+
     def create(self, image: ImageHandle, needs: frozenset[str] = frozenset()) -> QemuTestbed:
         return QemuTestbed(self, image)
 
@@ -335,8 +398,19 @@ class QemuBackend:
             self.shutdown()
 
     def shutdown(self) -> None:
-        """Remove this run's templates and key."""
+        """Stop warm VMs; remove this run's templates and key."""
         with self._lock:
+            self._stopping = True
+            warm = [w for ws in self._warm.values() for w in ws]
+            self._warm = {}
+        for vm, _ssh, vdir in warm:
+            vm.stop()
+            safe_rmtree(vdir)
+        deadline = time.monotonic() + 120
+        while self._filling and time.monotonic() < deadline:  # let a restore in flight finish and stop
+            time.sleep(0.1)
+        with self._lock:
+            self._stopping = False
             if self._run_dir is not None:
                 safe_rmtree(self._run_dir)
             self._run_dir, self._key, self._templates = None, None, {}
@@ -357,18 +431,16 @@ class QemuTestbed:
         return self.backend.capabilities(self.image)
 
     def open(self) -> None:
-        run_dir, _ = self.backend._run_state()
-        self.dir = Path(tempfile.mkdtemp(dir=run_dir, prefix="vm-"))
         try:
             if self.backend.snapshot:
-                t = self.backend.template(self.image)
-                disk = self.backend.overlay(t.disk, self.dir / "disk.qcow2")
-                self.vm = self.backend.new_vm(self.image, disk, self.dir)
-                self.vm.start(incoming=t.state)
-                self.vm.resume_incoming()
-                self.ssh = wait_ready(self.vm, 60 * self.backend.timeout_multiplier(), want_system_state=False)
+                warm = self.backend.take_warm(self.image)
+                if warm is None:
+                    warm = self.backend.restore(self.image)
+                self.vm, self.ssh, self.dir = warm
                 self.restored = True
             else:
+                run_dir, _ = self.backend._run_state()
+                self.dir = Path(tempfile.mkdtemp(dir=run_dir, prefix="vm-"))
                 self.vm, self.ssh = self.backend.cold_boot(self.image, self.dir)
         except BaseException:
             self.close()
