@@ -34,6 +34,7 @@ packages=(
   qemu-system-x86 qemu-utils e2fsprogs  # qemu testbed: VM disks and direct kernel boot
   openssh-client      # ssh testbed, and talking to VMs
   rsync               # tmt (the peer in bench/podman_vs_tmt.py) needs it
+  dpkg-dev            # dpkg-source, for DEP-8 source trees fetched with apt-get source
 )
 if [ "$want_test" = 1 ]; then
   packages+=(postgresql)      # the catalog is tested against a real server
@@ -74,6 +75,15 @@ if command -v podman >/dev/null; then
     printf '%s\n' "$want" | $SUDO tee "$conf" >/dev/null
     echo "host-setup: wrote $conf"
   fi
+fi
+
+# DEP-8 suites come from Debian source packages (`apt-get source`): enable deb-src.
+src=/etc/apt/sources.list.d/imageci-deb-src.sources
+if [ ! -f "$src" ]; then
+  printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    | $SUDO tee "$src" >/dev/null
+  $SUDO apt-get update -qq || echo "host-setup: warning: apt-get update failed after adding deb-src" >&2
+  echo "host-setup: enabled deb-src ($src)"
 fi
 
 # overlayfs is needed by the sandbox testbed.

@@ -38,6 +38,8 @@ RetriesOpt = Annotated[int, typer.Option("--retries", min=0, help="re-run tests 
 RerunOpt = Annotated[bool, typer.Option("--rerun-all", help="re-run checks that already passed for these bytes")]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="write JUnit XML here")]
 TapOpt = Annotated[Path | None, typer.Option("--tap", help="write TAP 13 here")]
+Dep8Opt = Annotated[list[Path] | None, typer.Option("--dep8", help="a source tree whose DEP-8 tests "
+                                                   "(debian/tests/control) to run; repeatable")]
 FreshOpt = Annotated[str | None, typer.Option("--fresh", help="'test': a new testbed per test; 'suite': reuse "
                                               "one between non-destructive tests (default: the suite's choice)")]
 
@@ -121,11 +123,12 @@ def _fresh(value: str | None) -> str | None:
 @handle_errors
 def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names from the image's suite")],
         suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
-        rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None) -> None:
+        rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
+        dep8: Dep8Opt = None) -> None:
     """Run one or several tests against an image."""
     ctx = Context.load()
     code = run_tests(ctx, TestOptions(ref, suite, tests, testbed or [], jobs, retries, rerun_all, junit, tap,
-                                      _fresh(fresh)))
+                                      _fresh(fresh), dep8 or []))
     raise typer.Exit(int(code))
 
 
@@ -133,11 +136,11 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
 @handle_errors
 def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None,
          retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None,
-         fresh: FreshOpt = None) -> None:
-    """Run the image's whole suite."""
+         fresh: FreshOpt = None, dep8: Dep8Opt = None) -> None:
+    """Run the image's whole suite (or, with --dep8 alone, those DEP-8 suites)."""
     ctx = Context.load()
     code = run_tests(ctx, TestOptions(ref, suite, None, testbed or [], jobs, retries, rerun_all, junit, tap,
-                                      _fresh(fresh)))
+                                      _fresh(fresh), dep8 or []))
     raise typer.Exit(int(code))
 
 

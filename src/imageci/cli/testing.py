@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.markup import escape
 
+from imageci.checks.base import Check
+from imageci.checks.dep8 import dep8_checks
 from imageci.cli.context import Context, checks_of, console
+from imageci.definitions.dep8 import load_dep8
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine, RunReport, TestResult
+from imageci.errors import UsageError
 from imageci.exitcodes import ExitCode
 from imageci.reports.junit import write_junit
 from imageci.reports.tap import write_tap
@@ -32,6 +36,7 @@ class TestOptions:
     junit: Path | None
     tap: Path | None
     fresh: str | None = None  # "test" | "suite"; default: the suite's choice
+    dep8: list[Path] = field(default_factory=list)  # source trees whose debian/tests to run
 
 
 def _log_text(ctx: Context, result: TestResult) -> str:
@@ -62,12 +67,25 @@ def write_reports(ctx: Context, report: RunReport, junit: Path | None, tap: Path
 
 def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     version = ctx.catalog.resolve(opts.ref)
-    suite = load_suite(ctx.suite_dir_for(version, opts.suite))
-    checks = checks_of(suite, opts.tests)
-    testbeds = opts.testbeds or list(suite.testbeds) or ["sandbox"]  # command line, else the suite's, else sandbox
+    checks: list[Check] = []
+    suite_testbeds: tuple[str, ...] = ()
+    fresh = "test"
+    if not opts.dep8 or opts.suite is not None:  # --dep8 alone runs only the DEP-8 suites
+        suite = load_suite(ctx.suite_dir_for(version, opts.suite))
+        checks += checks_of(suite, None if opts.dep8 else opts.tests)
+        suite_testbeds, fresh = suite.testbeds, suite.fresh
+    for tree in opts.dep8:
+        checks += dep8_checks(load_dep8(tree))
+    if opts.dep8 and opts.tests:
+        by_id = {c.id: c for c in checks}
+        unknown = [t for t in opts.tests if t not in by_id]
+        if unknown:
+            raise UsageError(f"no such test: {', '.join(unknown)}; available: {', '.join(by_id)}")
+        checks = [by_id[t] for t in opts.tests]
+    testbeds = opts.testbeds or list(suite_testbeds) or ["sandbox"]  # command line, else the suite's, else sandbox
     backends = {name: make_backend(name, ctx.settings) for name in dict.fromkeys(testbeds)}
     engine = Engine(ctx.catalog, ctx.store, backends, jobs=opts.jobs or ctx.settings.jobs, on_event=_show,
-                    fresh=opts.fresh or suite.fresh)
+                    fresh=opts.fresh or fresh)
     console.print(f"testing {version.product.name}@{version.serial} (sha256:{version.digest[:12]}): "
                   f"{len(checks)} test(s) × {', '.join(backends)}")
     report = engine.run(version, checks, list(backends), retries=opts.retries, rerun_all=opts.rerun_all)

@@ -124,7 +124,10 @@ class PodmanTestbed:
         self._broken = ""
 
     def capabilities(self) -> frozenset[str]:
-        caps = {"root", "revert", "network", f"arch:{self.image.architecture}", "limits"}
+        """What this container offers: network only if it was created with one."""
+        caps = {"root", "revert", f"arch:{self.image.architecture}", "limits"}
+        if self.network:
+            caps.add("network")
         if self.systemd:
             caps.add("isolation-container")
         return frozenset(caps)

@@ -129,6 +129,9 @@ class SandboxTestbed:
                "--json-status-fd", str(status_fd), "--chdir", cwd, "--clearenv"]
         if not network:
             cmd.append("--unshare-net")
+        elif os.path.exists("/etc/resolv.conf"):
+            # images ship no resolver config (hygiene): a test that needs the network borrows the host's
+            cmd += ["--ro-bind", os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf"]
         full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb",
                     "IMAGECI_TESTBED": self.name, **env}
         for k, v in full_env.items():

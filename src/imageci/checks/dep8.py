@@ -1,0 +1,168 @@
+"""DEP-8 (autopkgtest) tests as imageci checks, with autopkgtest's verdicts.
+
+A test passes only if it exits 0 and, unless ``allow-stderr``, writes nothing
+to stderr. ``skippable`` turns exit 77 into a skip. Restrictions become the
+capabilities a testbed must offer (a mismatch is a skip with the reason);
+unknown restrictions are skipped, as the spec asks. ``Depends`` are installed
+in the testbed with apt when missing; when they cannot be, the result is
+``skip`` with ``skip-not-installable`` and ``error`` otherwise (never ``fail``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from dataclasses import dataclass
+
+from imageci.checks.base import Outcome, format_log
+from imageci.definitions.dep8 import Dep8Suite, Dep8Test
+from imageci.testbeds.base import Testbed
+from imageci.verdicts import SKIP_EXIT_CODE, Verdict
+
+SRC_DIR = "/var/tmp/imageci/src"
+DEFAULT_TIMEOUT = 2800
+# restriction → testbed capability it requires
+NEEDS = {"needs-root": "root", "isolation-container": "isolation-container",
+         "isolation-machine": "isolation-machine", "needs-internet": "network", "breaks-testbed": "revert",
+         "needs-reboot": "reboot"}
+# restrictions that change how the result is judged, not where the test runs
+BEHAVIOUR = {"allow-stderr", "skippable", "flaky", "superficial", "rw-build-tree", "skip-not-installable",
+             "hint-testsuite-triggers", "needs-recommends"}
+
+
+def dependency_names(depends: str, suite: Dep8Suite) -> list[list[str]]:
+    """Depends → a list of alternatives per relation, ``@``/``@builddeps@`` expanded,
+    version constraints, architecture qualifiers and build profiles dropped."""
+    relations: list[list[str]] = []
+    text = depends.replace("@builddeps@", ", ".join(suite.build_depends))
+    for rel in (r.strip() for r in text.split(",")):
+        if not rel:
+            continue
+        if rel == "@":
+            relations += [[b] for b in suite.binaries]
+            continue
+        alts = []
+        for alt in rel.split("|"):
+            alt = re.sub(r"\([^)]*\)|\[[^]]*\]|<[^>]*>", "", alt).strip()
+            if alt:
+                alts.append(alt.split(":")[0] if alt.endswith((":any", ":native")) else alt)
+        if alts:
+            relations.append(alts)
+    return relations
+
+
+@dataclass(frozen=True)
+class Dep8Check:
+    suite: Dep8Suite
+    test: Dep8Test
+
+    @property
+    def id(self) -> str:
+        return f"{self.suite.source}/{self.test.name}"
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        h.update(repr((self.suite.source, self.test.name, self.test.command, self.test.depends,
+                       self.test.restrictions, self.test.features, self.test.architecture)).encode())
+        if self.test.path:
+            p = self.suite.root / self.test.path
+            h.update(p.read_bytes() if p.is_file() else b"<missing>")
+        return h.hexdigest()
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return tuple(sorted({NEEDS[r] for r in self.test.restrictions if r in NEEDS}))
+
+    @property
+    def flaky(self) -> bool:
+        return "flaky" in self.test.restrictions
+
+    @property
+    def destructive(self) -> bool:
+        return "breaks-testbed" in self.test.restrictions
+
+    @property
+    def description(self) -> str:
+        return f"DEP-8 test {self.test.name} of {self.suite.source}"
+
+    def precheck(self) -> Outcome | None:
+        unknown = [r for r in self.test.restrictions if r not in NEEDS and r not in BEHAVIOUR]
+        if unknown:
+            return Outcome(Verdict.SKIP, f"unknown restriction {unknown[0]}")
+        if self.test.path and not (self.suite.root / self.test.path).is_file():
+            return Outcome(Verdict.ERROR, f"{self.test.path} is declared in {self.test.control.name} but missing")
+        return None
+
+    def _arch_ok(self, testbed: Testbed) -> str | None:
+        arches = self.test.architecture
+        if not arches:
+            return None
+        mine = next((c.removeprefix("arch:") for c in testbed.capabilities() if c.startswith("arch:")), "")
+        allowed = [a for a in arches if not a.startswith("!")]
+        if any(a == f"!{mine}" for a in arches) or (allowed and mine not in allowed and "any" not in allowed):
+            return f"Architecture: {' '.join(arches)} excludes {mine}"
+        return None
+
+    def _install(self, testbed: Testbed) -> Outcome | None:
+        relations = dependency_names(self.test.depends, self.suite)
+        if not relations:
+            return None
+        probe = " ".join(shlex.quote(a) for rel in relations for a in rel)
+        r = testbed.exec(["sh", "-c", f"for p in {probe}; do dpkg-query -W -f='${{Status}} ${{Package}}\\n' "
+                          "\"$p\" 2>/dev/null | grep '^install ok installed' || true; done"], timeout=120)
+        have = {line.split()[-1] for line in r.stdout.decode().splitlines() if line.strip()}
+        missing = [rel[0] for rel in relations if not any(a in have for a in rel)]
+        if not missing:
+            return None
+        not_installable = "skip-not-installable" in self.test.restrictions
+        if "network" not in testbed.capabilities():
+            why = f"dependencies not installed and the testbed has no network: {', '.join(missing)}"
+            return Outcome(Verdict.SKIP if not_installable else Verdict.ERROR, why)
+        recommends = "" if "needs-recommends" in self.test.restrictions else "--no-install-recommends "
+        script = ("export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq "
+                  f"{recommends}{' '.join(shlex.quote(m) for m in missing)}")
+        r = testbed.exec(["sh", "-c", script], timeout=1200, network=True)
+        if r.exit_code != 0:
+            log = format_log("# installing test dependencies", r.stdout, r.stderr)
+            why = f"dependencies not installable: {', '.join(missing)}"
+            return Outcome(Verdict.SKIP if not_installable else Verdict.ERROR, why, r.exit_code, log)
+        return None
+
+    def run(self, testbed: Testbed) -> Outcome:
+        arch = self._arch_ok(testbed)
+        if arch:
+            return Outcome(Verdict.SKIP, arch)
+        blocked = self._install(testbed)
+        if blocked is not None:
+            return blocked
+        tree = f"{SRC_DIR}/{self.suite.source}"
+        testbed.copy_in(self.suite.root, tree)
+        setup = ("set -e; export AUTOPKGTEST_TMP=$(mktemp -d) AUTOPKGTEST_ARTIFACTS=/var/tmp/imageci/artifacts; "
+                 "export ADTTMP=$AUTOPKGTEST_TMP ADT_ARTIFACTS=$AUTOPKGTEST_ARTIFACTS; "
+                 "mkdir -p $AUTOPKGTEST_ARTIFACTS; ")
+        if self.test.command is not None:
+            body = self.test.command
+        else:
+            body = f"chmod +x {shlex.quote(self.test.path or '')}; exec ./{shlex.quote(self.test.path or '')}"
+        res = testbed.exec(["sh", "-c", setup + "set +e; " + body], cwd=tree, timeout=DEFAULT_TIMEOUT,
+                           network="needs-internet" in self.test.restrictions)
+        header = f"# DEP-8 {self.id} on {testbed.name}: "
+        if res.timed_out:
+            return Outcome(Verdict.FAIL, f"timed out after {DEFAULT_TIMEOUT}s", None,
+                           format_log(header + "timed out", res.stdout, res.stderr))
+        code = res.exit_code
+        log = format_log(header + f"exit {code}", res.stdout, res.stderr)
+        if code == SKIP_EXIT_CODE and "skippable" in self.test.restrictions:
+            return Outcome(Verdict.SKIP, "test skipped itself (exit 77, skippable)", code, log)
+        if code != 0:
+            return Outcome(Verdict.FAIL, f"non-zero exit status {code}", code, log)
+        if res.stderr.strip() and "allow-stderr" not in self.test.restrictions:
+            first = res.stderr.decode("utf-8", "replace").strip().splitlines()[0][:200]
+            return Outcome(Verdict.FAIL, f"stderr: {first}", code, log)
+        return Outcome(Verdict.PASS, "", code, log)
+
+
+def dep8_checks(suite: Dep8Suite) -> list[Dep8Check]:
+    return [Dep8Check(suite, t) for t in suite.tests]

@@ -1,0 +1,127 @@
+"""DEP-8 test control files (``debian/tests/control``), parsed with line numbers.
+
+Each paragraph names tests (``Tests:`` files in ``Tests-Directory``, default
+``debian/tests``) or one inline ``Test-Command:``, with ``Depends``,
+``Restrictions``, ``Features``, ``Architecture`` and ``Classes``. Syntax
+errors and paragraphs that break the spec are reported as file:line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from debian.deb822 import Deb822
+
+from imageci.errors import SourceError
+
+FIELD_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*):(.*)$")
+KNOWN_FIELDS = {"tests", "test-command", "restrictions", "features", "depends", "tests-directory", "classes",
+                "architecture"}
+
+
+@dataclass(frozen=True)
+class Dep8Test:
+    name: str
+    path: str | None  # relative to the source tree; None for Test-Command
+    command: str | None
+    depends: str
+    restrictions: tuple[str, ...]
+    features: tuple[str, ...]
+    architecture: tuple[str, ...]
+    control: Path
+    line: int
+
+
+@dataclass
+class Dep8Suite:
+    source: str  # the source package name (debian/control)
+    root: Path  # the source tree
+    binaries: list[str] = field(default_factory=list)
+    build_depends: list[str] = field(default_factory=list)
+    tests: list[Dep8Test] = field(default_factory=list)
+
+
+def _paragraphs(path: Path) -> list[tuple[int, dict[str, str], dict[str, int]]]:
+    """(first line, fields, field lines) per paragraph; strict about syntax."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SourceError(str(path), None, "file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise SourceError(str(path), None, f"not UTF-8: {exc}") from exc
+    out: list[tuple[int, dict[str, str], dict[str, int]]] = []
+    chunk: list[str] = []
+    start = 0
+    lines: dict[str, int] = {}
+    for lineno, raw in enumerate(text.splitlines() + [""], start=1):
+        if raw.startswith("#"):
+            continue
+        if not raw.strip():
+            if chunk:
+                fields = {k.lower(): v for k, v in Deb822(chunk).items()}
+                out.append((start, {k: " ".join(v.split()) for k, v in fields.items()}, lines))
+            chunk, lines = [], {}
+            continue
+        if raw[0] in " \t":
+            if not chunk:
+                raise SourceError(str(path), lineno, "continuation line outside a field")
+        else:
+            m = FIELD_RE.match(raw)
+            if not m:
+                raise SourceError(str(path), lineno, f"not a 'Field: value' line: {raw.strip()[:60]!r}")
+            name = m.group(1).lower()
+            if name in lines:
+                raise SourceError(str(path), lineno, f"field {m.group(1)} appears twice in one paragraph")
+            lines[name] = lineno
+            if not chunk:
+                start = lineno
+        chunk.append(raw)
+    return out
+
+
+def _words(value: str) -> tuple[str, ...]:
+    return tuple(w for w in re.split(r"[\s,]+", value) if w)
+
+
+def load_dep8(root: Path) -> Dep8Suite:
+    """The DEP-8 suite of an unpacked source tree."""
+    root = root.resolve()
+    control = root / "debian" / "tests" / "control"
+    if not control.exists():
+        raise SourceError(str(control), None, "no DEP-8 test control file in this source tree")
+    suite = Dep8Suite(source=root.name, root=root)
+    src_control = root / "debian" / "control"
+    if src_control.exists():
+        paras = _paragraphs(src_control)
+        if paras:
+            suite.source = paras[0][1].get("source", root.name)
+            for key in ("build-depends", "build-depends-indep", "build-depends-arch"):
+                if paras[0][1].get(key):
+                    suite.build_depends.append(paras[0][1][key])
+            suite.binaries = [p[1]["package"] for p in paras[1:] if "package" in p[1]]
+    seen: set[str] = set()
+    for start, fields, lines in _paragraphs(control):
+        unknown = sorted(set(fields) - KNOWN_FIELDS)
+        if unknown:  # DEP-8: an unknown field makes the stanza unusable; say so where it is
+            raise SourceError(str(control), lines[unknown[0]], f"unknown field {unknown[0]!r}")
+        has_tests, has_cmd = "tests" in fields, "test-command" in fields
+        if has_tests == has_cmd:
+            raise SourceError(str(control), start, "a paragraph needs exactly one of Tests: or Test-Command:")
+        common = dict(depends=fields.get("depends", "@"), restrictions=_words(fields.get("restrictions", "")),
+                      features=_words(fields.get("features", "")),
+                      architecture=_words(fields.get("architecture", "")), control=control)
+        if has_cmd:
+            name = f"command{len([t for t in suite.tests if t.command]) + 1}"
+            suite.tests.append(Dep8Test(name=name, path=None, command=fields["test-command"],
+                                        line=lines["test-command"], **common))  # type: ignore[arg-type]
+            continue
+        directory = fields.get("tests-directory", "debian/tests")
+        for name in _words(fields["tests"]):
+            if name in seen:
+                raise SourceError(str(control), lines["tests"], f"test {name!r} is declared twice")
+            seen.add(name)
+            suite.tests.append(Dep8Test(name=name, path=f"{directory}/{name}", command=None,
+                                        line=lines["tests"], **common))  # type: ignore[arg-type]
+    return suite

@@ -1,0 +1,114 @@
+"""DEP-8 control files and autopkgtest's verdict rules, on the real sandbox."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from imageci.checks.dep8 import Dep8Check, dep8_checks, dependency_names
+from imageci.definitions.dep8 import load_dep8
+from imageci.engine.runner import Engine
+from imageci.errors import SourceError
+from imageci.store.models import Version
+from imageci.testbeds.registry import make_backend
+from imageci.verdicts import Verdict
+
+from conftest import Env
+
+CONTROL = """\
+Source: demo
+Build-Depends: debhelper-compat (= 13), zlib1g-dev [linux-any] <!nocheck>
+
+Package: demo-bin
+Architecture: any
+
+Package: demo-doc
+Architecture: all
+"""
+
+
+def make_tree(root: Path, control: str, tests: dict[str, str]) -> Path:
+    (root / "debian" / "tests").mkdir(parents=True)
+    (root / "debian" / "control").write_text(CONTROL)
+    (root / "debian" / "tests" / "control").write_text(control)
+    for name, body in tests.items():
+        (root / "debian" / "tests" / name).write_text(body)  # deliberately not executable: chmod is ours
+    return root
+
+
+def test_control_file_parsing(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "demo", "# comment\nTests: a b\nDepends: @, gzip | pigz (>= 1)\n"
+                     "Restrictions: allow-stderr, needs-root\n\nTest-Command: true\nFeatures: test-name=x\n",
+                     {"a": "", "b": ""})
+    suite = load_dep8(tree)
+    assert suite.source == "demo" and suite.binaries == ["demo-bin", "demo-doc"]
+    assert [(t.name, t.path, t.line) for t in suite.tests] == [
+        ("a", "debian/tests/a", 2), ("b", "debian/tests/b", 2), ("command1", None, 6)]
+    assert suite.tests[0].restrictions == ("allow-stderr", "needs-root")
+    assert dependency_names(suite.tests[0].depends, suite) == [["demo-bin"], ["demo-doc"], ["gzip", "pigz"]]
+    assert dependency_names("@builddeps@", suite) == [["debhelper-compat"], ["zlib1g-dev"]]
+    checks = dep8_checks(suite)
+    assert checks[0].id == "demo/a" and checks[0].needs == ("root",)
+
+
+@pytest.mark.parametrize(("control", "line", "needle"), [
+    ("Tests: a\nDepends gzip\n", 2, "not a 'Field: value' line"),
+    ("Tests: a\nTest-Command: true\n", 1, "exactly one of Tests: or Test-Command:"),
+    ("Depends: gzip\n", 1, "exactly one of Tests: or Test-Command:"),
+    ("Tests: a\nColour: red\n", 2, "unknown field 'colour'"),
+    ("Tests: a\nTests: b\n", 2, "appears twice"),
+    ("Tests: a\n\nTests: a\n", 3, "declared twice"),
+    (" continued\n", 1, "continuation line"),
+])
+def test_malformed_control_names_file_and_line(tmp_path: Path, control: str, line: int, needle: str) -> None:
+    tree = make_tree(tmp_path / "demo", control, {"a": "", "b": ""})
+    with pytest.raises(SourceError) as exc:
+        load_dep8(tree)
+    assert exc.value.line == line and needle in str(exc.value)
+    assert str(exc.value).startswith(str(tree / "debian" / "tests" / "control"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+def test_autopkgtest_verdict_rules(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    e, version = image_env
+    tree = make_tree(tmp_path / "demo", (
+        "Tests: ok uses-tmp\nDepends: gzip\n\n"
+        "Tests: noisy\nDepends: gzip\n\n"
+        "Tests: noisy-allowed\nRestrictions: allow-stderr\nDepends: gzip\n\n"
+        "Tests: bad\nDepends: gzip\n\n"
+        "Tests: skips\nRestrictions: skippable\nDepends: gzip\n\n"
+        "Tests: skips-unskippable\nDepends: gzip\n\n"
+        "Tests: odd\nRestrictions: needs-a-unicorn\n\n"
+        "Tests: vm-only\nRestrictions: isolation-machine\n\n"
+        "Tests: ghost\n\n"
+        "Test-Command: test \"$(pwd)\" = /var/tmp/imageci/src/demo && test -f debian/control\nDepends: gzip\n\n"
+        "Tests: offline-dep\nDepends: imageci-no-such-package\nRestrictions: skip-not-installable\n\n"
+        "Tests: broken-dep\nDepends: imageci-no-such-package\n"),
+        {"ok": "#!/bin/sh\necho hi | gzip | gunzip\n",
+         "uses-tmp": "#!/bin/sh\nset -e\ncd \"$AUTOPKGTEST_TMP\"\ntouch x\ntest -d \"$AUTOPKGTEST_ARTIFACTS\"\n",
+         "noisy": "#!/bin/sh\necho warning >&2\n",
+         "noisy-allowed": "#!/bin/sh\necho warning >&2\n",
+         "bad": "#!/bin/sh\nexit 2\n",
+         "skips": "#!/bin/sh\nexit 77\n",
+         "skips-unskippable": "#!/bin/sh\nexit 77\n",
+         "odd": "#!/bin/sh\ntrue\n", "vm-only": "#!/bin/sh\ntrue\n",
+         "offline-dep": "#!/bin/sh\ntrue\n", "broken-dep": "#!/bin/sh\ntrue\n"})
+    engine = Engine(e.catalog, e.store, {"sandbox": make_backend("sandbox", e.settings)}, jobs=2)
+    report = engine.run(version, list(dep8_checks(load_dep8(tree))), ["sandbox"], rerun_all=True)
+    got = {r.test_id.removeprefix("demo/"): (r.verdict, r.reason) for r in report.results}
+    assert got["ok"] == (Verdict.PASS, "") and got["uses-tmp"] == (Verdict.PASS, "")
+    assert got["noisy"] == (Verdict.FAIL, "stderr: warning")
+    assert got["noisy-allowed"] == (Verdict.PASS, "")
+    assert got["bad"] == (Verdict.FAIL, "non-zero exit status 2")
+    assert got["skips"][0] == Verdict.SKIP
+    assert got["skips-unskippable"] == (Verdict.FAIL, "non-zero exit status 77")
+    assert got["odd"] == (Verdict.SKIP, "unknown restriction needs-a-unicorn")
+    assert got["vm-only"] == (Verdict.SKIP, "testbed sandbox lacks: isolation-machine")
+    assert got["ghost"][0] == Verdict.ERROR and "missing" in got["ghost"][1]
+    assert got["command1"] == (Verdict.PASS, "")
+    # a dependency apt cannot install: skip with skip-not-installable, otherwise error — never fail
+    assert got["offline-dep"][0] == Verdict.SKIP and "not installable" in got["offline-dep"][1]
+    assert got["broken-dep"][0] == Verdict.ERROR and "not installable" in got["broken-dep"][1]
+    assert isinstance(report.results[0].check, Dep8Check)
