@@ -39,6 +39,7 @@ packages=(
 if [ "$want_test" = 1 ]; then
   packages+=(postgresql)      # the catalog is tested against a real server
   packages+=(openssh-server)  # the ssh testbed is tested against a real sshd on 127.0.0.1
+  packages+=(autopkgtest)     # DEP-8 verdict parity is checked against the real autopkgtest
 fi
 
 missing=()
@@ -84,6 +85,13 @@ if [ ! -f "$src" ]; then
     | $SUDO tee "$src" >/dev/null
   $SUDO apt-get update -qq || echo "host-setup: warning: apt-get update failed after adding deb-src" >&2
   echo "host-setup: enabled deb-src ($src)"
+fi
+
+# autopkgtest's unshare backend (the DEP-8 peer) maps root through /etc/subuid.
+if [ "$want_test" = 1 ]; then
+  for f in /etc/subuid /etc/subgid; do
+    grep -q '^root:' "$f" 2>/dev/null || echo 'root:100000:65536' | $SUDO tee -a "$f" >/dev/null
+  done
 fi
 
 # overlayfs is needed by the sandbox testbed.

@@ -40,6 +40,8 @@ JunitOpt = Annotated[Path | None, typer.Option("--junit", help="write JUnit XML 
 TapOpt = Annotated[Path | None, typer.Option("--tap", help="write TAP 13 here")]
 Dep8Opt = Annotated[list[Path] | None, typer.Option("--dep8", help="a source tree whose DEP-8 tests "
                                                    "(debian/tests/control) to run; repeatable")]
+Dep8PkgOpt = Annotated[list[str] | None, typer.Option("--dep8-package", help="a Debian source package whose "
+                                                      "DEP-8 tests to run (apt-get source); repeatable")]
 FreshOpt = Annotated[str | None, typer.Option("--fresh", help="'test': a new testbed per test; 'suite': reuse "
                                               "one between non-destructive tests (default: the suite's choice)")]
 
@@ -124,11 +126,11 @@ def _fresh(value: str | None) -> str | None:
 def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names from the image's suite")],
         suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
         rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
-        dep8: Dep8Opt = None) -> None:
+        dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None) -> None:
     """Run one or several tests against an image."""
     ctx = Context.load()
     code = run_tests(ctx, TestOptions(ref, suite, tests, testbed or [], jobs, retries, rerun_all, junit, tap,
-                                      _fresh(fresh), dep8 or []))
+                                      _fresh(fresh), dep8 or [], dep8_package or []))
     raise typer.Exit(int(code))
 
 
@@ -136,11 +138,11 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
 @handle_errors
 def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None,
          retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None,
-         fresh: FreshOpt = None, dep8: Dep8Opt = None) -> None:
-    """Run the image's whole suite (or, with --dep8 alone, those DEP-8 suites)."""
+         fresh: FreshOpt = None, dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None) -> None:
+    """Run the image's whole suite (or, with --dep8/--dep8-package alone, those DEP-8 suites)."""
     ctx = Context.load()
     code = run_tests(ctx, TestOptions(ref, suite, None, testbed or [], jobs, retries, rerun_all, junit, tap,
-                                      _fresh(fresh), dep8 or []))
+                                      _fresh(fresh), dep8 or [], dep8_package or []))
     raise typer.Exit(int(code))
 
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 from imageci.checks.base import Check
 from imageci.checks.dep8 import dep8_checks
 from imageci.cli.context import Context, checks_of, console
-from imageci.definitions.dep8 import load_dep8
+from imageci.definitions.dep8 import fetch_source, load_dep8
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine, RunReport, TestResult
 from imageci.errors import UsageError
@@ -37,6 +37,7 @@ class TestOptions:
     tap: Path | None
     fresh: str | None = None  # "test" | "suite"; default: the suite's choice
     dep8: list[Path] = field(default_factory=list)  # source trees whose debian/tests to run
+    dep8_packages: list[str] = field(default_factory=list)  # source packages fetched with apt-get source
 
 
 def _log_text(ctx: Context, result: TestResult) -> str:
@@ -70,13 +71,15 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     checks: list[Check] = []
     suite_testbeds: tuple[str, ...] = ()
     fresh = "test"
-    if not opts.dep8 or opts.suite is not None:  # --dep8 alone runs only the DEP-8 suites
+    dep8 = bool(opts.dep8 or opts.dep8_packages)
+    if not dep8 or opts.suite is not None:  # --dep8 alone runs only the DEP-8 suites
         suite = load_suite(ctx.suite_dir_for(version, opts.suite))
-        checks += checks_of(suite, None if opts.dep8 else opts.tests)
+        checks += checks_of(suite, None if dep8 else opts.tests)
         suite_testbeds, fresh = suite.testbeds, suite.fresh
-    for tree in opts.dep8:
+    trees = list(opts.dep8) + [fetch_source(p, ctx.settings.home / "sources") for p in opts.dep8_packages]
+    for tree in trees:
         checks += dep8_checks(load_dep8(tree))
-    if opts.dep8 and opts.tests:
+    if dep8 and opts.tests:
         by_id = {c.id: c for c in checks}
         unknown = [t for t in opts.tests if t not in by_id]
         if unknown:

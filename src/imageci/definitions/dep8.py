@@ -125,3 +125,41 @@ def load_dep8(root: Path) -> Dep8Suite:
             suite.tests.append(Dep8Test(name=name, path=f"{directory}/{name}", command=None,
                                         line=lines["tests"], **common))  # type: ignore[arg-type]
     return suite
+
+
+def fetch_source(package: str, cache_dir: Path) -> Path:
+    """The unpacked source tree of a Debian source package (``apt-get source``,
+    deb-src must be enabled), fetched once into ``cache_dir``."""
+    import fcntl
+    import shutil
+    import subprocess
+    import tempfile
+
+    from imageci.errors import HostSetupError, UsageError
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", package):
+        raise UsageError(f"not a Debian source package name: {package!r}")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    done = cache_dir / f"{package}.tree"
+    with open(cache_dir / f"{package}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.is_file() and Path(done.read_text()).is_dir():
+            return Path(done.read_text())
+        if not shutil.which("dpkg-source"):
+            raise HostSetupError("dpkg-source is not installed: run scripts/host-setup.sh (dpkg-dev)")
+        work = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{package}-"))
+        res = subprocess.run(["apt-get", "source", "--download-only", "-qq", package], cwd=work,
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            shutil.rmtree(work, ignore_errors=True)
+            hint = " (is deb-src enabled? scripts/host-setup.sh does it)" if "deb-src" in res.stderr or \
+                "source" in res.stderr.lower() else ""
+            raise UsageError(f"apt-get source {package} failed{hint}: {res.stderr.strip()[-300:]}")
+        dsc = next(work.glob("*.dsc"))
+        tree = cache_dir / dsc.stem
+        shutil.rmtree(tree, ignore_errors=True)
+        subprocess.run(["dpkg-source", "--no-check", "-x", str(dsc), str(tree)], cwd=work, check=True,
+                       capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+        done.write_text(str(tree))
+        return tree

@@ -1,0 +1,89 @@
+"""Benchmark: the DEP-8 suites of gzip, sed and less on the same image,
+imageci (sandbox testbed) vs `autopkgtest -U ... -- unshare --tarball`.
+
+The peer gets the image tarball plus the host's /etc/resolv.conf (the image
+ships none, by design; autopkgtest needs the network to install its own
+helpers and the tests' dependencies). Verdicts must be identical.
+
+Last line: `dep8: imageci X s vs autopkgtest Y s (ratio Z), verdicts identical: True`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import BUILD_CACHE, built_example, fresh_home  # noqa: E402
+
+from imageci.checks.dep8 import dep8_checks  # noqa: E402
+from imageci.definitions.dep8 import fetch_source, load_dep8  # noqa: E402
+from imageci.engine.runner import Engine  # noqa: E402
+from imageci.fs import safe_rmtree  # noqa: E402
+from imageci.testbeds.registry import make_backend  # noqa: E402
+
+PACKAGES = ["gzip", "sed", "less"]
+PEER_VERDICTS = {"PASS": "pass", "FAIL": "fail", "SKIP": "skip", "FLAKY": "flaky", "NEUTRAL": "pass"}
+
+
+def peer_tarball(rootfs: Path, dest: Path) -> Path:
+    shutil.copyfile(rootfs, dest)
+    dest.chmod(0o644)
+    with tarfile.open(dest, "a") as tar:
+        tar.add(Path("/etc/resolv.conf").resolve(), arcname="./etc/resolv.conf")
+    return dest
+
+
+def autopkgtest(trees: list[Path], tarball: Path, summary: Path) -> dict[str, str]:
+    """One autopkgtest run per source package (it takes one at a time)."""
+    verdicts = {}
+    for tree in trees:
+        res = subprocess.run(["autopkgtest", "-U", "--summary-file", str(summary), f"{tree}/", "--",
+                              "unshare", "--tarball", str(tarball)], capture_output=True, text=True)
+        if res.returncode not in (0, 2, 4, 8):  # 2: some skipped, 4: some failed, 8: none ran
+            raise RuntimeError(f"autopkgtest failed ({res.returncode}): {res.stderr[-1500:]}")
+        for line in summary.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[1] in PEER_VERDICTS:
+                verdicts[parts[0]] = PEER_VERDICTS[parts[1]]
+    return verdicts
+
+
+def compare(settings_home: Path | None = None) -> tuple[dict[str, str], dict[str, str], float, float]:
+    settings, catalog, store = fresh_home("dep8")
+    try:
+        version = built_example(settings, catalog, store)
+        trees = [fetch_source(p, BUILD_CACHE.parent / "sources") for p in PACKAGES]
+        engine = Engine(catalog, store, {"sandbox": make_backend("sandbox", settings)}, jobs=2)
+        checks = [c for t in trees for c in dep8_checks(load_dep8(t))]
+        t0 = time.monotonic()
+        report = engine.run(version, checks, ["sandbox"], rerun_all=True)
+        ours = time.monotonic() - t0
+        mine = {r.test_id.split("/", 1)[1]: r.verdict.value for r in report.results}
+        with tempfile.TemporaryDirectory() as tmp:
+            tarball = peer_tarball(engine.image_handle(version).rootfs_tar, Path(tmp) / "peer.tar")
+            t0 = time.monotonic()
+            theirs_v = autopkgtest(trees, tarball, Path(tmp) / "summary")
+            theirs = time.monotonic() - t0
+        return mine, theirs_v, ours, theirs
+    finally:
+        catalog.close()
+        safe_rmtree(settings.home)
+
+
+def main() -> None:
+    mine, peer, ours, theirs = compare()
+    print(f"imageci    : {ours:.1f} s  {mine}")
+    print(f"autopkgtest: {theirs:.1f} s  {peer}")
+    print(f"dep8: imageci {ours:.1f} s vs autopkgtest {theirs:.1f} s (ratio {ours / theirs:.3f}), "
+          f"verdicts identical: {mine == peer}")
+
+
+if __name__ == "__main__":
+    main()
