@@ -40,14 +40,19 @@ def test_gc_cleans_up_after_a_killed_run(image_env: tuple[Env, Version], tmp_pat
     marker = f"gcmark{os.getpid()}"
     d = write_suite(tmp_path / "s", {"hang.sh": f"#!/bin/sh\ncp /bin/sleep /tmp/{marker}\n/tmp/{marker} 300\n"})
     testbeds = ["--testbed", "sandbox"] + (["--testbed", "podman"] if shutil.which("podman") else [])
-    proc = subprocess.Popen([*IMAGECI, "test", f"{version.product.name}@{version.serial}", "--suite", str(d),
-                             *testbeds, "--rerun-all"], env=e.env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*IMAGECI, "test", f"{version.product.name}@{version.serial}", "--suite", str(d),
+                                 *testbeds, "--rerun-all"], env=e.env(), cwd=REPO, stdout=out, stderr=out)
     want = 2 if len(testbeds) == 4 else 1
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(_pids(marker)) < want:
+    while time.monotonic() < deadline and len(_pids(marker)) < want and proc.poll() is None:
         time.sleep(0.2)
-    assert len(_pids(marker)) >= want, "the hanging tests never started"
+    if len(_pids(marker)) < want:
+        proc.kill()
+        proc.wait()
+        e.cli("gc")
+        pytest.fail(f"the hanging tests never started; imageci said:\n{log.read_text(errors='replace')}")
     proc.send_signal(signal.SIGKILL)  # no chance to clean up
     proc.wait()
     assert mounts_below(e.home), "expected a leftover sandbox mount"

@@ -118,12 +118,13 @@ def test_systemd_mode_runs_services(image_env: tuple[Env, Version], tmp_path: Pa
     engine = Engine(e.catalog, e.store, {"podman": make_backend("podman", e.settings)}, jobs=2)
     suite = load_suite(VM_DEF.parent / "suite")
     checks: list[Check] = [ScriptCheck(s) for s in suite.select(["systemd-running", "service-starts", "os-release"])]
-    checks += [BuiltinCheck("boot-multi-user"), BuiltinCheck("no-failed-units"), BuiltinCheck("console-clean")]
+    checks += [BuiltinCheck("boot-multi-user"), BuiltinCheck("no-failed-units"), BuiltinCheck("console-clean"),
+               BuiltinCheck("journal-clean", {"priority": "err"})]
     report = engine.run(vm, checks, ["podman"], rerun_all=True)
     got = {r.test_id: (r.verdict, r.reason) for r in report.results}
     assert got == {"systemd-running": (Verdict.PASS, ""), "service-starts": (Verdict.PASS, ""),
                    "os-release": (Verdict.PASS, ""), "boot-multi-user": (Verdict.PASS, ""),
-                   "no-failed-units": (Verdict.PASS, ""),
+                   "no-failed-units": (Verdict.PASS, ""), "journal-clean": (Verdict.PASS, ""),
                    "console-clean": (Verdict.SKIP, "testbed podman lacks: isolation-machine")}
     assert not [c for c in leftover_containers() if c]  # every container removed
     minimal = next(v for v in e.catalog.versions() if v.product.name == "debian-bookworm-minimal")
@@ -140,3 +141,21 @@ def test_cli_suite_on_podman(image_env: tuple[Env, Version], tmp_path: Path) -> 
     assert subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}=1"],
                           capture_output=True, text=True).stdout.strip() == ""
 
+
+
+def test_journal_clean_catches_an_error_logged_in_the_same_testbed(image_env: tuple[Env, Version],
+                                                                   tmp_path: Path) -> None:
+    e, _ = image_env
+    vm = build_example(e, VM_DEF)
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "logs-error.sh").write_text("#!/bin/sh\n# imageci-needs: isolation-container\n"
+                                     "logger -p user.err 'imageci-probe: something broke'\nsleep 1\n")
+    (d / "logs-error.sh").chmod(0o755)
+    checks: list[Check] = [ScriptCheck(s) for s in load_suite(d).tests]
+    checks.append(BuiltinCheck("journal-clean", {"priority": "err"}))
+    engine = Engine(e.catalog, e.store, {"podman": make_backend("podman", e.settings)}, jobs=1, fresh="suite")
+    report = engine.run(vm, checks, ["podman"], rerun_all=True)
+    got = {r.test_id: (r.verdict, r.reason) for r in report.results}
+    assert got["logs-error"] == (Verdict.PASS, "")
+    assert got["journal-clean"][0] == Verdict.FAIL and "imageci-probe: something broke" in got["journal-clean"][1]
