@@ -7,6 +7,12 @@
       - login-works
       - name: journal-clean
         priority: warning        # default: err
+      - hygiene                  # the seven image-hygiene checks, one result each
+      - name: setuid-allowlist
+        allow: /usr/local/bin/helper
+      - name: release-stamp
+        path: /etc/imageci-release   # the default
+        keys: IMAGE_NAME,IMAGE_FAMILY
 
 They run on any testbed whose capabilities meet their needs; elsewhere they
 are skipped with the reason, like any test.
@@ -20,6 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from imageci.checks import hygiene
 from imageci.checks.base import Outcome, format_log
 from imageci.definitions.suite import SUITE_FILE, Suite
 from imageci.errors import SourceError
@@ -102,7 +109,23 @@ BUILTINS: dict[str, BuiltinSpec] = {
                                  "no journal entries at the priority or worse this boot", ("priority",)),
     "console-clean": BuiltinSpec(console_clean, ("isolation-machine",),
                                  "no kernel oops, panic, BUG or segfault on the console"),
+    "no-ssh-host-keys": BuiltinSpec(hygiene.no_ssh_host_keys, ("pristine",), "no SSH host keys in the image"),
+    "machine-id-uninitialized": BuiltinSpec(hygiene.machine_id_uninitialized, ("pristine",),
+                                            "/etc/machine-id is absent, empty or 'uninitialized'"),
+    "no-cloud-init-instance": BuiltinSpec(hygiene.no_cloud_init_instance, ("pristine",),
+                                          "no cloud-init instance state in /var/lib/cloud"),
+    "no-core-files": BuiltinSpec(hygiene.no_core_files, ("pristine",), "no core dumps anywhere in the image"),
+    "var-log-bounded": BuiltinSpec(hygiene.var_log_bounded, ("pristine",), "/var/log is under max-mb (default 16)",
+                                   ("max-mb",)),
+    "no-world-writable": BuiltinSpec(hygiene.no_world_writable, ("pristine",),
+                                     "nothing world-writable outside the temporary directories"),
+    "setuid-allowlist": BuiltinSpec(hygiene.setuid_allowlist, ("pristine",),
+                                    "no setuid program outside Debian's own and the allow option", ("allow",)),
+    "release-stamp": BuiltinSpec(hygiene.release_stamp, (), "the release stamp file exists (and has keys)",
+                                 ("path", "keys")),
 }
+# A name that stands for several built-ins, each with its own result.
+GROUPS: dict[str, tuple[str, ...]] = {"hygiene": hygiene.HYGIENE}
 
 
 @dataclass(frozen=True)
@@ -147,9 +170,19 @@ def builtin_checks(suite: Suite, names: list[str] | None = None) -> list[Builtin
     out = []
     suite_file = str(suite.path / SUITE_FILE)
     for use in suite.builtins:
+        if use.name in GROUPS:
+            if use.options:
+                raise SourceError(suite_file, use.line, f"{use.name} takes no options; name its checks one by one "
+                                  "to give them options", "builtins")
+            clash = sorted({t.name for t in suite.tests} & set(GROUPS[use.name]))
+            if clash:
+                raise SourceError(suite_file, use.line, f"{use.name} includes {clash[0]!r}, the name of a script "
+                                  "test; rename the script or name the built-ins one by one", "builtins")
+            out += [BuiltinCheck(n) for n in GROUPS[use.name] if names is None or n in names or use.name in names]
+            continue
         if use.name not in BUILTINS:
             raise SourceError(suite_file, use.line, f"unknown built-in check {use.name!r}; known: "
-                              f"{', '.join(BUILTINS)}", "builtins")
+                              f"{', '.join([*BUILTINS, *GROUPS])}", "builtins")
         options = dict(use.options)
         unknown = sorted(set(options) - set(BUILTINS[use.name].options))
         if unknown:
@@ -157,6 +190,15 @@ def builtin_checks(suite: Suite, names: list[str] | None = None) -> list[Builtin
         if use.name == "journal-clean" and options.get("priority", "err") not in JOURNAL_PRIORITIES:
             raise SourceError(suite_file, use.line, f"journal-clean priority must be one of "
                               f"{', '.join(JOURNAL_PRIORITIES)}", "builtins")
+        if use.name == "var-log-bounded" and not _is_number(options.get("max-mb", "16")):
+            raise SourceError(suite_file, use.line, "var-log-bounded max-mb must be a number", "builtins")
         if names is None or use.name in names:
             out.append(BuiltinCheck(use.name, options))
     return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from imageci.checks.base import Check
-from imageci.checks.builtin import builtin_checks
+from imageci.checks.builtin import GROUPS, builtin_checks
 from imageci.checks.script import ScriptCheck
 from imageci.config import Settings
 from imageci.definitions.image import Gate, ImageDefinition, LoadedDefinition, load_definition
@@ -125,7 +125,8 @@ def load_checks(suite_dir: Path, names: list[str] | None = None) -> list[Check]:
 
 
 def checks_of(suite: Suite, names: list[str] | None = None) -> list[Check]:
-    scripts: list[Check] = [ScriptCheck(spec) for spec in suite.select(names)]
+    members = tuple(n for b in suite.builtins for n in GROUPS.get(b.name, ()))
+    scripts: list[Check] = [ScriptCheck(spec) for spec in suite.select(names, also=members)]
     return scripts + list(builtin_checks(suite, names or None))
 
 

@@ -16,6 +16,7 @@ from imageci.engine.runner import Engine, RunReport, TestResult
 from imageci.errors import UsageError
 from imageci.exitcodes import ExitCode
 from imageci.reports.junit import write_junit
+from imageci.reports.reproducer import RunSpec, write_reproducer
 from imageci.reports.tap import write_tap
 from imageci.store.models import Attempt
 from imageci.testbeds.registry import make_backend
@@ -72,11 +73,14 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     suite_testbeds: tuple[str, ...] = ()
     fresh = "test"
     dep8 = bool(opts.dep8 or opts.dep8_packages)
+    suite_dir: Path | None = None
     if not dep8 or opts.suite is not None:  # --dep8 alone runs only the DEP-8 suites
-        suite = load_suite(ctx.suite_dir_for(version, opts.suite))
+        suite_dir = ctx.suite_dir_for(version, opts.suite)
+        suite = load_suite(suite_dir)
         checks += checks_of(suite, None if dep8 else opts.tests)
         suite_testbeds, fresh = suite.testbeds, suite.fresh
-    trees = list(opts.dep8) + [fetch_source(p, ctx.settings.home / "sources") for p in opts.dep8_packages]
+    fetched = [fetch_source(p, ctx.settings.home / "sources") for p in opts.dep8_packages]
+    trees = list(opts.dep8) + fetched
     for tree in trees:
         checks += dep8_checks(load_dep8(tree))
     if dep8 and opts.tests:
@@ -87,12 +91,16 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
         checks = [by_id[t] for t in opts.tests]
     testbeds = opts.testbeds or list(suite_testbeds) or ["sandbox"]  # command line, else the suite's, else sandbox
     backends = {name: make_backend(name, ctx.settings) for name in dict.fromkeys(testbeds)}
-    engine = Engine(ctx.catalog, ctx.store, backends, jobs=opts.jobs or ctx.settings.jobs, on_event=_show,
-                    fresh=opts.fresh or fresh)
+    jobs = opts.jobs or ctx.settings.jobs
+    engine = Engine(ctx.catalog, ctx.store, backends, jobs=jobs, on_event=_show, fresh=opts.fresh or fresh)
     console.print(f"testing {version.product.name}@{version.serial} (sha256:{version.digest[:12]}): "
                   f"{len(checks)} test(s) × {', '.join(backends)}")
     report = engine.run(version, checks, list(backends), retries=opts.retries, rerun_all=opts.rerun_all)
     write_reports(ctx, report, opts.junit, opts.tap)
+    reproducer = write_reproducer(ctx.settings.runs_dir / str(report.run_id), RunSpec(
+        report.run_id, f"{version.product.name}@{version.serial}", version.digest, suite_dir,
+        [c.id for c in checks] if opts.tests else None, list(backends), opts.retries, jobs, opts.fresh,
+        list(opts.dep8), fetched))
     counts = {k: v for k, v in report.counts().items() if v}
     flaky = [r for r in report.results if r.verdict == "flaky"]
     for r in flaky:
@@ -102,5 +110,6 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     if report.interrupted:
         console.print("[yellow]interrupted[/]: running tests were stopped, their testbeds removed; "
                       "finished attempts are recorded")
-    console.print(f"run {report.run_id}: {summary} → exit {int(report.exit_code)}")
+    console.print(f"run {report.run_id}: {summary} → exit {int(report.exit_code)}; re-run it: {reproducer}",
+                  highlight=False)
     return report.exit_code

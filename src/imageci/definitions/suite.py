@@ -99,12 +99,14 @@ class Suite(BaseModel):
     def names(self) -> list[str]:
         return [t.name for t in self.tests] + [b.name for b in self.builtins]
 
-    def select(self, names: list[str] | None) -> list[ScriptTestSpec]:
-        """Script tests by name (all when None); names of built-ins are accepted and left to the caller."""
+    def select(self, names: list[str] | None, also: tuple[str, ...] = ()) -> list[ScriptTestSpec]:
+        """Script tests by name (all when None); names of built-ins (and ``also``: the
+        checks a built-in group stands for) are accepted and left to the caller."""
         if not names:
             return list(self.tests)
         by_name: dict[str, ScriptTestSpec | None] = {t.name: t for t in self.tests}
         by_name.update({b.name: None for b in self.builtins})
+        by_name.update({n: None for n in also})
         missing = [n for n in names if n not in by_name]
         if missing:
             import difflib

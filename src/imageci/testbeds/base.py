@@ -11,6 +11,7 @@ Capability words (shared with DEP-8 restrictions later):
 ``isolation-machine``    a whole machine (kernel, boot, reboot)
 ``network``              may reach the outside network when a test asks
 ``arch:<deb-arch>``      architecture of the image
+``pristine``             the image's files as built: no init has run in it yet
 """
 
 from __future__ import annotations

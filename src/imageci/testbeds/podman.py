@@ -126,6 +126,8 @@ class PodmanTestbed:
     def capabilities(self) -> frozenset[str]:
         """What this container offers: network only if it was created with one."""
         caps = {"root", "revert", f"arch:{self.image.architecture}", "limits"}
+        if not self.systemd:
+            caps.add("pristine")
         if self.network:
             caps.add("network")
         if self.systemd:
@@ -241,7 +243,7 @@ class PodmanBackend:
         return init.is_file() and init.name == "systemd"
 
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
-        caps = {"root", "revert", "network", f"arch:{image.architecture}", "limits"}
+        caps = {"root", "revert", "network", "pristine", f"arch:{image.architecture}", "limits"}
         if self.has_systemd(image):
             caps.add("isolation-container")
         return frozenset(caps)

@@ -227,7 +227,7 @@ class SandboxTestbed:
 
 
 def sandbox_capabilities(image: ImageHandle) -> frozenset[str]:
-    caps = {"root", "revert", "network", f"arch:{image.architecture}"}
+    caps = {"root", "revert", "network", "pristine", f"arch:{image.architecture}"}
     if cgroup_mode():
         caps.add("limits")
     return frozenset(caps)

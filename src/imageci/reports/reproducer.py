@@ -1,0 +1,72 @@
+"""A script per run that re-runs exactly that run: the same image bytes (by
+digest), the same test revision (a snapshot of the suite taken when it ran),
+the same testbeds and options. ``$IMAGECI_HOME/runs/<id>/reproduce.sh``.
+
+DEP-8 trees are referred to by path (a source tree is not ours to copy); a
+``--dep8-package`` source is the one cached for that run's package version.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imageci.fs import write_file_atomically
+
+# Settings that change what a run does; the reproducer pins them.
+PINNED_ENV = ("IMAGECI_HOME", "IMAGECI_DB_URL", "IMAGECI_TIMEOUT_MULTIPLIER", "IMAGECI_TCG_MULTIPLIER",
+              "IMAGECI_QEMU_ACCEL", "IMAGECI_MEMORY_BUDGET_MB", "IMAGECI_CPU_BUDGET", "IMAGECI_WARM_VMS",
+              "IMAGECI_SSH_CONFIG", "IMAGECI_HOSTS")
+
+
+@dataclass
+class RunSpec:
+    run_id: int
+    image: str  # NAME@SERIAL, for people
+    digest: str
+    suite: Path | None
+    tests: list[str] | None  # None: the whole suite
+    testbeds: list[str]
+    retries: int
+    jobs: int
+    fresh: str | None
+    dep8: list[Path] = field(default_factory=list)
+    dep8_packages: list[Path] = field(default_factory=list)  # the fetched trees
+
+
+def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = None) -> Path:
+    """Snapshot the suite into ``run_dir`` and write ``reproduce.sh`` there."""
+    env = dict(os.environ) if env is None else env
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "imageci.cli", "run" if spec.tests else "test", f"sha256:{spec.digest}"]
+    argv += spec.tests or []
+    if spec.suite is not None:
+        snapshot = run_dir / "suite"
+        if snapshot.exists():
+            shutil.rmtree(snapshot)
+        shutil.copytree(spec.suite, snapshot, symlinks=True)
+        argv += ["--suite", str(snapshot)]
+    for tb in spec.testbeds:
+        argv += ["--testbed", tb]
+    argv += ["--retries", str(spec.retries), "--jobs", str(spec.jobs), "--rerun-all"]
+    if spec.fresh:
+        argv += ["--fresh", spec.fresh]
+    for tree in [*spec.dep8, *spec.dep8_packages]:
+        argv += ["--dep8", str(tree.resolve())]
+    lines = [
+        "#!/bin/sh",
+        f"# Re-runs imageci run {spec.run_id}: {spec.image} (sha256:{spec.digest}),",
+        "# the suite as it was then (snapshot next to this file), the same testbeds and options.",
+        "# Extra arguments are passed on (e.g. --junit out.xml).",
+        "set -eu",
+    ]
+    lines += [f"export {k}={shlex.quote(env[k])}" for k in PINNED_ENV if k in env]
+    lines.append(f"exec {shlex.join(argv)} \"$@\"")
+    script = run_dir / "reproduce.sh"
+    write_file_atomically(script, ("\n".join(lines) + "\n").encode())
+    script.chmod(0o700)  # only its owner: it may hold a database URL
+    return script
