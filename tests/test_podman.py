@@ -137,7 +137,7 @@ def test_cli_suite_on_podman(image_env: tuple[Env, Version], tmp_path: Path) -> 
     res = e.cli("test", f"{version.product.name}@{version.serial}", "--testbed", "podman",
                 "--suite", str(EXAMPLE / "suite"), "--rerun-all")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "13 pass" in res.stdout
+    assert "17 pass" in res.stdout  # 13 scripts + 4 built-ins
     assert subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}=1"],
                           capture_output=True, text=True).stdout.strip() == ""
 

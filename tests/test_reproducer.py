@@ -21,10 +21,11 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed n
 def test_reproducer_reruns_the_same_test_revision_with_the_same_options(image_env: tuple[Env, Version],
                                                                         tmp_path: Path) -> None:
     e, version = image_env
-    d = write_suite(tmp_path / "s", {"broken.sh": "#!/bin/sh\necho revision-one >&2\nexit 1\n",
+    broken = f"broken-{os.getpid()}"  # the image's results are shared with other tests
+    d = write_suite(tmp_path / "s", {f"{broken}.sh": "#!/bin/sh\necho revision-one >&2\nexit 1\n",
                                      "fine.sh": "#!/bin/sh\ntrue\n"})
     ref = f"{version.product.name}@{version.serial}"
-    res = e.cli("run", ref, "broken", "--suite", str(d), "--testbed", "sandbox", "--retries", "1",
+    res = e.cli("run", ref, broken, "--suite", str(d), "--testbed", "sandbox", "--retries", "1",
                 "--fresh", "suite", "--jobs", "1")
     assert res.returncode == 1, res.stdout + res.stderr
     found = re.search(r"re-run it: (\S+reproduce\.sh)", res.stdout)
@@ -33,11 +34,11 @@ def test_reproducer_reruns_the_same_test_revision_with_the_same_options(image_en
     assert script.parent.parent == e.settings.runs_dir and oct(script.stat().st_mode & 0o777) == "0o700"
     text = script.read_text()
     assert f"sha256:{version.digest}" in text and "--retries 1" in text and "--fresh suite" in text
-    (d / "broken.sh").write_text("#!/bin/sh\ntrue\n")  # the suite moves on; the reproducer does not
+    (d / f"{broken}.sh").write_text("#!/bin/sh\ntrue\n")  # the suite moves on; the reproducer does not
 
     again = subprocess.run([str(script)], capture_output=True, text=True, env=e.env(), timeout=300)
     assert again.returncode == 1, again.stdout + again.stderr
-    attempts = json.loads(e.cli("results", ref, "broken", "--json", check=True).stdout)["attempts"]
+    attempts = json.loads(e.cli("results", ref, broken, "--json", check=True).stdout)["attempts"]
     runs = sorted({a["run"] for a in attempts})
     assert len(runs) == 2
     first, second = ([a for a in attempts if a["run"] == r] for r in runs)
@@ -45,11 +46,11 @@ def test_reproducer_reruns_the_same_test_revision_with_the_same_options(image_en
     assert all(a["verdict"] == "fail" and a["testbed"] == "sandbox" for a in first + second)
     assert "revision-one" in Path(second[0]["log"]).read_text()
     runs_db = {r.id: json.loads(r.options) for r in e.catalog.runs(version.digest)}
-    assert runs_db[runs[0]]["tests"] == runs_db[runs[1]]["tests"] == ["broken"]
+    assert runs_db[runs[0]]["tests"] == runs_db[runs[1]]["tests"] == [broken]
     assert runs_db[runs[1]]["testbeds"] == ["sandbox"]
 
     # extra arguments pass through, and the current suite (fixed) passes
-    fixed = e.cli("run", ref, "broken", "--suite", str(d), "--testbed", "sandbox")
+    fixed = e.cli("run", ref, broken, "--suite", str(d), "--testbed", "sandbox")
     assert fixed.returncode == 0, fixed.stdout
     junit = tmp_path / "r.xml"
     assert subprocess.run([str(script), "--junit", str(junit)], env=e.env(), capture_output=True,

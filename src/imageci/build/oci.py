@@ -24,6 +24,42 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
+class ImageConfig:
+    """The runtime configuration an image carries (the OCI config's ``config``)."""
+
+    env: tuple[str, ...] = (f"PATH={DEFAULT_PATH}",)
+    cmd: tuple[str, ...] = ("/bin/sh",)
+    entrypoint: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    workdir: str = ""
+    user: str = ""
+    exposed_ports: tuple[str, ...] = ()  # "8080/tcp"
+    volumes: tuple[str, ...] = ()
+
+    def env_map(self) -> dict[str, str]:
+        return {k: v for k, _, v in (e.partition("=") for e in self.env)}
+
+    def as_oci(self) -> dict[str, object]:
+        doc: dict[str, object] = {"Env": list(self.env), "Cmd": list(self.cmd), "Labels": dict(self.labels)}
+        if self.entrypoint:
+            doc["Entrypoint"] = list(self.entrypoint)
+        if self.workdir:
+            doc["WorkingDir"] = self.workdir
+        if self.user:
+            doc["User"] = self.user
+        if self.exposed_ports:
+            doc["ExposedPorts"] = {p: {} for p in self.exposed_ports}
+        if self.volumes:
+            doc["Volumes"] = {v: {} for v in self.volumes}
+        return doc
+
+
+def image_config(name: str, digest: str) -> ImageConfig:
+    """The configuration imageci gives an image it built from a rootfs."""
+    return ImageConfig(labels=(("io.imageci.digest", digest), ("org.opencontainers.image.title", name)))
+
+
+@dataclass(frozen=True)
 class OciImage:
     layout: Path
     tag: str
@@ -52,21 +88,20 @@ def _place(blobs: Path, digest: str, src: Path | None = None, data: bytes | None
 
 
 def write_layout(layout: Path, rootfs_tar: Path, rootfs_digest: str, *, tag: str, architecture: str = "amd64",
-                 created_epoch: int = 0, labels: dict[str, str] | None = None,
-                 cmd: list[str] | None = None) -> OciImage:
+                 created_epoch: int = 0, config: ImageConfig | None = None) -> OciImage:
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     created = datetime.fromtimestamp(created_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    config = {
+    config_doc = {
         "architecture": architecture,
         "os": "linux",
         "created": created,
-        "config": {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": cmd or ["/bin/sh"], "Labels": labels or {}},
+        "config": (config or ImageConfig()).as_oci(),
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{rootfs_digest}"]},
         "history": [{"created": created, "created_by": "imageci (mmdebstrap rootfs)"}],
     }
-    config_bytes = _json_bytes(config)
+    config_bytes = _json_bytes(config_doc)
     config_digest = hashlib.sha256(config_bytes).hexdigest()
     _place(blobs, rootfs_digest, src=rootfs_tar)
     _place(blobs, config_digest, data=config_bytes)

@@ -15,11 +15,14 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from imageci.build.oci import ImageConfig
 from imageci.checks.base import Check
 from imageci.checks.builtin import GROUPS, builtin_checks
 from imageci.checks.script import ScriptCheck
+from imageci.checks.structure import structure_checks
 from imageci.config import Settings
 from imageci.definitions.image import Gate, ImageDefinition, LoadedDefinition, load_definition
+from imageci.definitions.structure import load_structure
 from imageci.definitions.suite import Suite, load_suite
 from imageci.errors import ImageciError, UsageError
 from imageci.exitcodes import ExitCode
@@ -124,10 +127,16 @@ def load_checks(suite_dir: Path, names: list[str] | None = None) -> list[Check]:
     return checks_of(load_suite(suite_dir), names)
 
 
-def checks_of(suite: Suite, names: list[str] | None = None) -> list[Check]:
+def checks_of(suite: Suite, names: list[str] | None = None, config: ImageConfig | None = None) -> list[Check]:
+    """The suite's checks (those named, when ``names``): scripts, built-ins, structure tests.
+    ``config`` is the image's own configuration, for structure tests that read it."""
     members = tuple(n for b in suite.builtins for n in GROUPS.get(b.name, ()))
-    scripts: list[Check] = [ScriptCheck(spec) for spec in suite.select(names, also=members)]
-    return scripts + list(builtin_checks(suite, names or None))
+    structure: list[Check] = [c for path in suite.structure
+                              for c in structure_checks(load_structure(path), config or ImageConfig())]
+    scripts: list[Check] = [ScriptCheck(spec) for spec in
+                            suite.select(names, also=members + tuple(c.id for c in structure))]
+    chosen = [c for c in structure if not names or c.id in names]
+    return scripts + list(builtin_checks(suite, names or None)) + chosen
 
 
 def stdout_is_tty() -> bool:

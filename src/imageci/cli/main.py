@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -14,16 +13,19 @@ from rich.table import Table
 
 from imageci import __version__
 from imageci.build.service import build_image
-from imageci.cli.context import Context, console, err_console, handle_errors, load_checks
-from imageci.cli.testing import TestOptions, run_tests
+from imageci.cli.context import Context, checks_of, console, err_console, handle_errors
+from imageci.cli.testing import TestOptions, flake_policy, run_tests
+from imageci.definitions.durations import parse_duration
 from imageci.definitions.image import load_definition
+from imageci.definitions.suite import load_suite
 from imageci.engine.gc import collect_garbage
 from imageci.errors import UsageError
 from imageci.exitcodes import ExitCode
+from imageci.policy.flake import flaky_report
 from imageci.policy.gate import evaluate_gate, required_checks
 from imageci.policy.promote import promote as do_promote
 from imageci.policy.promote import prune as do_prune
-from imageci.store.models import State
+from imageci.store.models import State, utcnow
 from imageci.testbeds.hostcheck import check_host
 
 app = typer.Typer(help="Continuous integration for OS and container images.", no_args_is_help=True,
@@ -42,6 +44,10 @@ Dep8Opt = Annotated[list[Path] | None, typer.Option("--dep8", help="a source tre
                                                    "(debian/tests/control) to run; repeatable")]
 Dep8PkgOpt = Annotated[list[str] | None, typer.Option("--dep8-package", help="a Debian source package whose "
                                                       "DEP-8 tests to run (apt-get source); repeatable")]
+QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="quarantine file (default: the suite's "
+                                                  "quarantine.yaml)")]
+StructureOpt = Annotated[list[Path] | None, typer.Option("--structure", help="a container-structure-test YAML file "
+                                                        "(repeatable)")]
 FreshOpt = Annotated[str | None, typer.Option("--fresh", help="'test': a new testbed per test; 'suite': reuse "
                                               "one between non-destructive tests (default: the suite's choice)")]
 
@@ -126,11 +132,12 @@ def _fresh(value: str | None) -> str | None:
 def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names from the image's suite")],
         suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
         rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
-        dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None) -> None:
+        dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
+        structure: StructureOpt = None) -> None:
     """Run one or several tests against an image."""
     ctx = Context.load()
     code = run_tests(ctx, TestOptions(ref, suite, tests, testbed or [], jobs, retries, rerun_all, junit, tap,
-                                      _fresh(fresh), dep8 or [], dep8_package or []))
+                                      _fresh(fresh), dep8 or [], dep8_package or [], quarantine, structure or []))
     raise typer.Exit(int(code))
 
 
@@ -138,11 +145,12 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
 @handle_errors
 def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None,
          retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None,
-         fresh: FreshOpt = None, dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None) -> None:
-    """Run the image's whole suite (or, with --dep8/--dep8-package alone, those DEP-8 suites)."""
+         fresh: FreshOpt = None, dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None,
+         quarantine: QuarantineOpt = None, structure: StructureOpt = None) -> None:
+    """Run the image's whole suite (or, with --dep8/--dep8-package/--structure alone, only those)."""
     ctx = Context.load()
     code = run_tests(ctx, TestOptions(ref, suite, None, testbed or [], jobs, retries, rerun_all, junit, tap,
-                                      _fresh(fresh), dep8 or [], dep8_package or []))
+                                      _fresh(fresh), dep8 or [], dep8_package or [], quarantine, structure or []))
     raise typer.Exit(int(code))
 
 
@@ -196,8 +204,10 @@ def promote(ref: RefArg,
     gate = ctx.gate_for(version)
     result = None
     if gate is not None:
-        checks = load_checks(ctx.suite_dir_for(version, None))
-        result = evaluate_gate(ctx.catalog, version, required_checks(checks, gate.tests), gate.testbeds)
+        suite = load_suite(ctx.suite_dir_for(version, None))
+        checks = checks_of(suite)
+        waiver = flake_policy(ctx, version, suite, checks, None, warn=False)
+        result = evaluate_gate(ctx.catalog, version, required_checks(checks, gate.tests), gate.testbeds, waiver)
     promoted = do_promote(ctx.catalog, version, result, keep=ctx.keep_for(version), force=force, reason=reason)
     console.print(f"[green]promoted[/] {version.product.name}@{version.serial} to stable"
                   + (" (forced)" if promoted.forced else ""))
@@ -210,7 +220,7 @@ def promote(ref: RefArg,
 def pipeline(definition: DefArg,
              force_build: Annotated[bool, typer.Option("--force-build", help="rebuild even if unchanged")] = False,
              jobs: JobsOpt = None, retries: RetriesOpt = 0, rerun_all: RerunOpt = False,
-             junit: JunitOpt = None, tap: TapOpt = None) -> None:
+             junit: JunitOpt = None, tap: TapOpt = None, quarantine: QuarantineOpt = None) -> None:
     """build → publish to testing → test the gate suite → promote to stable if the gate holds."""
     ctx = Context.load()
     loaded = load_definition(definition)
@@ -220,12 +230,15 @@ def pipeline(definition: DefArg,
     version = result.version  # type: ignore[attr-defined]
     ref = f"{version.product.name}@{version.serial}"
     gate = loaded.definition.tests.gate
-    code = run_tests(ctx, TestOptions(ref, None, None, list(gate.testbeds), jobs, retries, rerun_all, junit, tap))
+    code = run_tests(ctx, TestOptions(ref, None, None, list(gate.testbeds), jobs, retries, rerun_all, junit, tap,
+                                      quarantine=quarantine))
     if code == ExitCode.INTERRUPTED:
         raise typer.Exit(int(code))
     version = ctx.catalog.resolve(ref)
-    checks = load_checks(loaded.suite_dir())  # type: ignore[arg-type]
-    gres = evaluate_gate(ctx.catalog, version, required_checks(checks, gate.tests), gate.testbeds)
+    suite = load_suite(loaded.suite_dir())  # type: ignore[arg-type]
+    checks = checks_of(suite)
+    waiver = flake_policy(ctx, version, suite, checks, quarantine, warn=False)
+    gres = evaluate_gate(ctx.catalog, version, required_checks(checks, gate.tests), gate.testbeds, waiver)
     if version.state == State.STABLE:
         console.print(f"{ref} is already stable")
         raise typer.Exit(int(ExitCode.OK))
@@ -265,11 +278,10 @@ def verify() -> None:
 
 
 def _duration(text: str) -> timedelta:
-    m = re.fullmatch(r"(\d+)([smhd])", text)
-    if not m:
-        raise UsageError(f"bad duration {text!r}: use e.g. 90m, 12h, 3d")
-    n, unit = int(m.group(1)), m.group(2)
-    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @app.command()
@@ -283,6 +295,29 @@ def prune(older_than: Annotated[str, typer.Option("--older-than", help="age, e.g
     for v in pruned:
         console.print(f"{'would retire' if dry_run else 'retired'} {v.product.name}@{v.serial}")
     console.print(f"{len(pruned)} version(s) {'to prune' if dry_run else 'pruned'}")
+
+
+@app.command()
+@handle_errors
+def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] = None,
+          since: Annotated[str, typer.Option("--since", help="how far back, e.g. 30d")] = "30d",
+          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every transient failure: tests that failed and then passed within one run, with the attempt numbers."""
+    ctx = Context.load()
+    entries = flaky_report(ctx.catalog, name, utcnow() - _duration(since))
+    if as_json:
+        console.print_json(json.dumps([{"image": f"{e.product}@{e.serial}", "run": e.run_id, "test": e.test_id,
+                                        "testbed": e.testbed, "failed_attempts": e.failed_attempts,
+                                        "attempts": [{"attempt": n, "verdict": v} for n, v in e.attempts]}
+                                       for e in entries]))
+        return
+    table = Table("image", "run", "test", "testbed", "attempts")
+    for e in entries:
+        table.add_row(f"{e.product}@{e.serial}", str(e.run_id), e.test_id, e.testbed,
+                      ", ".join(f"#{n} {v}" for n, v in e.attempts))
+    console.print(table)
+    tests = {(e.test_id, e.testbed) for e in entries}
+    console.print(f"{len(entries)} transient failure(s) of {len(tests)} test(s) in the last {since}")
 
 
 @app.command()

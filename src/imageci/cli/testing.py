@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.markup import escape
 
+from imageci.build.oci import image_config
 from imageci.checks.base import Check
 from imageci.checks.dep8 import dep8_checks
-from imageci.cli.context import Context, checks_of, console
+from imageci.checks.structure import structure_checks
+from imageci.cli.context import Context, checks_of, console, err_console
 from imageci.definitions.dep8 import fetch_source, load_dep8
-from imageci.definitions.suite import load_suite
+from imageci.definitions.quarantine import quarantine_for_suite
+from imageci.definitions.structure import load_structure
+from imageci.definitions.suite import Suite, load_suite
 from imageci.engine.runner import Engine, RunReport, TestResult
+from imageci.engine.waivers import WaiverFn
 from imageci.errors import UsageError
 from imageci.exitcodes import ExitCode
+from imageci.policy.flake import expired_warnings, policy_for
 from imageci.reports.junit import write_junit
 from imageci.reports.reproducer import RunSpec, write_reproducer
 from imageci.reports.tap import write_tap
-from imageci.store.models import Attempt
+from imageci.store.models import Attempt, Version
 from imageci.testbeds.registry import make_backend
 
 COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "flaky": "yellow"}
@@ -39,6 +46,8 @@ class TestOptions:
     fresh: str | None = None  # "test" | "suite"; default: the suite's choice
     dep8: list[Path] = field(default_factory=list)  # source trees whose debian/tests to run
     dep8_packages: list[str] = field(default_factory=list)  # source packages fetched with apt-get source
+    quarantine: Path | None = None  # default: the suite's quarantine.yaml
+    structure: list[Path] = field(default_factory=list)  # container-structure-test files
 
 
 def _log_text(ctx: Context, result: TestResult) -> str:
@@ -67,23 +76,40 @@ def write_reports(ctx: Context, report: RunReport, junit: Path | None, tap: Path
         write_tap(report, tap)
 
 
+def flake_policy(ctx: Context, version: Version, suite: Suite | None, checks: Sequence[Check],
+                 override: Path | None, *, warn: bool = True) -> WaiverFn | None:
+    """The waivers for this image's tests: its quarantine file and the suite's grace period."""
+    quarantine = quarantine_for_suite(suite.path if suite else None, override)
+    if warn:
+        for line in expired_warnings(quarantine):
+            err_console.print(f"[yellow]warning[/]: {escape(line)}", highlight=False)
+    loaded = ctx.definition_for(version)
+    arch = loaded.definition.architecture if loaded else "amd64"
+    return policy_for(ctx.catalog, version.product.name, [c.id for c in checks], quarantine, arch=arch,
+                      grace=suite.grace if suite else None)
+
+
 def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     version = ctx.catalog.resolve(opts.ref)
     checks: list[Check] = []
     suite_testbeds: tuple[str, ...] = ()
     fresh = "test"
-    dep8 = bool(opts.dep8 or opts.dep8_packages)
+    config = image_config(version.product.name, version.digest)
+    extra = bool(opts.dep8 or opts.dep8_packages or opts.structure)
     suite_dir: Path | None = None
-    if not dep8 or opts.suite is not None:  # --dep8 alone runs only the DEP-8 suites
+    suite: Suite | None = None
+    if not extra or opts.suite is not None:  # --dep8 or --structure alone runs only those
         suite_dir = ctx.suite_dir_for(version, opts.suite)
         suite = load_suite(suite_dir)
-        checks += checks_of(suite, None if dep8 else opts.tests)
+        checks += checks_of(suite, None if extra else opts.tests, config)
         suite_testbeds, fresh = suite.testbeds, suite.fresh
+    for path in opts.structure:
+        checks += structure_checks(load_structure(path), config)
     fetched = [fetch_source(p, ctx.settings.home / "sources") for p in opts.dep8_packages]
     trees = list(opts.dep8) + fetched
     for tree in trees:
         checks += dep8_checks(load_dep8(tree))
-    if dep8 and opts.tests:
+    if extra and opts.tests:
         by_id = {c.id: c for c in checks}
         unknown = [t for t in opts.tests if t not in by_id]
         if unknown:
@@ -92,7 +118,9 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     testbeds = opts.testbeds or list(suite_testbeds) or ["sandbox"]  # command line, else the suite's, else sandbox
     backends = {name: make_backend(name, ctx.settings) for name in dict.fromkeys(testbeds)}
     jobs = opts.jobs or ctx.settings.jobs
-    engine = Engine(ctx.catalog, ctx.store, backends, jobs=jobs, on_event=_show, fresh=opts.fresh or fresh)
+    waiver = flake_policy(ctx, version, suite, checks, opts.quarantine)
+    engine = Engine(ctx.catalog, ctx.store, backends, jobs=jobs, on_event=_show, fresh=opts.fresh or fresh,
+                    waiver=waiver)
     console.print(f"testing {version.product.name}@{version.serial} (sha256:{version.digest[:12]}): "
                   f"{len(checks)} test(s) × {', '.join(backends)}")
     report = engine.run(version, checks, list(backends), retries=opts.retries, rerun_all=opts.rerun_all)
@@ -100,12 +128,14 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     reproducer = write_reproducer(ctx.settings.runs_dir / str(report.run_id), RunSpec(
         report.run_id, f"{version.product.name}@{version.serial}", version.digest, suite_dir,
         [c.id for c in checks] if opts.tests else None, list(backends), opts.retries, jobs, opts.fresh,
-        list(opts.dep8), fetched))
+        list(opts.dep8), fetched, opts.quarantine, list(opts.structure)))
     counts = {k: v for k, v in report.counts().items() if v}
     flaky = [r for r in report.results if r.verdict == "flaky"]
     for r in flaky:
         tries = ", ".join(f"#{a.attempt} {a.verdict}" for a in r.attempts)
-        console.print(f"[yellow]flaky[/] {escape(r.test_id)} [{r.testbed}]: {tries}", highlight=False)
+        waived = f" — {escape(r.waived)}" if r.waived else ""
+        console.print(f"[yellow]flaky[/] {escape(r.test_id)} {escape(f'[{r.testbed}]')}: {tries}{waived}",
+                      highlight=False)
     summary = ", ".join(f"{n} {k}" for k, n in counts.items()) or "no tests"
     if report.interrupted:
         console.print("[yellow]interrupted[/]: running tests were stopped, their testbeds removed; "

@@ -19,15 +19,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from imageci.definitions.durations import parse_duration
 from imageci.definitions.yamlsource import load_yaml, validate
 from imageci.errors import SourceError
 
 SUITE_FILE = "suite.yaml"
+QUARANTINE_FILE = "quarantine.yaml"  # flake policy (definitions.quarantine), not a test
 HEADER_RE = re.compile(r"^#\s*imageci-([a-z-]+):\s*(.*?)\s*$")
 HEADER_LINES = 30
 DEFAULT_TIMEOUT = 300
@@ -61,6 +64,17 @@ class SuiteFile(BaseModel):
     testbeds: list[str] | None = Field(default=None, description="default testbeds when the command names none")
     fresh: Literal["test", "suite"] = Field(default="test", description="a new testbed per test, or reuse one "
                                             "between non-destructive tests")
+    structure: list[str] = Field(default_factory=list, description="container-structure-test files (relative "
+                                 "to the suite directory) whose tests belong to the suite")
+    grace: str | None = Field(default=None, description="new tests only warn for this long after their first run "
+                              "(e.g. 7d)")
+
+    @field_validator("grace")
+    @classmethod
+    def _grace_is_a_duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
 
 
 class ScriptTestSpec(BaseModel):
@@ -95,6 +109,8 @@ class Suite(BaseModel):
     builtins: tuple[BuiltinUse, ...] = ()
     testbeds: tuple[str, ...] = ()
     fresh: str = "test"
+    grace: timedelta | None = None
+    structure: tuple[Path, ...] = ()
 
     def names(self) -> list[str]:
         return [t.name for t in self.tests] + [b.name for b in self.builtins]
@@ -169,8 +185,9 @@ def load_suite(directory: Path) -> Suite:
     spec = SuiteFile()
     if suite_file.exists():
         spec = validate(SuiteFile, load_yaml(suite_file))
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name != SUITE_FILE
-                   and not p.name.startswith(".") and not p.name.endswith((".md", ".txt", "~")))
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name not in (SUITE_FILE, QUARANTINE_FILE)
+                   and not p.name.startswith(".")
+                   and not p.name.endswith((".md", ".txt", ".yaml", ".yml", ".json", "~")))
     tests: list[ScriptTestSpec] = []
     seen: dict[str, Path] = {}
     for path in files:
@@ -204,7 +221,21 @@ def load_suite(directory: Path) -> Suite:
                           f"metadata for a test that does not exist: {unknown[0]!r}", "tests")
     builtins = _builtins(spec, suite_file, seen)
     return Suite(name=directory.name, path=directory, tests=tuple(tests), builtins=builtins,
-                 testbeds=tuple(spec.testbeds or ()), fresh=spec.fresh)
+                 testbeds=tuple(spec.testbeds or ()), fresh=spec.fresh,
+                 grace=parse_duration(spec.grace) if spec.grace else None,
+                 structure=_structure_files(spec, directory, suite_file))
+
+
+def _structure_files(spec: SuiteFile, directory: Path, suite_file: Path) -> tuple[Path, ...]:
+    out = []
+    for i, name in enumerate(spec.structure):
+        path = (directory / name).resolve()
+        if not path.is_file():
+            line = load_yaml(suite_file).line_of(("structure", i))
+            raise SourceError(str(suite_file), line, f"container-structure-test file {name!r} does not exist",
+                              "structure")
+        out.append(path)
+    return tuple(out)
 
 
 def _builtins(spec: SuiteFile, suite_file: Path, scripts: dict[str, Path]) -> tuple[BuiltinUse, ...]:

@@ -17,6 +17,7 @@ from datetime import datetime
 from imageci.checks.base import Check, Outcome
 from imageci.engine.aggregate import aggregate, exit_code_for
 from imageci.engine.budget import DEFAULT_COST, Budget, default_budget
+from imageci.engine.waivers import WaiverFn
 from imageci.errors import ImageciError
 from imageci.exitcodes import ExitCode
 from imageci.store.blobs import BlobStore
@@ -34,6 +35,8 @@ class TestResult:
     attempts: list[Attempt] = field(default_factory=list)
     cached: bool = False
     verdict: Verdict = Verdict.SKIP
+    waived: str = ""  # a warn-mode waiver's reason: failures do not count
+
 
     @property
     def test_id(self) -> str:
@@ -41,10 +44,14 @@ class TestResult:
 
     @property
     def reason(self) -> str:
+        why = ""
         for a in reversed(self.attempts):
             if a.verdict != Verdict.PASS and a.reason:
-                return a.reason
-        return ""
+                why = a.reason
+                break
+        if self.waived and self.verdict == Verdict.FLAKY:
+            return f"{self.waived}; {why}" if why else self.waived
+        return why
 
     @property
     def duration(self) -> float:
@@ -52,6 +59,8 @@ class TestResult:
 
     def finalize(self) -> None:
         self.verdict = aggregate([Verdict(a.verdict) for a in self.attempts], self.check.flaky)
+        if self.waived and self.verdict in (Verdict.FAIL, Verdict.ERROR):
+            self.verdict = Verdict.FLAKY
 
 
 @dataclass
@@ -92,6 +101,7 @@ class Engine:
     _aborting: threading.Event = field(default_factory=threading.Event)
     _kept: threading.local = field(default_factory=threading.local)  # per worker: testbeds kept for reuse
     fresh: str = "test"  # "test": a new testbed per test; "suite": reuse between non-destructive tests
+    waiver: WaiverFn | None = None  # flake policy: quarantine, grace for new tests
 
     def _emit(self, what: str, result: TestResult, attempt: Attempt | None = None) -> None:
         if self.on_event:
@@ -192,7 +202,11 @@ class Engine:
                         result.cached = True
                         self._emit("cached", result, earlier)
                         continue
-                pre = check.precheck()
+                waiver = self.waiver(check.id, tb) if self.waiver is not None else None
+                if waiver is not None and waiver.mode == "warn":
+                    result.waived = waiver.reason
+                pre = Outcome(Verdict.SKIP, waiver.reason) if waiver is not None and waiver.mode == "skip" else None
+                pre = pre or check.precheck()
                 only = getattr(check, "testbeds", ())
                 if pre is None and only and tb not in only:
                     pre = Outcome(Verdict.SKIP, f"runs only on: {', '.join(only)}")

@@ -54,8 +54,10 @@ def junit_xml(report: RunReport, log_text: LogFn) -> bytes:
             elif r.verdict == Verdict.SKIP:
                 ET.SubElement(case, "skipped", message=_clean(r.reason or "skipped"))
             if r.verdict == Verdict.FLAKY or r.cached:
-                note = (f"flaky: passed after {len(r.attempts)} attempt(s); {r.reason}" if r.verdict == Verdict.FLAKY
-                        else f"cached: passed before in run {r.attempts[0].run_id}")
+                passed = any(a.verdict == Verdict.PASS for a in r.attempts)
+                note = (f"cached: passed before in run {r.attempts[0].run_id}" if r.cached
+                        else f"flaky: passed after {len(r.attempts)} attempt(s); {r.reason}" if passed
+                        else f"failed, not counted: {r.reason}")
                 ET.SubElement(case, "system-out").text = _clean(note + "\n" + excerpt)
     for k, v in totals.items():
         root.set(k, str(v))

@@ -36,6 +36,8 @@ class RunSpec:
     fresh: str | None
     dep8: list[Path] = field(default_factory=list)
     dep8_packages: list[Path] = field(default_factory=list)  # the fetched trees
+    quarantine: Path | None = None  # --quarantine FILE (the suite's own travels with its snapshot)
+    structure: list[Path] = field(default_factory=list)  # --structure FILEs, copied
 
 
 def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = None) -> Path:
@@ -55,6 +57,13 @@ def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = 
     argv += ["--retries", str(spec.retries), "--jobs", str(spec.jobs), "--rerun-all"]
     if spec.fresh:
         argv += ["--fresh", spec.fresh]
+    if spec.quarantine is not None:
+        shutil.copy2(spec.quarantine, run_dir / "quarantine.yaml")
+        argv += ["--quarantine", str(run_dir / "quarantine.yaml")]
+    for i, path in enumerate(spec.structure, start=1):
+        copy = run_dir / f"structure-{i}-{path.name}"
+        shutil.copy2(path, copy)
+        argv += ["--structure", str(copy)]
     for tree in [*spec.dep8, *spec.dep8_packages]:
         argv += ["--dep8", str(tree.resolve())]
     lines = [

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -257,6 +257,33 @@ class Catalog:
                 q = q.where(Attempt.run_id == run_id)
             return list(s.scalars(q.order_by(Attempt.id)))
 
+    def first_seen(self, name: str, test_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each test first ran against any version of product ``name`` (absent: never)."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Attempt.test_id, func.min(Attempt.started_at))
+                .join(Version, Version.digest == Attempt.image_digest)
+                .join(Product, Product.id == Version.product_id)
+                .where(Product.name == name, Attempt.test_id.in_(list(test_ids)))
+                .group_by(Attempt.test_id))
+            return {tid: _aware(when) for tid, when in rows}
+
+    def product_attempts(self, name: str | None, since: datetime) -> list[tuple[str, str, Attempt]]:
+        """(product, serial, attempt) for every attempt since ``since``, oldest first."""
+        with self.session() as s:
+            q = (select(Product.name, Version.serial, Attempt)
+                 .join(Version, Version.digest == Attempt.image_digest)
+                 .join(Product, Product.id == Version.product_id)
+                 .where(Attempt.started_at >= since))
+            if name is not None:
+                q = q.where(Product.name == name)
+            return [(p, serial, a) for p, serial, a in s.execute(q.order_by(Attempt.id))]
+
     def runs(self, image_digest: str) -> list[Run]:
         with self.session() as s:
             return list(s.scalars(select(Run).where(Run.image_digest == image_digest).order_by(Run.id)))
+
+
+def _aware(when: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything here is stored in UTC."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from imageci.build.oci import write_layout
+from imageci.build.oci import image_config, write_layout
 from imageci.build.rootfs import unpacked_rootfs
 from imageci.errors import HostSetupError, TestbedError
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
@@ -101,7 +101,7 @@ class PodmanImages:
             return tag
         layout = self.oci_root / image.digest
         write_layout(layout, image.rootfs_tar, image.digest, tag=image.digest[:12], architecture=image.architecture,
-                     labels={"org.opencontainers.image.title": image.name, "io.imageci.digest": image.digest})
+                     config=image_config(image.name, image.digest))
         out = _run([podman, "pull", "-q", f"oci:{layout}:{image.digest[:12]}"], timeout=600)
         image_id = out.stdout.decode().strip().splitlines()[-1]
         _run([podman, "tag", image_id, tag])

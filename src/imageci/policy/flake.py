@@ -1,0 +1,90 @@
+"""Flake policy: from the quarantine file and the grace period for new tests
+to the waivers the engine and the gate apply, plus the flaky report.
+
+Order: a quarantine entry in force wins; otherwise a test whose first run on
+this product is younger than the suite's ``grace`` only warns. Expired
+quarantine entries stop applying; :func:`expired_warnings` names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from imageci.definitions.quarantine import Quarantine
+from imageci.engine.waivers import Waiver, WaiverFn
+from imageci.store.catalog import Catalog
+from imageci.store.models import Attempt, utcnow
+from imageci.verdicts import Verdict
+
+
+def make_waiver(quarantine: Quarantine, *, arch: str, grace: timedelta | None = None,
+                first_seen: dict[str, datetime] | None = None, now: datetime | None = None) -> WaiverFn:
+    now = now or utcnow()
+    seen = first_seen or {}
+
+    def waiver(test_id: str, testbed: str) -> Waiver | None:
+        entry = quarantine.match(test_id, testbed, arch, now.date())
+        if entry is not None:
+            why = f"quarantined until {entry.expires.isoformat()} ({entry.tracker})"
+            return Waiver(entry.mode, f"{why}: {entry.reason}" if entry.reason else why)
+        if grace is not None:
+            first = seen.get(test_id)
+            if first is None or now - first < grace:
+                since = "first run now" if first is None else f"first run {first:%Y-%m-%d %H:%M}"
+                return Waiver("warn", f"new test ({since}; grace period {_human(grace)})")
+        return None
+
+    return waiver
+
+
+def policy_for(catalog: Catalog, product: str, test_ids: Sequence[str], quarantine: Quarantine, *,
+               arch: str, grace: timedelta | None) -> WaiverFn | None:
+    if not quarantine.entries and grace is None:
+        return None
+    seen = catalog.first_seen(product, test_ids) if grace is not None else {}
+    return make_waiver(quarantine, arch=arch, grace=grace, first_seen=seen)
+
+
+def expired_warnings(quarantine: Quarantine, today: datetime | None = None) -> list[str]:
+    day = (today or utcnow()).date()
+    return [f"{loc.path}:{loc.line}: quarantine of {loc.entry.test!r} expired on {loc.entry.expires.isoformat()} "
+            f"({loc.entry.tracker}); it no longer applies" for loc in quarantine.expired(day)]
+
+
+def _human(d: timedelta) -> str:
+    secs = int(d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs % size == 0 and secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+@dataclass(frozen=True)
+class FlakyEntry:
+    product: str
+    serial: str
+    run_id: int
+    test_id: str
+    testbed: str
+    attempts: tuple[tuple[int, str], ...]  # (attempt number, verdict), in order
+
+    @property
+    def failed_attempts(self) -> list[int]:
+        return [n for n, v in self.attempts if v in (Verdict.FAIL, Verdict.ERROR)]
+
+
+def flaky_report(catalog: Catalog, product: str | None, since: datetime) -> list[FlakyEntry]:
+    """Every transient failure: a test that failed (or errored) on some attempts
+    of a run and passed on a later one, with the attempt numbers."""
+    groups: dict[tuple[str, str, int, str, str], list[Attempt]] = {}
+    for prod, serial, a in catalog.product_attempts(product, since):
+        groups.setdefault((prod, serial, a.run_id, a.test_id, a.testbed), []).append(a)
+    out = []
+    for (prod, serial, run_id, test_id, testbed), attempts in groups.items():
+        verdicts = [a.verdict for a in attempts]
+        if Verdict.PASS in verdicts and any(v in (Verdict.FAIL, Verdict.ERROR) for v in verdicts):
+            out.append(FlakyEntry(prod, serial, run_id, test_id, testbed,
+                                  tuple((a.attempt, a.verdict) for a in attempts)))
+    return out
