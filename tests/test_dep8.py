@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from imageci.checks.dep8 import Dep8Check, dep8_checks, dependency_names
+from imageci.checks.depcache import DependencyCache
 from imageci.definitions.dep8 import load_dep8
 from imageci.engine.runner import Engine
 from imageci.errors import SourceError
@@ -112,3 +114,63 @@ def test_autopkgtest_verdict_rules(image_env: tuple[Env, Version], tmp_path: Pat
     assert got["offline-dep"][0] == Verdict.SKIP and "not installable" in got["offline-dep"][1]
     assert got["broken-dep"][0] == Verdict.ERROR and "not installable" in got["broken-dep"][1]
     assert isinstance(report.results[0].check, Dep8Check)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+def test_dependency_sets_are_installed_once_per_image(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    """The first test downloads bc from the Debian mirror; the second test and a
+    later run install the same set from the cache, without the network."""
+    e, version = image_env
+    tree = make_tree(tmp_path / "calc", "Tests: add mul\nDepends: bc\n\nTests: plain\nDepends: gzip\n",
+                     {"add": "#!/bin/sh\ntest \"$(echo 2+3 | bc)\" = 5\n",
+                      "mul": "#!/bin/sh\ntest \"$(echo 6*7 | bc)\" = 42\n", "plain": "#!/bin/sh\ntrue\n"})
+    cache = DependencyCache(tmp_path / "deps")
+    engine = Engine(e.catalog, e.store, {"sandbox": make_backend("sandbox", e.settings)}, jobs=1)
+    report = engine.run(version, list(dep8_checks(load_dep8(tree), cache)), ["sandbox"], rerun_all=True)
+    assert {r.test_id: r.verdict for r in report.results} == {
+        "demo/add": Verdict.PASS, "demo/mul": Verdict.PASS, "demo/plain": Verdict.PASS}
+    entries = [p for p in cache.root.iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1 and (entries[0] / "complete").exists()
+    assert any(p.name.startswith("bc_") for p in (entries[0] / "apt" / "archives").glob("*.deb"))
+    logs = {r.test_id: e.store.path(r.attempts[-1].log_digest).read_bytes() for r in report.results
+            if r.attempts[-1].log_digest}
+    assert b"# installing test dependencies: bc" in logs["demo/add"]
+    assert b"# test dependencies from the cache" in logs["demo/mul"]  # same image, same set: no apt-get update
+    assert b"dependencies" not in logs["demo/plain"]
+
+    # the cache makes the set installable where the network is off
+    offline = Engine(e.catalog, e.store, {"sandbox": Offline(make_backend("sandbox", e.settings))}, jobs=1)
+    again = offline.run(version, list(dep8_checks(load_dep8(tree), cache))[:1], ["sandbox"], rerun_all=True)
+    assert again.results[0].verdict == Verdict.PASS, again.results[0].reason
+    uncached = offline.run(version, list(dep8_checks(load_dep8(tree), DependencyCache(tmp_path / "empty")))[:1],
+                           ["sandbox"], rerun_all=True)
+    assert uncached.results[0].verdict == Verdict.ERROR and "no network" in uncached.results[0].reason
+
+
+class OfflineBed:
+    """A testbed without the network capability, which never lets a command reach the network."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    def capabilities(self) -> frozenset[str]:
+        return self.inner.capabilities() - {"network"}
+
+    def exec(self, argv: Any, **kw: Any) -> Any:
+        return self.inner.exec(argv, **{**kw, "network": False})
+
+
+class Offline:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def capabilities(self, image: Any) -> frozenset[str]:
+        return self.inner.capabilities(image) - {"network"}
+
+    def create(self, image: Any, needs: frozenset[str] = frozenset()) -> OfflineBed:
+        return OfflineBed(self.inner.create(image, needs))

@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from imageci.checks.base import Outcome, format_log
+from imageci.checks.depcache import DependencyCache, install
 from imageci.definitions.dep8 import Dep8Suite, Dep8Test
 from imageci.testbeds.base import Testbed
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
@@ -56,6 +57,7 @@ def dependency_names(depends: str, suite: Dep8Suite) -> list[list[str]]:
 class Dep8Check:
     suite: Dep8Suite
     test: Dep8Test
+    cache: DependencyCache | None = field(default=None, compare=False)
 
     @property
     def id(self) -> str:
@@ -105,36 +107,26 @@ class Dep8Check:
             return f"Architecture: {' '.join(arches)} excludes {mine}"
         return None
 
-    def _install(self, testbed: Testbed) -> Outcome | None:
+    def _install(self, testbed: Testbed) -> tuple[Outcome | None, bytes]:
         relations = dependency_names(self.test.depends, self.suite)
         if not relations:
-            return None
+            return None, b""
         probe = " ".join(shlex.quote(a) for rel in relations for a in rel)
         r = testbed.exec(["sh", "-c", f"for p in {probe}; do dpkg-query -W -f='${{Status}} ${{Package}}\\n' "
                           "\"$p\" 2>/dev/null | grep '^install ok installed' || true; done"], timeout=120)
         have = {line.split()[-1] for line in r.stdout.decode().splitlines() if line.strip()}
         missing = [rel[0] for rel in relations if not any(a in have for a in rel)]
         if not missing:
-            return None
-        not_installable = "skip-not-installable" in self.test.restrictions
-        if "network" not in testbed.capabilities():
-            why = f"dependencies not installed and the testbed has no network: {', '.join(missing)}"
-            return Outcome(Verdict.SKIP if not_installable else Verdict.ERROR, why)
-        recommends = "" if "needs-recommends" in self.test.restrictions else "--no-install-recommends "
-        script = ("export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq "
-                  f"{recommends}{' '.join(shlex.quote(m) for m in missing)}")
-        r = testbed.exec(["sh", "-c", script], timeout=1200, network=True)
-        if r.exit_code != 0:
-            log = format_log("# installing test dependencies", r.stdout, r.stderr)
-            why = f"dependencies not installable: {', '.join(missing)}"
-            return Outcome(Verdict.SKIP if not_installable else Verdict.ERROR, why, r.exit_code, log)
-        return None
+            return None, b""
+        return install(testbed, missing, recommends="needs-recommends" in self.test.restrictions, cache=self.cache,
+                       not_installable=Verdict.SKIP if "skip-not-installable" in self.test.restrictions
+                       else Verdict.ERROR)
 
     def run(self, testbed: Testbed) -> Outcome:
         arch = self._arch_ok(testbed)
         if arch:
             return Outcome(Verdict.SKIP, arch)
-        blocked = self._install(testbed)
+        blocked, install_log = self._install(testbed)
         if blocked is not None:
             return blocked
         tree = f"{SRC_DIR}/{self.suite.source}"
@@ -151,9 +143,9 @@ class Dep8Check:
         header = f"# DEP-8 {self.id} on {testbed.name}: "
         if res.timed_out:
             return Outcome(Verdict.FAIL, f"timed out after {DEFAULT_TIMEOUT}s", None,
-                           format_log(header + "timed out", res.stdout, res.stderr))
+                           install_log + format_log(header + "timed out", res.stdout, res.stderr))
         code = res.exit_code
-        log = format_log(header + f"exit {code}", res.stdout, res.stderr)
+        log = install_log + format_log(header + f"exit {code}", res.stdout, res.stderr)
         if code == SKIP_EXIT_CODE and "skippable" in self.test.restrictions:
             return Outcome(Verdict.SKIP, "test skipped itself (exit 77, skippable)", code, log)
         if code != 0:
@@ -164,5 +156,6 @@ class Dep8Check:
         return Outcome(Verdict.PASS, "", code, log)
 
 
-def dep8_checks(suite: Dep8Suite) -> list[Dep8Check]:
-    return [Dep8Check(suite, t) for t in suite.tests]
+def dep8_checks(suite: Dep8Suite, cache: DependencyCache | None = None) -> list[Dep8Check]:
+    """One check per test; ``cache`` keeps installed dependency sets for the next test and run."""
+    return [Dep8Check(suite, t, cache) for t in suite.tests]

@@ -38,6 +38,7 @@ from imageci.definitions.structure import (
     LicenseTest,
     MetadataTest,
     StructureSpec,
+    go_regex,
 )
 from imageci.testbeds.base import Testbed
 from imageci.verdicts import Verdict
@@ -80,7 +81,7 @@ def go_mode_string(mode: int) -> str:
 
 
 def _search(pattern: str, text: str) -> bool:
-    return re.search(pattern, text) is not None
+    return re.search(go_regex(pattern), text) is not None
 
 
 @dataclass(frozen=True)

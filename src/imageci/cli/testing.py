@@ -11,6 +11,7 @@ from rich.markup import escape
 from imageci.build.oci import image_config
 from imageci.checks.base import Check
 from imageci.checks.dep8 import dep8_checks
+from imageci.checks.depcache import DependencyCache
 from imageci.checks.structure import structure_checks
 from imageci.cli.context import Context, checks_of, console, err_console
 from imageci.definitions.dep8 import fetch_source, load_dep8
@@ -108,7 +109,7 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     fetched = [fetch_source(p, ctx.settings.home / "sources") for p in opts.dep8_packages]
     trees = list(opts.dep8) + fetched
     for tree in trees:
-        checks += dep8_checks(load_dep8(tree))
+        checks += dep8_checks(load_dep8(tree), DependencyCache(ctx.settings.home / "cache" / "test-deps"))
     if extra and opts.tests:
         by_id = {c.id: c for c in checks}
         unknown = [t for t in opts.tests if t not in by_id]

@@ -159,9 +159,34 @@ def _alias(model: BaseModel, field: str) -> str:
     return type(model).model_fields[field].alias or field
 
 
+def go_regex(pattern: str) -> str:
+    """Go (RE2) regex semantics in Python's syntax where they differ: outside
+    multi-line mode ``$`` matches only at the very end of the text (Python's
+    also matches before a final newline), and ``\\z`` is Python's ``\\Z``."""
+    if pattern.startswith("(?") and "m" in pattern[2:pattern.find(")")]:
+        return pattern.replace("\\z", "\\Z")
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            out.append("\\Z" if nxt == "z" and not in_class else ch + nxt)
+            i += 2
+            continue
+        if ch == "[" and not in_class:
+            in_class = True
+        elif ch == "]" and in_class:
+            in_class = False
+        elif ch == "$" and not in_class:
+            ch = "\\Z"
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def _compile(src: LocatedData, loc: tuple[str | int, ...], pattern: str) -> None:
     try:
-        re.compile(pattern)
+        re.compile(go_regex(pattern))
     except re.error as exc:
         raise SourceError(src.path, src.line_of(loc), f"bad regular expression {pattern!r}: {exc}",
                           ".".join(str(p) for p in loc)) from None

@@ -1,0 +1,97 @@
+"""Test dependencies installed once per (image state, dependency set).
+
+autopkgtest runs ``apt-get update`` and downloads every test's dependencies
+again for each test. Here the first install of a dependency set keeps apt's
+package lists and the downloaded .debs (in a private apt directory inside the
+testbed, never the image's own), and stores them on the host keyed by the
+image's dpkg status, its apt sources, the package set and the recommends
+choice. Every later install of the same set on the same image copies them in
+and installs with ``--no-download``: no ``apt-get update``, no downloads, and
+no network needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from imageci.checks.base import Outcome, format_log
+from imageci.testbeds.base import ExecResult, Testbed
+from imageci.verdicts import Verdict
+
+APT_DIR = "/var/tmp/imageci/apt"
+APT_OPTS = (f"-o Dir::State::Lists={APT_DIR}/lists -o Dir::Cache::Archives={APT_DIR}/archives "
+            "-o APT::Keep-Downloaded-Packages=true -o APT::Sandbox::User=root")
+STATE_PROBE = ("cat /var/lib/dpkg/status /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | sha256sum; "
+               "dpkg --print-architecture")
+
+
+@dataclass(frozen=True)
+class DependencyCache:
+    root: Path
+
+    def key(self, state: str, packages: Sequence[str], recommends: bool) -> str:
+        doc = "\n".join([state, *sorted(packages), f"recommends={recommends}", "v1"])
+        return hashlib.sha256(doc.encode()).hexdigest()
+
+    def get(self, key: str) -> Path | None:
+        entry = self.root / key
+        return entry if (entry / "complete").exists() else None
+
+    def put(self, key: str, testbed: Testbed) -> None:
+        """Keep what the testbed's private apt directory holds now."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{key}.{uuid.uuid4().hex[:8]}"
+        try:
+            testbed.copy_out(APT_DIR, tmp / "apt")
+            shutil.rmtree(tmp / "apt" / "archives" / "partial", ignore_errors=True)
+            shutil.rmtree(tmp / "apt" / "lists" / "partial", ignore_errors=True)
+            (tmp / "complete").write_text("")
+            with contextlib.suppress(OSError):  # another worker stored the same set first
+                os.rename(tmp, self.root / key)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def install(testbed: Testbed, packages: Sequence[str], *, recommends: bool, cache: DependencyCache | None,
+            not_installable: Verdict) -> tuple[Outcome | None, bytes]:
+    """Install ``packages``; None when they are in, else the outcome to report.
+    The second value is a log of what was done (cache hit or not)."""
+    names = " ".join(shlex.quote(p) for p in packages)
+    rec = "" if recommends else "--no-install-recommends"
+    prepare = f"mkdir -p {APT_DIR}/lists/partial {APT_DIR}/archives/partial"
+    key = None
+    if cache is not None:
+        probe = testbed.exec(["sh", "-c", STATE_PROBE], timeout=120)
+        key = cache.key(probe.stdout.decode(), packages, recommends)
+        hit = cache.get(key)
+        if hit is not None:
+            testbed.copy_in(hit / "apt", APT_DIR)
+            r = _apt(testbed, f"{prepare}; apt-get install -y -qq --no-download {APT_OPTS} {rec} {names}", False)
+            log = format_log(f"# test dependencies from the cache ({key[:12]}): {' '.join(packages)}",
+                             r.stdout, r.stderr)
+            if r.exit_code == 0:
+                return None, log
+    if "network" not in testbed.capabilities():
+        why = f"dependencies not installed and the testbed has no network: {', '.join(packages)}"
+        return Outcome(not_installable, why), b""
+    r = _apt(testbed, f"{prepare}; apt-get update -qq {APT_OPTS} && "
+             f"apt-get install -y -qq {APT_OPTS} {rec} {names}", True)
+    log = format_log(f"# installing test dependencies: {' '.join(packages)}", r.stdout, r.stderr)
+    if r.exit_code != 0:
+        return Outcome(not_installable, f"dependencies not installable: {', '.join(packages)}", r.exit_code, log), log
+    if cache is not None and key is not None:
+        cache.put(key, testbed)
+    return None, log
+
+
+def _apt(testbed: Testbed, script: str, network: bool) -> ExecResult:
+    return testbed.exec(["sh", "-c", f"export DEBIAN_FRONTEND=noninteractive; {script}"], timeout=1200,
+                        network=network)
