@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BUILD_CACHE, built_example, fresh_home  # noqa: E402
 
 from imageci.checks.dep8 import dep8_checks  # noqa: E402
+from imageci.checks.depcache import DependencyCache  # noqa: E402
 from imageci.definitions.dep8 import fetch_source, load_dep8  # noqa: E402
 from imageci.engine.runner import Engine  # noqa: E402
 from imageci.fs import safe_rmtree  # noqa: E402
@@ -61,7 +62,8 @@ def compare(settings_home: Path | None = None) -> tuple[dict[str, str], dict[str
         version = built_example(settings, catalog, store)
         trees = [fetch_source(p, BUILD_CACHE.parent / "sources") for p in PACKAGES]
         engine = Engine(catalog, store, {"sandbox": make_backend("sandbox", settings)}, jobs=2)
-        checks = [c for t in trees for c in dep8_checks(load_dep8(t))]
+        cache = DependencyCache(settings.home / "cache" / "test-deps")  # starts empty, as in a fresh home
+        checks = [c for t in trees for c in dep8_checks(load_dep8(t), cache)]
         t0 = time.monotonic()
         report = engine.run(version, checks, ["sandbox"], rerun_all=True)
         ours = time.monotonic() - t0
