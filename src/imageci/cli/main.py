@@ -48,6 +48,8 @@ QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="quaran
                                                   "quarantine.yaml)")]
 StructureOpt = Annotated[list[Path] | None, typer.Option("--structure", help="a container-structure-test YAML file "
                                                         "(repeatable)")]
+TestinfraOpt = Annotated[list[Path] | None, typer.Option("--testinfra", help="a pytest-testinfra module "
+                                                        "(repeatable)")]
 FreshOpt = Annotated[str | None, typer.Option("--fresh", help="'test': a new testbed per test; 'suite': reuse "
                                               "one between non-destructive tests (default: the suite's choice)")]
 
@@ -133,11 +135,12 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
         suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
         rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
         dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
-        structure: StructureOpt = None) -> None:
+        structure: StructureOpt = None, testinfra: TestinfraOpt = None) -> None:
     """Run one or several tests against an image."""
     ctx = Context.load()
     code = run_tests(ctx, TestOptions(ref, suite, tests, testbed or [], jobs, retries, rerun_all, junit, tap,
-                                      _fresh(fresh), dep8 or [], dep8_package or [], quarantine, structure or []))
+                                      _fresh(fresh), dep8 or [], dep8_package or [], quarantine, structure or [],
+                                      testinfra or []))
     raise typer.Exit(int(code))
 
 
@@ -146,11 +149,12 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
 def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None,
          retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None,
          fresh: FreshOpt = None, dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None,
-         quarantine: QuarantineOpt = None, structure: StructureOpt = None) -> None:
-    """Run the image's whole suite (or, with --dep8/--dep8-package/--structure alone, only those)."""
+         quarantine: QuarantineOpt = None, structure: StructureOpt = None, testinfra: TestinfraOpt = None) -> None:
+    """Run the image's whole suite (or, with --dep8/--dep8-package/--structure/--testinfra alone, only those)."""
     ctx = Context.load()
     code = run_tests(ctx, TestOptions(ref, suite, None, testbed or [], jobs, retries, rerun_all, junit, tap,
-                                      _fresh(fresh), dep8 or [], dep8_package or [], quarantine, structure or []))
+                                      _fresh(fresh), dep8 or [], dep8_package or [], quarantine, structure or [],
+                                      testinfra or []))
     raise typer.Exit(int(code))
 
 

@@ -13,6 +13,7 @@ from imageci.checks.base import Check
 from imageci.checks.dep8 import dep8_checks
 from imageci.checks.depcache import DependencyCache
 from imageci.checks.structure import structure_checks
+from imageci.checks.testinfra import testinfra_checks
 from imageci.cli.context import Context, checks_of, console, err_console
 from imageci.definitions.dep8 import fetch_source, load_dep8
 from imageci.definitions.quarantine import quarantine_for_suite
@@ -49,6 +50,7 @@ class TestOptions:
     dep8_packages: list[str] = field(default_factory=list)  # source packages fetched with apt-get source
     quarantine: Path | None = None  # default: the suite's quarantine.yaml
     structure: list[Path] = field(default_factory=list)  # container-structure-test files
+    testinfra: list[Path] = field(default_factory=list)  # pytest-testinfra modules
 
 
 def _log_text(ctx: Context, result: TestResult) -> str:
@@ -96,7 +98,7 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     suite_testbeds: tuple[str, ...] = ()
     fresh = "test"
     config = image_config(version.product.name, version.digest)
-    extra = bool(opts.dep8 or opts.dep8_packages or opts.structure)
+    extra = bool(opts.dep8 or opts.dep8_packages or opts.structure or opts.testinfra)
     suite_dir: Path | None = None
     suite: Suite | None = None
     if not extra or opts.suite is not None:  # --dep8 or --structure alone runs only those
@@ -106,6 +108,8 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
         suite_testbeds, fresh = suite.testbeds, suite.fresh
     for path in opts.structure:
         checks += structure_checks(load_structure(path), config)
+    for path in opts.testinfra:
+        checks += testinfra_checks(path)
     fetched = [fetch_source(p, ctx.settings.home / "sources") for p in opts.dep8_packages]
     trees = list(opts.dep8) + fetched
     for tree in trees:
@@ -129,7 +133,7 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     reproducer = write_reproducer(ctx.settings.runs_dir / str(report.run_id), RunSpec(
         report.run_id, f"{version.product.name}@{version.serial}", version.digest, suite_dir,
         [c.id for c in checks] if opts.tests else None, list(backends), opts.retries, jobs, opts.fresh,
-        list(opts.dep8), fetched, opts.quarantine, list(opts.structure)))
+        list(opts.dep8), fetched, opts.quarantine, list(opts.structure), list(opts.testinfra)))
     counts = {k: v for k, v in report.counts().items() if v}
     flaky = [r for r in report.results if r.verdict == "flaky"]
     for r in flaky:

@@ -66,6 +66,8 @@ class SuiteFile(BaseModel):
                                             "between non-destructive tests")
     structure: list[str] = Field(default_factory=list, description="container-structure-test files (relative "
                                  "to the suite directory) whose tests belong to the suite")
+    testinfra: list[str] = Field(default_factory=list, description="pytest-testinfra modules (relative to the "
+                                 "suite directory) whose test functions belong to the suite")
     grace: str | None = Field(default=None, description="new tests only warn for this long after their first run "
                               "(e.g. 7d)")
 
@@ -111,6 +113,7 @@ class Suite(BaseModel):
     fresh: str = "test"
     grace: timedelta | None = None
     structure: tuple[Path, ...] = ()
+    testinfra: tuple[Path, ...] = ()
 
     def names(self) -> list[str]:
         return [t.name for t in self.tests] + [b.name for b in self.builtins]
@@ -185,7 +188,9 @@ def load_suite(directory: Path) -> Suite:
     spec = SuiteFile()
     if suite_file.exists():
         spec = validate(SuiteFile, load_yaml(suite_file))
+    modules = _listed_files(spec.testinfra, "testinfra", "testinfra module", directory, suite_file)
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.name not in (SUITE_FILE, QUARANTINE_FILE)
+                   and p.resolve() not in modules
                    and not p.name.startswith(".")
                    and not p.name.endswith((".md", ".txt", ".yaml", ".yml", ".json", "~")))
     tests: list[ScriptTestSpec] = []
@@ -223,17 +228,18 @@ def load_suite(directory: Path) -> Suite:
     return Suite(name=directory.name, path=directory, tests=tuple(tests), builtins=builtins,
                  testbeds=tuple(spec.testbeds or ()), fresh=spec.fresh,
                  grace=parse_duration(spec.grace) if spec.grace else None,
-                 structure=_structure_files(spec, directory, suite_file))
+                 structure=_listed_files(spec.structure, "structure", "container-structure-test file", directory,
+                                         suite_file),
+                 testinfra=modules)
 
 
-def _structure_files(spec: SuiteFile, directory: Path, suite_file: Path) -> tuple[Path, ...]:
+def _listed_files(names: list[str], key: str, what: str, directory: Path, suite_file: Path) -> tuple[Path, ...]:
     out = []
-    for i, name in enumerate(spec.structure):
+    for i, name in enumerate(names):
         path = (directory / name).resolve()
         if not path.is_file():
-            line = load_yaml(suite_file).line_of(("structure", i))
-            raise SourceError(str(suite_file), line, f"container-structure-test file {name!r} does not exist",
-                              "structure")
+            line = load_yaml(suite_file).line_of((key, i))
+            raise SourceError(str(suite_file), line, f"{what} {name!r} does not exist", key)
         out.append(path)
     return tuple(out)
 

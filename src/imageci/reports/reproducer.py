@@ -38,6 +38,7 @@ class RunSpec:
     dep8_packages: list[Path] = field(default_factory=list)  # the fetched trees
     quarantine: Path | None = None  # --quarantine FILE (the suite's own travels with its snapshot)
     structure: list[Path] = field(default_factory=list)  # --structure FILEs, copied
+    testinfra: list[Path] = field(default_factory=list)  # --testinfra modules (by path: they may import siblings)
 
 
 def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = None) -> Path:
@@ -64,6 +65,8 @@ def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = 
         copy = run_dir / f"structure-{i}-{path.name}"
         shutil.copy2(path, copy)
         argv += ["--structure", str(copy)]
+    for module in spec.testinfra:
+        argv += ["--testinfra", str(module.resolve())]
     for tree in [*spec.dep8, *spec.dep8_packages]:
         argv += ["--dep8", str(tree.resolve())]
     lines = [
