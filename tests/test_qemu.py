@@ -14,6 +14,7 @@ import pytest
 from imageci.checks.base import Check
 from imageci.checks.builtin import BuiltinCheck
 from imageci.checks.script import ScriptCheck
+from imageci.checks.testinfra import testinfra_checks
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine, RunReport
 from imageci.store.models import Version
@@ -84,13 +85,19 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
         (d / name).write_bytes((VM_DEF.parent / "suite" / name).read_bytes())
         (d / name).chmod(0o755)
     builtins = [BuiltinCheck("boot-multi-user"), BuiltinCheck("no-failed-units"), BuiltinCheck("console-clean"),
-                BuiltinCheck("login-works")]
-    report = _run(e, qemu, version, d, jobs=1, extra=builtins)
+                BuiltinCheck("login-works"), BuiltinCheck("no-ssh-host-keys")]
+    module = tmp_path / "test_vm.py"  # a testinfra module: its host fixture reaches the VM over SSH
+    module.write_text("def test_sshd(host):\n    ssh = host.service('ssh')\n"
+                      "    assert ssh.is_running and ssh.is_enabled\n"
+                      "    assert host.file('/proc/1/comm').content_string.strip() == 'systemd'\n")
+    report = _run(e, qemu, version, d, jobs=1, extra=[*builtins, *testinfra_checks(module)])
     assert {k: v[0] for k, v in _got(report).items()} == {
         "a-dirty": Verdict.PASS, "b-clean": Verdict.PASS, "c-booted": Verdict.PASS,
         "systemd-running": Verdict.PASS, "service-starts": Verdict.PASS, "boot-multi-user": Verdict.PASS,
-        "no-failed-units": Verdict.PASS, "console-clean": Verdict.PASS, "login-works": Verdict.PASS}, _got(report)
-    assert qemu.cold_boots == 1  # nine fresh VMs, one boot: the rest were snapshot restores
+        "no-failed-units": Verdict.PASS, "console-clean": Verdict.PASS, "login-works": Verdict.PASS,
+        "no-ssh-host-keys": Verdict.SKIP, "testinfra:test_vm/test_sshd": Verdict.PASS}, _got(report)
+    assert "lacks: pristine" in _got(report)["no-ssh-host-keys"][1]  # a booted VM made its host keys
+    assert qemu.cold_boots == 1  # ten fresh VMs, one boot: the rest were snapshot restores
     assert qemu.warm_made >= 1  # restores made ahead of the tests that took them
     assert "isolation-machine" in qemu.capabilities(Engine(e.catalog, e.store, {}).image_handle(version))
 
@@ -99,10 +106,13 @@ def test_a_test_that_powers_off_the_vm(vm: tuple[Env, Version], qemu: QemuBacken
     e, version = vm
     d = write_suite(tmp_path / "s", {
         "a-poweroff.sh": "#!/bin/sh\nsystemctl poweroff --force --force\nsleep 60\n",
+        "a-kills-sshd.sh": "#!/bin/sh\nsystemctl mask --now ssh.service ssh.socket >/dev/null 2>&1\n"
+                           "pkill -KILL sshd\nsleep 60\n",
         "b-after.sh": f"#!/bin/sh\n# {tmp_path.name}\ntrue\n",
     })
     got = _got(_run(e, qemu, version, d, jobs=1))
     assert got["a-poweroff"][0] == Verdict.ERROR and "lost the VM" in got["a-poweroff"][1]
+    assert got["a-kills-sshd"][0] == Verdict.ERROR and "SSH connection dropped" in got["a-kills-sshd"][1]
     assert got["b-after"] == (Verdict.PASS, "")  # the next test got a fresh VM
 
 
