@@ -14,7 +14,7 @@ import pytest
 from imageci.checks.base import Check
 from imageci.checks.builtin import BuiltinCheck
 from imageci.checks.script import ScriptCheck
-from imageci.checks.testinfra import testinfra_checks
+from imageci.checks.testinfra import checks_from_testinfra
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine, RunReport
 from imageci.store.models import Version
@@ -90,7 +90,7 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
     module.write_text("def test_sshd(host):\n    ssh = host.service('ssh')\n"
                       "    assert ssh.is_running and ssh.is_enabled\n"
                       "    assert host.file('/proc/1/comm').content_string.strip() == 'systemd'\n")
-    report = _run(e, qemu, version, d, jobs=1, extra=[*builtins, *testinfra_checks(module)])
+    report = _run(e, qemu, version, d, jobs=1, extra=[*builtins, *checks_from_testinfra(module)])
     assert {k: v[0] for k, v in _got(report).items()} == {
         "a-dirty": Verdict.PASS, "b-clean": Verdict.PASS, "c-booted": Verdict.PASS,
         "systemd-running": Verdict.PASS, "service-starts": Verdict.PASS, "boot-multi-user": Verdict.PASS,

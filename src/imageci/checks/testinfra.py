@@ -158,5 +158,5 @@ def _first_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[0][:300]
 
 
-def testinfra_checks(module: Path) -> list[TestinfraCheck]:
+def checks_from_testinfra(module: Path) -> list[TestinfraCheck]:
     return [TestinfraCheck(t) for t in load_testinfra(module)]

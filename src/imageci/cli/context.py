@@ -20,7 +20,7 @@ from imageci.checks.base import Check
 from imageci.checks.builtin import GROUPS, builtin_checks
 from imageci.checks.script import ScriptCheck
 from imageci.checks.structure import structure_checks
-from imageci.checks.testinfra import testinfra_checks
+from imageci.checks.testinfra import checks_from_testinfra
 from imageci.config import Settings
 from imageci.definitions.image import Gate, ImageDefinition, LoadedDefinition, load_definition
 from imageci.definitions.structure import load_structure
@@ -134,7 +134,7 @@ def checks_of(suite: Suite, names: list[str] | None = None, config: ImageConfig 
     members = tuple(n for b in suite.builtins for n in GROUPS.get(b.name, ()))
     structure: list[Check] = [c for path in suite.structure
                               for c in structure_checks(load_structure(path), config or ImageConfig())]
-    structure += [c for path in suite.testinfra for c in testinfra_checks(path)]
+    structure += [c for path in suite.testinfra for c in checks_from_testinfra(path)]
     scripts: list[Check] = [ScriptCheck(spec) for spec in
                             suite.select(names, also=members + tuple(c.id for c in structure))]
     chosen = [c for c in structure if not names or c.id in names]

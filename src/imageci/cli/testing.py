@@ -13,7 +13,7 @@ from imageci.checks.base import Check
 from imageci.checks.dep8 import dep8_checks
 from imageci.checks.depcache import DependencyCache
 from imageci.checks.structure import structure_checks
-from imageci.checks.testinfra import testinfra_checks
+from imageci.checks.testinfra import checks_from_testinfra
 from imageci.cli.context import Context, checks_of, console, err_console
 from imageci.definitions.dep8 import fetch_source, load_dep8
 from imageci.definitions.quarantine import quarantine_for_suite
@@ -109,7 +109,7 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     for path in opts.structure:
         checks += structure_checks(load_structure(path), config)
     for path in opts.testinfra:
-        checks += testinfra_checks(path)
+        checks += checks_from_testinfra(path)
     fetched = [fetch_source(p, ctx.settings.home / "sources") for p in opts.dep8_packages]
     trees = list(opts.dep8) + fetched
     for tree in trees:
