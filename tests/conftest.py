@@ -10,18 +10,22 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from imageci.build.service import build_image
+from imageci.checks.base import Outcome
 from imageci.config import Settings
 from imageci.definitions.image import load_definition
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Version
+from imageci.testbeds import base
+from imageci.verdicts import Verdict
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "debian-bookworm-minimal"
@@ -112,6 +116,30 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class FailsFirst:
+    """A check that fails its first n attempts, then passes: a flaky test."""
+
+    n: int
+    id: str = "fails-first"
+    digest: str = field(default_factory=lambda: os.urandom(8).hex())
+    needs: tuple[str, ...] = ()
+    flaky: bool = False
+    description: str = ""
+    calls: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def precheck(self) -> Outcome | None:
+        return None
+
+    def run(self, testbed: base.Testbed) -> Outcome:
+        with self.lock:
+            self.calls += 1
+            call = self.calls
+        code = testbed.exec(["sh", "-c", f"test {call} -gt {self.n}"]).exit_code
+        return Outcome(Verdict.PASS if code == 0 else Verdict.FAIL, "" if code == 0 else f"attempt {call} failed", code)
 
 
 def write_suite(directory: Path, scripts: dict[str, str], suite_yaml: str | None = None) -> Path:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from imageci.checks.base import Outcome
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.suite import load_suite
 from imageci.engine.aggregate import aggregate, exit_code_for
@@ -17,12 +14,11 @@ from imageci.engine.budget import Budget
 from imageci.engine.runner import Engine, RunReport
 from imageci.exitcodes import ExitCode
 from imageci.store.models import Version
-from imageci.testbeds import base
 from imageci.testbeds.base import Cost
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 
-from conftest import Env, write_suite
+from conftest import Env, FailsFirst, write_suite
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
 V = Verdict
@@ -97,30 +93,6 @@ def test_passed_checks_are_not_rerun_for_the_same_bytes(image_env: tuple[Env, Ve
     assert len(e.catalog.attempts(version.digest, ["once"], run_id=forced.run_id)) == 1
     (d / "once.sh").write_text("#!/bin/sh\n# changed\ntrue\n")  # new test content → runs again
     assert not _run(e, version, d).results[0].cached
-
-
-@dataclass
-class FailsFirst:
-    """A check that fails its first n attempts, then passes: a flaky test."""
-
-    n: int
-    id: str = "fails-first"
-    digest: str = field(default_factory=lambda: os.urandom(8).hex())
-    needs: tuple[str, ...] = ()
-    flaky: bool = False
-    description: str = ""
-    calls: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def precheck(self) -> Outcome | None:
-        return None
-
-    def run(self, testbed: base.Testbed) -> Outcome:
-        with self.lock:
-            self.calls += 1
-            call = self.calls
-        code = testbed.exec(["sh", "-c", f"test {call} -gt {self.n}"]).exit_code
-        return Outcome(V.PASS if code == 0 else V.FAIL, "" if code == 0 else f"attempt {call} failed", code)
 
 
 def test_retries_rerun_only_what_never_passed(image_env: tuple[Env, Version]) -> None:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
-from imageci.checks.base import Outcome
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.quarantine import load_quarantine
 from imageci.definitions.suite import load_suite
@@ -21,11 +18,10 @@ from imageci.errors import SourceError
 from imageci.policy.flake import make_waiver, policy_for
 from imageci.policy.gate import evaluate_gate
 from imageci.store.models import Version, utcnow
-from imageci.testbeds import base
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 
-from conftest import Env, write_suite
+from conftest import Env, FailsFirst, write_suite
 
 TODAY = date.today()
 LATER = (TODAY + timedelta(days=30)).isoformat()
@@ -149,28 +145,6 @@ def test_new_tests_only_warn_during_their_grace_period(image_env: tuple[Env, Ver
     (d / "suite.yaml").write_text("grace: soon\n")
     bad = e.cli("test", ref, "--suite", str(d), "--testbed", "sandbox")
     assert bad.returncode == 2 and "suite.yaml:1" in bad.stderr and "bad duration" in bad.stderr
-
-
-@dataclass
-class FailsFirst:
-    n: int
-    id: str
-    digest: str = field(default_factory=lambda: os.urandom(8).hex())
-    needs: tuple[str, ...] = ()
-    flaky: bool = False
-    description: str = ""
-    calls: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def precheck(self) -> Outcome | None:
-        return None
-
-    def run(self, testbed: base.Testbed) -> Outcome:
-        with self.lock:
-            self.calls += 1
-            call = self.calls
-        ok = testbed.exec(["true"]).exit_code == 0 and call > self.n
-        return Outcome(Verdict.PASS if ok else Verdict.FAIL, "" if ok else f"attempt {call} failed")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")

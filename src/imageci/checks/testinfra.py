@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.checks.base import Outcome, format_log
-from imageci.definitions.testinfra import SOCKET_ENV, TestinfraTest, load_testinfra, pytest_argv
+from imageci.definitions.testinfra import SOCKET_ENV, TestinfraTest, load_testinfra, pytest_argv, read_message
 from imageci.errors import ImageciError
 from imageci.testbeds.base import Testbed
 from imageci.verdicts import Verdict
@@ -60,12 +60,9 @@ class ExecBridge:
                 self._answer(conn)
 
     def _answer(self, conn: socket.socket) -> None:
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(1 << 16)
-            if not chunk:
-                return
-            data += chunk
+        data = read_message(conn)
+        if not data:
+            return
         try:
             cmd = json.loads(data)["cmd"]
             self.commands += 1

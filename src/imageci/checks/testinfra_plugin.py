@@ -18,7 +18,7 @@ from typing import Any
 import testinfra.backend
 from testinfra.backend import base
 
-from imageci.definitions.testinfra import CONNECTION, SOCKET_ENV
+from imageci.definitions.testinfra import CONNECTION, SOCKET_ENV, read_message
 
 
 class ImageciBackend(base.BaseBackend):  # type: ignore[misc]  # testinfra is untyped
@@ -35,12 +35,9 @@ class ImageciBackend(base.BaseBackend):  # type: ignore[misc]  # testinfra is un
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(path)
             sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_message(sock)
+        if not data:
+            raise RuntimeError("the imageci exec bridge closed the connection")
         reply = json.loads(data)
         if "error" in reply:
             raise RuntimeError(f"testbed: {reply['error']}")

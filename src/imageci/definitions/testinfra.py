@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,17 @@ CONNECTION = "imageci"
 HOST_PARAM = f"{CONNECTION}://testbed"
 PLUGIN = "imageci.checks.testinfra_plugin"
 SOCKET_ENV = "IMAGECI_EXEC_SOCKET"  # where the plugin sends the host fixture's commands
+
+
+def read_message(sock: socket.socket) -> bytes:
+    """One newline-terminated message of the exec bridge (both ends use it); b"" if the peer hung up."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
 
 
 @dataclass(frozen=True)
