@@ -129,15 +129,16 @@ def load_checks(suite_dir: Path, names: list[str] | None = None) -> list[Check]:
 
 
 def checks_of(suite: Suite, names: list[str] | None = None, config: ImageConfig | None = None) -> list[Check]:
-    """The suite's checks (those named, when ``names``): scripts, built-ins, structure tests.
-    ``config`` is the image's own configuration, for structure tests that read it."""
+    """The suite's checks (those named, when ``names``): scripts, built-ins, and the tests of the
+    container-structure-test files and testinfra modules it lists. ``config`` is the image's own
+    configuration, for structure tests that read it."""
     members = tuple(n for b in suite.builtins for n in GROUPS.get(b.name, ()))
-    structure: list[Check] = [c for path in suite.structure
-                              for c in structure_checks(load_structure(path), config or ImageConfig())]
-    structure += [c for path in suite.testinfra for c in checks_from_testinfra(path)]
+    listed: list[Check] = [c for path in suite.structure
+                           for c in structure_checks(load_structure(path), config or ImageConfig())]
+    listed += [c for path in suite.testinfra for c in checks_from_testinfra(path)]
     scripts: list[Check] = [ScriptCheck(spec) for spec in
-                            suite.select(names, also=members + tuple(c.id for c in structure))]
-    chosen = [c for c in structure if not names or c.id in names]
+                            suite.select(names, also=members + tuple(c.id for c in listed))]
+    chosen = [c for c in listed if not names or c.id in names]
     return scripts + list(builtin_checks(suite, names or None)) + chosen
 
 

@@ -37,7 +37,6 @@ class TestResult:
     verdict: Verdict = Verdict.SKIP
     waived: str = ""  # a warn-mode waiver's reason: failures do not count
 
-
     @property
     def test_id(self) -> str:
         return self.check.id
