@@ -88,3 +88,83 @@ def test_old_schema_is_migrated_without_data_loss(tmp_path: Path) -> None:
 def _tables(path: Path) -> set[str]:
     with sqlite3.connect(path) as conn:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def test_migration_records_each_version_s_architecture_and_ends_runs_that_never_ended(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = database.make_engine(url)
+    database.upgrade(engine, "0002")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO products (id, name, created_at) VALUES (1, 'p', '2026-01-01')"))
+        for i, definition in enumerate(["name: p\narchitecture: arm64\nsuite: bookworm\n", "name: p\n", None], 1):
+            conn.execute(text("INSERT INTO versions (id, product_id, serial, digest, state, created_at, definition) "
+                              "VALUES (:i, 1, :s, :d, 'testing', '2026-01-01', :t)"),
+                         {"i": i, "s": f"20260101.00{i}", "d": f"{i}" * 64, "t": definition})
+        conn.execute(text("INSERT INTO runs (id, image_digest, started_at, options, actor) "
+                          "VALUES (1, :d, '2026-01-01', '{}', 'x')"), {"d": "1" * 64})
+    engine.dispose()
+    cat = Catalog.open(url)
+    assert [v.architecture for v in cat.versions("p")] == ["arm64", "amd64", "amd64"]
+    assert cat.runs("1" * 64)[0].status == "aborted"  # killed before this revision could record it
+    cat.close()
+
+
+def test_a_new_version_records_its_architecture(tmp_path: Path) -> None:
+    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
+    v = cat.register_version("pi", "d" * 64, [NewArtifact("rootfs", "r.tar", "d" * 64, 1)], input_hash=None,
+                             definition=None, build_info={}, architecture="arm64")
+    assert cat.resolve("pi").architecture == "arm64" == v.architecture
+    cat.close()
+
+
+def test_runs_whose_process_died_are_marked_aborted_with_what_was_recorded(tmp_path: Path) -> None:
+    from imageci.store.models import Attempt, utcnow
+
+    cat = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
+    v = _register(cat)
+    live = cat.start_run(v.digest, v.id, {}, owner="/live.lock")
+    dead = cat.start_run(v.digest, v.id, {}, owner="/dead.lock")
+    done = cat.start_run(v.digest, v.id, {}, owner="/dead.lock")
+    cat.finish_run(done, 0)
+    now = utcnow()
+    cat.record_attempt(Attempt(run_id=dead, image_digest=v.digest, test_id="t", test_digest="x", testbed="sandbox",
+                               attempt=1, started_at=now, ended_at=now, exit_code=0, verdict="pass", reason=""))
+    aborted = cat.abort_dead_runs(lambda owner: owner == "/live.lock")
+    assert [r.id for r in aborted] == [dead]
+    runs = {r.id: r for r in cat.runs(v.digest)}
+    assert (runs[dead].status, runs[live].status, runs[done].status) == ("aborted", "running", "finished")
+    assert runs[dead].ended_at is not None and runs[dead].exit_code is None
+    assert len(cat.attempts(v.digest, run_id=dead)) == 1  # nothing recorded is lost
+    cat.close()
+
+
+@pytest.mark.parametrize("damage", ["empty", "random", "half", "foreign"])
+def test_a_damaged_catalog_is_refused_and_left_as_it_was(tmp_path: Path, damage: str) -> None:
+    from imageci.errors import CatalogUnusableError
+
+    path = tmp_path / "catalog.db"
+    good = Catalog.open(f"sqlite:///{path}")
+    for i in range(40):
+        _register(good, digest=f"{i:064x}", input_hash=f"h{i}")
+    good.close()
+    for extra in tmp_path.glob("catalog.db-*"):
+        extra.unlink()
+    data = path.read_bytes()
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "random":
+        path.write_bytes(bytes(range(256)) * 64)
+    elif damage == "half":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.unlink()
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (id INTEGER)")
+    before = path.read_bytes()
+    with pytest.raises(CatalogUnusableError) as exc:
+        cat = Catalog.open(f"sqlite:///{path}")
+        cat.versions()  # damage further in shows on first use
+    message = str(exc.value)
+    assert str(path) in message
+    assert "is not an imageci catalog" in message if damage == "foreign" else "Nothing was changed" in message
+    assert path.read_bytes() == before  # never replaced, never migrated into

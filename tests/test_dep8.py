@@ -28,6 +28,10 @@ Architecture: any
 
 Package: demo-doc
 Architecture: all
+
+Package: demo-udeb
+Package-Type: udeb
+Architecture: any
 """
 
 
@@ -42,15 +46,15 @@ def make_tree(root: Path, control: str, tests: dict[str, str]) -> Path:
 
 def test_control_file_parsing(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "demo", "# comment\nTests: a b\nDepends: @, gzip | pigz (>= 1)\n"
-                     "Restrictions: allow-stderr, needs-root\n\nTest-Command: true\nFeatures: test-name=x\n",
-                     {"a": "", "b": ""})
+                     "Restrictions: allow-stderr, needs-root\n\nTest-Command: true\nFeatures: test-name=x\n\n"
+                     "Test-Command: false\n", {"a": "", "b": ""})
     suite = load_dep8(tree)
-    assert suite.source == "demo" and suite.binaries == ["demo-bin", "demo-doc"]
+    assert suite.source == "demo" and suite.binaries == ["demo-bin", "demo-doc"]  # no udeb: apt cannot install it
     assert [(t.name, t.path, t.line) for t in suite.tests] == [
-        ("a", "debian/tests/a", 2), ("b", "debian/tests/b", 2), ("command1", None, 6)]
+        ("a", "debian/tests/a", 2), ("b", "debian/tests/b", 2), ("x", None, 6), ("command1", None, 9)]
     assert suite.tests[0].restrictions == ("allow-stderr", "needs-root")
     assert dependency_names(suite.tests[0].depends, suite) == [["demo-bin"], ["demo-doc"], ["gzip", "pigz"]]
-    assert dependency_names("@builddeps@", suite) == [["debhelper-compat"], ["zlib1g-dev"]]
+    assert dependency_names("@builddeps@", suite) == [["debhelper-compat"], ["zlib1g-dev"], ["build-essential"]]
     checks = dep8_checks(suite)
     assert checks[0].id == "demo/a" and checks[0].needs == ("root",)
 
@@ -63,6 +67,12 @@ def test_control_file_parsing(tmp_path: Path) -> None:
     ("Tests: a\nTests: b\n", 2, "appears twice"),
     ("Tests: a\n\nTests: a\n", 3, "declared twice"),
     (" continued\n", 1, "continuation line"),
+    ("Tests: a\n\nTests: missing\n", 3, "debian/tests/missing does not exist"),
+    ("Tests: a\nFeatures: test-name=x\n", 2, "only allowed with Test-Command"),
+    ("Test-Command: true\nFeatures: test-name\n", 2, "needs a value"),
+    ("Test-Command: true\nFeatures: test-name=x test-name=y\n", 2, "only one test-name"),
+    ("Test-Command: true\nFeatures: test-name=x\n\nTest-Command: false\nFeatures: test-name=x\n", 5,
+     "declared twice"),
 ])
 def test_malformed_control_names_file_and_line(tmp_path: Path, control: str, line: int, needle: str) -> None:
     tree = make_tree(tmp_path / "demo", control, {"a": "", "b": ""})

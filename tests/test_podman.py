@@ -18,9 +18,10 @@ from imageci.checks.builtin import BuiltinCheck
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine
+from imageci.owners import process_owner
 from imageci.store.models import Version
 from imageci.testbeds.base import ImageHandle
-from imageci.testbeds.podman import LABEL, PodmanBackend, PodmanTestbed, explain_failure, leftover_containers
+from imageci.testbeds.podman import LABEL, PodmanBackend, PodmanTestbed, explain_failure
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 
@@ -42,7 +43,17 @@ def handle(image_env: tuple[Env, Version]) -> ImageHandle:
 @pytest.fixture(scope="module")
 def backend(image_env: tuple[Env, Version]) -> PodmanBackend:
     e, _ = image_env
-    return PodmanBackend(e.home / "oci", e.settings.rootfs_cache)
+    return PodmanBackend(e.home, e.settings.rootfs_cache)
+
+
+def live_containers(home: Path) -> list[str]:
+    """Containers in any of this home's disk slots' storages."""
+    names = []
+    for conf in (home / "tmp" / "disks").glob("*/storage.conf"):
+        out = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
+                             env={**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)})
+        names += out.stdout.split()
+    return names
 
 
 @pytest.fixture
@@ -91,18 +102,19 @@ def test_timeout_stops_the_container_and_close_removes_it(backend: PodmanBackend
     name = tb.container
     r = tb.exec(["sh", "-c", "sleep 300 & sleep 301; wait"], timeout=2)
     assert r.timed_out and r.exit_code is None
+    env = tb.env
     tb.close()
-    assert name not in leftover_containers()
-    gone = subprocess.run(["podman", "container", "exists", str(name)])
+    assert name not in live_containers(backend.tmp.parent)
+    gone = subprocess.run(["podman", "container", "exists", str(name)], env=env)
     assert gone.returncode == 1
 
 
 def test_misconfigured_rlimits_get_an_error_that_names_the_fix(handle: ImageHandle, backend: PodmanBackend) -> None:
-    tag = backend.images.ensure(handle)
+    tag = backend.store.ensure(handle)
     too_high = resource.getrlimit(resource.RLIMIT_NOFILE)[1] + 1
     res = subprocess.run(["podman", "run", "--rm", "--pull", "never", "--runtime", "runc", "--ulimit",
                           f"nofile={too_high}:{too_high}", "--entrypoint", "", tag, "true"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=backend.store.env())
     if res.returncode == 0:
         pytest.skip("this host lets containers raise rlimits (CAP_SYS_RESOURCE): nothing to misconfigure")
     hint = explain_failure(res.stderr)
@@ -126,7 +138,7 @@ def test_systemd_mode_runs_services(image_env: tuple[Env, Version], tmp_path: Pa
                    "os-release": (Verdict.PASS, ""), "boot-multi-user": (Verdict.PASS, ""),
                    "no-failed-units": (Verdict.PASS, ""), "journal-clean": (Verdict.PASS, ""),
                    "console-clean": (Verdict.SKIP, "testbed podman lacks: isolation-machine")}
-    assert not [c for c in leftover_containers() if c]  # every container removed
+    assert live_containers(e.home) == []  # every container removed
     minimal = next(v for v in e.catalog.versions() if v.product.name == "debian-bookworm-minimal")
     caps = engine.backends["podman"].capabilities(engine.image_handle(minimal))
     assert "isolation-container" not in caps  # no systemd in the minimal image
@@ -140,7 +152,8 @@ def test_cli_suite_on_podman(image_env: tuple[Env, Version], tmp_path: Path) -> 
     assert "17 pass" in res.stdout  # 13 scripts + 4 built-ins
     assert subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}=1"],
                           capture_output=True, text=True).stdout.strip() == ""
-
+    mine = process_owner(e.settings.tmp_dir).token  # this pytest process's own testbeds share the home
+    assert [p for p in (e.settings.tmp_dir / "disks").iterdir() if not p.name.startswith(mine)] == []
 
 
 def test_journal_clean_catches_an_error_logged_in_the_same_testbed(image_env: tuple[Env, Version],
@@ -159,3 +172,25 @@ def test_journal_clean_catches_an_error_logged_in_the_same_testbed(image_env: tu
     got = {r.test_id: (r.verdict, r.reason) for r in report.results}
     assert got["logs-error"] == (Verdict.PASS, "")
     assert got["journal-clean"][0] == Verdict.FAIL and "imageci-probe: something broke" in got["journal-clean"][1]
+
+
+def test_limits_labels_and_hardening_of_a_container(backend: PodmanBackend, handle: ImageHandle) -> None:
+    from imageci.definitions.limits import Limits
+    from imageci.owners import home_id
+
+    tb = backend.create(handle, limits=Limits(disk=64 << 20, memory=64 << 20))
+    tb.open()
+    try:
+        labels = json.loads(subprocess.run(["podman", "inspect", "--format", "{{json .Config.Labels}}",
+                                            str(tb.container)], capture_output=True, text=True, env=tb.env,
+                                           check=True).stdout)
+        assert labels["io.imageci.home"] == home_id(backend.tmp.parent)
+        assert labels["io.imageci.owner"] == process_owner(backend.tmp).token
+        r = tb.exec(["sh", "-c", "dd if=/dev/zero of=/var/tmp/fill bs=1M count=200 2>&1; echo rc=$?"], timeout=120)
+        assert b"No space left on device" in r.stdout
+        assert tb.limit_notes()[0].startswith("disk limit (64 MiB) reached")
+        tb.exec(["sh", "-c", "rm -f /var/tmp/fill; head -c 200000000 /dev/zero | tail -n 1 | wc -c"], timeout=120)
+        assert tb.limit_notes()[0].startswith("memory limit (64 MiB) reached")
+        assert tb.exec(["sh", "-c", "echo 1 > /proc/sys/vm/swappiness"]).exit_code != 0  # podman's own hardening
+    finally:
+        tb.close()

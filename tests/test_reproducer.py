@@ -56,3 +56,19 @@ def test_reproducer_reruns_the_same_test_revision_with_the_same_options(image_en
     assert subprocess.run([str(script), "--junit", str(junit)], env=e.env(), capture_output=True,
                           timeout=300).returncode == 1
     assert 'failures="1"' in junit.read_text()
+
+
+def test_a_test_named_like_an_option_is_reproduced(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    e, version = image_env
+    d = write_suite(tmp_path / "s", {"--help": "#!/bin/sh\necho I am a test\n"})
+    ref = f"{version.product.name}@{version.serial}"
+    res = e.cli("run", ref, "--suite", str(d), "--testbed", "sandbox", "--rerun-all", "--", "--help")
+    assert res.returncode == 0, res.stdout + res.stderr
+    script = Path(re.search(r"re-run it: (\S+reproduce\.sh)", res.stdout).group(1))  # type: ignore[union-attr]
+    assert script.read_text().rstrip().endswith('"$@" -- --help')
+    junit = tmp_path / "r.xml"
+    again = subprocess.run([str(script), "--junit", str(junit)], capture_output=True, text=True, env=e.env(),
+                           timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert 'name="--help' in junit.read_text()  # the test ran; imageci's help did not
+    assert "Usage:" not in again.stdout

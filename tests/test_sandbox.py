@@ -14,6 +14,7 @@ from imageci.fs import mounts_below
 from imageci.store.models import Version
 from imageci.testbeds import base
 from imageci.testbeds.base import ImageHandle
+from imageci.definitions.limits import Limits
 from imageci.testbeds.limits import cgroup_mode
 from imageci.testbeds.sandbox import SandboxBackend, SandboxTestbed
 
@@ -129,18 +130,19 @@ def test_close_unmounts_and_removes_everything(backend: SandboxBackend, handle: 
     tb.close()  # idempotent
 
 
-@pytest.mark.skipif(cgroup_mode() is None, reason="cgroups not writable here")
-def test_memory_and_pids_limits(image_env: tuple[Env, Version], handle: ImageHandle, tmp_path: Path) -> None:
-    e, _ = image_env
-    tight = SandboxBackend(e.settings.rootfs_cache, tmp_path / "sb", memory_bytes=64 << 20, pids=32)
-    loose = SandboxBackend(e.settings.rootfs_cache, tmp_path / "sb2")
+@pytest.mark.skipif(cgroup_mode() is None and not os.environ.get("CI"), reason="cgroups not writable here")
+def test_memory_and_pids_limits_name_themselves(backend: SandboxBackend, handle: ImageHandle) -> None:
     hog = ["sh", "-c", "head -c 200000000 /dev/zero | tail -n 1 | wc -c"]
-    with loose.create(handle) as tb:
+    with backend.create(handle) as tb:
         assert tb.exec(hog, timeout=60).stdout == b"200000000\n"
-    with tight.create(handle) as tb:
+        assert tb.limit_notes() == []
+    with backend.create(handle, limits=Limits(memory=64 << 20, pids=32)) as tb:
         assert tb.exec(hog, timeout=60).stdout != b"200000000\n"  # tail OOM-killed at 64 MiB
+        notes = tb.limit_notes()
+        assert len(notes) == 1 and notes[0].startswith("memory limit (64 MiB) reached") and "OOM" in notes[0]
         r = tb.exec(["sh", "-c", "for i in $(seq 100); do sleep 2 & done; wait"], timeout=60)
         assert b"fork" in r.stderr.lower()
+        assert tb.limit_notes()[0].startswith("pids limit (32) reached")
 
 
 def test_broken_lower_layer_is_a_testbed_error(handle: ImageHandle, tmp_path: Path) -> None:
@@ -150,3 +152,82 @@ def test_broken_lower_layer_is_a_testbed_error(handle: ImageHandle, tmp_path: Pa
     with pytest.raises(TestbedError, match="overlayfs mount failed"):
         tb.open()
     assert list((tmp_path / "wr").iterdir()) == []
+
+
+# ---- hardening: a test is untrusted code ------------------------------------------------------
+
+DOCKER_CAPS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6, "SETUID": 7,
+               "SETPCAP": 8, "NET_BIND_SERVICE": 10, "NET_RAW": 13, "SYS_CHROOT": 18, "MKNOD": 27,
+               "AUDIT_WRITE": 29, "SETFCAP": 31}
+
+
+def _caps(bed: SandboxTestbed) -> int:
+    status = bed.exec(["cat", "/proc/self/status"]).stdout.decode()
+    return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("CapEff:")), 16)
+
+
+def test_a_test_runs_with_docker_s_default_capabilities_and_cannot_touch_the_kernel(bed: SandboxTestbed) -> None:
+    assert _caps(bed) == sum(1 << bit for bit in DOCKER_CAPS.values())
+    host = {k: Path(f"/proc/sys/{k}").read_text() for k in ("vm/swappiness", "kernel/core_pattern")}
+    attack = bed.exec(["sh", "-c", """
+        echo 13 > /proc/sys/vm/swappiness && echo wrote-swappiness
+        echo '|/tmp/evil' > /proc/sys/kernel/core_pattern && echo wrote-core-pattern
+        mount -o remount,rw /proc/sys && echo remounted
+        mount -t proc proc /mnt && echo mounted-proc
+        umount /proc/sys && echo unmounted
+        echo 1 > /proc/sysrq-trigger && echo sysrq
+        mknod /tmp/disk b 8 0 && echo mknod-block
+        mknod /tmp/null c 1 3 && echo mknod-char
+        unshare -n true && echo unshared
+        cat /proc/keys /proc/timer_list 2>/dev/null | wc -c
+        grep ' / ' /proc/mounts
+    """])
+    out = attack.stdout.decode()
+    for done in ("wrote-swappiness", "wrote-core-pattern", "remounted", "mounted-proc", "unmounted", "sysrq",
+                 "mknod-block", "unshared"):
+        assert done not in out, attack.stdout + attack.stderr
+    assert "mknod-char" in out  # character devices are allowed, as under Docker
+    assert "\n0\n" in out  # masked /proc entries read empty
+    assert "/proc/self/fd/" in out and str(bed.dir) not in out and str(bed.slot.path) not in out  # type: ignore[union-attr]
+    assert {k: Path(f"/proc/sys/{k}").read_text() for k in host} == host  # the host is unharmed
+    # setuid programs and file capabilities grant nothing (no_new_privs)
+    assert "NoNewPrivs:\t1" in bed.exec(["cat", "/proc/self/status"]).stdout.decode()
+
+
+def test_privileged_tests_opt_out_of_the_hardening(backend: SandboxBackend, handle: ImageHandle) -> None:
+    assert "privileged" in backend.capabilities(handle)
+    with backend.create(handle, frozenset({"privileged"})) as tb:
+        assert _caps(tb) > sum(1 << bit for bit in DOCKER_CAPS.values())
+        assert tb.exec(["test", "-w", "/proc/sys/vm/swappiness"]).exit_code == 0  # would reach the host kernel
+        assert tb.exec(["sh", "-c", "mknod /tmp/disk b 8 0"]).exit_code == 0
+    with backend.create(handle) as tb:
+        assert tb.exec(["test", "-w", "/proc/sys/vm/swappiness"]).exit_code == 1
+
+
+def test_a_test_gets_enospc_at_its_disk_budget_never_a_full_host_disk(backend: SandboxBackend,
+                                                                      handle: ImageHandle) -> None:
+    fill = ["sh", "-c", "dd if=/dev/zero of=/var/tmp/fill bs=1M count=200 2>&1; echo rc=$?"]
+    with backend.create(handle, limits=Limits(disk=64 << 20)) as tb:
+        r = tb.exec(fill, timeout=120)
+        assert b"No space left on device" in r.stdout and b"rc=1" in r.stdout
+        assert tb.limit_notes()[0].startswith("disk limit (64 MiB) reached")
+        slot = tb.slot
+        assert slot is not None and slot.image.stat().st_blocks * 512 < 80 << 20  # the host holds at most that
+    with backend.create(handle, limits=Limits(disk=512 << 20)) as tb:  # a test may declare more
+        assert b"rc=0" in tb.exec(fill, timeout=120).stdout
+        assert tb.limit_notes() == []
+    assert not slot.path.exists() or not any(p.name != "lost+found" for p in slot.path.iterdir())
+
+
+def test_output_is_read_with_bounded_memory_and_cut_with_a_marker(backend: SandboxBackend,
+                                                                  handle: ImageHandle) -> None:
+    with backend.create(handle, limits=Limits(log=1 << 20, output=64 << 20)) as tb:
+        r = tb.exec(["sh", "-c", "seq 1 3000000; echo last-line"], timeout=120)  # ~21 MB
+        assert r.exit_code == 0 and tb.limit_notes() == []
+        assert len(r.stdout) < (1 << 19) + 300
+        assert r.stdout.startswith(b"1\n2\n3\n") and r.stdout.endswith(b"last-line\n")
+        assert b"bytes cut here" in r.stdout
+        endless = tb.exec(["sh", "-c", "yes imageci"], timeout=120)
+        assert endless.exit_code is None and not endless.timed_out
+        notes = tb.limit_notes()
+        assert notes and notes[0].startswith("output limit (64 MiB) reached")

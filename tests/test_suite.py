@@ -91,3 +91,15 @@ def test_builtins_are_named_in_suite_yaml_with_checked_options(tmp_path: Path) -
         with pytest.raises(SourceError) as exc:
             builtin_checks(load_suite(d))
         assert exc.value.line == line and needle in str(exc.value)
+
+
+def test_needs_no_testbed_offers_are_warned_about_with_file_and_line(tmp_path: Path) -> None:
+    d = write_suite(tmp_path / "s", {
+        "a.sh": "#!/bin/sh\n# imageci-needs: root, netwrok\ntrue\n",
+        "b.sh": "#!/bin/sh\ntrue\n",
+    }, "defaults:\n  needs: [arch:arm64]\ntests:\n  b:\n    needs: [isolation-vm]\n")
+    warnings = load_suite(d).warnings
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith(f"{d / 'a.sh'}:2: needs 'netwrok'") and "did you mean 'network'" in warnings[0]
+    assert warnings[1].startswith(f"{d / 'suite.yaml'}:5: needs 'isolation-vm'")
+    assert not load_suite(write_suite(tmp_path / "ok", {"c.sh": "#!/bin/sh\n# imageci-needs: kvm, gpu\n"})).warnings

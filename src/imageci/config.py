@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from imageci.owners import home_id
+
 
 def default_home() -> Path:
     env = os.environ.get("IMAGECI_HOME")
@@ -42,6 +44,11 @@ class Settings:
     @property
     def runs_dir(self) -> Path:
         return self.home / "runs"
+
+    @property
+    def home_id(self) -> str:
+        """Names this home on host-wide resources (cgroups, container labels)."""
+        return home_id(self.home)
 
     @classmethod
     def load(cls, home: Path | None = None) -> Settings:

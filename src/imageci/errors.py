@@ -54,3 +54,9 @@ class HostSetupError(ImageciError):
     """The host lacks a tool or permission a backend needs; the message names the fix."""
 
     exit_code = ExitCode.ERROR
+
+
+class CatalogUnusableError(ImageciError):
+    """The catalog cannot be used as it is (damaged, not ours, newer schema); nothing was changed."""
+
+    exit_code = ExitCode.CATALOG_UNUSABLE

@@ -17,5 +17,6 @@ class ExitCode(enum.IntEnum):
     NO_TESTS = 4  # nothing ran: every selected test was skipped, or none was selected
     GATE_REFUSED = 5  # promotion refused: the gate does not hold
     BUILD_FAILED = 6  # the builder (mmdebstrap) failed; nothing was registered
-    STORE_CORRUPT = 7  # `verify` found a blob whose bytes do not match its digest
+    STORE_CORRUPT = 7  # `verify` found a blob (or an unpacked rootfs) whose bytes do not match its digest
+    CATALOG_UNUSABLE = 8  # the catalog is damaged, not an imageci catalog, or from a newer imageci; untouched
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; temporary state was cleaned up

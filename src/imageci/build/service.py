@@ -12,6 +12,7 @@ from imageci.build.mmdebstrap import BuildPlan, from_cache, run_mmdebstrap, to_c
 from imageci.config import Settings
 from imageci.definitions.image import LoadedDefinition
 from imageci.fs import safe_rmtree
+from imageci.owners import process_owner
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import Version
@@ -37,7 +38,8 @@ def build_image(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, 
         if existing is not None:
             return BuildResult(existing, skipped=True, identical=False, input_hash=key, seconds=0.0)
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix=f"build-{d.name}-"))
+    token = process_owner(settings.tmp_dir).token
+    workdir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix=f"build-{token}-{d.name}-"))
     try:
         plan = BuildPlan(definition=d, mirror=mirror, workdir=workdir)
         out = None
@@ -68,7 +70,7 @@ def build_image(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, 
             [NewArtifact("rootfs", "rootfs.tar", rootfs.digest, rootfs.size),
              NewArtifact("manifest", "manifest.tsv", manifest.digest, manifest.size),
              NewArtifact("build-log", "build.log", log.digest, log.size)],
-            input_hash=key, definition=loaded.text, build_info=info)
+            input_hash=key, definition=loaded.text, build_info=info, architecture=d.architecture)
         return BuildResult(version, skipped=False, identical=False, input_hash=key, seconds=out.seconds,
                            from_cache=out.cached)
     finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 from imageci.errors import HostSetupError, TestbedError
 from imageci.fs import safe_rmtree
 
-HEADROOM = 1 << 30  # free space inside the guest's root filesystem
+HEADROOM = 2 << 30  # free space inside the guest's root filesystem, unless a test declares its disk limit
 
 
 @dataclass(frozen=True)
@@ -63,24 +63,26 @@ def _tool(name: str, package: str) -> str:
     return path
 
 
-def vm_assets(root: Path, digest: str, cache_dir: Path) -> VmAssets:
-    final = cache_dir / digest
+def vm_assets(root: Path, digest: str, cache_dir: Path, free_space: int = HEADROOM) -> VmAssets:
+    """The disk (with ``free_space`` bytes free in its filesystem), kernel and initrd of an image."""
+    key = f"{digest}-{free_space >> 20}m"
+    final = cache_dir / key
     assets = VmAssets(final / "disk.qcow2", final / "vmlinuz", final / "initrd")
-    if (cache_dir / f"{digest}.complete").exists():
+    if (cache_dir / f"{key}.complete").exists():
         return assets
     kernel = find_kernel(root)
     if kernel is None:
         raise TestbedError("the image has no kernel (/boot/vmlinuz-* with its initrd.img-*)")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / f"{digest}.lock", "w") as lock:
+    with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (cache_dir / f"{digest}.complete").exists():
+        if (cache_dir / f"{key}.complete").exists():
             return assets
         mkfs = _tool("mkfs.ext4", "e2fsprogs")
         qemu_img = _tool("qemu-img", "qemu-utils")
         tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".vm-{digest[:12]}-"))
         try:
-            size_mb = (int(_tree_bytes(root) * 1.2) + HEADROOM) // (1 << 20)
+            size_mb = (int(_tree_bytes(root) * 1.2) + free_space) // (1 << 20)
             raw = tmp / "disk.raw"
             subprocess.run([mkfs, "-q", "-F", "-L", "root", "-E", "root_owner=0:0", "-d", str(root), str(raw),
                             f"{size_mb}M"], check=True, capture_output=True)
@@ -91,7 +93,7 @@ def vm_assets(root: Path, digest: str, cache_dir: Path) -> VmAssets:
             shutil.copyfile(kernel[1], tmp / "initrd")
             safe_rmtree(final)
             os.replace(tmp, final)
-            (cache_dir / f"{digest}.complete").touch()
+            (cache_dir / f"{key}.complete").touch()
         except subprocess.CalledProcessError as exc:
             safe_rmtree(tmp)
             raise TestbedError(f"making the VM disk failed: {exc.stderr.decode('utf-8', 'replace')[-500:]}") from exc

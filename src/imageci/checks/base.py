@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from imageci.definitions.limits import Limits
 from imageci.testbeds.base import Testbed
 from imageci.verdicts import Verdict
 
@@ -33,6 +34,11 @@ class Check(Protocol):
 
     @property
     def description(self) -> str: ...
+
+    @property
+    def limits(self) -> Limits:
+        """The limits the test itself declares (empty: the suite's, the run's or the defaults)."""
+        ...
 
     def precheck(self) -> Outcome | None:
         """A verdict reached without a testbed (e.g. skip: not executable), or None."""

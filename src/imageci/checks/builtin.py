@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from imageci.checks import hygiene
 from imageci.checks.base import Outcome, format_log
+from imageci.definitions.limits import Limits
 from imageci.definitions.suite import SUITE_FILE, Suite
 from imageci.errors import SourceError
 from imageci.testbeds.base import Testbed
@@ -149,6 +150,10 @@ class BuiltinCheck:
     @property
     def needs(self) -> tuple[str, ...]:
         return self.spec.needs
+
+    @property
+    def limits(self) -> Limits:
+        return Limits()
 
     @property
     def flaky(self) -> bool:

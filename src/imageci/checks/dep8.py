@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from imageci.checks.base import Outcome, format_log
 from imageci.checks.depcache import DependencyCache, install
 from imageci.definitions.dep8 import Dep8Suite, Dep8Test
+from imageci.definitions.limits import Limits
 from imageci.testbeds.base import Testbed
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
 
@@ -36,7 +37,8 @@ def dependency_names(depends: str, suite: Dep8Suite) -> list[list[str]]:
     """Depends → a list of alternatives per relation, ``@``/``@builddeps@`` expanded,
     version constraints, architecture qualifiers and build profiles dropped."""
     relations: list[list[str]] = []
-    text = depends.replace("@builddeps@", ", ".join(suite.build_depends))
+    # autopkgtest: @builddeps@ always implies build-essential
+    text = depends.replace("@builddeps@", ", ".join([*suite.build_depends, "build-essential"]))
     for rel in (r.strip() for r in text.split(",")):
         if not rel:
             continue
@@ -76,6 +78,10 @@ class Dep8Check:
     @property
     def needs(self) -> tuple[str, ...]:
         return tuple(sorted({NEEDS[r] for r in self.test.restrictions if r in NEEDS}))
+
+    @property
+    def limits(self) -> Limits:
+        return Limits()
 
     @property
     def flaky(self) -> bool:

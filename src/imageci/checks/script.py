@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imageci.checks.base import Outcome, format_log
+from imageci.definitions.limits import Limits
 from imageci.definitions.suite import ScriptTestSpec
 from imageci.testbeds.base import Testbed
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
@@ -51,6 +52,10 @@ class ScriptCheck:
     @property
     def destructive(self) -> bool:
         return self.spec.destructive
+
+    @property
+    def limits(self) -> Limits:
+        return self.spec.limits
 
     def precheck(self) -> Outcome | None:
         if not self.spec.executable:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from imageci.build.oci import ImageConfig
 from imageci.checks.base import Outcome, format_log
+from imageci.definitions.limits import Limits
 from imageci.definitions.structure import (
     CommandTest,
     EnvVar,
@@ -92,6 +93,10 @@ class _Base:
     @property
     def needs(self) -> tuple[str, ...]:
         return ()
+
+    @property
+    def limits(self) -> Limits:
+        return Limits()
 
     @property
     def flaky(self) -> bool:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.checks.base import Outcome, format_log
+from imageci.definitions.limits import Limits
 from imageci.definitions.testinfra import SOCKET_ENV, TestinfraTest, load_testinfra, pytest_argv, read_message
 from imageci.errors import ImageciError
 from imageci.testbeds.base import Testbed
@@ -98,6 +99,10 @@ class TestinfraCheck:
     @property
     def needs(self) -> tuple[str, ...]:
         return ()
+
+    @property
+    def limits(self) -> Limits:
+        return Limits()
 
     @property
     def flaky(self) -> bool:

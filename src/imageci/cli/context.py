@@ -28,6 +28,7 @@ from imageci.definitions.suite import Suite, load_suite
 from imageci.errors import ImageciError, UsageError
 from imageci.exitcodes import ExitCode
 from imageci.homelock import HomeLock
+from imageci.owners import Owner, lock_alive, process_owner
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Version
@@ -83,15 +84,24 @@ class Context:
         return self._lock
 
     @property
+    def owner(self) -> Owner:
+        """This process's owner token (its resources and runs carry it)."""
+        return process_owner(self.settings.tmp_dir)
+
+    @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
             self._catalog = Catalog.open(self.settings.db_url)
+            for run in self._catalog.abort_dead_runs(lambda owner: lock_alive(Path(owner))):
+                n = len(self._catalog.attempts(run.image_digest, run_id=run.id))
+                err_console.print(f"[yellow]run {run.id} was aborted[/]: the imageci process running it died "
+                                  f"(killed or crashed); its {n} recorded attempt(s) are kept", highlight=False)
         return self._catalog
 
     @property
     def store(self) -> BlobStore:
         if self._store is None:
-            self._store = BlobStore(self.settings.store_dir)
+            self._store = BlobStore(self.settings.store_dir, self.owner.token)
         return self._store
 
     @staticmethod

@@ -25,7 +25,7 @@ from imageci.policy.flake import flaky_report
 from imageci.policy.gate import evaluate_gate, required_checks
 from imageci.policy.promote import promote as do_promote
 from imageci.policy.promote import prune as do_prune
-from imageci.store.models import State, utcnow
+from imageci.store.models import State, as_utc, utcnow
 from imageci.testbeds.hostcheck import check_host
 
 app = typer.Typer(help="Continuous integration for OS and container images.", no_args_is_help=True,
@@ -35,7 +35,7 @@ DefArg = Annotated[Path, typer.Argument(help="image definition (image.yaml)")]
 RefArg = Annotated[str, typer.Argument(help="NAME[:CHANNEL], NAME@VERSION or sha256:<digest>")]
 SuiteOpt = Annotated[Path | None, typer.Option("--suite", help="suite directory (default: the definition's)")]
 TestbedOpt = Annotated[list[str] | None, typer.Option("--testbed", help="testbed to run on (repeatable)")]
-JobsOpt = Annotated[int | None, typer.Option("-j", "--jobs", help="tests in parallel (default: cores)")]
+JobsOpt = Annotated[int | None, typer.Option("-j", "--jobs", min=1, help="tests in parallel (default: cores)")]
 RetriesOpt = Annotated[int, typer.Option("--retries", min=0, help="re-run tests that never passed, N times")]
 RerunOpt = Annotated[bool, typer.Option("--rerun-all", help="re-run checks that already passed for these bytes")]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="write JUnit XML here")]
@@ -50,6 +50,9 @@ StructureOpt = Annotated[list[Path] | None, typer.Option("--structure", help="a 
                                                         "(repeatable)")]
 TestinfraOpt = Annotated[list[Path] | None, typer.Option("--testinfra", help="a pytest-testinfra module "
                                                         "(repeatable)")]
+LimitOpt = Annotated[list[str] | None, typer.Option("--limit", metavar="KEY=VALUE", help="a limit for every test "
+                                                    "of this run: memory, pids, disk, output, log (repeatable; "
+                                                    "e.g. --limit memory=4G)")]
 FreshOpt = Annotated[str | None, typer.Option("--fresh", help="'test': a new testbed per test; 'suite': reuse "
                                               "one between non-destructive tests (default: the suite's choice)")]
 
@@ -135,12 +138,12 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
         suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
         rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
         dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
-        structure: StructureOpt = None, testinfra: TestinfraOpt = None) -> None:
+        structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None) -> None:
     """Run one or several tests against an image."""
     ctx = Context.load()
     code = run_tests(ctx, TestOptions(ref, suite, tests, testbed or [], jobs, retries, rerun_all, junit, tap,
                                       _fresh(fresh), dep8 or [], dep8_package or [], quarantine, structure or [],
-                                      testinfra or []))
+                                      testinfra or [], limit or []))
     raise typer.Exit(int(code))
 
 
@@ -149,12 +152,13 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
 def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None,
          retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None,
          fresh: FreshOpt = None, dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None,
-         quarantine: QuarantineOpt = None, structure: StructureOpt = None, testinfra: TestinfraOpt = None) -> None:
+         quarantine: QuarantineOpt = None, structure: StructureOpt = None, testinfra: TestinfraOpt = None,
+         limit: LimitOpt = None) -> None:
     """Run the image's whole suite (or, with --dep8/--dep8-package/--structure/--testinfra alone, only those)."""
     ctx = Context.load()
     code = run_tests(ctx, TestOptions(ref, suite, None, testbed or [], jobs, retries, rerun_all, junit, tap,
                                       _fresh(fresh), dep8 or [], dep8_package or [], quarantine, structure or [],
-                                      testinfra or []))
+                                      testinfra or [], limit or []))
     raise typer.Exit(int(code))
 
 
@@ -177,11 +181,24 @@ def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help=
              "duration": round((a.ended_at - a.started_at).total_seconds(), 3),
              "started": a.started_at.isoformat(timespec="seconds"),
              "log": str(ctx.store.path(a.log_digest)) if a.log_digest else None} for a in attempts]
+    runs = [{"run": r.id, "status": r.status, "exit_code": r.exit_code, "actor": r.actor,
+             "started": r.started_at.isoformat(timespec="seconds"),
+             "ended": r.ended_at.isoformat(timespec="seconds") if r.ended_at else None,
+             "tests": len(json.loads(r.options or "{}").get("tests", [])),
+             "attempts": sum(1 for a in attempts if a.run_id == r.id)}
+            for r in ctx.catalog.runs(version.digest) if not tests or any(a.run_id == r.id for a in attempts)]
     if as_json:
         console.print_json(json.dumps({"image": f"{version.product.name}@{version.serial}",
-                                       "digest": f"sha256:{version.digest}", "attempts": rows}))
+                                       "digest": f"sha256:{version.digest}", "runs": runs, "attempts": rows}))
         return
     console.print(f"{version.product.name}@{version.serial} ({version.state}) sha256:{version.digest[:12]}")
+    for run in runs:
+        if run["status"] != "finished":
+            note = {"aborted": "the imageci process running it died; what it recorded is below",
+                    "interrupted": "stopped by Ctrl-C/SIGTERM", "running": "still running"}.get(str(run["status"]), "")
+            console.print(f"[yellow]run {run['run']} {run['status']}[/] ({run['started']} → {run['ended'] or '…'}): "
+                          f"{run['attempts']} attempt(s) recorded for {run['tests']} planned test(s) — {note}",
+                          highlight=False)
     table = Table("run", "test", "testbed", "try", "verdict", "exit", "seconds", "started", "reason / log")
     colours = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "flaky": "yellow"}
     for r in rows:
@@ -224,7 +241,8 @@ def promote(ref: RefArg,
 def pipeline(definition: DefArg,
              force_build: Annotated[bool, typer.Option("--force-build", help="rebuild even if unchanged")] = False,
              jobs: JobsOpt = None, retries: RetriesOpt = 0, rerun_all: RerunOpt = False,
-             junit: JunitOpt = None, tap: TapOpt = None, quarantine: QuarantineOpt = None) -> None:
+             junit: JunitOpt = None, tap: TapOpt = None, quarantine: QuarantineOpt = None,
+             limit: LimitOpt = None) -> None:
     """build → publish to testing → test the gate suite → promote to stable if the gate holds."""
     ctx = Context.load()
     loaded = load_definition(definition)
@@ -235,7 +253,7 @@ def pipeline(definition: DefArg,
     ref = f"{version.product.name}@{version.serial}"
     gate = loaded.definition.tests.gate
     code = run_tests(ctx, TestOptions(ref, None, None, list(gate.testbeds), jobs, retries, rerun_all, junit, tap,
-                                      quarantine=quarantine))
+                                      quarantine=quarantine, limits=limit or []))
     if code == ExitCode.INTERRUPTED:
         raise typer.Exit(int(code))
     version = ctx.catalog.resolve(ref)
@@ -262,9 +280,19 @@ def events(ref: RefArg) -> None:
     """The audit trail of a version: every state change, who, when, why."""
     ctx = Context.load()
     version = ctx.catalog.resolve(ref)
-    table = Table("at", "from", "to", "actor", "reason")
-    for e in ctx.catalog.events(version.id):
-        table.add_row(e.at.isoformat(timespec="seconds"), e.from_state or "-", e.to_state, e.actor, e.reason)
+    rows = [(as_utc(e.at), f"{e.from_state or '-'} → {e.to_state}", e.actor, e.reason)
+            for e in ctx.catalog.events(version.id)]
+    for r in ctx.catalog.runs(version.digest):
+        rows.append((as_utc(r.started_at), f"run {r.id} started", r.actor, ""))
+        if r.ended_at is not None:
+            why = {"aborted": "the imageci process running it died (killed or crashed)",
+                   "interrupted": "Ctrl-C / SIGTERM"}.get(r.status, "")
+            exit_note = f"exit {r.exit_code}" if r.exit_code is not None else ""
+            rows.append((as_utc(r.ended_at), f"run {r.id} {r.status}", r.actor,
+                         "; ".join(x for x in (exit_note, why) if x)))
+    table = Table("at", "event", "actor", "reason")
+    for at, what, actor, reason in sorted(rows, key=lambda row: row[0]):
+        table.add_row(at.isoformat(timespec="seconds"), what, actor, reason)
     console.print(table)
 
 
@@ -345,14 +373,18 @@ def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @app.command()
 @handle_errors
-def gc(force: Annotated[bool, typer.Option("--force", help="even if another imageci seems to run")] = False) -> None:
+def gc(force: Annotated[bool, typer.Option("--force", help="even while another imageci runs: remove only what "
+                                             "dead processes left")] = False) -> None:
     """Remove what a crashed or killed imageci left behind: sandboxes and their
-    mounts, VMs, containers, build directories, cgroups."""
+    mounts, disks, VMs, containers, build directories, cgroups; mark its runs aborted.
+    Only this home's resources, and only those no live imageci holds."""
     ctx = Context.load()
-    report = collect_garbage(ctx.settings, ctx.lock, force=force)
+    _ = ctx.catalog  # opening it marks runs whose process died as aborted
+    report, live = collect_garbage(ctx.settings, ctx.lock, force=force)
     for line in report:
-        console.print(line)
-    console.print(f"{len(report)} leftover(s) removed")
+        console.print(line, highlight=False)
+    kept = f"; kept what {live} live imageci process(es) hold" if live else ""
+    console.print(f"{len(report)} leftover(s) removed{kept}")
 
 
 if __name__ == "__main__":

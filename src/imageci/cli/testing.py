@@ -16,6 +16,7 @@ from imageci.checks.structure import structure_checks
 from imageci.checks.testinfra import checks_from_testinfra
 from imageci.cli.context import Context, checks_of, console, err_console
 from imageci.definitions.dep8 import fetch_source, load_dep8
+from imageci.definitions.limits import LimitPolicy, parse_assignments
 from imageci.definitions.quarantine import quarantine_for_suite
 from imageci.definitions.structure import load_structure
 from imageci.definitions.suite import Suite, load_suite
@@ -51,6 +52,7 @@ class TestOptions:
     quarantine: Path | None = None  # default: the suite's quarantine.yaml
     structure: list[Path] = field(default_factory=list)  # container-structure-test files
     testinfra: list[Path] = field(default_factory=list)  # pytest-testinfra modules
+    limits: list[str] = field(default_factory=list)  # --limit KEY=VALUE for every test of the run
 
 
 def _log_text(ctx: Context, result: TestResult) -> str:
@@ -86,9 +88,7 @@ def flake_policy(ctx: Context, version: Version, suite: Suite | None, checks: Se
     if warn:
         for line in expired_warnings(quarantine):
             err_console.print(f"[yellow]warning[/]: {escape(line)}", highlight=False)
-    loaded = ctx.definition_for(version)
-    arch = loaded.definition.architecture if loaded else "amd64"
-    return policy_for(ctx.catalog, version.product.name, [c.id for c in checks], quarantine, arch=arch,
+    return policy_for(ctx.catalog, version.product.name, [c.id for c in checks], quarantine, arch=version.architecture,
                       grace=suite.grace if suite else None)
 
 
@@ -104,6 +104,8 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     if not extra or opts.suite is not None:  # --dep8 or --structure alone runs only those
         suite_dir = ctx.suite_dir_for(version, opts.suite)
         suite = load_suite(suite_dir)
+        for line in suite.warnings:
+            err_console.print(f"[yellow]warning[/]: {escape(line)}", highlight=False)
         checks += checks_of(suite, None if extra else opts.tests, config)
         suite_testbeds, fresh = suite.testbeds, suite.fresh
     for path in opts.structure:
@@ -120,12 +122,14 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
         if unknown:
             raise UsageError(f"no such test: {', '.join(unknown)}; available: {', '.join(by_id)}")
         checks = [by_id[t] for t in opts.tests]
+    override = parse_assignments(opts.limits)
+    limit_policy = suite.limit_policy(override) if suite else LimitPolicy(override=override)
     testbeds = opts.testbeds or list(suite_testbeds) or ["sandbox"]  # command line, else the suite's, else sandbox
     backends = {name: make_backend(name, ctx.settings) for name in dict.fromkeys(testbeds)}
     jobs = opts.jobs or ctx.settings.jobs
     waiver = flake_policy(ctx, version, suite, checks, opts.quarantine)
     engine = Engine(ctx.catalog, ctx.store, backends, jobs=jobs, on_event=_show, fresh=opts.fresh or fresh,
-                    waiver=waiver)
+                    waiver=waiver, owner=str(ctx.owner.lock_path), limits=limit_policy)
     console.print(f"testing {version.product.name}@{version.serial} (sha256:{version.digest[:12]}): "
                   f"{len(checks)} test(s) × {', '.join(backends)}")
     report = engine.run(version, checks, list(backends), retries=opts.retries, rerun_all=opts.rerun_all)
@@ -133,7 +137,7 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
     reproducer = write_reproducer(ctx.settings.runs_dir / str(report.run_id), RunSpec(
         report.run_id, f"{version.product.name}@{version.serial}", version.digest, suite_dir,
         [c.id for c in checks] if opts.tests else None, list(backends), opts.retries, jobs, opts.fresh,
-        list(opts.dep8), fetched, opts.quarantine, list(opts.structure), list(opts.testinfra)))
+        list(opts.dep8), fetched, opts.quarantine, list(opts.structure), list(opts.testinfra), list(opts.limits)))
     counts = {k: v for k, v in report.counts().items() if v}
     flaky = [r for r in report.results if r.verdict == "flaky"]
     for r in flaky:

@@ -85,6 +85,23 @@ def _words(value: str) -> tuple[str, ...]:
     return tuple(w for w in re.split(r"[\s,]+", value) if w)
 
 
+def _test_name(features: tuple[str, ...], control: Path, line: int) -> str | None:
+    """The ``test-name=NAME`` feature: how autopkgtest names a Test-Command test."""
+    names = []
+    for feature in features:
+        key, eq, value = feature.partition("=")
+        if key != "test-name":
+            continue
+        if not eq or not value:
+            raise SourceError(str(control), line, "the test-name feature needs a value (test-name=NAME)")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9+._-]*", value):
+            raise SourceError(str(control), line, f"test-name {value!r} is not a valid test name")
+        names.append(value)
+    if len(names) > 1:
+        raise SourceError(str(control), line, "only one test-name feature is allowed per paragraph")
+    return names[0] if names else None
+
+
 def load_dep8(root: Path) -> Dep8Suite:
     """The DEP-8 suite of an unpacked source tree."""
     root = root.resolve()
@@ -100,8 +117,12 @@ def load_dep8(root: Path) -> Dep8Suite:
             for key in ("build-depends", "build-depends-indep", "build-depends-arch"):
                 if paras[0][1].get(key):
                     suite.build_depends.append(paras[0][1][key])
-            suite.binaries = [p[1]["package"] for p in paras[1:] if "package" in p[1]]
+            # udebs (and other non-deb package types) are not installable: autopkgtest leaves them out of @
+            suite.binaries = [p[1]["package"] for p in paras[1:] if "package" in p[1]
+                              and p[1].get("package-type", "deb") == "deb"
+                              and p[1].get("xc-package-type", "deb") == "deb"]
     seen: set[str] = set()
+    commands = 0
     for start, fields, lines in _paragraphs(control):
         unknown = sorted(set(fields) - KNOWN_FIELDS)
         if unknown:  # DEP-8: an unknown field makes the stanza unusable; say so where it is
@@ -109,11 +130,20 @@ def load_dep8(root: Path) -> Dep8Suite:
         has_tests, has_cmd = "tests" in fields, "test-command" in fields
         if has_tests == has_cmd:
             raise SourceError(str(control), start, "a paragraph needs exactly one of Tests: or Test-Command:")
+        features = _words(fields.get("features", ""))
         common = dict(depends=fields.get("depends", "@"), restrictions=_words(fields.get("restrictions", "")),
-                      features=_words(fields.get("features", "")),
-                      architecture=_words(fields.get("architecture", "")), control=control)
+                      features=features, architecture=_words(fields.get("architecture", "")), control=control)
+        named = _test_name(features, control, lines.get("features", start))
+        if named is not None and has_tests:
+            raise SourceError(str(control), lines["features"], "the test-name feature is only allowed with "
+                              "Test-Command (Tests: names its tests already)")
         if has_cmd:
-            name = f"command{len([t for t in suite.tests if t.command]) + 1}"
+            if named is None:
+                commands += 1  # autopkgtest numbers the unnamed ones only
+            name = named or f"command{commands}"
+            if name in seen:
+                raise SourceError(str(control), lines.get("features", start), f"test {name!r} is declared twice")
+            seen.add(name)
             suite.tests.append(Dep8Test(name=name, path=None, command=fields["test-command"],
                                         line=lines["test-command"], **common))  # type: ignore[arg-type]
             continue
@@ -122,6 +152,9 @@ def load_dep8(root: Path) -> Dep8Suite:
             if name in seen:
                 raise SourceError(str(control), lines["tests"], f"test {name!r} is declared twice")
             seen.add(name)
+            if not (root / directory / name).is_file():
+                raise SourceError(str(control), lines["tests"], f"test {name!r} is declared but {directory}/{name} "
+                                  "does not exist in the source tree")
             suite.tests.append(Dep8Test(name=name, path=f"{directory}/{name}", command=None,
                                         line=lines["tests"], **common))  # type: ignore[arg-type]
     return suite

@@ -16,6 +16,7 @@ with file:line.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
@@ -25,7 +26,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from imageci.capabilities import KNOWN, is_known
 from imageci.definitions.durations import parse_duration
+from imageci.definitions.limits import KEYS as LIMIT_KEYS
+from imageci.definitions.limits import LimitPolicy, LimitRule, Limits, parse_size
 from imageci.definitions.yamlsource import load_yaml, validate
 from imageci.errors import SourceError
 
@@ -46,6 +50,43 @@ class TestMeta(BaseModel):
     description: str | None = None
     testbeds: list[str] | None = Field(default=None, description="run only on these testbeds (skip elsewhere)")
     destructive: bool | None = Field(default=None, description="breaks its testbed: always gets a new one")
+    memory: str | int | None = Field(default=None, description="memory limit, e.g. 4G (default 2G)")
+    pids: int | None = Field(default=None, gt=0, description="processes and threads at once (default 4096)")
+    disk: str | int | None = Field(default=None, description="bytes the test may write, e.g. 10G (default 2G)")
+    output: str | int | None = Field(default=None, description="output before the command is stopped (default 1G)")
+    log: str | int | None = Field(default=None, description="output kept per attempt, head + tail (default 4M)")
+
+    @field_validator("memory", "disk", "output", "log")
+    @classmethod
+    def _size(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_size(v)
+        return v
+
+    def limits(self) -> Limits:
+        return Limits.parse({k: getattr(self, k) for k in LIMIT_KEYS})
+
+
+class LimitRuleSpec(BaseModel):
+    """``limits:`` in suite.yaml: larger (or smaller) limits for the tests whose id matches."""
+
+    model_config = ConfigDict(extra="forbid")
+    test: str = Field(description="glob on test ids, e.g. 'gzip/*' or 'testinfra:*'")
+    memory: str | int | None = None
+    pids: int | None = Field(default=None, gt=0)
+    disk: str | int | None = None
+    output: str | int | None = None
+    log: str | int | None = None
+
+    @field_validator("memory", "disk", "output", "log")
+    @classmethod
+    def _size(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_size(v)
+        return v
+
+    def rule(self) -> LimitRule:
+        return LimitRule(self.test, Limits.parse({k: getattr(self, k) for k in LIMIT_KEYS}))
 
 
 class BuiltinRef(BaseModel):
@@ -70,6 +111,8 @@ class SuiteFile(BaseModel):
                                  "suite directory) whose test functions belong to the suite")
     grace: str | None = Field(default=None, description="new tests only warn for this long after their first run "
                               "(e.g. 7d)")
+    limits: list[LimitRuleSpec] = Field(default_factory=list, description="limits for tests by id glob (DEP-8, "
+                                        "structure and testinfra tests too)")
 
     @field_validator("grace")
     @classmethod
@@ -94,6 +137,7 @@ class ScriptTestSpec(BaseModel):
     digest: str
     testbeds: tuple[str, ...] = ()
     destructive: bool = False
+    limits: Limits = Limits()  # what the test itself declares (header, tests: entry)
 
 
 class BuiltinUse(BaseModel):
@@ -114,6 +158,11 @@ class Suite(BaseModel):
     grace: timedelta | None = None
     structure: tuple[Path, ...] = ()
     testinfra: tuple[Path, ...] = ()
+    warnings: tuple[str, ...] = ()  # file:line notes about likely mistakes (not errors)
+    limit_rules: tuple[LimitRule, ...] = ()  # defaults: first ("*"), then limits: entries in file order
+
+    def limit_policy(self, override: Limits | None = None) -> LimitPolicy:
+        return LimitPolicy(rules=self.limit_rules, override=override or Limits())
 
     def names(self) -> list[str]:
         return [t.name for t in self.tests] + [b.name for b in self.builtins]
@@ -128,8 +177,6 @@ class Suite(BaseModel):
         by_name.update({n: None for n in also})
         missing = [n for n in names if n not in by_name]
         if missing:
-            import difflib
-
             hints = []
             for m in missing:
                 close = difflib.get_close_matches(m, by_name, n=3)
@@ -143,7 +190,8 @@ def _split_list(v: str) -> list[str]:
     return [x.strip() for x in v.split(",") if x.strip()]
 
 
-def _read_header(path: Path) -> TestMeta:
+def _read_header(path: Path, lines: dict[str, int] | None = None) -> TestMeta:
+    """The ``# imageci-KEY: value`` headers; ``lines`` receives each key's line."""
     try:
         with path.open("r", encoding="utf-8", errors="replace") as fh:
             head = [next(fh, "") for _ in range(HEADER_LINES)]
@@ -165,11 +213,22 @@ def _read_header(path: Path) -> TestMeta:
             if raw.lower() not in ("true", "false", "yes", "no"):
                 raise SourceError(str(path), lineno, f"imageci-{key} must be true or false (got {raw!r})")
             value = raw.lower() in ("true", "yes")
+        elif key == "pids":
+            if not raw.isdigit() or int(raw) <= 0:
+                raise SourceError(str(path), lineno, f"imageci-pids must be a positive integer (got {raw!r})")
+            value = int(raw)
+        elif key in LIMIT_KEYS:
+            try:
+                parse_size(raw)
+            except ValueError as exc:
+                raise SourceError(str(path), lineno, f"imageci-{key}: {exc}") from None
         elif key == "timeout":
             if not raw.isdigit() or int(raw) <= 0:
                 raise SourceError(str(path), lineno, f"imageci-timeout must be a positive integer (got {raw!r})")
             value = int(raw)
         values[key] = value
+        if lines is not None:
+            lines[key] = lineno
     return TestMeta.model_validate(values)
 
 
@@ -195,12 +254,20 @@ def load_suite(directory: Path) -> Suite:
                    and not p.name.endswith((".md", ".txt", ".yaml", ".yml", ".json", "~")))
     tests: list[ScriptTestSpec] = []
     seen: dict[str, Path] = {}
+    warnings: list[str] = []
+    src = load_yaml(suite_file) if suite_file.exists() else None
     for path in files:
         name = path.stem if path.suffix in (".sh", ".py", ".bash") else path.name
         if name in seen:
             raise SourceError(str(path), None, f"test name {name!r} is also used by {seen[name].name}")
         seen[name] = path
-        merged = _merge(spec.defaults, _read_header(path), spec.tests.get(name, TestMeta()))
+        header_lines: dict[str, int] = {}
+        header = _read_header(path, header_lines)
+        merged = _merge(spec.defaults, header, spec.tests.get(name, TestMeta()))
+        warnings += _unknown_needs(header.needs, f"{path}:{header_lines.get('needs')}")
+        if src is not None:
+            warnings += _unknown_needs((spec.tests.get(name) or TestMeta()).needs,
+                                       f"{suite_file}:{src.line_of(('tests', name, 'needs'))}")
         meta = TestMeta.model_validate(merged)
         content = path.read_bytes()
         h = hashlib.sha256()
@@ -217,6 +284,7 @@ def load_suite(directory: Path) -> Suite:
             description=meta.description or "",
             testbeds=tuple(meta.testbeds or ()),
             destructive=bool(meta.destructive),
+            limits=_merge_limits(header, spec.tests.get(name, TestMeta())),
             digest=h.hexdigest(),
         ))
     unknown = sorted(set(spec.tests) - seen.keys())
@@ -224,13 +292,46 @@ def load_suite(directory: Path) -> Suite:
         src = load_yaml(suite_file)
         raise SourceError(str(suite_file), src.line_of(("tests", unknown[0])),
                           f"metadata for a test that does not exist: {unknown[0]!r}", "tests")
+    if src is not None:
+        warnings += _unknown_needs(spec.defaults.needs, f"{suite_file}:{src.line_of(('defaults', 'needs'))}")
     builtins = _builtins(spec, suite_file, seen)
     return Suite(name=directory.name, path=directory, tests=tuple(tests), builtins=builtins,
                  testbeds=tuple(spec.testbeds or ()), fresh=spec.fresh,
                  grace=parse_duration(spec.grace) if spec.grace else None,
                  structure=_listed_files(spec.structure, "structure", "container-structure-test file", directory,
                                          suite_file),
-                 testinfra=modules)
+                 testinfra=modules, warnings=tuple(dict.fromkeys(warnings)),
+                 limit_rules=_limit_rules(spec))
+
+
+def _merge_limits(*metas: TestMeta) -> Limits:
+    out = Limits()
+    for m in metas:
+        out = m.limits().over(out)
+    return out
+
+
+def _limit_rules(spec: SuiteFile) -> tuple[LimitRule, ...]:
+    """``defaults:`` limits apply to every test of the suite (scripts, built-ins, listed files);
+    ``limits:`` entries to the tests whose id matches, later entries winning."""
+    rules = []
+    defaults = spec.defaults.limits()
+    if not defaults.is_empty():
+        rules.append(LimitRule("*", defaults))
+    rules += [entry.rule() for entry in spec.limits]
+    return tuple(rules)
+
+
+def _unknown_needs(needs: list[str] | None, where: str) -> list[str]:
+    """A needed capability no testbed offers is a skip everywhere: almost always a typo."""
+    out = []
+    for word in needs or ():
+        if not is_known(word):
+            close = difflib.get_close_matches(word, sorted(KNOWN), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            out.append(f"{where}: needs {word!r}, which no testbed offers{hint}; the test will be skipped "
+                       f"everywhere (known: {', '.join(sorted(KNOWN))}, arch:<architecture>)")
+    return out
 
 
 def _listed_files(names: list[str], key: str, what: str, directory: Path, suite_file: Path) -> tuple[Path, ...]:

@@ -11,10 +11,11 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from imageci.checks.base import Check, Outcome
+from imageci.definitions.limits import DEFAULTS, LimitPolicy, Limits
 from imageci.engine.aggregate import aggregate, exit_code_for
 from imageci.engine.budget import DEFAULT_COST, Budget, default_budget
 from imageci.engine.waivers import WaiverFn
@@ -22,8 +23,9 @@ from imageci.errors import ImageciError
 from imageci.exitcodes import ExitCode
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
-from imageci.store.models import Attempt, Version, utcnow
+from imageci.store.models import Attempt, RunStatus, Version, utcnow
 from imageci.testbeds.base import Backend, ImageHandle, Testbed
+from imageci.testbeds.output import bounded
 from imageci.verdicts import Verdict
 
 
@@ -87,6 +89,16 @@ class RunReport:
 EventFn = Callable[[str, TestResult, Attempt | None], None]
 
 
+def _explained(outcome: Outcome, notes: list[str]) -> Outcome:
+    """A verdict that a limit may have caused names the limit first."""
+    if not notes or outcome.verdict in (Verdict.PASS, Verdict.SKIP):
+        return outcome
+    said = "; ".join(notes)
+    reason = f"{said} — {outcome.reason}" if outcome.reason else said
+    log = outcome.log + b"".join(f"# limit: {n}\n".encode() for n in notes)
+    return replace(outcome, reason=reason, log=log)
+
+
 @dataclass
 class Engine:
     catalog: Catalog
@@ -101,6 +113,8 @@ class Engine:
     _kept: threading.local = field(default_factory=threading.local)  # per worker: testbeds kept for reuse
     fresh: str = "test"  # "test": a new testbed per test; "suite": reuse between non-destructive tests
     waiver: WaiverFn | None = None  # flake policy: quarantine, grace for new tests
+    owner: str | None = None  # the lock file this process holds (imageci.owners): a killed run is found by it
+    limits: LimitPolicy = field(default_factory=LimitPolicy)  # memory, pids, disk, output, log per test
 
     def _emit(self, what: str, result: TestResult, attempt: Attempt | None = None) -> None:
         if self.on_event:
@@ -110,13 +124,17 @@ class Engine:
         rootfs = next((a for a in version.artifacts if a.kind == "rootfs"), None)
         if rootfs is None:
             raise ImageciError(f"{version.product.name}@{version.serial} has no rootfs artifact")
-        arch = "amd64"
         return ImageHandle(digest=version.digest, name=version.product.name,
-                           rootfs_tar=self.store.verified_path(rootfs.digest), architecture=arch)
+                           rootfs_tar=self.store.verified_path(rootfs.digest), architecture=version.architecture)
+
+    def limits_for(self, check: Check) -> Limits:
+        return self.limits.for_test(check.id, check.limits)
 
     def _record(self, run_id: int, image: ImageHandle, result: TestResult, outcome: Outcome,
                 started: datetime, ended: datetime) -> Attempt:
-        log_digest = self.store.put_bytes(outcome.log).digest if outcome.log else None
+        keep = self.limits_for(result.check).log or DEFAULTS.log
+        assert keep is not None
+        log_digest = self.store.put_bytes(bounded(outcome.log, keep)).digest if outcome.log else None
         attempt = self.catalog.record_attempt(Attempt(
             run_id=run_id, image_digest=image.digest, test_id=result.check.id, test_digest=result.check.digest,
             testbed=result.testbed, attempt=len(result.attempts) + 1, started_at=started, ended_at=ended,
@@ -132,25 +150,27 @@ class Engine:
         except after a destructive test or an error."""
         backend = self.backends[result.testbed]
         needs = frozenset(result.check.needs)
-        key = (result.testbed, needs)
+        limits = self.limits_for(result.check)
+        key = (result.testbed, needs, limits)
         reuse = self.fresh == "suite" and not getattr(result.check, "destructive", False)
-        kept: dict[tuple[str, frozenset[str]], Testbed] = self._kept.__dict__.setdefault("beds", {})
+        kept: dict[tuple[str, frozenset[str], Limits], Testbed] = self._kept.__dict__.setdefault("beds", {})
         testbed: Testbed | None = kept.pop(key, None) if reuse else None
         keep = False
         try:
             if testbed is None:
-                testbed = backend.create(image, needs)
+                testbed = backend.create(image, needs, limits)
                 with self._lock:
                     self._live.add(testbed)
                 testbed.open()
-            outcome = result.check.run(testbed)
+            outcome = _explained(result.check.run(testbed), testbed.limit_notes())
             keep = reuse and outcome.verdict != Verdict.ERROR
             return outcome
         except ImageciError as exc:
             reason = str(exc).splitlines()[0]
             extra: bytes = getattr(exc, "log", b"")
             log = str(exc).encode() + (b"\n" + extra if extra else b"")
-            return Outcome(Verdict.ERROR, f"testbed error: {reason}", None, log)
+            notes = testbed.limit_notes() if testbed is not None else []
+            return _explained(Outcome(Verdict.ERROR, f"testbed error: {reason}", None, log), notes)
         except Exception as exc:  # a harness bug must not take the run down with it
             return Outcome(Verdict.ERROR, f"harness error: {type(exc).__name__}: {exc}", None,
                            traceback.format_exc().encode())
@@ -185,7 +205,7 @@ class Engine:
         image = self.image_handle(version)
         run_id = self.catalog.start_run(image.digest, version.id, {
             "testbeds": list(testbeds), "retries": retries, "rerun_all": rerun_all,
-            "tests": [c.id for c in checks], **(options or {})})
+            "tests": [c.id for c in checks], **(options or {})}, owner=self.owner)
         started = utcnow()
         results: list[TestResult] = []
         todo: list[TestResult] = []
@@ -245,7 +265,8 @@ class Engine:
                     r.finalize()
             results = [r for r in results if r.attempts]
             report = RunReport(run_id, version, results, started, utcnow(), interrupted)
-            self.catalog.finish_run(run_id, int(report.exit_code))
+            self.catalog.finish_run(run_id, int(report.exit_code),
+                                    RunStatus.INTERRUPTED if interrupted else RunStatus.FINISHED)
         return report  # interrupted runs come back too (exit 130), so their reports can be written
 
     def _why_not(self, testbed: str, image: ImageHandle) -> str | None:

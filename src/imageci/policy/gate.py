@@ -1,12 +1,22 @@
-"""The promotion gate: every required test has passed on every required testbed
-for exactly these image bytes and exactly this test content.
+"""The promotion gate: every required test has evidence on exactly these image
+bytes and exactly this test content, on every required testbed.
 
-Satisfying a requirement: at least one attempt passed; or the test's latest
-attempt was a skip the test itself reported (exit 77: "does not apply here").
-A test marked ``flaky: true`` in its metadata never blocks (it is reported),
-nor does one waived by flake policy (quarantined, or new within its grace).
-Skips made by the harness (not executable, testbed lacks a capability) do
-not satisfy a requirement.
+Evidence is an attempt recorded for (image digest, test id, test digest,
+testbed). A requirement with no such attempt is never met, whatever policy
+says: a test that never ran on these bytes proves nothing. With evidence, a
+requirement is met when:
+
+- an attempt passed; or
+- the latest attempt is a skip the test itself reported (exit 77: "does not
+  apply here"); or
+- the test ran (pass, fail or flaky; an ``error`` means the harness broke and
+  says nothing about the image) and either it is marked ``flaky: true`` or a
+  warn-mode waiver is in force (quarantine ``warn``, or a new test in its
+  grace period): its failures are reported but do not block; or
+- a skip-mode quarantine is in force and its skip was recorded.
+
+Skips made by the harness (not executable, testbed lacks a capability) and
+errors never satisfy a requirement on their own.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from imageci.checks.base import Check
-from imageci.engine.waivers import WaiverFn
+from imageci.engine.waivers import Waiver, WaiverFn
 from imageci.errors import UsageError
 from imageci.store.catalog import Catalog
 from imageci.store.models import Attempt, Version
@@ -46,14 +56,30 @@ def required_checks(checks: Sequence[Check], tests: str | Sequence[str]) -> list
     return [by_id[t] for t in tests]
 
 
-def _satisfied(attempts: Sequence[Attempt], known_flaky: bool) -> bool:
-    if any(a.verdict == Verdict.PASS for a in attempts):
-        return True
+RAN = (Verdict.PASS, Verdict.FAIL, Verdict.FLAKY)
+
+
+def _self_skipped(attempt: Attempt) -> bool:
+    return attempt.verdict == Verdict.SKIP and attempt.exit_code == SKIP_EXIT_CODE
+
+
+def unmet(attempts: Sequence[Attempt], known_flaky: bool, waiver: Waiver | None) -> str | None:
+    """Why a requirement is not met by ``attempts`` (its evidence: these bytes, this test content,
+    this testbed, oldest first), or None when it is."""
     if not attempts:
-        return False
+        return "never run on these bytes with this test content"
+    if any(a.verdict == Verdict.PASS for a in attempts) or _self_skipped(attempts[-1]):
+        return None
+    ran = any(a.verdict in RAN or _self_skipped(a) for a in attempts)
+    if ran and (known_flaky or (waiver is not None and waiver.mode == "warn")):
+        return None
+    if waiver is not None and waiver.mode == "skip":
+        return None
     last = attempts[-1]
-    self_skipped = last.verdict == Verdict.SKIP and last.exit_code == SKIP_EXIT_CODE
-    return self_skipped or known_flaky
+    why = f"latest attempt: {last.verdict}" + (f" ({last.reason})" if last.reason else "")
+    if waiver is not None and not ran:
+        why += f"; waived ({waiver.reason}), but it never ran on these bytes"
+    return why
 
 
 def evaluate_gate(catalog: Catalog, version: Version, checks: Sequence[Check],
@@ -63,12 +89,10 @@ def evaluate_gate(catalog: Catalog, version: Version, checks: Sequence[Check],
     for check in checks:
         for tb in testbeds:
             mine = [a for a in attempts if a.test_id == check.id and a.testbed == tb and a.test_digest == check.digest]
-            waived = waiver(check.id, tb) if waiver is not None else None
-            if waived is not None or _satisfied(mine, known_flaky=check.flaky):
+            why = unmet(mine, check.flaky, waiver(check.id, tb) if waiver is not None else None)
+            if why is None:
                 result.satisfied.append((check.id, tb))
             else:
-                why = "never run" if not mine else f"latest attempt: {mine[-1].verdict}" + (
-                    f" ({mine[-1].reason})" if mine[-1].reason else "")
                 result.missing.append((check.id, tb, why))
     result.holds = not result.missing
     return result

@@ -39,6 +39,7 @@ class RunSpec:
     quarantine: Path | None = None  # --quarantine FILE (the suite's own travels with its snapshot)
     structure: list[Path] = field(default_factory=list)  # --structure FILEs, copied
     testinfra: list[Path] = field(default_factory=list)  # --testinfra modules (by path: they may import siblings)
+    limits: list[str] = field(default_factory=list)  # --limit KEY=VALUE
 
 
 def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = None) -> Path:
@@ -46,7 +47,6 @@ def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = 
     env = dict(os.environ) if env is None else env
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "imageci.cli", "run" if spec.tests else "test", f"sha256:{spec.digest}"]
-    argv += spec.tests or []
     if spec.suite is not None:
         snapshot = run_dir / "suite"
         if snapshot.exists():
@@ -69,6 +69,8 @@ def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = 
         argv += ["--testinfra", str(module.resolve())]
     for tree in [*spec.dep8, *spec.dep8_packages]:
         argv += ["--dep8", str(tree.resolve())]
+    for item in spec.limits:
+        argv += ["--limit", item]
     lines = [
         "#!/bin/sh",
         f"# Re-runs imageci run {spec.run_id}: {spec.image} (sha256:{spec.digest}),",
@@ -77,7 +79,9 @@ def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = 
         "set -eu",
     ]
     lines += [f"export {k}={shlex.quote(env[k])}" for k in PINNED_ENV if k in env]
-    lines.append(f"exec {shlex.join(argv)} \"$@\"")
+    # extra arguments are options, so they go before "--"; test names after it (a test may be named "--help")
+    names = f" -- {shlex.join(spec.tests)}" if spec.tests else ""
+    lines.append(f"exec {shlex.join(argv)} \"$@\"{names}")
     script = run_dir / "reproduce.sh"
     write_file_atomically(script, ("\n".join(lines) + "\n").encode())
     script.chmod(0o700)  # only its owner: it may hold a database URL

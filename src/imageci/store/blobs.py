@@ -42,10 +42,13 @@ def hash_file(path: Path) -> Blob:
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, owner: str = "") -> None:
+        """``owner`` (a token, imageci.owners) names this process's temporary files, so
+        ``imageci gc`` removes only those of dead processes."""
         self.root = root
         self.blobs = root / "blobs" / "sha256"
         self.tmp = root / "tmp"
+        self.tmp_prefix = f"put-{owner}-" if owner else "put-"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
@@ -71,7 +74,7 @@ class BlobStore:
     def put_bytes(self, data: bytes) -> Blob:
         digest = hashlib.sha256(data).hexdigest()
         if not self.has(digest):
-            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
+            fd, name = tempfile.mkstemp(dir=self.tmp, prefix=self.tmp_prefix)
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
@@ -85,7 +88,7 @@ class BlobStore:
 
     def put_file(self, src: Path) -> Blob:
         """Copy ``src`` into the store while hashing it (one read)."""
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix=self.tmp_prefix)
         tmp_path = Path(name)
         try:
             h = hashlib.sha256()

@@ -9,14 +9,14 @@ import getpass
 import json
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from imageci.errors import UnknownReferenceError, UsageError
@@ -29,6 +29,7 @@ from imageci.store.models import (
     Event,
     Product,
     Run,
+    RunStatus,
     State,
     Version,
     utcnow,
@@ -60,23 +61,39 @@ class TransitionError(UsageError):
 
 
 class Catalog:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, url: str = "") -> None:
         self.engine = engine
+        self.url = url or str(engine.url)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
     def open(cls, url: str) -> Catalog:
+        """Open (and migrate) the catalog at ``url``, creating it only where nothing exists.
+        A damaged or foreign database raises CatalogUnusableError and is left as it is."""
+        database.check_file(url)
         engine = database.make_engine(url)
-        database.upgrade(engine)
-        return cls(engine)
+        try:
+            database.upgrade(engine)
+        except DatabaseError as exc:
+            engine.dispose()
+            raise database.unusable(exc, url) from exc
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, url)
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as s, s.begin():
-            yield s
+        try:
+            with self._sessions() as s, s.begin():
+                yield s
+        except IntegrityError:
+            raise  # a constraint, not damage (callers retry on it)
+        except DatabaseError as exc:
+            raise database.unusable(exc, self.url) from exc
 
     # ---- products and versions -------------------------------------------------
 
@@ -98,7 +115,8 @@ class Catalog:
 
     def register_version(self, name: str, digest: str, artifacts: Sequence[NewArtifact], *,
                          input_hash: str | None, definition: str | None, build_info: dict[str, Any],
-                         actor: str | None = None, publish_to_testing: bool = True) -> Version:
+                         architecture: str = "amd64", actor: str | None = None,
+                         publish_to_testing: bool = True) -> Version:
         """Record a complete version and (by default) publish it to ``testing``,
         all in one transaction: a version is never visible half-registered."""
         actor = actor or current_actor()
@@ -109,7 +127,8 @@ class Catalog:
                     assert product is not None
                     now = utcnow()
                     version = Version(product_id=product.id, serial=self._next_serial(s, product, now),
-                                      digest=digest, input_hash=input_hash, state=State.CREATED.value,
+                                      digest=digest, input_hash=input_hash, architecture=architecture,
+                                      state=State.CREATED.value,
                                       created_at=now, definition=definition,
                                       build_info=json.dumps(build_info, sort_keys=True))
                     version.artifacts = [Artifact(kind=a.kind, filename=a.filename, digest=a.digest, size=a.size)
@@ -219,20 +238,39 @@ class Catalog:
 
     # ---- runs and attempts -----------------------------------------------------
 
-    def start_run(self, image_digest: str, version_id: int | None, options: dict[str, Any]) -> int:
+    def start_run(self, image_digest: str, version_id: int | None, options: dict[str, Any], *,
+                  owner: str | None = None) -> int:
+        """A run in progress; ``owner`` is the lock file its process holds (imageci.owners), so a
+        later imageci on this host can tell a run whose process died (see :meth:`abort_dead_runs`)."""
         with self.session() as s:
             run = Run(image_digest=image_digest, version_id=version_id, started_at=utcnow(),
-                      options=json.dumps(options, sort_keys=True), actor=current_actor())
+                      options=json.dumps(options, sort_keys=True), actor=current_actor(),
+                      status=RunStatus.RUNNING.value, host=socket.gethostname(), owner=owner)
             s.add(run)
             s.flush()
             return run.id
 
-    def finish_run(self, run_id: int, exit_code: int) -> None:
+    def finish_run(self, run_id: int, exit_code: int, status: RunStatus = RunStatus.FINISHED) -> None:
         with self.session() as s:
             run = s.get(Run, run_id)
             assert run is not None
             run.ended_at = utcnow()
             run.exit_code = exit_code
+            run.status = status.value
+
+    def abort_dead_runs(self, alive: Callable[[str], bool]) -> list[Run]:
+        """Mark ``aborted`` the runs of this host still ``running`` whose owner process is gone
+        (``alive(owner)`` is false). Their recorded attempts stay; the run ends at its last one."""
+        host = socket.gethostname()
+        with self.session() as s:
+            candidates = list(s.scalars(select(Run).where(Run.status == RunStatus.RUNNING.value,
+                                                          Run.host == host)))
+            dead = [r for r in candidates if not (r.owner and alive(r.owner))]
+            for run in dead:
+                last = s.scalar(select(func.max(Attempt.ended_at)).where(Attempt.run_id == run.id))
+                run.status = RunStatus.ABORTED.value
+                run.ended_at = _aware(last) if last is not None else _aware(run.started_at)
+            return dead
 
     def record_attempt(self, attempt: Attempt) -> Attempt:
         with self.session() as s:
@@ -282,6 +320,10 @@ class Catalog:
     def runs(self, image_digest: str) -> list[Run]:
         with self.session() as s:
             return list(s.scalars(select(Run).where(Run.image_digest == image_digest).order_by(Run.id)))
+
+    def run(self, run_id: int) -> Run | None:
+        with self.session() as s:
+            return s.get(Run, run_id)
 
 
 def _aware(when: datetime) -> datetime:

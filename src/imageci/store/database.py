@@ -1,4 +1,5 @@
-"""Opening the catalog database: engine setup (SQLite WAL) and Alembic upgrades."""
+"""Engine setup (SQLite WAL) and Alembic upgrades, refusing a catalog that is
+not one: an existing file is never replaced by a new, empty catalog."""
 
 from __future__ import annotations
 
@@ -9,18 +10,74 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from alembic.util.exc import CommandError
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from imageci.errors import CatalogUnusableError, ImageciError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    tables = {r[0] for r in cur.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables or "alembic_version" in tables:  # never change a database that is not ours
+        cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None for other databases and in-memory ones)."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def restore_hint(path: Path | None) -> str:
+    if path is None:
+        return "Nothing was changed. Restore the database from a backup; the artifact store is untouched."
+    return (f"Nothing was changed. Restore {path} from a backup, or move it aside (mv {path} {path}.damaged) "
+            f"to start an empty catalog; `sqlite3 {path}.damaged .recover | sqlite3 {path}` salvages what is "
+            "readable. The artifact store is untouched.")
+
+
+def check_file(url: str) -> None:
+    """Refuse an existing file that cannot be a SQLite catalog (SQLite would silently
+    turn a zero-byte file into a new, empty database)."""
+    path = sqlite_file(url)
+    if path is None or not path.exists():
+        return
+    if not path.is_file():
+        raise CatalogUnusableError(f"the catalog {path} is not a regular file. {restore_hint(path)}")
+    with path.open("rb") as fh:
+        head = fh.read(len(SQLITE_HEADER))
+    if not head:
+        raise CatalogUnusableError(f"the catalog {path} is empty (0 bytes): its history is gone or it was "
+                                   f"truncated; it is never replaced by a new catalog. {restore_hint(path)}")
+    if head != SQLITE_HEADER:
+        raise CatalogUnusableError(f"the catalog {path} is not a SQLite database (damaged or overwritten). "
+                                   f"{restore_hint(path)}")
+
+
+def unusable(exc: DatabaseError, url: str) -> ImageciError:
+    """What a database error means to the user: a damaged catalog (exit 8) or an unreachable server."""
+    what = str(exc.orig).strip() if exc.orig is not None else str(exc).splitlines()[0]
+    path = sqlite_file(url)
+    if isinstance(exc, OperationalError) and path is None and not _schema_problem(what):
+        return ImageciError(f"cannot use the catalog database: {what}")
+    where = path or make_url(url).render_as_string(hide_password=True)
+    return CatalogUnusableError(f"the catalog {where} is damaged ({what}). {restore_hint(path)}")
+
+
+def _schema_problem(message: str) -> bool:
+    return any(s in message for s in ("no such table", "no such column", "does not exist", "malformed"))
 
 
 def make_engine(url: str) -> Engine:
@@ -52,10 +109,24 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; a no-op when it is already there."""
-    if revision == "head" and current_revision(engine) == head_revision():
+    """Bring the schema to ``revision``; a no-op when it is already there. A database
+    with tables but no imageci schema revision is refused, never migrated into."""
+    current = current_revision(engine)
+    if revision == "head" and current == head_revision():
         return
+    where = sqlite_file(str(engine.url)) or engine.url.render_as_string(hide_password=True)
+    if current is None:
+        tables = sorted(set(inspect(engine).get_table_names()) - {"alembic_version"})
+        if tables:
+            raise CatalogUnusableError(f"{where} is not an imageci catalog (it has tables {', '.join(tables[:5])} "
+                                       "but no imageci schema revision); point IMAGECI_DB_URL at an imageci "
+                                       "catalog or at a new database")
     cfg = alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except CommandError as exc:
+        raise CatalogUnusableError(f"the catalog {where} has schema revision {current!r}, which this imageci does "
+                                   f"not know (written by a newer imageci?): {exc}") from exc
+

@@ -26,6 +26,13 @@ class State(enum.StrEnum):
     INACTIVE = "inactive"
 
 
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"  # ended normally (whatever its verdicts)
+    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: ended, finished attempts recorded
+    ABORTED = "aborted"  # the process died (kill -9, crash, power loss); found and marked later
+
+
 # The only transitions the catalog allows.
 TRANSITIONS: dict[State, set[State]] = {
     State.CREATED: {State.TESTING, State.INACTIVE},
@@ -61,6 +68,7 @@ class Version(Base):
     serial: Mapped[str] = mapped_column(String(32))
     digest: Mapped[str] = mapped_column(String(64), index=True)
     input_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    architecture: Mapped[str] = mapped_column(String(32), default="amd64")  # Debian architecture name
     state: Mapped[str] = mapped_column(String(16), default=State.CREATED.value)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     definition: Mapped[str | None] = mapped_column(Text)
@@ -103,6 +111,9 @@ class Run(Base):
     options: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     exit_code: Mapped[int | None] = mapped_column(Integer)
     actor: Mapped[str] = mapped_column(String(128), default="")
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING.value)
+    host: Mapped[str | None] = mapped_column(String(255))  # where the run's process ran
+    owner: Mapped[str | None] = mapped_column(String(1024))  # its owner lock file (imageci.owners)
 
 
 class Attempt(Base):

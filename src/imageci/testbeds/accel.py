@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from imageci.testbeds.hostarch import host_architecture
+
 PROBE_EXIT = 0x31  # qemu exits with (value << 1) | 1
 CACHE_SECONDS = 7 * 24 * 3600
 
@@ -37,9 +39,32 @@ def _firmware(path: Path) -> None:
     path.write_bytes(bytes(image))
 
 
+@dataclass(frozen=True)
+class VmArch:
+    """How qemu boots a guest of one Debian architecture."""
+
+    binary: str
+    machine: str
+    console: str  # the kernel's serial console device
+
+
+VM_ARCHES = {
+    "amd64": VmArch("qemu-system-x86_64", "q35", "ttyS0"),
+    "i386": VmArch("qemu-system-i386", "q35", "ttyS0"),
+    "arm64": VmArch("qemu-system-aarch64", "virt", "ttyAMA0"),
+    "armhf": VmArch("qemu-system-arm", "virt", "ttyAMA0"),
+    "ppc64el": VmArch("qemu-system-ppc64", "pseries", "hvc0"),
+    "riscv64": VmArch("qemu-system-riscv64", "virt", "ttyS0"),
+    "s390x": VmArch("qemu-system-s390x", "s390-ccw-virtio", "ttysclp0"),
+}
+
+def vm_arch(arch: str) -> VmArch | None:
+    return VM_ARCHES.get(arch)
+
+
 def qemu_binary(arch: str = "amd64") -> str | None:
-    name = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}.get(arch, f"qemu-system-{arch}")
-    return shutil.which(name)
+    spec = vm_arch(arch)
+    return shutil.which(spec.binary) if spec else None
 
 
 def probe_kvm(timeout: float = 10) -> AccelProbe:
@@ -48,7 +73,9 @@ def probe_kvm(timeout: float = 10) -> AccelProbe:
         return AccelProbe(False, "/dev/kvm does not exist", now)
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return AccelProbe(False, "/dev/kvm is not accessible to this user", now)
-    qemu = qemu_binary()
+    if host_architecture() not in ("amd64", "i386"):
+        return AccelProbe(False, f"the KVM probe knows x86 hosts only (this is {host_architecture()})", now)
+    qemu = qemu_binary(host_architecture())
     if qemu is None:
         return AccelProbe(False, "qemu-system-x86_64 is not installed", now)
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,6 +12,10 @@ Capability words (shared with DEP-8 restrictions later):
 ``network``              may reach the outside network when a test asks
 ``arch:<deb-arch>``      architecture of the image
 ``pristine``             the image's files as built: no init has run in it yet
+``limits``               memory, pids and disk limits are enforced (``definitions.limits``)
+``privileged``           a test may opt out of the default hardening
+
+The words live in :mod:`imageci.capabilities`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from imageci.definitions.limits import DEFAULTS, Limits
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,11 @@ class Testbed(Protocol):
 
     def close(self) -> None: ...
 
+    def limit_notes(self) -> list[str]:
+        """What limits struck since the last call, as sentences that name each limit
+        (memory, pids, disk, output): the engine puts them in the verdict's reason."""
+        ...
+
 
 class Backend(Protocol):
     """Makes testbeds of one kind for an image; registered by name.
@@ -84,6 +95,7 @@ class Backend(Protocol):
 
     def capabilities(self, image: ImageHandle) -> frozenset[str]: ...
 
-    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset()) -> Testbed:
-        """A testbed for one test; ``needs`` lets a backend pick a mode (systemd, network)."""
+    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(), limits: Limits = DEFAULTS) -> Testbed:
+        """A testbed for one test; ``needs`` lets a backend pick a mode (systemd, network,
+        privileged); ``limits`` are the test's memory, pids, disk and output limits."""
         ...

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.testbeds.accel import AccelCache, qemu_binary
+from imageci.testbeds.hostarch import binfmt_architectures
 from imageci.testbeds.limits import cgroup_mode
 
 
@@ -30,18 +31,6 @@ def _version(argv: list[str]) -> str | None:
     return text[0] if text and out.returncode == 0 else None
 
 
-def _binfmt_arches() -> list[str]:
-    d = Path("/proc/sys/fs/binfmt_misc")
-    arches = []
-    for f in sorted(d.glob("qemu-*")) if d.is_dir() else []:
-        try:
-            if f.read_text().startswith("enabled"):
-                arches.append(f.name.removeprefix("qemu-"))
-        except OSError:
-            continue
-    return arches
-
-
 def check_host(home: Path, refresh: bool = True) -> list[Finding]:
     out: list[Finding] = []
     root = os.geteuid() == 0
@@ -49,7 +38,7 @@ def check_host(home: Path, refresh: bool = True) -> list[Finding]:
                        "not root: the sandbox testbed mounts overlayfs and needs root", True))
     mm = _version(["mmdebstrap", "--version"])
     out.append(Finding("builder", "mmdebstrap", mm is not None, mm or "not installed: scripts/host-setup.sh", True))
-    arches = _binfmt_arches()
+    arches = binfmt_architectures()
     out.append(Finding("builder", "foreign architectures (binfmt)", bool(arches),
                        ", ".join(arches) if arches else "none registered (apt-get install qemu-user-static "
                        "binfmt-support to build arm64 etc.)"))

@@ -1,8 +1,13 @@
-"""Per-testbed resource limits with cgroups (v2 unified, or v1 memory+pids).
+"""Per-command resource limits with cgroups (v2 unified, or v1 memory+pids).
 
 A limit group also gives a reliable way to kill a whole process tree: every
-process forked inside stays in the group. Where cgroups are not writable (not
-root, read-only mount), limits are skipped and the capability says so.
+process forked inside stays in the group. Its event counters tell afterwards
+whether a limit stopped something (an OOM kill, a refused fork), so a verdict
+can name the limit. Where cgroups are not writable (not root, read-only
+mount), limits are skipped and the capability says so.
+
+Groups are named ``imageci-<home id>-<owner token>-<random>``: cleanup only
+ever considers its own home's groups, and only those of dead processes.
 """
 
 from __future__ import annotations
@@ -30,12 +35,44 @@ def cgroup_mode() -> str | None:
     return None
 
 
+def group_prefix(home_id: str, token: str | None = None) -> str:
+    return f"imageci-{home_id}-" + (f"{token}-" if token else "")
+
+
+def _counter(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 @dataclass
 class LimitGroup:
     memory_bytes: int | None = None
     pids: int | None = None
-    name: str = field(default_factory=lambda: f"imageci-{uuid.uuid4().hex[:12]}")
+    prefix: str = "imageci-"
+    name: str = ""
     dirs: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = f"{self.prefix}{uuid.uuid4().hex[:8]}"
+
+    def hits(self) -> dict[str, int]:
+        """How often each limit struck so far: ``{"memory": OOM kills, "pids": refused forks}``."""
+        found = {"memory": 0, "pids": 0}
+        for d in self.dirs:
+            if (d / "memory.events").exists():  # v2
+                found["memory"] += _counter(d / "memory.events", "oom_kill")
+            elif (d / "memory.oom_control").exists():  # v1
+                found["memory"] += _counter(d / "memory.oom_control", "oom_kill")
+            if (d / "pids.events").exists():
+                found["pids"] += _counter(d / "pids.events", "max")
+        return found
 
     def create(self) -> bool:
         mode = cgroup_mode()
@@ -96,3 +133,21 @@ class LimitGroup:
                 except OSError:  # busy while the last processes finish exiting
                     time.sleep(0.001 if i < 100 else 0.01)
         self.dirs = []
+
+
+def process_groups(pid: int) -> list[Path]:
+    """The memory and pids cgroup directories of a process (e.g. a container's init)."""
+    dirs: list[Path] = []
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return dirs
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if controllers == "" and (CGROOT / "cgroup.controllers").exists():
+            dirs.append(CGROOT / rel)
+        for name in ("memory", "pids"):
+            if name in controllers.split(","):
+                dirs.append(CGROOT / name / rel)
+    return [d for d in dirs if d.is_dir()]

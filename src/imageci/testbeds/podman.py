@@ -1,18 +1,25 @@
 """podman testbed: the image's OCI form in a real container runtime.
 
 The rootfs tarball becomes an OCI image layout (its one layer *is* the tested
-tarball), pulled once per digest into podman's storage. Each testbed is a
-fresh container, always removed. Two modes, chosen per test:
+tarball), pulled once per digest into this home's own image store
+(``$IMAGECI_HOME/podman/storage``). Each testbed is a fresh container, always
+removed, whose writable layer lives in a container storage of its own on the
+testbed's disk slot (the home's image store is an additional, read-only image
+store there): a test that writes past its disk budget gets ENOSPC. Two modes,
+chosen per test:
 
 * command mode: ``sleep infinity`` keeps the container up; tests ``exec`` in it.
 * systemd mode (``isolation-container``): systemd is PID 1, so tests can start
   services and ask ``systemctl is-system-running``. Offered when the image
   has systemd.
 
-The network is off unless the test needs ``network``. On this kind of host
-podman only works with runc and with rlimits not above the host's: imageci
-passes both explicitly, and turns podman's cryptic refusals into errors that
-name the fix.
+Containers get podman's default hardening (Docker's capability set, seccomp
+profile and masked paths) unless the test needs ``privileged``; memory and
+pids limits are the test's; the network is off unless it needs ``network``.
+Every container is labelled with the home and the owner process, so cleanup
+only ever touches its own. On this kind of host podman only works with runc
+and with rlimits not above the host's: imageci passes both explicitly, and
+turns podman's cryptic refusals into errors that name the fix.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import resource
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -29,11 +37,29 @@ from pathlib import Path
 
 from imageci.build.oci import image_config, write_layout
 from imageci.build.rootfs import unpacked_rootfs
+from imageci.capabilities import (
+    ISOLATION_CONTAINER,
+    LIMITS,
+    NETWORK,
+    PRISTINE,
+    PRIVILEGED,
+    REVERT,
+    ROOT,
+    arch,
+)
+from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
+from imageci.owners import home_id, process_owner
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
+from imageci.testbeds.disks import DiskSlot, disk_pool
+from imageci.testbeds.hostarch import why_cannot_run
+from imageci.testbeds.limits import LimitGroup, process_groups
+from imageci.testbeds.output import pump, stream_keep
 from imageci.testbeds.rootpath import resolve_in_root
 
 LABEL = "io.imageci.testbed"
+HOME_LABEL = "io.imageci.home"
+OWNER_LABEL = "io.imageci.owner"
 SETUP_HINT = "run scripts/host-setup.sh (installs podman + runc and writes /etc/containers/containers.conf.d/" \
              "50-imageci.conf)"
 
@@ -73,10 +99,11 @@ def explain_failure(stderr: str) -> str | None:
     return None
 
 
-def _run(argv: Sequence[str], *, timeout: float | None = 120, check: bool = True,
-         input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _run(argv: Sequence[str], *, timeout: float | None = 120, check: bool = True, input: bytes | None = None,
+         env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     try:
-        res = subprocess.run(list(argv), capture_output=True, timeout=timeout, input=input)
+        res = subprocess.run(list(argv), capture_output=True, timeout=timeout, input=input,
+                             env=dict(env) if env is not None else None)
     except subprocess.TimeoutExpired as exc:
         raise TestbedError(f"podman did not answer within {timeout}s: {' '.join(argv[:4])}") from exc
     if check and res.returncode != 0:
@@ -88,80 +115,123 @@ def _run(argv: Sequence[str], *, timeout: float | None = 120, check: bool = True
     return res
 
 
-class PodmanImages:
-    """OCI layouts and podman image ids, one per image digest."""
+def storage_conf(graphroot: Path, runroot: Path, image_stores: Sequence[Path] = ()) -> str:
+    stores = ", ".join(json.dumps(str(p)) for p in image_stores)
+    return (f'[storage]\ndriver = "overlay"\ngraphroot = {json.dumps(str(graphroot))}\n'
+            f'runroot = {json.dumps(str(runroot))}\n\n[storage.options]\nadditionalimagestores = [{stores}]\n')
 
-    def __init__(self, oci_root: Path) -> None:
-        self.oci_root = oci_root
+
+class ImageStore:
+    """This home's podman image store: one OCI image per image digest."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root  # $IMAGECI_HOME/podman
+        self.graphroot = root / "storage"
+        self.conf = root / "storage.conf"
+        self._lock = threading.Lock()
+
+    def env(self) -> dict[str, str]:
+        if not self.conf.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.conf.with_suffix(".tmp")
+            tmp.write_text(storage_conf(self.graphroot, self.root / "run"))
+            os.replace(tmp, self.conf)
+        return {**os.environ, "CONTAINERS_STORAGE_CONF": str(self.conf)}
 
     def ensure(self, image: ImageHandle) -> str:
+        """The image's tag, pulled into the store if it is not there yet."""
         podman = podman_path()
         tag = f"localhost/imageci/{image.name}:{image.digest[:12]}"
-        if _run([podman, "image", "exists", tag], check=False).returncode == 0:
-            return tag
-        layout = self.oci_root / image.digest
-        write_layout(layout, image.rootfs_tar, image.digest, tag=image.digest[:12], architecture=image.architecture,
-                     config=image_config(image.name, image.digest))
-        out = _run([podman, "pull", "-q", f"oci:{layout}:{image.digest[:12]}"], timeout=600)
-        image_id = out.stdout.decode().strip().splitlines()[-1]
-        _run([podman, "tag", image_id, tag])
+        with self._lock:
+            env = self.env()
+            if _run([podman, "image", "exists", tag], check=False, env=env).returncode == 0:
+                return tag
+            layout = self.root / "oci" / image.digest
+            write_layout(layout, image.rootfs_tar, image.digest, tag=image.digest[:12],
+                         architecture=image.architecture, config=image_config(image.name, image.digest))
+            out = _run([podman, "pull", "-q", f"oci:{layout}:{image.digest[:12]}"], timeout=600, env=env)
+            image_id = out.stdout.decode().strip().splitlines()[-1]
+            _run([podman, "tag", image_id, tag], env=env)
         return tag
 
 
 class PodmanTestbed:
     name = "podman"
 
-    def __init__(self, image: ImageHandle, tag: str, *, systemd: bool, network: bool,
-                 memory: str | None = "2g", pids: int | None = 4096) -> None:
+    def __init__(self, image: ImageHandle, tag: str, store: ImageStore, tmp: Path, *, systemd: bool,
+                 network: bool, privileged: bool = False, limits: Limits = DEFAULTS) -> None:
         self.image = image
         self.tag = tag
+        self.store = store
+        self.tmp = tmp
         self.systemd = systemd
         self.network = network
-        self.memory = memory
-        self.pids = pids
+        self.privileged = privileged
+        self.limits = limits.over(DEFAULTS)
         self.container: str | None = None
+        self.slot: DiskSlot | None = None
+        self.env: dict[str, str] = {}
         self.podman = podman_path()
         self._broken = ""
+        self._pid = 0
+        self._notes: list[str] = []
 
     def capabilities(self) -> frozenset[str]:
         """What this container offers: network only if it was created with one."""
-        caps = {"root", "revert", f"arch:{self.image.architecture}", "limits"}
+        caps = {ROOT, REVERT, arch(self.image.architecture), LIMITS, PRIVILEGED}
         if not self.systemd:
-            caps.add("pristine")
+            caps.add(PRISTINE)
         if self.network:
-            caps.add("network")
+            caps.add(NETWORK)
         if self.systemd:
-            caps.add("isolation-container")
+            caps.add(ISOLATION_CONTAINER)
         return frozenset(caps)
 
+    def limit_notes(self) -> list[str]:
+        notes, self._notes = self._notes, []
+        return notes
+
     def open(self) -> None:
-        name = f"imageci-{uuid.uuid4().hex[:12]}"
-        argv = [self.podman, "run", "-d", "--pull", "never", "--name", name, "--label", f"{LABEL}=1",
-                "--hostname", "imageci-podman", *runtime_flags(self.pids or 4096)]
-        if not self.network:
-            argv += ["--network", "none"]
-        if self.memory:
-            argv += ["--memory", self.memory]
-        if self.pids:
-            argv += ["--pids-limit", str(self.pids)]
-        if self.systemd:
-            argv += ["--systemd", "always", self.tag, "/sbin/init"]
-        else:
-            argv += ["--entrypoint", "", self.tag, "sleep", "infinity"]
-        self.container = name
+        owner = process_owner(self.tmp).token
+        name = f"imageci-{owner}-{uuid.uuid4().hex[:8]}"
         try:
-            _run(argv)
+            assert self.limits.disk is not None
+            self.slot = disk_pool(self.tmp).acquire(self.limits.disk)
+            conf = self.slot.path / "storage.conf"
+            conf.write_text(storage_conf(self.slot.path / "storage", self.slot.path / "run",
+                                         [self.store.graphroot]))
+            self.env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)}
+            argv = [self.podman, "run", "-d", "--pull", "never", "--name", name, "--label", f"{LABEL}=1",
+                    "--label", f"{HOME_LABEL}={home_id(self.tmp.parent)}", "--label", f"{OWNER_LABEL}={owner}",
+                    "--hostname", "imageci-podman", *runtime_flags(self.limits.pids or 4096)]
+            if not self.network:
+                argv += ["--network", "none"]
+            if self.privileged:
+                argv.append("--privileged")
+            if self.limits.memory:
+                argv += ["--memory", f"{self.limits.memory}b", "--memory-swap", f"{self.limits.memory}b"]
+            if self.limits.pids:
+                argv += ["--pids-limit", str(self.limits.pids)]
+            if self.systemd:
+                argv += ["--systemd", "always", self.tag, "/sbin/init"]
+            else:
+                argv += ["--entrypoint", "", self.tag, "sleep", "infinity"]
+            self.container = name
+            _run(argv, env=self.env)
+            pid = _run([self.podman, "inspect", "--format", "{{.State.Pid}}", name], env=self.env)
+            self._pid = int(pid.stdout.decode().strip() or 0)
+            if self.systemd:
+                self._wait_for_systemd()
         except BaseException:
             self.close()
             raise
-        if self.systemd:
-            self._wait_for_systemd()
 
     def _wait_for_systemd(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         state = ""
         while time.monotonic() < deadline:
-            r = _run([self.podman, "exec", self._name(), "systemctl", "is-system-running"], check=False, timeout=30)
+            r = _run([self.podman, "exec", self._name(), "systemctl", "is-system-running"], check=False, timeout=30,
+                     env=self.env)
             state = r.stdout.decode().strip()
             if state in ("running", "degraded"):
                 return
@@ -175,6 +245,9 @@ class PodmanTestbed:
             raise TestbedError(self._broken)
         return self.container
 
+    def _hits(self) -> dict[str, int]:
+        return LimitGroup(name="container", dirs=process_groups(self._pid)).hits() if self._pid else {}
+
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
              stdin: bytes | None = None, cwd: str | None = None, network: bool = False) -> ExecResult:
         cmd = [self.podman, "exec", "--workdir", cwd or "/"]
@@ -183,23 +256,29 @@ class PodmanTestbed:
         for k, v in {"HOME": "/root", "LANG": "C.UTF-8", "IMAGECI_TESTBED": self.name, **(env or {})}.items():
             cmd += ["--env", f"{k}={v}"]
         cmd += [self._name(), *argv]
+        before = self._hits()
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        try:
-            out, err = proc.communicate(stdin, timeout=timeout)
-        except subprocess.TimeoutExpired:
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=self.env)
+
+        def stop() -> None:
             # Killing `podman exec` leaves its process running in the container: stop the container.
-            _run([self.podman, "kill", self._name()], check=False, timeout=60)
-            self._broken = "the container was stopped after a command timed out"
-            out, err = proc.communicate()
-            return ExecResult(None, out, err, time.monotonic() - started, timed_out=True)
+            _run([self.podman, "kill", self._name()], check=False, timeout=60, env=self.env)
+            self._broken = "the container was stopped after a command ran past its timeout or output limit"
+
+        try:
+            res = pump(proc, stdin, timeout=timeout, keep=stream_keep(self.limits), max_output=self.limits.output,
+                       stop=stop)
         except BaseException:
             proc.kill()
-            proc.communicate()
+            proc.wait()
             raise
+        self._explain(before, self._hits(), res.output_exceeded)
+        duration = time.monotonic() - started
+        if res.timed_out or res.output_exceeded:
+            return ExecResult(None, res.stdout, res.stderr, duration, timed_out=res.timed_out)
         code = proc.returncode
-        text = err.decode("utf-8", "replace")
+        text = res.stderr.decode("utf-8", "replace")
         if code in (125, 126, 127) and text.startswith("Error:"):
             # podman's own failure (container gone, runtime error), not the command's
             hint = explain_failure(text)
@@ -207,34 +286,54 @@ class PodmanTestbed:
                 raise HostSetupError(hint)
             if code == 125 or "OCI runtime" in text or "no such container" in text.lower():
                 raise TestbedError(f"podman exec failed: {text.strip()[-500:]}")
-        return ExecResult(code, out, err, time.monotonic() - started)
+        return ExecResult(code, res.stdout, res.stderr, duration)
+
+    def _explain(self, before: dict[str, int], after: dict[str, int], output_exceeded: bool) -> None:
+        lim = self.limits
+        notes = []
+        if after.get("memory", 0) > before.get("memory", 0):
+            notes.append(f"memory limit ({lim.describe('memory')}) reached: the kernel killed a process (OOM); "
+                         "declare more with `memory:`")
+        if after.get("pids", 0) > before.get("pids", 0):
+            notes.append(f"pids limit ({lim.describe('pids')}) reached: fork() was refused; declare more with "
+                         "`pids:`")
+        if self.slot is not None and self.slot.nearly_full():
+            notes.append(f"disk limit ({lim.describe('disk')}) reached: the test's writes filled its disk "
+                         "(ENOSPC); declare more with `disk:`")
+        if output_exceeded:
+            notes.append(f"output limit ({lim.describe('output')}) reached: the command wrote more and was "
+                         "stopped; declare more with `output:`")
+        self._notes += [n for n in notes if n not in self._notes]
 
     def copy_in(self, src: Path, dest: str) -> None:
         parent = os.path.dirname(dest.rstrip("/")) or "/"
-        _run([self.podman, "exec", self._name(), "mkdir", "-p", parent])
-        _run([self.podman, "cp", str(src), f"{self._name()}:{dest}"])
+        _run([self.podman, "exec", self._name(), "mkdir", "-p", parent], env=self.env)
+        _run([self.podman, "cp", str(src), f"{self._name()}:{dest}"], env=self.env)
 
     def copy_out(self, src: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        _run([self.podman, "cp", f"{self._name()}:{src}", str(dest)])
+        _run([self.podman, "cp", f"{self._name()}:{src}", str(dest)], env=self.env)
 
     def revert(self) -> None:
         self.close()
         self.open()
 
     def close(self) -> None:
-        if self.container is None:
-            return
-        name, self.container, self._broken = self.container, None, ""
-        _run([self.podman, "rm", "-f", "-t", "0", name], check=False, timeout=120)
+        name, self.container, self._broken, self._pid = self.container, None, "", 0
+        if name is not None:
+            _run([self.podman, "rm", "-f", "-t", "0", name], check=False, timeout=120, env=self.env)
+        if self.slot is not None:
+            slot, self.slot = self.slot, None
+            disk_pool(self.tmp).release(slot)
 
 
 class PodmanBackend:
     name = "podman"
     cost = Cost(memory_mb=384, cpus=0.5)
 
-    def __init__(self, oci_root: Path, rootfs_cache: Path) -> None:
-        self.images = PodmanImages(oci_root)
+    def __init__(self, home: Path, rootfs_cache: Path) -> None:
+        self.store = ImageStore(home / "podman")
+        self.tmp = home / "tmp"
         self.rootfs_cache = rootfs_cache
 
     def has_systemd(self, image: ImageHandle) -> bool:
@@ -242,24 +341,30 @@ class PodmanBackend:
         init = resolve_in_root(root, "/sbin/init")  # the image's symlinks, never the host's
         return init.is_file() and init.name == "systemd"
 
+    def why_not(self, image: ImageHandle) -> str | None:
+        return why_cannot_run(image.architecture)
+
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
-        caps = {"root", "revert", "network", "pristine", f"arch:{image.architecture}", "limits"}
+        caps = {ROOT, REVERT, NETWORK, PRISTINE, PRIVILEGED, arch(image.architecture), LIMITS}
         if self.has_systemd(image):
-            caps.add("isolation-container")
+            caps.add(ISOLATION_CONTAINER)
         return frozenset(caps)
 
-    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset()) -> PodmanTestbed:
-        tag = self.images.ensure(image)
-        return PodmanTestbed(image, tag, systemd="isolation-container" in needs, network="network" in needs)
+    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
+               limits: Limits = DEFAULTS) -> PodmanTestbed:
+        tag = self.store.ensure(image)
+        return PodmanTestbed(image, tag, self.store, self.tmp, systemd=ISOLATION_CONTAINER in needs,
+                             network=NETWORK in needs, privileged=PRIVILEGED in needs, limits=limits)
 
 
-def leftover_containers() -> list[str]:
-    """Containers a crashed imageci left behind (for `imageci gc`)."""
+def remove_containers(storage_conf_path: Path) -> list[str]:
+    """Remove every container of one container storage (a dead owner's disk slot); their names."""
     podman = shutil.which("podman")
-    if not podman:
+    if not podman or not storage_conf_path.exists():
         return []
-    res = subprocess.run([podman, "ps", "-a", "--filter", f"label={LABEL}=1", "--format", "json"],
-                         capture_output=True, text=True)
-    if res.returncode != 0 or not res.stdout.strip():
-        return []
-    return [c["Names"][0] if isinstance(c.get("Names"), list) else c["Names"] for c in json.loads(res.stdout)]
+    env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(storage_conf_path)}
+    res = subprocess.run([podman, "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, env=env)
+    names = res.stdout.split() if res.returncode == 0 else []
+    for name in names:
+        subprocess.run([podman, "rm", "-f", "-t", "0", name], capture_output=True, env=env)
+    return names

@@ -16,6 +16,12 @@ into its own overlay (seconds instead of a cold boot).
 KVM is used only when a probe guest booted under it and a real boot then
 reached SSH; otherwise TCG, with test timeouts multiplied
 (``IMAGECI_TCG_MULTIPLIER``, default 3).
+
+A test's limits shape its VM: ``memory`` is the VM's RAM and ``disk`` the free
+space of its root filesystem (the disk image is sized for it, and every VM's
+qcow2 overlay can never grow past that virtual size on the host). VMs of one
+shape share a template; most runs use only the default shape. Inside the VM
+there is no pids limit: a fork bomb can only take the VM down (an ``error``).
 """
 
 from __future__ import annotations
@@ -34,10 +40,21 @@ from pathlib import Path
 
 from imageci.build.rootfs import unpacked_rootfs
 from imageci.build.vmdisk import VmAssets, find_kernel, vm_assets
+from imageci.capabilities import (
+    ISOLATION_CONTAINER,
+    ISOLATION_MACHINE,
+    LIMITS,
+    PRIVILEGED,
+    REVERT,
+    ROOT,
+)
+from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.fs import safe_rmtree
-from imageci.testbeds.accel import AccelCache, AccelProbe, qemu_binary
+from imageci.owners import process_owner
+from imageci.testbeds.accel import AccelCache, AccelProbe, VmArch, qemu_binary, vm_arch
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
+from imageci.testbeds.hostarch import host_architecture
 from imageci.testbeds.qmp import Qmp, QmpError
 from imageci.testbeds.ssh import HostConfig, SshTestbed
 
@@ -66,11 +83,29 @@ class BootError(TestbedError):
         self.log = console.encode()
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What a test's VM is made of: RAM and free disk space."""
+
+    memory_mb: int
+    disk: int  # bytes of free space in the guest's root filesystem
+
+    @classmethod
+    def of(cls, limits: Limits) -> Shape:
+        full = limits.over(DEFAULTS)
+        assert full.memory is not None and full.disk is not None
+        return cls(max(256, full.memory >> 20), full.disk)
+
+
+DEFAULT_SHAPE = Shape.of(DEFAULTS)
+
+
 @dataclass
 class Vm:
     """One qemu process."""
 
     qemu: str
+    arch: VmArch
     assets: VmAssets
     disk: Path
     workdir: Path
@@ -91,11 +126,12 @@ class Vm:
 
     def start(self, incoming: Path | None = None) -> None:
         pub = base64.b64encode(self.key.with_suffix(".pub").read_bytes().strip()).decode()
-        argv = [self.qemu, "-machine", f"q35,accel={self.accel}", "-cpu", "max", "-m", str(self.memory_mb),
+        argv = [self.qemu, "-machine", f"{self.arch.machine},accel={self.accel}", "-cpu", "max",
+                "-m", str(self.memory_mb),
                 "-smp", str(self.cpus), "-display", "none", "-monitor", "none", "-nodefaults", "-no-user-config",
                 "-serial", f"file:{self.console}",
                 "-kernel", str(self.assets.kernel), "-initrd", str(self.assets.initrd),
-                "-append", f"root=/dev/vda rw console=ttyS0 panic=-1 imageci.ssh_key={pub}",
+                "-append", f"root=/dev/vda rw console={self.arch.console} panic=-1 imageci.ssh_key={pub}",
                 "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=unsafe",
                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
                 "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
@@ -205,54 +241,60 @@ class Template:
 class QemuBackend:
     name = "qemu"
 
-    def __init__(self, home: Path, rootfs_cache: Path, *, memory_mb: int = 1024, cpus: int = 1,
+    def __init__(self, home: Path, rootfs_cache: Path, *, cpus: int = 1,
                  boot_timeout: float | None = None, snapshot: bool = True, accel: str | None = None,
                  keep_warm: bool = False, warm: int | None = None) -> None:
         self.vm_cache = home / "vm"
         self.rootfs_cache = rootfs_cache
         self.workroot = home / "tmp" / "vms"
-        self.memory_mb = memory_mb
         self.cpus = cpus
         self.boot_timeout = boot_timeout
         self.snapshot = snapshot
         self.accel_cache = AccelCache(home / "host-probes.json")
         self._accel = accel or os.environ.get("IMAGECI_QEMU_ACCEL", "auto")
         self._lock = threading.RLock()  # template() boots while holding it and re-enters
-        self._templates: dict[str, Template] = {}
+        self._templates: dict[tuple[str, Shape], Template] = {}
         self._run_dir: Path | None = None
         self._key: Path | None = None
         self.last_boot: dict[str, float] = {}
         self.cold_boots = 0
-        self.cost = Cost(memory_mb=memory_mb + 256, cpus=float(cpus))
+        self.cost = Cost(memory_mb=DEFAULT_SHAPE.memory_mb + 256, cpus=float(cpus))
         self.keep_warm = keep_warm  # keep templates across engine runs until shutdown()
         # VMs restored ahead of time per image, so a test rarely waits for a restore
         self.warm = int(os.environ.get("IMAGECI_WARM_VMS", "1")) if warm is None else warm
-        self._warm: dict[str, list[tuple[Vm, SshTestbed, Path]]] = {}
+        self._warm: dict[tuple[str, Shape], list[tuple[Vm, SshTestbed, Path]]] = {}
         self._filling = 0
         self._stopping = False
         self.warm_made = 0
         self.warm_hits = 0
 
     # -- host and image ------------------------------------------------------------
-    def accel(self) -> str:
+    def accel(self, architecture: str | None = None) -> str:
+        """KVM only for guests of this host's architecture, and only when proven to work."""
+        if architecture is not None and architecture != host_architecture():
+            return "tcg"
         if self._accel in ("kvm", "tcg"):
             return self._accel
         return "kvm" if self.accel_cache.get().kvm else "tcg"
 
-    def timeout_multiplier(self) -> float:
-        return 1.0 if self.accel() == "kvm" else float(os.environ.get("IMAGECI_TCG_MULTIPLIER", "3"))
+    def timeout_multiplier(self, architecture: str | None = None) -> float:
+        return 1.0 if self.accel(architecture) == "kvm" else float(os.environ.get("IMAGECI_TCG_MULTIPLIER", "3"))
 
     def why_not(self, image: ImageHandle) -> str | None:
+        spec = vm_arch(image.architecture)
+        if spec is None:
+            return f"imageci does not know how to boot {image.architecture} guests"
         if qemu_binary(image.architecture) is None:
-            return f"qemu for {image.architecture} is not installed (scripts/host-setup.sh)"
+            return f"{spec.binary} is not installed (apt-get install qemu-system for {image.architecture} guests)"
         root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
         if find_kernel(root) is None:
             return "the image has no kernel (/boot/vmlinuz-* and initrd.img-*): it cannot boot as a VM"
         return None
 
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
-        caps = {"root", "revert", "isolation-machine", "isolation-container", f"arch:{image.architecture}"}
-        if self.accel() == "kvm":
+        caps = {ROOT, REVERT, ISOLATION_MACHINE, ISOLATION_CONTAINER, PRIVILEGED, LIMITS,
+                f"arch:{image.architecture}"}
+        if self.accel(image.architecture) == "kvm":
             caps.add("kvm")
         return frozenset(caps)
 
@@ -260,7 +302,8 @@ class QemuBackend:
         with self._lock:
             if self._run_dir is None:
                 self.workroot.mkdir(parents=True, exist_ok=True)
-                self._run_dir = Path(tempfile.mkdtemp(dir=self.workroot, prefix="run-"))
+                token = process_owner(self.workroot.parent).token
+                self._run_dir = Path(tempfile.mkdtemp(dir=self.workroot, prefix=f"run-{token}-"))
                 key = self._run_dir / "id_ed25519"
                 subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "imageci-run", "-f", str(key)],
                                check=True, capture_output=True)
@@ -268,16 +311,18 @@ class QemuBackend:
             assert self._key is not None
             return self._run_dir, self._key
 
-    def assets(self, image: ImageHandle) -> VmAssets:
+    def assets(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> VmAssets:
         root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
-        return vm_assets(root, image.digest, self.vm_cache)
+        return vm_assets(root, image.digest, self.vm_cache, free_space=shape.disk)
 
-    def new_vm(self, image: ImageHandle, disk: Path, workdir: Path, accel: str | None = None) -> Vm:
-        qemu = qemu_binary(image.architecture)
-        if qemu is None:
-            raise HostSetupError("qemu is not installed: run scripts/host-setup.sh")
+    def new_vm(self, image: ImageHandle, disk: Path, workdir: Path, accel: str | None = None,
+               shape: Shape = DEFAULT_SHAPE) -> Vm:
+        qemu, spec = qemu_binary(image.architecture), vm_arch(image.architecture)
+        if qemu is None or spec is None:
+            raise HostSetupError(f"qemu for {image.architecture} guests is not installed: run scripts/host-setup.sh")
         _, key = self._run_state()
-        return Vm(qemu, self.assets(image), disk, workdir, key, accel or self.accel(), self.memory_mb, self.cpus)
+        return Vm(qemu, spec, self.assets(image, shape), disk, workdir, key, accel or self.accel(image.architecture),
+                  shape.memory_mb, self.cpus)
 
     def overlay(self, backing: Path, path: Path) -> Path:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(path)],
@@ -289,11 +334,12 @@ class QemuBackend:
             return self.boot_timeout
         return 90.0 if accel == "kvm" else 300.0
 
-    def cold_boot(self, image: ImageHandle, workdir: Path) -> tuple[Vm, SshTestbed]:
+    def cold_boot(self, image: ImageHandle, workdir: Path,
+                  shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed]:
         """Boot from the base disk into a fresh overlay; demote KVM if it cannot boot the guest."""
-        accel = self.accel()
-        disk = self.overlay(self.assets(image).disk, workdir / "disk.qcow2")
-        vm = self.new_vm(image, disk, workdir, accel)
+        accel = self.accel(image.architecture)
+        disk = self.overlay(self.assets(image, shape).disk, workdir / "disk.qcow2")
+        vm = self.new_vm(image, disk, workdir, accel, shape)
         started = time.monotonic()
         vm.start()
         try:
@@ -306,76 +352,81 @@ class QemuBackend:
             self.accel_cache.record(AccelProbe(False, f"a guest hung or crashed at boot under KVM: "
                                                       f"{str(exc).splitlines()[0]}", time.time(), "boot"))
             disk.unlink(missing_ok=True)
-            return self.cold_boot(image, workdir)
+            return self.cold_boot(image, workdir, shape)
         self.last_boot[image.digest] = time.monotonic() - started
         self.cold_boots += 1  # boots that reached readiness
         return vm, ssh
 
-    def template(self, image: ImageHandle) -> Template:
+    def template(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> Template:
+        key = (image.digest, shape)
         with self._lock:
-            existing = self._templates.get(image.digest)
+            existing = self._templates.get(key)
         if existing:
             return existing
         run_dir, _ = self._run_state()
-        tdir = run_dir / f"template-{image.digest[:12]}"
+        tdir = run_dir / f"template-{image.digest[:12]}-{shape.memory_mb}m-{shape.disk >> 20}m"
         with self._lock:
-            if image.digest in self._templates:
-                return self._templates[image.digest]
+            if key in self._templates:
+                return self._templates[key]
             tdir.mkdir(exist_ok=True)
             started = time.monotonic()
-            vm, ssh = self.cold_boot(image, tdir)
+            vm, ssh = self.cold_boot(image, tdir, shape)
             try:
                 ssh.close()
                 vm.save_state(tdir / "state")
             finally:
                 vm.stop()
             t = Template(tdir / "disk.qcow2", tdir / "state", time.monotonic() - started)
-            self._templates[image.digest] = t
+            self._templates[key] = t
             return t
 
-    def restore(self, image: ImageHandle) -> tuple[Vm, SshTestbed, Path]:
+    def restore(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed, Path]:
         """A fresh VM from the image's snapshot, ready for SSH."""
-        t = self.template(image)
+        t = self.template(image, shape)
         run_dir, _ = self._run_state()
         vdir = Path(tempfile.mkdtemp(dir=run_dir, prefix="vm-"))
         vm = None
         try:
             disk = self.overlay(t.disk, vdir / "disk.qcow2")
-            vm = self.new_vm(image, disk, vdir)
+            vm = self.new_vm(image, disk, vdir, shape=shape)
             vm.start(incoming=t.state)
             vm.resume_incoming()
-            return vm, wait_ready(vm, 60 * self.timeout_multiplier(), want_system_state=False), vdir
+            return vm, wait_ready(vm, 60 * self.timeout_multiplier(image.architecture),
+                                  want_system_state=False), vdir
         except BaseException:
             if vm is not None:
                 vm.stop()
             safe_rmtree(vdir)
             raise
 
-    def take_warm(self, image: ImageHandle) -> tuple[Vm, SshTestbed, Path] | None:
+    def take_warm(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed, Path] | None:
         """A VM restored ahead of time, if one is waiting; asks for the next one to be made."""
         if self.warm <= 0:
             return None
+        key = (image.digest, shape)
         with self._lock:
-            ready = self._warm.setdefault(image.digest, [])
+            ready = self._warm.setdefault(key, [])
             got = ready.pop(0) if ready else None
             self.warm_hits += got is not None
-        self._refill(image)
+        self._refill(image, shape)
         return got
 
-    def _refill(self, image: ImageHandle) -> None:
+    def _refill(self, image: ImageHandle, shape: Shape) -> None:
+        key = (image.digest, shape)
+
         def fill() -> None:
             try:
                 while True:
                     with self._lock:
-                        if self._stopping or len(self._warm.get(image.digest, [])) + self._filling > self.warm:
+                        if self._stopping or len(self._warm.get(key, [])) + self._filling > self.warm:
                             return
-                    made = self.restore(image)
+                    made = self.restore(image, shape)
                     with self._lock:
                         if self._stopping:
                             made[0].stop()
                             safe_rmtree(made[2])
                             return
-                        self._warm.setdefault(image.digest, []).append(made)
+                        self._warm.setdefault(key, []).append(made)
                         self.warm_made += 1
             except Exception:  # noqa: BLE001 — a failed warm-up only costs the next test a restore
                 return
@@ -384,13 +435,14 @@ class QemuBackend:
                     self._filling -= 1
 
         with self._lock:
-            if self._stopping or len(self._warm.get(image.digest, [])) + self._filling >= self.warm:
+            if self._stopping or len(self._warm.get(key, [])) + self._filling >= self.warm:
                 return
             self._filling += 1
         threading.Thread(target=fill, name="imageci-warm-vm", daemon=True).start()
 
-    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset()) -> QemuTestbed:
-        return QemuTestbed(self, image)
+    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
+               limits: Limits = DEFAULTS) -> QemuTestbed:
+        return QemuTestbed(self, image, limits)
 
     def finish(self) -> None:
         """The engine calls this when a run is over."""
@@ -419,9 +471,12 @@ class QemuBackend:
 class QemuTestbed:
     name = "qemu"
 
-    def __init__(self, backend: QemuBackend, image: ImageHandle) -> None:
+    def __init__(self, backend: QemuBackend, image: ImageHandle, limits: Limits = DEFAULTS) -> None:
         self.backend = backend
         self.image = image
+        self.limits = limits.over(DEFAULTS)
+        self.shape = Shape.of(self.limits)
+        self._notes: list[str] = []
         self.vm: Vm | None = None
         self.ssh: SshTestbed | None = None
         self.dir: Path | None = None
@@ -433,18 +488,25 @@ class QemuTestbed:
     def open(self) -> None:
         try:
             if self.backend.snapshot:
-                warm = self.backend.take_warm(self.image)
+                warm = self.backend.take_warm(self.image, self.shape)
                 if warm is None:
-                    warm = self.backend.restore(self.image)
+                    warm = self.backend.restore(self.image, self.shape)
                 self.vm, self.ssh, self.dir = warm
                 self.restored = True
             else:
                 run_dir, _ = self.backend._run_state()
                 self.dir = Path(tempfile.mkdtemp(dir=run_dir, prefix="vm-"))
-                self.vm, self.ssh = self.backend.cold_boot(self.image, self.dir)
+                self.vm, self.ssh = self.backend.cold_boot(self.image, self.dir, self.shape)
+            self.ssh.limits = self.limits  # the output limit applies to the test's commands
         except BaseException:
             self.close()
             raise
+
+    def limit_notes(self) -> list[str]:
+        notes, self._notes = self._notes, []
+        if self.ssh is not None:
+            notes += self.ssh.limit_notes()
+        return notes
 
     def _ssh(self) -> SshTestbed:
         if self.ssh is None or self.vm is None:
@@ -454,15 +516,46 @@ class QemuTestbed:
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
              stdin: bytes | None = None, cwd: str | None = None, network: bool = False) -> ExecResult:
         ssh = self._ssh()
-        scaled = timeout * self.backend.timeout_multiplier() if timeout else None
+        scaled = timeout * self.backend.timeout_multiplier(self.image.architecture) if timeout else None
+        console_at = self._console_size()
         try:
             res = ssh.exec(argv, env={"IMAGECI_TESTBED": self.name, **(env or {})}, timeout=scaled, stdin=stdin,
                            cwd=cwd)
         except TestbedError as exc:
+            self._explain(console_at, check_disk=False)
             alive = self.vm is not None and self.vm.alive()
             why = "the VM powered off or crashed" if not alive else "the SSH connection dropped (sshd stopped?)"
             raise BootError(f"lost the VM during the test: {why}: {exc}", self.console_log()) from exc
+        if res.exit_code != 0:
+            self._explain(console_at, check_disk=True)
         return res
+
+    def _console_size(self) -> int:
+        try:
+            return self.vm.console.stat().st_size if self.vm is not None else 0
+        except OSError:
+            return 0
+
+    def _explain(self, console_at: int, check_disk: bool) -> None:
+        """After a failed command: did the VM's kernel kill for memory, or is its disk full?"""
+        notes = []
+        if self.vm is not None:
+            try:
+                with self.vm.console.open("rb") as fh:
+                    fh.seek(console_at)
+                    said = fh.read(1 << 20).decode("utf-8", "replace")
+            except OSError:
+                said = ""
+            if "Out of memory" in said or "oom-kill" in said:
+                notes.append(f"memory limit (the VM's {self.limits.describe('memory')} of RAM) reached: the guest "
+                             "kernel killed a process (OOM); declare more with `memory:`")
+        if check_disk and self.ssh is not None:
+            r = self.ssh.exec(["stat", "-f", "-c", "%a %S %d", "/"], timeout=30)
+            parts = r.stdout.decode().split()
+            if r.exit_code == 0 and len(parts) == 3 and (int(parts[0]) * int(parts[1]) < (1 << 20) or parts[2] == "0"):
+                notes.append(f"disk limit ({self.limits.describe('disk')}) reached: the test's writes filled the "
+                             "VM's disk (ENOSPC); declare more with `disk:`")
+        self._notes += [n for n in notes if n not in self._notes]
 
     def copy_in(self, src: Path, dest: str) -> None:
         self._ssh().copy_in(src, dest)

@@ -14,7 +14,7 @@ from imageci.testbeds.ssh import SshBackend, load_host
 
 _FACTORIES: dict[str, Callable[[Settings], Backend]] = {
     "sandbox": lambda s: SandboxBackend(s.rootfs_cache, s.tmp_dir / "sandboxes"),
-    "podman": lambda s: PodmanBackend(s.home / "oci", s.rootfs_cache),
+    "podman": lambda s: PodmanBackend(s.home, s.rootfs_cache),
     "qemu": lambda s: QemuBackend(s.home, s.rootfs_cache),
 }
 

@@ -1,11 +1,29 @@
 """The embedded default testbed: a fresh copy-on-write root per testbed.
 
 The image's rootfs is unpacked once per digest (read-only lower layer); each
-testbed gets its own overlayfs upper directory, and each command runs under
-bubblewrap in new mount, pid, ipc, uts and network namespaces (only loopback,
-unless the test asks for the network). A timeout kills the whole process tree
-(cgroup, or the process group and bwrap's pid namespace). Memory and pids
-limits apply where the host's cgroups are writable.
+testbed gets its own overlayfs upper directory on a disk slot of its own size
+(ENOSPC past the budget, never a full host disk). The overlay is mounted with
+``/proc/self/fd`` paths, so the test's ``/proc/mounts`` shows no host path.
+
+Each command runs under bubblewrap in new mount, pid, ipc, uts, cgroup and
+network namespaces (only loopback, unless the test asks for the network), the
+way container runtimes run untrusted code by default:
+
+- capabilities dropped to Docker's default set (``DEFAULT_CAPS``), with
+  no_new_privs (setuid programs and file capabilities grant nothing);
+- a seccomp filter after Docker's default profile (``testbeds/seccomp.py``);
+- ``/proc/sys``, ``/proc/sysrq-trigger``, ``/proc/bus``, ``/proc/fs`` and
+  ``/proc/irq`` read-only, and ``/proc/kcore``, ``/proc/keys``,
+  ``/proc/timer_list``, ``/proc/sched_debug`` and friends masked;
+- memory and pids limits per command (cgroups), whose OOM and fork-refusal
+  counters name the limit in the verdict when one struck.
+
+``needs: [privileged]`` keeps every capability, loads no seccomp filter and
+leaves ``/proc`` writable (its sysctl writes reach the host kernel); the
+namespaces, limits and disk budget still apply.
+
+A timeout or too much output kills the whole process tree (cgroup, or the
+process group and bwrap's pid namespace).
 """
 
 from __future__ import annotations
@@ -24,24 +42,47 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from imageci.build.rootfs import unpacked_rootfs
+from imageci.capabilities import LIMITS, NETWORK, PRISTINE, PRIVILEGED, REVERT, ROOT, arch
+from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.fs import safe_rmtree
+from imageci.owners import home_id, process_owner
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
-from imageci.testbeds.limits import LimitGroup, cgroup_mode
+from imageci.testbeds.disks import DiskSlot, disk_pool
+from imageci.testbeds.hostarch import why_cannot_run
+from imageci.testbeds.limits import LimitGroup, cgroup_mode, group_prefix
+from imageci.testbeds.output import pump, stream_keep
 from imageci.testbeds.rootpath import resolve_in_root
+from imageci.testbeds.seccomp import filter_fd
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MNT_DETACH = 2
+# Docker's default capability set
+DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
+                "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "bus", "fs", "irq")
+PROC_MASKED = ("kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "asound", "acpi", "scsi")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def _mount_overlay(lower: Path, upper: Path, work: Path, merged: Path) -> None:
-    opts = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
-    if _libc.mount(b"overlay", str(merged).encode(), b"overlay", 0, opts) != 0:
-        err = ctypes.get_errno()
-        raise TestbedError(f"overlayfs mount failed: {os.strerror(err)} (the sandbox testbed needs root "
-                           "and a kernel with overlayfs)")
+    """Mount the overlay through /proc/self/fd paths: the mount options the test can read
+    in /proc/mounts then name no host directory."""
+    fds = []
+    try:
+        for d in (lower, upper, work):
+            fds.append(os.open(d, os.O_PATH | os.O_DIRECTORY))
+        opts = "lowerdir=/proc/self/fd/{},upperdir=/proc/self/fd/{},workdir=/proc/self/fd/{}".format(*fds)
+        if _libc.mount(b"overlay", str(merged).encode(), b"overlay", 0, opts.encode()) != 0:
+            err = ctypes.get_errno()
+            raise TestbedError(f"overlayfs mount failed: {os.strerror(err)} (the sandbox testbed needs root "
+                               "and a kernel with overlayfs)")
+    except FileNotFoundError as exc:
+        raise TestbedError(f"overlayfs mount failed: {exc.filename} does not exist") from exc
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _umount(path: Path) -> None:
@@ -55,45 +96,89 @@ def bwrap_path() -> str:
     return path
 
 
+def hardening_args() -> list[str]:
+    """bwrap options that run a command the way container runtimes do by default."""
+    args = ["--cap-drop", "ALL"]
+    for cap in DEFAULT_CAPS:
+        args += ["--cap-add", f"CAP_{cap}"]
+    for entry in PROC_READ_ONLY:
+        if os.path.exists(f"/proc/{entry}"):
+            args += ["--ro-bind", f"/proc/{entry}", f"/proc/{entry}"]
+    for entry in PROC_MASKED:
+        path = f"/proc/{entry}"
+        if os.path.isdir(path):
+            args += ["--tmpfs", path, "--remount-ro", path]
+        elif os.path.exists(path):
+            args += ["--ro-bind", "/dev/null", path]
+    return args
+
+
 class SandboxTestbed:
     name = "sandbox"
 
-    def __init__(self, image: ImageHandle, lower: Path, workroot: Path, *,
-                 memory_bytes: int | None = None, pids: int | None = None) -> None:
+    def __init__(self, image: ImageHandle, lower: Path, workroot: Path, *, limits: Limits = DEFAULTS,
+                 privileged: bool = False) -> None:
+        """``workroot`` is ``$IMAGECI_HOME/tmp/sandboxes``: its parent holds the owner locks and disk slots."""
         self.image = image
         self.lower = lower
         self.workroot = workroot
-        self.memory_bytes = memory_bytes
-        self.pids = pids
+        self.limits = limits.over(DEFAULTS)
+        self.privileged = privileged
+        self.tmp = workroot.parent
+        self.cgroup_prefix = group_prefix(home_id(self.tmp.parent), process_owner(self.tmp).token)
         self.dir: Path | None = None
         self.merged: Path | None = None
+        self.slot: DiskSlot | None = None
         self.bwrap = bwrap_path()
         self._running: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
         self._close_lock = threading.Lock()
+        self._notes: list[str] = []
 
     def capabilities(self) -> frozenset[str]:
         return sandbox_capabilities(self.image)
+
+    def limit_notes(self) -> list[str]:
+        with self._lock:
+            notes, self._notes = self._notes, []
+        return notes
+
+    def _note(self, text: str) -> None:
+        with self._lock:
+            if text not in self._notes:
+                self._notes.append(text)
 
     # -- lifecycle ---------------------------------------------------------------
     def open(self) -> None:
         if os.geteuid() != 0:
             raise HostSetupError("the sandbox testbed needs root (it mounts overlayfs); run imageci as root")
+        token = process_owner(self.tmp).token
         try:
             self.workroot.mkdir(parents=True, exist_ok=True)
-            self.dir = Path(tempfile.mkdtemp(dir=self.workroot, prefix="sb-"))
-            upper, work, merged = self.dir / "upper", self.dir / "work", self.dir / "merged"
-            for d in (upper, work, merged):
-                d.mkdir()
+            self.dir = Path(tempfile.mkdtemp(dir=self.workroot, prefix=f"sb-{token}-"))
+            (self.dir / "merged").mkdir()
         except OSError as exc:
             raise TestbedError(f"cannot prepare the sandbox directory under {self.workroot}: {exc}") from exc
         try:
-            _mount_overlay(self.lower, upper, work, merged)
+            assert self.limits.disk is not None
+            self.slot = disk_pool(self.tmp).acquire(self.limits.disk)
+            upper, work = self.slot.path / "upper", self.slot.path / "work"
+            upper.mkdir()
+            work.mkdir()
+            _mount_overlay(self.lower, upper, work, self.dir / "merged")
         except BaseException:
-            safe_rmtree(self.dir)
-            self.dir = None
+            self._release()
             raise
-        self.merged = merged
+        self.merged = self.dir / "merged"
+
+    def _release(self) -> None:
+        if self.dir is not None:
+            if self.merged is not None:
+                _umount(self.merged)
+            safe_rmtree(self.dir)
+        if self.slot is not None:
+            disk_pool(self.tmp).release(self.slot)
+        self.dir = self.merged = self.slot = None
 
     def close(self) -> None:
         """Kill whatever still runs (safe from another thread, e.g. on Ctrl-C), then clean up."""
@@ -102,12 +187,7 @@ class SandboxTestbed:
         for proc in running:
             self._kill_tree(proc, None)
         with self._close_lock:
-            if self.dir is None:
-                return
-            if self.merged is not None:
-                _umount(self.merged)
-            safe_rmtree(self.dir)
-            self.dir = self.merged = None
+            self._release()
 
     def revert(self) -> None:
         self.close()
@@ -121,12 +201,17 @@ class SandboxTestbed:
         self.close()
 
     # -- commands ----------------------------------------------------------------
-    def _argv(self, argv: Sequence[str], env: Mapping[str, str], cwd: str, network: bool, status_fd: int) -> list[str]:
+    def _argv(self, argv: Sequence[str], env: Mapping[str, str], cwd: str, network: bool, status_fd: int,
+              seccomp_fd: int | None) -> list[str]:
         assert self.merged is not None
         cmd = [self.bwrap, "--bind", str(self.merged), "/", "--proc", "/proc", "--dev", "/dev",
                "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
                "--hostname", "imageci-sandbox", "--die-with-parent", "--new-session",
                "--json-status-fd", str(status_fd), "--chdir", cwd, "--clearenv"]
+        if not self.privileged:
+            cmd += hardening_args()
+        if seccomp_fd is not None:
+            cmd += ["--seccomp", str(seccomp_fd)]
         if not network:
             cmd.append("--unshare-net")
         elif os.path.exists("/etc/resolv.conf"):
@@ -142,48 +227,49 @@ class SandboxTestbed:
              stdin: bytes | None = None, cwd: str | None = None, network: bool = False) -> ExecResult:
         if self.merged is None:
             raise TestbedError("sandbox is not open")
-        limits = LimitGroup(memory_bytes=self.memory_bytes, pids=self.pids)
-        has_limits = (self.memory_bytes or self.pids) and limits.create()
+        limits = LimitGroup(memory_bytes=self.limits.memory, pids=self.limits.pids, prefix=self.cgroup_prefix)
+        has_limits = limits.create()
         rfd, wfd = os.pipe()
-        cmd = self._argv(argv, env or {}, cwd or "/", network, wfd)
+        seccomp = None if self.privileged else filter_fd()
+        cmd = self._argv(argv, env or {}, cwd or "/", network, wfd, seccomp)
         if has_limits:
             # Join the group before exec, so every descendant is accounted and killable.
             joins = " && ".join(f"echo $$ > {f}" for f in limits.procs_files())
             cmd = ["/bin/sh", "-c", f'{joins} && exec "$@"', "sh", *cmd]
         started = time.monotonic()
-        timed_out = False
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(wfd,),
-                                    start_new_session=True)
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    pass_fds=(wfd,) if seccomp is None else (wfd, seccomp), start_new_session=True)
         finally:
             os.close(wfd)
+            if seccomp is not None:
+                os.close(seccomp)
         with self._lock:
             self._running.add(proc)
         try:
             try:
-                out, err = proc.communicate(stdin, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                self._kill_tree(proc, limits if has_limits else None)
-                out, err = proc.communicate()
+                res = pump(proc, stdin, timeout=timeout, keep=stream_keep(self.limits),
+                           max_output=self.limits.output,
+                           stop=lambda: self._kill_tree(proc, limits if has_limits else None))
             except BaseException:
                 self._kill_tree(proc, limits if has_limits else None)
-                proc.communicate()
                 raise
             with os.fdopen(rfd, "rb") as status_pipe:
                 status = status_pipe.read().decode("utf-8", "replace")
+            hits = limits.hits() if has_limits else {}
         finally:
             with self._lock:
                 self._running.discard(proc)
             if has_limits:
                 limits.destroy()
         duration = time.monotonic() - started
-        if timed_out:
-            return ExecResult(None, out, err, duration, timed_out=True)
+        self._explain(hits, res.output_exceeded)
+        if res.timed_out or res.output_exceeded:
+            return ExecResult(None, res.stdout, res.stderr, duration, timed_out=res.timed_out)
         if '"child-pid"' not in status:
             raise TestbedError(f"sandbox failed to start (exit {proc.returncode}): "
-                               f"{err.decode('utf-8', 'replace').strip()}")
+                               f"{res.stderr.decode('utf-8', 'replace').strip()}")
         code = proc.returncode
         for line in status.splitlines():
             try:
@@ -192,7 +278,23 @@ class SandboxTestbed:
                 continue
             if "exit-code" in doc:
                 code = int(doc["exit-code"])
-        return ExecResult(code, out, err, duration)
+        return ExecResult(code, res.stdout, res.stderr, duration)
+
+    def _explain(self, hits: dict[str, int], output_exceeded: bool) -> None:
+        """Remember which limit struck, so the verdict can say so."""
+        lim = self.limits
+        if hits.get("memory"):
+            self._note(f"memory limit ({lim.describe('memory')}) reached: the kernel killed {hits['memory']} "
+                       "process(es) (OOM); declare more with `memory:`")
+        if hits.get("pids"):
+            self._note(f"pids limit ({lim.describe('pids')}) reached: fork() was refused {hits['pids']} time(s); "
+                       "declare more with `pids:`")
+        if self.slot is not None and self.slot.nearly_full():
+            self._note(f"disk limit ({lim.describe('disk')}) reached: the test's writes filled its disk (ENOSPC); "
+                       "declare more with `disk:`")
+        if output_exceeded:
+            self._note(f"output limit ({lim.describe('output')}) reached: the command wrote more and was stopped; "
+                       "declare more with `output:`")
 
     @staticmethod
     def _kill_tree(proc: subprocess.Popen[bytes], limits: LimitGroup | None) -> None:
@@ -209,11 +311,14 @@ class SandboxTestbed:
 
     def copy_in(self, src: Path, dest: str) -> None:
         target = self._host_path(dest, follow_last=False)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True)
-        else:
-            shutil.copy2(src, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True)
+            else:
+                shutil.copy2(src, target)
+        except OSError as exc:
+            raise TestbedError(f"copying {src} into the sandbox failed: {exc}") from exc
 
     def copy_out(self, src: str, dest: Path) -> None:
         source = self._host_path(src)
@@ -227,9 +332,9 @@ class SandboxTestbed:
 
 
 def sandbox_capabilities(image: ImageHandle) -> frozenset[str]:
-    caps = {"root", "revert", "network", "pristine", f"arch:{image.architecture}"}
+    caps = {ROOT, REVERT, NETWORK, PRISTINE, PRIVILEGED, arch(image.architecture)}
     if cgroup_mode():
-        caps.add("limits")
+        caps.add(LIMITS)
     return frozenset(caps)
 
 
@@ -237,16 +342,17 @@ class SandboxBackend:
     name = "sandbox"
     cost = Cost(memory_mb=256, cpus=0.5)
 
-    def __init__(self, rootfs_cache: Path, workroot: Path, *, memory_bytes: int | None = 2 << 30,
-                 pids: int | None = 4096) -> None:
+    def __init__(self, rootfs_cache: Path, workroot: Path) -> None:
         self.rootfs_cache = rootfs_cache
         self.workroot = workroot
-        self.memory_bytes = memory_bytes
-        self.pids = pids
 
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
         return sandbox_capabilities(image)
 
-    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset()) -> SandboxTestbed:
+    def why_not(self, image: ImageHandle) -> str | None:
+        return why_cannot_run(image.architecture)
+
+    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
+               limits: Limits = DEFAULTS) -> SandboxTestbed:
         lower = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
-        return SandboxTestbed(image, lower, self.workroot, memory_bytes=self.memory_bytes, pids=self.pids)
+        return SandboxTestbed(image, lower, self.workroot, limits=limits, privileged=PRIVILEGED in needs)

@@ -31,9 +31,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.definitions.yamlsource import load_yaml, validate
 from imageci.errors import HostSetupError, TestbedError, UsageError
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
+from imageci.testbeds.output import pump, stream_keep
 
 SSH_FAILURE = 255
 # timeout(1) exits 124 after TERM; after its KILL the session dies (137, or 255 from ssh)
@@ -71,15 +73,21 @@ def load_host(home: Path, name: str) -> HostConfig:
 
 
 class SshTestbed:
-    def __init__(self, name: str, cfg: HostConfig, known_hosts: Path) -> None:
+    def __init__(self, name: str, cfg: HostConfig, known_hosts: Path, limits: Limits = DEFAULTS) -> None:
         self.name = name
         self.cfg = cfg
         self.known_hosts = Path(cfg.known_hosts).expanduser() if cfg.known_hosts else known_hosts
+        self.limits = limits.over(DEFAULTS)
         self._created: list[str] = []
         self._open = False
+        self._notes: list[str] = []
 
     def capabilities(self) -> frozenset[str]:
         return frozenset(self.cfg.capabilities)
+
+    def limit_notes(self) -> list[str]:
+        notes, self._notes = self._notes, []
+        return notes
 
     def _ssh(self) -> list[str]:
         argv = ["ssh", "-T", "-p", str(self.cfg.port), "-o", "BatchMode=yes",
@@ -122,17 +130,23 @@ class SshTestbed:
             cmd += ["timeout", "-s", "TERM", "-k", "5", str(int(max(1, timeout)))]
         script = f"cd {shlex.quote(cwd or '/')} && exec {shlex.join([*cmd, *argv])}"
         started = time.monotonic()
-        try:
-            res = subprocess.run([*self._ssh(), script], input=stdin if stdin is not None else b"",
-                                 capture_output=True, timeout=(timeout + 60) if timeout else None)
-        except subprocess.TimeoutExpired as exc:
-            raise TestbedError(f"{self.name}: the connection hung past the test's timeout") from exc
+        proc = subprocess.Popen([*self._ssh(), script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        # the remote timeout(1) ends the command; the local deadline only catches a hung connection
+        res = pump(proc, stdin if stdin is not None else b"", timeout=(timeout + 60) if timeout else None,
+                   keep=stream_keep(self.limits), max_output=self.limits.output, stop=proc.kill)
         duration = time.monotonic() - started
-        if timeout and duration >= timeout and res.returncode in TIMED_OUT_CODES:
+        if res.output_exceeded:
+            self._notes.append(f"output limit ({self.limits.describe('output')}) reached: the command wrote more "
+                               "and was stopped (its ssh session was closed); declare more with `output:`")
+            return ExecResult(None, res.stdout, res.stderr, duration)
+        if res.timed_out:
+            raise TestbedError(f"{self.name}: the connection hung past the test's timeout")
+        if timeout and duration >= timeout and proc.returncode in TIMED_OUT_CODES:
             return ExecResult(None, res.stdout, res.stderr, duration, timed_out=True)
-        if res.returncode == SSH_FAILURE:
+        if proc.returncode == SSH_FAILURE:
             raise TestbedError(f"{self.name}: ssh failed: {res.stderr.decode('utf-8', 'replace').strip()[-500:]}")
-        return ExecResult(res.returncode, res.stdout, res.stderr, duration)
+        return ExecResult(proc.returncode, res.stdout, res.stderr, duration)
 
     def copy_in(self, src: Path, dest: str) -> None:
         parent = os.path.dirname(dest.rstrip("/")) or "/"
@@ -175,5 +189,6 @@ class SshBackend:
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
         return frozenset(self.cfg.capabilities)
 
-    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset()) -> SshTestbed:
-        return SshTestbed(self.name, self.cfg, self.known_hosts)
+    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
+               limits: Limits = DEFAULTS) -> SshTestbed:
+        return SshTestbed(self.name, self.cfg, self.known_hosts, limits)

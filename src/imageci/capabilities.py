@@ -1,0 +1,32 @@
+"""The capability words testbeds offer and tests need (shared vocabulary).
+
+A test's ``needs`` that its testbed does not offer make it a skip with the
+missing words as the reason; a word no testbed knows is almost always a typo,
+so suite loading warns about it (``file:line``).
+"""
+
+from __future__ import annotations
+
+ROOT = "root"  # commands run as uid 0 inside the testbed
+REVERT = "revert"  # revert() is cheap (copy-on-write)
+NETWORK = "network"  # may reach the outside network when a test asks
+LIMITS = "limits"  # memory, pids and disk limits are enforced
+PRISTINE = "pristine"  # the image's files as built: no init has run yet
+PRIVILEGED = "privileged"  # opt out of the default hardening (all capabilities, no seccomp, writable /proc/sys)
+ISOLATION_CONTAINER = "isolation-container"  # own process tree with an init (services can start)
+ISOLATION_MACHINE = "isolation-machine"  # a whole machine (kernel, boot)
+REBOOT = "reboot"
+KVM = "kvm"
+GPU = "gpu"
+ARCH_PREFIX = "arch:"  # arch:<debian architecture>
+
+KNOWN = frozenset({ROOT, REVERT, NETWORK, LIMITS, PRISTINE, PRIVILEGED, ISOLATION_CONTAINER, ISOLATION_MACHINE,
+                   REBOOT, KVM, GPU})
+
+
+def arch(architecture: str) -> str:
+    return f"{ARCH_PREFIX}{architecture}"
+
+
+def is_known(word: str) -> bool:
+    return word in KNOWN or (word.startswith(ARCH_PREFIX) and len(word) > len(ARCH_PREFIX))

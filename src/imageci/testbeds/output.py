@@ -1,0 +1,157 @@
+"""A command's output, read with constant memory whatever the command writes.
+
+Each stream keeps its first and last bytes (``keep`` in all, half each) and
+counts the rest; what was cut is replaced by a marker that says how much. A
+command that writes more than ``max_output`` bytes in all is stopped (the
+output limit), like one that runs past its timeout. Every backend reads its
+commands' output through :func:`pump`.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from imageci.definitions.limits import DEFAULTS, Limits
+
+CHUNK = 1 << 16
+
+
+class Capture:
+    """The head and the tail of a stream, and how long it was."""
+
+    def __init__(self, keep: int) -> None:
+        self.head_max = max(1, keep // 2)
+        self.tail_max = max(1, keep - self.head_max)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_max - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > 2 * self.tail_max:  # trim in batches: amortised O(1) per byte
+                del self.tail[: len(self.tail) - self.tail_max]
+
+    @property
+    def cut(self) -> int:
+        return max(0, self.total - len(self.head) - min(len(self.tail), self.tail_max))
+
+    def value(self) -> bytes:
+        if not self.cut:
+            return bytes(self.head + self.tail)
+        tail = bytes(self.tail[-self.tail_max:])
+        marker = (f"\n[imageci: {self.cut} bytes cut here; {self.total} bytes were written in all; the first "
+                  f"{len(self.head)} and the last {len(tail)} are kept]\n").encode()
+        return bytes(self.head) + marker + tail
+
+
+def stream_keep(limits: Limits) -> int:
+    """Bytes kept of each of stdout and stderr: half the attempt's log limit each."""
+    return max(2, (limits.log or DEFAULTS.log or 2) // 2)
+
+
+def bounded(data: bytes, keep: int) -> bytes:
+    """``data`` cut to ``keep`` bytes the same way (head, marker, tail)."""
+    if len(data) <= keep:
+        return data
+    c = Capture(keep)
+    c.feed(data)
+    return c.value()
+
+
+@dataclass(frozen=True)
+class Pumped:
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    output_exceeded: bool  # wrote more than max_output: stopped
+    written: int  # bytes written to stdout + stderr in all
+
+
+def pump(proc: subprocess.Popen[bytes], stdin: bytes | None, *, timeout: float | None, keep: int,
+         max_output: int | None, stop: Callable[[], None], drain: float = 10.0) -> Pumped:
+    """Feed ``stdin``, read stdout and stderr until both close, and wait for ``proc``.
+    On timeout or too much output, ``stop()`` kills the command (its whole tree);
+    what it wrote until then is kept."""
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = Capture(keep), Capture(keep)
+    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    sel = selectors.DefaultSelector()
+    for fd in streams:
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ)
+    pending = memoryview(stdin or b"")
+    in_fd = -1
+    if proc.stdin is not None:
+        if stdin:
+            in_fd = proc.stdin.fileno()
+            os.set_blocking(in_fd, False)
+            sel.register(in_fd, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+    started = time.monotonic()
+    deadline = started + timeout if timeout else None
+    stopped_at: float | None = None
+    timed_out = exceeded = False
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if stopped_at is None and deadline is not None and now >= deadline:
+                timed_out = True
+            if stopped_at is None and (timed_out or exceeded):
+                stop()
+                stopped_at = now
+            if stopped_at is not None and now - stopped_at > drain:
+                break  # something outside the command's tree holds the pipes: give up on them
+            wait = 0.5 if deadline is None or stopped_at is not None else max(0.0, min(0.5, deadline - now))
+            for key, _ in sel.select(wait):
+                fd = int(key.fd)
+                if fd == in_fd:
+                    try:
+                        n = os.write(fd, pending[:CHUNK])
+                    except (BrokenPipeError, BlockingIOError) as exc:
+                        if isinstance(exc, BlockingIOError):
+                            continue
+                        n = len(pending)
+                    pending = pending[n:]
+                    if not pending and proc.stdin is not None:
+                        sel.unregister(fd)
+                        proc.stdin.close()
+                    continue
+                try:
+                    data = os.read(fd, CHUNK)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    sel.unregister(fd)
+                    continue
+                streams[fd].feed(data)
+                if max_output is not None and out.total + err.total > max_output:
+                    exceeded = True
+    finally:
+        sel.close()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            if f is not None and not f.closed:
+                f.close()
+    if stopped_at is None:  # the streams closed; the command may still run (until its deadline)
+        try:
+            proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            stop()
+    try:
+        proc.wait(timeout=drain)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return Pumped(out.value(), err.value(), timed_out, exceeded, out.total + err.total)

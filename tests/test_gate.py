@@ -1,0 +1,175 @@
+"""The promotion gate holds only on evidence about exactly these bytes and this test content.
+
+The property tests generate random histories of attempts (on these bytes and
+on others, with this test content and with older content), waivers (quarantine
+warn/skip, grace) and known-flaky marks, and check the gate on a real catalog.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imageci.checks.base import Outcome
+from imageci.definitions.quarantine import Quarantine
+from imageci.engine.waivers import Waiver
+from imageci.policy.flake import make_waiver
+from imageci.policy.gate import evaluate_gate
+from imageci.store.catalog import Catalog, NewArtifact
+from imageci.store.models import Attempt, Version, utcnow
+from imageci.testbeds import base
+from imageci.verdicts import SKIP_EXIT_CODE, Verdict
+
+TESTBEDS = ("sandbox", "podman")
+_serial = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Req:
+    """A required check: only its identity and content digest matter to the gate."""
+
+    id: str
+    digest: str
+    flaky: bool = False
+    needs: tuple[str, ...] = ()
+    description: str = ""
+
+    def precheck(self) -> Outcome | None:
+        return None
+
+    def run(self, testbed: base.Testbed) -> Outcome:
+        raise AssertionError("the gate never runs tests")
+
+
+@pytest.fixture(scope="module")
+def cat(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    return Catalog.open(f"sqlite:///{tmp_path_factory.mktemp('gate') / 'c.db'}")
+
+
+def _version(cat: Catalog) -> Version:
+    n = next(_serial)
+    digest = f"{n:064x}"
+    return cat.register_version(f"gate-{n}", digest, [NewArtifact("rootfs", "r.tar", digest, 1)], input_hash=None,
+                                definition=None, build_info={}, actor="t")
+
+
+def _record(cat: Catalog, run: int, image: str, test: str, test_digest: str, testbed: str, verdict: Verdict,
+            exit_code: int | None) -> None:
+    now = utcnow()
+    cat.record_attempt(Attempt(run_id=run, image_digest=image, test_id=test, test_digest=test_digest,
+                               testbed=testbed, attempt=1, started_at=now, ended_at=now, exit_code=exit_code,
+                               verdict=verdict.value, reason=""))
+
+
+def test_grace_never_waives_a_test_that_never_ran(cat: Catalog) -> None:
+    """The issue's case: grace 7d, tests a and b, only a ran on these bytes: no promotion."""
+    v = _version(cat)
+    a, b = Req("a", "da"), Req("b", "db")
+    run = cat.start_run(v.digest, v.id, {})
+    _record(cat, run, v.digest, "a", "da", "sandbox", Verdict.PASS, 0)
+    grace = make_waiver(Quarantine(), arch="amd64", grace=timedelta(days=7), first_seen={})
+    assert grace("b", "sandbox") is not None  # b counts as new…
+    gate = evaluate_gate(cat, v, [a, b], ["sandbox"], grace)
+    assert not gate.holds  # …but it has no evidence
+    assert gate.missing == [("b", "sandbox", "never run on these bytes with this test content")]
+    # a failed run of b inside its grace period is evidence, and the waiver excuses the failure
+    _record(cat, run, v.digest, "b", "db", "sandbox", Verdict.FAIL, 1)
+    assert evaluate_gate(cat, v, [a, b], ["sandbox"], grace).holds
+
+
+def test_evidence_about_other_bytes_or_older_test_content_does_not_count(cat: Catalog) -> None:
+    v, other = _version(cat), _version(cat)
+    check = Req("smoke", "new-content")
+    run = cat.start_run(v.digest, v.id, {})
+    _record(cat, run, other.digest, "smoke", "new-content", "sandbox", Verdict.PASS, 0)  # other bytes
+    _record(cat, run, v.digest, "smoke", "old-content", "sandbox", Verdict.PASS, 0)  # the test changed since
+    gate = evaluate_gate(cat, v, [check], ["sandbox"])
+    assert not gate.holds and "never run" in gate.missing[0][2]
+    skip = make_waiver(Quarantine(), arch="amd64", grace=timedelta(days=1), first_seen={})
+    assert not evaluate_gate(cat, v, [check], ["sandbox"], skip).holds
+    # a harness skip is not evidence either, even for a test marked flaky or waived
+    _record(cat, run, v.digest, "smoke", "new-content", "sandbox", Verdict.SKIP, None)
+    flaky = Req("smoke", "new-content", flaky=True)
+    assert not evaluate_gate(cat, v, [flaky], ["sandbox"], skip).holds
+    _record(cat, run, v.digest, "smoke", "new-content", "sandbox", Verdict.SKIP, SKIP_EXIT_CODE)
+    assert evaluate_gate(cat, v, [check], ["sandbox"]).holds  # the test itself said "does not apply"
+
+
+# ---- properties over random histories -------------------------------------------------------
+
+ATTEMPT = st.tuples(
+    st.booleans(),  # on these image bytes (else another version's)
+    st.booleans(),  # with the current test content (else an older revision)
+    st.sampled_from(TESTBEDS),
+    st.sampled_from([(Verdict.PASS, 0), (Verdict.FAIL, 1), (Verdict.ERROR, None), (Verdict.SKIP, None),
+                     (Verdict.SKIP, SKIP_EXIT_CODE), (Verdict.FLAKY, 1)]),
+)
+TEST = st.tuples(
+    st.lists(ATTEMPT, max_size=5),
+    st.sampled_from([None, "warn", "skip"]),  # waiver in force at gate time
+    st.booleans(),  # marked flaky
+)
+
+
+def _evaluate(cat: Catalog, tests: list[tuple[list[tuple[bool, bool, str, tuple[Verdict, int | None]]], str | None,
+                                               bool]], *, noise: bool = True) -> tuple[bool, dict[str, set[str]]]:
+    v, other = _version(cat), _version(cat)
+    run = cat.start_run(v.digest, v.id, {})
+    checks, waivers, evidence = [], {}, {}
+    for i, (attempts, mode, flaky) in enumerate(tests):
+        tid = f"t{i}"
+        checks.append(Req(tid, f"c{i}", flaky=flaky))
+        if mode is not None:
+            waivers[tid] = Waiver(mode, f"waived ({mode})")  # type: ignore[arg-type]
+        for mine, current, tb, (verdict, code) in attempts:
+            if not noise and not (mine and current):
+                continue
+            _record(cat, run, v.digest if mine else other.digest, tid, f"c{i}" if current else f"old{i}", tb,
+                    verdict, code)
+            if mine and current:
+                evidence.setdefault(tid, set()).add(tb)
+    gate = evaluate_gate(cat, v, checks, list(TESTBEDS), lambda t, _tb: waivers.get(t))
+    return gate.holds, evidence
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(TEST, min_size=1, max_size=3))
+def test_the_gate_holds_only_with_evidence_for_every_requirement(cat: Catalog, tests: list) -> None:  # type: ignore[type-arg]
+    holds, evidence = _evaluate(cat, tests)
+    if holds:
+        for i in range(len(tests)):
+            assert evidence.get(f"t{i}") == set(TESTBEDS), f"t{i} had no evidence on some testbed"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(TEST, min_size=1, max_size=3))
+def test_attempts_on_other_bytes_or_content_never_change_the_verdict(cat: Catalog, tests: list) -> None:  # type: ignore[type-arg]
+    assert _evaluate(cat, tests)[0] == _evaluate(cat, tests, noise=False)[0]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.lists(ATTEMPT, max_size=5), st.just(None), st.just(False)), min_size=1, max_size=3))
+def test_without_waivers_a_requirement_needs_a_pass_or_a_self_skip(cat: Catalog, tests: list) -> None:  # type: ignore[type-arg]
+    holds, _ = _evaluate(cat, tests)
+    expected = True
+    for attempts, _mode, _flaky in tests:
+        for tb in TESTBEDS:
+            mine = [(v, c) for m, cur, t, (v, c) in attempts if m and cur and t == tb]
+            met = bool(mine) and (any(v == Verdict.PASS for v, _ in mine)
+                                  or mine[-1] == (Verdict.SKIP, SKIP_EXIT_CODE))
+            expected = expected and met
+    assert holds == expected
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(TEST, min_size=1, max_size=3))
+def test_a_pass_on_these_bytes_meets_a_requirement_whatever_else_happened(cat: Catalog, tests: list) -> None:  # type: ignore[type-arg]
+    passing = [(attempts + [(True, True, tb, (Verdict.PASS, 0)) for tb in TESTBEDS], mode, flaky)
+               for attempts, mode, flaky in tests]
+    assert _evaluate(cat, passing)[0]
+
