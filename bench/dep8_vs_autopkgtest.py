@@ -1,5 +1,7 @@
-"""Benchmark: the DEP-8 suites of gzip, sed and less on the same image,
-imageci (sandbox testbed) vs `autopkgtest -U ... -- unshare --tarball`.
+"""Benchmark: the DEP-8 suites of gzip, sed and less on the same image, plus
+bench/dep8-parity/hello (a suite that exercises @ without udebs, @builddeps@
+with build-essential, test-name, ordinary-user tests and the apt archive without
+needs-internet), imageci (sandbox testbed) vs `autopkgtest -U ... -- unshare --tarball`.
 
 The peer gets the image tarball plus the host's /etc/resolv.conf (the image
 ships none, by design; autopkgtest needs the network to install its own
@@ -30,6 +32,7 @@ from imageci.fs import safe_rmtree  # noqa: E402
 from imageci.testbeds.registry import make_backend  # noqa: E402
 
 PACKAGES = ["gzip", "sed", "less"]
+LOCAL = [Path(__file__).resolve().parent / "dep8-parity" / "hello"]  # binaries from the archive (-B)
 PEER_VERDICTS = {"PASS": "pass", "FAIL": "fail", "SKIP": "skip", "FLAKY": "flaky", "NEUTRAL": "pass"}
 
 
@@ -42,17 +45,19 @@ def peer_tarball(rootfs: Path, dest: Path) -> Path:
 
 
 def autopkgtest(trees: list[Path], tarball: Path, summary: Path) -> dict[str, str]:
-    """One autopkgtest run per source package (it takes one at a time)."""
+    """One autopkgtest run per source package (it takes one at a time); SOURCE/TEST → verdict."""
     verdicts = {}
     for tree in trees:
-        res = subprocess.run(["autopkgtest", "-U", "--summary-file", str(summary), f"{tree}/", "--",
+        source = load_dep8(tree).source
+        binaries = ["-B"] if tree in LOCAL else []
+        res = subprocess.run(["autopkgtest", "-U", *binaries, "--summary-file", str(summary), f"{tree}/", "--",
                               "unshare", "--tarball", str(tarball)], capture_output=True, text=True)
         if res.returncode not in (0, 2, 4, 8):  # 2: some skipped, 4: some failed, 8: none ran
             raise RuntimeError(f"autopkgtest failed ({res.returncode}): {res.stderr[-1500:]}")
         for line in summary.read_text().splitlines():
             parts = line.split()
             if len(parts) >= 2 and parts[1] in PEER_VERDICTS:
-                verdicts[parts[0]] = PEER_VERDICTS[parts[1]]
+                verdicts[f"{source}/{parts[0]}"] = PEER_VERDICTS[parts[1]]
     return verdicts
 
 
@@ -60,14 +65,14 @@ def compare(settings_home: Path | None = None) -> tuple[dict[str, str], dict[str
     settings, catalog, store = fresh_home("dep8")
     try:
         version = built_example(settings, catalog, store)
-        trees = [fetch_source(p, BUILD_CACHE.parent / "sources") for p in PACKAGES]
+        trees = [fetch_source(p, BUILD_CACHE.parent / "sources") for p in PACKAGES] + LOCAL
         engine = Engine(catalog, store, {"sandbox": make_backend("sandbox", settings)}, jobs=2)
         cache = DependencyCache(settings.home / "cache" / "test-deps")  # starts empty, as in a fresh home
         checks = [c for t in trees for c in dep8_checks(load_dep8(t), cache)]
         t0 = time.monotonic()
         report = engine.run(version, checks, ["sandbox"], rerun_all=True)
         ours = time.monotonic() - t0
-        mine = {r.test_id.split("/", 1)[1]: r.verdict.value for r in report.results}
+        mine = {r.test_id: r.verdict.value for r in report.results}
         with tempfile.TemporaryDirectory() as tmp:
             tarball = peer_tarball(engine.image_handle(version).rootfs_tar, Path(tmp) / "peer.tar")
             t0 = time.monotonic()

@@ -25,7 +25,8 @@ packages=(
   mmdebstrap          # the Debian builder, and what it recommends for our use:
   arch-test gpg libdistro-info-perl libdpkg-perl mount debian-archive-keyring
   bubblewrap          # sandbox testbed namespaces
-  util-linux          # unshare, mount
+  libseccomp2         # the sandbox's seccomp filter (loaded through ctypes)
+  util-linux          # unshare, mount, nsenter (archive-only network), loop devices
   python3 python3-venv python3-pip
   ca-certificates
   uidmap              # mmdebstrap --mode=unshare for non-root builds

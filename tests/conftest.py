@@ -21,6 +21,7 @@ from imageci.build.service import build_image
 from imageci.checks.base import Outcome
 from imageci.config import Settings
 from imageci.definitions.image import load_definition
+from imageci.definitions.limits import Limits
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Version
@@ -130,6 +131,7 @@ class FailsFirst:
     description: str = ""
     calls: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    limits: Limits = field(default_factory=Limits)
 
     def precheck(self) -> Outcome | None:
         return None

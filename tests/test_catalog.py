@@ -168,3 +168,23 @@ def test_a_damaged_catalog_is_refused_and_left_as_it_was(tmp_path: Path, damage:
     assert str(path) in message
     assert "is not an imageci catalog" in message if damage == "foreign" else "Nothing was changed" in message
     assert path.read_bytes() == before  # never replaced, never migrated into
+
+
+def test_the_cli_refuses_a_zero_byte_catalog_with_its_own_exit_code(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "catalog.db").write_bytes(b"")
+    env = {**os.environ, "IMAGECI_HOME": str(home)}
+    env.pop("IMAGECI_DB_URL", None)
+    res = subprocess.run([sys.executable, "-m", "imageci.cli", "images"], capture_output=True, text=True, env=env)
+    assert res.returncode == 8, res.stdout + res.stderr
+    assert "is empty (0 bytes)" in res.stderr and "Traceback" not in res.stderr
+    assert (home / "catalog.db").read_bytes() == b""  # not replaced by an empty catalog
+    (home / "catalog.db").write_bytes(b"x" * 4096)
+    res = subprocess.run([sys.executable, "-m", "imageci.cli", "results", "demo"], capture_output=True, text=True,
+                         env=env)
+    assert res.returncode == 8 and "not a SQLite database" in res.stderr and "Traceback" not in res.stderr

@@ -180,3 +180,29 @@ def test_suite_chooses_default_testbeds_and_tests_can_be_restricted(cli_env: Env
     assert "sandbox-only [podman] 0.00s — runs only on: sandbox" in res.stdout
     only = cli_env.cli("test", NAME, "--suite", str(d), "--testbed", "sandbox", "--rerun-all")
     assert "× sandbox\n" in only.stdout  # the command line wins over the suite
+
+
+def test_jobs_must_be_positive(cli_env: Env) -> None:
+    for bad in ("0", "-2"):
+        res = cli_env.cli("test", NAME, "-j", bad)
+        assert res.returncode == 2 and "-j" in res.stderr
+
+
+def test_a_tampered_rootfs_cache_is_never_tested_and_verify_reports_it(tmp_path: Path) -> None:
+    e = make_env(tmp_path / "home")
+    version = build_example(e)
+    d = write_suite(tmp_path / "s", {"stamp.sh": "#!/bin/sh\ngrep -q IMAGE_NAME= /etc/imageci-release\n"})
+    ref = f"{version.product.name}@{version.serial}"
+    assert e.cli("run", ref, "stamp", "--suite", str(d)).returncode == 0
+    tree = e.settings.rootfs_cache / version.digest
+    (tree / "etc" / "imageci-release").write_text("tampered\n")
+    again = e.cli("run", ref, "stamp", "--suite", str(d), "--rerun-all")
+    assert again.returncode == 0, again.stdout + again.stderr  # the test saw the image's bytes, not the edit
+    assert "was modified" in again.stderr and "unpacking it again" in again.stderr
+    assert (tree / "etc" / "imageci-release").read_text() != "tampered\n"
+    (tree / "etc" / "imageci-release").write_text("tampered again\n")
+    res = e.cli("verify")
+    assert res.returncode == 7 and "etc/imageci-release: content changed" in res.stderr, res.stdout + res.stderr
+    assert not tree.exists()  # discarded: the next run unpacks the blob again
+    assert e.cli("verify").returncode == 0
+    e.catalog.close()

@@ -56,7 +56,9 @@ def test_control_file_parsing(tmp_path: Path) -> None:
     assert dependency_names(suite.tests[0].depends, suite) == [["demo-bin"], ["demo-doc"], ["gzip", "pigz"]]
     assert dependency_names("@builddeps@", suite) == [["debhelper-compat"], ["zlib1g-dev"], ["build-essential"]]
     checks = dep8_checks(suite)
-    assert checks[0].id == "demo/a" and checks[0].needs == ("root",)
+    assert checks[0].id == "demo/a" and checks[0].needs == ("archive", "root")  # the apt archive, always
+    online = make_tree(tmp_path / "net", "Tests: a\nRestrictions: needs-internet\n", {"a": ""})
+    assert dep8_checks(load_dep8(online))[0].needs == ("network",)
 
 
 @pytest.mark.parametrize(("control", "line", "needle"), [
@@ -94,7 +96,6 @@ def test_autopkgtest_verdict_rules(image_env: tuple[Env, Version], tmp_path: Pat
         "Tests: skips-unskippable\nDepends: gzip\n\n"
         "Tests: odd\nRestrictions: needs-a-unicorn\n\n"
         "Tests: vm-only\nRestrictions: isolation-machine\n\n"
-        "Tests: ghost\n\n"
         "Test-Command: test \"$(pwd)\" = /var/tmp/imageci/src/demo && test -f debian/control\nDepends: gzip\n\n"
         "Tests: offline-dep\nDepends: imageci-no-such-package\nRestrictions: skip-not-installable\n\n"
         "Tests: broken-dep\nDepends: imageci-no-such-package\n"),
@@ -118,7 +119,6 @@ def test_autopkgtest_verdict_rules(image_env: tuple[Env, Version], tmp_path: Pat
     assert got["skips-unskippable"] == (Verdict.FAIL, "non-zero exit status 77")
     assert got["odd"] == (Verdict.SKIP, "unknown restriction needs-a-unicorn")
     assert got["vm-only"] == (Verdict.SKIP, "testbed sandbox lacks: isolation-machine")
-    assert got["ghost"][0] == Verdict.ERROR and "missing" in got["ghost"][1]
     assert got["command1"] == (Verdict.PASS, "")
     # a dependency apt cannot install: skip with skip-not-installable, otherwise error — never fail
     assert got["offline-dep"][0] == Verdict.SKIP and "not installable" in got["offline-dep"][1]
@@ -139,8 +139,10 @@ def test_dependency_sets_are_installed_once_per_image(image_env: tuple[Env, Vers
     report = engine.run(version, list(dep8_checks(load_dep8(tree), cache)), ["sandbox"], rerun_all=True)
     assert {r.test_id: r.verdict for r in report.results} == {
         "demo/add": Verdict.PASS, "demo/mul": Verdict.PASS, "demo/plain": Verdict.PASS}
-    entries = [p for p in cache.root.iterdir() if not p.name.startswith(".")]
+    entries = [p for p in cache.root.iterdir() if not p.name.startswith((".", "lists-"))]
     assert len(entries) == 1 and (entries[0] / "complete").exists()
+    lists = [p for p in cache.root.iterdir() if p.name.startswith("lists-")]  # apt-get update, once
+    assert len(lists) == 1 and any(p.name.endswith("_Packages") for p in (lists[0] / "apt").iterdir())
     assert any(p.name.startswith("bc_") for p in (entries[0] / "apt" / "archives").glob("*.deb"))
     logs = {r.test_id: e.store.path(r.attempts[-1].log_digest).read_bytes() for r in report.results
             if r.attempts[-1].log_digest}
@@ -182,5 +184,5 @@ class Offline:
     def capabilities(self, image: Any) -> frozenset[str]:
         return self.inner.capabilities(image) - {"network"}
 
-    def create(self, image: Any, needs: frozenset[str] = frozenset()) -> OfflineBed:
-        return OfflineBed(self.inner.create(image, needs))
+    def create(self, image: Any, needs: frozenset[str] = frozenset(), limits: Any = None) -> OfflineBed:
+        return OfflineBed(self.inner.create(image, needs - {"archive"}, *(() if limits is None else (limits,))))

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imageci.checks.base import Outcome
+from imageci.definitions.limits import Limits
 from imageci.definitions.quarantine import Quarantine
 from imageci.engine.waivers import Waiver
 from imageci.policy.flake import make_waiver
@@ -38,6 +39,7 @@ class Req:
     flaky: bool = False
     needs: tuple[str, ...] = ()
     description: str = ""
+    limits: Limits = Limits()
 
     def precheck(self) -> Outcome | None:
         return None

@@ -74,8 +74,8 @@ def test_a_limit_that_stops_a_test_is_named_and_a_test_can_declare_more(image_en
     tree = tmp_path / "demo"
     (tree / "debian" / "tests").mkdir(parents=True)
     (tree / "debian" / "control").write_text("Source: demo\n\nPackage: demo\nArchitecture: all\n")
-    (tree / "debian" / "tests" / "control").write_text(f"Test-Command: {HOG.splitlines()[1]}\n"
-                                                       "Features: test-name=hog\nDepends:\nRestrictions: allow-stderr\n")
+    (tree / "debian" / "tests" / "control").write_text(
+        f"Test-Command: {HOG.splitlines()[1]}\nFeatures: test-name=hog\nDepends:\nRestrictions: allow-stderr\n")
     ref = f"{version.product.name}@{version.serial}"
     res = e.cli("test", ref, "--suite", str(d), "--dep8", str(tree), "--testbed", "sandbox", "--rerun-all")
     assert res.returncode == 1, res.stdout + res.stderr

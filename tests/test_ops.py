@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import signal
 import subprocess
 import time
@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from imageci.fs import mounts_below
-from imageci.homelock import HomeLock
+from imageci.owners import home_id, process_owner
 from imageci.store.models import Version
-from imageci.testbeds.podman import leftover_containers
 
 from conftest import IMAGECI, REPO, Env, write_suite
 
@@ -35,47 +34,92 @@ def test_doctor_reports_what_runs_and_why_not(image_env: tuple[Env, Version]) ->
     assert "overlayfs" in table.stdout and table.returncode == 0
 
 
-def test_gc_cleans_up_after_a_killed_run(image_env: tuple[Env, Version], tmp_path: Path) -> None:
-    e, version = image_env
-    marker = f"gcmark{os.getpid()}"
-    d = write_suite(tmp_path / "s", {"hang.sh": f"#!/bin/sh\ncp /bin/sleep /tmp/{marker}\n/tmp/{marker} 300\n"})
-    testbeds = ["--testbed", "sandbox"] + (["--testbed", "podman"] if shutil.which("podman") else [])
-    log = tmp_path / "run.log"
+def _start_hanging_run(e: Env, version: Version, tmp_path: Path, marker: str, testbeds: list[str],
+                       ) -> subprocess.Popen[bytes]:
+    hang = f"#!/bin/sh\ncp /bin/sleep /tmp/{marker}\n/tmp/{marker} 300\n"
+    d = write_suite(tmp_path / f"s-{marker}", {"hang.sh": hang, "quick.sh": "#!/bin/sh\ntrue\n"})
+    log = tmp_path / f"{marker}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([*IMAGECI, "test", f"{version.product.name}@{version.serial}", "--suite", str(d),
-                                 *testbeds, "--rerun-all"], env=e.env(), cwd=REPO, stdout=out, stderr=out)
-    want = 2 if len(testbeds) == 4 else 1
+                                 *[a for tb in testbeds for a in ("--testbed", tb)], "--rerun-all", "-j", "4"],
+                                env=e.env(), cwd=REPO, stdout=out, stderr=out)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(_pids(marker)) < want and proc.poll() is None:
+    while time.monotonic() < deadline and len(_pids(marker)) < len(testbeds) and proc.poll() is None:
         time.sleep(0.2)
-    if len(_pids(marker)) < want:
+    if len(_pids(marker)) < len(testbeds):
         proc.kill()
         proc.wait()
         e.cli("gc")
         pytest.fail(f"the hanging tests never started; imageci said:\n{log.read_text(errors='replace')}")
+    return proc
+
+
+def test_gc_cleans_up_after_a_killed_run_and_the_run_is_marked_aborted(image_env: tuple[Env, Version],
+                                                                      tmp_path: Path) -> None:
+    e, version = image_env
+    marker = f"gcmark{os.getpid()}"
+    testbeds = ["sandbox", "podman"]
+    proc = _start_hanging_run(e, version, tmp_path, marker, testbeds)
+    time.sleep(1)  # let quick.sh's attempts be recorded
     proc.send_signal(signal.SIGKILL)  # no chance to clean up
     proc.wait()
     assert mounts_below(e.home), "expected a leftover sandbox mount"
+    assert list((e.settings.tmp_dir / "disks").glob("*.img")), "expected leftover disk slots"
     res = e.cli("gc")
     assert res.returncode == 0, res.stderr
-    assert "leftover(s) removed" in res.stdout
+    assert "leftover(s) removed" in res.stdout and "removed disk" in res.stdout
+    assert re.search(r"run \d+ was aborted", res.stderr), res.stderr  # the dead run is found and ended
     time.sleep(0.5)
-    assert mounts_below(e.home) == []
-    assert list((e.settings.tmp_dir / "sandboxes").iterdir()) == []
-    assert [c for c in leftover_containers()] == []
+    mine = process_owner(e.settings.tmp_dir).token  # this pytest process shares the home
+    assert [m for m in mounts_below(e.home) if mine not in m] == []
+    assert [p for p in (e.settings.tmp_dir / "sandboxes").iterdir() if mine not in p.name] == []
+    assert [p for p in (e.settings.tmp_dir / "disks").iterdir() if not p.name.startswith(mine)] == []
+    assert _pids(marker) == []
+    runs = json.loads(e.cli("results", f"{version.product.name}@{version.serial}", "--json").stdout)["runs"]
+    last = runs[-1]
+    assert last["status"] == "aborted" and last["ended"] is not None and last["exit_code"] is None
+    assert last["tests"] == 2 and last["attempts"] >= 1  # what was recorded before the kill is kept
+    events = e.cli("events", f"{version.product.name}@{version.serial}").stdout
+    assert f"run {last['run']} aborted" in events
+
+
+def test_gc_force_during_a_live_run_leaves_it_alone(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    e, version = image_env
+    marker = f"gclive{os.getpid()}"
+    proc = _start_hanging_run(e, version, tmp_path, marker, ["sandbox"])
+    try:
+        refused = e.cli("gc")
+        assert refused.returncode == 2 and "another imageci is running" in refused.stderr
+        forced = e.cli("gc", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert "kept what" in forced.stdout and "live imageci" in forced.stdout
+        assert len(_pids(marker)) == 1 and proc.poll() is None  # its test still runs
+        assert "was aborted" not in forced.stderr  # a live run is not aborted
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out  # it ended the way a Ctrl-C ends a run, not with a traceback
+    assert b"Traceback" not in (tmp_path / f"{marker}.log").read_bytes()
     assert _pids(marker) == []
 
 
-def test_gc_refuses_while_another_imageci_runs(env: Env) -> None:
-    other = HomeLock(env.home)
-    other.shared()  # as any running imageci command does
+def test_gc_never_touches_another_home_s_cgroups_or_containers(env: Env, tmp_path: Path) -> None:
+    from imageci.testbeds.limits import CGROOT, cgroup_mode, group_prefix
+
+    if cgroup_mode() is None:
+        pytest.skip("no writable cgroups")
+    other = group_prefix(home_id(tmp_path / "another-home"), "0123456789ab") + "x"
+    parents = [CGROOT] if cgroup_mode() == "v2" else [CGROOT / "pids", CGROOT / "memory"]
+    made = [p / other for p in parents]
+    for g in made:
+        g.mkdir()
     try:
         res = env.cli("gc")
-        assert res.returncode == 2 and "another imageci is running" in res.stderr
-        assert env.cli("gc", "--force").returncode == 0
+        assert res.returncode == 0, res.stderr
+        assert all(g.is_dir() for g in made)  # not ours: untouched, even though empty and dead
     finally:
-        other.release()
-    assert env.cli("gc").returncode == 0
+        for g in made:
+            g.rmdir()
 
 
 def _pids(marker: str) -> list[int]:

@@ -13,8 +13,10 @@ import pytest
 
 from imageci.checks.base import Check
 from imageci.checks.builtin import BuiltinCheck
+from imageci.checks.dep8 import dep8_checks
 from imageci.checks.script import ScriptCheck
 from imageci.checks.testinfra import checks_from_testinfra
+from imageci.definitions.dep8 import load_dep8
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine, RunReport
 from imageci.store.models import Version
@@ -80,6 +82,8 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
         "b-clean.sh": "#!/bin/sh\ntest ! -e /root/dirty || { echo 'saw the other test' >&2; exit 1; }\n",
         "c-booted.sh": "#!/bin/sh\n# imageci-needs: isolation-machine\n"
                        "test \"$(systemctl is-system-running)\" = running && test \"$(id -u)\" = 0\n",
+        "d-fills-disk.sh": "#!/bin/sh\nfallocate -l $(( $(stat -f -c '%a*%S' /) - 262144 )) /var/tmp/big\n"
+                           "dd if=/dev/zero of=/var/tmp/more bs=1M count=8\n",
     })
     for name in ("systemd-running.sh", "service-starts.sh"):
         (d / name).write_bytes((VM_DEF.parent / "suite" / name).read_bytes())
@@ -90,8 +94,17 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
     module.write_text("def test_sshd(host):\n    ssh = host.service('ssh')\n"
                       "    assert ssh.is_running and ssh.is_enabled\n"
                       "    assert host.file('/proc/1/comm').content_string.strip() == 'systemd'\n")
-    report = _run(e, qemu, version, d, jobs=1, extra=[*builtins, *checks_from_testinfra(module)])
-    assert {k: v[0] for k, v in _got(report).items()} == {
+    tree = tmp_path / "src"  # a DEP-8 test uses the image's apt archive, as an ordinary user
+    (tree / "debian" / "tests").mkdir(parents=True)
+    (tree / "debian" / "control").write_text("Source: archive-probe\n\nPackage: archive-probe\nArchitecture: all\n")
+    (tree / "debian" / "tests" / "control").write_text(
+        "Test-Command: cd \"$AUTOPKGTEST_TMP\" && apt-get download -q hello && ls hello_*.deb && test $(id -u) != 0\n"
+        "Features: test-name=download\nDepends:\nRestrictions: allow-stderr\n")
+    dep8 = dep8_checks(load_dep8(tree))
+    report = _run(e, qemu, version, d, jobs=1, extra=[*builtins, *checks_from_testinfra(module), *dep8])
+    assert _got(report)["d-fills-disk"][1].startswith("disk limit (2 GiB) reached"), _got(report)
+    assert _got(report)["archive-probe/download"] == (Verdict.PASS, "")
+    assert {k: v[0] for k, v in _got(report).items() if k not in ("d-fills-disk", "archive-probe/download")} == {
         "a-dirty": Verdict.PASS, "b-clean": Verdict.PASS, "c-booted": Verdict.PASS,
         "systemd-running": Verdict.PASS, "service-starts": Verdict.PASS, "boot-multi-user": Verdict.PASS,
         "no-failed-units": Verdict.PASS, "console-clean": Verdict.PASS, "login-works": Verdict.PASS,

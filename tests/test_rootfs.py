@@ -76,3 +76,62 @@ def test_corrupt_archive_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00not a tar" * 100)
     with pytest.raises(Exception, match="cannot unpack junk.tar"):
         safe_extract(bad, tmp_path / "d")
+
+
+# ---- the unpacked cache is tamper-evident -------------------------------------------------------
+
+def _tree_tar(path: Path) -> Path:
+    hard = tarfile.TarInfo("./bin/also")
+    hard.type, hard.linkname, hard.mode = tarfile.LNKTYPE, "./bin/tool", 0o4755  # as GNU tar records it
+    return _tar(path, [_dir("./etc"), _file("./etc/os-release", b"NAME=demo\n"), _dir("./bin"),
+                       _file("./bin/tool", b"#!/bin/sh\n", 0o4755), (hard, None), _file("./.hidden", b"h"),
+                       _link("./bin/sh", "tool")])
+
+
+def _dir(name: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    return info, None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the rootfs keeps root ownership")
+def test_a_changed_cache_is_unpacked_again_and_verify_compares_it_with_the_blob(tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    from imageci.build import rootfs
+
+    archive = _tree_tar(tmp_path / "r.tar")
+    cache, digest = tmp_path / "cache", "d" * 64
+    root = rootfs.unpacked_rootfs(archive, digest, cache)
+    assert rootfs.quick_check(root, cache / f"{digest}.manifest") == []
+    assert rootfs.compare_with_archive(archive, root) == []
+    (root / "etc" / "os-release").write_text("NAME=evil\n")
+    (root / "etc" / "extra").write_text("planted")
+    problems = {str(p) for p in rootfs.quick_check(root, cache / f"{digest}.manifest")}
+    assert {"etc/os-release: changed", "etc/extra: added"} <= problems
+    deep = {str(p) for p in rootfs.compare_with_archive(archive, root)}
+    assert {"etc/os-release: content changed", "etc/extra: added"} <= deep
+    rootfs._checked.clear()  # a new process: the cheap check runs at first use
+    root = rootfs.unpacked_rootfs(archive, digest, cache)
+    assert (root / "etc" / "os-release").read_text() == "NAME=demo\n" and not (root / "etc" / "extra").exists()
+    assert "was modified" in caplog.text and "unpacking it again from the verified blob" in caplog.text
+    os.chmod(root / "bin" / "tool", 0o755)  # metadata alone: drops the setuid bit
+    assert {str(p) for p in rootfs.compare_with_archive(archive, root)} >= {"bin/tool: owner or mode changed"}
+
+
+def test_vm_assets_record_their_hashes(tmp_path: Path) -> None:
+    import json
+
+    from imageci.build.vmdisk import ASSET_FILES, asset_problems
+    from imageci.store.blobs import hash_file
+
+    d = tmp_path / "digest-2048m-v2"
+    d.mkdir()
+    for name in ASSET_FILES:
+        (d / name).write_text(name)
+    marker = tmp_path / "digest-2048m-v2.complete"
+    marker.write_text(json.dumps({n: hash_file(d / n).digest for n in ASSET_FILES}))
+    assert asset_problems(marker) == []
+    (d / "initrd").write_text("patched")
+    assert asset_problems(marker) == ["digest-2048m-v2/initrd: content changed"]
+    marker.write_text("")
+    assert "no record of its bytes" in asset_problems(marker)[0]

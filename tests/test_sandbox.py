@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from imageci.definitions.limits import Limits
 from imageci.engine.runner import Engine
 from imageci.fs import mounts_below
 from imageci.store.models import Version
 from imageci.testbeds import base
 from imageci.testbeds.base import ImageHandle
-from imageci.definitions.limits import Limits
 from imageci.testbeds.limits import cgroup_mode
 from imageci.testbeds.sandbox import SandboxBackend, SandboxTestbed
 

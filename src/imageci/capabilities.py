@@ -10,6 +10,7 @@ from __future__ import annotations
 ROOT = "root"  # commands run as uid 0 inside the testbed
 REVERT = "revert"  # revert() is cheap (copy-on-write)
 NETWORK = "network"  # may reach the outside network when a test asks
+ARCHIVE = "archive"  # may reach the image's configured apt archive, and nothing else (DEP-8 tests)
 LIMITS = "limits"  # memory, pids and disk limits are enforced
 PRISTINE = "pristine"  # the image's files as built: no init has run yet
 PRIVILEGED = "privileged"  # opt out of the default hardening (all capabilities, no seccomp, writable /proc/sys)
@@ -20,7 +21,7 @@ KVM = "kvm"
 GPU = "gpu"
 ARCH_PREFIX = "arch:"  # arch:<debian architecture>
 
-KNOWN = frozenset({ROOT, REVERT, NETWORK, LIMITS, PRISTINE, PRIVILEGED, ISOLATION_CONTAINER, ISOLATION_MACHINE,
+KNOWN = frozenset({ROOT, REVERT, NETWORK, ARCHIVE, LIMITS, PRISTINE, PRIVILEGED, ISOLATION_CONTAINER, ISOLATION_MACHINE,
                    REBOOT, KVM, GPU})
 
 

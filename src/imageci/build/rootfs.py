@@ -11,10 +11,17 @@ provides its own /dev.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
+import logging
 import os
+import stat
 import tarfile
 import tempfile
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from imageci.errors import UsageError
 from imageci.fs import safe_rmtree
@@ -66,26 +73,171 @@ def safe_extract(archive: Path, dest: Path) -> None:
         raise UsageError(f"cannot unpack {archive.name}: {exc}") from exc
 
 
+# ---- the unpacked cache: tamper-evident ---------------------------------------------------------
+#
+# Each tree ``rootfs/<digest>/`` has a manifest ``rootfs/<digest>.manifest`` (outside the tree, so no
+# test sees it) recording every entry's inode, type, mode, owner, size, mtime and ctime right after
+# extraction. Any change to the tree (content, metadata, a file added or removed) changes a ctime or
+# the set of entries, which no one can set back: the cheap check at first use in a process compares
+# the tree to its manifest, and a changed tree is unpacked again from the verified blob, never tested.
+# `imageci verify` goes further and compares every entry's content with the blob itself.
+
+_checked: set[tuple[Path, str]] = set()
+_checked_lock = threading.Lock()
+log = logging.getLogger("imageci")
+
+
+@dataclass(frozen=True)
+class TreeProblem:
+    path: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '/'}: {self.what}"
+
+
+def _stat_row(st: os.stat_result) -> list[int]:
+    return [st.st_ino, st.st_mode, st.st_uid, st.st_gid, 0 if stat.S_ISDIR(st.st_mode) else st.st_size,
+            st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _walk(root: Path) -> dict[str, list[int]]:
+    """Every entry below ``root`` (``""`` is root itself) → its recorded metadata."""
+    found = {"": _stat_row(os.lstat(root))}
+    stack = [(str(root), "")]
+    while stack:
+        directory, rel = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                sub = f"{rel}/{entry.name}" if rel else entry.name
+                st = entry.stat(follow_symlinks=False)
+                found[sub] = _stat_row(st)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((entry.path, sub))
+    return found
+
+
+def write_manifest(root: Path, manifest: Path) -> None:
+    tmp = manifest.with_name(manifest.name + ".tmp")
+    tmp.write_text(json.dumps(_walk(root), separators=(",", ":"), sort_keys=True))
+    os.replace(tmp, manifest)
+
+
+def quick_check(root: Path, manifest: Path) -> list[TreeProblem]:
+    """Entries whose metadata changed since extraction, and entries added or removed."""
+    try:
+        recorded = json.loads(manifest.read_text())
+        if not isinstance(recorded, dict):
+            raise ValueError("not a manifest")
+    except (OSError, ValueError) as exc:
+        return [TreeProblem("", f"its manifest is unreadable ({exc})")]
+    now = _walk(root)
+    if now == recorded:
+        return []
+    problems = [TreeProblem(rel, "removed") for rel in sorted(set(recorded) - set(now))]
+    problems += [TreeProblem(rel, "added") for rel in sorted(set(now) - set(recorded))]
+    problems += [TreeProblem(rel, "changed") for rel in sorted(set(now) & set(recorded)) if now[rel] != recorded[rel]]
+    return problems
+
+
+def compare_with_archive(archive: Path, root: Path) -> list[TreeProblem]:
+    """Every entry of the unpacked tree against the tarball itself: type, mode, owner, content,
+    link target; entries the tree has and the tarball does not (what `imageci verify` runs)."""
+    problems: list[TreeProblem] = []
+    seen = {""}
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar:
+            rel = os.path.normpath(member.name)
+            rel = "" if rel == "." else rel
+            if member.ischr() or member.isblk() or member.isfifo() or not (
+                    member.isfile() or member.isdir() or member.issym() or member.islnk()):
+                continue
+            seen.add(rel)
+            path = root / rel
+            try:
+                st = os.lstat(path)
+            except OSError:
+                problems.append(TreeProblem(rel, "missing"))
+                continue
+            if member.issym():
+                if not stat.S_ISLNK(st.st_mode) or os.readlink(path) != member.linkname:
+                    problems.append(TreeProblem(rel, "symlink changed"))
+                continue
+            if not member.islnk() and ((st.st_uid, st.st_gid) != (member.uid, member.gid)
+                                       or stat.S_IMODE(st.st_mode) != member.mode):
+                problems.append(TreeProblem(rel, "owner or mode changed"))
+            if member.isdir():
+                if not stat.S_ISDIR(st.st_mode):
+                    problems.append(TreeProblem(rel, "no longer a directory"))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                problems.append(TreeProblem(rel, "no longer a regular file"))
+                continue
+            source = tar.extractfile(member)  # a hard link reads as its target's content
+            if source is None or (member.isfile() and st.st_size != member.size) or \
+                    _sha256(source) != _sha256_path(path):
+                problems.append(TreeProblem(rel, "content changed"))
+    extra = sorted(set(_walk(root)) - seen)
+    problems += [TreeProblem(rel, "added") for rel in extra]
+    return problems
+
+
+def _sha256(fh: IO[bytes]) -> str:
+    h = hashlib.sha256()
+    while chunk := fh.read(1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256_path(path: Path) -> str:
+    with path.open("rb") as fh:
+        return _sha256(fh)
+
+
 def unpacked_rootfs(archive: Path, digest: str, cache_dir: Path) -> Path:
     """The unpacked tree for a rootfs blob, extracted once per digest and shared
-    read-only (the sandbox overlays it). Concurrent callers wait on a lock."""
+    read-only (the sandbox overlays it). Concurrent callers wait on a lock. A tree
+    that changed since it was unpacked is unpacked again, with a warning."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / digest
     marker = cache_dir / f"{digest}.complete"  # outside the tree: the sandbox must not see it
-    if marker.exists() and final.is_dir():
-        return final
+    manifest = cache_dir / f"{digest}.manifest"
+    key = (cache_dir.resolve(), digest)
+    with _checked_lock:
+        if key in _checked and marker.exists():
+            return final
     with open(cache_dir / f"{digest}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists() and final.is_dir():
-            return final
-        safe_rmtree(final)
+            problems = quick_check(final, manifest)
+            if not problems:
+                with _checked_lock:
+                    _checked.add(key)
+                return final
+            shown = "; ".join(str(p) for p in problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3
+                                                                else "")
+            log.warning(f"the unpacked rootfs of sha256:{digest[:12]} in {cache_dir} was modified ({shown}); "
+                        "unpacking it again from the verified blob")
+        discard_unpacked(cache_dir, digest)
         tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".unpack-{digest[:12]}-"))
         try:
             os.chmod(tmp, 0o755)
             safe_extract(archive, tmp)
             os.replace(tmp, final)
+            write_manifest(final, manifest)
             marker.touch()
         except BaseException:
             safe_rmtree(tmp)
             raise
+        with _checked_lock:
+            _checked.add(key)
     return final
+
+
+def discard_unpacked(cache_dir: Path, digest: str) -> None:
+    """Remove an unpacked tree (it is only a cache: the next use unpacks the blob again)."""
+    (cache_dir / f"{digest}.complete").unlink(missing_ok=True)
+    (cache_dir / f"{digest}.manifest").unlink(missing_ok=True)
+    safe_rmtree(cache_dir / digest)
+    with _checked_lock:
+        _checked.discard((cache_dir.resolve(), digest))

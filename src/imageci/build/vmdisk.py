@@ -3,23 +3,29 @@ loop mounts, no root needed beyond reading the tree) converted to qcow2, plus
 the kernel and initramfs taken from the image's /boot for direct kernel boot.
 
 Derived from the image digest and cached per digest: the bytes booted are the
-bytes tested.
+bytes tested. The hashes of the disk, kernel and initrd are recorded when they
+are made, and checked at first use in a process and by `imageci verify`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.errors import HostSetupError, TestbedError
 from imageci.fs import safe_rmtree
+from imageci.store.blobs import hash_file
 
+DISK_FORMAT = "v2"  # no reserved blocks: the free space is the test's whole disk budget, root or not
 HEADROOM = 2 << 30  # free space inside the guest's root filesystem, unless a test declares its disk limit
 
 
@@ -63,29 +69,70 @@ def _tool(name: str, package: str) -> str:
     return path
 
 
+ASSET_FILES = ("disk.qcow2", "vmlinuz", "initrd")
+_checked: set[Path] = set()
+_checked_lock = threading.Lock()
+log = logging.getLogger("imageci")
+
+
+def _hashes(directory: Path) -> dict[str, str]:
+    return {name: hash_file(directory / name).digest for name in ASSET_FILES}
+
+
+def asset_problems(marker: Path) -> list[str]:
+    """What changed in a VM asset directory since it was made (its marker records the hashes)."""
+    directory = marker.with_name(marker.name.removesuffix(".complete"))
+    try:
+        recorded = json.loads(marker.read_text() or "{}")
+    except (OSError, ValueError):
+        recorded = {}
+    if not recorded:
+        return [f"{directory.name}: no record of its bytes (made by an older imageci)"]
+    try:
+        now = _hashes(directory)
+    except OSError as exc:
+        return [f"{directory.name}: {exc}"]
+    return [f"{directory.name}/{name}: content changed" for name in ASSET_FILES if now[name] != recorded.get(name)]
+
+
+def discard_assets(marker: Path) -> None:
+    marker.unlink(missing_ok=True)
+    safe_rmtree(marker.with_name(marker.name.removesuffix(".complete")))
+
+
 def vm_assets(root: Path, digest: str, cache_dir: Path, free_space: int = HEADROOM) -> VmAssets:
-    """The disk (with ``free_space`` bytes free in its filesystem), kernel and initrd of an image."""
-    key = f"{digest}-{free_space >> 20}m"
+    """The disk (with ``free_space`` bytes free in its filesystem), kernel and initrd of an image.
+    Made once per (digest, free space); checked against the hashes recorded when they were made
+    at first use in a process, and made again if they changed."""
+    key = f"{digest}-{free_space >> 20}m-{DISK_FORMAT}"
     final = cache_dir / key
+    marker = cache_dir / f"{key}.complete"
     assets = VmAssets(final / "disk.qcow2", final / "vmlinuz", final / "initrd")
-    if (cache_dir / f"{key}.complete").exists():
-        return assets
+    with _checked_lock:
+        if final in _checked and marker.exists():
+            return assets
     kernel = find_kernel(root)
     if kernel is None:
         raise TestbedError("the image has no kernel (/boot/vmlinuz-* with its initrd.img-*)")
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (cache_dir / f"{key}.complete").exists():
-            return assets
+        if marker.exists():
+            problems = asset_problems(marker)
+            if not problems:
+                with _checked_lock:
+                    _checked.add(final)
+                return assets
+            log.warning(f"the VM disk of sha256:{digest[:12]} was modified ({'; '.join(problems)}); making it again")
+            discard_assets(marker)
         mkfs = _tool("mkfs.ext4", "e2fsprogs")
         qemu_img = _tool("qemu-img", "qemu-utils")
         tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".vm-{digest[:12]}-"))
         try:
             size_mb = (int(_tree_bytes(root) * 1.2) + free_space) // (1 << 20)
             raw = tmp / "disk.raw"
-            subprocess.run([mkfs, "-q", "-F", "-L", "root", "-E", "root_owner=0:0", "-d", str(root), str(raw),
-                            f"{size_mb}M"], check=True, capture_output=True)
+            subprocess.run([mkfs, "-q", "-F", "-L", "root", "-m", "0", "-E", "root_owner=0:0", "-d", str(root),
+                            str(raw), f"{size_mb}M"], check=True, capture_output=True)
             subprocess.run([qemu_img, "convert", "-O", "qcow2", str(raw), str(tmp / "disk.qcow2")], check=True,
                            capture_output=True)
             raw.unlink()
@@ -93,7 +140,9 @@ def vm_assets(root: Path, digest: str, cache_dir: Path, free_space: int = HEADRO
             shutil.copyfile(kernel[1], tmp / "initrd")
             safe_rmtree(final)
             os.replace(tmp, final)
-            (cache_dir / f"{key}.complete").touch()
+            marker.write_text(json.dumps(_hashes(final), sort_keys=True))
+            with _checked_lock:
+                _checked.add(final)
         except subprocess.CalledProcessError as exc:
             safe_rmtree(tmp)
             raise TestbedError(f"making the VM disk failed: {exc.stderr.decode('utf-8', 'replace')[-500:]}") from exc

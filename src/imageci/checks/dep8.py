@@ -15,14 +15,33 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from imageci.capabilities import ARCHIVE, NETWORK, ROOT
 from imageci.checks.base import Outcome, format_log
-from imageci.checks.depcache import DependencyCache, install
+from imageci.checks.depcache import DependencyCache, ensure_lists, install
 from imageci.definitions.dep8 import Dep8Suite, Dep8Test
 from imageci.definitions.limits import Limits
 from imageci.testbeds.base import Testbed
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
 
 SRC_DIR = "/var/tmp/imageci/src"
+ARTIFACTS = "/var/tmp/imageci/artifacts"
+NEEDS_INTERNET = "needs-internet"
+# autopkgtest's create-normal-user, remembered in the testbed like /run/autopkgtest-normal-user
+NORMAL_USER = """
+set -e
+if [ -s /run/imageci-normal-user ]; then cat /run/imageci-normal-user; exit 0; fi
+for u in test $(for i in 1 2 3 4 5; do echo "test-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \\n')"; done); do
+  getent passwd "$u" >/dev/null && continue
+  if command -v adduser >/dev/null; then
+    adduser --disabled-login --gecos 'Temporary autopkgtest user,,,' "$u" >&2
+  else
+    useradd --comment 'Temporary autopkgtest user' --create-home --user-group "$u" >&2
+  fi
+  mkdir -p /run && echo "$u" > /run/imageci-normal-user && echo "$u"
+  exit 0
+done
+exit 1
+"""
 DEFAULT_TIMEOUT = 2800
 # restriction → testbed capability it requires
 NEEDS = {"needs-root": "root", "isolation-container": "isolation-container",
@@ -77,7 +96,12 @@ class Dep8Check:
 
     @property
     def needs(self) -> tuple[str, ...]:
-        return tuple(sorted({NEEDS[r] for r in self.test.restrictions if r in NEEDS}))
+        """What the restrictions ask of the testbed; without needs-internet, the image's apt
+        archive (autopkgtest's contract: the configured archive is always usable)."""
+        words = {NEEDS[r] for r in self.test.restrictions if r in NEEDS}
+        if NETWORK not in words:
+            words.add(ARCHIVE)
+        return tuple(sorted(words))
 
     @property
     def limits(self) -> Limits:
@@ -128,6 +152,17 @@ class Dep8Check:
                        not_installable=Verdict.SKIP if "skip-not-installable" in self.test.restrictions
                        else Verdict.ERROR)
 
+    def _normal_user(self, testbed: Testbed) -> tuple[str | None, bytes]:
+        """The testbed's ordinary user (autopkgtest's create-normal-user: ``test``, or a
+        random name when that exists), made once per testbed; None without root."""
+        if ROOT not in testbed.capabilities():
+            return None, b""
+        r = testbed.exec(["sh", "-c", NORMAL_USER], timeout=120)
+        name = r.stdout.decode().strip()
+        if r.exit_code != 0 or not name:
+            return None, format_log("# no ordinary user could be made (tests run as root)", r.stdout, r.stderr)
+        return name, b""
+
     def run(self, testbed: Testbed) -> Outcome:
         arch = self._arch_ok(testbed)
         if arch:
@@ -135,18 +170,38 @@ class Dep8Check:
         blocked, install_log = self._install(testbed)
         if blocked is not None:
             return blocked
+        install_log += ensure_lists(testbed, self.cache)
         tree = f"{SRC_DIR}/{self.suite.source}"
         testbed.copy_in(self.suite.root, tree)
-        setup = ("set -e; export AUTOPKGTEST_TMP=$(mktemp -d) AUTOPKGTEST_ARTIFACTS=/var/tmp/imageci/artifacts; "
-                 "export ADTTMP=$AUTOPKGTEST_TMP ADT_ARTIFACTS=$AUTOPKGTEST_ARTIFACTS; "
-                 "mkdir -p $AUTOPKGTEST_ARTIFACTS; ")
+        user, user_log = self._normal_user(testbed)
+        install_log += user_log
+        as_root = "needs-root" in self.test.restrictions
+        q = shlex.quote
+        prepare = f"mkdir -p -m 1777 {ARTIFACTS}"
+        if self.test.path:
+            prepare += f" && chmod +x {q(tree + '/' + self.test.path)}"
+        if user and not as_root and "rw-build-tree" in self.test.restrictions:
+            prepare += f" && chown -R {q(user)} {q(tree)}"
+        testbed.exec(["sh", "-c", prepare], timeout=300)
+        # the environment autopkgtest gives a test (adt_testbed.py)
+        script = ("set -e; export USER=$(id -nu); . /etc/profile >/dev/null 2>&1 || true; "
+                  ". ~/.profile >/dev/null 2>&1 || true; "
+                  f"export AUTOPKGTEST_ARTIFACTS={ARTIFACTS} ADT_ARTIFACTS={ARTIFACTS}; "
+                  "export AUTOPKGTEST_TMP=$(mktemp -d) && export ADTTMP=$AUTOPKGTEST_TMP; "
+                  "export DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 DEB_BUILD_OPTIONS=parallel=$(nproc); "
+                  "unset LANGUAGE LC_CTYPE LC_NUMERIC LC_TIME LC_COLLATE LC_MONETARY LC_MESSAGES LC_PAPER LC_NAME "
+                  "LC_ADDRESS LC_TELEPHONE LC_MEASUREMENT LC_IDENTIFICATION LC_ALL; "
+                  f"cd {q(tree)}; ")
+        if as_root and user:
+            script += f"export AUTOPKGTEST_NORMAL_USER={q(user)} ADT_NORMAL_USER={q(user)}; "
         if self.test.command is not None:
-            body = self.test.command
+            script += f"exec bash -ec {q(self.test.command)}"
         else:
-            body = f"chmod +x {shlex.quote(self.test.path or '')}; exec ./{shlex.quote(self.test.path or '')}"
-        res = testbed.exec(["sh", "-c", setup + "set +e; " + body], cwd=tree, timeout=DEFAULT_TIMEOUT,
-                           network="needs-internet" in self.test.restrictions)
-        header = f"# DEP-8 {self.id} on {testbed.name}: "
+            script += f"exec ./{q(self.test.path or '')}"
+        argv = ["su", "-s", "/bin/bash", user, "-c", script] if user and not as_root else ["bash", "-c", script]
+        res = testbed.exec(argv, cwd=tree, timeout=DEFAULT_TIMEOUT, network=NEEDS_INTERNET in self.test.restrictions)
+        who = f" as {user}" if user and not as_root else " as root"
+        header = f"# DEP-8 {self.id} on {testbed.name}{who}: "
         if res.timed_out:
             return Outcome(Verdict.FAIL, f"timed out after {DEFAULT_TIMEOUT}s", None,
                            install_log + format_log(header + "timed out", res.stdout, res.stderr))

@@ -17,11 +17,13 @@ import hashlib
 import os
 import shlex
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from imageci.capabilities import ARCHIVE, NETWORK
 from imageci.checks.base import Outcome, format_log
 from imageci.testbeds.base import ExecResult, Testbed
 from imageci.verdicts import Verdict
@@ -29,6 +31,7 @@ from imageci.verdicts import Verdict
 APT_DIR = "/var/tmp/imageci/apt"
 APT_OPTS = (f"-o Dir::State::Lists={APT_DIR}/lists -o Dir::Cache::Archives={APT_DIR}/archives "
             "-o APT::Keep-Downloaded-Packages=true -o APT::Sandbox::User=root")
+LISTS_MAX_AGE = 6 * 3600  # package lists older than this are fetched again
 STATE_PROBE = ("cat /var/lib/dpkg/status /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | sha256sum; "
                "dpkg --print-architecture")
 
@@ -41,16 +44,23 @@ class DependencyCache:
         doc = "\n".join([state, *sorted(packages), f"recommends={recommends}", "v1"])
         return hashlib.sha256(doc.encode()).hexdigest()
 
-    def get(self, key: str) -> Path | None:
+    def get(self, key: str, max_age: float | None = None) -> Path | None:
         entry = self.root / key
-        return entry if (entry / "complete").exists() else None
+        marker = entry / "complete"
+        if not marker.exists():
+            return None
+        if max_age is not None and time.time() - marker.stat().st_mtime > max_age:
+            return None
+        return entry
 
-    def put(self, key: str, testbed: Testbed) -> None:
-        """Keep what the testbed's private apt directory holds now."""
+    def put(self, key: str, testbed: Testbed, source: str = APT_DIR) -> None:
+        """Keep what the testbed's ``source`` directory (its private apt directory) holds now."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{key}.{uuid.uuid4().hex[:8]}"
         try:
-            testbed.copy_out(APT_DIR, tmp / "apt")
+            if (self.root / key).exists():
+                shutil.rmtree(self.root / key, ignore_errors=True)  # stale: replaced
+            testbed.copy_out(source, tmp / "apt")
             shutil.rmtree(tmp / "apt" / "archives" / "partial", ignore_errors=True)
             shutil.rmtree(tmp / "apt" / "lists" / "partial", ignore_errors=True)
             (tmp / "complete").write_text("")
@@ -58,6 +68,39 @@ class DependencyCache:
                 os.rename(tmp, self.root / key)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _reach(testbed: Testbed) -> bool | None:
+    """How a command reaches the archive: False (the testbed's archive proxy), True (the
+    network), or None (it cannot)."""
+    caps = testbed.capabilities()
+    if ARCHIVE in caps:
+        return False
+    return True if NETWORK in caps else None
+
+
+def ensure_lists(testbed: Testbed, cache: DependencyCache | None) -> bytes:
+    """The testbed's apt package lists, as autopkgtest's ``apt-get update`` leaves them: from the
+    cache when this image's sources were updated recently, else with ``apt-get update``."""
+    network = _reach(testbed)
+    if network is None:
+        return b""
+    probe = testbed.exec(["sh", "-c", "ls /var/lib/apt/lists/ | grep -q _Packages && echo present; "
+                          "cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | sha256sum; "
+                          "dpkg --print-architecture"], timeout=120)
+    state = probe.stdout.decode()
+    if state.startswith("present"):
+        return b""
+    key = "lists-" + hashlib.sha256(state.encode()).hexdigest()
+    hit = cache.get(key, max_age=LISTS_MAX_AGE) if cache is not None else None
+    if hit is not None:
+        testbed.copy_in(hit / "apt", "/var/lib/apt/lists")
+        return f"# apt package lists from the cache ({key[6:18]})\n".encode()
+    r = _apt(testbed, "apt-get update -qq", network)
+    log = format_log("# apt-get update (package lists for the test)", r.stdout, r.stderr)
+    if r.exit_code == 0 and cache is not None:
+        cache.put(key, testbed, "/var/lib/apt/lists")
+    return log
 
 
 def install(testbed: Testbed, packages: Sequence[str], *, recommends: bool, cache: DependencyCache | None,
@@ -79,11 +122,12 @@ def install(testbed: Testbed, packages: Sequence[str], *, recommends: bool, cach
                              r.stdout, r.stderr)
             if r.exit_code == 0:
                 return None, log
-    if "network" not in testbed.capabilities():
+    network = _reach(testbed)
+    if network is None:
         why = f"dependencies not installed and the testbed has no network: {', '.join(packages)}"
         return Outcome(not_installable, why), b""
     r = _apt(testbed, f"{prepare}; apt-get update -qq {APT_OPTS} && "
-             f"apt-get install -y -qq {APT_OPTS} {rec} {names}", True)
+             f"apt-get install -y -qq {APT_OPTS} {rec} {names}", network)
     log = format_log(f"# installing test dependencies: {' '.join(packages)}", r.stdout, r.stderr)
     if r.exit_code != 0:
         return Outcome(not_installable, f"dependencies not installable: {', '.join(packages)}", r.exit_code, log), log

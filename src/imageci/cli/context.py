@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from imageci.build.oci import ImageConfig
 from imageci.checks.base import Check
@@ -38,6 +40,20 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _ConsoleLog(logging.Handler):
+    """Warnings from the layers below (e.g. a changed cache rebuilt) shown to the user."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"[yellow]warning[/]: {escape(record.getMessage())}", highlight=False)
+
+
+def show_warnings() -> None:
+    logger = logging.getLogger("imageci")
+    if not any(isinstance(h, _ConsoleLog) for h in logger.handlers):
+        logger.addHandler(_ConsoleLog(logging.WARNING))
+        logger.propagate = False
 
 
 def _sigterm(_signo: int, _frame: object) -> None:

@@ -12,8 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from imageci import __version__
+from imageci.build.caches import verify_caches
 from imageci.build.service import build_image
-from imageci.cli.context import Context, checks_of, console, err_console, handle_errors
+from imageci.cli.context import Context, checks_of, console, err_console, handle_errors, show_warnings
 from imageci.cli.testing import TestOptions, flake_policy, run_tests
 from imageci.definitions.durations import parse_duration
 from imageci.definitions.image import load_definition
@@ -66,6 +67,7 @@ def _version_cb(value: bool) -> None:
 @app.callback()
 def main(version: Annotated[bool, typer.Option("--version", callback=_version_cb, is_eager=True)] = False) -> None:
     """imageci: build → testing → fresh-sandbox tests → recorded verdicts → gated promotion."""
+    show_warnings()
 
 
 def _build(ctx: Context, definition: Path, force: bool) -> tuple[object, int]:
@@ -299,13 +301,17 @@ def events(ref: RefArg) -> None:
 @app.command()
 @handle_errors
 def verify() -> None:
-    """Re-hash every blob in the artifact store; exit 7 if any is corrupt."""
+    """Re-hash every blob in the artifact store, and compare every unpacked rootfs and VM disk
+    with what it was made from; exit 7 if anything is corrupt (changed caches are discarded)."""
     ctx = Context.load()
     n, bad = ctx.store.verify_all()
     for digest in bad:
         err_console.print(f"[red]corrupt[/] sha256:{digest} ({ctx.store.path(digest)})")
-    console.print(f"verified {n} blob(s): {len(bad)} corrupt")
-    if bad:
+    caches, changed = verify_caches(ctx.settings.rootfs_cache, ctx.settings.home / "vm", ctx.store)
+    for line in changed:
+        err_console.print(f"[red]changed[/] {escape(line)}", highlight=False)
+    console.print(f"verified {n} blob(s): {len(bad)} corrupt; {caches} cache(s): {len(changed)} changed")
+    if bad or changed:
         raise typer.Exit(int(ExitCode.STORE_CORRUPT))
 
 

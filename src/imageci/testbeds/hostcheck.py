@@ -8,9 +8,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from imageci.errors import ImageciError
 from imageci.testbeds.accel import AccelCache, qemu_binary
 from imageci.testbeds.hostarch import binfmt_architectures
 from imageci.testbeds.limits import cgroup_mode
+from imageci.testbeds.seccomp import filter_bytes
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,17 @@ def check_host(home: Path, refresh: bool = True) -> list[Finding]:
         out.append(Finding("sandbox", "bubblewrap", False, "not installed: scripts/host-setup.sh", True))
     overlay = "overlay" in Path("/proc/filesystems").read_text()
     out.append(Finding("sandbox", "overlayfs", overlay, "available" if overlay else "missing: modprobe overlay", True))
+    loop = Path("/dev/loop-control").exists() and shutil.which("mkfs.ext4") is not None
+    out.append(Finding("sandbox", "loop devices (disk budgets)", loop,
+                       "each testbed writes to an ext4 of its disk limit on a loop device" if loop else
+                       "no /dev/loop-control or mkfs.ext4: per-test disk limits cannot be made "
+                       "(modprobe loop; apt-get install e2fsprogs)", True))
+    try:
+        filter_bytes()
+        sec, detail = True, "Docker's default rules, loaded by bubblewrap"
+    except ImageciError as exc:
+        sec, detail = False, str(exc)
+    out.append(Finding("sandbox", "seccomp filter", sec, detail, True))
     mode = cgroup_mode()
     out.append(Finding("sandbox", "cgroup limits", mode is not None,
                        f"cgroup {mode}: memory and pids limits applied" if mode

@@ -15,7 +15,9 @@ chosen per test:
 
 Containers get podman's default hardening (Docker's capability set, seccomp
 profile and masked paths) unless the test needs ``privileged``; memory and
-pids limits are the test's; the network is off unless it needs ``network``.
+pids limits are the test's; the network is off unless it needs ``network``
+(with ``archive``, the archive proxy listens inside the container's own
+network namespace: the image's apt archive is reachable, nothing else).
 Every container is labelled with the home and the owner process, so cleanup
 only ever touches its own. On this kind of host podman only works with runc
 and with rlimits not above the host's: imageci passes both explicitly, and
@@ -28,6 +30,7 @@ import json
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -38,6 +41,7 @@ from pathlib import Path
 from imageci.build.oci import image_config, write_layout
 from imageci.build.rootfs import unpacked_rootfs
 from imageci.capabilities import (
+    ARCHIVE,
     ISOLATION_CONTAINER,
     LIMITS,
     NETWORK,
@@ -50,6 +54,7 @@ from imageci.capabilities import (
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.owners import home_id, process_owner
+from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, listen_in, proxy
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
 from imageci.testbeds.disks import DiskSlot, disk_pool
 from imageci.testbeds.hostarch import why_cannot_run
@@ -159,7 +164,8 @@ class PodmanTestbed:
     name = "podman"
 
     def __init__(self, image: ImageHandle, tag: str, store: ImageStore, tmp: Path, *, systemd: bool,
-                 network: bool, privileged: bool = False, limits: Limits = DEFAULTS) -> None:
+                 network: bool, privileged: bool = False, limits: Limits = DEFAULTS,
+                 archive: frozenset[tuple[str, str, int]] | None = None) -> None:
         self.image = image
         self.tag = tag
         self.store = store
@@ -175,6 +181,8 @@ class PodmanTestbed:
         self._broken = ""
         self._pid = 0
         self._notes: list[str] = []
+        self.archive = archive
+        self._listener: socket.socket | None = None
 
     def capabilities(self) -> frozenset[str]:
         """What this container offers: network only if it was created with one."""
@@ -183,6 +191,8 @@ class PodmanTestbed:
             caps.add(PRISTINE)
         if self.network:
             caps.add(NETWORK)
+        if self.archive is not None:
+            caps.add(ARCHIVE)
         if self.systemd:
             caps.add(ISOLATION_CONTAINER)
         return frozenset(caps)
@@ -222,6 +232,11 @@ class PodmanTestbed:
             self._pid = int(pid.stdout.decode().strip() or 0)
             if self.systemd:
                 self._wait_for_systemd()
+            if self.archive is not None and not self.network:
+                self._listener = listen_in(self._pid)
+                proxy().serve(self._listener, self.archive)
+                _run([self.podman, "exec", name, "sh", "-c", f"mkdir -p {os.path.dirname(APT_CONF)} && "
+                      f"cat > {APT_CONF}"], input=APT_CONF_TEXT.encode(), env=self.env)
         except BaseException:
             self.close()
             raise
@@ -319,6 +334,9 @@ class PodmanTestbed:
         self.open()
 
     def close(self) -> None:
+        if self._listener is not None:
+            proxy().stop(self._listener)
+            self._listener = None
         name, self.container, self._broken, self._pid = self.container, None, "", 0
         if name is not None:
             _run([self.podman, "rm", "-f", "-t", "0", name], check=False, timeout=120, env=self.env)
@@ -345,7 +363,7 @@ class PodmanBackend:
         return why_cannot_run(image.architecture)
 
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
-        caps = {ROOT, REVERT, NETWORK, PRISTINE, PRIVILEGED, arch(image.architecture), LIMITS}
+        caps = {ROOT, REVERT, NETWORK, ARCHIVE, PRISTINE, PRIVILEGED, arch(image.architecture), LIMITS}
         if self.has_systemd(image):
             caps.add(ISOLATION_CONTAINER)
         return frozenset(caps)
@@ -353,8 +371,11 @@ class PodmanBackend:
     def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
                limits: Limits = DEFAULTS) -> PodmanTestbed:
         tag = self.store.ensure(image)
+        archive = None
+        if ARCHIVE in needs and NETWORK not in needs:
+            archive = archive_hosts(unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache))
         return PodmanTestbed(image, tag, self.store, self.tmp, systemd=ISOLATION_CONTAINER in needs,
-                             network=NETWORK in needs, privileged=PRIVILEGED in needs, limits=limits)
+                             network=NETWORK in needs, privileged=PRIVILEGED in needs, limits=limits, archive=archive)
 
 
 def remove_containers(storage_conf_path: Path) -> list[str]:

@@ -31,6 +31,7 @@ import os
 import shlex
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -41,6 +42,7 @@ from pathlib import Path
 from imageci.build.rootfs import unpacked_rootfs
 from imageci.build.vmdisk import VmAssets, find_kernel, vm_assets
 from imageci.capabilities import (
+    ARCHIVE,
     ISOLATION_CONTAINER,
     ISOLATION_MACHINE,
     LIMITS,
@@ -52,7 +54,10 @@ from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.fs import safe_rmtree
 from imageci.owners import process_owner
+from imageci.testbeds import relay
 from imageci.testbeds.accel import AccelCache, AccelProbe, VmArch, qemu_binary, vm_arch
+from imageci.testbeds.archive import APT_CONF, GUEST_ADDRESS, apt_conf, archive_hosts, host_listener, proxy
+from imageci.testbeds.archive import PORT as ARCHIVE_PORT
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
 from imageci.testbeds.hostarch import host_architecture
 from imageci.testbeds.qmp import Qmp, QmpError
@@ -114,6 +119,7 @@ class Vm:
     memory_mb: int = 1024
     cpus: int = 1
     port: int = field(default_factory=_free_port)
+    archive_port: int | None = None  # the host's archive proxy listener, reached at 10.0.2.100:3142
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -133,7 +139,7 @@ class Vm:
                 "-kernel", str(self.assets.kernel), "-initrd", str(self.assets.initrd),
                 "-append", f"root=/dev/vda rw console={self.arch.console} panic=-1 imageci.ssh_key={pub}",
                 "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=unsafe",
-                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22{self._guestfwd()}",
                 "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off", "-no-reboot"]
         if incoming is not None:
@@ -141,6 +147,12 @@ class Vm:
         with open(self.workdir / "qemu.err", "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                          start_new_session=True)
+
+    def _guestfwd(self) -> str:
+        if self.archive_port is None:
+            return ""
+        cmd = f"{sys.executable} -I -S {relay.__file__} {self.archive_port}"
+        return f",guestfwd=tcp:{GUEST_ADDRESS}:{ARCHIVE_PORT}-cmd:{cmd.replace(',', ',,')}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -267,6 +279,7 @@ class QemuBackend:
         self._stopping = False
         self.warm_made = 0
         self.warm_hits = 0
+        self._archive: dict[str, socket.socket] = {}  # image digest → the host-side proxy listener
 
     # -- host and image ------------------------------------------------------------
     def accel(self, architecture: str | None = None) -> str:
@@ -292,7 +305,7 @@ class QemuBackend:
         return None
 
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
-        caps = {ROOT, REVERT, ISOLATION_MACHINE, ISOLATION_CONTAINER, PRIVILEGED, LIMITS,
+        caps = {ROOT, REVERT, ISOLATION_MACHINE, ISOLATION_CONTAINER, PRIVILEGED, LIMITS, ARCHIVE,
                 f"arch:{image.architecture}"}
         if self.accel(image.architecture) == "kvm":
             caps.add("kvm")
@@ -315,6 +328,18 @@ class QemuBackend:
         root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
         return vm_assets(root, image.digest, self.vm_cache, free_space=shape.disk)
 
+    def archive_port(self, image: ImageHandle) -> int:
+        """Every VM of an image (its template too, so snapshots restore) can reach the archive
+        proxy at 10.0.2.100:3142; apt is pointed at it only in testbeds made for ``archive``."""
+        with self._lock:
+            sock = self._archive.get(image.digest)
+            if sock is None:
+                root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
+                sock = host_listener()
+                proxy().serve(sock, archive_hosts(root))
+                self._archive[image.digest] = sock
+            return int(sock.getsockname()[1])
+
     def new_vm(self, image: ImageHandle, disk: Path, workdir: Path, accel: str | None = None,
                shape: Shape = DEFAULT_SHAPE) -> Vm:
         qemu, spec = qemu_binary(image.architecture), vm_arch(image.architecture)
@@ -322,7 +347,7 @@ class QemuBackend:
             raise HostSetupError(f"qemu for {image.architecture} guests is not installed: run scripts/host-setup.sh")
         _, key = self._run_state()
         return Vm(qemu, spec, self.assets(image, shape), disk, workdir, key, accel or self.accel(image.architecture),
-                  shape.memory_mb, self.cpus)
+                  shape.memory_mb, self.cpus, archive_port=self.archive_port(image))
 
     def overlay(self, backing: Path, path: Path) -> Path:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(path)],
@@ -364,10 +389,11 @@ class QemuBackend:
         if existing:
             return existing
         run_dir, _ = self._run_state()
-        tdir = run_dir / f"template-{image.digest[:12]}-{shape.memory_mb}m-{shape.disk >> 20}m"
         with self._lock:
             if key in self._templates:
                 return self._templates[key]
+            # a short name: qemu's QMP socket path inside must stay under 108 bytes
+            tdir = run_dir / f"t{len(self._templates)}-{image.digest[:8]}"
             tdir.mkdir(exist_ok=True)
             started = time.monotonic()
             vm, ssh = self.cold_boot(image, tdir, shape)
@@ -442,7 +468,7 @@ class QemuBackend:
 
     def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
                limits: Limits = DEFAULTS) -> QemuTestbed:
-        return QemuTestbed(self, image, limits)
+        return QemuTestbed(self, image, limits, archive=ARCHIVE in needs)
 
     def finish(self) -> None:
         """The engine calls this when a run is over."""
@@ -463,6 +489,9 @@ class QemuBackend:
             time.sleep(0.1)
         with self._lock:
             self._stopping = False
+            for sock in self._archive.values():
+                proxy().stop(sock)
+            self._archive = {}
             if self._run_dir is not None:
                 safe_rmtree(self._run_dir)
             self._run_dir, self._key, self._templates = None, None, {}
@@ -471,8 +500,10 @@ class QemuBackend:
 class QemuTestbed:
     name = "qemu"
 
-    def __init__(self, backend: QemuBackend, image: ImageHandle, limits: Limits = DEFAULTS) -> None:
+    def __init__(self, backend: QemuBackend, image: ImageHandle, limits: Limits = DEFAULTS,
+                 archive: bool = False) -> None:
         self.backend = backend
+        self.archive = archive
         self.image = image
         self.limits = limits.over(DEFAULTS)
         self.shape = Shape.of(self.limits)
@@ -483,7 +514,8 @@ class QemuTestbed:
         self.restored = False
 
     def capabilities(self) -> frozenset[str]:
-        return self.backend.capabilities(self.image)
+        caps = self.backend.capabilities(self.image)
+        return caps if self.archive else caps - {ARCHIVE}
 
     def open(self) -> None:
         try:
@@ -498,6 +530,9 @@ class QemuTestbed:
                 self.dir = Path(tempfile.mkdtemp(dir=run_dir, prefix="vm-"))
                 self.vm, self.ssh = self.backend.cold_boot(self.image, self.dir, self.shape)
             self.ssh.limits = self.limits  # the output limit applies to the test's commands
+            if self.archive:
+                self.ssh.exec(["sh", "-c", f"mkdir -p {os.path.dirname(APT_CONF)} && cat > {APT_CONF}"],
+                              stdin=apt_conf(GUEST_ADDRESS).encode(), timeout=60)
         except BaseException:
             self.close()
             raise

@@ -18,6 +18,10 @@ way container runtimes run untrusted code by default:
 - memory and pids limits per command (cgroups), whose OOM and fork-refusal
   counters name the limit in the verdict when one struck.
 
+A testbed made for ``archive`` (DEP-8 tests) keeps one private network
+namespace for all its commands, where the archive proxy listens
+(``testbeds/archive.py``): the image's apt archive is reachable, nothing else.
+
 ``needs: [privileged]`` keeps every capability, loads no seccomp filter and
 leaves ``/proc`` writable (its sysctl writes reach the host kernel); the
 namespaces, limits and disk budget still apply.
@@ -34,6 +38,7 @@ import ctypes.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -42,11 +47,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from imageci.build.rootfs import unpacked_rootfs
-from imageci.capabilities import LIMITS, NETWORK, PRISTINE, PRIVILEGED, REVERT, ROOT, arch
+from imageci.capabilities import ARCHIVE, LIMITS, NETWORK, PRISTINE, PRIVILEGED, REVERT, ROOT, arch
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.fs import safe_rmtree
 from imageci.owners import home_id, process_owner
+from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, new_namespace, proxy
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
 from imageci.testbeds.disks import DiskSlot, disk_pool
 from imageci.testbeds.hostarch import why_cannot_run
@@ -117,7 +123,8 @@ class SandboxTestbed:
     name = "sandbox"
 
     def __init__(self, image: ImageHandle, lower: Path, workroot: Path, *, limits: Limits = DEFAULTS,
-                 privileged: bool = False) -> None:
+                 privileged: bool = False, archive: frozenset[tuple[str, str, int]] | None = None) -> None:
+        """``archive``: the apt archives the testbed's commands may reach (None: no archive access)."""
         """``workroot`` is ``$IMAGECI_HOME/tmp/sandboxes``: its parent holds the owner locks and disk slots."""
         self.image = image
         self.lower = lower
@@ -134,9 +141,14 @@ class SandboxTestbed:
         self._lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._notes: list[str] = []
+        self.archive = archive
+        self._netns: int | None = None
+        self._listener: socket.socket | None = None
 
     def capabilities(self) -> frozenset[str]:
-        return sandbox_capabilities(self.image)
+        """The backend's words; ``archive`` only when this testbed was made with it."""
+        caps = sandbox_capabilities(self.image)
+        return caps if self.archive is not None else caps - {ARCHIVE}
 
     def limit_notes(self) -> list[str]:
         with self._lock:
@@ -166,12 +178,24 @@ class SandboxTestbed:
             upper.mkdir()
             work.mkdir()
             _mount_overlay(self.lower, upper, work, self.dir / "merged")
+            self.merged = self.dir / "merged"
+            if self.archive is not None:
+                self._netns, self._listener = new_namespace()
+                proxy().serve(self._listener, self.archive)
+                conf = self._host_path(APT_CONF, follow_last=False)
+                conf.parent.mkdir(parents=True, exist_ok=True)
+                conf.write_text(APT_CONF_TEXT)
         except BaseException:
             self._release()
             raise
-        self.merged = self.dir / "merged"
 
     def _release(self) -> None:
+        if self._listener is not None:
+            proxy().stop(self._listener)
+            self._listener = None
+        if self._netns is not None:
+            os.close(self._netns)
+            self._netns = None
         if self.dir is not None:
             if self.merged is not None:
                 _umount(self.merged)
@@ -212,9 +236,9 @@ class SandboxTestbed:
             cmd += hardening_args()
         if seccomp_fd is not None:
             cmd += ["--seccomp", str(seccomp_fd)]
-        if not network:
+        if not network and self._netns is None:
             cmd.append("--unshare-net")
-        elif os.path.exists("/etc/resolv.conf"):
+        elif network and os.path.exists("/etc/resolv.conf"):
             # images ship no resolver config (hygiene): a test that needs the network borrows the host's
             cmd += ["--ro-bind", os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf"]
         full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb",
@@ -232,6 +256,10 @@ class SandboxTestbed:
         rfd, wfd = os.pipe()
         seccomp = None if self.privileged else filter_fd()
         cmd = self._argv(argv, env or {}, cwd or "/", network, wfd, seccomp)
+        keep_fds = [wfd] if seccomp is None else [wfd, seccomp]
+        if not network and self._netns is not None:  # the testbed's own namespace, where the archive proxy is
+            cmd = ["nsenter", f"--net=/proc/self/fd/{self._netns}", "--", *cmd]
+            keep_fds.append(self._netns)
         if has_limits:
             # Join the group before exec, so every descendant is accounted and killable.
             joins = " && ".join(f"echo $$ > {f}" for f in limits.procs_files())
@@ -240,7 +268,7 @@ class SandboxTestbed:
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    pass_fds=(wfd,) if seccomp is None else (wfd, seccomp), start_new_session=True)
+                                    pass_fds=keep_fds, start_new_session=True)
         finally:
             os.close(wfd)
             if seccomp is not None:
@@ -332,7 +360,7 @@ class SandboxTestbed:
 
 
 def sandbox_capabilities(image: ImageHandle) -> frozenset[str]:
-    caps = {ROOT, REVERT, NETWORK, PRISTINE, PRIVILEGED, arch(image.architecture)}
+    caps = {ROOT, REVERT, NETWORK, ARCHIVE, PRISTINE, PRIVILEGED, arch(image.architecture)}
     if cgroup_mode():
         caps.add(LIMITS)
     return frozenset(caps)
@@ -355,4 +383,6 @@ class SandboxBackend:
     def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
                limits: Limits = DEFAULTS) -> SandboxTestbed:
         lower = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
-        return SandboxTestbed(image, lower, self.workroot, limits=limits, privileged=PRIVILEGED in needs)
+        archive = archive_hosts(lower) if ARCHIVE in needs and NETWORK not in needs else None
+        return SandboxTestbed(image, lower, self.workroot, limits=limits, privileged=PRIVILEGED in needs,
+                              archive=archive)

@@ -1,0 +1,105 @@
+"""A version's architecture is recorded with it and used everywhere: testbed
+capabilities, which testbeds can run it, the VM it boots in, its OCI config,
+DEP-8 ``Architecture:`` filters and quarantine scopes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from imageci.build.oci import write_layout
+from imageci.checks.dep8 import Dep8Check
+from imageci.definitions.dep8 import Dep8Suite, Dep8Test
+from imageci.engine.runner import Engine
+from imageci.exitcodes import ExitCode
+from imageci.store.catalog import NewArtifact
+from imageci.store.models import Version
+from imageci.testbeds.accel import vm_arch
+from imageci.testbeds.hostarch import host_architecture, why_cannot_run
+from imageci.testbeds.qemu import QemuBackend
+from imageci.testbeds.registry import make_backend
+from imageci.testbeds.sandbox import SandboxBackend
+from imageci.verdicts import Verdict
+
+from conftest import Env, FailsFirst
+
+FOREIGN = "arm64" if host_architecture() != "arm64" else "amd64"
+
+
+@pytest.fixture(scope="module")
+def foreign(image_env: tuple[Env, Version]) -> Version:
+    """The example's bytes registered as another architecture's image (only the label matters here)."""
+    e, version = image_env
+    rootfs = next(a for a in version.artifacts if a.kind == "rootfs")
+    return e.catalog.register_version(f"foreign-{os.getpid()}", version.digest,
+                                      [NewArtifact("rootfs", "rootfs.tar", rootfs.digest, rootfs.size)],
+                                      input_hash=None, definition=None, build_info={}, architecture=FOREIGN)
+
+
+def test_the_image_handle_and_capabilities_carry_the_recorded_architecture(image_env: tuple[Env, Version],
+                                                                           foreign: Version) -> None:
+    e, _ = image_env
+    handle = Engine(e.catalog, e.store, {}).image_handle(e.catalog.resolve(foreign.product.name))
+    assert handle.architecture == FOREIGN
+    sandbox = SandboxBackend(e.settings.rootfs_cache, e.settings.tmp_dir / "sandboxes")
+    assert f"arch:{FOREIGN}" in sandbox.capabilities(handle) and "arch:amd64" not in sandbox.capabilities(handle)
+    assert sandbox.why_not(handle) == why_cannot_run(FOREIGN)
+
+
+def test_the_oci_config_and_index_name_the_architecture(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    e, version = image_env
+    rootfs = e.store.verified_path(version.digest)
+    layout = write_layout(tmp_path / "l", rootfs, version.digest, tag="t", architecture="arm64").layout
+    index = json.loads((layout / "index.json").read_text())
+    assert index["manifests"][0]["platform"]["architecture"] == "arm64"
+    manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    config = json.loads((layout / "blobs" / "sha256" / manifest["config"]["digest"][7:]).read_text())
+    assert config["architecture"] == "arm64"
+
+
+def test_a_foreign_vm_boots_under_its_own_qemu_with_tcg(image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    e, _ = image_env
+    qemu = QemuBackend(tmp_path, e.settings.rootfs_cache)
+    assert qemu.accel(FOREIGN) == "tcg"  # KVM runs only this host's architecture
+    spec = vm_arch("arm64")
+    assert spec is not None and (spec.binary, spec.machine, spec.console) == ("qemu-system-aarch64", "virt", "ttyAMA0")
+    assert vm_arch("amd64").binary == "qemu-system-x86_64"  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+def test_a_host_that_cannot_run_the_image_skips_every_test_with_the_reason(image_env: tuple[Env, Version],
+                                                                          foreign: Version) -> None:
+    e, _ = image_env
+    if why_cannot_run(FOREIGN) is None:
+        pytest.skip(f"this host runs {FOREIGN} programs (binfmt_misc)")
+    engine = Engine(e.catalog, e.store, {"sandbox": make_backend("sandbox", e.settings)})
+    report = engine.run(foreign, [FailsFirst(0, "runs-nothing")], ["sandbox"], rerun_all=True)
+    assert report.results[0].verdict == Verdict.SKIP
+    assert f"cannot run {FOREIGN} programs" in report.results[0].reason
+    assert report.exit_code == ExitCode.NO_TESTS
+
+
+class _Bed:
+    """Only capabilities matter to the Architecture: filter."""
+
+    def __init__(self, architecture: str) -> None:
+        self.arch = architecture
+
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({f"arch:{self.arch}"})
+
+
+@pytest.mark.parametrize(("field", "on", "skipped"), [
+    (("amd64",), "amd64", False), (("amd64",), "arm64", True), (("!arm64",), "arm64", True),
+    (("any",), "arm64", False), (("!amd64",), "arm64", False),
+])
+def test_dep8_architecture_filters_by_the_testbed_s_architecture(field: tuple[str, ...], on: str,
+                                                                 skipped: bool) -> None:
+    test = Dep8Test("t", None, "true", "", (), (), field, Path("control"), 1)
+    reason = Dep8Check(Dep8Suite("src", Path(".")), test)._arch_ok(_Bed(on))  # type: ignore[arg-type]
+    assert (reason is not None) == skipped
+    if skipped:
+        assert on in reason  # type: ignore[operator]
