@@ -1,8 +1,10 @@
 """Benchmark: 100 trivial tests, each in a fresh sandbox, through the whole
 engine (catalog writes and log blobs included), against the physical floor:
 plain `bwrap ... true` on the same unpacked rootfs, at the same concurrency.
+The same tests with `needs: [privileged]` (no capability drop, no seccomp
+filter, no /proc masking) show what the hardening costs per test.
 
-Last line: `sandbox: X tests/s (floor: bwrap Y/s, ratio Z)`.
+Last line: `sandbox: X tests/s (floor: bwrap Y/s, ratio Z; hardening +H% per test)`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def main() -> None:
             p.write_text(f"#!/bin/sh\n# trivial test {i}\ntrue\n")
             p.chmod(0o755)
         checks = [ScriptCheck(s) for s in load_suite(suite).tests]
+        (suite / "suite.yaml").write_text("defaults: {needs: [privileged]}\n")
+        privileged = [ScriptCheck(s) for s in load_suite(suite).tests]
 
         # floor: bwrap alone, same rootfs, same namespaces, same concurrency
         bwrap = shutil.which("bwrap") or "bwrap"
@@ -71,12 +75,19 @@ def main() -> None:
             raise SystemExit(f"benchmark tests did not pass: {bad[0].test_id}: {bad[0].reason}")
         per_test = [(a.ended_at - a.started_at).total_seconds() for r in report.results for a in r.attempts]
         rate, floor_rate = args.n / wall, args.n / floor_wall
+        t0 = time.monotonic()
+        engine.run(version, privileged, ["sandbox"], rerun_all=True)
+        plain_wall = time.monotonic() - t0
+        hardening = (wall - plain_wall) / plain_wall * 100
         print(f"tests: {args.n}, jobs: {args.j}")
         print(f"imageci engine : {wall:.2f} s wall, {rate:.1f} tests/s, per-test p50 {pct(per_test, 50) * 1000:.1f} ms"
               f" p95 {pct(per_test, 95) * 1000:.1f} ms (fresh overlay + bwrap + record)")
         print(f"bwrap floor    : {floor_wall:.2f} s wall, {floor_rate:.1f} runs/s, per-run p50 "
               f"{pct(floor_times, 50) * 1000:.1f} ms p95 {pct(floor_times, 95) * 1000:.1f} ms")
-        print(f"sandbox: {rate:.1f} tests/s (floor: bwrap {floor_rate:.1f}/s, ratio {rate / floor_rate:.2f})")
+        print(f"privileged     : {plain_wall:.2f} s wall, {args.n / plain_wall:.1f} tests/s (the same tests without "
+              "capability drop, seccomp and /proc masking)")
+        print(f"sandbox: {rate:.1f} tests/s (floor: bwrap {floor_rate:.1f}/s, ratio {rate / floor_rate:.2f}; "
+              f"hardening {hardening:+.0f}% per test)")
     finally:
         catalog.close()
         safe_rmtree(settings.home)

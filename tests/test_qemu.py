@@ -160,3 +160,17 @@ def test_accel_probe_is_cached_and_can_be_demoted(tmp_path: Path) -> None:
     backend = QemuBackend(tmp_path, tmp_path)
     backend.accel_cache = cache
     assert backend.accel() == "tcg" and backend.timeout_multiplier() > 1
+
+
+def test_a_vm_s_endless_console_output_is_kept_bounded_on_the_host(tmp_path: Path) -> None:
+    from imageci.testbeds.qemu import CONSOLE_KEEP, bound_file
+
+    console = tmp_path / "console.log"
+    with console.open("ab") as fh:  # as qemu appends the guest's serial output
+        fh.write(b"boot\n" + b"x" * (40 << 20) + b"\nthe end\n")
+        bound_file(console)
+        fh.write(b"more\n")  # qemu's offset stays valid
+    st = console.stat()
+    assert st.st_size == 5 + (40 << 20) + 9 + 5
+    assert st.st_blocks * 512 <= CONSOLE_KEEP + (1 << 20)  # the rest was returned to the host
+    assert console.read_bytes().endswith(b"\nthe end\nmore\n")

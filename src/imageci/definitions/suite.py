@@ -40,16 +40,9 @@ HEADER_LINES = 30
 DEFAULT_TIMEOUT = 300
 
 
-class TestMeta(BaseModel):
-    __test__ = False
-    model_config = ConfigDict(extra="forbid")
-    timeout: int | None = Field(default=None, gt=0, description="seconds; the whole process tree is killed")
-    tags: list[str] | None = None
-    needs: list[str] | None = Field(default=None, description="testbed capabilities the test requires")
-    flaky: bool | None = Field(default=None, description="known flaky: a failure is reported, not gating")
-    description: str | None = None
-    testbeds: list[str] | None = Field(default=None, description="run only on these testbeds (skip elsewhere)")
-    destructive: bool | None = Field(default=None, description="breaks its testbed: always gets a new one")
+class LimitFields(BaseModel):
+    """The limits a test (or a suite's ``limits:`` rule) may declare (``definitions.limits``)."""
+
     memory: str | int | None = Field(default=None, description="memory limit, e.g. 4G (default 2G)")
     pids: int | None = Field(default=None, gt=0, description="processes and threads at once (default 4096)")
     disk: str | int | None = Field(default=None, description="bytes the test may write, e.g. 10G (default 2G)")
@@ -67,26 +60,26 @@ class TestMeta(BaseModel):
         return Limits.parse({k: getattr(self, k) for k in LIMIT_KEYS})
 
 
-class LimitRuleSpec(BaseModel):
+class TestMeta(LimitFields):
+    __test__ = False
+    model_config = ConfigDict(extra="forbid")
+    timeout: int | None = Field(default=None, gt=0, description="seconds; the whole process tree is killed")
+    tags: list[str] | None = None
+    needs: list[str] | None = Field(default=None, description="testbed capabilities the test requires")
+    flaky: bool | None = Field(default=None, description="known flaky: a failure is reported, not gating")
+    description: str | None = None
+    testbeds: list[str] | None = Field(default=None, description="run only on these testbeds (skip elsewhere)")
+    destructive: bool | None = Field(default=None, description="breaks its testbed: always gets a new one")
+
+
+class LimitRuleSpec(LimitFields):
     """``limits:`` in suite.yaml: larger (or smaller) limits for the tests whose id matches."""
 
     model_config = ConfigDict(extra="forbid")
     test: str = Field(description="glob on test ids, e.g. 'gzip/*' or 'testinfra:*'")
-    memory: str | int | None = None
-    pids: int | None = Field(default=None, gt=0)
-    disk: str | int | None = None
-    output: str | int | None = None
-    log: str | int | None = None
-
-    @field_validator("memory", "disk", "output", "log")
-    @classmethod
-    def _size(cls, v: str | int | None) -> str | int | None:
-        if v is not None:
-            parse_size(v)
-        return v
 
     def rule(self) -> LimitRule:
-        return LimitRule(self.test, Limits.parse({k: getattr(self, k) for k in LIMIT_KEYS}))
+        return LimitRule(self.test, self.limits())
 
 
 class BuiltinRef(BaseModel):

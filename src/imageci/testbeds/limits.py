@@ -20,6 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imageci.definitions.limits import Limits
+
 CGROOT = Path("/sys/fs/cgroup")
 
 
@@ -151,3 +153,24 @@ def process_groups(pid: int) -> list[Path]:
             if name in controllers.split(","):
                 dirs.append(CGROOT / name / rel)
     return [d for d in dirs if d.is_dir()]
+
+
+def limit_notes(limits: Limits, *, oom_kills: int = 0, refused_forks: int = 0, disk_full: bool = False,
+                output_stopped: bool = False, memory_is: str = "") -> list[str]:
+    """Sentences naming each limit that struck, for the verdict's reason (every backend words them alike).
+    ``memory_is`` says what the memory limit is where it is not a cgroup's (a VM's RAM)."""
+    notes = []
+    if oom_kills:
+        what = memory_is or limits.describe("memory")
+        notes.append(f"memory limit ({what}) reached: the kernel killed {oom_kills} process(es) (OOM); "
+                     "declare more with `memory:`")
+    if refused_forks:
+        notes.append(f"pids limit ({limits.describe('pids')}) reached: fork() was refused {refused_forks} time(s); "
+                     "declare more with `pids:`")
+    if disk_full:
+        notes.append(f"disk limit ({limits.describe('disk')}) reached: the test's writes filled its disk (ENOSPC); "
+                     "declare more with `disk:`")
+    if output_stopped:
+        notes.append(f"output limit ({limits.describe('output')}) reached: the command wrote more and was stopped; "
+                     "declare more with `output:`")
+    return notes

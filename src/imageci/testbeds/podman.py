@@ -58,7 +58,7 @@ from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, lis
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
 from imageci.testbeds.disks import DiskSlot, disk_pool
 from imageci.testbeds.hostarch import why_cannot_run
-from imageci.testbeds.limits import LimitGroup, process_groups
+from imageci.testbeds.limits import LimitGroup, limit_notes, process_groups
 from imageci.testbeds.output import pump, stream_keep
 from imageci.testbeds.rootpath import resolve_in_root
 
@@ -304,20 +304,9 @@ class PodmanTestbed:
         return ExecResult(code, res.stdout, res.stderr, duration)
 
     def _explain(self, before: dict[str, int], after: dict[str, int], output_exceeded: bool) -> None:
-        lim = self.limits
-        notes = []
-        if after.get("memory", 0) > before.get("memory", 0):
-            notes.append(f"memory limit ({lim.describe('memory')}) reached: the kernel killed a process (OOM); "
-                         "declare more with `memory:`")
-        if after.get("pids", 0) > before.get("pids", 0):
-            notes.append(f"pids limit ({lim.describe('pids')}) reached: fork() was refused; declare more with "
-                         "`pids:`")
-        if self.slot is not None and self.slot.nearly_full():
-            notes.append(f"disk limit ({lim.describe('disk')}) reached: the test's writes filled its disk "
-                         "(ENOSPC); declare more with `disk:`")
-        if output_exceeded:
-            notes.append(f"output limit ({lim.describe('output')}) reached: the command wrote more and was "
-                         "stopped; declare more with `output:`")
+        notes = limit_notes(self.limits, oom_kills=after.get("memory", 0) - before.get("memory", 0),
+                            refused_forks=after.get("pids", 0) - before.get("pids", 0),
+                            disk_full=self.slot is not None and self.slot.nearly_full(), output_stopped=output_exceeded)
         self._notes += [n for n in notes if n not in self._notes]
 
     def copy_in(self, src: Path, dest: str) -> None:

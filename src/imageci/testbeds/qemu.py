@@ -27,6 +27,8 @@ there is no pids limit: a fork bomb can only take the VM down (an ``error``).
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
 import os
 import shlex
 import socket
@@ -60,6 +62,7 @@ from imageci.testbeds.archive import APT_CONF, GUEST_ADDRESS, apt_conf, archive_
 from imageci.testbeds.archive import PORT as ARCHIVE_PORT
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
 from imageci.testbeds.hostarch import host_architecture
+from imageci.testbeds.limits import limit_notes as describe_limits
 from imageci.testbeds.qmp import Qmp, QmpError
 from imageci.testbeds.ssh import HostConfig, SshTestbed
 
@@ -105,6 +108,35 @@ class Shape:
 DEFAULT_SHAPE = Shape.of(DEFAULTS)
 
 
+CONSOLE_KEEP = 4 << 20  # bytes of a VM's console kept on disk; older output is punched out of the file
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def bound_file(path: Path, keep: int = CONSOLE_KEEP) -> None:
+    """Free all but the last ``keep`` bytes of a file another process appends to (a VM
+    writing its console): the offsets stay, the host's disk is returned."""
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    if st.st_blocks * 512 <= 2 * keep:
+        return
+    end = (st.st_size - keep) // 4096 * 4096
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, ctypes.c_long(0), ctypes.c_long(end))
+    finally:
+        os.close(fd)
+
+
+def _console_guard(vm: Vm) -> None:
+    """A test may write endlessly to the serial console: keep its file bounded while the VM runs."""
+    while vm.alive():
+        bound_file(vm.console)
+        time.sleep(1)
+
+
 @dataclass
 class Vm:
     """One qemu process."""
@@ -147,6 +179,7 @@ class Vm:
         with open(self.workdir / "qemu.err", "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                          start_new_session=True)
+        threading.Thread(target=_console_guard, args=(self,), name="imageci-vm-console", daemon=True).start()
 
     def _guestfwd(self) -> str:
         if self.archive_port is None:
@@ -581,15 +614,15 @@ class QemuTestbed:
                     said = fh.read(1 << 20).decode("utf-8", "replace")
             except OSError:
                 said = ""
-            if "Out of memory" in said or "oom-kill" in said:
-                notes.append(f"memory limit (the VM's {self.limits.describe('memory')} of RAM) reached: the guest "
-                             "kernel killed a process (OOM); declare more with `memory:`")
+            kills = said.count("Out of memory: Killed process")
+            if kills or "oom-kill" in said:
+                notes += describe_limits(self.limits, oom_kills=max(1, kills),
+                                     memory_is=f"the VM's {self.limits.describe('memory')} of RAM")
         if check_disk and self.ssh is not None:
             r = self.ssh.exec(["stat", "-f", "-c", "%a %S %d", "/"], timeout=30)
             parts = r.stdout.decode().split()
             if r.exit_code == 0 and len(parts) == 3 and (int(parts[0]) * int(parts[1]) < (1 << 20) or parts[2] == "0"):
-                notes.append(f"disk limit ({self.limits.describe('disk')}) reached: the test's writes filled the "
-                             "VM's disk (ENOSPC); declare more with `disk:`")
+                notes += describe_limits(self.limits, disk_full=True)
         self._notes += [n for n in notes if n not in self._notes]
 
     def copy_in(self, src: Path, dest: str) -> None:

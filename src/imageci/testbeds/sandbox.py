@@ -56,7 +56,7 @@ from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, new
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
 from imageci.testbeds.disks import DiskSlot, disk_pool
 from imageci.testbeds.hostarch import why_cannot_run
-from imageci.testbeds.limits import LimitGroup, cgroup_mode, group_prefix
+from imageci.testbeds.limits import LimitGroup, cgroup_mode, group_prefix, limit_notes
 from imageci.testbeds.output import pump, stream_keep
 from imageci.testbeds.rootpath import resolve_in_root
 from imageci.testbeds.seccomp import filter_fd
@@ -310,19 +310,10 @@ class SandboxTestbed:
 
     def _explain(self, hits: dict[str, int], output_exceeded: bool) -> None:
         """Remember which limit struck, so the verdict can say so."""
-        lim = self.limits
-        if hits.get("memory"):
-            self._note(f"memory limit ({lim.describe('memory')}) reached: the kernel killed {hits['memory']} "
-                       "process(es) (OOM); declare more with `memory:`")
-        if hits.get("pids"):
-            self._note(f"pids limit ({lim.describe('pids')}) reached: fork() was refused {hits['pids']} time(s); "
-                       "declare more with `pids:`")
-        if self.slot is not None and self.slot.nearly_full():
-            self._note(f"disk limit ({lim.describe('disk')}) reached: the test's writes filled its disk (ENOSPC); "
-                       "declare more with `disk:`")
-        if output_exceeded:
-            self._note(f"output limit ({lim.describe('output')}) reached: the command wrote more and was stopped; "
-                       "declare more with `output:`")
+        for note in limit_notes(self.limits, oom_kills=hits.get("memory", 0), refused_forks=hits.get("pids", 0),
+                                disk_full=self.slot is not None and self.slot.nearly_full(),
+                                output_stopped=output_exceeded):
+            self._note(note)
 
     @staticmethod
     def _kill_tree(proc: subprocess.Popen[bytes], limits: LimitGroup | None) -> None:
