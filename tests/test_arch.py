@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,25 +25,34 @@ from imageci.testbeds.registry import make_backend
 from imageci.testbeds.sandbox import SandboxBackend
 from imageci.verdicts import Verdict
 
-from conftest import Env, FailsFirst
+from conftest import Env, FailsFirst, make_env
 
 FOREIGN = "arm64" if host_architecture() != "arm64" else "amd64"
 
 
 @pytest.fixture(scope="module")
-def foreign(image_env: tuple[Env, Version]) -> Version:
-    """The example's bytes registered as another architecture's image (only the label matters here)."""
+def foreign_env(image_env: tuple[Env, Version], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """A home of its own, where the example's bytes are registered as another architecture's
+    image (only the label matters here)."""
     e, version = image_env
-    rootfs = next(a for a in version.artifacts if a.kind == "rootfs")
-    return e.catalog.register_version(f"foreign-{os.getpid()}", version.digest,
-                                      [NewArtifact("rootfs", "rootfs.tar", rootfs.digest, rootfs.size)],
-                                      input_hash=None, definition=None, build_info={}, architecture=FOREIGN)
+    other = make_env(tmp_path_factory.mktemp("foreign-home"))
+    blob = other.store.put_file(e.store.verified_path(version.digest))
+    other.catalog.register_version("foreign", blob.digest, [NewArtifact("rootfs", "rootfs.tar", blob.digest,
+                                                                        blob.size)],
+                                   input_hash=None, definition=None, build_info={}, architecture=FOREIGN)
+    yield other
+    other.catalog.close()
 
 
-def test_the_image_handle_and_capabilities_carry_the_recorded_architecture(image_env: tuple[Env, Version],
+@pytest.fixture(scope="module")
+def foreign(foreign_env: Env) -> Version:
+    return foreign_env.catalog.resolve("foreign")
+
+
+def test_the_image_handle_and_capabilities_carry_the_recorded_architecture(foreign_env: Env,
                                                                            foreign: Version) -> None:
-    e, _ = image_env
-    handle = Engine(e.catalog, e.store, {}).image_handle(e.catalog.resolve(foreign.product.name))
+    e = foreign_env
+    handle = Engine(e.catalog, e.store, {}).image_handle(foreign)
     assert handle.architecture == FOREIGN
     sandbox = SandboxBackend(e.settings.rootfs_cache, e.settings.tmp_dir / "sandboxes")
     assert f"arch:{FOREIGN}" in sandbox.capabilities(handle) and "arch:amd64" not in sandbox.capabilities(handle)
@@ -70,9 +80,9 @@ def test_a_foreign_vm_boots_under_its_own_qemu_with_tcg(image_env: tuple[Env, Ve
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
-def test_a_host_that_cannot_run_the_image_skips_every_test_with_the_reason(image_env: tuple[Env, Version],
+def test_a_host_that_cannot_run_the_image_skips_every_test_with_the_reason(foreign_env: Env,
                                                                           foreign: Version) -> None:
-    e, _ = image_env
+    e = foreign_env
     if why_cannot_run(FOREIGN) is None:
         pytest.skip(f"this host runs {FOREIGN} programs (binfmt_misc)")
     engine = Engine(e.catalog, e.store, {"sandbox": make_backend("sandbox", e.settings)})

@@ -178,3 +178,19 @@ def test_fresh_per_suite_reuses_testbeds_except_for_destructive_tests(image_env:
     assert engine._live == set()  # kept testbeds are closed when the run ends
     per_test = _run(e, version, d, rerun_all=True)  # the default: a fresh testbed per test
     assert _by_id(per_test)["b-sees"][0] == V.FAIL
+
+
+def test_a_pass_is_reused_only_for_the_same_test_not_another_with_the_same_bytes(image_env: tuple[Env, Version],
+                                                                                 tmp_path: Path) -> None:
+    e, version = image_env
+    body = f"#!/bin/sh\n# {tmp_path.name}\ntrue\n"
+    d = write_suite(tmp_path / "suite", {"first.sh": body, "second.sh": body, "off.sh": body})
+    (d / "off.sh").chmod(0o644)
+    checks = [ScriptCheck(s) for s in load_suite(d).tests]
+    by_id = {c.id: c for c in checks}
+    _engine(e).run(version, [by_id["first"]], ["sandbox"])
+    report = _engine(e).run(version, [by_id["second"], by_id["off"]], ["sandbox"])
+    got = {r.test_id: r for r in report.results}
+    assert not got["second"].cached and got["second"].verdict == V.PASS  # ran, under its own name
+    assert got["off"].verdict == V.SKIP and "not executable" in got["off"].reason
+    assert {a.test_id for a in e.catalog.attempts(version.digest, ["second"])} == {"second"}

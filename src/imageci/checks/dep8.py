@@ -180,7 +180,7 @@ class Dep8Check:
         prepare = f"mkdir -p -m 1777 {ARTIFACTS}"
         if self.test.path:
             prepare += f" && chmod +x {q(tree + '/' + self.test.path)}"
-        if user and not as_root and "rw-build-tree" in self.test.restrictions:
+        if user:  # autopkgtest gives every file it copies into the testbed to its ordinary user
             prepare += f" && chown -R {q(user)} {q(tree)}"
         testbed.exec(["sh", "-c", prepare], timeout=300)
         # the environment autopkgtest gives a test (adt_testbed.py)

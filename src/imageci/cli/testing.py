@@ -93,6 +93,7 @@ def flake_policy(ctx: Context, version: Version, suite: Suite | None, checks: Se
 
 
 def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
+    override = parse_assignments(opts.limits)  # bad input fails before anything runs
     version = ctx.catalog.resolve(opts.ref)
     checks: list[Check] = []
     suite_testbeds: tuple[str, ...] = ()
@@ -122,7 +123,6 @@ def run_tests(ctx: Context, opts: TestOptions) -> ExitCode:
         if unknown:
             raise UsageError(f"no such test: {', '.join(unknown)}; available: {', '.join(by_id)}")
         checks = [by_id[t] for t in opts.tests]
-    override = parse_assignments(opts.limits)
     limit_policy = suite.limit_policy(override) if suite else LimitPolicy(override=override)
     testbeds = opts.testbeds or list(suite_testbeds) or ["sandbox"]  # command line, else the suite's, else sandbox
     backends = {name: make_backend(name, ctx.settings) for name in dict.fromkeys(testbeds)}

@@ -266,6 +266,7 @@ def load_suite(directory: Path) -> Suite:
         h = hashlib.sha256()
         h.update(content)
         h.update(repr(sorted(merged.items())).encode())
+        h.update(b"executable" if os.access(path, os.X_OK) else b"not executable")
         tests.append(ScriptTestSpec(
             name=name,
             path=path,

@@ -215,7 +215,7 @@ class Engine:
                 result = TestResult(check, tb)
                 results.append(result)
                 if not rerun_all:
-                    earlier = self.catalog.passing_attempt(image.digest, check.digest, tb)
+                    earlier = self.catalog.passing_attempt(image.digest, check.id, check.digest, tb)
                     if earlier is not None:
                         result.attempts.append(earlier)
                         result.cached = True

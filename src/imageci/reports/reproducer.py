@@ -26,7 +26,7 @@ PINNED_ENV = ("IMAGECI_HOME", "IMAGECI_DB_URL", "IMAGECI_TIMEOUT_MULTIPLIER", "I
 @dataclass
 class RunSpec:
     run_id: int
-    image: str  # NAME@SERIAL, for people
+    image: str  # NAME@SERIAL: exactly that version (serials are never reused, a version's bytes never change)
     digest: str
     suite: Path | None
     tests: list[str] | None  # None: the whole suite
@@ -46,7 +46,8 @@ def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = 
     """Snapshot the suite into ``run_dir`` and write ``reproduce.sh`` there."""
     env = dict(os.environ) if env is None else env
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "imageci.cli", "run" if spec.tests else "test", f"sha256:{spec.digest}"]
+    # by version, not by digest alone: the same bytes may be published as versions of several products
+    argv = [sys.executable, "-m", "imageci.cli", "run" if spec.tests else "test", spec.image]
     if spec.suite is not None:
         snapshot = run_dir / "suite"
         if snapshot.exists():

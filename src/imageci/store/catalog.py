@@ -260,12 +260,13 @@ class Catalog:
 
     def abort_dead_runs(self, alive: Callable[[str], bool]) -> list[Run]:
         """Mark ``aborted`` the runs of this host still ``running`` whose owner process is gone
-        (``alive(owner)`` is false). Their recorded attempts stay; the run ends at its last one."""
+        (``alive(owner)`` is false). Their recorded attempts stay; the run ends at its last one.
+        A run recorded without an owner (an engine used as a library) is never guessed dead."""
         host = socket.gethostname()
         with self.session() as s:
             candidates = list(s.scalars(select(Run).where(Run.status == RunStatus.RUNNING.value,
                                                           Run.host == host)))
-            dead = [r for r in candidates if not (r.owner and alive(r.owner))]
+            dead = [r for r in candidates if r.owner and not alive(r.owner)]
             for run in dead:
                 last = s.scalar(select(func.max(Attempt.ended_at)).where(Attempt.run_id == run.id))
                 run.status = RunStatus.ABORTED.value
@@ -278,11 +279,11 @@ class Catalog:
             s.flush()
             return attempt
 
-    def passing_attempt(self, image_digest: str, test_digest: str, testbed: str) -> Attempt | None:
+    def passing_attempt(self, image_digest: str, test_id: str, test_digest: str, testbed: str) -> Attempt | None:
         """An earlier pass of exactly these bytes with exactly this test on this testbed."""
         with self.session() as s:
             return s.scalar(select(Attempt).where(
-                Attempt.image_digest == image_digest, Attempt.test_digest == test_digest,
+                Attempt.image_digest == image_digest, Attempt.test_id == test_id, Attempt.test_digest == test_digest,
                 Attempt.testbed == testbed, Attempt.verdict == "pass").order_by(Attempt.id).limit(1))
 
     def attempts(self, image_digest: str, test_ids: Sequence[str] | None = None,

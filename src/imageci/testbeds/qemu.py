@@ -27,8 +27,6 @@ there is no pids limit: a fork bomb can only take the VM down (an ``error``).
 from __future__ import annotations
 
 import base64
-import ctypes
-import ctypes.util
 import os
 import shlex
 import socket
@@ -65,22 +63,13 @@ from imageci.testbeds.hostarch import host_architecture
 from imageci.testbeds.limits import limit_notes as describe_limits
 from imageci.testbeds.qmp import Qmp, QmpError
 from imageci.testbeds.ssh import HostConfig, SshTestbed
-
-CONSOLE_TAIL = 4000
+from imageci.testbeds.vmconsole import console_tail, guard_console
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _tail(path: Path, n: int = CONSOLE_TAIL) -> str:
-    try:
-        data = path.read_bytes()[-n:]
-    except OSError:
-        return ""
-    return data.decode("utf-8", "replace")
 
 
 class BootError(TestbedError):
@@ -106,35 +95,6 @@ class Shape:
 
 
 DEFAULT_SHAPE = Shape.of(DEFAULTS)
-
-
-CONSOLE_KEEP = 4 << 20  # bytes of a VM's console kept on disk; older output is punched out of the file
-FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def bound_file(path: Path, keep: int = CONSOLE_KEEP) -> None:
-    """Free all but the last ``keep`` bytes of a file another process appends to (a VM
-    writing its console): the offsets stay, the host's disk is returned."""
-    try:
-        st = path.stat()
-    except OSError:
-        return
-    if st.st_blocks * 512 <= 2 * keep:
-        return
-    end = (st.st_size - keep) // 4096 * 4096
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, ctypes.c_long(0), ctypes.c_long(end))
-    finally:
-        os.close(fd)
-
-
-def _console_guard(vm: Vm) -> None:
-    """A test may write endlessly to the serial console: keep its file bounded while the VM runs."""
-    while vm.alive():
-        bound_file(vm.console)
-        time.sleep(1)
 
 
 @dataclass
@@ -179,7 +139,7 @@ class Vm:
         with open(self.workdir / "qemu.err", "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                          start_new_session=True)
-        threading.Thread(target=_console_guard, args=(self,), name="imageci-vm-console", daemon=True).start()
+        guard_console(self.console, self.alive)
 
     def _guestfwd(self) -> str:
         if self.archive_port is None:
@@ -258,19 +218,20 @@ def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True) -> SshTes
     while True:
         if not vm.alive():
             raise BootError("qemu exited before the VM was ready: "
-                            + _tail(vm.workdir / "qemu.err", 500).strip(), _tail(vm.console))
+                            + console_tail(vm.workdir / "qemu.err", 500).strip(), console_tail(vm.console))
         try:
             ssh.open()
             break
         except TestbedError:
             if time.monotonic() > deadline:
-                raise BootError(f"the VM did not answer on SSH within {timeout:.0f}s", _tail(vm.console)) from None
+                raise BootError(f"the VM did not answer on SSH within {timeout:.0f}s",
+                                console_tail(vm.console)) from None
             time.sleep(0.5)
     if want_system_state:
         left = max(10.0, deadline - time.monotonic())
         r = ssh.exec(["systemctl", "is-system-running", "--wait"], timeout=left)
         if r.timed_out:
-            raise BootError("systemd did not finish starting", _tail(vm.console))
+            raise BootError("systemd did not finish starting", console_tail(vm.console))
     return ssh
 
 
@@ -610,7 +571,8 @@ class QemuTestbed:
         if self.vm is not None:
             try:
                 with self.vm.console.open("rb") as fh:
-                    fh.seek(console_at)
+                    fh.seek(0, os.SEEK_END)
+                    fh.seek(max(console_at, fh.tell() - (1 << 20)))  # what the guest said since, at most 1 MiB
                     said = fh.read(1 << 20).decode("utf-8", "replace")
             except OSError:
                 said = ""
@@ -632,7 +594,7 @@ class QemuTestbed:
         self._ssh().copy_out(src, dest)
 
     def console_log(self) -> str:
-        return _tail(self.vm.console) if self.vm else ""
+        return console_tail(self.vm.console) if self.vm else ""
 
     def revert(self) -> None:
         self.close()

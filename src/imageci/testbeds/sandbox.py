@@ -124,15 +124,15 @@ class SandboxTestbed:
 
     def __init__(self, image: ImageHandle, lower: Path, workroot: Path, *, limits: Limits = DEFAULTS,
                  privileged: bool = False, archive: frozenset[tuple[str, str, int]] | None = None) -> None:
-        """``archive``: the apt archives the testbed's commands may reach (None: no archive access)."""
-        """``workroot`` is ``$IMAGECI_HOME/tmp/sandboxes``: its parent holds the owner locks and disk slots."""
+        """``workroot`` is ``$IMAGECI_HOME/tmp/sandboxes`` (its parent holds the owner locks and disk slots);
+        ``archive``: the apt archives the testbed's commands may reach (None: no archive access)."""
         self.image = image
         self.lower = lower
         self.workroot = workroot
         self.limits = limits.over(DEFAULTS)
         self.privileged = privileged
         self.tmp = workroot.parent
-        self.cgroup_prefix = group_prefix(home_id(self.tmp.parent), process_owner(self.tmp).token)
+        self.cgroup_prefix = ""  # imageci-<home id>-<owner>-: set by open()
         self.dir: Path | None = None
         self.merged: Path | None = None
         self.slot: DiskSlot | None = None
@@ -164,8 +164,9 @@ class SandboxTestbed:
     def open(self) -> None:
         if os.geteuid() != 0:
             raise HostSetupError("the sandbox testbed needs root (it mounts overlayfs); run imageci as root")
-        token = process_owner(self.tmp).token
         try:
+            token = process_owner(self.tmp).token
+            self.cgroup_prefix = group_prefix(home_id(self.tmp.parent), token)
             self.workroot.mkdir(parents=True, exist_ok=True)
             self.dir = Path(tempfile.mkdtemp(dir=self.workroot, prefix=f"sb-{token}-"))
             (self.dir / "merged").mkdir()
