@@ -138,13 +138,13 @@ def test_image_without_kernel_is_skipped(image_env: tuple[Env, Version], qemu: Q
 
 def test_vm_that_never_becomes_ready_is_an_error_with_its_console(vm: tuple[Env, Version], tmp_path: Path) -> None:
     e, version = vm
-    hasty = QemuBackend(e.home, e.settings.rootfs_cache, boot_timeout=4, snapshot=False, accel="tcg")
+    hasty = QemuBackend(e.home, e.settings.rootfs_cache, boot_timeout=10, snapshot=False, accel="tcg")
     d = write_suite(tmp_path / "s", {"t.sh": "#!/bin/sh\ntrue\n"})
     started = time.monotonic()
     report = _run(e, hasty, version, d)
     assert time.monotonic() - started < 120  # an error, not a hang
     result = report.results[0]
-    assert result.verdict == Verdict.ERROR and "did not answer on SSH within 4s" in result.reason
+    assert result.verdict == Verdict.ERROR and "did not answer on SSH within 10s" in result.reason
     log = e.store.read_bytes(result.attempts[0].log_digest)  # type: ignore[arg-type]
     assert b"--- console" in log
     assert re.search(rb"\[\s*\d+\.\d+\] ", log)  # the kernel had started printing: its log is kept

@@ -26,17 +26,14 @@ there is no pids limit: a fork bomb can only take the VM down (an ``error``).
 
 from __future__ import annotations
 
-import base64
 import os
-import shlex
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.build.rootfs import unpacked_rootfs
@@ -54,185 +51,14 @@ from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.fs import safe_rmtree
 from imageci.owners import process_owner
-from imageci.testbeds import relay
-from imageci.testbeds.accel import AccelCache, AccelProbe, VmArch, qemu_binary, vm_arch
+from imageci.testbeds.accel import AccelCache, AccelProbe, qemu_binary, vm_arch
 from imageci.testbeds.archive import APT_CONF, GUEST_ADDRESS, apt_conf, archive_hosts, host_listener, proxy
-from imageci.testbeds.archive import PORT as ARCHIVE_PORT
 from imageci.testbeds.base import Cost, ExecResult, ImageHandle
 from imageci.testbeds.hostarch import host_architecture
 from imageci.testbeds.limits import limit_notes as describe_limits
-from imageci.testbeds.qmp import Qmp, QmpError
-from imageci.testbeds.ssh import HostConfig, SshTestbed
-from imageci.testbeds.vmconsole import console_tail, guard_console
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class BootError(TestbedError):
-    """The VM did not become ready; carries the console log."""
-
-    def __init__(self, message: str, console: str) -> None:
-        super().__init__(f"{message}\n--- console (last lines) ---\n{console}")
-        self.log = console.encode()
-
-
-@dataclass(frozen=True)
-class Shape:
-    """What a test's VM is made of: RAM and free disk space."""
-
-    memory_mb: int
-    disk: int  # bytes of free space in the guest's root filesystem
-
-    @classmethod
-    def of(cls, limits: Limits) -> Shape:
-        full = limits.over(DEFAULTS)
-        assert full.memory is not None and full.disk is not None
-        return cls(max(256, full.memory >> 20), full.disk)
-
-
-DEFAULT_SHAPE = Shape.of(DEFAULTS)
-
-
-@dataclass
-class Vm:
-    """One qemu process."""
-
-    qemu: str
-    arch: VmArch
-    assets: VmAssets
-    disk: Path
-    workdir: Path
-    key: Path
-    accel: str
-    memory_mb: int = 1024
-    cpus: int = 1
-    port: int = field(default_factory=_free_port)
-    archive_port: int | None = None  # the host's archive proxy listener, reached at 10.0.2.100:3142
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def console(self) -> Path:
-        return self.workdir / "console.log"
-
-    @property
-    def qmp_path(self) -> Path:
-        return self.workdir / "qmp.sock"
-
-    def start(self, incoming: Path | None = None) -> None:
-        pub = base64.b64encode(self.key.with_suffix(".pub").read_bytes().strip()).decode()
-        argv = [self.qemu, "-machine", f"{self.arch.machine},accel={self.accel}", "-cpu", "max",
-                "-m", str(self.memory_mb),
-                "-smp", str(self.cpus), "-display", "none", "-monitor", "none", "-nodefaults", "-no-user-config",
-                "-serial", f"file:{self.console}",
-                "-kernel", str(self.assets.kernel), "-initrd", str(self.assets.initrd),
-                "-append", f"root=/dev/vda rw console={self.arch.console} panic=-1 imageci.ssh_key={pub}",
-                "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=unsafe",
-                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22{self._guestfwd()}",
-                "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
-                "-qmp", f"unix:{self.qmp_path},server=on,wait=off", "-no-reboot"]
-        if incoming is not None:
-            argv += ["-incoming", f"exec:cat {shlex.quote(str(incoming))}"]
-        with open(self.workdir / "qemu.err", "wb") as err:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True)
-        guard_console(self.console, self.alive)
-
-    def _guestfwd(self) -> str:
-        if self.archive_port is None:
-            return ""
-        cmd = f"{sys.executable} -I -S {relay.__file__} {self.archive_port}"
-        return f",guestfwd=tcp:{GUEST_ADDRESS}:{ARCHIVE_PORT}-cmd:{cmd.replace(',', ',,')}"
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def qmp(self) -> Qmp:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                return Qmp(self.qmp_path)
-            except OSError:
-                if not self.alive() or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def resume_incoming(self, timeout: float = 120) -> None:
-        q = self.qmp()
-        try:
-            deadline = time.monotonic() + timeout
-            while q.command("query-status")["status"] == "inmigrate":
-                if time.monotonic() > deadline:
-                    raise TestbedError("restoring the VM snapshot did not finish")
-                time.sleep(0.02)
-            q.command("cont")
-        finally:
-            q.close()
-
-    def save_state(self, path: Path, timeout: float = 300) -> None:
-        q = self.qmp()
-        try:
-            q.command("stop")
-            q.command("migrate", uri=f"exec:cat > {shlex.quote(str(path))}")
-            deadline = time.monotonic() + timeout
-            while True:
-                status = q.command("query-migrate").get("status")
-                if status == "completed":
-                    break
-                if status == "failed" or time.monotonic() > deadline:
-                    raise TestbedError(f"saving the VM snapshot failed ({status})")
-                time.sleep(0.05)
-        finally:
-            q.close()
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                q = Qmp(self.qmp_path, timeout=5)
-                q.command("quit")
-                q.close()
-            except (OSError, QmpError):
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-        self.proc = None
-
-
-def _ssh_config(vm: Vm, workdir: Path) -> HostConfig:
-    return HostConfig(host="127.0.0.1", port=vm.port, user="root", key=str(vm.key),
-                      capabilities=[], known_hosts=str(workdir / "known_hosts"), connect_timeout=5)
-
-
-def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True) -> SshTestbed:
-    """Poll until SSH answers (and systemd has finished starting), or fail with the console log."""
-    ssh = SshTestbed("qemu", _ssh_config(vm, vm.workdir), vm.workdir / "known_hosts")
-    deadline = time.monotonic() + timeout
-    while True:
-        if not vm.alive():
-            raise BootError("qemu exited before the VM was ready: "
-                            + console_tail(vm.workdir / "qemu.err", 500).strip(), console_tail(vm.console))
-        try:
-            ssh.open()
-            break
-        except TestbedError:
-            if time.monotonic() > deadline:
-                raise BootError(f"the VM did not answer on SSH within {timeout:.0f}s",
-                                console_tail(vm.console)) from None
-            time.sleep(0.5)
-    if want_system_state:
-        left = max(10.0, deadline - time.monotonic())
-        r = ssh.exec(["systemctl", "is-system-running", "--wait"], timeout=left)
-        if r.timed_out:
-            raise BootError("systemd did not finish starting", console_tail(vm.console))
-    return ssh
+from imageci.testbeds.ssh import SshTestbed
+from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
+from imageci.testbeds.vmconsole import console_tail
 
 
 @dataclass
