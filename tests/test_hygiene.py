@@ -138,18 +138,19 @@ def test_hygiene_group_gives_one_result_per_check_and_skips_booted_testbeds(imag
 
 
 def test_bad_hygiene_options_name_the_line(env: Env, tmp_path: Path) -> None:
-    from imageci.cli.context import load_checks
+    from imageci.checks.suite import suite_checks
+    from imageci.definitions.suite import load_suite
     from imageci.errors import SourceError
 
     d = write_suite(tmp_path / "s", {}, "builtins:\n  - no-core-files\n  - name: var-log-bounded\n    max-mb: lots\n")
     with pytest.raises(SourceError) as err:
-        load_checks(d)
+        suite_checks(load_suite(d))
     assert err.value.line == 3 and "max-mb must be a number" in str(err.value)
     d = write_suite(tmp_path / "t", {}, "builtins:\n  - name: hygiene\n    allow: /x\n")
     with pytest.raises(SourceError) as err:
-        load_checks(d)
+        suite_checks(load_suite(d))
     assert err.value.line == 2 and "takes no options" in str(err.value)
     d = write_suite(tmp_path / "u", {"no-core-files.sh": "#!/bin/sh\ntrue\n"}, "builtins:\n  - hygiene\n")
     with pytest.raises(SourceError) as err:
-        load_checks(d)
+        suite_checks(load_suite(d))
     assert err.value.line == 2 and "'no-core-files', the name of a script test" in str(err.value)

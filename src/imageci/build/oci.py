@@ -53,6 +53,26 @@ class ImageConfig:
             doc["Volumes"] = {v: {} for v in self.volumes}
         return doc
 
+    def to_json(self) -> bytes:
+        return _json_bytes(self.as_oci())
+
+    @classmethod
+    def from_oci(cls, doc: dict[str, object]) -> ImageConfig:
+        """The inverse of :meth:`as_oci` (an OCI config's ``config`` object)."""
+        def strings(key: str) -> tuple[str, ...]:
+            value = doc.get(key) or []
+            return tuple(str(x) for x in value) if isinstance(value, list) else ()
+
+        def keys(key: str) -> tuple[str, ...]:
+            value = doc.get(key) or {}
+            return tuple(sorted(str(k) for k in value)) if isinstance(value, dict) else ()
+
+        labels = doc.get("Labels") or {}
+        return cls(env=strings("Env"), cmd=strings("Cmd"), entrypoint=strings("Entrypoint"),
+                   labels=tuple((str(k), str(v)) for k, v in labels.items()) if isinstance(labels, dict) else (),
+                   workdir=str(doc.get("WorkingDir") or ""), user=str(doc.get("User") or ""),
+                   exposed_ports=keys("ExposedPorts"), volumes=keys("Volumes"))
+
 
 def image_config(name: str, digest: str) -> ImageConfig:
     """The configuration imageci gives an image it built from a rootfs."""

@@ -9,13 +9,15 @@ from pathlib import Path
 
 from imageci.build import inputs
 from imageci.build.mmdebstrap import BuildPlan, from_cache, run_mmdebstrap, to_cache
+from imageci.build.oci import image_config
 from imageci.config import Settings
 from imageci.definitions.image import LoadedDefinition
 from imageci.fs import safe_rmtree
 from imageci.owners import process_owner
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog, NewArtifact
-from imageci.store.models import Version
+from imageci.store.models import OCI_CONFIG, SUITE, Version
+from imageci.store.snapshots import pack_tree
 
 
 @dataclass
@@ -29,14 +31,18 @@ class BuildResult:
 
 
 def build_image(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, store: BlobStore, *,
-                force: bool = False, on_line: Callable[[str], None] | None = None) -> BuildResult:
+                force: bool = False, on_line: Callable[[str], None] | None = None,
+                suite: Path | None = None) -> BuildResult:
+    """``suite``: the test suite to record with the version instead of the definition's."""
     d = loaded.definition
+    suite = suite.resolve() if suite is not None else loaded.suite_dir()
     mirror = inputs.fetch_mirror_state(d.mirror, d.suite)
     key = inputs.input_hash(d, mirror)
     if not force:
         existing = catalog.find_by_input_hash(d.name, key)
         if existing is not None:
-            return BuildResult(existing, skipped=True, identical=False, input_hash=key, seconds=0.0)
+            return BuildResult(_with_tests(catalog, store, loaded, suite, existing), skipped=True, identical=False,
+                               input_hash=key, seconds=0.0)
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     token = process_owner(settings.tmp_dir).token
     workdir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix=f"build-{token}-{d.name}-"))
@@ -54,7 +60,8 @@ def build_image(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, 
         log = store.put_file(out.log)
         same = catalog.find_by_digest(d.name, rootfs.digest)
         if same is not None and same.state != "inactive":
-            return BuildResult(same, skipped=False, identical=True, input_hash=key, seconds=out.seconds,
+            return BuildResult(_with_tests(catalog, store, loaded, suite, same), skipped=False, identical=True,
+                               input_hash=key, seconds=out.seconds,
                                from_cache=out.cached)
         info = {
             "builder": inputs.builder_id(),
@@ -69,9 +76,36 @@ def build_image(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, 
             d.name, rootfs.digest,
             [NewArtifact("rootfs", "rootfs.tar", rootfs.digest, rootfs.size),
              NewArtifact("manifest", "manifest.tsv", manifest.digest, manifest.size),
-             NewArtifact("build-log", "build.log", log.digest, log.size)],
+             NewArtifact("build-log", "build.log", log.digest, log.size),
+             _config_artifact(store, d.name, rootfs.digest), *_suite_artifact(store, suite)],
             input_hash=key, definition=loaded.text, build_info=info, architecture=d.architecture)
         return BuildResult(version, skipped=False, identical=False, input_hash=key, seconds=out.seconds,
                            from_cache=out.cached)
     finally:
         safe_rmtree(workdir)
+
+
+def _config_artifact(store: BlobStore, name: str, digest: str) -> NewArtifact:
+    blob = store.put_bytes(image_config(name, digest).to_json())
+    return NewArtifact(OCI_CONFIG, "config.json", blob.digest, blob.size)
+
+
+def _suite_artifact(store: BlobStore, suite: Path | None) -> list[NewArtifact]:
+    if suite is None:
+        return []
+    blob = pack_tree(suite, store)
+    return [NewArtifact(SUITE, "suite.tar", blob.digest, blob.size)]
+
+
+def _with_tests(catalog: Catalog, store: BlobStore, loaded: LoadedDefinition, suite: Path | None,
+                version: Version) -> Version:
+    """An unchanged image keeps its bytes, but its test configuration (the definition's ``tests`` and
+    ``keep``, the suite's content) is what was just built from: a later run uses it, on any machine."""
+    wanted = _suite_artifact(store, suite)
+    if not any(a.kind == OCI_CONFIG for a in version.artifacts):
+        wanted.append(_config_artifact(store, version.product.name, version.digest))
+    have = {a.kind: a.digest for a in version.artifacts}
+    drop = {SUITE} if suite is None and SUITE in have else set()
+    if version.definition == loaded.text and not drop and all(have.get(a.kind) == a.digest for a in wanted):
+        return version
+    return catalog.set_test_config(version.id, loaded.text, wanted, drop=drop)

@@ -1,4 +1,4 @@
-"""The ``imageci`` command: thin commands over the layers below."""
+"""The ``imageci`` command: parse, call the application layer (``imageci.app``), print."""
 
 from __future__ import annotations
 
@@ -12,22 +12,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from imageci import __version__
-from imageci.build.caches import verify_caches
-from imageci.build.service import build_image
-from imageci.cli.context import Context, checks_of, console, err_console, handle_errors, show_warnings
-from imageci.cli.testing import TestOptions, flake_policy, run_tests
+from imageci.app import building, gating, queries, upkeep
+from imageci.app.pipeline import pipeline as run_pipeline
+from imageci.app.planning import Fresh, TestRequest
+from imageci.app.session import Session
+from imageci.app.testing import run_tests
+from imageci.app.versions import label
+from imageci.build.service import BuildResult
+from imageci.cli.context import console, err_console, handle_errors, show_warnings
+from imageci.cli.testing import COLOURS, show_event, show_outcome, show_plan
 from imageci.definitions.durations import parse_duration
-from imageci.definitions.image import load_definition
-from imageci.definitions.suite import load_suite
-from imageci.engine.gc import collect_garbage
 from imageci.errors import UsageError
 from imageci.exitcodes import ExitCode
-from imageci.policy.flake import flaky_report
-from imageci.policy.gate import evaluate_gate, required_checks
-from imageci.policy.promote import promote as do_promote
-from imageci.policy.promote import prune as do_prune
-from imageci.store.models import State, as_utc, utcnow
-from imageci.testbeds.hostcheck import check_host
 
 app = typer.Typer(help="Continuous integration for OS and container images.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -70,26 +66,26 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version_cb
     show_warnings()
 
 
-def _build(ctx: Context, definition: Path, force: bool) -> tuple[object, int]:
-    loaded = load_definition(definition)
-    lines: list[str] = []
-    with console.status(f"building {loaded.definition.name} with mmdebstrap…") as status:
+def _build(session: Session, definition: Path, force: bool, suite: Path | None = None) -> BuildResult:
+    with console.status(f"building {definition}…") as status:
         def on_line(line: str) -> None:
-            lines.append(line)
             if line.startswith(("I:", "W:", "E:")):
-                status.update(f"building {loaded.definition.name}: {line[:100]}")
-        result = build_image(loaded, ctx.settings, ctx.catalog, ctx.store, force=force, on_line=on_line)
+                status.update(f"building {definition.name}: {line[:100]}")
+        result = building.build(session, definition, force=force, on_line=on_line, suite=suite)
+    _show_build(result)
+    return result
+
+
+def _show_build(result: BuildResult) -> None:
     v = result.version
     if result.skipped:
         console.print(f"[cyan]unchanged inputs[/] (input hash {result.input_hash[:12]}): "
-                      f"{v.product.name}@{v.serial} already built, skipping build (--force rebuilds)")
+                      f"{label(v)} already built, skipping build (--force rebuilds)")
     elif result.identical:
-        console.print(f"[cyan]rebuilt bit-identical[/] to {v.product.name}@{v.serial} (sha256:{v.digest[:12]})")
+        console.print(f"[cyan]rebuilt bit-identical[/] to {label(v)} (sha256:{v.digest[:12]})")
     else:
         src = " from the build cache" if result.from_cache else f" in {result.seconds:.1f}s"
-        console.print(f"[green]built[/] {v.product.name}@{v.serial}{src}, sha256:{v.digest[:12]}, "
-                      f"published to [bold]testing[/]")
-    return result, 0
+        console.print(f"[green]built[/] {label(v)}{src}, sha256:{v.digest[:12]}, published to [bold]testing[/]")
 
 
 @app.command()
@@ -98,8 +94,7 @@ def build(definition: DefArg,
           force: Annotated[bool, typer.Option("--force", help="rebuild even if the inputs did not change")] = False,
           ) -> None:
     """Build an image from its definition and publish it to the testing channel."""
-    ctx = Context.load()
-    _build(ctx, definition, force)
+    _build(Session.open(), definition, force)
 
 
 @app.command()
@@ -107,31 +102,41 @@ def build(definition: DefArg,
 def images(name: Annotated[str | None, typer.Argument(help="only this product")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """List products, versions, their states and channels."""
-    ctx = Context.load()
-    versions = ctx.catalog.versions(name)
-    if name and not versions:
-        ctx.catalog.resolve(name)  # raises with close names
-    rows = []
-    for v in versions:
-        channels = [c for c, states in (("testing", {State.TESTING, State.STABLE}), ("stable", {State.STABLE}))
-                    if State(v.state) in states]
-        rows.append({"name": v.product.name, "version": v.serial, "state": v.state, "channels": channels,
-                     "digest": f"sha256:{v.digest}", "created": v.created_at.isoformat(timespec="seconds"),
-                     "size": sum(a.size for a in v.artifacts if a.kind == "rootfs")})
+    rows = queries.images(Session.open(), name)
     if as_json:
-        console.print_json(json.dumps(rows))
+        console.print_json(json.dumps([r.model_dump() for r in rows]))
         return
     table = Table("name", "version", "state", "channels", "digest", "size", "created")
     for r in rows:
-        table.add_row(r["name"], r["version"], r["state"], ",".join(r["channels"]) or "-",  # type: ignore[arg-type]
-                      str(r["digest"])[:19], f"{int(r['size']) / 1e6:.1f} MB", str(r["created"]))  # type: ignore[call-overload]
+        table.add_row(r.name, r.version, r.state, ",".join(r.channels) or "-", r.digest[:19],
+                      f"{r.size / 1e6:.1f} MB", r.created)
     console.print(table)
 
 
-def _fresh(value: str | None) -> str | None:
-    if value not in (None, "test", "suite"):
-        raise UsageError(f"--fresh must be 'test' or 'suite' (got {value!r})")
-    return value
+def _fresh(value: str | None) -> Fresh | None:
+    if value == "test":
+        return "test"
+    if value == "suite":
+        return "suite"
+    if value is None:
+        return None
+    raise UsageError(f"--fresh must be 'test' or 'suite' (got {value!r})")
+
+
+def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: list[str] | None, jobs: int | None,
+             retries: int, rerun_all: bool, junit: Path | None, tap: Path | None, fresh: str | None,
+             dep8: list[Path] | None, dep8_package: list[str] | None, quarantine: Path | None,
+             structure: list[Path] | None, testinfra: list[Path] | None, limit: list[str] | None) -> TestRequest:
+    return TestRequest(ref=ref, tests=tests, suite=suite, testbeds=testbed or [], jobs=jobs, retries=retries,
+                       rerun_all=rerun_all, junit=junit, tap=tap, fresh=_fresh(fresh), dep8=dep8 or [],
+                       dep8_packages=dep8_package or [], quarantine=quarantine, structure=structure or [],
+                       testinfra=testinfra or [], limits=limit or [])
+
+
+def _run(request: TestRequest) -> None:
+    outcome = run_tests(Session.open(), request, on_plan=show_plan, on_event=show_event)
+    show_outcome(outcome)
+    raise typer.Exit(int(outcome.exit_code))
 
 
 @app.command()
@@ -142,11 +147,8 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
         dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
         structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None) -> None:
     """Run one or several tests against an image."""
-    ctx = Context.load()
-    code = run_tests(ctx, TestOptions(ref, suite, tests, testbed or [], jobs, retries, rerun_all, junit, tap,
-                                      _fresh(fresh), dep8 or [], dep8_package or [], quarantine, structure or [],
-                                      testinfra or [], limit or []))
-    raise typer.Exit(int(code))
+    _run(_request(ref, tests, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
+                  quarantine, structure, testinfra, limit))
 
 
 @app.command()
@@ -157,11 +159,12 @@ def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: 
          quarantine: QuarantineOpt = None, structure: StructureOpt = None, testinfra: TestinfraOpt = None,
          limit: LimitOpt = None) -> None:
     """Run the image's whole suite (or, with --dep8/--dep8-package/--structure/--testinfra alone, only those)."""
-    ctx = Context.load()
-    code = run_tests(ctx, TestOptions(ref, suite, None, testbed or [], jobs, retries, rerun_all, junit, tap,
-                                      _fresh(fresh), dep8 or [], dep8_package or [], quarantine, structure or [],
-                                      testinfra or [], limit or []))
-    raise typer.Exit(int(code))
+    _run(_request(ref, None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
+                  quarantine, structure, testinfra, limit))
+
+
+RUN_NOTES = {"aborted": "the imageci process running it died; what it recorded is below",
+             "interrupted": "stopped by Ctrl-C/SIGTERM", "running": "still running"}
 
 
 @app.command()
@@ -169,46 +172,22 @@ def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: 
 def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help="only these tests")] = None,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every recorded attempt for an image: verdict, duration, log path."""
-    ctx = Context.load()
-    version = ctx.catalog.resolve(ref)
-    attempts = ctx.catalog.attempts(version.digest, tests)
-    if tests:
-        known = {a.test_id for a in ctx.catalog.attempts(version.digest)}
-        unknown = [t for t in tests if t not in known]
-        if unknown:
-            raise UsageError(f"no results for {', '.join(unknown)} on {version.product.name}@{version.serial}; "
-                             f"tests with results: {', '.join(sorted(known)) or 'none'}")
-    rows = [{"run": a.run_id, "test": a.test_id, "testbed": a.testbed, "attempt": a.attempt, "verdict": a.verdict,
-             "exit_code": a.exit_code, "reason": a.reason,
-             "duration": round((a.ended_at - a.started_at).total_seconds(), 3),
-             "started": a.started_at.isoformat(timespec="seconds"),
-             "log": str(ctx.store.path(a.log_digest)) if a.log_digest else None} for a in attempts]
-    runs = [{"run": r.id, "status": r.status, "exit_code": r.exit_code, "actor": r.actor,
-             "started": r.started_at.isoformat(timespec="seconds"),
-             "ended": r.ended_at.isoformat(timespec="seconds") if r.ended_at else None,
-             "tests": len(json.loads(r.options or "{}").get("tests", [])),
-             "attempts": sum(1 for a in attempts if a.run_id == r.id)}
-            for r in ctx.catalog.runs(version.digest) if not tests or any(a.run_id == r.id for a in attempts)]
+    res = queries.results(Session.open(), ref, tests)
     if as_json:
-        console.print_json(json.dumps({"image": f"{version.product.name}@{version.serial}",
-                                       "digest": f"sha256:{version.digest}", "runs": runs, "attempts": rows}))
+        console.print_json(json.dumps(res.model_dump(include={"image", "digest", "runs", "attempts"})))
         return
-    console.print(f"{version.product.name}@{version.serial} ({version.state}) sha256:{version.digest[:12]}")
-    for run in runs:
-        if run["status"] != "finished":
-            note = {"aborted": "the imageci process running it died; what it recorded is below",
-                    "interrupted": "stopped by Ctrl-C/SIGTERM", "running": "still running"}.get(str(run["status"]), "")
-            console.print(f"[yellow]run {run['run']} {run['status']}[/] ({run['started']} → {run['ended'] or '…'}): "
-                          f"{run['attempts']} attempt(s) recorded for {run['tests']} planned test(s) — {note}",
-                          highlight=False)
+    console.print(f"{res.image} ({res.state}) {res.digest[:19]}")
+    for run in res.runs:
+        if run.status != "finished":
+            console.print(f"[yellow]run {run.run} {run.status}[/] ({run.started} → {run.ended or '…'}): "
+                          f"{run.attempts} attempt(s) recorded for {run.tests} planned test(s) — "
+                          f"{RUN_NOTES.get(run.status, '')}", highlight=False)
     table = Table("run", "test", "testbed", "try", "verdict", "exit", "seconds", "started", "reason / log")
-    colours = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "flaky": "yellow"}
-    for r in rows:
-        verdict = str(r["verdict"])
-        table.add_row(str(r["run"]), str(r["test"]), str(r["testbed"]), str(r["attempt"]),
-                      f"[{colours.get(verdict, 'white')}]{verdict}[/]",
-                      "-" if r["exit_code"] is None else str(r["exit_code"]), f"{r['duration']:.3f}",
-                      str(r["started"]), str(r["reason"] or r["log"] or ""))
+    for a in res.attempts:
+        verdict = f"[{COLOURS.get(a.verdict, 'white')}]{a.verdict}[/]"
+        table.add_row(str(a.run), a.test, a.testbed, str(a.attempt), verdict,
+                      "-" if a.exit_code is None else str(a.exit_code), f"{a.duration:.3f}", a.started,
+                      a.reason or a.log or "")
     console.print(table)
 
 
@@ -220,81 +199,56 @@ def promote(ref: RefArg,
             reason: Annotated[str, typer.Option("--reason", help="why (required with --force; audited)")] = "",
             ) -> None:
     """Promote a version to stable; refused unless its gate holds."""
-    if to != "stable":
-        raise UsageError(f"can only promote to 'stable' (got {to!r})")
-    ctx = Context.load()
-    version = ctx.catalog.resolve(ref)
-    gate = ctx.gate_for(version)
-    result = None
-    if gate is not None:
-        suite = load_suite(ctx.suite_dir_for(version, None))
-        checks = checks_of(suite)
-        waiver = flake_policy(ctx, version, suite, checks, None, warn=False)
-        result = evaluate_gate(ctx.catalog, version, required_checks(checks, gate.tests), gate.testbeds, waiver)
-    promoted = do_promote(ctx.catalog, version, result, keep=ctx.keep_for(version), force=force, reason=reason)
-    console.print(f"[green]promoted[/] {version.product.name}@{version.serial} to stable"
-                  + (" (forced)" if promoted.forced else ""))
+    promoted = gating.promote(Session.open(), ref, to=to, force=force, reason=reason)
+    console.print(f"[green]promoted[/] {label(promoted.version)} to stable" + (" (forced)" if promoted.forced else ""))
     for old in promoted.retired:
-        console.print(f"retired {old.product.name}@{old.serial} (inactive)")
+        console.print(f"retired {label(old)} (inactive)")
 
 
 @app.command()
 @handle_errors
 def pipeline(definition: DefArg,
              force_build: Annotated[bool, typer.Option("--force-build", help="rebuild even if unchanged")] = False,
-             jobs: JobsOpt = None, retries: RetriesOpt = 0, rerun_all: RerunOpt = False,
-             junit: JunitOpt = None, tap: TapOpt = None, quarantine: QuarantineOpt = None,
-             limit: LimitOpt = None) -> None:
+             suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
+             rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
+             dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
+             structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None) -> None:
     """build → publish to testing → test the gate suite → promote to stable if the gate holds."""
-    ctx = Context.load()
-    loaded = load_definition(definition)
-    if loaded.definition.tests is None:
-        raise UsageError(f"{definition}: the definition has no 'tests' section; nothing can gate it")
-    result, _ = _build(ctx, definition, force_build)
-    version = result.version  # type: ignore[attr-defined]
-    ref = f"{version.product.name}@{version.serial}"
-    gate = loaded.definition.tests.gate
-    code = run_tests(ctx, TestOptions(ref, None, None, list(gate.testbeds), jobs, retries, rerun_all, junit, tap,
-                                      quarantine=quarantine, limits=limit or []))
-    if code == ExitCode.INTERRUPTED:
-        raise typer.Exit(int(code))
-    version = ctx.catalog.resolve(ref)
-    suite = load_suite(loaded.suite_dir())  # type: ignore[arg-type]
-    checks = checks_of(suite)
-    waiver = flake_policy(ctx, version, suite, checks, quarantine, warn=False)
-    gres = evaluate_gate(ctx.catalog, version, required_checks(checks, gate.tests), gate.testbeds, waiver)
-    if version.state == State.STABLE:
+    request = _request("", None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
+                       quarantine, structure, testinfra, limit)
+    session = Session.open()
+    with console.status(f"building {definition}…") as status:
+        def on_line(line: str) -> None:
+            if line.startswith(("I:", "W:", "E:")):
+                status.update(f"building {definition.name}: {line[:100]}")
+
+        def on_built(result: BuildResult) -> None:
+            status.stop()
+            _show_build(result)
+
+        outcome = run_pipeline(session, definition, request, force_build=force_build, on_build_line=on_line,
+                               on_built=on_built, on_plan=show_plan, on_event=show_event)
+    show_outcome(outcome.run)
+    ref = label(outcome.run.plan.version)
+    if outcome.already_stable:
         console.print(f"{ref} is already stable")
-        raise typer.Exit(int(ExitCode.OK))
-    if not gres.holds:
-        err_console.print(gres.explain())
+    elif outcome.promotion is not None:
+        console.print(f"[green]gate holds[/]: promoted {ref} to [bold]stable[/]")
+        for old in outcome.promotion.retired:
+            console.print(f"retired {label(old)} (inactive)")
+    elif outcome.gate is not None:
+        err_console.print(outcome.gate.explain())
         err_console.print(f"[red]not promoted[/]: {ref} stays on testing")
-        raise typer.Exit(int(code if code != ExitCode.OK else ExitCode.GATE_REFUSED))
-    promoted = do_promote(ctx.catalog, version, gres, keep=loaded.definition.keep)
-    console.print(f"[green]gate holds[/]: promoted {ref} to [bold]stable[/]")
-    for old in promoted.retired:
-        console.print(f"retired {old.product.name}@{old.serial} (inactive)")
+    raise typer.Exit(int(outcome.exit_code))
 
 
 @app.command()
 @handle_errors
 def events(ref: RefArg) -> None:
     """The audit trail of a version: every state change, who, when, why."""
-    ctx = Context.load()
-    version = ctx.catalog.resolve(ref)
-    rows = [(as_utc(e.at), f"{e.from_state or '-'} → {e.to_state}", e.actor, e.reason)
-            for e in ctx.catalog.events(version.id)]
-    for r in ctx.catalog.runs(version.digest):
-        rows.append((as_utc(r.started_at), f"run {r.id} started", r.actor, ""))
-        if r.ended_at is not None:
-            why = {"aborted": "the imageci process running it died (killed or crashed)",
-                   "interrupted": "Ctrl-C / SIGTERM"}.get(r.status, "")
-            exit_note = f"exit {r.exit_code}" if r.exit_code is not None else ""
-            rows.append((as_utc(r.ended_at), f"run {r.id} {r.status}", r.actor,
-                         "; ".join(x for x in (exit_note, why) if x)))
     table = Table("at", "event", "actor", "reason")
-    for at, what, actor, reason in sorted(rows, key=lambda row: row[0]):
-        table.add_row(at.isoformat(timespec="seconds"), what, actor, reason)
+    for e in queries.events(Session.open(), ref):
+        table.add_row(e.at.isoformat(timespec="seconds"), e.event, e.actor, e.reason)
     console.print(table)
 
 
@@ -303,15 +257,15 @@ def events(ref: RefArg) -> None:
 def verify() -> None:
     """Re-hash every blob in the artifact store, and compare every unpacked rootfs and VM disk
     with what it was made from; exit 7 if anything is corrupt (changed caches are discarded)."""
-    ctx = Context.load()
-    n, bad = ctx.store.verify_all()
-    for digest in bad:
-        err_console.print(f"[red]corrupt[/] sha256:{digest} ({ctx.store.path(digest)})")
-    caches, changed = verify_caches(ctx.settings.rootfs_cache, ctx.settings.home / "vm", ctx.store)
-    for line in changed:
+    session = Session.open()
+    out = upkeep.verify(session)
+    for digest in out.corrupt:
+        err_console.print(f"[red]corrupt[/] sha256:{digest} ({session.store.path(digest)})")
+    for line in out.changed:
         err_console.print(f"[red]changed[/] {escape(line)}", highlight=False)
-    console.print(f"verified {n} blob(s): {len(bad)} corrupt; {caches} cache(s): {len(changed)} changed")
-    if bad or changed:
+    console.print(f"verified {out.blobs} blob(s): {len(out.corrupt)} corrupt; {out.caches} cache(s): "
+                  f"{len(out.changed)} changed")
+    if not out.ok:
         raise typer.Exit(int(ExitCode.STORE_CORRUPT))
 
 
@@ -328,10 +282,9 @@ def prune(older_than: Annotated[str, typer.Option("--older-than", help="age, e.g
           name: Annotated[str | None, typer.Option("--name", help="only this product")] = None,
           dry_run: Annotated[bool, typer.Option("--dry-run")] = False) -> None:
     """Retire testing versions older than a cutoff that never had a passing run."""
-    ctx = Context.load()
-    pruned = do_prune(ctx.catalog, older_than=_duration(older_than), name=name, dry_run=dry_run)
+    pruned = gating.prune(Session.open(), older_than=_duration(older_than), name=name, dry_run=dry_run)
     for v in pruned:
-        console.print(f"{'would retire' if dry_run else 'retired'} {v.product.name}@{v.serial}")
+        console.print(f"{'would retire' if dry_run else 'retired'} {label(v)}")
     console.print(f"{len(pruned)} version(s) {'to prune' if dry_run else 'pruned'}")
 
 
@@ -341,21 +294,17 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
           since: Annotated[str, typer.Option("--since", help="how far back, e.g. 30d")] = "30d",
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every transient failure: tests that failed and then passed within one run, with the attempt numbers."""
-    ctx = Context.load()
-    entries = flaky_report(ctx.catalog, name, utcnow() - _duration(since))
+    rows = queries.flaky(Session.open(), name, _duration(since))
     if as_json:
-        console.print_json(json.dumps([{"image": f"{e.product}@{e.serial}", "run": e.run_id, "test": e.test_id,
-                                        "testbed": e.testbed, "failed_attempts": e.failed_attempts,
-                                        "attempts": [{"attempt": n, "verdict": v} for n, v in e.attempts]}
-                                       for e in entries]))
+        console.print_json(json.dumps([r.model_dump() for r in rows]))
         return
     table = Table("image", "run", "test", "testbed", "attempts")
-    for e in entries:
-        table.add_row(f"{e.product}@{e.serial}", str(e.run_id), e.test_id, e.testbed,
-                      ", ".join(f"#{n} {v}" for n, v in e.attempts))
+    for r in rows:
+        tries = ", ".join(f"#{a.attempt} {a.verdict}" for a in r.attempts)
+        table.add_row(r.image, str(r.run), r.test, r.testbed, tries)
     console.print(table)
-    tests = {(e.test_id, e.testbed) for e in entries}
-    console.print(f"{len(entries)} transient failure(s) of {len(tests)} test(s) in the last {since}")
+    tests = {(r.test, r.testbed) for r in rows}
+    console.print(f"{len(rows)} transient failure(s) of {len(tests)} test(s) in the last {since}")
 
 
 @app.command()
@@ -363,8 +312,7 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
 def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """What this host can run (builder, sandbox, podman, qemu + KVM, ssh) and why not.
     Exit 0 when the embedded defaults (build + sandbox) work, 3 when they do not."""
-    ctx = Context.load()
-    findings = check_host(ctx.settings.home)
+    findings = upkeep.doctor(Session.open())
     if as_json:
         console.print_json(json.dumps([f.__dict__ for f in findings]))
     else:
@@ -384,13 +332,11 @@ def gc(force: Annotated[bool, typer.Option("--force", help="even while another i
     """Remove what a crashed or killed imageci left behind: sandboxes and their
     mounts, disks, VMs, containers, build directories, cgroups; mark its runs aborted.
     Only this home's resources, and only those no live imageci holds."""
-    ctx = Context.load()
-    _ = ctx.catalog  # opening it marks runs whose process died as aborted
-    report, live = collect_garbage(ctx.settings, ctx.lock, force=force)
-    for line in report:
+    out = upkeep.gc(Session.open(), force=force)
+    for line in out.removed:
         console.print(line, highlight=False)
-    kept = f"; kept what {live} live imageci process(es) hold" if live else ""
-    console.print(f"{len(report)} leftover(s) removed{kept}")
+    kept = f"; kept what {out.live} live imageci process(es) hold" if out.live else ""
+    console.print(f"{len(out.removed)} leftover(s) removed{kept}")
 
 
 if __name__ == "__main__":

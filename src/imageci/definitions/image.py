@@ -145,3 +145,8 @@ def load_definition(path: Path) -> LoadedDefinition:
             raise SourceError(str(path), src.line_of(("tests", "suite")), f"no such directory: {suite}",
                               "tests.suite")
     return LoadedDefinition(path=path.resolve(), definition=definition, text=path.read_text(encoding="utf-8"))
+
+
+def parse_definition(text: str, origin: str) -> ImageDefinition:
+    """A definition from its stored text (a version's copy); ``origin`` names it in errors."""
+    return validate(ImageDefinition, load_yaml(Path(origin), text))

@@ -147,7 +147,7 @@ class Suite(BaseModel):
     tests: tuple[ScriptTestSpec, ...]
     builtins: tuple[BuiltinUse, ...] = ()
     testbeds: tuple[str, ...] = ()
-    fresh: str = "test"
+    fresh: Literal["test", "suite"] = "test"
     grace: timedelta | None = None
     structure: tuple[Path, ...] = ()
     testinfra: tuple[Path, ...] = ()

@@ -201,8 +201,10 @@ class Engine:
         self._record(run_id, image, result, outcome, started, ended)
 
     def run(self, version: Version, checks: Sequence[Check], testbeds: Sequence[str], *, retries: int = 0,
-            rerun_all: bool = False, options: dict[str, object] | None = None) -> RunReport:
-        image = self.image_handle(version)
+            rerun_all: bool = False, options: dict[str, object] | None = None,
+            image: ImageHandle | None = None) -> RunReport:
+        """``image``: the version's handle, when the caller made it (with its stored configuration)."""
+        image = image or self.image_handle(version)
         run_id = self.catalog.start_run(image.digest, version.id, {
             "testbeds": list(testbeds), "retries": retries, "rerun_all": rerun_all,
             "tests": [c.id for c in checks], **(options or {})}, owner=self.owner)

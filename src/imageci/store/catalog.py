@@ -149,6 +149,23 @@ class Catalog:
                     raise
         raise AssertionError("unreachable")
 
+    def set_test_config(self, version_id: int, definition: str, artifacts: Sequence[NewArtifact], *,
+                        drop: set[str] | None = None) -> Version:
+        """Record the version's current test configuration: the definition text (its ``tests`` and
+        ``keep``, which are not build inputs, may have changed) and artifacts that replace those of the
+        same kind (the suite snapshot); ``drop`` removes artifacts of those kinds. The image bytes are
+        untouched; evidence is keyed by test digest."""
+        with self.session() as s:
+            v = s.get(Version, version_id, options=[selectinload(Version.product), selectinload(Version.artifacts)])
+            if v is None:
+                raise UnknownReferenceError(f"no version with id {version_id}")
+            v.definition = definition
+            kinds = {a.kind for a in artifacts} | (drop or set())
+            v.artifacts = [a for a in v.artifacts if a.kind not in kinds] + [
+                Artifact(kind=a.kind, filename=a.filename, digest=a.digest, size=a.size) for a in artifacts]
+            s.flush()
+            return v
+
     def transition(self, version_id: int, to: State, *, actor: str | None = None, reason: str = "") -> Version:
         with self.session() as s:
             v = s.get(Version, version_id, options=[selectinload(Version.product)])

@@ -48,6 +48,11 @@ CHANNELS: dict[str, set[State]] = {
 }
 
 
+# Artifact kinds a version carries besides its image bytes ("rootfs", "manifest", "build-log", VM disks).
+SUITE = "suite"  # the test suite as built with, a tar snapshot (store.snapshots)
+OCI_CONFIG = "oci-config"  # the image's runtime configuration, an OCI config's "config" object (JSON)
+
+
 class Base(DeclarativeBase):
     pass
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from imageci.build.oci import ImageConfig
 from imageci.definitions.limits import DEFAULTS, Limits
 
 
@@ -53,6 +54,7 @@ class ImageHandle:
     name: str
     rootfs_tar: Path  # verified blob path
     architecture: str = "amd64"
+    config: ImageConfig | None = None  # the image's runtime configuration (None: imageci's default for a rootfs)
 
 
 @runtime_checkable

@@ -153,7 +153,7 @@ class ImageStore:
                 return tag
             layout = self.root / "oci" / image.digest
             write_layout(layout, image.rootfs_tar, image.digest, tag=image.digest[:12],
-                         architecture=image.architecture, config=image_config(image.name, image.digest))
+                         architecture=image.architecture, config=image.config or image_config(image.name, image.digest))
             out = _run([podman, "pull", "-q", f"oci:{layout}:{image.digest[:12]}"], timeout=600, env=env)
             image_id = out.stdout.decode().strip().splitlines()[-1]
             _run([podman, "tag", image_id, tag], env=env)

@@ -1,0 +1,131 @@
+"""What a test run will do, decided once for every interface: which checks
+(from the version's suite, DEP-8 trees, container-structure-test files and
+testinfra modules), on which testbeds, with which limits, freshness and
+flake policy."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imageci.app.session import Session
+from imageci.app.versions import config_of, suite_dir_of
+from imageci.checks.base import Check
+from imageci.checks.dep8 import dep8_checks
+from imageci.checks.depcache import DependencyCache
+from imageci.checks.structure import structure_checks
+from imageci.checks.suite import suite_checks
+from imageci.checks.testinfra import checks_from_testinfra
+from imageci.definitions.dep8 import fetch_source, load_dep8
+from imageci.definitions.limits import LimitPolicy, parse_assignments
+from imageci.definitions.quarantine import quarantine_for_suite
+from imageci.definitions.structure import load_structure
+from imageci.definitions.suite import Suite, load_suite
+from imageci.engine.waivers import WaiverFn
+from imageci.errors import UsageError
+from imageci.policy.flake import expired_warnings, policy_for
+from imageci.store.models import Version
+
+log = logging.getLogger("imageci.app")
+
+Fresh = Literal["test", "suite"]
+
+
+class TestRequest(BaseModel):
+    """What to test: the options ``run``, ``test`` and ``pipeline`` share."""
+
+    __test__ = False
+    model_config = ConfigDict(extra="forbid")
+    ref: str = Field(description="NAME[:CHANNEL], NAME@VERSION or sha256:<digest>")
+    tests: list[str] | None = Field(default=None, description="only these tests (None: the whole suite)")
+    suite: Path | None = Field(default=None, description="suite directory instead of the version's own")
+    testbeds: list[str] = Field(default_factory=list, description="empty: the suite's testbeds, else sandbox")
+    jobs: int | None = Field(default=None, ge=1, description="tests in parallel (None: the settings' jobs)")
+    retries: int = Field(default=0, ge=0)
+    rerun_all: bool = False
+    fresh: Fresh | None = Field(default=None, description="None: the suite's choice")
+    dep8: list[Path] = Field(default_factory=list, description="source trees whose debian/tests to run")
+    dep8_packages: list[str] = Field(default_factory=list, description="source packages (apt-get source)")
+    quarantine: Path | None = Field(default=None, description="None: the suite's quarantine.yaml")
+    structure: list[Path] = Field(default_factory=list, description="container-structure-test files")
+    testinfra: list[Path] = Field(default_factory=list, description="pytest-testinfra modules")
+    limits: list[str] = Field(default_factory=list, description="KEY=VALUE limits for every test of the run")
+    junit: Path | None = None
+    tap: Path | None = None
+
+    @property
+    def extra(self) -> bool:
+        """Tests named outside the suite: alone (no ``suite``), only those run."""
+        return bool(self.dep8 or self.dep8_packages or self.structure or self.testinfra)
+
+
+@dataclass
+class TestPlan:
+    __test__ = False
+    request: TestRequest
+    version: Version
+    checks: list[Check]
+    testbeds: list[str]
+    fresh: Fresh
+    jobs: int
+    limits: LimitPolicy
+    waiver: WaiverFn | None
+    suite_dir: Path | None = None
+    suite: Suite | None = None
+    fetched: list[Path] = field(default_factory=list)  # source trees fetched for --dep8-package
+
+
+def flake_policy(session: Session, version: Version, suite: Suite | None, checks: list[Check],
+                 override: Path | None, *, warn: bool = True) -> WaiverFn | None:
+    """The waivers for this version's tests: its quarantine file and the suite's grace period."""
+    quarantine = quarantine_for_suite(suite.path if suite else None, override)
+    if warn:
+        for line in expired_warnings(quarantine):
+            log.warning("%s", line)
+    return policy_for(session.catalog, version.product.name, [c.id for c in checks], quarantine,
+                      arch=version.architecture, grace=suite.grace if suite else None)
+
+
+def suite_of(session: Session, version: Version, override: Path | None = None, *, warn: bool = True) -> Suite:
+    suite = load_suite(suite_dir_of(session, version, override))
+    if warn:
+        for line in suite.warnings:
+            log.warning("%s", line)
+    return suite
+
+
+def plan_tests(session: Session, request: TestRequest) -> TestPlan:
+    """The run ``request`` asks for; bad input fails here, before anything runs."""
+    override = parse_assignments(request.limits)
+    version = session.catalog.resolve(request.ref)
+    config = config_of(session, version)
+    checks: list[Check] = []
+    suite: Suite | None = None
+    if not request.extra or request.suite is not None:  # --dep8 or --structure alone runs only those
+        suite = suite_of(session, version, request.suite)
+        checks += suite_checks(suite, None if request.extra else request.tests, config)
+    for path in request.structure:
+        checks += structure_checks(load_structure(path), config)
+    for path in request.testinfra:
+        checks += checks_from_testinfra(path)
+    fetched = [fetch_source(p, session.settings.home / "sources") for p in request.dep8_packages]
+    for tree in [*request.dep8, *fetched]:
+        checks += dep8_checks(load_dep8(tree), DependencyCache(session.settings.home / "cache" / "test-deps"))
+    if request.extra and request.tests:
+        by_id = {c.id: c for c in checks}
+        unknown = [t for t in request.tests if t not in by_id]
+        if unknown:
+            raise UsageError(f"no such test: {', '.join(unknown)}; available: {', '.join(by_id)}")
+        checks = [by_id[t] for t in request.tests]
+    testbeds = list(dict.fromkeys(request.testbeds or (suite.testbeds if suite else ()) or ["sandbox"]))
+    fresh: Fresh = request.fresh or (suite.fresh if suite else "test")
+    return TestPlan(
+        request=request, version=version, checks=checks, testbeds=testbeds, fresh=fresh,
+        jobs=request.jobs or session.settings.jobs,
+        limits=suite.limit_policy(override) if suite else LimitPolicy(override=override),
+        waiver=flake_policy(session, version, suite, checks, request.quarantine),
+        suite_dir=suite.path if suite else None, suite=suite, fetched=fetched)

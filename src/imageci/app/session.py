@@ -1,0 +1,67 @@
+"""What every operation works on: settings, the catalog, the artifact store and
+this process's owner token."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imageci.config import Settings
+from imageci.homelock import HomeLock
+from imageci.owners import Owner, lock_alive, process_owner
+from imageci.store.blobs import BlobStore
+from imageci.store.catalog import Catalog
+
+log = logging.getLogger("imageci.app")
+
+
+@dataclass
+class Session:
+    settings: Settings
+    _catalog: Catalog | None = field(default=None)
+    _store: BlobStore | None = field(default=None)
+    _lock: HomeLock | None = field(default=None)
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> Session:
+        """A session on the home of ``settings`` (default: from the environment). It holds the
+        home's shared lock, so ``imageci gc`` never removes what this process uses."""
+        settings = settings or Settings.load()
+        settings.ensure()
+        session = cls(settings)
+        session.lock.shared()
+        return session
+
+    @property
+    def lock(self) -> HomeLock:
+        if self._lock is None:
+            self._lock = HomeLock(self.settings.home)
+        return self._lock
+
+    @property
+    def owner(self) -> Owner:
+        """This process's owner token (its resources and runs carry it)."""
+        return process_owner(self.settings.tmp_dir)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog, opened on first use; runs whose process died are marked aborted then."""
+        if self._catalog is None:
+            self._catalog = Catalog.open(self.settings.db_url)
+            for run in self._catalog.abort_dead_runs(lambda owner: lock_alive(Path(owner))):
+                n = len(self._catalog.attempts(run.image_digest, run_id=run.id))
+                log.warning("run %s was aborted: the imageci process running it died (killed or crashed); "
+                            "its %s recorded attempt(s) are kept", run.id, n)
+        return self._catalog
+
+    @property
+    def store(self) -> BlobStore:
+        if self._store is None:
+            self._store = BlobStore(self.settings.store_dir, self.owner.token)
+        return self._store
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None

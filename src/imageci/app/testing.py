@@ -1,0 +1,68 @@
+"""Execute a test plan: the engine runs it and records every attempt; then the
+reports (JUnit, TAP) and the run's reproducer are written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from imageci.app.planning import TestPlan, TestRequest, plan_tests
+from imageci.app.session import Session
+from imageci.app.versions import image_handle, label
+from imageci.engine.runner import Engine, EventFn, RunReport, TestResult
+from imageci.exitcodes import ExitCode
+from imageci.reports.junit import write_junit
+from imageci.reports.reproducer import RunSpec, write_reproducer
+from imageci.reports.tap import write_tap
+from imageci.testbeds.registry import make_backend
+
+PlanFn = Callable[[TestPlan], None]
+
+
+@dataclass
+class RunOutcome:
+    plan: TestPlan
+    report: RunReport
+    reproducer: Path
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.report.exit_code
+
+
+def log_text(session: Session, result: TestResult) -> str:
+    """The log of a result's latest attempt that has one."""
+    for a in reversed(result.attempts):
+        if a.log_digest and session.store.has(a.log_digest):
+            return session.store.path(a.log_digest).read_text(encoding="utf-8", errors="replace")
+    return ""
+
+
+def execute(session: Session, plan: TestPlan, on_event: EventFn | None = None) -> RunOutcome:
+    request = plan.request
+    backends = {name: make_backend(name, session.settings) for name in plan.testbeds}
+    engine = Engine(session.catalog, session.store, backends, jobs=plan.jobs, on_event=on_event, fresh=plan.fresh,
+                    waiver=plan.waiver, owner=str(session.owner.lock_path), limits=plan.limits)
+    version = plan.version
+    report = engine.run(version, plan.checks, plan.testbeds, retries=request.retries, rerun_all=request.rerun_all,
+                        image=image_handle(session, version))
+    if request.junit:
+        write_junit(report, request.junit, lambda r: log_text(session, r))
+    if request.tap:
+        write_tap(report, request.tap)
+    reproducer = write_reproducer(session.settings.runs_dir / str(report.run_id), RunSpec(
+        report.run_id, label(version), version.digest, plan.suite_dir,
+        [c.id for c in plan.checks] if request.tests else None, plan.testbeds, request.retries, plan.jobs,
+        request.fresh, list(request.dep8), plan.fetched, request.quarantine, list(request.structure),
+        list(request.testinfra), list(request.limits)))
+    return RunOutcome(plan, report, reproducer)
+
+
+def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None = None,
+              on_event: EventFn | None = None) -> RunOutcome:
+    """Plan and execute; ``on_plan`` sees the plan before anything runs, ``on_event`` every attempt."""
+    plan = plan_tests(session, request)
+    if on_plan is not None:
+        on_plan(plan)
+    return execute(session, plan, on_event)

@@ -1,0 +1,48 @@
+"""Keeping a home healthy: verify the store and caches, collect what dead
+processes left, and say what this host can run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from imageci.app.session import Session
+from imageci.build.caches import verify_caches
+from imageci.engine.gc import collect_garbage
+from imageci.testbeds.hostcheck import Finding, check_host
+
+
+@dataclass
+class VerifyOutcome:
+    blobs: int
+    corrupt: list[str] = field(default_factory=list)  # digests
+    caches: int = 0
+    changed: list[str] = field(default_factory=list)  # what changed, one line each (discarded)
+
+    @property
+    def ok(self) -> bool:
+        return not self.corrupt and not self.changed
+
+
+def verify(session: Session) -> VerifyOutcome:
+    """Re-hash every blob; compare every unpacked rootfs and VM asset with what it was made from."""
+    n, bad = session.store.verify_all()
+    caches, changed = verify_caches(session.settings.rootfs_cache, session.settings.home / "vm", session.store)
+    return VerifyOutcome(n, bad, caches, changed)
+
+
+@dataclass
+class GcOutcome:
+    removed: list[str]
+    live: int  # live imageci processes whose resources were kept
+
+
+def gc(session: Session, *, force: bool = False) -> GcOutcome:
+    """Remove this home's leftovers of dead imageci processes (and mark their runs aborted)."""
+    _ = session.catalog  # opening it marks runs whose process died as aborted
+    removed, live = collect_garbage(session.settings, session.lock, force=force)
+    return GcOutcome(removed, live)
+
+
+def doctor(session: Session) -> list[Finding]:
+    """What this host can run and why not."""
+    return check_host(session.settings.home)

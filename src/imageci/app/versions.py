@@ -1,0 +1,90 @@
+"""What a version carries, read from the catalog and the store only: its
+definition (the stored text), its suite (a stored snapshot), its image
+configuration and its architecture. A run needs no file from the machine that
+built the version.
+
+Versions registered before suites were stored fall back to the definition's
+path recorded at build time, if it still exists here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from imageci.app.session import Session
+from imageci.build.oci import ImageConfig, image_config
+from imageci.definitions.image import Gate, ImageDefinition, load_definition, parse_definition
+from imageci.errors import ImageciError, UsageError
+from imageci.store.models import OCI_CONFIG, SUITE, Version
+from imageci.store.snapshots import unpack_tree
+from imageci.testbeds.base import ImageHandle
+
+
+def label(version: Version) -> str:
+    return f"{version.product.name}@{version.serial}"
+
+
+def definition_of(version: Version) -> ImageDefinition | None:
+    """The definition the version was built from (as stored with it)."""
+    if not version.definition:
+        return None
+    return parse_definition(version.definition, f"{label(version)}:image.yaml")
+
+
+def _legacy_suite(version: Version) -> Path | None:
+    path = json.loads(version.build_info or "{}").get("definition_path")
+    if path and Path(path).exists():
+        return load_definition(Path(path)).suite_dir()
+    return None
+
+
+def suite_dir_of(session: Session, version: Version, override: Path | None = None) -> Path:
+    """The suite to run: ``override``, else the version's stored snapshot (extracted once)."""
+    if override is not None:
+        return override
+    stored = next((a for a in version.artifacts if a.kind == SUITE), None)
+    if stored is not None:
+        return unpack_tree(session.store, stored.digest, session.settings.home / "suites")
+    suite = _legacy_suite(version)
+    if suite is None:
+        raise UsageError(f"{label(version)}: no test suite known (its definition names none); pass --suite DIR")
+    return suite
+
+
+def has_suite(version: Version) -> bool:
+    return any(a.kind == SUITE for a in version.artifacts) or _legacy_suite(version) is not None
+
+
+def gate_of(version: Version) -> Gate | None:
+    definition = definition_of(version)
+    return definition.tests.gate if definition is not None and definition.tests is not None else None
+
+
+def keep_of(version: Version) -> int:
+    definition = definition_of(version)
+    return definition.keep if definition is not None else int(ImageDefinition.model_fields["keep"].default)
+
+
+def config_of(session: Session, version: Version) -> ImageConfig:
+    """The image's runtime configuration (its stored OCI config; imageci's default for older versions)."""
+    stored = next((a for a in version.artifacts if a.kind == OCI_CONFIG), None)
+    if stored is None:
+        return image_config(version.product.name, version.digest)
+    try:
+        doc = json.loads(session.store.read_bytes(stored.digest))
+    except ValueError as exc:
+        raise ImageciError(f"{label(version)}: its stored image configuration is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ImageciError(f"{label(version)}: its stored image configuration is not a JSON object")
+    return ImageConfig.from_oci(doc)
+
+
+def image_handle(session: Session, version: Version) -> ImageHandle:
+    """What a testbed needs: the verified rootfs blob, architecture and configuration."""
+    rootfs = next((a for a in version.artifacts if a.kind == "rootfs"), None)
+    if rootfs is None:
+        raise ImageciError(f"{label(version)} has no rootfs artifact")
+    return ImageHandle(digest=version.digest, name=version.product.name,
+                       rootfs_tar=session.store.verified_path(rootfs.digest), architecture=version.architecture,
+                       config=config_of(session, version))
