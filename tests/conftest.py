@@ -12,16 +12,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from imageci.build.service import build_image
-from imageci.checks.base import Outcome
+from imageci.checks.base import Check, Outcome
 from imageci.config import Settings
 from imageci.definitions.image import load_definition
-from imageci.definitions.limits import Limits
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Version
@@ -119,22 +118,28 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@dataclass
-class FailsFirst:
+class FailsFirst(Check):
     """A check that fails its first n attempts, then passes: a flaky test."""
 
-    n: int
-    id: str = "fails-first"
-    digest: str = field(default_factory=lambda: os.urandom(8).hex())
-    needs: tuple[str, ...] = ()
-    flaky: bool = False
-    description: str = ""
-    calls: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    limits: Limits = field(default_factory=Limits)
+    def __init__(self, n: int, id: str = "fails-first", flaky: bool = False) -> None:
+        self.n = n
+        self._id = id
+        self._flaky = flaky
+        self._digest = os.urandom(8).hex()
+        self.calls = 0
+        self.lock = threading.Lock()
 
-    def precheck(self) -> Outcome | None:
-        return None
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def digest(self) -> str:
+        return self._digest
+
+    @property
+    def flaky(self) -> bool:
+        return self._flaky
 
     def run(self, testbed: base.Testbed) -> Outcome:
         with self.lock:

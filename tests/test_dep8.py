@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from imageci.checks.dep8 import Dep8Check, dep8_checks, dependency_names
 from imageci.checks.depcache import DependencyCache
 from imageci.definitions.dep8 import load_dep8
+from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.engine.runner import Engine
 from imageci.errors import SourceError
 from imageci.store.models import Version
+from imageci.testbeds.base import Backend, ImageHandle, Testbed
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 
@@ -159,30 +160,20 @@ def test_dependency_sets_are_installed_once_per_image(image_env: tuple[Env, Vers
     assert uncached.results[0].verdict == Verdict.ERROR and "no network" in uncached.results[0].reason
 
 
-class OfflineBed:
-    """A testbed without the network capability, which never lets a command reach the network."""
 
-    def __init__(self, inner: Any) -> None:
+
+class Offline(Backend):
+    """A backend whose testbeds never reach the network or an archive (made without them)."""
+
+    def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.name = inner.name
+        self.cost = inner.cost
 
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self.inner, attr)
-
-    def capabilities(self) -> frozenset[str]:
-        return self.inner.capabilities() - {"network"}
-
-    def exec(self, argv: Any, **kw: Any) -> Any:
-        return self.inner.exec(argv, **{**kw, "network": False})
-
-
-class Offline:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.name = inner.name
-
-    def capabilities(self, image: Any) -> frozenset[str]:
+    def capabilities(self, image: ImageHandle) -> frozenset[str]:
         return self.inner.capabilities(image) - {"network"}
 
-    def create(self, image: Any, needs: frozenset[str] = frozenset(), limits: Any = None) -> OfflineBed:
-        return OfflineBed(self.inner.create(image, needs - {"archive"}, *(() if limits is None else (limits,))))
+    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(), limits: Limits = DEFAULTS) -> Testbed:
+        bed = self.inner.create(image, needs - {"archive", "network"}, limits)
+        assert not {"archive", "network"} & bed.capabilities()
+        return bed

@@ -25,7 +25,7 @@ from imageci.testbeds.podman import LABEL, PodmanBackend, PodmanTestbed, explain
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 
-from conftest import EXAMPLE, REPO, Env, build_example
+from conftest import EXAMPLE, REPO, Env, build_example, write_suite
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="rootful podman"),
@@ -194,3 +194,18 @@ def test_limits_labels_and_hardening_of_a_container(backend: PodmanBackend, hand
         assert tb.exec(["sh", "-c", "echo 1 > /proc/sys/vm/swappiness"]).exit_code != 0  # podman's own hardening
     finally:
         tb.close()
+
+
+def test_network_is_decided_by_the_test_s_needs_the_same_on_every_backend(
+        image_env: tuple[Env, Version], tmp_path: Path) -> None:
+    """One decision (capabilities.access) for every backend: the same test sees the same network."""
+    e, version = image_env
+    count = "n=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | grep -vx lo | wc -l)"
+    suite = load_suite(write_suite(tmp_path / "s", {
+        "wired.sh": f"#!/bin/sh\n# imageci-needs: network\n{count}\ntest $n -ge 1\n",
+        "alone.sh": f"#!/bin/sh\n{count}\ntest $n -eq 0\n"}))
+    engine = Engine(e.catalog, e.store, {n: make_backend(n, e.settings) for n in ("sandbox", "podman")}, jobs=2)
+    report = engine.run(version, [ScriptCheck(t) for t in suite.tests], ["sandbox", "podman"], rerun_all=True)
+    verdicts = {(r.test_id, r.testbed): r.verdict for r in report.results}
+    assert verdicts == {(t, tb): Verdict.PASS for t in ("wired", "alone") for tb in ("sandbox", "podman")}, \
+        [(r.test_id, r.testbed, r.reason) for r in report.results]

@@ -25,6 +25,15 @@ KNOWN = frozenset({ROOT, REVERT, NETWORK, ARCHIVE, LIMITS, PRISTINE, PRIVILEGED,
                    REBOOT, KVM, GPU})
 
 
+def access(needs: frozenset[str] | set[str] | tuple[str, ...]) -> str:
+    """What a testbed made for ``needs`` may reach, decided here once for every backend:
+    ``network`` (the outside network), ``archive`` (the image's apt archive and nothing else)
+    or ``none`` (loopback only)."""
+    if NETWORK in needs:
+        return NETWORK
+    return ARCHIVE if ARCHIVE in needs else "none"
+
+
 def arch(architecture: str) -> str:
     return f"{ARCH_PREFIX}{architecture}"
 

@@ -9,6 +9,7 @@ class ImageciError(Exception):
     """Base class: a failure with a clear message for the user."""
 
     exit_code: ExitCode = ExitCode.ERROR
+    log: bytes = b""  # what broke said on its way down (a VM's console): kept as the attempt's log
 
 
 class UsageError(ImageciError):
@@ -47,7 +48,6 @@ class TestbedError(ImageciError):
 
     __test__ = False  # not a pytest test class
     exit_code = ExitCode.ERROR
-    log: bytes = b""  # what the testbed said on its way down (a VM's console), kept as the attempt's log
 
 
 class HostSetupError(ImageciError):

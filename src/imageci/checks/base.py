@@ -3,8 +3,8 @@ protocol, never a backend."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol
 
 from imageci.definitions.limits import Limits
 from imageci.testbeds.base import Testbed
@@ -19,31 +19,54 @@ class Outcome:
     log: bytes = b""
 
 
-class Check(Protocol):
+class Check(ABC):
+    """One test as the engine sees it. Every hook has a default here; a test kind
+    overrides what it knows (a test kind never knows which backend runs it)."""
+
     @property
+    @abstractmethod
     def id(self) -> str: ...
 
     @property
-    def digest(self) -> str: ...
+    @abstractmethod
+    def digest(self) -> str:
+        """The test's content: evidence and the pass cache are keyed by it."""
 
     @property
-    def needs(self) -> tuple[str, ...]: ...
+    def needs(self) -> tuple[str, ...]:
+        """Capability words the testbed must offer (``imageci.capabilities``); they also decide
+        the testbed's mode and access when it is made."""
+        return ()
 
     @property
-    def flaky(self) -> bool: ...
+    def flaky(self) -> bool:
+        """Known flaky: a failure is reported as flaky and does not block the gate."""
+        return False
 
     @property
-    def description(self) -> str: ...
+    def description(self) -> str:
+        return ""
 
     @property
     def limits(self) -> Limits:
         """The limits the test itself declares (empty: the suite's, the run's or the defaults)."""
-        ...
+        return Limits()
+
+    @property
+    def destructive(self) -> bool:
+        """It breaks its testbed: never reused for another test."""
+        return False
+
+    @property
+    def testbeds(self) -> tuple[str, ...]:
+        """Only these testbeds run it (empty: any); elsewhere it is skipped with the reason."""
+        return ()
 
     def precheck(self) -> Outcome | None:
         """A verdict reached without a testbed (e.g. skip: not executable), or None."""
-        ...
+        return None
 
+    @abstractmethod
     def run(self, testbed: Testbed) -> Outcome: ...
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from imageci.checks import hygiene
-from imageci.checks.base import Outcome, format_log
+from imageci.checks.base import Check, Outcome, format_log
 from imageci.definitions.limits import Limits
 from imageci.definitions.suite import SUITE_FILE, Suite
 from imageci.errors import SourceError
@@ -82,10 +82,9 @@ def journal_clean(testbed: Testbed, opts: dict[str, str]) -> Outcome:
 
 
 def console_clean(testbed: Testbed, _opts: dict[str, str]) -> Outcome:
-    read = getattr(testbed, "console_log", None)
-    if read is None:
+    text = testbed.console_log()
+    if text is None:
         return Outcome(Verdict.SKIP, f"testbed {testbed.name} has no console log")
-    text: str = read()
     bad = [ln.strip() for ln in text.splitlines() if CONSOLE_BAD.search(ln)]
     log = f"# console log ({len(text)} bytes checked)\n".encode() + "\n".join(bad).encode()
     if bad:
@@ -130,7 +129,7 @@ GROUPS: dict[str, tuple[str, ...]] = {"hygiene": hygiene.HYGIENE}
 
 
 @dataclass(frozen=True)
-class BuiltinCheck:
+class BuiltinCheck(Check):
     name: str
     options: dict[str, str] = field(default_factory=dict)
 

@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from imageci.capabilities import ARCHIVE, NETWORK, ROOT
-from imageci.checks.base import Outcome, format_log
+from imageci.checks.base import Check, Outcome, format_log
 from imageci.checks.depcache import DependencyCache, ensure_lists, install
 from imageci.definitions.dep8 import Dep8Suite, Dep8Test
 from imageci.definitions.limits import Limits
@@ -75,7 +75,7 @@ def dependency_names(depends: str, suite: Dep8Suite) -> list[list[str]]:
 
 
 @dataclass(frozen=True)
-class Dep8Check:
+class Dep8Check(Check):
     suite: Dep8Suite
     test: Dep8Test
     cache: DependencyCache | None = field(default=None, compare=False)
@@ -199,7 +199,7 @@ class Dep8Check:
         else:
             script += f"exec ./{q(self.test.path or '')}"
         argv = ["su", "-s", "/bin/bash", user, "-c", script] if user and not as_root else ["bash", "-c", script]
-        res = testbed.exec(argv, cwd=tree, timeout=DEFAULT_TIMEOUT, network=NEEDS_INTERNET in self.test.restrictions)
+        res = testbed.exec(argv, cwd=tree, timeout=DEFAULT_TIMEOUT)
         who = f" as {user}" if user and not as_root else " as root"
         header = f"# DEP-8 {self.id} on {testbed.name}{who}: "
         if res.timed_out:

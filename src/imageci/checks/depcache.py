@@ -70,20 +70,17 @@ class DependencyCache:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _reach(testbed: Testbed) -> bool | None:
-    """How a command reaches the archive: False (the testbed's archive proxy), True (the
-    network), or None (it cannot)."""
+def _reach(testbed: Testbed) -> bool:
+    """Whether the testbed's commands reach an archive: through its archive proxy or the network
+    (decided when it was made, from the test's needs)."""
     caps = testbed.capabilities()
-    if ARCHIVE in caps:
-        return False
-    return True if NETWORK in caps else None
+    return ARCHIVE in caps or NETWORK in caps
 
 
 def ensure_lists(testbed: Testbed, cache: DependencyCache | None) -> bytes:
     """The testbed's apt package lists, as autopkgtest's ``apt-get update`` leaves them: from the
     cache when this image's sources were updated recently, else with ``apt-get update``."""
-    network = _reach(testbed)
-    if network is None:
+    if not _reach(testbed):
         return b""
     probe = testbed.exec(["sh", "-c", "ls /var/lib/apt/lists/ | grep -q _Packages && echo present; "
                           "cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | sha256sum; "
@@ -96,7 +93,7 @@ def ensure_lists(testbed: Testbed, cache: DependencyCache | None) -> bytes:
     if hit is not None:
         testbed.copy_in(hit / "apt", "/var/lib/apt/lists")
         return f"# apt package lists from the cache ({key[6:18]})\n".encode()
-    r = _apt(testbed, "apt-get update -qq", network)
+    r = _apt(testbed, "apt-get update -qq")
     log = format_log("# apt-get update (package lists for the test)", r.stdout, r.stderr)
     if r.exit_code == 0 and cache is not None:
         cache.put(key, testbed, "/var/lib/apt/lists")
@@ -117,17 +114,16 @@ def install(testbed: Testbed, packages: Sequence[str], *, recommends: bool, cach
         hit = cache.get(key)
         if hit is not None:
             testbed.copy_in(hit / "apt", APT_DIR)
-            r = _apt(testbed, f"{prepare}; apt-get install -y -qq --no-download {APT_OPTS} {rec} {names}", False)
+            r = _apt(testbed, f"{prepare}; apt-get install -y -qq --no-download {APT_OPTS} {rec} {names}")
             log = format_log(f"# test dependencies from the cache ({key[:12]}): {' '.join(packages)}",
                              r.stdout, r.stderr)
             if r.exit_code == 0:
                 return None, log
-    network = _reach(testbed)
-    if network is None:
+    if not _reach(testbed):
         why = f"dependencies not installed and the testbed has no network: {', '.join(packages)}"
         return Outcome(not_installable, why), b""
     r = _apt(testbed, f"{prepare}; apt-get update -qq {APT_OPTS} && "
-             f"apt-get install -y -qq {APT_OPTS} {rec} {names}", network)
+             f"apt-get install -y -qq {APT_OPTS} {rec} {names}")
     log = format_log(f"# installing test dependencies: {' '.join(packages)}", r.stdout, r.stderr)
     if r.exit_code != 0:
         return Outcome(not_installable, f"dependencies not installable: {', '.join(packages)}", r.exit_code, log), log
@@ -136,6 +132,5 @@ def install(testbed: Testbed, packages: Sequence[str], *, recommends: bool, cach
     return None, log
 
 
-def _apt(testbed: Testbed, script: str, network: bool) -> ExecResult:
-    return testbed.exec(["sh", "-c", f"export DEBIAN_FRONTEND=noninteractive; {script}"], timeout=1200,
-                        network=network)
+def _apt(testbed: Testbed, script: str) -> ExecResult:
+    return testbed.exec(["sh", "-c", f"export DEBIAN_FRONTEND=noninteractive; {script}"], timeout=1200)

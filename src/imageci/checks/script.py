@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imageci.checks.base import Outcome, format_log
+from imageci.checks.base import Check, Outcome, format_log
 from imageci.definitions.limits import Limits
 from imageci.definitions.suite import ScriptTestSpec
 from imageci.testbeds.base import Testbed
@@ -22,7 +22,7 @@ def _last_line(*blobs: bytes) -> str:
 
 
 @dataclass(frozen=True)
-class ScriptCheck:
+class ScriptCheck(Check):
     spec: ScriptTestSpec
 
     @property
@@ -65,8 +65,7 @@ class ScriptCheck:
     def run(self, testbed: Testbed) -> Outcome:
         inside = f"{TESTS_DIR}/{self.spec.path.name}"
         testbed.copy_in(self.spec.path, inside)
-        res = testbed.exec([inside], timeout=self.spec.timeout, cwd="/", network="network" in self.spec.needs,
-                           env={"IMAGECI_TEST": self.spec.name})
+        res = testbed.exec([inside], timeout=self.spec.timeout, cwd="/", env={"IMAGECI_TEST": self.spec.name})
         header = f"# test {self.spec.name} on {testbed.name}: "
         if res.timed_out:
             reason = f"timed out after {self.spec.timeout}s (process tree killed)"

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from imageci.build.oci import ImageConfig
-from imageci.checks.base import Outcome, format_log
+from imageci.checks.base import Check, Outcome, format_log
 from imageci.definitions.limits import Limits
 from imageci.definitions.structure import (
     CommandTest,
@@ -86,7 +86,7 @@ def _search(pattern: str, text: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _Base:
+class _Base(Check):
     source: str  # the file it came from, for the description
     config: ImageConfig
 

@@ -26,7 +26,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from imageci.checks.base import Outcome, format_log
+from imageci.checks.base import Check, Outcome, format_log
 from imageci.definitions.limits import Limits
 from imageci.definitions.testinfra import SOCKET_ENV, TestinfraTest, load_testinfra, pytest_argv, read_message
 from imageci.errors import ImageciError
@@ -83,7 +83,7 @@ class ExecBridge:
 
 
 @dataclass(frozen=True)
-class TestinfraCheck:
+class TestinfraCheck(Check):
     __test__ = False
     test: TestinfraTest
     timeout: int = DEFAULT_TIMEOUT

@@ -11,8 +11,6 @@ from contextlib import contextmanager
 
 from imageci.testbeds.base import Cost
 
-DEFAULT_COST = Cost()
-
 
 def available_memory_mb() -> int:
     try:

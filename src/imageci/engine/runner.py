@@ -17,7 +17,7 @@ from datetime import datetime
 from imageci.checks.base import Check, Outcome
 from imageci.definitions.limits import DEFAULTS, LimitPolicy, Limits
 from imageci.engine.aggregate import aggregate, exit_code_for
-from imageci.engine.budget import DEFAULT_COST, Budget, default_budget
+from imageci.engine.budget import Budget, default_budget
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import ImageciError
 from imageci.exitcodes import ExitCode
@@ -152,7 +152,7 @@ class Engine:
         needs = frozenset(result.check.needs)
         limits = self.limits_for(result.check)
         key = (result.testbed, needs, limits)
-        reuse = self.fresh == "suite" and not getattr(result.check, "destructive", False)
+        reuse = self.fresh == "suite" and not result.check.destructive
         kept: dict[tuple[str, frozenset[str], Limits], Testbed] = self._kept.__dict__.setdefault("beds", {})
         testbed: Testbed | None = kept.pop(key, None) if reuse else None
         keep = False
@@ -167,8 +167,7 @@ class Engine:
             return outcome
         except ImageciError as exc:
             reason = str(exc).splitlines()[0]
-            extra: bytes = getattr(exc, "log", b"")
-            log = str(exc).encode() + (b"\n" + extra if extra else b"")
+            log = str(exc).encode() + (b"\n" + exc.log if exc.log else b"")
             notes = testbed.limit_notes() if testbed is not None else []
             return _explained(Outcome(Verdict.ERROR, f"testbed error: {reason}", None, log), notes)
         except Exception as exc:  # a harness bug must not take the run down with it
@@ -189,8 +188,7 @@ class Engine:
                 self._live.discard(testbed)
 
     def _attempt(self, run_id: int, image: ImageHandle, result: TestResult) -> None:
-        cost = getattr(self.backends[result.testbed], "cost", DEFAULT_COST)
-        with self.budget.hold(cost):
+        with self.budget.hold(self.backends[result.testbed].cost):
             if self._aborting.is_set():  # waited for resources while the run was interrupted
                 return
             started = utcnow()
@@ -211,7 +209,7 @@ class Engine:
         started = utcnow()
         results: list[TestResult] = []
         todo: list[TestResult] = []
-        unusable = {tb: why for tb in testbeds if (why := self._why_not(tb, image))}
+        unusable = {tb: why for tb in testbeds if (why := self.backends[tb].why_not(image))}
         for check in checks:
             for tb in testbeds:
                 result = TestResult(check, tb)
@@ -228,7 +226,7 @@ class Engine:
                     result.waived = waiver.reason
                 pre = Outcome(Verdict.SKIP, waiver.reason) if waiver is not None and waiver.mode == "skip" else None
                 pre = pre or check.precheck()
-                only = getattr(check, "testbeds", ())
+                only = check.testbeds
                 if pre is None and only and tb not in only:
                     pre = Outcome(Verdict.SKIP, f"runs only on: {', '.join(only)}")
                 if pre is None and tb in unusable:
@@ -259,9 +257,7 @@ class Engine:
             for bed in leftover:  # testbeds kept for reuse
                 self._discard(bed)
             for tb in testbeds:
-                finish = getattr(self.backends[tb], "finish", None)
-                if finish is not None:
-                    finish()
+                self.backends[tb].finish()
             for r in results:
                 if r.attempts:
                     r.finalize()
@@ -270,10 +266,6 @@ class Engine:
             self.catalog.finish_run(run_id, int(report.exit_code),
                                     RunStatus.INTERRUPTED if interrupted else RunStatus.FINISHED)
         return report  # interrupted runs come back too (exit 130), so their reports can be written
-
-    def _why_not(self, testbed: str, image: ImageHandle) -> str | None:
-        why_not = getattr(self.backends[testbed], "why_not", None)
-        return why_not(image) if why_not is not None else None
 
     def _pool(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult]) -> None:
         if not todo:

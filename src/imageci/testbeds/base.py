@@ -9,7 +9,7 @@ Capability words (shared with DEP-8 restrictions later):
 ``revert``               ``revert()`` is cheap (copy-on-write)
 ``isolation-container``  own process tree with an init (services can start)
 ``isolation-machine``    a whole machine (kernel, boot, reboot)
-``network``              may reach the outside network when a test asks
+``network``              may reach the outside network (a testbed made for a test that needs it)
 ``arch:<deb-arch>``      architecture of the image
 ``pristine``             the image's files as built: no init has run in it yet
 ``limits``               memory, pids and disk limits are enforced (``definitions.limits``)
@@ -20,10 +20,10 @@ The words live in :mod:`imageci.capabilities`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from imageci.build.oci import ImageConfig
 from imageci.definitions.limits import DEFAULTS, Limits
@@ -57,47 +57,63 @@ class ImageHandle:
     config: ImageConfig | None = None  # the image's runtime configuration (None: imageci's default for a rootfs)
 
 
-@runtime_checkable
-class Testbed(Protocol):
-    """One live, isolated environment made from an image."""
+class Testbed(ABC):
+    """One live, isolated environment made from an image. Whether its commands reach the
+    network was decided when it was made, from the test's needs (:func:`imageci.capabilities.access`)."""
 
     name: str
 
+    @abstractmethod
     def capabilities(self) -> frozenset[str]: ...
 
+    @abstractmethod
     def open(self) -> None: ...
 
+    @abstractmethod
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-             stdin: bytes | None = None, cwd: str | None = None, network: bool = False) -> ExecResult: ...
+             stdin: bytes | None = None, cwd: str | None = None) -> ExecResult: ...
 
+    @abstractmethod
     def copy_in(self, src: Path, dest: str) -> None: ...
 
+    @abstractmethod
     def copy_out(self, src: str, dest: Path) -> None: ...
 
+    @abstractmethod
     def revert(self) -> None: ...
 
-    def close(self) -> None: ...
+    @abstractmethod
+    def close(self) -> None:
+        """Remove the testbed; also kills running commands, and is safe from another thread."""
 
     def limit_notes(self) -> list[str]:
         """What limits struck since the last call, as sentences that name each limit
         (memory, pids, disk, output): the engine puts them in the verdict's reason."""
-        ...
+        return []
+
+    def console_log(self) -> str | None:
+        """The machine's console output so far (None: this testbed has no console)."""
+        return None
 
 
-class Backend(Protocol):
-    """Makes testbeds of one kind for an image; registered by name.
-
-    Optional hooks a backend may define: ``why_not(image) -> str | None``
-    (a reason no test can run on it for this image, e.g. no kernel to boot:
-    every test is then skipped with it) and ``finish()`` (called when a run
-    is over: drop templates, keys, warm machines).
-    """
+class Backend(ABC):
+    """Makes testbeds of one kind for an image; registered by name (``registry.py``)."""
 
     name: str
+    cost: Cost = Cost()  # what one testbed takes from the host (the engine's budget schedules by it)
 
+    @abstractmethod
     def capabilities(self, image: ImageHandle) -> frozenset[str]: ...
 
+    @abstractmethod
     def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(), limits: Limits = DEFAULTS) -> Testbed:
-        """A testbed for one test; ``needs`` lets a backend pick a mode (systemd, network,
-        privileged); ``limits`` are the test's memory, pids, disk and output limits."""
-        ...
+        """A testbed for one test; ``needs`` decide its mode (systemd, privileged) and its access
+        (:func:`imageci.capabilities.access`); ``limits`` are the test's memory, pids, disk and output."""
+
+    def why_not(self, image: ImageHandle) -> str | None:
+        """A reason no test can run on this backend for ``image`` (every test is then skipped with it)."""
+        return None
+
+    def finish(self) -> None:
+        """The run is over: drop templates, keys, warm machines."""
+        return None

@@ -49,13 +49,14 @@ from imageci.capabilities import (
     PRIVILEGED,
     REVERT,
     ROOT,
+    access,
     arch,
 )
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.owners import home_id, process_owner
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, listen_in, proxy
-from imageci.testbeds.base import Cost, ExecResult, ImageHandle
+from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
 from imageci.testbeds.disks import DiskSlot, disk_pool
 from imageci.testbeds.hostarch import why_cannot_run
 from imageci.testbeds.limits import LimitGroup, limit_notes, process_groups
@@ -160,7 +161,7 @@ class ImageStore:
         return tag
 
 
-class PodmanTestbed:
+class PodmanTestbed(Testbed):
     name = "podman"
 
     def __init__(self, image: ImageHandle, tag: str, store: ImageStore, tmp: Path, *, systemd: bool,
@@ -264,7 +265,7 @@ class PodmanTestbed:
         return LimitGroup(name="container", dirs=process_groups(self._pid)).hits() if self._pid else {}
 
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-             stdin: bytes | None = None, cwd: str | None = None, network: bool = False) -> ExecResult:
+             stdin: bytes | None = None, cwd: str | None = None) -> ExecResult:
         cmd = [self.podman, "exec", "--workdir", cwd or "/"]
         if stdin is not None:
             cmd.append("-i")
@@ -334,7 +335,7 @@ class PodmanTestbed:
             disk_pool(self.tmp).release(slot)
 
 
-class PodmanBackend:
+class PodmanBackend(Backend):
     name = "podman"
     cost = Cost(memory_mb=384, cpus=0.5)
 
@@ -360,11 +361,12 @@ class PodmanBackend:
     def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
                limits: Limits = DEFAULTS) -> PodmanTestbed:
         tag = self.store.ensure(image)
+        reach = access(needs)
         archive = None
-        if ARCHIVE in needs and NETWORK not in needs:
+        if reach == ARCHIVE:
             archive = archive_hosts(unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache))
         return PodmanTestbed(image, tag, self.store, self.tmp, systemd=ISOLATION_CONTAINER in needs,
-                             network=NETWORK in needs, privileged=PRIVILEGED in needs, limits=limits, archive=archive)
+                             network=reach == NETWORK, privileged=PRIVILEGED in needs, limits=limits, archive=archive)
 
 
 def remove_containers(storage_conf_path: Path) -> list[str]:

@@ -46,6 +46,7 @@ from imageci.capabilities import (
     PRIVILEGED,
     REVERT,
     ROOT,
+    access,
 )
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
@@ -53,7 +54,7 @@ from imageci.fs import safe_rmtree
 from imageci.owners import process_owner
 from imageci.testbeds.accel import AccelCache, AccelProbe, qemu_binary, vm_arch
 from imageci.testbeds.archive import APT_CONF, GUEST_ADDRESS, apt_conf, archive_hosts, host_listener, proxy
-from imageci.testbeds.base import Cost, ExecResult, ImageHandle
+from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
 from imageci.testbeds.hostarch import host_architecture
 from imageci.testbeds.limits import limit_notes as describe_limits
 from imageci.testbeds.ssh import SshTestbed
@@ -70,7 +71,7 @@ class Template:
     boot_seconds: float
 
 
-class QemuBackend:
+class QemuBackend(Backend):
     name = "qemu"
 
     def __init__(self, home: Path, rootfs_cache: Path, *, cpus: int = 1,
@@ -288,7 +289,7 @@ class QemuBackend:
 
     def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
                limits: Limits = DEFAULTS) -> QemuTestbed:
-        return QemuTestbed(self, image, limits, archive=ARCHIVE in needs)
+        return QemuTestbed(self, image, limits, archive=access(needs) == ARCHIVE)
 
     def finish(self) -> None:
         """The engine calls this when a run is over."""
@@ -317,7 +318,7 @@ class QemuBackend:
             self._run_dir, self._key, self._templates = None, None, {}
 
 
-class QemuTestbed:
+class QemuTestbed(Testbed):
     name = "qemu"
 
     def __init__(self, backend: QemuBackend, image: ImageHandle, limits: Limits = DEFAULTS,
@@ -369,7 +370,7 @@ class QemuTestbed:
         return self.ssh
 
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-             stdin: bytes | None = None, cwd: str | None = None, network: bool = False) -> ExecResult:
+             stdin: bytes | None = None, cwd: str | None = None) -> ExecResult:
         ssh = self._ssh()
         scaled = timeout * self.backend.timeout_multiplier(self.image.architecture) if timeout else None
         console_at = self._console_size()

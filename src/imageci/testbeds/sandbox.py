@@ -47,13 +47,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from imageci.build.rootfs import unpacked_rootfs
-from imageci.capabilities import ARCHIVE, LIMITS, NETWORK, PRISTINE, PRIVILEGED, REVERT, ROOT, arch
+from imageci.capabilities import ARCHIVE, LIMITS, NETWORK, PRISTINE, PRIVILEGED, REVERT, ROOT, access, arch
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.fs import safe_rmtree
 from imageci.owners import home_id, process_owner
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, new_namespace, proxy
-from imageci.testbeds.base import Cost, ExecResult, ImageHandle
+from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
 from imageci.testbeds.disks import DiskSlot, disk_pool
 from imageci.testbeds.hostarch import why_cannot_run
 from imageci.testbeds.limits import LimitGroup, cgroup_mode, group_prefix, limit_notes
@@ -119,13 +119,15 @@ def hardening_args() -> list[str]:
     return args
 
 
-class SandboxTestbed:
+class SandboxTestbed(Testbed):
     name = "sandbox"
 
     def __init__(self, image: ImageHandle, lower: Path, workroot: Path, *, limits: Limits = DEFAULTS,
-                 privileged: bool = False, archive: frozenset[tuple[str, str, int]] | None = None) -> None:
+                 privileged: bool = False, archive: frozenset[tuple[str, str, int]] | None = None,
+                 network: bool = False) -> None:
         """``workroot`` is ``$IMAGECI_HOME/tmp/sandboxes`` (its parent holds the owner locks and disk slots);
-        ``archive``: the apt archives the testbed's commands may reach (None: no archive access)."""
+        ``archive``: the apt archives the testbed's commands may reach (None: no archive access);
+        ``network``: its commands reach the host's network (else loopback only)."""
         self.image = image
         self.lower = lower
         self.workroot = workroot
@@ -142,13 +144,14 @@ class SandboxTestbed:
         self._close_lock = threading.Lock()
         self._notes: list[str] = []
         self.archive = archive
+        self.network = network
         self._netns: int | None = None
         self._listener: socket.socket | None = None
 
     def capabilities(self) -> frozenset[str]:
-        """The backend's words; ``archive`` only when this testbed was made with it."""
+        """The backend's words; ``network`` and ``archive`` only when this testbed was made with them."""
         caps = sandbox_capabilities(self.image)
-        return caps if self.archive is not None else caps - {ARCHIVE}
+        return caps - ({ARCHIVE} if self.archive is None else set()) - (set() if self.network else {NETWORK})
 
     def limit_notes(self) -> list[str]:
         with self._lock:
@@ -226,7 +229,7 @@ class SandboxTestbed:
         self.close()
 
     # -- commands ----------------------------------------------------------------
-    def _argv(self, argv: Sequence[str], env: Mapping[str, str], cwd: str, network: bool, status_fd: int,
+    def _argv(self, argv: Sequence[str], env: Mapping[str, str], cwd: str, status_fd: int,
               seccomp_fd: int | None) -> list[str]:
         assert self.merged is not None
         cmd = [self.bwrap, "--bind", str(self.merged), "/", "--proc", "/proc", "--dev", "/dev",
@@ -237,9 +240,9 @@ class SandboxTestbed:
             cmd += hardening_args()
         if seccomp_fd is not None:
             cmd += ["--seccomp", str(seccomp_fd)]
-        if not network and self._netns is None:
+        if not self.network and self._netns is None:
             cmd.append("--unshare-net")
-        elif network and os.path.exists("/etc/resolv.conf"):
+        elif self.network and os.path.exists("/etc/resolv.conf"):
             # images ship no resolver config (hygiene): a test that needs the network borrows the host's
             cmd += ["--ro-bind", os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf"]
         full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb",
@@ -249,16 +252,16 @@ class SandboxTestbed:
         return [*cmd, "--", *argv]
 
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-             stdin: bytes | None = None, cwd: str | None = None, network: bool = False) -> ExecResult:
+             stdin: bytes | None = None, cwd: str | None = None) -> ExecResult:
         if self.merged is None:
             raise TestbedError("sandbox is not open")
         limits = LimitGroup(memory_bytes=self.limits.memory, pids=self.limits.pids, prefix=self.cgroup_prefix)
         has_limits = limits.create()
         rfd, wfd = os.pipe()
         seccomp = None if self.privileged else filter_fd()
-        cmd = self._argv(argv, env or {}, cwd or "/", network, wfd, seccomp)
+        cmd = self._argv(argv, env or {}, cwd or "/", wfd, seccomp)
         keep_fds = [wfd] if seccomp is None else [wfd, seccomp]
-        if not network and self._netns is not None:  # the testbed's own namespace, where the archive proxy is
+        if self._netns is not None:  # the testbed's own namespace, where the archive proxy is
             cmd = ["nsenter", f"--net=/proc/self/fd/{self._netns}", "--", *cmd]
             keep_fds.append(self._netns)
         if has_limits:
@@ -358,7 +361,7 @@ def sandbox_capabilities(image: ImageHandle) -> frozenset[str]:
     return frozenset(caps)
 
 
-class SandboxBackend:
+class SandboxBackend(Backend):
     name = "sandbox"
     cost = Cost(memory_mb=256, cpus=0.5)
 
@@ -375,6 +378,7 @@ class SandboxBackend:
     def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
                limits: Limits = DEFAULTS) -> SandboxTestbed:
         lower = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
-        archive = archive_hosts(lower) if ARCHIVE in needs and NETWORK not in needs else None
+        reach = access(needs)
+        archive = archive_hosts(lower) if reach == ARCHIVE else None
         return SandboxTestbed(image, lower, self.workroot, limits=limits, privileged=PRIVILEGED in needs,
-                              archive=archive)
+                              archive=archive, network=reach == NETWORK)

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.definitions.yamlsource import load_yaml, validate
 from imageci.errors import HostSetupError, TestbedError, UsageError
-from imageci.testbeds.base import Cost, ExecResult, ImageHandle
+from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
 from imageci.testbeds.output import pump, stream_keep
 
 SSH_FAILURE = 255
@@ -72,7 +72,7 @@ def load_host(home: Path, name: str) -> HostConfig:
     return hosts[name]
 
 
-class SshTestbed:
+class SshTestbed(Testbed):
     def __init__(self, name: str, cfg: HostConfig, known_hosts: Path, limits: Limits = DEFAULTS) -> None:
         self.name = name
         self.cfg = cfg
@@ -120,7 +120,7 @@ class SshTestbed:
         self._open = True
 
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-             stdin: bytes | None = None, cwd: str | None = None, network: bool = False) -> ExecResult:
+             stdin: bytes | None = None, cwd: str | None = None) -> ExecResult:
         if not self._open:
             raise TestbedError(f"{self.name} is not open")
         full_env = {"LANG": "C.UTF-8", "IMAGECI_TESTBED": self.name, **(env or {})}
@@ -178,7 +178,7 @@ class SshTestbed:
         self._open = False
 
 
-class SshBackend:
+class SshBackend(Backend):
     cost = Cost(memory_mb=16, cpus=0.1)  # the work happens on the remote host
 
     def __init__(self, name: str, cfg: HostConfig, known_hosts: Path) -> None:
