@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -115,29 +116,28 @@ def test_revert_is_refused(bed: SshTestbed) -> None:
         bed.revert()
 
 
-def test_hosts_file_errors_name_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("IMAGECI_HOSTS", raising=False)
+def test_hosts_file_errors_name_the_line(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no hosts file"):
-        load_host(tmp_path, "x")
+        load_host(tmp_path / "hosts.yaml", "x")
     (tmp_path / "hosts.yaml").write_text("hosts:\n  pi:\n    host: 10.0.0.9\n    prot: 22\n")
     with pytest.raises(SourceError) as exc:
-        load_host(tmp_path, "pi")
+        load_host(tmp_path / "hosts.yaml", "pi")
     assert exc.value.line == 4 and "prot" in str(exc.value)
 
 
 def test_suite_on_ssh_host_through_the_engine(image_env: tuple[Env, Version], sshd: HostConfig,
-                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+                                             tmp_path: Path) -> None:
     e, version = image_env
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text(f"hosts:\n  local:\n    host: 127.0.0.1\n    port: {sshd.port}\n    key: {sshd.key}\n"
                      f"    known_hosts: {sshd.known_hosts}\n    capabilities: [root]\n")
-    monkeypatch.setenv("IMAGECI_HOSTS", str(hosts))
     d = write_suite(tmp_path / "suite", {
         "ok.sh": f"#!/bin/sh\n# {tmp_path.name}\ntest \"$IMAGECI_TESTBED\" = ssh:local\n",
         "bad.sh": "#!/bin/sh\nexit 3\n",
         "destructive.sh": "#!/bin/sh\n# imageci-needs: revert\nrm -rf /important\n",
     })
-    engine = Engine(e.catalog, e.store, {"ssh:local": make_backend("ssh:local", e.settings)}, jobs=2)
+    settings = dataclasses.replace(e.settings, hosts_file=hosts)  # what IMAGECI_HOSTS sets
+    engine = Engine(e.catalog, e.store, {"ssh:local": make_backend("ssh:local", settings)}, jobs=2)
     report = engine.run(version, [ScriptCheck(s) for s in load_suite(d).tests], ["ssh:local"])
     got = {r.test_id: (r.verdict, r.reason) for r in report.results}
     assert got["ok"] == (Verdict.PASS, "")

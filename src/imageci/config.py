@@ -1,25 +1,64 @@
-"""Where imageci keeps its state. Everything lives under one home directory.
+"""Settings: every ``IMAGECI_*`` variable, read in one place and passed down.
 
 ``IMAGECI_HOME`` (default ``$XDG_DATA_HOME/imageci``, i.e. ``~/.local/share/imageci``)
 holds the catalog database, the artifact store, unpacked rootfs caches, logs
-and temporary build directories, so two homes never mix.
+and temporary build directories, so two homes never mix. A malformed value is
+a usage error that names the variable (exit 2), never a traceback.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+from imageci.errors import UsageError
 from imageci.owners import home_id
 
+T = TypeVar("T")
 
-def default_home() -> Path:
-    env = os.environ.get("IMAGECI_HOME")
-    if env:
-        return Path(env).expanduser().resolve()
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+# Every variable and what it sets (the README's table lists the same; the reproducer pins them).
+VARIABLES: dict[str, str] = {
+    "IMAGECI_HOME": "home: catalog, store, caches",
+    "IMAGECI_DB_URL": "catalog database URL",
+    "IMAGECI_JOBS": "default for -j",
+    "IMAGECI_BUILD_CACHE": "finished builds by input hash, shared between homes",
+    "IMAGECI_ACTOR": "who audit events and runs name",
+    "IMAGECI_HOSTS": "hosts file for ssh:NAME testbeds",
+    "IMAGECI_QEMU_ACCEL": "kvm, tcg or auto",
+    "IMAGECI_WARM_VMS": "VMs restored ahead of time per image",
+    "IMAGECI_TCG_MULTIPLIER": "test timeouts × this under TCG",
+    "IMAGECI_MEMORY_BUDGET_MB": "the engine's memory budget",
+    "IMAGECI_CPU_BUDGET": "the engine's CPU budget",
+}
+
+
+def default_home(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("IMAGECI_HOME"):
+        return Path(env["IMAGECI_HOME"]).expanduser().resolve()
+    xdg = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(xdg) / "imageci"
+
+
+def _parse(env: Mapping[str, str], name: str, kind: Callable[[str], T], what: str,
+           ok: Callable[[T], bool] = lambda _v: True) -> T | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise UsageError(f"{name} must be {what} (got {raw!r})")
+    return value
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -28,6 +67,13 @@ class Settings:
     db_url: str
     jobs: int
     build_cache: Path | None
+    actor: str | None = None  # None: user@host
+    hosts_file: Path | None = None  # None: $IMAGECI_HOME/hosts.yaml
+    qemu_accel: str = "auto"  # kvm | tcg | auto
+    warm_vms: int = 1
+    tcg_multiplier: float = 3.0
+    memory_budget_mb: int | None = None  # None: 80% of available memory
+    cpu_budget: float | None = None  # None: the number of cores
 
     @property
     def store_dir(self) -> Path:
@@ -46,17 +92,36 @@ class Settings:
         return self.home / "runs"
 
     @property
+    def hosts(self) -> Path:
+        return self.hosts_file or self.home / "hosts.yaml"
+
+    @property
     def home_id(self) -> str:
         """Names this home on host-wide resources (cgroups, container labels)."""
         return home_id(self.home)
 
     @classmethod
-    def load(cls, home: Path | None = None) -> Settings:
-        home = (home or default_home()).resolve()
-        db_url = os.environ.get("IMAGECI_DB_URL") or f"sqlite:///{home / 'catalog.db'}"
-        jobs = int(os.environ.get("IMAGECI_JOBS") or (os.cpu_count() or 1))
-        cache = os.environ.get("IMAGECI_BUILD_CACHE")
-        return cls(home=home, db_url=db_url, jobs=max(1, jobs), build_cache=Path(cache) if cache else None)
+    def load(cls, home: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = (home or default_home(env)).resolve()
+        accel = env.get("IMAGECI_QEMU_ACCEL") or "auto"
+        if accel not in ("kvm", "tcg", "auto"):
+            raise UsageError(f"IMAGECI_QEMU_ACCEL must be kvm, tcg or auto (got {accel!r})")
+        cache, hosts = env.get("IMAGECI_BUILD_CACHE"), env.get("IMAGECI_HOSTS")
+        return cls(
+            home=home,
+            db_url=env.get("IMAGECI_DB_URL") or f"sqlite:///{home / 'catalog.db'}",
+            jobs=_parse(env, "IMAGECI_JOBS", int, "a whole number ≥ 1", lambda v: v >= 1) or (os.cpu_count() or 1),
+            build_cache=Path(cache) if cache else None,
+            actor=env.get("IMAGECI_ACTOR") or None,
+            hosts_file=Path(hosts) if hosts else None,
+            qemu_accel=accel,
+            warm_vms=_or(_parse(env, "IMAGECI_WARM_VMS", int, "a whole number ≥ 0", lambda v: v >= 0), 1),
+            tcg_multiplier=_parse(env, "IMAGECI_TCG_MULTIPLIER", float, "a number > 0", lambda v: v > 0) or 3.0,
+            memory_budget_mb=_parse(env, "IMAGECI_MEMORY_BUDGET_MB", int, "a whole number of MiB > 0",
+                                    lambda v: v > 0),
+            cpu_budget=_parse(env, "IMAGECI_CPU_BUDGET", float, "a number of CPUs > 0", lambda v: v > 0),
+        )
 
     def ensure(self) -> None:
         for d in (self.home, self.store_dir, self.tmp_dir, self.rootfs_cache, self.runs_dir):

@@ -48,7 +48,7 @@ class Session:
     def catalog(self) -> Catalog:
         """The catalog, opened on first use; runs whose process died are marked aborted then."""
         if self._catalog is None:
-            self._catalog = Catalog.open(self.settings.db_url)
+            self._catalog = Catalog.open(self.settings.db_url, self.settings.actor)
             for run in self._catalog.abort_dead_runs(lambda owner: lock_alive(Path(owner))):
                 n = len(self._catalog.attempts(run.image_digest, run_id=run.id))
                 log.warning("run %s was aborted: the imageci process running it died (killed or crashed); "

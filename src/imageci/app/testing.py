@@ -10,6 +10,7 @@ from pathlib import Path
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
 from imageci.app.versions import image_handle, label
+from imageci.engine.budget import Budget, default_budget
 from imageci.engine.runner import Engine, EventFn, RunReport, TestResult
 from imageci.exitcodes import ExitCode
 from imageci.reports.junit import write_junit
@@ -42,8 +43,10 @@ def log_text(session: Session, result: TestResult) -> str:
 def execute(session: Session, plan: TestPlan, on_event: EventFn | None = None) -> RunOutcome:
     request = plan.request
     backends = {name: make_backend(name, session.settings) for name in plan.testbeds}
+    settings = session.settings
     engine = Engine(session.catalog, session.store, backends, jobs=plan.jobs, on_event=on_event, fresh=plan.fresh,
-                    waiver=plan.waiver, owner=str(session.owner.lock_path), limits=plan.limits)
+                    waiver=plan.waiver, owner=str(session.owner.lock_path), limits=plan.limits,
+                    budget=Budget(default_budget(settings.memory_budget_mb, settings.cpu_budget)))
     version = plan.version
     report = engine.run(version, plan.checks, plan.testbeds, retries=request.retries, rerun_all=request.rerun_all,
                         image=image_handle(session, version))

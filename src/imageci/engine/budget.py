@@ -23,11 +23,11 @@ def available_memory_mb() -> int:
     return 4096
 
 
-def default_budget() -> Cost:
-    mem = os.environ.get("IMAGECI_MEMORY_BUDGET_MB")
-    cpus = os.environ.get("IMAGECI_CPU_BUDGET")
-    return Cost(int(mem) if mem else int(available_memory_mb() * 0.8),
-                float(cpus) if cpus else float(os.cpu_count() or 1))
+def default_budget(memory_mb: int | None = None, cpus: float | None = None) -> Cost:
+    """The host's budget: ``memory_mb`` (default 80% of available memory) and ``cpus`` (default
+    the number of cores); Settings: IMAGECI_MEMORY_BUDGET_MB, IMAGECI_CPU_BUDGET."""
+    return Cost(memory_mb if memory_mb is not None else int(available_memory_mb() * 0.8),
+                cpus if cpus is not None else float(os.cpu_count() or 1))
 
 
 class Budget:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from imageci.errors import GateRefused, UsageError
 from imageci.policy.gate import GateResult
-from imageci.store.catalog import Catalog, current_actor
+from imageci.store.catalog import Catalog
 from imageci.store.models import State, Version, as_utc, utcnow
 
 
@@ -22,7 +22,7 @@ def promote(catalog: Catalog, version: Version, gate: GateResult | None, *, keep
             reason: str = "", actor: str | None = None) -> PromotionResult:
     """testing → stable when the gate holds (or ``force`` with a reason); then
     keep at most ``keep`` stable versions of the product, retiring the oldest."""
-    actor = actor or current_actor()
+    actor = actor or catalog.actor
     if force and not reason.strip():
         raise UsageError("--force needs --reason: a forced promotion is audited")
     if version.state == State.STABLE:
@@ -56,6 +56,6 @@ def prune(catalog: Catalog, *, older_than: timedelta, name: str | None = None, d
             continue
         pruned.append(v)
         if not dry_run:
-            catalog.transition(v.id, State.INACTIVE, actor=actor or current_actor(),
+            catalog.transition(v.id, State.INACTIVE, actor=actor or catalog.actor,
                                reason=f"pruned: in testing since {v.created_at:%Y-%m-%d} without a passing run")
     return pruned

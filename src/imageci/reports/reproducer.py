@@ -15,12 +15,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imageci.config import VARIABLES
 from imageci.fs import write_file_atomically
 
-# Settings that change what a run does; the reproducer pins them.
-PINNED_ENV = ("IMAGECI_HOME", "IMAGECI_DB_URL", "IMAGECI_TIMEOUT_MULTIPLIER", "IMAGECI_TCG_MULTIPLIER",
-              "IMAGECI_QEMU_ACCEL", "IMAGECI_MEMORY_BUDGET_MB", "IMAGECI_CPU_BUDGET", "IMAGECI_WARM_VMS",
-              "IMAGECI_SSH_CONFIG", "IMAGECI_HOSTS")
+# Every setting (imageci.config.VARIABLES) that is set is pinned.
+PINNED_ENV = tuple(VARIABLES)
 
 
 @dataclass

@@ -38,9 +38,7 @@ from imageci.store.refs import ImageRef, parse_ref
 
 
 def current_actor() -> str:
-    env = os.environ.get("IMAGECI_ACTOR")
-    if env:
-        return env
+    """user@host of this process (Settings.actor, IMAGECI_ACTOR, overrides it)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -61,13 +59,14 @@ class TransitionError(UsageError):
 
 
 class Catalog:
-    def __init__(self, engine: Engine, url: str = "") -> None:
+    def __init__(self, engine: Engine, url: str = "", actor: str | None = None) -> None:
         self.engine = engine
         self.url = url or str(engine.url)
+        self.actor = actor or current_actor()  # who audit events and runs name, unless a call says
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str) -> Catalog:
+    def open(cls, url: str, actor: str | None = None) -> Catalog:
         """Open (and migrate) the catalog at ``url``, creating it only where nothing exists.
         A damaged or foreign database raises CatalogUnusableError and is left as it is."""
         database.check_file(url)
@@ -80,7 +79,7 @@ class Catalog:
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine, url)
+        return cls(engine, url, actor)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -119,7 +118,7 @@ class Catalog:
                          publish_to_testing: bool = True) -> Version:
         """Record a complete version and (by default) publish it to ``testing``,
         all in one transaction: a version is never visible half-registered."""
-        actor = actor or current_actor()
+        actor = actor or self.actor
         for attempt in range(5):
             try:
                 with self.session() as s:
@@ -176,7 +175,7 @@ class Catalog:
                 raise TransitionError(f"{v.product.name}@{v.serial}: cannot go from {frm} to {to}")
             v.state = to.value
             s.add(Event(version_id=v.id, from_state=frm.value, to_state=to.value,
-                        actor=actor or current_actor(), reason=reason, at=utcnow()))
+                        actor=actor or self.actor, reason=reason, at=utcnow()))
             return v
 
     def find_by_input_hash(self, name: str, input_hash: str) -> Version | None:
@@ -261,7 +260,7 @@ class Catalog:
         later imageci on this host can tell a run whose process died (see :meth:`abort_dead_runs`)."""
         with self.session() as s:
             run = Run(image_digest=image_digest, version_id=version_id, started_at=utcnow(),
-                      options=json.dumps(options, sort_keys=True), actor=current_actor(),
+                      options=json.dumps(options, sort_keys=True), actor=self.actor,
                       status=RunStatus.RUNNING.value, host=socket.gethostname(), owner=owner)
             s.add(run)
             s.flush()

@@ -76,7 +76,10 @@ class QemuBackend(Backend):
 
     def __init__(self, home: Path, rootfs_cache: Path, *, cpus: int = 1,
                  boot_timeout: float | None = None, snapshot: bool = True, accel: str | None = None,
-                 keep_warm: bool = False, warm: int | None = None) -> None:
+                 keep_warm: bool = False, warm: int = 1, tcg_multiplier: float = 3.0) -> None:
+        """``accel``: kvm, tcg or auto (KVM when proven); ``warm``: VMs restored ahead of time per image;
+        ``tcg_multiplier``: test timeouts × this under TCG (Settings: IMAGECI_QEMU_ACCEL, _WARM_VMS,
+        _TCG_MULTIPLIER)."""
         self.vm_cache = home / "vm"
         self.rootfs_cache = rootfs_cache
         self.workroot = home / "tmp" / "vms"
@@ -84,7 +87,8 @@ class QemuBackend(Backend):
         self.boot_timeout = boot_timeout
         self.snapshot = snapshot
         self.accel_cache = AccelCache(home / "host-probes.json")
-        self._accel = accel or os.environ.get("IMAGECI_QEMU_ACCEL", "auto")
+        self._accel = accel or "auto"
+        self.tcg_multiplier = tcg_multiplier
         self._lock = threading.RLock()  # template() boots while holding it and re-enters
         self._templates: dict[tuple[str, Shape], Template] = {}
         self._run_dir: Path | None = None
@@ -94,7 +98,7 @@ class QemuBackend(Backend):
         self.cost = Cost(memory_mb=DEFAULT_SHAPE.memory_mb + 256, cpus=float(cpus))
         self.keep_warm = keep_warm  # keep templates across engine runs until shutdown()
         # VMs restored ahead of time per image, so a test rarely waits for a restore
-        self.warm = int(os.environ.get("IMAGECI_WARM_VMS", "1")) if warm is None else warm
+        self.warm = warm
         self._warm: dict[tuple[str, Shape], list[tuple[Vm, SshTestbed, Path]]] = {}
         self._filling = 0
         self._stopping = False
@@ -112,7 +116,7 @@ class QemuBackend(Backend):
         return "kvm" if self.accel_cache.get().kvm else "tcg"
 
     def timeout_multiplier(self, architecture: str | None = None) -> float:
-        return 1.0 if self.accel(architecture) == "kvm" else float(os.environ.get("IMAGECI_TCG_MULTIPLIER", "3"))
+        return 1.0 if self.accel(architecture) == "kvm" else self.tcg_multiplier
 
     def why_not(self, image: ImageHandle) -> str | None:
         spec = vm_arch(image.architecture)

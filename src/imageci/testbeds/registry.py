@@ -15,7 +15,8 @@ from imageci.testbeds.ssh import SshBackend, load_host
 _FACTORIES: dict[str, Callable[[Settings], Backend]] = {
     "sandbox": lambda s: SandboxBackend(s.rootfs_cache, s.tmp_dir / "sandboxes"),
     "podman": lambda s: PodmanBackend(s.home, s.rootfs_cache),
-    "qemu": lambda s: QemuBackend(s.home, s.rootfs_cache),
+    "qemu": lambda s: QemuBackend(s.home, s.rootfs_cache, accel=s.qemu_accel, warm=s.warm_vms,
+                                  tcg_multiplier=s.tcg_multiplier),
 }
 
 
@@ -26,7 +27,7 @@ def backend_names() -> list[str]:
 def make_backend(name: str, settings: Settings) -> Backend:
     if name.startswith("ssh:"):
         host = name.removeprefix("ssh:")
-        return SshBackend(name, load_host(settings.home, host), settings.home / "known_hosts")
+        return SshBackend(name, load_host(settings.hosts, host), settings.home / "known_hosts")
     try:
         factory = _FACTORIES[name]
     except KeyError:

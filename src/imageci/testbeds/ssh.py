@@ -58,12 +58,8 @@ class HostsFile(BaseModel):
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
 
 
-def hosts_file(home: Path) -> Path:
-    return Path(os.environ.get("IMAGECI_HOSTS") or home / "hosts.yaml")
-
-
-def load_host(home: Path, name: str) -> HostConfig:
-    path = hosts_file(home)
+def load_host(path: Path, name: str) -> HostConfig:
+    """Host ``name`` from the hosts file at ``path`` (Settings.hosts)."""
     if not path.exists():
         raise UsageError(f"no hosts file at {path}: declare ssh hosts there (see README, 'ssh testbed')")
     hosts = validate(HostsFile, load_yaml(path)).hosts
