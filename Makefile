@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := examples/debian-bookworm-minimal/image.yaml
 
-.PHONY: setup host-setup test-host-setup venv run test lint bench clean
+.PHONY: setup host-setup test-host-setup venv run test unit lint bench clean
 
 setup: host-setup venv
 
@@ -33,9 +33,13 @@ out:
 
 run: | out
 
-## unit + integration tests with the real tools (mmdebstrap, bwrap, overlayfs, PostgreSQL)
+## unit + integration tests with the real tools (mmdebstrap, bwrap, overlayfs, PostgreSQL); as root
 test: test-host-setup venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## the tests that need no root (pure logic, catalog, CLI parsing, formats), as any user
+unit: venv
+	$(BIN)/python -m pytest -q -m "not root" $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -89,10 +89,7 @@ def image_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, V
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private PostgreSQL server on 127.0.0.1, started for this test session."""
     bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not bins:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed (scripts/host-setup.sh --test installs it)")
-        pytest.skip("PostgreSQL server binaries not installed")
+    require_tool(bool(bins), "PostgreSQL")
     bindir = bins[-1].parent
     import socket
     import tempfile
@@ -158,6 +155,21 @@ def write_suite(directory: Path, scripts: dict[str, str], suite_yaml: str | None
     if suite_yaml is not None:
         (directory / "suite.yaml").write_text(suite_yaml)
     return directory
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``root`` fails (never skips) when not run as root: `make test` is the whole
+    suite; `make unit` deselects these (``-m "not root"``) for a run as an ordinary user."""
+    if item.get_closest_marker("root") is not None and os.geteuid() != 0:
+        pytest.fail("needs root (mounts, builds, containers): run `make test` as root, or `make unit` "
+                    "for the tests that do not", pytrace=False)
+
+
+def require_tool(present: bool, what: str) -> None:
+    """A tool that scripts/host-setup.sh --test installs is part of the test environment:
+    missing, the test fails with the fix; it is never skipped."""
+    if not present:
+        pytest.fail(f"{what} is not installed (scripts/host-setup.sh --test installs it)", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

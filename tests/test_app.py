@@ -28,7 +28,7 @@ from imageci.store.snapshots import DamagedSnapshotError, pack_tree, unpack_tree
 from conftest import BUILD_CACHE, EXAMPLE, Env, build_example, make_env, write_suite
 
 NAME = "debian-bookworm-minimal"
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+needs_root = pytest.mark.root
 
 
 @pytest.fixture
@@ -94,6 +94,7 @@ def test_a_hostile_snapshot_is_refused_and_nothing_lands_outside(tmp_path: Path,
         unpack_tree(store, garbage, tmp_path / "cache" / "suites")
 
 
+@needs_root
 def test_build_records_definition_suite_and_config_so_runs_need_no_build_files(
         env: Env, session: Session, tmp_path: Path) -> None:
     build_example(env)  # fills the shared build cache
@@ -110,6 +111,7 @@ def test_build_records_definition_suite_and_config_so_runs_need_no_build_files(
     assert gating.gate(session, version) is not None  # the gate comes from the stored definition
 
 
+@needs_root
 def test_rebuilding_unchanged_inputs_records_the_new_suite_and_gate(env: Env, session: Session,
                                                                     tmp_path: Path) -> None:
     build_example(env)

@@ -5,7 +5,6 @@ DEP-8 ``Architecture:`` filters and quarantine scopes."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +48,7 @@ def foreign(foreign_env: Env) -> Version:
     return foreign_env.catalog.resolve("foreign")
 
 
+@pytest.mark.root
 def test_the_image_handle_and_capabilities_carry_the_recorded_architecture(foreign_env: Env,
                                                                            foreign: Version) -> None:
     e = foreign_env
@@ -59,6 +59,7 @@ def test_the_image_handle_and_capabilities_carry_the_recorded_architecture(forei
     assert sandbox.why_not(handle) == why_cannot_run(FOREIGN)
 
 
+@pytest.mark.root
 def test_the_oci_config_and_index_name_the_architecture(image_env: tuple[Env, Version], tmp_path: Path) -> None:
     e, version = image_env
     rootfs = e.store.verified_path(version.digest)
@@ -70,6 +71,7 @@ def test_the_oci_config_and_index_name_the_architecture(image_env: tuple[Env, Ve
     assert config["architecture"] == "arm64"
 
 
+@pytest.mark.root
 def test_a_foreign_vm_boots_under_its_own_qemu_with_tcg(image_env: tuple[Env, Version], tmp_path: Path) -> None:
     e, _ = image_env
     qemu = QemuBackend(tmp_path, e.settings.rootfs_cache)
@@ -79,7 +81,7 @@ def test_a_foreign_vm_boots_under_its_own_qemu_with_tcg(image_env: tuple[Env, Ve
     assert vm_arch("amd64").binary == "qemu-system-x86_64"  # type: ignore[union-attr]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+@pytest.mark.root
 def test_a_host_that_cannot_run_the_image_skips_every_test_with_the_reason(foreign_env: Env,
                                                                           foreign: Version) -> None:
     e = foreign_env

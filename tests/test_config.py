@@ -51,3 +51,10 @@ def test_every_variable_is_documented_in_the_readme() -> None:
     read = set(re.findall(r"\b(IMAGECI_[A-Z_]+)\b", code)) - {"IMAGECI_TEST", "IMAGECI_TESTBED",
                                                               "IMAGECI_EXEC_SOCKET"}
     assert read <= set(VARIABLES), f"variables outside Settings: {read - set(VARIABLES)}"
+
+
+def test_jobs_must_be_positive(tmp_path: Path) -> None:
+    for bad in ("0", "-2"):
+        res = subprocess.run([sys.executable, "-m", "imageci.cli", "test", "any-image", "-j", bad],
+                             capture_output=True, text=True, env={**os.environ, "IMAGECI_HOME": str(tmp_path)})
+        assert res.returncode == 2 and "-j" in res.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -85,7 +84,7 @@ def test_malformed_control_names_file_and_line(tmp_path: Path, control: str, lin
     assert str(exc.value).startswith(str(tree / "debian" / "tests" / "control"))
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+@pytest.mark.root
 def test_autopkgtest_verdict_rules(image_env: tuple[Env, Version], tmp_path: Path) -> None:
     e, version = image_env
     tree = make_tree(tmp_path / "demo", (
@@ -127,7 +126,7 @@ def test_autopkgtest_verdict_rules(image_env: tuple[Env, Version], tmp_path: Pat
     assert isinstance(report.results[0].check, Dep8Check)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+@pytest.mark.root
 def test_dependency_sets_are_installed_once_per_image(image_env: tuple[Env, Version], tmp_path: Path) -> None:
     """The first test downloads bc from the Debian mirror; the second test and a
     later run install the same set from the cache, without the network."""

@@ -6,22 +6,21 @@ must give identical per-test verdicts."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, require_tool
 
 sys.path.insert(0, str(REPO / "bench"))
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="sandbox and autopkgtest unshare need root"),
-    pytest.mark.skipif(shutil.which("autopkgtest") is None and not os.environ.get("CI"),
-                       reason="autopkgtest not installed (scripts/host-setup.sh --test)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.root]  # sandbox and autopkgtest unshare need root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _autopkgtest() -> None:
+    require_tool(shutil.which("autopkgtest") is not None, "autopkgtest")
 
 
 def test_same_verdicts_as_autopkgtest() -> None:

@@ -72,7 +72,7 @@ def test_matching_scope_and_expiry(tmp_path: Path) -> None:
     assert [loc.line for loc in q.expired(TODAY)] == [7]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+@pytest.mark.root
 def test_quarantine_warn_skip_scope_and_expiry_in_a_run(image_env: tuple[Env, Version], tmp_path: Path) -> None:
     e, version = image_env
     d = write_suite(tmp_path / "s", {"warned.sh": FAILS, "skipped.sh": "#!/bin/sh\ntouch /ran\nexit 1\n",
@@ -122,7 +122,7 @@ def test_quarantine_warn_skip_scope_and_expiry_in_a_run(image_env: tuple[Env, Ve
     assert sorted(t for t, _ in gate.satisfied) == ["fine", "skipped", "warned"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+@pytest.mark.root
 def test_new_tests_only_warn_during_their_grace_period(image_env: tuple[Env, Version], tmp_path: Path) -> None:
     e, version = image_env
     name = f"brand-new-{os.getpid()}"
@@ -147,7 +147,7 @@ def test_new_tests_only_warn_during_their_grace_period(image_env: tuple[Env, Ver
     assert bad.returncode == 2 and "suite.yaml:1" in bad.stderr and "bad duration" in bad.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+@pytest.mark.root
 def test_flaky_report_lists_transient_failures_with_attempt_numbers(image_env: tuple[Env, Version]) -> None:
     e, version = image_env
     tag = os.urandom(3).hex()

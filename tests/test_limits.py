@@ -62,7 +62,7 @@ def test_suite_yaml_headers_and_rules_declare_limits(tmp_path: Path) -> None:
     assert exc.value.line == 3 and "not a size" in str(exc.value)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+@pytest.mark.root
 def test_a_limit_that_stops_a_test_is_named_and_a_test_can_declare_more(image_env: tuple[Env, Version],
                                                                          tmp_path: Path) -> None:
     e, version = image_env
@@ -91,7 +91,7 @@ def test_a_limit_that_stops_a_test_is_named_and_a_test_can_declare_more(image_en
     assert more.returncode == 0, more.stdout + more.stderr  # the command line wins over the declarations
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+@pytest.mark.root
 def test_200_mb_of_output_costs_constant_memory_and_a_bounded_log(image_env: tuple[Env, Version],
                                                                   tmp_path: Path) -> None:
     e, version = image_env
@@ -109,10 +109,11 @@ def test_200_mb_of_output_costs_constant_memory_and_a_bounded_log(image_env: tup
     assert attempt["reason"] == "exit 3: the-end"
 
 
+@pytest.mark.root
 def test_imageci_s_own_memory_stays_flat_while_a_test_writes_200_mb(image_env: tuple[Env, Version],
                                                                     tmp_path: Path) -> None:
     if os.geteuid() != 0:
-        pytest.skip("the sandbox testbed needs root")
+        pytest.fail("the sandbox testbed needs root", pytrace=False)
     e, version = image_env
     name = f"flood-{os.urandom(3).hex()}"
     d = write_suite(tmp_path / "s", {f"{name}.sh": "#!/bin/sh\nhead -c 200000000 /dev/zero\n"})

@@ -18,7 +18,7 @@ from imageci.store.models import Version
 
 from conftest import IMAGECI, REPO, Env, write_suite
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")
+pytestmark = pytest.mark.root
 
 
 def test_doctor_reports_what_runs_and_why_not(image_env: tuple[Env, Version]) -> None:

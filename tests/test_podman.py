@@ -25,12 +25,14 @@ from imageci.testbeds.podman import LABEL, PodmanBackend, PodmanTestbed, explain
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 
-from conftest import EXAMPLE, REPO, Env, build_example, write_suite
+from conftest import EXAMPLE, REPO, Env, build_example, require_tool, write_suite
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="rootful podman"),
-    pytest.mark.skipif(shutil.which("podman") is None and not os.environ.get("CI"), reason="podman not installed"),
-]
+pytestmark = pytest.mark.root  # rootful podman
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _podman() -> None:
+    require_tool(shutil.which("podman") is not None, "podman")
 VM_DEF = REPO / "examples" / "debian-bookworm-vm" / "image.yaml"
 
 

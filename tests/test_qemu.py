@@ -3,7 +3,6 @@ KVM only where a real boot proves it works)."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -20,19 +19,19 @@ from imageci.definitions.dep8 import load_dep8
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine, RunReport
 from imageci.store.models import Version
-from imageci.testbeds.accel import AccelCache, AccelProbe
 from imageci.testbeds.accel import qemu_binary as find_qemu
 from imageci.testbeds.qemu import QemuBackend
 from imageci.verdicts import Verdict
 
-from conftest import REPO, Env, build_example, write_suite
+from conftest import REPO, Env, build_example, require_tool, write_suite
 
 VM_DEF = REPO / "examples" / "debian-bookworm-vm" / "image.yaml"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="reads the whole rootfs to make a disk"),
-    pytest.mark.skipif(find_qemu() is None and not os.environ.get("CI"), reason="qemu not installed"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.root]  # reads the whole rootfs to make a disk
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _qemu() -> None:
+    require_tool(find_qemu() is not None, "qemu")
 
 
 @pytest.fixture(scope="module")
@@ -148,29 +147,3 @@ def test_vm_that_never_becomes_ready_is_an_error_with_its_console(vm: tuple[Env,
     log = e.store.read_bytes(result.attempts[0].log_digest)  # type: ignore[arg-type]
     assert b"--- console" in log
     assert re.search(rb"\[\s*\d+\.\d+\] ", log)  # the kernel had started printing: its log is kept
-
-
-def test_accel_probe_is_cached_and_can_be_demoted(tmp_path: Path) -> None:
-    cache = AccelCache(tmp_path / "probes.json")
-    first = cache.get()
-    assert first.why  # always says why
-    cache.record(AccelProbe(False, "a guest hung at boot under KVM", time.time()))
-    again = cache.get()
-    assert again.kvm is False and "hung" in again.why
-    backend = QemuBackend(tmp_path, tmp_path)
-    backend.accel_cache = cache
-    assert backend.accel() == "tcg" and backend.timeout_multiplier() > 1
-
-
-def test_a_vm_s_endless_console_output_is_kept_bounded_on_the_host(tmp_path: Path) -> None:
-    from imageci.testbeds.vmconsole import CONSOLE_KEEP, bound_file, console_tail
-
-    console = tmp_path / "console.log"
-    with console.open("ab") as fh:  # as qemu appends the guest's serial output
-        fh.write(b"boot\n" + b"x" * (40 << 20) + b"\nthe end\n")
-        bound_file(console)
-        fh.write(b"more\n")  # qemu's offset stays valid
-    st = console.stat()
-    assert st.st_size == 5 + (40 << 20) + 9 + 5
-    assert st.st_blocks * 512 <= CONSOLE_KEEP + (1 << 20)  # the rest was returned to the host
-    assert console_tail(console, 14) == "\nthe end\nmore\n"  # read from the end, never the whole hole

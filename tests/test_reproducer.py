@@ -15,7 +15,7 @@ from imageci.store.models import Version
 
 from conftest import Env, write_suite
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+pytestmark = pytest.mark.root
 
 
 def test_reproducer_reruns_the_same_test_revision_with_the_same_options(image_env: tuple[Env, Version],

@@ -94,7 +94,7 @@ def _dir(name: str) -> tuple[tarfile.TarInfo, None]:
     return info, None
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the rootfs keeps root ownership")
+@pytest.mark.root  # the rootfs keeps root ownership
 def test_a_changed_cache_is_unpacked_again_and_verify_compares_it_with_the_blob(tmp_path: Path,
                                                                               caplog: pytest.LogCaptureFixture) -> None:
     from imageci.build import rootfs

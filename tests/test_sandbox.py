@@ -20,7 +20,7 @@ from imageci.testbeds.sandbox import SandboxBackend, SandboxTestbed
 
 from conftest import Env
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,14 @@ from imageci.testbeds.registry import make_backend
 from imageci.testbeds.ssh import HostConfig, SshTestbed, load_host
 from imageci.verdicts import Verdict
 
-from conftest import Env, write_suite
+from conftest import Env, require_tool, write_suite
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-pytestmark = pytest.mark.skipif(not os.path.exists(SSHD) and not os.environ.get("CI"),
-                                reason="openssh-server not installed")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _sshd() -> None:
+    require_tool(os.path.exists(SSHD), "openssh-server (sshd)")
 
 
 def _free_port() -> int:
@@ -72,6 +75,7 @@ def bed(sshd: HostConfig, tmp_path: Path) -> Iterator[SshTestbed]:
     tb.close()
 
 
+@pytest.mark.root
 def test_exec_streams_exit_codes_env_and_cwd(bed: SshTestbed) -> None:
     r = bed.exec(["sh", "-c", 'echo "out $FOO $(pwd)"; echo err >&2; exit 4'], env={"FOO": "a b"}, cwd="/tmp")
     assert (r.exit_code, r.stdout, r.stderr) == (4, b"out a b /tmp\n", b"err\n")
@@ -79,6 +83,7 @@ def test_exec_streams_exit_codes_env_and_cwd(bed: SshTestbed) -> None:
     assert bed.exec(["printf", "%s|", "it's", "$HOME", "a;b"]).stdout == b"it's|$HOME|a;b|"  # argv is quoted
 
 
+@pytest.mark.root
 def test_copy_roundtrip_and_cleanup(bed: SshTestbed, tmp_path: Path) -> None:
     src = tmp_path / "script.sh"
     src.write_text("#!/bin/sh\necho copied\n")
@@ -93,6 +98,7 @@ def test_copy_roundtrip_and_cleanup(bed: SshTestbed, tmp_path: Path) -> None:
     assert not Path(dest).exists()  # copied files are removed on close (the host is this machine)
 
 
+@pytest.mark.root
 def test_timeout_kills_the_remote_process_group(bed: SshTestbed) -> None:
     marker = f"sshmark{uuid.uuid4().hex[:6]}"
     r = bed.exec(["sh", "-c", f"cp /bin/sleep /tmp/{marker}; /tmp/{marker} 300 & /tmp/{marker} 301; wait"],
@@ -110,6 +116,7 @@ def test_unreachable_host_is_a_testbed_error(tmp_path: Path) -> None:
         SshTestbed("ssh:gone", cfg, tmp_path / "kh").open()
 
 
+@pytest.mark.root
 def test_revert_is_refused(bed: SshTestbed) -> None:
     assert "revert" not in bed.capabilities()
     with pytest.raises(TestbedError):
@@ -125,6 +132,7 @@ def test_hosts_file_errors_name_the_line(tmp_path: Path) -> None:
     assert exc.value.line == 4 and "prot" in str(exc.value)
 
 
+@pytest.mark.root
 def test_suite_on_ssh_host_through_the_engine(image_env: tuple[Env, Version], sshd: HostConfig,
                                              tmp_path: Path) -> None:
     e, version = image_env

@@ -4,7 +4,6 @@ container-structure-test binary (tar driver) on the same image."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import stat
@@ -19,12 +18,12 @@ from imageci.engine.runner import Engine
 from imageci.errors import SourceError
 from imageci.store.models import Version
 
-from conftest import REPO, Env, write_suite
+from conftest import REPO, Env, require_tool, write_suite
 
 sys.path.insert(0, str(REPO / "bench"))
 import structure_vs_cst as structure_bench  # noqa: E402
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+needs_root = pytest.mark.root
 
 CONFIG = """schemaVersion: "2.0.0"
 globalEnvVars:
@@ -215,10 +214,8 @@ def test_suite_yaml_brings_structure_files_into_the_suite(image_env: tuple[Env, 
 @needs_root
 def test_verdict_parity_with_container_structure_test(image_env: tuple[Env, Version], tmp_path: Path) -> None:
     """The real container-structure-test (tar driver: files, metadata, licenses) and imageci agree."""
-    if not (structure_bench.peer_binary() and shutil.which("skopeo")):
-        if os.environ.get("CI"):
-            pytest.fail("container-structure-test or skopeo missing (make venv; scripts/host-setup.sh --test)")
-        pytest.skip("container-structure-test or skopeo missing")
+    require_tool(bool(structure_bench.peer_binary()), "container-structure-test (make venv)")
+    require_tool(shutil.which("skopeo") is not None, "skopeo")
     e, version = image_env
     handle = Engine(e.catalog, e.store, {}).image_handle(version)
     theirs = structure_bench.run_peer(structure_bench.peer_archive(handle, tmp_path), structure_bench.CONFIG)

@@ -103,3 +103,20 @@ def test_needs_no_testbed_offers_are_warned_about_with_file_and_line(tmp_path: P
     assert warnings[0].startswith(f"{d / 'a.sh'}:2: needs 'netwrok'") and "did you mean 'network'" in warnings[0]
     assert warnings[1].startswith(f"{d / 'suite.yaml'}:5: needs 'isolation-vm'")
     assert not load_suite(write_suite(tmp_path / "ok", {"c.sh": "#!/bin/sh\n# imageci-needs: kvm, gpu\n"})).warnings
+
+
+def test_bad_hygiene_options_name_the_line(tmp_path: Path) -> None:
+    from imageci.checks.suite import suite_checks
+
+    d = write_suite(tmp_path / "s", {}, "builtins:\n  - no-core-files\n  - name: var-log-bounded\n    max-mb: lots\n")
+    with pytest.raises(SourceError) as err:
+        suite_checks(load_suite(d))
+    assert err.value.line == 3 and "max-mb must be a number" in str(err.value)
+    d = write_suite(tmp_path / "t", {}, "builtins:\n  - name: hygiene\n    allow: /x\n")
+    with pytest.raises(SourceError) as err:
+        suite_checks(load_suite(d))
+    assert err.value.line == 2 and "takes no options" in str(err.value)
+    d = write_suite(tmp_path / "u", {"no-core-files.sh": "#!/bin/sh\ntrue\n"}, "builtins:\n  - hygiene\n")
+    with pytest.raises(SourceError) as err:
+        suite_checks(load_suite(d))
+    assert err.value.line == 2 and "'no-core-files', the name of a script test" in str(err.value)

@@ -17,7 +17,7 @@ from imageci.store.models import Version
 
 from conftest import Env, write_suite
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox testbed needs root")
+needs_root = pytest.mark.root
 
 MODULE = '''
 import pytest
