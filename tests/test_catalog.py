@@ -188,3 +188,8 @@ def test_the_cli_refuses_a_zero_byte_catalog_with_its_own_exit_code(tmp_path: Pa
     res = subprocess.run([sys.executable, "-m", "imageci.cli", "results", "demo"], capture_output=True, text=True,
                          env=env)
     assert res.returncode == 8 and "not a SQLite database" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_head_revision_opening_compares_with_is_alembic_s_head() -> None:
+    """Opening an up-to-date catalog compares with database.HEAD and never imports Alembic."""
+    assert database.HEAD == database.head_revision()

@@ -11,7 +11,7 @@ from imageci.app.gating import gate
 from imageci.app.planning import TestRequest
 from imageci.app.session import Session
 from imageci.app.testing import PlanFn, RunOutcome, run_tests
-from imageci.app.versions import gate_of, keep_of, label, suite_dir_of
+from imageci.app.versions import gate_of, keep_of, suite_dir_of
 from imageci.build.service import BuildResult
 from imageci.definitions.image import load_definition
 from imageci.engine.runner import EventFn
@@ -19,7 +19,7 @@ from imageci.errors import UsageError
 from imageci.exitcodes import ExitCode
 from imageci.policy.gate import GateResult
 from imageci.policy.promote import PromotionResult, promote
-from imageci.store.models import State
+from imageci.store.models import State, label
 
 
 @dataclass

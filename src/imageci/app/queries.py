@@ -10,10 +10,8 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 
 from imageci.app.session import Session
-from imageci.app.versions import label
 from imageci.errors import UsageError
-from imageci.policy.flake import flaky_report
-from imageci.store.models import CHANNELS, State, as_utc, utcnow
+from imageci.store.models import CHANNELS, State, as_utc, label, utcnow
 
 
 class ImageRow(BaseModel):
@@ -138,6 +136,8 @@ class FlakyRow(BaseModel):
 
 def flaky(session: Session, name: str | None = None, since: timedelta = timedelta(days=30)) -> list[FlakyRow]:
     """Every transient failure since ``since`` ago: a test that failed and then passed in one run."""
+    from imageci.policy.flake import flaky_report  # its quarantine models are not needed by other queries
+
     return [FlakyRow(image=f"{e.product}@{e.serial}", run=e.run_id, test=e.test_id, testbed=e.testbed,
                      failed_attempts=e.failed_attempts,
                      attempts=[FlakyAttempt(attempt=n, verdict=v) for n, v in e.attempts])

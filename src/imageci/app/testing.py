@@ -9,13 +9,14 @@ from pathlib import Path
 
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
-from imageci.app.versions import image_handle, label
+from imageci.app.versions import image_handle
 from imageci.engine.budget import Budget, default_budget
 from imageci.engine.runner import Engine, EventFn, RunReport, TestResult
 from imageci.exitcodes import ExitCode
 from imageci.reports.junit import write_junit
 from imageci.reports.reproducer import RunSpec, write_reproducer
 from imageci.reports.tap import write_tap
+from imageci.store.models import label
 from imageci.testbeds.registry import make_backend
 
 PlanFn = Callable[[TestPlan], None]

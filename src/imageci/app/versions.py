@@ -16,13 +16,9 @@ from imageci.app.session import Session
 from imageci.build.oci import ImageConfig, image_config
 from imageci.definitions.image import Gate, ImageDefinition, load_definition, parse_definition
 from imageci.errors import ImageciError, UsageError
-from imageci.store.models import OCI_CONFIG, SUITE, Version
+from imageci.store.models import OCI_CONFIG, SUITE, Version, label
 from imageci.store.snapshots import unpack_tree
 from imageci.testbeds.base import ImageHandle
-
-
-def label(version: Version) -> str:
-    return f"{version.product.name}@{version.serial}"
 
 
 def definition_of(version: Version) -> ImageDefinition | None:

@@ -4,6 +4,7 @@ turning errors into the documented exit codes."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import signal
 import sys
@@ -22,6 +23,11 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def print_json(doc: object) -> None:
+    """Machine-readable output: plain JSON on stdout (no styling; fast for large outputs)."""
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 class _ConsoleLog(logging.Handler):

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from imageci import __version__
-from imageci.app import building, gating, queries, upkeep
-from imageci.app.pipeline import pipeline as run_pipeline
-from imageci.app.planning import Fresh, TestRequest
-from imageci.app.session import Session
-from imageci.app.testing import run_tests
-from imageci.app.versions import label
-from imageci.build.service import BuildResult
-from imageci.cli.context import console, err_console, handle_errors, show_warnings
-from imageci.cli.testing import COLOURS, show_event, show_outcome, show_plan
-from imageci.definitions.durations import parse_duration
-from imageci.errors import UsageError
-from imageci.exitcodes import ExitCode
+from imageci.cli.context import console, err_console, handle_errors, print_json, show_warnings
+
+# Commands import what they use when they run: `imageci --version` and the queries start fast.
+if TYPE_CHECKING:
+    from imageci.app.planning import Fresh, TestRequest
+    from imageci.app.session import Session
+    from imageci.build.service import BuildResult
 
 app = typer.Typer(help="Continuous integration for OS and container images.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -67,6 +59,8 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version_cb
 
 
 def _build(session: Session, definition: Path, force: bool, suite: Path | None = None) -> BuildResult:
+    from imageci.app import building
+
     with console.status(f"building {definition}…") as status:
         def on_line(line: str) -> None:
             if line.startswith(("I:", "W:", "E:")):
@@ -77,6 +71,8 @@ def _build(session: Session, definition: Path, force: bool, suite: Path | None =
 
 
 def _show_build(result: BuildResult) -> None:
+    from imageci.store.models import label
+
     v = result.version
     if result.skipped:
         console.print(f"[cyan]unchanged inputs[/] (input hash {result.input_hash[:12]}): "
@@ -94,6 +90,8 @@ def build(definition: DefArg,
           force: Annotated[bool, typer.Option("--force", help="rebuild even if the inputs did not change")] = False,
           ) -> None:
     """Build an image from its definition and publish it to the testing channel."""
+    from imageci.app.session import Session
+
     _build(Session.open(), definition, force)
 
 
@@ -102,9 +100,14 @@ def build(definition: DefArg,
 def images(name: Annotated[str | None, typer.Argument(help="only this product")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """List products, versions, their states and channels."""
+    from rich.table import Table
+
+    from imageci.app import queries
+    from imageci.app.session import Session
+
     rows = queries.images(Session.open(), name)
     if as_json:
-        console.print_json(json.dumps([r.model_dump() for r in rows]))
+        print_json([r.model_dump(mode="json") for r in rows])
         return
     table = Table("name", "version", "state", "channels", "digest", "size", "created")
     for r in rows:
@@ -114,6 +117,8 @@ def images(name: Annotated[str | None, typer.Argument(help="only this product")]
 
 
 def _fresh(value: str | None) -> Fresh | None:
+    from imageci.errors import UsageError
+
     if value == "test":
         return "test"
     if value == "suite":
@@ -127,6 +132,8 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
              retries: int, rerun_all: bool, junit: Path | None, tap: Path | None, fresh: str | None,
              dep8: list[Path] | None, dep8_package: list[str] | None, quarantine: Path | None,
              structure: list[Path] | None, testinfra: list[Path] | None, limit: list[str] | None) -> TestRequest:
+    from imageci.app.planning import TestRequest
+
     return TestRequest(ref=ref, tests=tests, suite=suite, testbeds=testbed or [], jobs=jobs, retries=retries,
                        rerun_all=rerun_all, junit=junit, tap=tap, fresh=_fresh(fresh), dep8=dep8 or [],
                        dep8_packages=dep8_package or [], quarantine=quarantine, structure=structure or [],
@@ -134,6 +141,10 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
 
 
 def _run(request: TestRequest) -> None:
+    from imageci.app.session import Session
+    from imageci.app.testing import run_tests
+    from imageci.cli.testing import show_event, show_outcome, show_plan
+
     outcome = run_tests(Session.open(), request, on_plan=show_plan, on_event=show_event)
     show_outcome(outcome)
     raise typer.Exit(int(outcome.exit_code))
@@ -172,9 +183,15 @@ RUN_NOTES = {"aborted": "the imageci process running it died; what it recorded i
 def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help="only these tests")] = None,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every recorded attempt for an image: verdict, duration, log path."""
+    from rich.table import Table
+
+    from imageci.app import queries
+    from imageci.app.session import Session
+    from imageci.cli.testing import COLOURS
+
     res = queries.results(Session.open(), ref, tests)
     if as_json:
-        console.print_json(json.dumps(res.model_dump(include={"image", "digest", "runs", "attempts"})))
+        print_json(res.model_dump(mode="json", include={"image", "digest", "runs", "attempts"}))
         return
     console.print(f"{res.image} ({res.state}) {res.digest[:19]}")
     for run in res.runs:
@@ -199,6 +216,10 @@ def promote(ref: RefArg,
             reason: Annotated[str, typer.Option("--reason", help="why (required with --force; audited)")] = "",
             ) -> None:
     """Promote a version to stable; refused unless its gate holds."""
+    from imageci.app import gating
+    from imageci.app.session import Session
+    from imageci.store.models import label
+
     promoted = gating.promote(Session.open(), ref, to=to, force=force, reason=reason)
     console.print(f"[green]promoted[/] {label(promoted.version)} to stable" + (" (forced)" if promoted.forced else ""))
     for old in promoted.retired:
@@ -214,6 +235,11 @@ def pipeline(definition: DefArg,
              dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
              structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None) -> None:
     """build → publish to testing → test the gate suite → promote to stable if the gate holds."""
+    from imageci.app.pipeline import pipeline as run_pipeline
+    from imageci.app.session import Session
+    from imageci.cli.testing import show_event, show_outcome, show_plan
+    from imageci.store.models import label
+
     request = _request("", None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
                        quarantine, structure, testinfra, limit)
     session = Session.open()
@@ -246,6 +272,11 @@ def pipeline(definition: DefArg,
 @handle_errors
 def events(ref: RefArg) -> None:
     """The audit trail of a version: every state change, who, when, why."""
+    from rich.table import Table
+
+    from imageci.app import queries
+    from imageci.app.session import Session
+
     table = Table("at", "event", "actor", "reason")
     for e in queries.events(Session.open(), ref):
         table.add_row(e.at.isoformat(timespec="seconds"), e.event, e.actor, e.reason)
@@ -257,6 +288,12 @@ def events(ref: RefArg) -> None:
 def verify() -> None:
     """Re-hash every blob in the artifact store, and compare every unpacked rootfs and VM disk
     with what it was made from; exit 7 if anything is corrupt (changed caches are discarded)."""
+    from rich.markup import escape
+
+    from imageci.app import upkeep
+    from imageci.app.session import Session
+    from imageci.exitcodes import ExitCode
+
     session = Session.open()
     out = upkeep.verify(session)
     for digest in out.corrupt:
@@ -270,6 +307,9 @@ def verify() -> None:
 
 
 def _duration(text: str) -> timedelta:
+    from imageci.definitions.durations import parse_duration
+    from imageci.errors import UsageError
+
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -282,6 +322,10 @@ def prune(older_than: Annotated[str, typer.Option("--older-than", help="age, e.g
           name: Annotated[str | None, typer.Option("--name", help="only this product")] = None,
           dry_run: Annotated[bool, typer.Option("--dry-run")] = False) -> None:
     """Retire testing versions older than a cutoff that never had a passing run."""
+    from imageci.app import gating
+    from imageci.app.session import Session
+    from imageci.store.models import label
+
     pruned = gating.prune(Session.open(), older_than=_duration(older_than), name=name, dry_run=dry_run)
     for v in pruned:
         console.print(f"{'would retire' if dry_run else 'retired'} {label(v)}")
@@ -294,9 +338,14 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
           since: Annotated[str, typer.Option("--since", help="how far back, e.g. 30d")] = "30d",
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every transient failure: tests that failed and then passed within one run, with the attempt numbers."""
+    from rich.table import Table
+
+    from imageci.app import queries
+    from imageci.app.session import Session
+
     rows = queries.flaky(Session.open(), name, _duration(since))
     if as_json:
-        console.print_json(json.dumps([r.model_dump() for r in rows]))
+        print_json([r.model_dump(mode="json") for r in rows])
         return
     table = Table("image", "run", "test", "testbed", "attempts")
     for r in rows:
@@ -312,9 +361,16 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
 def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """What this host can run (builder, sandbox, podman, qemu + KVM, ssh) and why not.
     Exit 0 when the embedded defaults (build + sandbox) work, 3 when they do not."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from imageci.app import upkeep
+    from imageci.app.session import Session
+    from imageci.exitcodes import ExitCode
+
     findings = upkeep.doctor(Session.open())
     if as_json:
-        console.print_json(json.dumps([f.__dict__ for f in findings]))
+        print_json([f.__dict__ for f in findings])
     else:
         table = Table("area", "check", "", "detail")
         for f in findings:
@@ -332,6 +388,9 @@ def gc(force: Annotated[bool, typer.Option("--force", help="even while another i
     """Remove what a crashed or killed imageci left behind: sandboxes and their
     mounts, disks, VMs, containers, build directories, cgroups; mark its runs aborted.
     Only this home's resources, and only those no live imageci holds."""
+    from imageci.app import upkeep
+    from imageci.app.session import Session
+
     out = upkeep.gc(Session.open(), force=force)
     for line in out.removed:
         console.print(line, highlight=False)

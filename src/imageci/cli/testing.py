@@ -6,10 +6,9 @@ from rich.markup import escape
 
 from imageci.app.planning import TestPlan
 from imageci.app.testing import RunOutcome
-from imageci.app.versions import label
 from imageci.cli.context import console
 from imageci.engine.runner import TestResult
-from imageci.store.models import Attempt
+from imageci.store.models import Attempt, label
 
 COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "flaky": "yellow"}
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from imageci.definitions.quarantine import Quarantine
 from imageci.engine.waivers import Waiver, WaiverFn
 from imageci.store.catalog import Catalog
-from imageci.store.models import Attempt, utcnow
+from imageci.store.models import utcnow
 from imageci.verdicts import Verdict
 
 
@@ -77,14 +77,7 @@ class FlakyEntry:
 
 def flaky_report(catalog: Catalog, product: str | None, since: datetime) -> list[FlakyEntry]:
     """Every transient failure: a test that failed (or errored) on some attempts
-    of a run and passed on a later one, with the attempt numbers."""
-    groups: dict[tuple[str, str, int, str, str], list[Attempt]] = {}
-    for prod, serial, a in catalog.product_attempts(product, since):
-        groups.setdefault((prod, serial, a.run_id, a.test_id, a.testbed), []).append(a)
-    out = []
-    for (prod, serial, run_id, test_id, testbed), attempts in groups.items():
-        verdicts = [a.verdict for a in attempts]
-        if Verdict.PASS in verdicts and any(v in (Verdict.FAIL, Verdict.ERROR) for v in verdicts):
-            out.append(FlakyEntry(prod, serial, run_id, test_id, testbed,
-                                  tuple((a.attempt, a.verdict) for a in attempts)))
-    return out
+    of a run and passed on a later one, with the attempt numbers (found by the database)."""
+    return [FlakyEntry(prod, serial, attempts[0].run_id, attempts[0].test_id, attempts[0].testbed,
+                       tuple((a.attempt, a.verdict) for a in attempts))
+            for prod, serial, attempts in catalog.transient_failures(product, since)]

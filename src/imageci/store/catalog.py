@@ -323,16 +323,31 @@ class Catalog:
                 .group_by(Attempt.test_id))
             return {tid: _aware(when) for tid, when in rows}
 
-    def product_attempts(self, name: str | None, since: datetime) -> list[tuple[str, str, Attempt]]:
-        """(product, serial, attempt) for every attempt since ``since``, oldest first."""
+    def transient_failures(self, name: str | None, since: datetime) -> list[tuple[str, str, list[Attempt]]]:
+        """(product, serial, attempts of one run × test × testbed, in order) for every test that failed or
+        errored and then passed within one run since ``since``. The database does the finding: it starts
+        from passes with attempt > 1 (index ``ix_attempts_retried``), so memory and time follow the
+        number of transient failures, not the size of the catalog."""
         with self.session() as s:
+            passed_late = (select(Attempt.run_id, Attempt.test_id, Attempt.testbed)
+                           .where(Attempt.verdict == "pass", Attempt.attempt > 1, Attempt.started_at >= since)
+                           .distinct().subquery())
+            failed = (select(Attempt.run_id, Attempt.test_id, Attempt.testbed)
+                      .join(passed_late, (Attempt.run_id == passed_late.c.run_id)
+                            & (Attempt.test_id == passed_late.c.test_id)
+                            & (Attempt.testbed == passed_late.c.testbed))
+                      .where(Attempt.verdict.in_(("fail", "error"))).distinct().subquery())
             q = (select(Product.name, Version.serial, Attempt)
+                 .join(failed, (Attempt.run_id == failed.c.run_id) & (Attempt.test_id == failed.c.test_id)
+                       & (Attempt.testbed == failed.c.testbed))
                  .join(Version, Version.digest == Attempt.image_digest)
-                 .join(Product, Product.id == Version.product_id)
-                 .where(Attempt.started_at >= since))
+                 .join(Product, Product.id == Version.product_id))
             if name is not None:
                 q = q.where(Product.name == name)
-            return [(p, serial, a) for p, serial, a in s.execute(q.order_by(Attempt.id))]
+            groups: dict[tuple[str, str, int, str, str], list[Attempt]] = {}
+            for product, serial, a in s.execute(q.order_by(Attempt.id)):
+                groups.setdefault((product, serial, a.run_id, a.test_id, a.testbed), []).append(a)
+            return [(product, serial, attempts) for (product, serial, *_), attempts in groups.items()]
 
     def runs(self, image_digest: str) -> list[Run]:
         with self.session() as s:

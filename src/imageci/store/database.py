@@ -4,20 +4,21 @@ not one: an existing file is never replaced by a new, empty catalog."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
 
 from imageci.errors import CatalogUnusableError, ImageciError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest schema revision (migrations/versions/); a test keeps it equal to Alembic's head.
+# Opening an up-to-date catalog compares with it and never imports Alembic.
+HEAD = "0004"
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -92,27 +93,42 @@ def make_engine(url: str) -> Engine:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
 
 
 def head_revision() -> str:
+    """Alembic's head, read from the migration scripts (slow: imports Alembic)."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The catalog's schema revision (None: no imageci schema yet), with one query."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if "alembic_version" not in inspect(conn).get_table_names():
+            return None
+        try:
+            rows = list(conn.execute(text("SELECT version_num FROM alembic_version")))
+        except ProgrammingError:
+            return None
+    if len(rows) > 1:
+        raise CatalogUnusableError(f"the catalog has {len(rows)} schema revisions (branches), which imageci never "
+                                   "writes")
+    return str(rows[0][0]) if rows else None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``; a no-op when it is already there. A database
     with tables but no imageci schema revision is refused, never migrated into."""
     current = current_revision(engine)
-    if revision == "head" and current == head_revision():
+    if revision == "head" and current == HEAD:
         return
     where = sqlite_file(str(engine.url)) or engine.url.render_as_string(hide_password=True)
     if current is None:
@@ -121,6 +137,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             raise CatalogUnusableError(f"{where} is not an imageci catalog (it has tables {', '.join(tables[:5])} "
                                        "but no imageci schema revision); point IMAGECI_DB_URL at an imageci "
                                        "catalog or at a new database")
+    from alembic import command
+    from alembic.util.exc import CommandError
+
     cfg = alembic_config()
     try:
         with engine.begin() as conn:

@@ -83,6 +83,11 @@ class Version(Base):
     events: Mapped[list[Event]] = relationship(back_populates="version", order_by="Event.id")
 
 
+def label(version: Version) -> str:
+    """How people name a version: NAME@SERIAL."""
+    return f"{version.product.name}@{version.serial}"
+
+
 class Artifact(Base):
     __tablename__ = "artifacts"
     id: Mapped[int] = mapped_column(primary_key=True)
