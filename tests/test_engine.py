@@ -177,3 +177,23 @@ def test_a_pass_is_reused_only_for_the_same_test_not_another_with_the_same_bytes
     assert not got["second"].cached and got["second"].verdict == V.PASS  # ran, under its own name
     assert got["off"].verdict == V.SKIP and "not executable" in got["off"].reason
     assert {a.test_id for a in e.catalog.attempts(version.digest, ["second"])} == {"second"}
+
+
+def test_plan_decides_without_running_or_recording_and_execute_carries_it_out(image_env: tuple[Env, Version],
+                                                                             tmp_path: Path) -> None:
+    e, version = image_env
+    d = write_suite(tmp_path / "s", {"ok.sh": f"#!/bin/sh\n# {tmp_path.name}\ntrue\n",
+                                     "vm-only.sh": "#!/bin/sh\n# imageci-needs: isolation-machine\ntrue\n"})
+    checks = [ScriptCheck(s) for s in load_suite(d).tests]
+    engine = _engine(e)
+    image = engine.image_handle(version)
+    runs_before = len(e.catalog.runs(version.digest))
+    first = engine.plan(image, checks, ["sandbox"])
+    assert len(e.catalog.runs(version.digest)) == runs_before  # planning records nothing
+    assert [(i.result.test_id, i.runs, i.decided.verdict if i.decided else None) for i in first.items] == [
+        ("ok", True, None), ("vm-only", False, V.SKIP)]
+    report = engine.execute(version, first)
+    assert {r.test_id: r.verdict for r in report.results} == {"ok": V.PASS, "vm-only": V.SKIP}
+    again = engine.plan(image, checks, ["sandbox"])
+    assert again.items[0].cached is not None and not again.items[0].runs  # the pass is reused next time
+    assert engine.plan(image, checks, ["sandbox"], rerun_all=True).items[0].runs

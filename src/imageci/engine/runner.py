@@ -89,6 +89,32 @@ class RunReport:
 EventFn = Callable[[str, TestResult, Attempt | None], None]
 
 
+@dataclass
+class Planned:
+    """One check × testbed of a schedule and what it gets."""
+
+    result: TestResult
+    cached: Attempt | None = None  # an earlier pass of these bytes with this test content: reused
+    decided: Outcome | None = None  # a verdict reached without a testbed (a skip and its reason)
+
+    @property
+    def runs(self) -> bool:
+        return self.cached is None and self.decided is None
+
+
+@dataclass
+class Schedule:
+    """What a run will do, decided before anything runs (``Engine.plan``)."""
+
+    image: ImageHandle
+    testbeds: list[str]
+    items: list[Planned]
+
+    @property
+    def to_run(self) -> list[TestResult]:
+        return [i.result for i in self.items if i.runs]
+
+
 def _explained(outcome: Outcome, notes: list[str]) -> Outcome:
     """A verdict that a limit may have caused names the limit first."""
     if not notes or outcome.verdict in (Verdict.PASS, Verdict.SKIP):
@@ -198,32 +224,24 @@ class Engine:
         ended = max(utcnow(), started)
         self._record(run_id, image, result, outcome, started, ended)
 
-    def run(self, version: Version, checks: Sequence[Check], testbeds: Sequence[str], *, retries: int = 0,
-            rerun_all: bool = False, options: dict[str, object] | None = None,
-            image: ImageHandle | None = None) -> RunReport:
-        """``image``: the version's handle, when the caller made it (with its stored configuration)."""
-        image = image or self.image_handle(version)
-        run_id = self.catalog.start_run(image.digest, version.id, {
-            "testbeds": list(testbeds), "retries": retries, "rerun_all": rerun_all,
-            "tests": [c.id for c in checks], **(options or {})}, owner=self.owner)
-        started = utcnow()
-        results: list[TestResult] = []
-        todo: list[TestResult] = []
+    def plan(self, image: ImageHandle, checks: Sequence[Check], testbeds: Sequence[str], *,
+             rerun_all: bool = False) -> Schedule:
+        """Decide, without running or recording anything, what each check × testbed gets: an earlier
+        pass of the same bytes and test (reused unless ``rerun_all``), a verdict reached without a
+        testbed (waived, precheck, wrong testbed, unusable backend, missing capabilities), or a run."""
         unusable = {tb: why for tb in testbeds if (why := self.backends[tb].why_not(image))}
+        items: list[Planned] = []
         for check in checks:
             for tb in testbeds:
-                result = TestResult(check, tb)
-                results.append(result)
+                item = Planned(TestResult(check, tb))
+                items.append(item)
                 if not rerun_all:
-                    earlier = self.catalog.passing_attempt(image.digest, check.id, check.digest, tb)
-                    if earlier is not None:
-                        result.attempts.append(earlier)
-                        result.cached = True
-                        self._emit("cached", result, earlier)
+                    item.cached = self.catalog.passing_attempt(image.digest, check.id, check.digest, tb)
+                    if item.cached is not None:
                         continue
                 waiver = self.waiver(check.id, tb) if self.waiver is not None else None
                 if waiver is not None and waiver.mode == "warn":
-                    result.waived = waiver.reason
+                    item.result.waived = waiver.reason
                 pre = Outcome(Verdict.SKIP, waiver.reason) if waiver is not None and waiver.mode == "skip" else None
                 pre = pre or check.precheck()
                 only = check.testbeds
@@ -235,11 +253,29 @@ class Engine:
                     missing = sorted(set(check.needs) - set(self.backends[tb].capabilities(image)))
                     if missing:
                         pre = Outcome(Verdict.SKIP, f"testbed {tb} lacks: {', '.join(missing)}")
-                if pre is not None:
-                    now = utcnow()
-                    self._record(run_id, image, result, pre, now, now)
-                    continue
-                todo.append(result)
+                item.decided = pre
+        return Schedule(image, list(testbeds), items)
+
+    def execute(self, version: Version, schedule: Schedule, *, retries: int = 0, rerun_all: bool = False,
+                options: dict[str, object] | None = None) -> RunReport:
+        """Record a run of ``schedule`` and carry it out: reused passes and decided verdicts first, then
+        the tests in the pool, then retries of what never passed."""
+        image, testbeds = schedule.image, schedule.testbeds
+        run_id = self.catalog.start_run(image.digest, version.id, {
+            "testbeds": testbeds, "retries": retries, "rerun_all": rerun_all,
+            "tests": list(dict.fromkeys(i.result.check.id for i in schedule.items)), **(options or {})},
+            owner=self.owner)
+        started = utcnow()
+        results = [i.result for i in schedule.items]
+        for item in schedule.items:
+            if item.cached is not None:
+                item.result.attempts.append(item.cached)
+                item.result.cached = True
+                self._emit("cached", item.result, item.cached)
+            elif item.decided is not None:
+                now = utcnow()
+                self._record(run_id, image, item.result, item.decided, now, now)
+        todo = schedule.to_run
         interrupted = False
         try:
             self._pool(run_id, image, todo)
@@ -266,6 +302,14 @@ class Engine:
             self.catalog.finish_run(run_id, int(report.exit_code),
                                     RunStatus.INTERRUPTED if interrupted else RunStatus.FINISHED)
         return report  # interrupted runs come back too (exit 130), so their reports can be written
+
+    def run(self, version: Version, checks: Sequence[Check], testbeds: Sequence[str], *, retries: int = 0,
+            rerun_all: bool = False, options: dict[str, object] | None = None,
+            image: ImageHandle | None = None) -> RunReport:
+        """:meth:`plan` then :meth:`execute`. ``image``: the version's handle, when the caller made it
+        (with its stored configuration)."""
+        schedule = self.plan(image or self.image_handle(version), checks, testbeds, rerun_all=rerun_all)
+        return self.execute(version, schedule, retries=retries, rerun_all=rerun_all, options=options)
 
     def _pool(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult]) -> None:
         if not todo:
