@@ -192,4 +192,4 @@ def test_the_cli_refuses_a_zero_byte_catalog_with_its_own_exit_code(tmp_path: Pa
 
 def test_the_head_revision_opening_compares_with_is_alembic_s_head() -> None:
     """Opening an up-to-date catalog compares with database.HEAD and never imports Alembic."""
-    assert database.HEAD == database.head_revision()
+    assert database.head_revision() == database.HEAD

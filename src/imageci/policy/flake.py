@@ -78,6 +78,5 @@ class FlakyEntry:
 def flaky_report(catalog: Catalog, product: str | None, since: datetime) -> list[FlakyEntry]:
     """Every transient failure: a test that failed (or errored) on some attempts
     of a run and passed on a later one, with the attempt numbers (found by the database)."""
-    return [FlakyEntry(prod, serial, attempts[0].run_id, attempts[0].test_id, attempts[0].testbed,
-                       tuple((a.attempt, a.verdict) for a in attempts))
-            for prod, serial, attempts in catalog.transient_failures(product, since)]
+    return [FlakyEntry(t.product, t.serial, t.run_id, t.test_id, t.testbed, t.attempts)
+            for t in catalog.transient_failures(product, since)]

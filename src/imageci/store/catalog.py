@@ -54,6 +54,16 @@ class NewArtifact:
     size: int
 
 
+@dataclass(frozen=True)
+class TransientFailure:
+    product: str
+    serial: str
+    run_id: int
+    test_id: str
+    testbed: str
+    attempts: tuple[tuple[int, str], ...]  # (attempt number, verdict), in order
+
+
 class TransitionError(UsageError):
     pass
 
@@ -323,8 +333,8 @@ class Catalog:
                 .group_by(Attempt.test_id))
             return {tid: _aware(when) for tid, when in rows}
 
-    def transient_failures(self, name: str | None, since: datetime) -> list[tuple[str, str, list[Attempt]]]:
-        """(product, serial, attempts of one run × test × testbed, in order) for every test that failed or
+    def transient_failures(self, name: str | None, since: datetime) -> list[TransientFailure]:
+        """Every run × test × testbed (with its product, serial and attempts in order) that failed or
         errored and then passed within one run since ``since``. The database does the finding: it starts
         from passes with attempt > 1 (index ``ix_attempts_retried``), so memory and time follow the
         number of transient failures, not the size of the catalog."""
@@ -337,17 +347,18 @@ class Catalog:
                             & (Attempt.test_id == passed_late.c.test_id)
                             & (Attempt.testbed == passed_late.c.testbed))
                       .where(Attempt.verdict.in_(("fail", "error"))).distinct().subquery())
-            q = (select(Product.name, Version.serial, Attempt)
+            q = (select(Product.name, Version.serial, Attempt.run_id, Attempt.test_id, Attempt.testbed,
+                        Attempt.attempt, Attempt.verdict)  # columns, not ORM objects: cheap per row
                  .join(failed, (Attempt.run_id == failed.c.run_id) & (Attempt.test_id == failed.c.test_id)
                        & (Attempt.testbed == failed.c.testbed))
                  .join(Version, Version.digest == Attempt.image_digest)
                  .join(Product, Product.id == Version.product_id))
             if name is not None:
                 q = q.where(Product.name == name)
-            groups: dict[tuple[str, str, int, str, str], list[Attempt]] = {}
-            for product, serial, a in s.execute(q.order_by(Attempt.id)):
-                groups.setdefault((product, serial, a.run_id, a.test_id, a.testbed), []).append(a)
-            return [(product, serial, attempts) for (product, serial, *_), attempts in groups.items()]
+            groups: dict[tuple[str, str, int, str, str], list[tuple[int, str]]] = {}
+            for product, serial, run_id, test_id, testbed, number, verdict in s.execute(q.order_by(Attempt.id)):
+                groups.setdefault((product, serial, run_id, test_id, testbed), []).append((number, verdict))
+            return [TransientFailure(*key, tuple(attempts)) for key, attempts in groups.items()]
 
     def runs(self, image_digest: str) -> list[Run]:
         with self.session() as s:

@@ -13,6 +13,11 @@ once, saves memory + disk (``migrate`` to a file, disk overlay frozen) and
 every testbed — the first one included — starts by restoring that snapshot
 into its own overlay (seconds instead of a cold boot).
 
+Split by responsibility: ``vm.py`` is one VM process (its shape, readiness),
+``vmboot.py`` makes VMs (accelerator, run key, assets, overlays, cold boot),
+``vmpool.py`` keeps snapshots and warm VMs, and this module is the backend
+and its testbed.
+
 KVM is used only when a probe guest booted under it and a real boot then
 reached SSH; otherwise TCG, with test timeouts multiplied
 (``IMAGECI_TCG_MULTIPLIER``, default 3).
@@ -27,17 +32,12 @@ there is no pids limit: a fork bomb can only take the VM down (an ``error``).
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.build.rootfs import unpacked_rootfs
-from imageci.build.vmdisk import VmAssets, find_kernel, vm_assets
+from imageci.build.vmdisk import VmAssets, find_kernel
 from imageci.capabilities import (
     ARCHIVE,
     ISOLATION_CONTAINER,
@@ -49,26 +49,17 @@ from imageci.capabilities import (
     access,
 )
 from imageci.definitions.limits import DEFAULTS, Limits
-from imageci.errors import HostSetupError, TestbedError
+from imageci.errors import TestbedError
 from imageci.fs import safe_rmtree
-from imageci.owners import process_owner
-from imageci.testbeds.accel import AccelCache, AccelProbe, qemu_binary, vm_arch
-from imageci.testbeds.archive import APT_CONF, GUEST_ADDRESS, apt_conf, archive_hosts, host_listener, proxy
+from imageci.testbeds.accel import AccelCache, qemu_binary, vm_arch
+from imageci.testbeds.archive import APT_CONF, GUEST_ADDRESS, apt_conf
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
-from imageci.testbeds.hostarch import host_architecture
 from imageci.testbeds.limits import limit_notes as describe_limits
 from imageci.testbeds.ssh import SshTestbed
-from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
+from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm
+from imageci.testbeds.vmboot import VmMaker
 from imageci.testbeds.vmconsole import console_tail
-
-
-@dataclass
-class Template:
-    """A booted-and-saved VM: frozen disk overlay + memory state."""
-
-    disk: Path
-    state: Path
-    boot_seconds: float
+from imageci.testbeds.vmpool import SnapshotPool
 
 
 class QemuBackend(Backend):
@@ -76,47 +67,49 @@ class QemuBackend(Backend):
 
     def __init__(self, home: Path, rootfs_cache: Path, *, cpus: int = 1,
                  boot_timeout: float | None = None, snapshot: bool = True, accel: str | None = None,
-                 keep_warm: bool = False, warm: int = 1, tcg_multiplier: float = 3.0) -> None:
+                 keep_warm: bool = False, warm: int = 1, tcg_multiplier: float = 3.0,
+                 kernel_args: str = "") -> None:
         """``accel``: kvm, tcg or auto (KVM when proven); ``warm``: VMs restored ahead of time per image;
         ``tcg_multiplier``: test timeouts × this under TCG (Settings: IMAGECI_QEMU_ACCEL, _WARM_VMS,
-        _TCG_MULTIPLIER)."""
-        self.vm_cache = home / "vm"
+        _TCG_MULTIPLIER). ``snapshot=False`` cold-boots every testbed; ``kernel_args`` are appended to
+        the guests' kernel command line."""
+        self.maker = VmMaker(home, rootfs_cache, cpus=cpus, boot_timeout=boot_timeout, accel=accel,
+                             tcg_multiplier=tcg_multiplier, kernel_args=kernel_args)
+        self.pool = SnapshotPool(self.maker, warm=warm)
         self.rootfs_cache = rootfs_cache
-        self.workroot = home / "tmp" / "vms"
-        self.cpus = cpus
-        self.boot_timeout = boot_timeout
         self.snapshot = snapshot
-        self.accel_cache = AccelCache(home / "host-probes.json")
-        self._accel = accel or "auto"
-        self.tcg_multiplier = tcg_multiplier
-        self._lock = threading.RLock()  # template() boots while holding it and re-enters
-        self._templates: dict[tuple[str, Shape], Template] = {}
-        self._run_dir: Path | None = None
-        self._key: Path | None = None
-        self.last_boot: dict[str, float] = {}
-        self.cold_boots = 0
         self.cost = Cost(memory_mb=DEFAULT_SHAPE.memory_mb + 256, cpus=float(cpus))
         self.keep_warm = keep_warm  # keep templates across engine runs until shutdown()
-        # VMs restored ahead of time per image, so a test rarely waits for a restore
-        self.warm = warm
-        self._warm: dict[tuple[str, Shape], list[tuple[Vm, SshTestbed, Path]]] = {}
-        self._filling = 0
-        self._stopping = False
-        self.warm_made = 0
-        self.warm_hits = 0
-        self._archive: dict[str, socket.socket] = {}  # image digest → the host-side proxy listener
 
-    # -- host and image ------------------------------------------------------------
+    # what tests and benchmarks read
+    @property
+    def accel_cache(self) -> AccelCache:
+        return self.maker.accel_cache
+
+    @accel_cache.setter
+    def accel_cache(self, cache: AccelCache) -> None:
+        self.maker.accel_cache = cache
+
+    @property
+    def last_boot(self) -> dict[str, float]:
+        return self.maker.last_boot
+
+    @property
+    def cold_boots(self) -> int:
+        return self.maker.cold_boots
+
+    @property
+    def warm_made(self) -> int:
+        return self.pool.warm_made
+
     def accel(self, architecture: str | None = None) -> str:
-        """KVM only for guests of this host's architecture, and only when proven to work."""
-        if architecture is not None and architecture != host_architecture():
-            return "tcg"
-        if self._accel in ("kvm", "tcg"):
-            return self._accel
-        return "kvm" if self.accel_cache.get().kvm else "tcg"
+        return self.maker.accel(architecture)
 
     def timeout_multiplier(self, architecture: str | None = None) -> float:
-        return 1.0 if self.accel(architecture) == "kvm" else self.tcg_multiplier
+        return self.maker.timeout_multiplier(architecture)
+
+    def assets(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> VmAssets:
+        return self.maker.assets(image, shape)
 
     def why_not(self, image: ImageHandle) -> str | None:
         spec = vm_arch(image.architecture)
@@ -136,160 +129,18 @@ class QemuBackend(Backend):
             caps.add("kvm")
         return frozenset(caps)
 
-    def _run_state(self) -> tuple[Path, Path]:
-        with self._lock:
-            if self._run_dir is None:
-                self.workroot.mkdir(parents=True, exist_ok=True)
-                token = process_owner(self.workroot.parent).token
-                self._run_dir = Path(tempfile.mkdtemp(dir=self.workroot, prefix=f"run-{token}-"))
-                key = self._run_dir / "id_ed25519"
-                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "imageci-run", "-f", str(key)],
-                               check=True, capture_output=True)
-                self._key = key
-            assert self._key is not None
-            return self._run_dir, self._key
-
-    def assets(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> VmAssets:
-        root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
-        return vm_assets(root, image.digest, self.vm_cache, free_space=shape.disk)
-
-    def archive_port(self, image: ImageHandle) -> int:
-        """Every VM of an image (its template too, so snapshots restore) can reach the archive
-        proxy at 10.0.2.100:3142; apt is pointed at it only in testbeds made for ``archive``."""
-        with self._lock:
-            sock = self._archive.get(image.digest)
-            if sock is None:
-                root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
-                sock = host_listener()
-                proxy().serve(sock, archive_hosts(root))
-                self._archive[image.digest] = sock
-            return int(sock.getsockname()[1])
-
-    def new_vm(self, image: ImageHandle, disk: Path, workdir: Path, accel: str | None = None,
-               shape: Shape = DEFAULT_SHAPE) -> Vm:
-        qemu, spec = qemu_binary(image.architecture), vm_arch(image.architecture)
-        if qemu is None or spec is None:
-            raise HostSetupError(f"qemu for {image.architecture} guests is not installed: run scripts/host-setup.sh")
-        _, key = self._run_state()
-        return Vm(qemu, spec, self.assets(image, shape), disk, workdir, key, accel or self.accel(image.architecture),
-                  shape.memory_mb, self.cpus, archive_port=self.archive_port(image))
-
-    def overlay(self, backing: Path, path: Path) -> Path:
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(path)],
-                       check=True, capture_output=True)
-        return path
-
-    def boot_timeout_for(self, accel: str) -> float:
-        if self.boot_timeout:
-            return self.boot_timeout
-        return 90.0 if accel == "kvm" else 300.0
-
-    def cold_boot(self, image: ImageHandle, workdir: Path,
-                  shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed]:
-        """Boot from the base disk into a fresh overlay; demote KVM if it cannot boot the guest."""
-        accel = self.accel(image.architecture)
-        disk = self.overlay(self.assets(image, shape).disk, workdir / "disk.qcow2")
-        vm = self.new_vm(image, disk, workdir, accel, shape)
-        started = time.monotonic()
-        vm.start()
-        try:
-            ssh = wait_ready(vm, self.boot_timeout_for(accel))
-        except BootError as exc:
-            vm.stop()
-            if accel != "kvm" or self._accel == "kvm":
-                raise
-            # KVM passed the probe but cannot boot this guest (nested KVM): remember, use TCG.
-            self.accel_cache.record(AccelProbe(False, f"a guest hung or crashed at boot under KVM: "
-                                                      f"{str(exc).splitlines()[0]}", time.time(), "boot"))
-            disk.unlink(missing_ok=True)
-            return self.cold_boot(image, workdir, shape)
-        self.last_boot[image.digest] = time.monotonic() - started
-        self.cold_boots += 1  # boots that reached readiness
-        return vm, ssh
-
-    def template(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> Template:
-        key = (image.digest, shape)
-        with self._lock:
-            existing = self._templates.get(key)
-        if existing:
-            return existing
-        run_dir, _ = self._run_state()
-        with self._lock:
-            if key in self._templates:
-                return self._templates[key]
-            # a short name: qemu's QMP socket path inside must stay under 108 bytes
-            tdir = run_dir / f"t{len(self._templates)}-{image.digest[:8]}"
-            tdir.mkdir(exist_ok=True)
-            started = time.monotonic()
-            vm, ssh = self.cold_boot(image, tdir, shape)
-            try:
-                ssh.close()
-                vm.save_state(tdir / "state")
-            finally:
-                vm.stop()
-            t = Template(tdir / "disk.qcow2", tdir / "state", time.monotonic() - started)
-            self._templates[key] = t
-            return t
-
-    def restore(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed, Path]:
-        """A fresh VM from the image's snapshot, ready for SSH."""
-        t = self.template(image, shape)
-        run_dir, _ = self._run_state()
+    def fresh_vm(self, image: ImageHandle, shape: Shape) -> tuple[Vm, SshTestbed, Path]:
+        """A VM for one testbed: a warm one, else restored from the snapshot (or cold-booted)."""
+        if self.snapshot:
+            return self.pool.take_warm(image, shape) or self.pool.restore(image, shape)
+        run_dir, _ = self.maker.run_state()
         vdir = Path(tempfile.mkdtemp(dir=run_dir, prefix="vm-"))
-        vm = None
         try:
-            disk = self.overlay(t.disk, vdir / "disk.qcow2")
-            vm = self.new_vm(image, disk, vdir, shape=shape)
-            vm.start(incoming=t.state)
-            vm.resume_incoming()
-            return vm, wait_ready(vm, 60 * self.timeout_multiplier(image.architecture),
-                                  want_system_state=False), vdir
+            vm, ssh = self.maker.cold_boot(image, vdir, shape)
         except BaseException:
-            if vm is not None:
-                vm.stop()
             safe_rmtree(vdir)
             raise
-
-    def take_warm(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed, Path] | None:
-        """A VM restored ahead of time, if one is waiting; asks for the next one to be made."""
-        if self.warm <= 0:
-            return None
-        key = (image.digest, shape)
-        with self._lock:
-            ready = self._warm.setdefault(key, [])
-            got = ready.pop(0) if ready else None
-            self.warm_hits += got is not None
-        self._refill(image, shape)
-        return got
-
-    def _refill(self, image: ImageHandle, shape: Shape) -> None:
-        key = (image.digest, shape)
-
-        def fill() -> None:
-            try:
-                while True:
-                    with self._lock:
-                        if self._stopping or len(self._warm.get(key, [])) + self._filling > self.warm:
-                            return
-                    made = self.restore(image, shape)
-                    with self._lock:
-                        if self._stopping:
-                            made[0].stop()
-                            safe_rmtree(made[2])
-                            return
-                        self._warm.setdefault(key, []).append(made)
-                        self.warm_made += 1
-            except Exception:  # noqa: BLE001 — a failed warm-up only costs the next test a restore
-                return
-            finally:
-                with self._lock:
-                    self._filling -= 1
-
-        with self._lock:
-            if self._stopping or len(self._warm.get(key, [])) + self._filling >= self.warm:
-                return
-            self._filling += 1
-        threading.Thread(target=fill, name="imageci-warm-vm", daemon=True).start()
+        return vm, ssh, vdir
 
     def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
                limits: Limits = DEFAULTS) -> QemuTestbed:
@@ -301,25 +152,9 @@ class QemuBackend(Backend):
             self.shutdown()
 
     def shutdown(self) -> None:
-        """Stop warm VMs; remove this run's templates and key."""
-        with self._lock:
-            self._stopping = True
-            warm = [w for ws in self._warm.values() for w in ws]
-            self._warm = {}
-        for vm, _ssh, vdir in warm:
-            vm.stop()
-            safe_rmtree(vdir)
-        deadline = time.monotonic() + 120
-        while self._filling and time.monotonic() < deadline:  # let a restore in flight finish and stop
-            time.sleep(0.1)
-        with self._lock:
-            self._stopping = False
-            for sock in self._archive.values():
-                proxy().stop(sock)
-            self._archive = {}
-            if self._run_dir is not None:
-                safe_rmtree(self._run_dir)
-            self._run_dir, self._key, self._templates = None, None, {}
+        """Stop warm VMs; remove this run's templates, key and archive proxies."""
+        self.pool.shutdown()
+        self.maker.shutdown()
 
 
 class QemuTestbed(Testbed):
@@ -344,16 +179,8 @@ class QemuTestbed(Testbed):
 
     def open(self) -> None:
         try:
-            if self.backend.snapshot:
-                warm = self.backend.take_warm(self.image, self.shape)
-                if warm is None:
-                    warm = self.backend.restore(self.image, self.shape)
-                self.vm, self.ssh, self.dir = warm
-                self.restored = True
-            else:
-                run_dir, _ = self.backend._run_state()
-                self.dir = Path(tempfile.mkdtemp(dir=run_dir, prefix="vm-"))
-                self.vm, self.ssh = self.backend.cold_boot(self.image, self.dir, self.shape)
+            self.vm, self.ssh, self.dir = self.backend.fresh_vm(self.image, self.shape)
+            self.restored = self.backend.snapshot
             self.ssh.limits = self.limits  # the output limit applies to the test's commands
             if self.archive:
                 self.ssh.exec(["sh", "-c", f"mkdir -p {os.path.dirname(APT_CONF)} && cat > {APT_CONF}"],

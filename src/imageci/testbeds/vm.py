@@ -75,6 +75,7 @@ class Vm:
     cpus: int = 1
     port: int = field(default_factory=_free_port)
     archive_port: int | None = None  # the host's archive proxy listener, reached at 10.0.2.100:3142
+    kernel_args: str = ""  # appended to the kernel command line
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,7 +93,8 @@ class Vm:
                 "-smp", str(self.cpus), "-display", "none", "-monitor", "none", "-nodefaults", "-no-user-config",
                 "-serial", f"file:{self.console}",
                 "-kernel", str(self.assets.kernel), "-initrd", str(self.assets.initrd),
-                "-append", f"root=/dev/vda rw console={self.arch.console} panic=-1 imageci.ssh_key={pub}",
+                "-append", f"root=/dev/vda rw console={self.arch.console} panic=-1 imageci.ssh_key={pub}"
+                           + (f" {self.kernel_args}" if self.kernel_args else ""),
                 "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=unsafe",
                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22{self._guestfwd()}",
                 "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",

@@ -1,0 +1,138 @@
+"""Making VMs for the qemu backend: the accelerator (KVM only when proven,
+demoted when a real boot hangs under it), this run's SSH key and directory,
+disk assets and overlays, the archive proxy a VM can reach, and a cold boot to
+readiness. One VM process is ``vm.Vm``; snapshots and warm VMs are
+``vmpool.SnapshotPool``."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from imageci.build.rootfs import unpacked_rootfs
+from imageci.build.vmdisk import VmAssets, vm_assets
+from imageci.errors import HostSetupError
+from imageci.fs import safe_rmtree
+from imageci.owners import process_owner
+from imageci.testbeds.accel import AccelCache, AccelProbe, qemu_binary, vm_arch
+from imageci.testbeds.archive import archive_hosts, host_listener, proxy
+from imageci.testbeds.base import ImageHandle
+from imageci.testbeds.hostarch import host_architecture
+from imageci.testbeds.ssh import SshTestbed
+from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
+
+
+class VmMaker:
+    def __init__(self, home: Path, rootfs_cache: Path, *, cpus: int = 1, boot_timeout: float | None = None,
+                 accel: str | None = None, tcg_multiplier: float = 3.0, kernel_args: str = "") -> None:
+        self.vm_cache = home / "vm"
+        self.rootfs_cache = rootfs_cache
+        self.workroot = home / "tmp" / "vms"
+        self.cpus = cpus
+        self.boot_timeout = boot_timeout
+        self.accel_cache = AccelCache(home / "host-probes.json")
+        self._accel = accel or "auto"
+        self.tcg_multiplier = tcg_multiplier
+        self.kernel_args = kernel_args  # appended to every VM's kernel command line
+        self._lock = threading.RLock()
+        self._run_dir: Path | None = None
+        self._key: Path | None = None
+        self._archive: dict[str, socket.socket] = {}  # image digest → the host-side proxy listener
+        self.last_boot: dict[str, float] = {}
+        self.cold_boots = 0
+
+    def accel(self, architecture: str | None = None) -> str:
+        """KVM only for guests of this host's architecture, and only when proven to work."""
+        if architecture is not None and architecture != host_architecture():
+            return "tcg"
+        if self._accel in ("kvm", "tcg"):
+            return self._accel
+        return "kvm" if self.accel_cache.get().kvm else "tcg"
+
+    def timeout_multiplier(self, architecture: str | None = None) -> float:
+        return 1.0 if self.accel(architecture) == "kvm" else self.tcg_multiplier
+
+    def run_state(self) -> tuple[Path, Path]:
+        with self._lock:
+            if self._run_dir is None:
+                self.workroot.mkdir(parents=True, exist_ok=True)
+                token = process_owner(self.workroot.parent).token
+                self._run_dir = Path(tempfile.mkdtemp(dir=self.workroot, prefix=f"run-{token}-"))
+                key = self._run_dir / "id_ed25519"
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "imageci-run", "-f", str(key)],
+                               check=True, capture_output=True)
+                self._key = key
+            assert self._key is not None
+            return self._run_dir, self._key
+
+    def assets(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> VmAssets:
+        root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
+        return vm_assets(root, image.digest, self.vm_cache, free_space=shape.disk)
+
+    def archive_port(self, image: ImageHandle) -> int:
+        """Every VM of an image (its template too, so snapshots restore) can reach the archive
+        proxy at 10.0.2.100:3142; apt is pointed at it only in testbeds made for ``archive``."""
+        with self._lock:
+            sock = self._archive.get(image.digest)
+            if sock is None:
+                root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
+                sock = host_listener()
+                proxy().serve(sock, archive_hosts(root))
+                self._archive[image.digest] = sock
+            return int(sock.getsockname()[1])
+
+    def new_vm(self, image: ImageHandle, disk: Path, workdir: Path, accel: str | None = None,
+               shape: Shape = DEFAULT_SHAPE) -> Vm:
+        qemu, spec = qemu_binary(image.architecture), vm_arch(image.architecture)
+        if qemu is None or spec is None:
+            raise HostSetupError(f"qemu for {image.architecture} guests is not installed: run scripts/host-setup.sh")
+        _, key = self.run_state()
+        return Vm(qemu, spec, self.assets(image, shape), disk, workdir, key, accel or self.accel(image.architecture),
+                  shape.memory_mb, self.cpus, archive_port=self.archive_port(image), kernel_args=self.kernel_args)
+
+    def overlay(self, backing: Path, path: Path) -> Path:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(path)],
+                       check=True, capture_output=True)
+        return path
+
+    def boot_timeout_for(self, accel: str) -> float:
+        if self.boot_timeout:
+            return self.boot_timeout
+        return 90.0 if accel == "kvm" else 300.0
+
+    def cold_boot(self, image: ImageHandle, workdir: Path,
+                  shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed]:
+        """Boot from the base disk into a fresh overlay; demote KVM if it cannot boot the guest."""
+        accel = self.accel(image.architecture)
+        disk = self.overlay(self.assets(image, shape).disk, workdir / "disk.qcow2")
+        vm = self.new_vm(image, disk, workdir, accel, shape)
+        started = time.monotonic()
+        vm.start()
+        try:
+            ssh = wait_ready(vm, self.boot_timeout_for(accel))
+        except BootError as exc:
+            vm.stop()
+            if accel != "kvm" or self._accel == "kvm":
+                raise
+            # KVM passed the probe but cannot boot this guest (nested KVM): remember, use TCG.
+            self.accel_cache.record(AccelProbe(False, f"a guest hung or crashed at boot under KVM: "
+                                                      f"{str(exc).splitlines()[0]}", time.time(), "boot"))
+            disk.unlink(missing_ok=True)
+            return self.cold_boot(image, workdir, shape)
+        self.last_boot[image.digest] = time.monotonic() - started
+        self.cold_boots += 1  # boots that reached readiness
+        return vm, ssh
+
+    def shutdown(self) -> None:
+        """Stop the archive proxies; remove this run's directory and key."""
+        with self._lock:
+            for sock in self._archive.values():
+                proxy().stop(sock)
+            self._archive = {}
+            if self._run_dir is not None:
+                safe_rmtree(self._run_dir)
+            self._run_dir, self._key = None, None

@@ -1,0 +1,141 @@
+"""Fresh VMs without a reboot: a VM of each image and shape is booted once and
+saved (memory + frozen disk) as a template; every testbed restores it into an
+overlay of its own, and ``warm`` VMs per image are restored ahead of the tests
+that will take them."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from imageci.fs import safe_rmtree
+from imageci.testbeds.base import ImageHandle
+from imageci.testbeds.ssh import SshTestbed
+from imageci.testbeds.vm import DEFAULT_SHAPE, Shape, Vm, wait_ready
+from imageci.testbeds.vmboot import VmMaker
+
+
+@dataclass
+class Template:
+    """A booted-and-saved VM: frozen disk overlay + memory state."""
+
+    disk: Path
+    state: Path
+    boot_seconds: float
+
+
+class SnapshotPool:
+    def __init__(self, maker: VmMaker, *, warm: int = 1) -> None:
+        self.maker = maker
+        self.warm = warm
+        self._lock = threading.RLock()  # template() boots while holding it and re-enters
+        self._templates: dict[tuple[str, Shape], Template] = {}
+        self._warm: dict[tuple[str, Shape], list[tuple[Vm, SshTestbed, Path]]] = {}
+        self._filling = 0
+        self._stopping = False
+        self.warm_made = 0
+        self.warm_hits = 0
+
+    def template(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> Template:
+        key = (image.digest, shape)
+        with self._lock:
+            existing = self._templates.get(key)
+        if existing:
+            return existing
+        run_dir, _ = self.maker.run_state()
+        with self._lock:
+            if key in self._templates:
+                return self._templates[key]
+            # a short name: qemu's QMP socket path inside must stay under 108 bytes
+            tdir = run_dir / f"t{len(self._templates)}-{image.digest[:8]}"
+            tdir.mkdir(exist_ok=True)
+            started = time.monotonic()
+            vm, ssh = self.maker.cold_boot(image, tdir, shape)
+            try:
+                ssh.close()
+                vm.save_state(tdir / "state")
+            finally:
+                vm.stop()
+            t = Template(tdir / "disk.qcow2", tdir / "state", time.monotonic() - started)
+            self._templates[key] = t
+            return t
+
+    def restore(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed, Path]:
+        """A fresh VM from the image's snapshot, ready for SSH."""
+        t = self.template(image, shape)
+        run_dir, _ = self.maker.run_state()
+        vdir = Path(tempfile.mkdtemp(dir=run_dir, prefix="vm-"))
+        vm = None
+        try:
+            disk = self.maker.overlay(t.disk, vdir / "disk.qcow2")
+            vm = self.maker.new_vm(image, disk, vdir, shape=shape)
+            vm.start(incoming=t.state)
+            vm.resume_incoming()
+            return vm, wait_ready(vm, 60 * self.maker.timeout_multiplier(image.architecture),
+                                  want_system_state=False), vdir
+        except BaseException:
+            if vm is not None:
+                vm.stop()
+            safe_rmtree(vdir)
+            raise
+
+    def take_warm(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed, Path] | None:
+        """A VM restored ahead of time, if one is waiting; asks for the next one to be made."""
+        if self.warm <= 0:
+            return None
+        key = (image.digest, shape)
+        with self._lock:
+            ready = self._warm.setdefault(key, [])
+            got = ready.pop(0) if ready else None
+            self.warm_hits += got is not None
+        self._refill(image, shape)
+        return got
+
+    def _refill(self, image: ImageHandle, shape: Shape) -> None:
+        key = (image.digest, shape)
+
+        def fill() -> None:
+            try:
+                while True:
+                    with self._lock:
+                        if self._stopping or len(self._warm.get(key, [])) + self._filling > self.warm:
+                            return
+                    made = self.restore(image, shape)
+                    with self._lock:
+                        if self._stopping:
+                            made[0].stop()
+                            safe_rmtree(made[2])
+                            return
+                        self._warm.setdefault(key, []).append(made)
+                        self.warm_made += 1
+            except Exception:  # noqa: BLE001 — a failed warm-up only costs the next test a restore
+                return
+            finally:
+                with self._lock:
+                    self._filling -= 1
+
+        with self._lock:
+            if self._stopping or len(self._warm.get(key, [])) + self._filling >= self.warm:
+                return
+            self._filling += 1
+        threading.Thread(target=fill, name="imageci-warm-vm", daemon=True).start()
+
+    def shutdown(self) -> None:
+        """Stop warm VMs (and a restore in flight); forget the templates (their files live in the
+        maker's run directory)."""
+        with self._lock:
+            self._stopping = True
+            warm = [w for ws in self._warm.values() for w in ws]
+            self._warm = {}
+        for vm, _ssh, vdir in warm:
+            vm.stop()
+            safe_rmtree(vdir)
+        deadline = time.monotonic() + 120
+        while self._filling and time.monotonic() < deadline:  # let a restore in flight finish and stop
+            time.sleep(0.1)
+        with self._lock:
+            self._stopping = False
+            self._templates = {}
