@@ -336,7 +336,8 @@ class Catalog:
     def transient_failures(self, name: str | None, since: datetime) -> list[TransientFailure]:
         """Every run × test × testbed (with its product, serial and attempts in order) that failed or
         errored and then passed within one run since ``since``. The database does the finding: it starts
-        from passes with attempt > 1 (index ``ix_attempts_retried``), so memory and time follow the
+        from passes with attempt > 1 (index ``ix_attempts_retried``) and reads each group by
+        ``ix_attempts_group``, so memory and time follow the
         number of transient failures, not the size of the catalog."""
         with self.session() as s:
             passed_late = (select(Attempt.run_id, Attempt.test_id, Attempt.testbed)
