@@ -7,7 +7,16 @@ The peer gets the image tarball plus the host's /etc/resolv.conf (the image
 ships none, by design; autopkgtest needs the network to install its own
 helpers and the tests' dependencies). Verdicts must be identical.
 
-Last line: `dep8: imageci X s vs autopkgtest Y s (ratio Z), verdicts identical: True`.
+With ``--builddeps``: bzip2, libyaml and json-c, whose DEP-8 tests install a
+compiler (build-essential, or gcc + libc-dev + cmake) and -dev packages. imageci
+runs them twice on one home: cold (empty caches: the first test of each
+dependency set installs it and saves the install as a layer) and warm (every
+set comes from its saved layer: nothing is installed); autopkgtest installs
+every test's dependencies each time.
+
+Last line: `dep8: imageci X s vs autopkgtest Y s (ratio Z), verdicts identical: True`
+(with ``--builddeps``: `dep8 builddeps: imageci cold X s, warm W s vs autopkgtest Y s
+(ratios A, B), verdicts identical: True`).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from imageci.fs import safe_rmtree  # noqa: E402
 from imageci.testbeds.registry import make_backend  # noqa: E402
 
 PACKAGES = ["gzip", "sed", "less"]
+BUILDDEPS = ["bzip2", "libyaml", "json-c"]  # tests that compile against the packages' -dev files
 LOCAL = [Path(__file__).resolve().parent / "dep8-parity" / "hello"]  # binaries from the archive (-B)
 PEER_VERDICTS = {"PASS": "pass", "FAIL": "fail", "SKIP": "skip", "FLAKY": "flaky", "NEUTRAL": "pass"}
 
@@ -61,11 +71,15 @@ def autopkgtest(trees: list[Path], tarball: Path, summary: Path) -> dict[str, st
     return verdicts
 
 
-def compare(settings_home: Path | None = None) -> tuple[dict[str, str], dict[str, str], float, float]:
+def compare(packages: list[str] | None = None, local: list[Path] | None = None,
+            warm: list[float] | None = None) -> tuple[dict[str, str], dict[str, str], float, float]:
+    """Verdicts and wall times of both tools; with ``warm`` (a list), imageci runs a second time on
+    the same home and that run's time is appended to it (its verdicts must be the same)."""
     settings, catalog, store = fresh_home("dep8")
     try:
         version = built_example(settings, catalog, store)
-        trees = [fetch_source(p, BUILD_CACHE.parent / "sources") for p in PACKAGES] + LOCAL
+        trees = [fetch_source(p, BUILD_CACHE.parent / "sources") for p in packages or PACKAGES]
+        trees += LOCAL if local is None else local
         engine = Engine(catalog, store, {"sandbox": make_backend("sandbox", settings)}, jobs=2)
         cache = DependencyCache(settings.home / "cache" / "test-deps")  # starts empty, as in a fresh home
         checks = [c for t in trees for c in dep8_checks(load_dep8(t), cache)]
@@ -73,6 +87,11 @@ def compare(settings_home: Path | None = None) -> tuple[dict[str, str], dict[str
         report = engine.run(version, checks, ["sandbox"], rerun_all=True)
         ours = time.monotonic() - t0
         mine = {r.test_id: r.verdict.value for r in report.results}
+        if warm is not None:
+            t0 = time.monotonic()
+            again = engine.run(version, checks, ["sandbox"], rerun_all=True)
+            warm.append(time.monotonic() - t0)
+            assert {r.test_id: r.verdict.value for r in again.results} == mine, "warm verdicts differ"
         with tempfile.TemporaryDirectory() as tmp:
             tarball = peer_tarball(engine.image_handle(version).rootfs_tar, Path(tmp) / "peer.tar")
             t0 = time.monotonic()
@@ -85,6 +104,14 @@ def compare(settings_home: Path | None = None) -> tuple[dict[str, str], dict[str
 
 
 def main() -> None:
+    if "--builddeps" in sys.argv:
+        warm: list[float] = []
+        mine, peer, ours, theirs = compare(BUILDDEPS, [], warm)
+        print(f"imageci    : cold {ours:.1f} s, warm {warm[0]:.1f} s  {mine}")
+        print(f"autopkgtest: {theirs:.1f} s  {peer}")
+        print(f"dep8 builddeps: imageci cold {ours:.1f} s, warm {warm[0]:.1f} s vs autopkgtest {theirs:.1f} s "
+              f"(ratios {ours / theirs:.3f}, {warm[0] / theirs:.3f}), verdicts identical: {mine == peer}")
+        return
     mine, peer, ours, theirs = compare()
     print(f"imageci    : {ours:.1f} s  {mine}")
     print(f"autopkgtest: {theirs:.1f} s  {peer}")

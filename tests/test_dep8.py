@@ -139,7 +139,7 @@ def test_dependency_sets_are_installed_once_per_image(image_env: tuple[Env, Vers
     report = engine.run(version, list(dep8_checks(load_dep8(tree), cache)), ["sandbox"], rerun_all=True)
     assert {r.test_id: r.verdict for r in report.results} == {
         "demo/add": Verdict.PASS, "demo/mul": Verdict.PASS, "demo/plain": Verdict.PASS}
-    entries = [p for p in cache.root.iterdir() if not p.name.startswith((".", "lists-"))]
+    entries = [p for p in cache.root.iterdir() if not p.name.startswith((".", "lists-")) and p.name != "layers"]
     assert len(entries) == 1 and (entries[0] / "complete").exists()
     lists = [p for p in cache.root.iterdir() if p.name.startswith("lists-")]  # apt-get update, once
     assert len(lists) == 1 and any(p.name.endswith("_Packages") for p in (lists[0] / "apt").iterdir())
@@ -147,7 +147,11 @@ def test_dependency_sets_are_installed_once_per_image(image_env: tuple[Env, Vers
     logs = {r.test_id: e.store.path(r.attempts[-1].log_digest).read_bytes() for r in report.results
             if r.attempts[-1].log_digest}
     assert b"# installing test dependencies: bc" in logs["demo/add"]
-    assert b"# test dependencies from the cache" in logs["demo/mul"]  # same image, same set: no apt-get update
+    # same image, same set: the saved install is stacked under the test's writable layer, nothing installed
+    assert b"# test dependencies from a saved layer" in logs["demo/mul"]
+    layers = list((cache.root / "layers").iterdir())
+    assert len(layers) == 1 and (layers[0] / "usr" / "bin" / "bc").is_file()
+    assert not (layers[0] / "var" / "tmp" / "imageci" / "apt").exists()  # lists and .debs stay in the .deb cache
     assert b"dependencies" not in logs["demo/plain"]
 
     # the cache makes the set installable where the network is off

@@ -234,3 +234,25 @@ def test_output_is_read_with_bounded_memory_and_cut_with_a_marker(backend: Sandb
         assert endless.exit_code is None and not endless.timed_out
         notes = tb.limit_notes()
         assert notes and notes[0].startswith("output limit (64 MiB) reached")
+
+
+def test_a_saved_layer_stacks_under_a_fresh_testbed_with_its_deletions(backend: SandboxBackend,
+                                                                      handle: ImageHandle, tmp_path: Path) -> None:
+    layer = tmp_path / "layers" / "one"
+    with backend.create(handle) as a:
+        assert a.supports_layers
+        a.exec(["sh", "-c", "echo junk > /etc/before-reset"])
+        a.reset()  # what was written before is not part of the layer
+        assert a.exec(["test", "-e", "/etc/before-reset"]).exit_code == 1
+        assert a.exec(["sh", "-c", "rm /etc/os-release && echo added > /etc/added && "
+                                   "mkdir -p /var/tmp/skip && touch /var/tmp/skip/x"]).exit_code == 0
+        a.export_layer(layer, exclude=("/var/tmp/skip",))
+    assert (layer / "etc" / "added").read_text() == "added\n" and not (layer / "var" / "tmp" / "skip").exists()
+    with backend.create(handle) as b:
+        b.reset(layer)
+        assert b.exec(["cat", "/etc/added"]).stdout == b"added\n"
+        assert b.exec(["test", "-e", "/etc/os-release"]).exit_code == 1  # the whiteout hides the image's file
+        assert b.exec(["sh", "-c", "echo changed > /etc/added"]).exit_code == 0
+        assert "/proc/self/fd/" in b.exec(["cat", "/proc/mounts"]).stdout.decode()  # no host path shown
+    assert (layer / "etc" / "added").read_text() == "added\n"  # a layer is only ever read
+    assert (backend.rootfs_cache / handle.digest / "etc" / "os-release").exists()

@@ -8,6 +8,12 @@ image's dpkg status, its apt sources, the package set and the recommends
 choice. Every later install of the same set on the same image copies them in
 and installs with ``--no-download``: no ``apt-get update``, no downloads, and
 no network needed.
+
+Where the testbed keeps layers (the sandbox), the first install also saves
+what it wrote as a layer, and every later test of the same set on the same
+image starts from a testbed with that layer stacked under its writable layer:
+nothing is installed at all. Installs run with dpkg's ``--force-unsafe-io``
+(a testbed is thrown away; fsync per file buys nothing).
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from imageci.verdicts import Verdict
 
 APT_DIR = "/var/tmp/imageci/apt"
 APT_OPTS = (f"-o Dir::State::Lists={APT_DIR}/lists -o Dir::Cache::Archives={APT_DIR}/archives "
-            "-o APT::Keep-Downloaded-Packages=true -o APT::Sandbox::User=root")
+            "-o APT::Keep-Downloaded-Packages=true -o APT::Sandbox::User=root "
+            "-o Dpkg::Options::=--force-unsafe-io")  # a testbed is thrown away: no fsync per file
+LAYER_EXCLUDE = (APT_DIR,)  # lists and .debs stay in the .deb cache, not in the layer
 LISTS_MAX_AGE = 6 * 3600  # package lists older than this are fetched again
 STATE_PROBE = ("cat /var/lib/dpkg/status /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | sha256sum; "
                "dpkg --print-architecture")
@@ -52,6 +60,15 @@ class DependencyCache:
         if max_age is not None and time.time() - marker.stat().st_mtime > max_age:
             return None
         return entry
+
+    def layer(self, key: str) -> Path | None:
+        """The saved install of this set on this image state (a directory a testbed stacks), if any."""
+        path = self.root / "layers" / key
+        return path if path.is_dir() else None
+
+    def put_layer(self, key: str, testbed: Testbed) -> None:
+        """Save what the testbed wrote since its reset (the install) as this set's layer."""
+        testbed.export_layer(self.root / "layers" / key, LAYER_EXCLUDE)
 
     def put(self, key: str, testbed: Testbed, source: str = APT_DIR) -> None:
         """Keep what the testbed's ``source`` directory (its private apt directory) holds now."""
@@ -108,9 +125,16 @@ def install(testbed: Testbed, packages: Sequence[str], *, recommends: bool, cach
     rec = "" if recommends else "--no-install-recommends"
     prepare = f"mkdir -p {APT_DIR}/lists/partial {APT_DIR}/archives/partial"
     key = None
+    layers = cache is not None and testbed.supports_layers
     if cache is not None:
+        if layers:
+            testbed.reset()  # from the image itself: the install will be all that the layer holds
         probe = testbed.exec(["sh", "-c", STATE_PROBE], timeout=120)
         key = cache.key(probe.stdout.decode(), packages, recommends)
+        layer = cache.layer(key) if layers else None
+        if layer is not None:
+            testbed.reset(layer)
+            return None, f"# test dependencies from a saved layer ({key[:12]}): {' '.join(packages)}\n".encode()
         hit = cache.get(key)
         if hit is not None:
             testbed.copy_in(hit / "apt", APT_DIR)
@@ -118,6 +142,8 @@ def install(testbed: Testbed, packages: Sequence[str], *, recommends: bool, cach
             log = format_log(f"# test dependencies from the cache ({key[:12]}): {' '.join(packages)}",
                              r.stdout, r.stderr)
             if r.exit_code == 0:
+                if layers:
+                    cache.put_layer(key, testbed)
                 return None, log
     if not _reach(testbed):
         why = f"dependencies not installed and the testbed has no network: {', '.join(packages)}"
@@ -129,6 +155,8 @@ def install(testbed: Testbed, packages: Sequence[str], *, recommends: bool, cach
         return Outcome(not_installable, f"dependencies not installable: {', '.join(packages)}", r.exit_code, log), log
     if cache is not None and key is not None:
         cache.put(key, testbed)
+        if layers:
+            cache.put_layer(key, testbed)
     return None, log
 
 

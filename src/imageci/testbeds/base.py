@@ -95,6 +95,20 @@ class Testbed(ABC):
         """The machine's console output so far (None: this testbed has no console)."""
         return None
 
+    # Layers: a saved set of changes (an install of test dependencies) that fresh testbeds of the
+    # same image stack under their writable layer instead of installing again.
+    supports_layers: bool = False
+
+    def reset(self, layer: Path | None = None) -> None:
+        """Start again from the image (with ``layer`` under the writable layer when given): what
+        was written so far is gone. Only where ``supports_layers``."""
+        raise NotImplementedError(f"testbed {self.name} keeps no layers")
+
+    def export_layer(self, dest: Path, exclude: Sequence[str] = ()) -> None:
+        """Save what was written since the last :meth:`reset` as a layer at ``dest`` (a new
+        directory), leaving out the ``exclude`` paths. Only where ``supports_layers``."""
+        raise NotImplementedError(f"testbed {self.name} keeps no layers")
+
 
 class Backend(ABC):
     """Makes testbeds of one kind for an image; registered by name (``registry.py``)."""

@@ -43,6 +43,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -72,14 +73,15 @@ PROC_MASKED = ("kcore", "keys", "latency_stats", "timer_list", "timer_stats", "s
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _mount_overlay(lower: Path, upper: Path, work: Path, merged: Path) -> None:
-    """Mount the overlay through /proc/self/fd paths: the mount options the test can read
-    in /proc/mounts then name no host directory."""
-    fds = []
+def _mount_overlay(lowers: Sequence[Path], upper: Path, work: Path, merged: Path) -> None:
+    """Mount the overlay (``lowers`` top first) through /proc/self/fd paths: the mount options the
+    test can read in /proc/mounts then name no host directory."""
+    fds: list[int] = []
     try:
-        for d in (lower, upper, work):
+        for d in (*lowers, upper, work):
             fds.append(os.open(d, os.O_PATH | os.O_DIRECTORY))
-        opts = "lowerdir=/proc/self/fd/{},upperdir=/proc/self/fd/{},workdir=/proc/self/fd/{}".format(*fds)
+        lower = ":".join(f"/proc/self/fd/{fd}" for fd in fds[:-2])
+        opts = f"lowerdir={lower},upperdir=/proc/self/fd/{fds[-2]},workdir=/proc/self/fd/{fds[-1]}"
         if _libc.mount(b"overlay", str(merged).encode(), b"overlay", 0, opts.encode()) != 0:
             err = ctypes.get_errno()
             raise TestbedError(f"overlayfs mount failed: {os.strerror(err)} (the sandbox testbed needs root "
@@ -178,20 +180,68 @@ class SandboxTestbed(Testbed):
         try:
             assert self.limits.disk is not None
             self.slot = disk_pool(self.tmp).acquire(self.limits.disk)
-            upper, work = self.slot.path / "upper", self.slot.path / "work"
-            upper.mkdir()
-            work.mkdir()
-            _mount_overlay(self.lower, upper, work, self.dir / "merged")
-            self.merged = self.dir / "merged"
+            self._mount_layers(None)
             if self.archive is not None:
                 self._netns, self._listener = new_namespace()
                 proxy().serve(self._listener, self.archive)
-                conf = self._host_path(APT_CONF, follow_last=False)
-                conf.parent.mkdir(parents=True, exist_ok=True)
-                conf.write_text(APT_CONF_TEXT)
+                self._write_apt_conf()
         except BaseException:
             self._release()
             raise
+
+    def _mount_layers(self, layer: Path | None) -> None:
+        assert self.slot is not None and self.dir is not None
+        upper, work = self.slot.path / "upper", self.slot.path / "work"
+        upper.mkdir()
+        work.mkdir()
+        _mount_overlay([layer, self.lower] if layer is not None else [self.lower], upper, work, self.dir / "merged")
+        self.merged = self.dir / "merged"
+
+    def _write_apt_conf(self) -> None:
+        conf = self._host_path(APT_CONF, follow_last=False)
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(APT_CONF_TEXT)
+
+    # -- layers --------------------------------------------------------------------
+    supports_layers = True
+
+    def reset(self, layer: Path | None = None) -> None:
+        """A new, empty writable layer over the image, with ``layer`` (a saved install) under it."""
+        if self.merged is None or self.slot is None:
+            raise TestbedError("sandbox is not open")
+        with self._lock:
+            if self._running:
+                raise TestbedError("cannot reset a sandbox while commands run in it")
+        _umount(self.merged)
+        self.merged = None
+        safe_rmtree(self.slot.path / "upper")
+        safe_rmtree(self.slot.path / "work")
+        self._mount_layers(layer)
+        if self.archive is not None:
+            self._write_apt_conf()
+
+    def export_layer(self, dest: Path, exclude: Sequence[str] = ()) -> None:
+        """Copy the writable layer — whiteouts, opaque directories, owners and modes kept — to ``dest``."""
+        if self.slot is None:
+            raise TestbedError("sandbox is not open")
+        tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            r = subprocess.run(["cp", "-a", "--", f"{self.slot.path / 'upper'}/.", str(tmp)], capture_output=True,
+                               text=True)
+            if r.returncode != 0:
+                raise TestbedError(f"cannot save the sandbox's layer: {r.stderr.strip()}")
+            for rel in (APT_CONF, *exclude):
+                gone = tmp / rel.lstrip("/")
+                if gone.is_dir() and not gone.is_symlink():
+                    safe_rmtree(gone)
+                else:
+                    gone.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # another worker saved the same layer first
+                os.rename(tmp, dest)
+        finally:
+            if tmp.exists():
+                safe_rmtree(tmp)
 
     def _release(self) -> None:
         if self._listener is not None:
