@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from imageci.capabilities import ISOLATION_CONTAINER, ISOLATION_MACHINE, PRISTINE
 from imageci.checks import hygiene
 from imageci.checks.base import Check, Outcome, format_log
 from imageci.definitions.limits import Limits
@@ -101,25 +102,25 @@ class BuiltinSpec:
 
 
 BUILTINS: dict[str, BuiltinSpec] = {
-    "boot-multi-user": BuiltinSpec(boot_multi_user, ("isolation-container",),
+    "boot-multi-user": BuiltinSpec(boot_multi_user, (ISOLATION_CONTAINER,),
                                    "systemd finished starting (running) and multi-user.target is active"),
-    "no-failed-units": BuiltinSpec(no_failed_units, ("isolation-container",), "no systemd unit failed"),
+    "no-failed-units": BuiltinSpec(no_failed_units, (ISOLATION_CONTAINER,), "no systemd unit failed"),
     "login-works": BuiltinSpec(login_works, (), "a root login shell starts"),
-    "journal-clean": BuiltinSpec(journal_clean, ("isolation-container",),
+    "journal-clean": BuiltinSpec(journal_clean, (ISOLATION_CONTAINER,),
                                  "no journal entries at the priority or worse this boot", ("priority",)),
-    "console-clean": BuiltinSpec(console_clean, ("isolation-machine",),
+    "console-clean": BuiltinSpec(console_clean, (ISOLATION_MACHINE,),
                                  "no kernel oops, panic, BUG or segfault on the console"),
-    "no-ssh-host-keys": BuiltinSpec(hygiene.no_ssh_host_keys, ("pristine",), "no SSH host keys in the image"),
-    "machine-id-uninitialized": BuiltinSpec(hygiene.machine_id_uninitialized, ("pristine",),
+    "no-ssh-host-keys": BuiltinSpec(hygiene.no_ssh_host_keys, (PRISTINE,), "no SSH host keys in the image"),
+    "machine-id-uninitialized": BuiltinSpec(hygiene.machine_id_uninitialized, (PRISTINE,),
                                             "/etc/machine-id is absent, empty or 'uninitialized'"),
-    "no-cloud-init-instance": BuiltinSpec(hygiene.no_cloud_init_instance, ("pristine",),
+    "no-cloud-init-instance": BuiltinSpec(hygiene.no_cloud_init_instance, (PRISTINE,),
                                           "no cloud-init instance state in /var/lib/cloud"),
-    "no-core-files": BuiltinSpec(hygiene.no_core_files, ("pristine",), "no core dumps anywhere in the image"),
-    "var-log-bounded": BuiltinSpec(hygiene.var_log_bounded, ("pristine",), "/var/log is under max-mb (default 16)",
+    "no-core-files": BuiltinSpec(hygiene.no_core_files, (PRISTINE,), "no core dumps anywhere in the image"),
+    "var-log-bounded": BuiltinSpec(hygiene.var_log_bounded, (PRISTINE,), "/var/log is under max-mb (default 16)",
                                    ("max-mb",)),
-    "no-world-writable": BuiltinSpec(hygiene.no_world_writable, ("pristine",),
+    "no-world-writable": BuiltinSpec(hygiene.no_world_writable, (PRISTINE,),
                                      "nothing world-writable outside the temporary directories"),
-    "setuid-allowlist": BuiltinSpec(hygiene.setuid_allowlist, ("pristine",),
+    "setuid-allowlist": BuiltinSpec(hygiene.setuid_allowlist, (PRISTINE,),
                                     "no setuid program outside Debian's own and the allow option", ("allow",)),
     "release-stamp": BuiltinSpec(hygiene.release_stamp, (), "the release stamp file exists (and has keys)",
                                  ("path", "keys")),

@@ -15,7 +15,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from imageci.capabilities import ARCHIVE, NETWORK, ROOT
+from imageci.capabilities import ARCHIVE, ISOLATION_CONTAINER, ISOLATION_MACHINE, NETWORK, REBOOT, REVERT, ROOT
 from imageci.checks.base import Check, Outcome, format_log
 from imageci.checks.depcache import DependencyCache, ensure_lists, install
 from imageci.definitions.dep8 import Dep8Suite, Dep8Test
@@ -44,9 +44,8 @@ exit 1
 """
 DEFAULT_TIMEOUT = 2800
 # restriction → testbed capability it requires
-NEEDS = {"needs-root": "root", "isolation-container": "isolation-container",
-         "isolation-machine": "isolation-machine", "needs-internet": "network", "breaks-testbed": "revert",
-         "needs-reboot": "reboot"}
+NEEDS = {"needs-root": ROOT, "isolation-container": ISOLATION_CONTAINER, "isolation-machine": ISOLATION_MACHINE,
+         "needs-internet": NETWORK, "breaks-testbed": REVERT, "needs-reboot": REBOOT}
 # restrictions that change how the result is judged, not where the test runs
 BEHAVIOUR = {"allow-stderr", "skippable", "flaky", "superficial", "rw-build-tree", "skip-not-installable",
              "hint-testsuite-triggers", "needs-recommends"}

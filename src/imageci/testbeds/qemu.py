@@ -42,11 +42,13 @@ from imageci.capabilities import (
     ARCHIVE,
     ISOLATION_CONTAINER,
     ISOLATION_MACHINE,
+    KVM,
     LIMITS,
     PRIVILEGED,
     REVERT,
     ROOT,
     access,
+    arch,
 )
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import TestbedError
@@ -124,9 +126,9 @@ class QemuBackend(Backend):
 
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
         caps = {ROOT, REVERT, ISOLATION_MACHINE, ISOLATION_CONTAINER, PRIVILEGED, LIMITS, ARCHIVE,
-                f"arch:{image.architecture}"}
+                arch(image.architecture)}
         if self.accel(image.architecture) == "kvm":
-            caps.add("kvm")
+            caps.add(KVM)
         return frozenset(caps)
 
     def fresh_vm(self, image: ImageHandle, shape: Shape) -> tuple[Vm, SshTestbed, Path]:
