@@ -136,9 +136,7 @@ class FlakyRow(BaseModel):
 
 def flaky(session: Session, name: str | None = None, since: timedelta = timedelta(days=30)) -> list[FlakyRow]:
     """Every transient failure since ``since`` ago: a test that failed and then passed in one run."""
-    from imageci.policy.flake import flaky_report  # its quarantine models are not needed by other queries
-
     return [FlakyRow(image=f"{e.product}@{e.serial}", run=e.run_id, test=e.test_id, testbed=e.testbed,
                      failed_attempts=e.failed_attempts,
                      attempts=[FlakyAttempt(attempt=n, verdict=v) for n, v in e.attempts])
-            for e in flaky_report(session.catalog, name, utcnow() - since)]
+            for e in session.catalog.transient_failures(name, utcnow() - since)]

@@ -1,5 +1,6 @@
 """Flake policy: from the quarantine file and the grace period for new tests
-to the waivers the engine and the gate apply, plus the flaky report.
+to the waivers the engine and the gate apply. (The flaky report is a catalog
+query: ``Catalog.transient_failures``.)
 
 Order: a quarantine entry in force wins; otherwise a test whose first run on
 this product is younger than the suite's ``grace`` only warns. Expired
@@ -9,14 +10,12 @@ quarantine entries stop applying; :func:`expired_warnings` names them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from imageci.definitions.quarantine import Quarantine
 from imageci.engine.waivers import Waiver, WaiverFn
 from imageci.store.catalog import Catalog
 from imageci.store.models import utcnow
-from imageci.verdicts import Verdict
 
 
 def make_waiver(quarantine: Quarantine, *, arch: str, grace: timedelta | None = None,
@@ -59,24 +58,3 @@ def _human(d: timedelta) -> str:
         if secs % size == 0 and secs >= size:
             return f"{secs // size}{unit}"
     return f"{secs}s"
-
-
-@dataclass(frozen=True)
-class FlakyEntry:
-    product: str
-    serial: str
-    run_id: int
-    test_id: str
-    testbed: str
-    attempts: tuple[tuple[int, str], ...]  # (attempt number, verdict), in order
-
-    @property
-    def failed_attempts(self) -> list[int]:
-        return [n for n, v in self.attempts if v in (Verdict.FAIL, Verdict.ERROR)]
-
-
-def flaky_report(catalog: Catalog, product: str | None, since: datetime) -> list[FlakyEntry]:
-    """Every transient failure: a test that failed (or errored) on some attempts
-    of a run and passed on a later one, with the attempt numbers (found by the database)."""
-    return [FlakyEntry(t.product, t.serial, t.run_id, t.test_id, t.testbed, t.attempts)
-            for t in catalog.transient_failures(product, since)]

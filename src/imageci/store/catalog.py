@@ -63,6 +63,10 @@ class TransientFailure:
     testbed: str
     attempts: tuple[tuple[int, str], ...]  # (attempt number, verdict), in order
 
+    @property
+    def failed_attempts(self) -> list[int]:
+        return [n for n, v in self.attempts if v in ("fail", "error")]
+
 
 class TransitionError(UsageError):
     pass
