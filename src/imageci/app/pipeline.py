@@ -10,11 +10,10 @@ from imageci.app.building import build
 from imageci.app.gating import gate
 from imageci.app.planning import TestRequest
 from imageci.app.session import Session
-from imageci.app.testing import PlanFn, RunOutcome, run_tests
+from imageci.app.testing import AttemptFn, PlanFn, RunOutcome, run_tests
 from imageci.app.versions import gate_of, keep_of, suite_dir_of
 from imageci.build.service import BuildResult
 from imageci.definitions.image import load_definition
-from imageci.engine.runner import EventFn
 from imageci.errors import UsageError
 from imageci.exitcodes import ExitCode
 from imageci.policy.gate import GateResult
@@ -40,7 +39,7 @@ class PipelineOutcome:
 
 def pipeline(session: Session, definition: Path, request: TestRequest, *, force_build: bool = False,
              on_build_line: Callable[[str], None] | None = None, on_built: Callable[[BuildResult], None] | None = None,
-             on_plan: PlanFn | None = None, on_event: EventFn | None = None) -> PipelineOutcome:
+             on_plan: PlanFn | None = None, on_event: AttemptFn | None = None) -> PipelineOutcome:
     """``request`` gives the test options (its ``ref`` is ignored: the version just built is tested);
     without ``testbeds`` the gate's testbeds are used. ``request.suite`` is recorded as the version's
     suite (the gate judges it); DEP-8 trees and structure or testinfra files run next to the suite.

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
 from imageci.app.versions import image_handle
@@ -16,10 +18,38 @@ from imageci.exitcodes import ExitCode
 from imageci.reports.junit import write_junit
 from imageci.reports.reproducer import RunSpec, write_reproducer
 from imageci.reports.tap import write_tap
-from imageci.store.models import label
+from imageci.store.models import Attempt, label
 from imageci.testbeds.registry import make_backend
 
 PlanFn = Callable[[TestPlan], None]
+
+
+class AttemptEvent(BaseModel):
+    """One attempt as an interface shows it while a run goes on."""
+
+    test: str
+    testbed: str
+    attempt: int
+    verdict: str
+    seconds: float
+    reason: str
+    cached: bool  # an earlier pass of these bytes and this test, reused
+
+
+AttemptFn = Callable[[AttemptEvent], None]
+
+
+def _engine_events(on_attempt: AttemptFn | None) -> EventFn | None:
+    if on_attempt is None:
+        return None
+
+    def relay(what: str, result: TestResult, attempt: Attempt | None) -> None:
+        if attempt is not None:
+            on_attempt(AttemptEvent(test=result.test_id, testbed=result.testbed, attempt=attempt.attempt,
+                                    verdict=attempt.verdict, reason=attempt.reason, cached=what == "cached",
+                                    seconds=(attempt.ended_at - attempt.started_at).total_seconds()))
+
+    return relay
 
 
 @dataclass
@@ -41,11 +71,12 @@ def log_text(session: Session, result: TestResult) -> str:
     return ""
 
 
-def execute(session: Session, plan: TestPlan, on_event: EventFn | None = None) -> RunOutcome:
+def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None) -> RunOutcome:
     request = plan.request
     backends = {name: make_backend(name, session.settings) for name in plan.testbeds}
     settings = session.settings
-    engine = Engine(session.catalog, session.store, backends, jobs=plan.jobs, on_event=on_event, fresh=plan.fresh,
+    engine = Engine(session.catalog, session.store, backends, jobs=plan.jobs, on_event=_engine_events(on_event),
+                    fresh=plan.fresh,
                     waiver=plan.waiver, owner=str(session.owner.lock_path), limits=plan.limits,
                     budget=Budget(default_budget(settings.memory_budget_mb, settings.cpu_budget)))
     version = plan.version
@@ -64,7 +95,7 @@ def execute(session: Session, plan: TestPlan, on_event: EventFn | None = None) -
 
 
 def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None = None,
-              on_event: EventFn | None = None) -> RunOutcome:
+              on_event: AttemptFn | None = None) -> RunOutcome:
     """Plan and execute; ``on_plan`` sees the plan before anything runs, ``on_event`` every attempt."""
     plan = plan_tests(session, request)
     if on_plan is not None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from rich.markup import escape
 
 from imageci.app.planning import TestPlan
-from imageci.app.testing import RunOutcome
+from imageci.app.testing import AttemptEvent, RunOutcome
 from imageci.cli.context import console
-from imageci.engine.runner import TestResult
-from imageci.store.models import Attempt, label
+from imageci.store.models import label
 
 COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "flaky": "yellow"}
 
@@ -19,16 +18,13 @@ def show_plan(plan: TestPlan) -> None:
                   f"{len(plan.checks)} test(s) × {', '.join(plan.testbeds)}")
 
 
-def show_event(what: str, result: TestResult, attempt: Attempt | None) -> None:
-    assert attempt is not None
-    colour = COLOURS.get(attempt.verdict, "white")
-    extra = " (cached: passed before for these bytes)" if what == "cached" else (
-        f" — {escape(attempt.reason)}" if attempt.reason else "")
-    secs = (attempt.ended_at - attempt.started_at).total_seconds()
-    tries = f" try {attempt.attempt}" if attempt.attempt > 1 else ""
-    bed = escape(f"[{result.testbed}]")
-    console.print(f"  [{colour}]{attempt.verdict:5}[/] {escape(result.test_id)} {bed}{tries} "
-                  f"{'' if what == 'cached' else f'{secs:.2f}s'}{extra}", highlight=False)
+def show_event(e: AttemptEvent) -> None:
+    colour = COLOURS.get(e.verdict, "white")
+    extra = " (cached: passed before for these bytes)" if e.cached else (f" — {escape(e.reason)}" if e.reason else "")
+    tries = f" try {e.attempt}" if e.attempt > 1 else ""
+    bed = escape(f"[{e.testbed}]")
+    console.print(f"  [{colour}]{e.verdict:5}[/] {escape(e.test)} {bed}{tries} "
+                  f"{'' if e.cached else f'{e.seconds:.2f}s'}{extra}", highlight=False)
 
 
 def show_outcome(outcome: RunOutcome) -> None:
