@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
-from imageci.app.versions import image_handle
+from imageci.app.versions import config_of
 from imageci.engine.budget import Budget, default_budget
 from imageci.engine.runner import Engine, EventFn, RunReport, TestResult
 from imageci.exitcodes import ExitCode
@@ -81,7 +81,7 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None)
                     budget=Budget(default_budget(settings.memory_budget_mb, settings.cpu_budget)))
     version = plan.version
     report = engine.run(version, plan.checks, plan.testbeds, retries=request.retries, rerun_all=request.rerun_all,
-                        image=image_handle(session, version))
+                        image=engine.image_handle(version, config_of(session, version)))
     if request.junit:
         write_junit(report, request.junit, lambda r: log_text(session, r))
     if request.tap:

@@ -18,7 +18,6 @@ from imageci.definitions.image import Gate, ImageDefinition, load_definition, pa
 from imageci.errors import ImageciError, UsageError
 from imageci.store.models import OCI_CONFIG, SUITE, Version, label
 from imageci.store.snapshots import unpack_tree
-from imageci.testbeds.base import ImageHandle
 
 
 def definition_of(version: Version) -> ImageDefinition | None:
@@ -48,10 +47,6 @@ def suite_dir_of(session: Session, version: Version, override: Path | None = Non
     return suite
 
 
-def has_suite(version: Version) -> bool:
-    return any(a.kind == SUITE for a in version.artifacts) or _legacy_suite(version) is not None
-
-
 def gate_of(version: Version) -> Gate | None:
     definition = definition_of(version)
     return definition.tests.gate if definition is not None and definition.tests is not None else None
@@ -74,13 +69,3 @@ def config_of(session: Session, version: Version) -> ImageConfig:
     if not isinstance(doc, dict):
         raise ImageciError(f"{label(version)}: its stored image configuration is not a JSON object")
     return ImageConfig.from_oci(doc)
-
-
-def image_handle(session: Session, version: Version) -> ImageHandle:
-    """What a testbed needs: the verified rootfs blob, architecture and configuration."""
-    rootfs = next((a for a in version.artifacts if a.kind == "rootfs"), None)
-    if rootfs is None:
-        raise ImageciError(f"{label(version)} has no rootfs artifact")
-    return ImageHandle(digest=version.digest, name=version.product.name,
-                       rootfs_tar=session.store.verified_path(rootfs.digest), architecture=version.architecture,
-                       config=config_of(session, version))

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from imageci.build.oci import ImageConfig
 from imageci.checks.base import Check, Outcome
 from imageci.definitions.limits import DEFAULTS, LimitPolicy, Limits
 from imageci.engine.aggregate import aggregate, exit_code_for
@@ -146,12 +147,14 @@ class Engine:
         if self.on_event:
             self.on_event(what, result, attempt)
 
-    def image_handle(self, version: Version) -> ImageHandle:
+    def image_handle(self, version: Version, config: ImageConfig | None = None) -> ImageHandle:
+        """What a testbed needs: the verified rootfs blob, architecture and (when given) configuration."""
         rootfs = next((a for a in version.artifacts if a.kind == "rootfs"), None)
         if rootfs is None:
             raise ImageciError(f"{version.product.name}@{version.serial} has no rootfs artifact")
         return ImageHandle(digest=version.digest, name=version.product.name,
-                           rootfs_tar=self.store.verified_path(rootfs.digest), architecture=version.architecture)
+                           rootfs_tar=self.store.verified_path(rootfs.digest), architecture=version.architecture,
+                           config=config)
 
     def limits_for(self, check: Check) -> Limits:
         return self.limits.for_test(check.id, check.limits)
