@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from imageci.errors import UnknownReferenceError, UsageError
-from imageci.store import database
+from imageci.store import catalogfile, database, lookups
 from imageci.store.catalog import Catalog, NewArtifact, TransitionError
 from imageci.store.models import State
 from imageci.store.refs import parse_ref
@@ -35,7 +35,7 @@ def exercise_catalog(cat: Catalog) -> None:
     assert cat.resolve("demo:stable").id == v1.id
     with pytest.raises(TransitionError):
         cat.transition(v1.id, State.TESTING, actor="alice")
-    events = cat.events(v1.id)
+    events = lookups.events(cat.reader(), v1.id)
     assert [(e.from_state, e.to_state) for e in events] == [(None, "created"), ("created", "testing"),
                                                             ("testing", "stable")]
     assert events[-1].actor == "alice" and events[-1].reason == "gate held"
@@ -191,5 +191,5 @@ def test_the_cli_refuses_a_zero_byte_catalog_with_its_own_exit_code(tmp_path: Pa
 
 
 def test_the_head_revision_opening_compares_with_is_alembic_s_head() -> None:
-    """Opening an up-to-date catalog compares with database.HEAD and never imports Alembic."""
-    assert database.head_revision() == database.HEAD
+    """Opening an up-to-date catalog compares with catalogfile.HEAD and never imports Alembic."""
+    assert database.head_revision() == catalogfile.HEAD

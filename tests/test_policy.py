@@ -11,6 +11,7 @@ from sqlalchemy import update
 from imageci.errors import GateRefused, UsageError
 from imageci.policy.gate import GateResult
 from imageci.policy.promote import promote, prune
+from imageci.store import lookups
 from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import State, Version, utcnow
 
@@ -38,7 +39,7 @@ def test_promotion_requires_the_gate_or_an_audited_force(cat: Catalog) -> None:
         promote(cat, v, FAILS, keep=3, force=True)
     res = promote(cat, v, FAILS, keep=3, force=True, reason="CVE hotfix, tests broken upstream", actor="bob")
     assert res.forced and res.version.state == State.STABLE
-    last = cat.events(v.id)[-1]
+    last = lookups.events(cat.reader(), v.id)[-1]
     assert (last.actor, last.to_state) == ("bob", "stable")
     assert last.reason == "forced: CVE hotfix, tests broken upstream"
 
@@ -51,7 +52,7 @@ def test_keep_at_most_k_stable_versions(cat: Catalog) -> None:
     states = {v.serial: v.state for v in cat.versions("demo")}
     assert [states[v.serial] for v in versions] == ["inactive", "inactive", "stable", "stable"]
     assert [r.serial for r in retired_all] == [versions[0].serial, versions[1].serial]
-    assert "superseded by" in cat.events(versions[0].id)[-1].reason
+    assert "superseded by" in lookups.events(cat.reader(), versions[0].id)[-1].reason
     assert cat.resolve("demo:stable").serial == versions[-1].serial
 
 
@@ -68,4 +69,4 @@ def test_prune_retires_old_testing_versions_that_never_passed(cat: Catalog) -> N
     assert [v.id for v in pruned] == [old_failed.id]
     states = {v.id: v.state for v in cat.versions("demo")}
     assert states == {old_failed.id: "inactive", old_passed.id: "testing", fresh.id: "testing"}
-    assert cat.events(old_failed.id)[-1].actor == "janitor"
+    assert lookups.events(cat.reader(), old_failed.id)[-1].actor == "janitor"

@@ -21,3 +21,17 @@ def test_catalog_on_postgresql(postgres_url: str) -> None:
     again = Catalog.open(postgres_url)  # reopening does not re-run migrations or lose data
     assert again.resolve("demo:stable").state == "stable"
     again.close()
+
+
+def test_lookups_on_postgresql(postgres_url: str) -> None:
+    """The query operations' SQL (store.lookups) says the same on PostgreSQL as on SQLite."""
+    from test_lookups import answers, check_answers, seed
+
+    admin = database.make_engine(postgres_url)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("CREATE DATABASE lookups"))
+    admin.dispose()
+    cat = Catalog.open(postgres_url.rsplit("/", 1)[0] + "/lookups")
+    refs = seed(cat)
+    check_answers(answers(cat.reader(), refs), refs)
+    cat.close()

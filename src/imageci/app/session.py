@@ -4,14 +4,20 @@ this process's owner token."""
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imageci.config import Settings
 from imageci.homelock import HomeLock
 from imageci.owners import Owner, lock_alive, process_owner
+from imageci.store import lookups
 from imageci.store.blobs import BlobStore
-from imageci.store.catalog import Catalog
+from imageci.store.reading import Reader, SqliteReader
+
+if TYPE_CHECKING:  # the ORM is imported when the catalog is first used: queries never need it
+    from imageci.store.catalog import Catalog
 
 log = logging.getLogger("imageci.app")
 
@@ -22,6 +28,7 @@ class Session:
     _catalog: Catalog | None = field(default=None)
     _store: BlobStore | None = field(default=None)
     _lock: HomeLock | None = field(default=None)
+    _reader: Reader | None = field(default=None)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Session:
@@ -48,6 +55,8 @@ class Session:
     def catalog(self) -> Catalog:
         """The catalog, opened on first use; runs whose process died are marked aborted then."""
         if self._catalog is None:
+            from imageci.store.catalog import Catalog
+
             self._catalog = Catalog.open(self.settings.db_url, self.settings.actor)
             for run in self._catalog.abort_dead_runs(lambda owner: lock_alive(Path(owner))):
                 n = len(self._catalog.attempts(run.image_digest, run_id=run.id))
@@ -56,12 +65,34 @@ class Session:
         return self._catalog
 
     @property
+    def reader(self) -> Reader:
+        """Plain-SQL read access (``store.lookups``) for the query operations. On an up-to-date SQLite
+        catalog with no run left to mark aborted, that is stdlib sqlite3, read-only, and SQLAlchemy is
+        never imported; otherwise the catalog is opened first (it creates, migrates or refuses, and marks
+        dead runs aborted) and read through."""
+        if self._reader is not None:
+            return self._reader
+        reader: Reader | None = SqliteReader.open(self.settings.db_url)
+        if reader is not None and any(owner and not lock_alive(Path(owner))
+                                      for _id, owner in lookups.running(reader, socket.gethostname())):
+            reader.close()
+            reader = None
+        if reader is None:
+            catalog = self.catalog
+            reader = SqliteReader.open(self.settings.db_url) or catalog.reader()
+        self._reader = reader
+        return reader
+
+    @property
     def store(self) -> BlobStore:
         if self._store is None:
             self._store = BlobStore(self.settings.store_dir, self.owner.token)
         return self._store
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._catalog is not None:
             self._catalog.close()
             self._catalog = None

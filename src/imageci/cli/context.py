@@ -4,7 +4,6 @@ turning errors into the documented exit codes."""
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import signal
 import sys
@@ -25,9 +24,17 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "flaky": "yellow"}
+
+
 def print_json(doc: object) -> None:
-    """Machine-readable output: plain JSON on stdout (no styling; fast for large outputs)."""
-    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    """Machine-readable output: plain JSON on stdout, UTF-8, no styling. Pydantic models (the app
+    layer's rows), lists and dicts are serialized by pydantic-core: fast for large outputs."""
+    from pydantic_core import to_json
+
+    sys.stdout.flush()
+    sys.stdout.buffer.write(to_json(doc, indent=2) + b"\n")
+    sys.stdout.buffer.flush()
 
 
 class _ConsoleLog(logging.Handler):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imageci import __version__
-from imageci.cli.context import console, err_console, handle_errors, print_json, show_warnings
+from imageci.cli.context import COLOURS, console, err_console, handle_errors, print_json, show_warnings
 
 # Commands import what they use when they run: `imageci --version` and the queries start fast.
 if TYPE_CHECKING:
@@ -100,20 +100,17 @@ def build(definition: DefArg,
 def images(name: Annotated[str | None, typer.Argument(help="only this product")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """List products, versions, their states and channels."""
-    from rich.table import Table
-
     from imageci.app import queries
     from imageci.app.session import Session
+    from imageci.cli.columns import write_columns
 
     rows = queries.images(Session.open(), name)
     if as_json:
-        print_json([r.model_dump(mode="json") for r in rows])
+        print_json(rows)
         return
-    table = Table("name", "version", "state", "channels", "digest", "size", "created")
-    for r in rows:
-        table.add_row(r.name, r.version, r.state, ",".join(r.channels) or "-", r.digest[:19],
-                      f"{r.size / 1e6:.1f} MB", r.created)
-    console.print(table)
+    write_columns(("name", "version", "state", "channels", "digest", "size", "created"),
+                  ((r.name, r.version, r.state, ",".join(r.channels) or "-", r.digest[:19], f"{r.size / 1e6:.1f} MB",
+                    r.created) for r in rows))
 
 
 def _fresh(value: str | None) -> Fresh | None:
@@ -183,11 +180,9 @@ RUN_NOTES = {"aborted": "the imageci process running it died; what it recorded i
 def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help="only these tests")] = None,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every recorded attempt for an image: verdict, duration, log path."""
-    from rich.table import Table
-
     from imageci.app import queries
     from imageci.app.session import Session
-    from imageci.cli.testing import COLOURS
+    from imageci.cli.columns import write_columns
 
     res = queries.results(Session.open(), ref, tests)
     if as_json:
@@ -199,13 +194,11 @@ def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help=
             console.print(f"[yellow]run {run.run} {run.status}[/] ({run.started} → {run.ended or '…'}): "
                           f"{run.attempts} attempt(s) recorded for {run.tests} planned test(s) — "
                           f"{RUN_NOTES.get(run.status, '')}", highlight=False)
-    table = Table("run", "test", "testbed", "try", "verdict", "exit", "seconds", "started", "reason / log")
-    for a in res.attempts:
-        verdict = f"[{COLOURS.get(a.verdict, 'white')}]{a.verdict}[/]"
-        table.add_row(str(a.run), a.test, a.testbed, str(a.attempt), verdict,
-                      "-" if a.exit_code is None else str(a.exit_code), f"{a.duration:.3f}", a.started,
-                      a.reason or a.log or "")
-    console.print(table)
+    write_columns(("run", "test", "testbed", "try", "verdict", "exit", "seconds", "started", "reason / log"),
+                  ((str(a.run), a.test, a.testbed, str(a.attempt), a.verdict,
+                    "-" if a.exit_code is None else str(a.exit_code), f"{a.duration:.3f}", a.started,
+                    a.reason or a.log or "") for a in res.attempts),
+                  colour=lambda column, value: COLOURS.get(value) if column == 4 else None)
 
 
 @app.command()
@@ -272,15 +265,13 @@ def pipeline(definition: DefArg,
 @handle_errors
 def events(ref: RefArg) -> None:
     """The audit trail of a version: every state change, who, when, why."""
-    from rich.table import Table
-
     from imageci.app import queries
     from imageci.app.session import Session
+    from imageci.cli.columns import write_columns
 
-    table = Table("at", "event", "actor", "reason")
-    for e in queries.events(Session.open(), ref):
-        table.add_row(e.at.isoformat(timespec="seconds"), e.event, e.actor, e.reason)
-    console.print(table)
+    write_columns(("at", "event", "actor", "reason"),
+                  ((e.at.isoformat(timespec="seconds"), e.event, e.actor, e.reason)
+                   for e in queries.events(Session.open(), ref)))
 
 
 @app.command()
@@ -338,20 +329,17 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
           since: Annotated[str, typer.Option("--since", help="how far back, e.g. 30d")] = "30d",
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every transient failure: tests that failed and then passed within one run, with the attempt numbers."""
-    from rich.table import Table
-
     from imageci.app import queries
     from imageci.app.session import Session
+    from imageci.cli.columns import write_columns
 
     rows = queries.flaky(Session.open(), name, _duration(since))
     if as_json:
-        print_json([r.model_dump(mode="json") for r in rows])
+        print_json(rows)
         return
-    table = Table("image", "run", "test", "testbed", "attempts")
-    for r in rows:
-        tries = ", ".join(f"#{a.attempt} {a.verdict}" for a in r.attempts)
-        table.add_row(r.image, str(r.run), r.test, r.testbed, tries)
-    console.print(table)
+    write_columns(("image", "run", "test", "testbed", "attempts"),
+                  ((r.image, str(r.run), r.test, r.testbed, ", ".join(f"#{a.attempt} {a.verdict}" for a in r.attempts))
+                   for r in rows))
     tests = {(r.test, r.testbed) for r in rows}
     console.print(f"{len(rows)} transient failure(s) of {len(tests)} test(s) in the last {since}")
 

@@ -6,10 +6,8 @@ from rich.markup import escape
 
 from imageci.app.planning import TestPlan
 from imageci.app.testing import AttemptEvent, RunOutcome
-from imageci.cli.context import console
+from imageci.cli.context import COLOURS, console
 from imageci.store.models import label
-
-COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "skip": "yellow", "flaky": "yellow"}
 
 
 def show_plan(plan: TestPlan) -> None:

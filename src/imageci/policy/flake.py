@@ -1,6 +1,6 @@
 """Flake policy: from the quarantine file and the grace period for new tests
 to the waivers the engine and the gate apply. (The flaky report is a catalog
-query: ``Catalog.transient_failures``.)
+query: ``store.lookups.transient_failures``.)
 
 Order: a quarantine entry in force wins; otherwise a test whose first run on
 this product is younger than the suite's ``grace`` only warns. Expired

@@ -4,25 +4,23 @@ detached from their session (``expire_on_commit=False``)."""
 
 from __future__ import annotations
 
-import difflib
 import getpass
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from imageci.errors import UnknownReferenceError, UsageError
-from imageci.store import database
+from imageci.store import database, lookups
 from imageci.store.models import (
-    CHANNELS,
     TRANSITIONS,
     Artifact,
     Attempt,
@@ -34,7 +32,8 @@ from imageci.store.models import (
     Version,
     utcnow,
 )
-from imageci.store.refs import ImageRef, parse_ref
+from imageci.store.reading import SQLITE_TIME, Reader, Row
+from imageci.store.refs import ImageRef
 
 
 def current_actor() -> str:
@@ -52,20 +51,6 @@ class NewArtifact:
     filename: str
     digest: str
     size: int
-
-
-@dataclass(frozen=True)
-class TransientFailure:
-    product: str
-    serial: str
-    run_id: int
-    test_id: str
-    testbed: str
-    attempts: tuple[tuple[int, str], ...]  # (attempt number, verdict), in order
-
-    @property
-    def failed_attempts(self) -> list[int]:
-        return [n for n, v in self.attempts if v in ("fail", "error")]
 
 
 class TransitionError(UsageError):
@@ -223,48 +208,18 @@ class Catalog:
                 q = q.where(Version.state.in_([st.value for st in states]))
             return list(s.scalars(q.order_by(Product.name, Version.serial)))
 
-    def events(self, version_id: int) -> list[Event]:
-        with self.session() as s:
-            return list(s.scalars(select(Event).where(Event.version_id == version_id).order_by(Event.id)))
-
     def resolve(self, ref: str | ImageRef) -> Version:
-        """The version a reference names; unknown names list the close ones."""
-        r = parse_ref(ref) if isinstance(ref, str) else ref
+        """The version a reference names (``store.lookups.resolve``); unknown names list the close ones."""
         with self.session() as s:
-            q = select(Version).join(Product).options(selectinload(Version.product),
-                                                      selectinload(Version.artifacts))
-            if r.digest:
-                found = list(s.scalars(q.where(Version.digest.like(f"{r.digest}%")).order_by(Version.serial)))
-                digests = {v.digest for v in found}
-                if len(digests) > 1:
-                    raise UnknownReferenceError(f"ambiguous digest prefix {r.digest!r}")
-                if found:
-                    return found[-1]
-                raise UnknownReferenceError(f"no image with digest sha256:{r.digest}")
-            assert r.name is not None
-            if self._product(s, r.name) is None:
-                names = list(s.scalars(select(Product.name)))
-                close = difflib.get_close_matches(r.name, names, n=3, cutoff=0.4)
-                hint = f"; did you mean: {', '.join(close)}" if close else (
-                    f"; known images: {', '.join(sorted(names))}" if names else "; the catalog is empty")
-                raise UnknownReferenceError(f"unknown image {r.name!r}{hint}")
-            q = q.where(Product.name == r.name)
-            if r.serial:
-                v = s.scalar(q.where(Version.serial == r.serial))
-                if v is None:
-                    serials = list(s.scalars(select(Version.serial).join(Product)
-                                             .where(Product.name == r.name).order_by(Version.serial)))
-                    raise UnknownReferenceError(f"{r.name} has no version {r.serial!r}; versions: "
-                                                f"{', '.join(serials[-5:]) or 'none'}")
-                return v
-            channel = r.channel or "testing"
-            if channel not in CHANNELS:
-                raise UnknownReferenceError(f"unknown channel {channel!r}; channels: {', '.join(CHANNELS)}")
-            v = s.scalar(q.where(Version.state.in_([st.value for st in CHANNELS[channel]]))
-                         .order_by(Version.serial.desc()).limit(1))
-            if v is None:
-                raise UnknownReferenceError(f"{r.name} has no version on channel {channel!r}")
-            return v
+            info = lookups.resolve(SqlAlchemyReader(s), ref)
+            version = s.scalar(select(Version).options(selectinload(Version.product), selectinload(Version.artifacts))
+                               .where(Version.id == info.id))
+            assert version is not None
+            return version
+
+    def reader(self) -> Reader:
+        """Plain-SQL read access for ``store.lookups``, a connection per statement."""
+        return SqlAlchemyReader(self.engine)
 
     # ---- runs and attempts -----------------------------------------------------
 
@@ -294,9 +249,8 @@ class Catalog:
         A run recorded without an owner (an engine used as a library) is never guessed dead."""
         host = socket.gethostname()
         with self.session() as s:
-            candidates = list(s.scalars(select(Run).where(Run.status == RunStatus.RUNNING.value,
-                                                          Run.host == host)))
-            dead = [r for r in candidates if r.owner and not alive(r.owner)]
+            dead = [s.get_one(Run, rid) for rid, owner in lookups.running(SqlAlchemyReader(s), host)
+                    if owner and not alive(owner)]
             for run in dead:
                 last = s.scalar(select(func.max(Attempt.ended_at)).where(Attempt.run_id == run.id))
                 run.status = RunStatus.ABORTED.value
@@ -337,34 +291,6 @@ class Catalog:
                 .group_by(Attempt.test_id))
             return {tid: _aware(when) for tid, when in rows}
 
-    def transient_failures(self, name: str | None, since: datetime) -> list[TransientFailure]:
-        """Every run × test × testbed (with its product, serial and attempts in order) that failed or
-        errored and then passed within one run since ``since``. The database does the finding: it starts
-        from passes with attempt > 1 (index ``ix_attempts_retried``) and reads each group by
-        ``ix_attempts_group``, so memory and time follow the
-        number of transient failures, not the size of the catalog."""
-        with self.session() as s:
-            passed_late = (select(Attempt.run_id, Attempt.test_id, Attempt.testbed)
-                           .where(Attempt.verdict == "pass", Attempt.attempt > 1, Attempt.started_at >= since)
-                           .distinct().subquery())
-            failed = (select(Attempt.run_id, Attempt.test_id, Attempt.testbed)
-                      .join(passed_late, (Attempt.run_id == passed_late.c.run_id)
-                            & (Attempt.test_id == passed_late.c.test_id)
-                            & (Attempt.testbed == passed_late.c.testbed))
-                      .where(Attempt.verdict.in_(("fail", "error"))).distinct().subquery())
-            q = (select(Product.name, Version.serial, Attempt.run_id, Attempt.test_id, Attempt.testbed,
-                        Attempt.attempt, Attempt.verdict)  # columns, not ORM objects: cheap per row
-                 .join(failed, (Attempt.run_id == failed.c.run_id) & (Attempt.test_id == failed.c.test_id)
-                       & (Attempt.testbed == failed.c.testbed))
-                 .join(Version, Version.digest == Attempt.image_digest)
-                 .join(Product, Product.id == Version.product_id))
-            if name is not None:
-                q = q.where(Product.name == name)
-            groups: dict[tuple[str, str, int, str, str], list[tuple[int, str]]] = {}
-            for product, serial, run_id, test_id, testbed, number, verdict in s.execute(q.order_by(Attempt.id)):
-                groups.setdefault((product, serial, run_id, test_id, testbed), []).append((number, verdict))
-            return [TransientFailure(*key, tuple(attempts)) for key, attempts in groups.items()]
-
     def runs(self, image_digest: str) -> list[Run]:
         with self.session() as s:
             return list(s.scalars(select(Run).where(Run.image_digest == image_digest).order_by(Run.id)))
@@ -372,6 +298,27 @@ class Catalog:
     def run(self, run_id: int) -> Run | None:
         with self.session() as s:
             return s.get(Run, run_id)
+
+
+class SqlAlchemyReader(Reader):
+    """A ``store.reading.Reader`` over SQLAlchemy: an engine (a connection per statement) or an open
+    session (inside its transaction)."""
+
+    def __init__(self, through: Engine | Session) -> None:
+        self.through = through
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        if isinstance(self.through, Session):
+            return [tuple(r) for r in self.through.execute(text(sql), dict(params or {}))]
+        try:
+            with self.through.connect() as conn:
+                return [tuple(r) for r in conn.execute(text(sql), dict(params or {}))]
+        except DatabaseError as exc:
+            raise database.unusable(exc, str(self.through.url)) from exc
+
+    def time(self, when: datetime) -> Any:
+        bind = self.through.get_bind() if isinstance(self.through, Session) else self.through
+        return when.astimezone(UTC).strftime(SQLITE_TIME) if bind.dialect.name == "sqlite" else when
 
 
 def _aware(when: datetime) -> datetime:

@@ -11,15 +11,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
 
 from imageci.errors import CatalogUnusableError, ImageciError
+from imageci.store.catalogfile import HEAD, check_path, restore_hint
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# The newest schema revision (migrations/versions/); a test keeps it equal to Alembic's head.
-# Opening an up-to-date catalog compares with it and never imports Alembic.
-HEAD = "0004"
-SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -41,30 +38,11 @@ def sqlite_file(url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
-def restore_hint(path: Path | None) -> str:
-    if path is None:
-        return "Nothing was changed. Restore the database from a backup; the artifact store is untouched."
-    return (f"Nothing was changed. Restore {path} from a backup, or move it aside (mv {path} {path}.damaged) "
-            f"to start an empty catalog; `sqlite3 {path}.damaged .recover | sqlite3 {path}` salvages what is "
-            "readable. The artifact store is untouched.")
-
-
 def check_file(url: str) -> None:
-    """Refuse an existing file that cannot be a SQLite catalog (SQLite would silently
-    turn a zero-byte file into a new, empty database)."""
+    """Refuse an existing file at ``url`` that cannot be a SQLite catalog."""
     path = sqlite_file(url)
-    if path is None or not path.exists():
-        return
-    if not path.is_file():
-        raise CatalogUnusableError(f"the catalog {path} is not a regular file. {restore_hint(path)}")
-    with path.open("rb") as fh:
-        head = fh.read(len(SQLITE_HEADER))
-    if not head:
-        raise CatalogUnusableError(f"the catalog {path} is empty (0 bytes): its history is gone or it was "
-                                   f"truncated; it is never replaced by a new catalog. {restore_hint(path)}")
-    if head != SQLITE_HEADER:
-        raise CatalogUnusableError(f"the catalog {path} is not a SQLite database (damaged or overwritten). "
-                                   f"{restore_hint(path)}")
+    if path is not None:
+        check_path(path)
 
 
 def unusable(exc: DatabaseError, url: str) -> ImageciError:

@@ -3,54 +3,27 @@ in ``store/migrations``; these classes must match the newest revision."""
 
 from __future__ import annotations
 
-import enum
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from imageci.store.states import (
+    CHANNELS,
+    OCI_CONFIG,
+    ROOTFS,
+    SUITE,
+    TRANSITIONS,
+    RunStatus,
+    State,
+    as_utc,
+    channels_of,
+    utcnow,
+)
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(dt: datetime) -> datetime:
-    """SQLite drops the zone; every timestamp we write is UTC."""
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-class State(enum.StrEnum):
-    CREATED = "created"
-    TESTING = "testing"
-    STABLE = "stable"
-    INACTIVE = "inactive"
-
-
-class RunStatus(enum.StrEnum):
-    RUNNING = "running"
-    FINISHED = "finished"  # ended normally (whatever its verdicts)
-    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: ended, finished attempts recorded
-    ABORTED = "aborted"  # the process died (kill -9, crash, power loss); found and marked later
-
-
-# The only transitions the catalog allows.
-TRANSITIONS: dict[State, set[State]] = {
-    State.CREATED: {State.TESTING, State.INACTIVE},
-    State.TESTING: {State.STABLE, State.INACTIVE},
-    State.STABLE: {State.INACTIVE},
-    State.INACTIVE: {State.TESTING},  # re-publish for another round of testing
-}
-
-# A channel lists the versions in these states, newest serial first.
-CHANNELS: dict[str, set[State]] = {
-    "testing": {State.TESTING, State.STABLE},
-    "stable": {State.STABLE},
-}
-
-
-# Artifact kinds a version carries besides its image bytes ("rootfs", "manifest", "build-log", VM disks).
-SUITE = "suite"  # the test suite as built with, a tar snapshot (store.snapshots)
-OCI_CONFIG = "oci-config"  # the image's runtime configuration, an OCI config's "config" object (JSON)
+# The catalog's vocabulary lives in store.states (no SQLAlchemy); re-exported for the ORM's users.
+__all__ = ["CHANNELS", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus", "State", "as_utc",
+           "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Run", "Version", "label"]
 
 
 class Base(DeclarativeBase):

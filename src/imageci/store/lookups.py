@@ -1,0 +1,212 @@
+"""What the catalog answers to readers, written once as portable SQL over a
+``store.reading.Reader``: which version a reference names, the versions of a
+product, a version's attempts, runs and audit events, the runs still marked
+running, and transient failures. The query operations (``app.queries``) and the
+ORM catalog (``Catalog.resolve``, ``Catalog.abort_dead_runs``) both use these,
+so a reference resolves the same way on every path and every database."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from datetime import datetime
+
+from imageci.errors import UnknownReferenceError
+from imageci.store.reading import Reader, stamp
+from imageci.store.refs import ImageRef, parse_ref
+from imageci.store.states import CHANNELS, ROOTFS, RunStatus
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: int
+    name: str
+    serial: str
+    digest: str
+    state: str
+    created_at: datetime
+    architecture: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.serial}"
+
+
+_VERSION = ("SELECT v.id, p.name, v.serial, v.digest, v.state, v.created_at, v.architecture "
+            "FROM versions v JOIN products p ON p.id = v.product_id")
+
+
+def _version(row: tuple[object, ...]) -> VersionInfo:
+    vid, name, serial, digest, state, created, arch = row
+    return VersionInfo(int(str(vid)), str(name), str(serial), str(digest), str(state), stamp(created), str(arch))
+
+
+def _in(states: set[str]) -> str:
+    """A SQL list of our own state words (constants, never input)."""
+    assert all(s.isalpha() for s in states)
+    return ", ".join(f"'{s}'" for s in sorted(states))
+
+
+def resolve(reader: Reader, ref: str | ImageRef) -> VersionInfo:
+    """The version a reference names; an unknown one raises with the close names."""
+    r = parse_ref(ref) if isinstance(ref, str) else ref
+    if r.digest:
+        found = [_version(row) for row in reader.rows(f"{_VERSION} WHERE v.digest LIKE :prefix ORDER BY v.serial",
+                                                      {"prefix": f"{r.digest}%"})]
+        if len({v.digest for v in found}) > 1:
+            raise UnknownReferenceError(f"ambiguous digest prefix {r.digest!r}")
+        if found:
+            return found[-1]
+        raise UnknownReferenceError(f"no image with digest sha256:{r.digest}")
+    assert r.name is not None
+    if not reader.rows("SELECT id FROM products WHERE name = :name", {"name": r.name}):
+        names = [str(n) for (n,) in reader.rows("SELECT name FROM products")]
+        close = difflib.get_close_matches(r.name, names, n=3, cutoff=0.4)
+        hint = f"; did you mean: {', '.join(close)}" if close else (
+            f"; known images: {', '.join(sorted(names))}" if names else "; the catalog is empty")
+        raise UnknownReferenceError(f"unknown image {r.name!r}{hint}")
+    if r.serial:
+        rows = reader.rows(f"{_VERSION} WHERE p.name = :name AND v.serial = :serial",
+                           {"name": r.name, "serial": r.serial})
+        if not rows:
+            serials = [str(s) for (s,) in reader.rows(
+                "SELECT v.serial FROM versions v JOIN products p ON p.id = v.product_id WHERE p.name = :name "
+                "ORDER BY v.serial", {"name": r.name})]
+            raise UnknownReferenceError(f"{r.name} has no version {r.serial!r}; versions: "
+                                        f"{', '.join(serials[-5:]) or 'none'}")
+        return _version(rows[0])
+    channel = r.channel or "testing"
+    if channel not in CHANNELS:
+        raise UnknownReferenceError(f"unknown channel {channel!r}; channels: {', '.join(CHANNELS)}")
+    rows = reader.rows(f"{_VERSION} WHERE p.name = :name AND v.state IN ({_in(set(CHANNELS[channel]))}) "
+                       "ORDER BY v.serial DESC LIMIT 1", {"name": r.name})
+    if not rows:
+        raise UnknownReferenceError(f"{r.name} has no version on channel {channel!r}")
+    return _version(rows[0])
+
+
+def versions(reader: Reader, name: str | None = None) -> list[tuple[VersionInfo, int]]:
+    """Every version (of product ``name``) by name and serial, with the bytes of its rootfs."""
+    where, params = ("WHERE p.name = :name", {"name": name}) if name else ("", {})
+    rows = reader.rows(f"SELECT v.id, p.name, v.serial, v.digest, v.state, v.created_at, v.architecture, "
+                       f"(SELECT COALESCE(SUM(a.size), 0) FROM artifacts a WHERE a.version_id = v.id "
+                       f"AND a.kind = '{ROOTFS}') FROM versions v JOIN products p ON p.id = v.product_id "
+                       f"{where} ORDER BY p.name, v.serial", params)
+    return [(_version(row[:7]), int(row[7])) for row in rows]
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    id: int
+    run_id: int
+    test_id: str
+    testbed: str
+    attempt: int
+    verdict: str
+    exit_code: int | None
+    reason: str
+    started_at: datetime
+    ended_at: datetime
+    log_digest: str | None
+
+
+def attempts(reader: Reader, image_digest: str) -> list[AttemptInfo]:
+    """Every attempt recorded for these bytes, oldest first."""
+    return [AttemptInfo(i, run, str(test), str(bed), n, str(verdict), code, str(reason or ""), stamp(start),
+                        stamp(end), log)
+            for i, run, test, bed, n, verdict, code, reason, start, end, log in reader.rows(
+                "SELECT id, run_id, test_id, testbed, attempt, verdict, exit_code, reason, started_at, ended_at, "
+                "log_digest FROM attempts WHERE image_digest = :digest ORDER BY id", {"digest": image_digest})]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    status: str
+    exit_code: int | None
+    actor: str
+    started_at: datetime
+    ended_at: datetime | None
+    options: str  # JSON
+
+
+def runs(reader: Reader, image_digest: str) -> list[RunInfo]:
+    """Every run against these bytes, oldest first."""
+    return [RunInfo(i, str(status), code, str(actor or ""), stamp(start), stamp(end) if end is not None else None,
+                    str(options or "{}"))
+            for i, status, code, actor, start, end, options in reader.rows(
+                "SELECT id, status, exit_code, actor, started_at, ended_at, options FROM runs "
+                "WHERE image_digest = :digest ORDER BY id", {"digest": image_digest})]
+
+
+def running(reader: Reader, host: str) -> list[tuple[int, str | None]]:
+    """(id, owner lock file) of the runs of ``host`` still marked running."""
+    return [(int(i), owner) for i, owner in reader.rows(
+        "SELECT id, owner FROM runs WHERE status = :running AND host = :host ORDER BY id",
+        {"running": RunStatus.RUNNING.value, "host": host})]
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    from_state: str | None
+    to_state: str
+    actor: str
+    reason: str
+    at: datetime
+
+
+def events(reader: Reader, version_id: int) -> list[EventInfo]:
+    """A version's state changes, oldest first."""
+    return [EventInfo(src, str(dst), str(actor), str(reason or ""), stamp(at)) for src, dst, actor, reason, at in
+            reader.rows("SELECT from_state, to_state, actor, reason, at FROM events WHERE version_id = :id "
+                        "ORDER BY id", {"id": version_id})]
+
+
+@dataclass(frozen=True)
+class TransientFailure:
+    product: str
+    serial: str
+    run_id: int
+    test_id: str
+    testbed: str
+    attempts: tuple[tuple[int, str], ...]  # (attempt number, verdict), in order
+
+    @property
+    def failed_attempts(self) -> list[int]:
+        return [n for n, v in self.attempts if v in ("fail", "error")]
+
+
+# Retried groups (run × test × testbed) whose retry started since the cutoff: each has exactly one
+# second attempt, and the partial index ix_attempts_retries holds only those, so this reads the few
+# retried rows, never the table (and needs no DISTINCT, nor the planner's statistics).
+_RETRIED = "SELECT run_id, test_id, testbed FROM attempts WHERE attempt = 2 AND started_at >= :since"
+
+
+def transient_failures(reader: Reader, name: str | None, since: datetime) -> list[TransientFailure]:
+    """Every run × test × testbed that failed or errored and then passed within one run, retried since
+    ``since`` (of product ``name``), its attempts in order. Time and memory follow the number of retried tests,
+    not the size of the catalog: the retries come from ix_attempts_retries, each group's attempts from
+    the covering ix_attempts_group, and the image's name once per run."""
+    params = {"since": reader.time(since)}
+    groups: dict[tuple[int, str, str], list[tuple[int, str]]] = {}
+    for run_id, test_id, testbed, number, verdict in reader.rows(
+            f"WITH retried AS ({_RETRIED}) SELECT a.run_id, a.test_id, a.testbed, a.attempt, a.verdict "
+            "FROM retried r JOIN attempts a ON a.run_id = r.run_id AND a.test_id = r.test_id "
+            "AND a.testbed = r.testbed", params):
+        groups.setdefault((int(run_id), str(test_id), str(testbed)), []).append((int(number), str(verdict)))
+    labels: dict[int, list[tuple[str, str]]] = {}
+    where = " AND p.name = :name" if name is not None else ""
+    for run_id, product, serial in reader.rows(
+            "SELECT ru.id, p.name, v.serial FROM runs ru JOIN versions v ON v.digest = ru.image_digest "
+            "JOIN products p ON p.id = v.product_id "
+            f"WHERE ru.id IN (SELECT run_id FROM attempts WHERE attempt = 2 AND started_at >= :since)"
+            f"{where} ORDER BY ru.id, p.name, v.serial", {**params, **({"name": name} if name is not None else {})}):
+        labels.setdefault(int(run_id), []).append((str(product), str(serial)))
+    found = []
+    for (run_id, test_id, testbed), tries in sorted(groups.items()):
+        tries.sort()
+        if not (any(v == "pass" and n > 1 for n, v in tries) and any(v in ("fail", "error") for _n, v in tries)):
+            continue
+        for product, serial in labels.get(run_id, []):
+            found.append(TransientFailure(product, serial, run_id, test_id, testbed, tuple(tries)))
+    return found

@@ -1,0 +1,57 @@
+"""The catalog's vocabulary without its tables: version states, run statuses,
+the transitions and channels, artifact kinds and UTC time. Nothing here imports
+SQLAlchemy, so the query commands' read path (``store.reading``) starts fast."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(dt: datetime) -> datetime:
+    """SQLite drops the zone; every timestamp we write is UTC."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+class State(enum.StrEnum):
+    CREATED = "created"
+    TESTING = "testing"
+    STABLE = "stable"
+    INACTIVE = "inactive"
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"  # ended normally (whatever its verdicts)
+    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: ended, finished attempts recorded
+    ABORTED = "aborted"  # the process died (kill -9, crash, power loss); found and marked later
+
+
+# The only transitions the catalog allows.
+TRANSITIONS: dict[State, set[State]] = {
+    State.CREATED: {State.TESTING, State.INACTIVE},
+    State.TESTING: {State.STABLE, State.INACTIVE},
+    State.STABLE: {State.INACTIVE},
+    State.INACTIVE: {State.TESTING},  # re-publish for another round of testing
+}
+
+# A channel lists the versions in these states, newest serial first.
+CHANNELS: dict[str, set[State]] = {
+    "testing": {State.TESTING, State.STABLE},
+    "stable": {State.STABLE},
+}
+
+
+def channels_of(state: str) -> list[str]:
+    """The channels a version in ``state`` is on."""
+    return [c for c, states in CHANNELS.items() if State(state) in states]
+
+
+# Artifact kinds a version carries besides its image bytes ("rootfs", "manifest", "build-log", VM disks).
+ROOTFS = "rootfs"
+SUITE = "suite"  # the test suite as built with, a tar snapshot (store.snapshots)
+OCI_CONFIG = "oci-config"  # the image's runtime configuration, an OCI config's "config" object (JSON)
