@@ -60,3 +60,15 @@ class CatalogUnusableError(ImageciError):
     """The catalog cannot be used as it is (damaged, not ours, newer schema); nothing was changed."""
 
     exit_code = ExitCode.CATALOG_UNUSABLE
+
+
+class Unauthenticated(ImageciError):
+    """No valid credentials: an unknown, expired or revoked token (HTTP 401)."""
+
+    exit_code = ExitCode.DENIED
+
+
+class Forbidden(ImageciError):
+    """Valid credentials without the scope, namespace or channel this needs (HTTP 403)."""
+
+    exit_code = ExitCode.DENIED

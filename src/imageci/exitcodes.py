@@ -19,4 +19,5 @@ class ExitCode(enum.IntEnum):
     BUILD_FAILED = 6  # the builder (mmdebstrap) failed; nothing was registered
     STORE_CORRUPT = 7  # `verify` found a blob (or an unpacked rootfs) whose bytes do not match its digest
     CATALOG_UNUSABLE = 8  # the catalog is damaged, not an imageci catalog, or from a newer imageci; untouched
+    DENIED = 9  # no valid credentials (unknown, expired or revoked token), or not allowed to do this
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; temporary state was cleaned up

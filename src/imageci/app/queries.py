@@ -17,6 +17,8 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
+from imageci.app import access
+from imageci.app.access import LOCAL, Principal
 from imageci.app.session import Session
 from imageci.errors import UsageError
 from imageci.store import lookups
@@ -56,6 +58,8 @@ class Row(BaseModel):
 
 class ImageRow(Row):
     name: str
+    namespace: str
+    public: bool  # readable without a token
     version: str
     state: str
     channels: list[str]
@@ -74,12 +78,14 @@ def _bulk(fn: F) -> F:
 
 
 @_bulk
-def images(session: Session, name: str | None = None) -> list[ImageRow]:
-    """Every version (of ``name``), its state and the channels it is on."""
-    found = lookups.versions(session.reader, name)
+def images(session: Session, name: str | None = None, *, viewer: Principal = LOCAL) -> list[ImageRow]:
+    """Every version (of ``name``) ``viewer`` may see, its state and the channels it is on."""
+    found = [(v, size) for v, size in lookups.versions(session.reader, name)
+             if viewer.sees(v.namespace, v.public, v.state)]
     if name and not found:
-        lookups.resolve(session.reader, name)  # raises with close names
-    return [ImageRow(name=v.name, version=v.serial, state=v.state, channels=channels_of(v.state),
+        access.resolve(session.reader, viewer, name)  # raises (with close names for the local operator)
+    return [ImageRow(name=v.name, namespace=v.namespace, public=v.public, version=v.serial, state=v.state,
+                     channels=channels_of(v.state),
                      digest=f"sha256:{v.digest}", created=v.created_at.isoformat(timespec="seconds"), size=size)
             for v, size in found]
 
@@ -117,9 +123,9 @@ class Results(Row):
 
 
 @_bulk
-def results(session: Session, ref: str, tests: list[str] | None = None) -> Results:
+def results(session: Session, ref: str, tests: list[str] | None = None, *, viewer: Principal = LOCAL) -> Results:
     """Every recorded attempt for a version (only ``tests``, when given) and the runs they belong to."""
-    version = lookups.resolve(session.reader, ref)
+    version = access.resolve(session.reader, viewer, ref)
     every = lookups.attempts(session.reader, version.digest)
     attempts = [a for a in every if not tests or a.test_id in tests]
     if tests:
@@ -157,9 +163,9 @@ RUN_ENDINGS = {"aborted": "the imageci process running it died (killed or crashe
 
 
 @_bulk
-def events(session: Session, ref: str) -> list[EventRow]:
+def events(session: Session, ref: str, *, viewer: Principal = LOCAL) -> list[EventRow]:
     """The audit trail of a version: state changes and runs, oldest first."""
-    version = lookups.resolve(session.reader, ref)
+    version = access.resolve(session.reader, viewer, ref)
     rows = [EventRow(at=e.at, event=f"{e.from_state or '-'} → {e.to_state}", actor=e.actor, reason=e.reason)
             for e in lookups.events(session.reader, version.id)]
     for r in lookups.runs(session.reader, version.digest):
@@ -186,9 +192,11 @@ class FlakyRow(Row):
 
 
 @_bulk
-def flaky(session: Session, name: str | None = None, since: timedelta = timedelta(days=30)) -> list[FlakyRow]:
+def flaky(session: Session, name: str | None = None, since: timedelta = timedelta(days=30), *,
+          viewer: Principal = LOCAL) -> list[FlakyRow]:
     """Every transient failure since ``since`` ago: a test that failed and then passed in one run."""
     return [FlakyRow(image=f"{e.product}@{e.serial}", run=e.run_id, test=e.test_id, testbed=e.testbed,
                      failed_attempts=e.failed_attempts,
                      attempts=[FlakyAttempt(attempt=n, verdict=v) for n, v in e.attempts])
-            for e in lookups.transient_failures(session.reader, name, utcnow() - since)]
+            for e in lookups.transient_failures(session.reader, name, utcnow() - since)
+            if viewer.sees(e.namespace, e.public, e.state)]

@@ -93,6 +93,9 @@ class Session:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         if self._catalog is not None:
             self._catalog.close()
             self._catalog = None

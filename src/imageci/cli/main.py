@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -384,6 +385,102 @@ def gc(force: Annotated[bool, typer.Option("--force", help="even while another i
         console.print(line, highlight=False)
     kept = f"; kept what {out.live} live imageci process(es) hold" if out.live else ""
     console.print(f"{len(out.removed)} leftover(s) removed{kept}")
+
+
+@app.command()
+@handle_errors
+def serve(listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", help="address to serve on")]
+          = "127.0.0.1:8080") -> None:
+    """Serve the HTTP API (under /api/v1; OpenAPI at /openapi.json) over this home's catalog and
+    store, until Ctrl-C / SIGTERM (requests in flight finish first)."""
+    from imageci.api.server import serve as run_server
+    from imageci.config import Settings
+    from imageci.errors import UsageError
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--listen must be HOST:PORT (got {listen!r})")
+    settings = Settings.load()
+    settings.ensure()
+    err_console.print(f"imageci API on http://{host}:{port}{'/api/v1'} (OpenAPI: /openapi.json)", highlight=False)
+    run_server(settings, host.strip("[]"), int(port))
+
+
+token_app = typer.Typer(help="API tokens: create (shown once), list, revoke. Run on the server's machine.",
+                        no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+@handle_errors
+def token_create(name: Annotated[str, typer.Option("--name", help="who or what uses it: the audit actor")],
+                 namespace: Annotated[str, typer.Option("--namespace", help="the namespace it acts in")],
+                 scope: Annotated[str, typer.Option("--scope", help="comma-separated: read, publish, test, "
+                                                    "promote, admin")] = "read",
+                 channel: Annotated[str | None, typer.Option("--channel", help="a follower's read token: only "
+                                                             "this channel's versions")] = None,
+                 expires: Annotated[str | None, typer.Option("--expires", help="lifetime, e.g. 90d (default: "
+                                                             "until revoked)")] = None) -> None:
+    """Create a token and print its secret (once: only its hash is kept)."""
+    from imageci.app import tokens
+    from imageci.app.access import LOCAL
+    from imageci.app.session import Session
+
+    made = tokens.create(Session.open(), name, namespace, scope, channel=channel, by=LOCAL,
+                         expires=_duration(expires) if expires else None)
+    sys.stdout.write(made.secret + "\n")
+    t = made.token
+    until = f", expires {t.expires.isoformat(timespec='seconds')}" if t.expires else ""
+    err_console.print(f"token {t.name!r} of namespace {t.namespace!r}: {', '.join(t.scopes)}"
+                      f"{f', channel {t.channel}' if t.channel else ''}{until}. Store the secret now: it is "
+                      "not kept.", highlight=False)
+
+
+@token_app.command("list")
+@handle_errors
+def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every token: namespace, scopes, channel, expiry, revocation (never secrets)."""
+    from imageci.app import tokens
+    from imageci.app.access import LOCAL
+    from imageci.app.session import Session
+    from imageci.cli.columns import write_columns
+
+    rows = tokens.listing(Session.open(), by=LOCAL)
+    if as_json:
+        print_json(rows)
+        return
+    write_columns(("name", "namespace", "scopes", "channel", "created", "expires", "revoked"),
+                  ((t.name, t.namespace, ",".join(t.scopes), t.channel or "-",
+                    t.created.isoformat(timespec="seconds"),
+                    t.expires.isoformat(timespec="seconds") if t.expires else "-",
+                    t.revoked.isoformat(timespec="seconds") if t.revoked else "-") for t in rows))
+
+
+@token_app.command("revoke")
+@handle_errors
+def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
+    """Revoke a token: every later request with it is refused (HTTP 401)."""
+    from imageci.app import tokens
+    from imageci.app.access import LOCAL
+    from imageci.app.session import Session
+
+    t = tokens.revoke(Session.open(), name, by=LOCAL)
+    console.print(f"token {t.name!r} revoked", highlight=False)
+
+
+@app.command()
+@handle_errors
+def product(name: Annotated[str, typer.Argument(help="the product (image name)")],
+            namespace: Annotated[str | None, typer.Option("--namespace", help="move it to this namespace")] = None,
+            public: Annotated[bool | None, typer.Option("--public/--private", help="readable without a token, or "
+                                                        "only by its namespace's tokens")] = None) -> None:
+    """Set a product's namespace and visibility (audited as the local operator)."""
+    from imageci.app import products
+    from imageci.app.session import Session
+
+    row = products.configure(Session.open(), name, namespace=namespace, public=public)
+    console.print(f"{row.name}: namespace {row.namespace!r}, {'public' if row.public else 'private'}",
+                  highlight=False)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from imageci.store.models import (
     Run,
     RunStatus,
     State,
+    Token,
     Version,
     utcnow,
 )
@@ -220,6 +221,37 @@ class Catalog:
     def reader(self) -> Reader:
         """Plain-SQL read access for ``store.lookups``, a connection per statement."""
         return SqlAlchemyReader(self.engine)
+
+    # ---- namespaces and tokens ------------------------------------------------
+
+    def set_product(self, name: str, *, namespace: str | None = None, public: bool | None = None) -> Product:
+        """Move product ``name`` to ``namespace`` and/or make it public or private."""
+        with self.session() as s:
+            product = self._product(s, name)
+            if product is None:
+                raise UnknownReferenceError(f"unknown image {name!r}")
+            if namespace is not None:
+                product.namespace = namespace
+            if public is not None:
+                product.public = public
+            return product
+
+    def add_token(self, token: Token) -> Token:
+        with self.session() as s:
+            if s.scalar(select(Token.id).where(Token.name == token.name)) is not None:
+                raise UsageError(f"a token named {token.name!r} exists; revoke it or choose another name")
+            s.add(token)
+            s.flush()
+            return token
+
+    def revoke_token(self, name: str, at: datetime) -> Token:
+        with self.session() as s:
+            token = s.scalar(select(Token).where(Token.name == name))
+            if token is None:
+                raise UsageError(f"no token named {name!r}")
+            if token.revoked_at is None:
+                token.revoked_at = at
+            return token
 
     # ---- runs and attempts -----------------------------------------------------
 

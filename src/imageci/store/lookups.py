@@ -26,19 +26,22 @@ class VersionInfo:
     state: str
     created_at: datetime
     architecture: str
+    namespace: str
+    public: bool
 
     @property
     def label(self) -> str:
         return f"{self.name}@{self.serial}"
 
 
-_VERSION = ("SELECT v.id, p.name, v.serial, v.digest, v.state, v.created_at, v.architecture "
-            "FROM versions v JOIN products p ON p.id = v.product_id")
+_COLUMNS = "v.id, p.name, v.serial, v.digest, v.state, v.created_at, v.architecture, p.namespace, p.public"
+_VERSION = f"SELECT {_COLUMNS} FROM versions v JOIN products p ON p.id = v.product_id"
 
 
 def _version(row: tuple[object, ...]) -> VersionInfo:
-    vid, name, serial, digest, state, created, arch = row
-    return VersionInfo(int(str(vid)), str(name), str(serial), str(digest), str(state), stamp(created), str(arch))
+    vid, name, serial, digest, state, created, arch, namespace, public = row
+    return VersionInfo(int(str(vid)), str(name), str(serial), str(digest), str(state), stamp(created), str(arch),
+                       str(namespace), bool(public))
 
 
 def _in(states: set[str]) -> str:
@@ -88,11 +91,10 @@ def resolve(reader: Reader, ref: str | ImageRef) -> VersionInfo:
 def versions(reader: Reader, name: str | None = None) -> list[tuple[VersionInfo, int]]:
     """Every version (of product ``name``) by name and serial, with the bytes of its rootfs."""
     where, params = ("WHERE p.name = :name", {"name": name}) if name else ("", {})
-    rows = reader.rows(f"SELECT v.id, p.name, v.serial, v.digest, v.state, v.created_at, v.architecture, "
-                       f"(SELECT COALESCE(SUM(a.size), 0) FROM artifacts a WHERE a.version_id = v.id "
-                       f"AND a.kind = '{ROOTFS}') FROM versions v JOIN products p ON p.id = v.product_id "
-                       f"{where} ORDER BY p.name, v.serial", params)
-    return [(_version(row[:7]), int(row[7])) for row in rows]
+    rows = reader.rows(f"SELECT {_COLUMNS}, (SELECT COALESCE(SUM(a.size), 0) FROM artifacts a "
+                       f"WHERE a.version_id = v.id AND a.kind = '{ROOTFS}') FROM versions v "
+                       f"JOIN products p ON p.id = v.product_id {where} ORDER BY p.name, v.serial", params)
+    return [(_version(row[:9]), int(row[9])) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,9 @@ class TransientFailure:
     test_id: str
     testbed: str
     attempts: tuple[tuple[int, str], ...]  # (attempt number, verdict), in order
+    namespace: str = ""
+    public: bool = False
+    state: str = ""  # the version's
 
     @property
     def failed_attempts(self) -> list[int]:
@@ -194,19 +199,54 @@ def transient_failures(reader: Reader, name: str | None, since: datetime) -> lis
             "FROM retried r JOIN attempts a ON a.run_id = r.run_id AND a.test_id = r.test_id "
             "AND a.testbed = r.testbed", params):
         groups.setdefault((int(run_id), str(test_id), str(testbed)), []).append((int(number), str(verdict)))
-    labels: dict[int, list[tuple[str, str]]] = {}
+    labels: dict[int, list[tuple[str, str, str, bool, str]]] = {}
     where = " AND p.name = :name" if name is not None else ""
-    for run_id, product, serial in reader.rows(
-            "SELECT ru.id, p.name, v.serial FROM runs ru JOIN versions v ON v.digest = ru.image_digest "
-            "JOIN products p ON p.id = v.product_id "
+    for run_id, product, serial, namespace, public, state in reader.rows(
+            "SELECT ru.id, p.name, v.serial, p.namespace, p.public, v.state FROM runs ru "
+            "JOIN versions v ON v.digest = ru.image_digest JOIN products p ON p.id = v.product_id "
             f"WHERE ru.id IN (SELECT run_id FROM attempts WHERE attempt = 2 AND started_at >= :since)"
             f"{where} ORDER BY ru.id, p.name, v.serial", {**params, **({"name": name} if name is not None else {})}):
-        labels.setdefault(int(run_id), []).append((str(product), str(serial)))
+        labels.setdefault(int(run_id), []).append((str(product), str(serial), str(namespace), bool(public),
+                                                   str(state)))
     found = []
     for (run_id, test_id, testbed), tries in sorted(groups.items()):
         tries.sort()
         if not (any(v == "pass" and n > 1 for n, v in tries) and any(v in ("fail", "error") for _n, v in tries)):
             continue
-        for product, serial in labels.get(run_id, []):
-            found.append(TransientFailure(product, serial, run_id, test_id, testbed, tuple(tries)))
+        for product, serial, namespace, public, state in labels.get(run_id, []):
+            found.append(TransientFailure(product, serial, run_id, test_id, testbed, tuple(tries), namespace,
+                                          public, state))
     return found
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    name: str
+    namespace: str
+    scopes: str  # comma-separated
+    channel: str | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+_TOKEN = "SELECT name, namespace, scopes, channel, created_at, created_by, expires_at, revoked_at FROM tokens"
+
+
+def _token(row: tuple[object, ...]) -> TokenInfo:
+    name, namespace, scopes, channel, created, by, expires, revoked = row
+    return TokenInfo(str(name), str(namespace), str(scopes), str(channel) if channel is not None else None,
+                     stamp(created), str(by), stamp(expires) if expires is not None else None,
+                     stamp(revoked) if revoked is not None else None)
+
+
+def token(reader: Reader, secret_sha256: str) -> TokenInfo | None:
+    """The token whose secret hashes to ``secret_sha256`` (None: no such token)."""
+    rows = reader.rows(f"{_TOKEN} WHERE secret_sha256 = :h", {"h": secret_sha256})
+    return _token(rows[0]) if rows else None
+
+
+def tokens(reader: Reader) -> list[TokenInfo]:
+    """Every token, by namespace and name (never their secrets: only hashes are kept)."""
+    return [_token(row) for row in reader.rows(f"{_TOKEN} ORDER BY namespace, name")]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from imageci.store.states import (
     CHANNELS,
+    DEFAULT_NAMESPACE,
     OCI_CONFIG,
     ROOTFS,
     SUITE,
@@ -22,8 +23,9 @@ from imageci.store.states import (
 )
 
 # The catalog's vocabulary lives in store.states (no SQLAlchemy); re-exported for the ORM's users.
-__all__ = ["CHANNELS", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus", "State", "as_utc",
-           "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Run", "Version", "label"]
+__all__ = ["CHANNELS", "DEFAULT_NAMESPACE", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus", "State",
+           "as_utc", "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Run", "Token",
+           "Version", "label"]
 
 
 class Base(DeclarativeBase):
@@ -35,6 +37,8 @@ class Product(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    namespace: Mapped[str] = mapped_column(String(64), default=DEFAULT_NAMESPACE, index=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)  # anyone may read it, without a token
     versions: Mapped[list[Version]] = relationship(back_populates="product", order_by="Version.serial")
 
 
@@ -116,3 +120,19 @@ class Attempt(Base):
     verdict: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text, default="")
     log_digest: Mapped[str | None] = mapped_column(String(64))
+
+
+class Token(Base):
+    """An API token: only the sha256 of its secret is kept (the secret is shown once)."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    namespace: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(128))  # comma-separated
+    channel: Mapped[str | None] = mapped_column(String(32))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -73,7 +73,8 @@ class SqliteReader(Reader):
             return None
         check_path(path)
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            # a server's request may open it in one worker thread and read in another: one at a time
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
         except sqlite3.Error:
             return None  # the full path says why
         reader = cls(conn, path)

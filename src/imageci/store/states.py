@@ -51,6 +51,9 @@ def channels_of(state: str) -> list[str]:
     return [c for c, states in CHANNELS.items() if State(state) in states]
 
 
+# Every product belongs to a namespace; tokens are bound to one (app.access).
+DEFAULT_NAMESPACE = "default"
+
 # Artifact kinds a version carries besides its image bytes ("rootfs", "manifest", "build-log", VM disks).
 ROOTFS = "rootfs"
 SUITE = "suite"  # the test suite as built with, a tar snapshot (store.snapshots)

@@ -1,0 +1,241 @@
+"""The HTTP API (``imageci serve``): FastAPI over the application layer.
+
+Every route parses, authenticates, calls one ``imageci.app`` function with the
+request's principal, and returns its Pydantic rows as they are: the API decides
+nothing the CLI does not decide the same way. Errors keep their meaning: a bad
+request is a 4xx with a message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from imageci import __version__
+from imageci.app import queries, tokens
+from imageci.app.access import ANONYMOUS, Principal
+from imageci.app.session import Session
+from imageci.config import Settings
+from imageci.definitions.durations import parse_duration
+from imageci.errors import (
+    CatalogUnusableError,
+    Forbidden,
+    GateRefused,
+    ImageciError,
+    Unauthenticated,
+    UnknownReferenceError,
+    UsageError,
+)
+from imageci.store.catalogfile import HEAD
+
+API = "/api/v1"
+access_log = logging.getLogger("imageci.access")
+
+
+def status_of(exc: ImageciError) -> int:
+    """The HTTP status of an application error (its CLI exit code's counterpart)."""
+    for kind, status in ((Unauthenticated, 401), (Forbidden, 403), (UnknownReferenceError, 404),
+                         (GateRefused, 409), (UsageError, 400), (CatalogUnusableError, 503)):
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+class Problem(BaseModel):
+    error: str  # what went wrong, for people
+    status: int
+    request_id: str
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class Readiness(BaseModel):
+    status: str  # ready | not ready
+    catalog: str  # its schema revision, or why it cannot be used
+    store: str
+
+
+class WhoAmI(BaseModel):
+    name: str
+    namespace: str | None
+    scopes: list[str]
+    channel: str | None
+    anonymous: bool
+
+
+class TokenRequest(BaseModel):
+    name: str
+    namespace: str
+    scopes: str = "read"  # comma-separated: read,publish,test,promote,admin
+    channel: str | None = None
+    expires: str | None = None  # a duration, e.g. 90d
+
+
+def session(request: Request) -> Iterator[Session]:
+    """The request's session on the server's home (its catalog and store)."""
+    s = Session.open(request.app.state.settings)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+SessionDep = Annotated[Session, Depends(session)]
+
+
+def principal(request: Request, s: SessionDep) -> Principal:
+    """Who the request acts for: its bearer token's principal, or anonymous without one."""
+    header = request.headers.get("authorization", "")
+    secret = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
+    if header and secret is None:
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    found = tokens.authenticate(s, secret) or ANONYMOUS
+    request.state.principal = found.name
+    return found
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    api = FastAPI(title="imageci", version=__version__,
+                  description="Continuous integration for OS and container images: the team server.")
+    api.state.settings = settings
+
+    @api.middleware("http")
+    async def request_ids(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        given = request.headers.get("x-request-id", "")
+        rid = given if given and len(given) <= 64 and given.isascii() and given.isprintable() else secrets.token_hex(8)
+        request.state.request_id = rid
+        started = time.monotonic()
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        access_log.info(json.dumps({
+            "request_id": rid, "method": request.method, "path": request.url.path, "status": response.status_code,
+            "ms": round((time.monotonic() - started) * 1000, 1),
+            "principal": getattr(request.state, "principal", "anonymous"),
+            "client": request.client.host if request.client else None}))
+        return response
+
+    @api.exception_handler(ImageciError)
+    async def app_error(request: Request, exc: ImageciError) -> JSONResponse:
+        status = status_of(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        rid = getattr(request.state, "request_id", "")
+        return JSONResponse(Problem(error=str(exc), status=status, request_id=rid).model_dump(), status_code=status,
+                            headers=headers)
+
+    @api.get("/healthz", response_model=Health, tags=["operations"])
+    def healthz() -> Health:
+        """The process answers."""
+        return Health(status="ok", version=__version__)
+
+    @api.get("/readyz", response_model=Readiness, tags=["operations"],
+             responses={503: {"model": Readiness}})
+    def readyz() -> Response:
+        """The catalog opens at this imageci's schema and the store is writable."""
+        try:
+            s = Session.open(settings)
+            try:
+                s.reader.rows("SELECT 1")
+                catalog = HEAD
+            finally:
+                s.close()
+        except ImageciError as exc:
+            catalog = f"unusable: {exc}"
+        store = "writable" if settings.store_dir.is_dir() and _writable(settings) else "not writable"
+        ready = catalog == HEAD and store == "writable"
+        body = Readiness(status="ready" if ready else "not ready", catalog=catalog, store=store)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    @api.get(f"{API}/whoami", response_model=WhoAmI, tags=["access"])
+    def whoami(caller: Caller) -> WhoAmI:
+        """The principal this request acts as (from its token; anonymous without one)."""
+        return WhoAmI(name=caller.name, namespace=caller.namespace, scopes=sorted(caller.scopes),
+                      channel=caller.channel, anonymous=caller.anonymous)
+
+    @api.get(f"{API}/images", response_model=list[queries.ImageRow], tags=["images"])
+    def images(s: SessionDep, caller: Caller, name: str | None = None) -> list[queries.ImageRow]:
+        """Every version the caller may see (of product ``name``): state, channels, digest."""
+        return queries.images(s, name, viewer=caller)
+
+    @api.get(f"{API}/images/{{ref}}/results", response_model=queries.Results, tags=["images"])
+    def results(ref: str, s: SessionDep, caller: Caller,
+                test: Annotated[list[str] | None, Query()] = None) -> queries.Results:
+        """Every recorded attempt for a version (only the ``test`` ones, when given) and their runs."""
+        return queries.results(s, ref, test, viewer=caller)
+
+    @api.get(f"{API}/images/{{ref}}/events", response_model=list[queries.EventRow], tags=["images"])
+    def events(ref: str, s: SessionDep, caller: Caller) -> list[queries.EventRow]:
+        """A version's audit trail: state changes and runs, oldest first."""
+        return queries.events(s, ref, viewer=caller)
+
+    @api.get(f"{API}/flaky", response_model=list[queries.FlakyRow], tags=["images"])
+    def flaky(s: SessionDep, caller: Caller, name: str | None = None, since: str = "30d") -> list[queries.FlakyRow]:
+        """Transient failures the caller may see: tests that failed, then passed within one run."""
+        return queries.flaky(s, name, _duration(since), viewer=caller)
+
+    @api.get(f"{API}/tokens", response_model=list[tokens.TokenRow], tags=["access"])
+    def token_list(s: SessionDep, caller: Caller) -> list[tokens.TokenRow]:
+        """The tokens of the namespaces the caller administers (never their secrets)."""
+        _signed_in(caller)
+        return tokens.listing(s, by=caller)
+
+    @api.post(f"{API}/tokens", response_model=tokens.NewToken, status_code=201, tags=["access"])
+    def token_create(body: TokenRequest, s: SessionDep, caller: Caller) -> tokens.NewToken:
+        """A new token (admin of its namespace); its secret is in this response and nowhere else."""
+        _signed_in(caller)
+        return tokens.create(s, body.name, body.namespace, body.scopes, channel=body.channel, by=caller,
+                             expires=_duration(body.expires) if body.expires else None)
+
+    @api.delete(f"{API}/tokens/{{name}}", response_model=tokens.TokenRow, tags=["access"])
+    def token_revoke(name: str, s: SessionDep, caller: Caller) -> tokens.TokenRow:
+        """Revoke a token (admin of its namespace): requests with it are refused from now on."""
+        _signed_in(caller)
+        return tokens.revoke(s, name, by=caller)
+
+    return api
+
+
+def _signed_in(caller: Principal) -> None:
+    if caller.anonymous:
+        raise Unauthenticated("this needs a token (Authorization: Bearer <token>)")
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _writable(settings: Settings) -> bool:
+    import os
+
+    return os.access(settings.store_dir, os.W_OK)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the API with Uvicorn until SIGINT/SIGTERM (in-flight requests finish first)."""
+    import uvicorn
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning",
+                timeout_graceful_shutdown=30)

@@ -1,0 +1,262 @@
+"""`imageci serve`: the HTTP API on a real Uvicorn on 127.0.0.1, over the same
+application layer as the CLI; tokens, scopes, namespaces and channel followers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from imageci.app import queries, tokens
+from imageci.app.access import LOCAL
+from imageci.app.session import Session
+from imageci.config import Settings
+from imageci.store.catalog import Catalog, NewArtifact
+from imageci.store.models import Attempt, State
+from imageci.store.states import utcnow
+
+API = "/api/v1"
+
+
+@dataclass
+class Server:
+    url: str
+    home: Path
+    settings: Settings
+    proc: subprocess.Popen[bytes]
+
+    def get(self, path: str, token: str | None = None, **kw: object) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(self.url + path, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _seed(cat: Catalog) -> None:
+    """infra-base (private, namespace infra; one stable, one testing), team-app (private, namespace apps),
+    public-base (public, namespace infra). Each version has one run with a flaky test."""
+    plan = [("infra-base", "infra", False, ["a", "b"]), ("team-app", "apps", False, ["c"]),
+            ("public-base", "infra", True, ["d"])]
+    for name, namespace, public, digests in plan:
+        for d in digests:
+            v = cat.register_version(name, d * 64, [NewArtifact("rootfs", "rootfs.tar", d * 64, 10)],
+                                     input_hash=None, definition=f"name: {name}", build_info={}, actor="seed")
+            run = cat.start_run(v.digest, v.id, {"tests": ["smoke"]})
+            for n, verdict in enumerate(("fail", "pass"), 1):
+                now = utcnow()
+                cat.record_attempt(Attempt(run_id=run, image_digest=v.digest, test_id="smoke", test_digest="t",
+                                           testbed="sandbox", attempt=n, started_at=now, ended_at=now,
+                                           exit_code=0 if verdict == "pass" else 1, verdict=verdict, reason=""))
+            cat.finish_run(run, 0)
+        cat.set_product(name, namespace=namespace, public=public)
+    cat.transition(cat.resolve("infra-base@" + cat.versions("infra-base")[0].serial).id, State.STABLE,
+                   actor="seed", reason="test")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("server") / "home"
+    settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=1, build_cache=None)
+    settings.ensure()
+    cat = Catalog.open(settings.db_url)
+    _seed(cat)
+    cat.close()
+    port = _port()
+    env = {**os.environ, "IMAGECI_HOME": str(home)}
+    env.pop("IMAGECI_DB_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "imageci.cli", "serve", "--listen", f"127.0.0.1:{port}"],
+                            env=env, stdout=subprocess.PIPE, stderr=open(home / "server.log", "wb"))  # noqa: SIM115
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, (home / "server.log").read_text()
+        assert time.monotonic() < deadline, "the server did not answer within 60 s"
+        time.sleep(0.2)
+    try:
+        yield Server(url, home, settings, proc)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0  # graceful shutdown on SIGTERM
+
+
+def _token(server: Server, name: str, namespace: str, scopes: str, **kw: object) -> str:
+    s = Session.open(server.settings)
+    try:
+        return tokens.create(s, name, namespace, scopes, by=LOCAL, **kw).secret  # type: ignore[arg-type]
+    finally:
+        s.close()
+
+
+def test_health_readiness_openapi_and_request_ids(server: Server) -> None:
+    assert server.get("/healthz").json()["status"] == "ok"
+    ready = server.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.text
+    spec = server.get("/openapi.json").json()
+    assert {f"{API}/images", f"{API}/images/{{ref}}/results", f"{API}/tokens"} <= set(spec["paths"])
+    r = httpx.get(server.url + "/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    assert len(server.get("/healthz").headers["x-request-id"]) == 16
+    log = (server.home / "server.log").read_text()
+    assert '"request_id": "abc-123"' in log and '"path": "/healthz"' in log and '"status": 200' in log
+
+
+def test_the_api_answers_what_the_application_layer_answers(server: Server) -> None:
+    admin = _token(server, "infra-admin", "infra", "admin")
+    got = server.get(f"{API}/images/public-base/results", admin).json()
+    s = Session.open(server.settings)
+    try:
+        assert got == queries.results(s, "public-base").model_dump(mode="json")
+        assert server.get(f"{API}/images", admin).json() == [
+            r.model_dump(mode="json") for r in queries.images(s) if r.namespace == "infra"]
+    finally:
+        s.close()
+
+
+VISIBLE = {  # token kind → the products it sees in /images
+    "anonymous": {"public-base"},
+    "infra-read": {"infra-base", "public-base"},
+    "apps-read": {"team-app", "public-base"},
+    "apps-test": {"team-app", "public-base"},
+    "infra-follower": {"infra-base"},  # stable channel only: one infra-base version (public-base has none)
+}
+
+
+def test_namespaces_scopes_and_channels_decide_what_a_token_sees(server: Server) -> None:
+    secrets = {"anonymous": None,
+               "infra-read": _token(server, "m-infra-read", "infra", "read"),
+               "apps-read": _token(server, "m-apps-read", "apps", "read"),
+               "apps-test": _token(server, "m-apps-test", "apps", "test"),
+               "infra-follower": _token(server, "m-infra-follower", "infra", "read", channel="stable")}
+    refs = {"infra-base": "infra-base:testing", "team-app": "team-app", "public-base": "public-base"}
+    for kind, secret in secrets.items():
+        rows = server.get(f"{API}/images", secret).json()
+        assert {r["name"] for r in rows} == VISIBLE[kind], kind
+        for product, ref in refs.items():
+            res = server.get(f"{API}/images/{ref}/results", secret)
+            if product in VISIBLE[kind] and not (kind == "infra-follower" and ref.endswith(":testing")):
+                assert res.status_code == 200, (kind, ref, res.text)
+            else:  # not visible answers exactly like absent: no name, no hint
+                assert res.status_code == 404, (kind, ref, res.text)
+                assert res.json()["error"] == f"unknown image reference {ref!r}"
+        flaky = server.get(f"{API}/flaky", secret).json()
+        assert {r["image"].split("@")[0] for r in flaky} == VISIBLE[kind], kind
+    follower = server.get(f"{API}/images", secrets["infra-follower"]).json()
+    assert [(r["name"], r["state"]) for r in follower if r["name"] == "infra-base"] == [("infra-base", "stable")]
+    # a follower's bare NAME means its channel
+    assert server.get(f"{API}/images/infra-base/events", secrets["infra-follower"]).status_code == 200
+    digest = server.get(f"{API}/images", secrets["infra-read"]).json()[0]["digest"]
+    assert server.get(f"{API}/images/{digest}/results", secrets["apps-read"]).status_code == 404
+
+
+def test_expired_revoked_unknown_and_malformed_credentials_are_refused(server: Server) -> None:
+    short = _token(server, "short-lived", "infra", "read", expires=__import__("datetime").timedelta(seconds=1))
+    assert server.get(f"{API}/whoami", short).json()["name"] == "short-lived"
+    time.sleep(1.5)
+    r = server.get(f"{API}/images", short)
+    assert r.status_code == 401 and "expired" in r.json()["error"] and r.headers["www-authenticate"] == "Bearer"
+    doomed = _token(server, "doomed", "apps", "read")
+    assert server.get(f"{API}/images", doomed).status_code == 200
+    assert subprocess.run([sys.executable, "-m", "imageci.cli", "token", "revoke", "doomed"], capture_output=True,
+                          env={**os.environ, "IMAGECI_HOME": str(server.home)}).returncode == 0
+    r = server.get(f"{API}/images", doomed)
+    assert r.status_code == 401 and "revoked" in r.json()["error"]
+    assert server.get(f"{API}/images", "ici_" + "x" * 43).json()["error"] == "unknown token"
+    assert server.get(f"{API}/images", "hunter2").status_code == 401
+    r = httpx.get(server.url + f"{API}/images", headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    assert r.status_code == 401 and "Bearer" in r.json()["error"]
+
+
+def test_bad_requests_get_a_4xx_with_a_message(server: Server) -> None:
+    admin = _token(server, "bad-admin", "infra", "admin")
+    r = server.get(f"{API}/images/Not A Ref/results", admin)
+    assert r.status_code == 400 and "bad image reference" in r.json()["error"]
+    r = server.get(f"{API}/flaky", admin, params={"since": "soon"})
+    assert r.status_code == 400 and r.json()["error"]
+    r = server.get(f"{API}/images/infra-base/results", admin, params={"test": "ghost"})
+    assert r.status_code == 400 and "no results for ghost" in r.json()["error"]
+
+
+def test_tokens_over_the_api_need_an_admin_of_that_namespace(server: Server) -> None:
+    admin = _token(server, "api-admin", "apps", "admin")
+    reader = _token(server, "api-reader", "apps", "read")
+    body = {"name": "ci-bot", "namespace": "apps", "scopes": "publish,test"}
+    assert httpx.post(server.url + f"{API}/tokens", json=body, headers={"Authorization": f"Bearer {reader}"}
+                      ).status_code == 403
+    made = httpx.post(server.url + f"{API}/tokens", json=body, headers={"Authorization": f"Bearer {admin}"})
+    assert made.status_code == 201, made.text
+    secret = made.json()["secret"]
+    assert secret.startswith("ici_") and len(secret) == 47  # 256 random bits
+    assert server.get(f"{API}/whoami", secret).json()["scopes"] == ["publish", "test"]
+    other = {"name": "sneaky", "namespace": "infra", "scopes": "admin"}
+    r = httpx.post(server.url + f"{API}/tokens", json=other, headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 403 and "namespace 'infra'" in r.json()["error"]
+    listed = {t["name"] for t in server.get(f"{API}/tokens", admin).json()}
+    assert "ci-bot" in listed and "infra-admin" not in listed  # only its own namespace's tokens
+    with Catalog.open(server.settings.db_url).engine.connect() as conn:  # only hashes are kept
+        from sqlalchemy import text
+
+        kept = [r[0] for r in conn.execute(text("SELECT secret_sha256 FROM tokens"))]
+    assert secret not in kept and tokens.digest(secret) in kept
+    assert httpx.delete(server.url + f"{API}/tokens/ci-bot", headers={"Authorization": f"Bearer {admin}"}
+                        ).json()["revoked"] is not None
+    assert server.get(f"{API}/whoami", secret).status_code == 401
+
+
+def test_token_and_product_commands(tmp_path: Path) -> None:
+    """The CLI's `token` and `product` commands: parse, call the layer, print (a secret only once)."""
+    home = tmp_path / "home"
+    env = {**os.environ, "IMAGECI_HOME": str(home)}
+    env.pop("IMAGECI_DB_URL", None)
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "imageci.cli", *argv], capture_output=True, text=True, env=env)
+
+    made = cli("token", "create", "--name", "ci-bot", "--namespace", "apps", "--scope", "publish,test",
+               "--expires", "90d")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    assert secret.startswith("ici_") and made.stdout.count("\n") == 1 and "not kept" in made.stderr
+    listed = cli("token", "list", "--json")
+    assert secret not in listed.stdout and '"ci-bot"' in listed.stdout and '"expires": "' in listed.stdout
+    assert cli("token", "create", "--name", "ci-bot", "--namespace", "apps").returncode == 2  # name taken
+    assert cli("token", "create", "--name", "x", "--namespace", "Apps!").returncode == 2
+    bad = cli("token", "create", "--name", "y", "--namespace", "apps", "--scope", "read,root")
+    assert bad.returncode == 2 and "unknown scope(s) root" in bad.stderr
+    assert cli("token", "create", "--name", "z", "--namespace", "apps", "--scope", "test",
+               "--channel", "stable").returncode == 2  # a follower only reads
+    assert cli("token", "revoke", "ci-bot").returncode == 0
+    assert "revoked" in cli("token", "list").stdout.splitlines()[0].lower()
+    assert cli("token", "revoke", "nobody").returncode == 2
+    settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=1, build_cache=None)
+    cat = Catalog.open(settings.db_url)
+    cat.register_version("team-app", "e" * 64, [], input_hash=None, definition="name: team-app", build_info={})
+    cat.close()
+    moved = cli("product", "team-app", "--namespace", "apps", "--public")
+    assert moved.returncode == 0 and "namespace 'apps', public" in moved.stdout
+    s = Session.open(settings)
+    try:
+        assert [(r.namespace, r.public) for r in queries.images(s, "team-app")] == [("apps", True)]
+        from imageci.app import products
+
+        assert products.configure(s, "team-app", public=False).public is False
+        assert cli("product", "ghost", "--public").returncode == 2
+        assert cli("serve", "--listen", "nowhere").returncode == 2
+    finally:
+        s.close()
