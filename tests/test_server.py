@@ -3,6 +3,7 @@ application layer as the CLI; tokens, scopes, namespaces and channel followers."
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -52,7 +53,8 @@ def _seed(cat: Catalog) -> None:
     for name, namespace, public, digests in plan:
         for d in digests:
             v = cat.register_version(name, d * 64, [NewArtifact("rootfs", "rootfs.tar", d * 64, 10)],
-                                     input_hash=None, definition=f"name: {name}", build_info={}, actor="seed")
+                                     input_hash=None, definition=f"name: {name}\nsuite: bookworm\n", build_info={},
+                                     actor="seed")
             run = cat.start_run(v.digest, v.id, {"tests": ["smoke"]})
             for n, verdict in enumerate(("fail", "pass"), 1):
                 now = utcnow()
@@ -260,3 +262,50 @@ def test_token_and_product_commands(tmp_path: Path) -> None:
         assert cli("serve", "--listen", "nowhere").returncode == 2
     finally:
         s.close()
+
+
+def test_the_remote_cli_prints_and_exits_as_the_local_one(server: Server, tmp_path: Path) -> None:
+    reader = _token(server, "cli-reader", "infra", "read")
+    promoter = _token(server, "cli-promoter", "infra", "promote")
+    local_env = {**os.environ, "IMAGECI_HOME": str(server.home)}
+    local_env.pop("IMAGECI_DB_URL", None)
+    far = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+    far |= {"IMAGECI_HOME": str(tmp_path / "elsewhere"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+
+    def cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "imageci.cli", *argv], capture_output=True, text=True, env=env)
+
+    remote = {**far, "IMAGECI_SERVER": server.url, "IMAGECI_TOKEN": reader}
+    for argv in (["results", "infra-base:testing", "--json"], ["events", "public-base"], ["results", "public-base"],
+                 ["gate", "public-base", "--json"]):
+        here, there = cli(local_env, *argv), cli(remote, *argv)
+        assert there.returncode == here.returncode, there.stderr
+        assert there.stdout == here.stdout, argv
+    flaky = cli(remote, "flaky", "--since", "1d").stdout
+    assert "infra-base@" in flaky and "public-base@" in flaky and "team-app" not in flaky
+    mine = json.loads(cli(remote, "images", "--json").stdout)
+    assert {r["name"] for r in mine} == {"infra-base", "public-base"}  # the token's namespace + public
+    assert cli(remote, "results", "team-app").returncode == 2  # another namespace: as if absent
+    assert cli(remote, "results", "BAD REF").returncode == 2
+    assert cli({**remote, "IMAGECI_TOKEN": "ici_" + "0" * 43}, "images").returncode == 9
+    refused = cli(remote, "promote", "infra-base:testing", "--force", "--reason", "x")
+    assert refused.returncode == 9 and "needs scope 'promote'" in refused.stderr
+    gate = cli(remote, "gate", "infra-base:testing")
+    assert gate.returncode == 5 and "no gate is defined" in gate.stdout
+    # log in (the token checked first, saved 0600), then plain commands go to the server
+    bad = subprocess.run([sys.executable, "-m", "imageci.cli", "login", server.url], input="ici_nope\n",
+                         capture_output=True, text=True, env=far)
+    assert bad.returncode == 9 and not (tmp_path / "config" / "imageci" / "login.json").exists()
+    ok = subprocess.run([sys.executable, "-m", "imageci.cli", "login", server.url], input=promoter + "\n",
+                        capture_output=True, text=True, env=far)
+    assert ok.returncode == 0, ok.stderr
+    saved = tmp_path / "config" / "imageci" / "login.json"
+    assert saved.stat().st_mode & 0o777 == 0o600 and promoter in saved.read_text()
+    with pytest.raises(AssertionError):
+        assert promoter in ok.stdout + ok.stderr  # never echoed
+    forced = cli(far, "promote", "infra-base:testing", "--force", "--reason", "hotfix")
+    assert forced.returncode == 0 and "promoted infra-base@" in forced.stdout, forced.stderr
+    trail = cli(local_env, "events", "infra-base:stable").stdout
+    assert "cli-promoter" in trail and "forced: hotfix" in trail  # audited as the token's name
+    assert cli(far, "logout").returncode == 0 and not saved.exists()
+    assert cli(far, "images").stdout.count("\n") == 1  # local again: the far home is empty

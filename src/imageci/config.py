@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,7 +32,10 @@ VARIABLES: dict[str, str] = {
     "IMAGECI_TCG_MULTIPLIER": "test timeouts × this under TCG",
     "IMAGECI_MEMORY_BUDGET_MB": "the engine's memory budget",
     "IMAGECI_CPU_BUDGET": "the engine's CPU budget",
+    "IMAGECI_SERVER": "the imageci server the CLI asks (see `imageci login`)",
+    "IMAGECI_TOKEN": "the API token for IMAGECI_SERVER (a secret: never pinned, never printed)",
 }
+SECRET_VARIABLES = frozenset({"IMAGECI_TOKEN"})
 
 
 def default_home(env: Mapping[str, str] | None = None) -> Path:
@@ -74,6 +77,8 @@ class Settings:
     tcg_multiplier: float = 3.0
     memory_budget_mb: int | None = None  # None: 80% of available memory
     cpu_budget: float | None = None  # None: the number of cores
+    server: str | None = None  # None: `imageci login`'s, else work locally
+    token: str | None = field(default=None, repr=False)  # a secret
 
     @property
     def store_dir(self) -> Path:
@@ -121,6 +126,9 @@ class Settings:
             memory_budget_mb=_parse(env, "IMAGECI_MEMORY_BUDGET_MB", int, "a whole number of MiB > 0",
                                     lambda v: v > 0),
             cpu_budget=_parse(env, "IMAGECI_CPU_BUDGET", float, "a number of CPUs > 0", lambda v: v > 0),
+            server=_parse(env, "IMAGECI_SERVER", str, "an http:// or https:// URL",
+                          lambda v: v.startswith(("http://", "https://"))),
+            token=env.get("IMAGECI_TOKEN") or None,
         )
 
     def ensure(self) -> None:

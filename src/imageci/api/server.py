@@ -19,10 +19,10 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
 from imageci import __version__
-from imageci.app import queries, tokens
+from imageci.api.schemas import Health, Problem, PromoteRequest, Readiness, TokenRequest, WhoAmI
+from imageci.app import gating, queries, tokens
 from imageci.app.access import ANONYMOUS, Principal
 from imageci.app.session import Session
 from imageci.config import Settings
@@ -49,39 +49,6 @@ def status_of(exc: ImageciError) -> int:
         if isinstance(exc, kind):
             return status
     return 500
-
-
-class Problem(BaseModel):
-    error: str  # what went wrong, for people
-    status: int
-    request_id: str
-
-
-class Health(BaseModel):
-    status: str
-    version: str
-
-
-class Readiness(BaseModel):
-    status: str  # ready | not ready
-    catalog: str  # its schema revision, or why it cannot be used
-    store: str
-
-
-class WhoAmI(BaseModel):
-    name: str
-    namespace: str | None
-    scopes: list[str]
-    channel: str | None
-    anonymous: bool
-
-
-class TokenRequest(BaseModel):
-    name: str
-    namespace: str
-    scopes: str = "read"  # comma-separated: read,publish,test,promote,admin
-    channel: str | None = None
-    expires: str | None = None  # a duration, e.g. 90d
 
 
 def session(request: Request) -> Iterator[Session]:
@@ -182,6 +149,20 @@ def create_app(settings: Settings) -> FastAPI:
     def events(ref: str, s: SessionDep, caller: Caller) -> list[queries.EventRow]:
         """A version's audit trail: state changes and runs, oldest first."""
         return queries.events(s, ref, viewer=caller)
+
+    @api.get(f"{API}/images/{{ref}}/gate", response_model=gating.GateStatus, tags=["images"])
+    def gate(ref: str, s: SessionDep, caller: Caller) -> gating.GateStatus:
+        """The version's gate evaluated now: which requirements are met, which are not and why."""
+        return gating.gate_status(s, ref, viewer=caller)
+
+    @api.post(f"{API}/images/{{ref}}/promote", response_model=gating.Promotion, tags=["images"],
+              responses={409: {"model": Problem, "description": "the gate does not hold"}})
+    def promote(ref: str, body: PromoteRequest, s: SessionDep, caller: Caller) -> gating.Promotion:
+        """testing → stable when the gate holds (evaluated here, on the server's evidence), or forced
+        with a reason; audited as the token's name. Needs scope ``promote`` in the product's namespace."""
+        _signed_in(caller)
+        return gating.promotion_row(gating.promote(s, ref, to=body.to, force=body.force, reason=body.reason,
+                                                   by=caller))
 
     @api.get(f"{API}/flaky", response_model=list[queries.FlakyRow], tags=["images"])
     def flaky(s: SessionDep, caller: Caller, name: str | None = None, since: str = "30d") -> list[queries.FlakyRow]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from imageci.app import access
+from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.planning import flake_policy, suite_of
 from imageci.app.session import Session
 from imageci.app.versions import gate_of, keep_of
@@ -14,7 +18,31 @@ from imageci.policy.gate import GateResult, evaluate_gate, required_checks
 from imageci.policy.promote import PromotionResult
 from imageci.policy.promote import promote as promote_version
 from imageci.policy.promote import prune as prune_versions
-from imageci.store.models import Version
+from imageci.store.models import Version, label
+
+
+class Requirement(BaseModel):
+    test: str
+    testbed: str
+    why: str | None = None  # why it is unmet (None: met)
+
+
+class GateStatus(BaseModel):
+    image: str  # NAME@SERIAL
+    digest: str
+    state: str
+    defined: bool  # False: the image defines no gate
+    holds: bool
+    met: list[Requirement]
+    unmet: list[Requirement]
+    explanation: str
+
+
+class Promotion(BaseModel):
+    image: str  # NAME@SERIAL, now stable
+    digest: str
+    forced: bool
+    retired: list[str]  # NAME@SERIAL of stable versions beyond `keep`, now inactive
 
 
 def gate(session: Session, version: Version, *, quarantine: Path | None = None) -> GateResult | None:
@@ -29,14 +57,36 @@ def gate(session: Session, version: Version, *, quarantine: Path | None = None) 
     return evaluate_gate(session.catalog, version, required_checks(checks, g.tests), g.testbeds, waiver)
 
 
+def gate_status(session: Session, ref: str, *, viewer: Principal = LOCAL) -> GateStatus:
+    """The gate of the version ``ref`` names, evaluated now on its recorded evidence."""
+    info = access.resolve(session.reader, viewer, ref)
+    version = session.catalog.resolve(f"{info.name}@{info.serial}")
+    result = gate(session, version)
+    return GateStatus(image=label(version), digest=f"sha256:{version.digest}", state=version.state,
+                      defined=result is not None, holds=bool(result and result.holds),
+                      met=[Requirement(test=t, testbed=tb) for t, tb in (result.satisfied if result else [])],
+                      unmet=[Requirement(test=t, testbed=tb, why=why) for t, tb, why in
+                             (result.missing if result else [])],
+                      explanation=result.explain() if result else "no gate is defined for this image")
+
+
 def promote(session: Session, ref: str, *, to: str = "stable", force: bool = False, reason: str = "",
-            quarantine: Path | None = None) -> PromotionResult:
-    """testing → stable when the gate holds (or forced, with a reason); audited."""
+            quarantine: Path | None = None, by: Principal = LOCAL) -> PromotionResult:
+    """testing → stable when the gate holds (or forced, with a reason); audited as ``by`` (the local
+    operator: the session's actor), who needs scope ``promote`` in the product's namespace."""
     if to != "stable":
         raise UsageError(f"can only promote to 'stable' (got {to!r})")
-    version = session.catalog.resolve(ref)
+    info = access.resolve(session.reader, by, ref)
+    by.require(Scope.PROMOTE, info.namespace, f"promote {info.label}")
+    version = session.catalog.resolve(f"{info.name}@{info.serial}")
     result = gate(session, version, quarantine=quarantine)
-    return promote_version(session.catalog, version, result, keep=keep_of(version), force=force, reason=reason)
+    return promote_version(session.catalog, version, result, keep=keep_of(version), force=force, reason=reason,
+                           actor=None if by == LOCAL else by.name)
+
+
+def promotion_row(result: PromotionResult) -> Promotion:
+    return Promotion(image=label(result.version), digest=f"sha256:{result.version.digest}", forced=result.forced,
+                     retired=[label(v) for v in result.retired])
 
 
 def prune(session: Session, *, older_than: timedelta, name: str | None = None,

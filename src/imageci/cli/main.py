@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -54,8 +53,14 @@ def _version_cb(value: bool) -> None:
 
 
 @app.callback()
-def main(version: Annotated[bool, typer.Option("--version", callback=_version_cb, is_eager=True)] = False) -> None:
+def main(version: Annotated[bool, typer.Option("--version", callback=_version_cb, is_eager=True)] = False,
+         server: Annotated[str | None, typer.Option("--server", metavar="URL", help="an imageci server to "
+                                                    "ask (default: $IMAGECI_SERVER, then `imageci login`'s)")]
+         = None) -> None:
     """imageci: build → testing → fresh-sandbox tests → recorded verdicts → gated promotion."""
+    from imageci.cli import sources
+
+    sources.server_option = server
     show_warnings()
 
 
@@ -101,11 +106,10 @@ def build(definition: DefArg,
 def images(name: Annotated[str | None, typer.Argument(help="only this product")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """List products, versions, their states and channels."""
-    from imageci.app import queries
-    from imageci.app.session import Session
     from imageci.cli.columns import write_columns
+    from imageci.cli.sources import source
 
-    rows = queries.images(Session.open(), name)
+    rows = source().images(name)
     if as_json:
         print_json(rows)
         return
@@ -181,11 +185,10 @@ RUN_NOTES = {"aborted": "the imageci process running it died; what it recorded i
 def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help="only these tests")] = None,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every recorded attempt for an image: verdict, duration, log path."""
-    from imageci.app import queries
-    from imageci.app.session import Session
     from imageci.cli.columns import write_columns
+    from imageci.cli.sources import source
 
-    res = queries.results(Session.open(), ref, tests)
+    res = source().results(ref, tests)
     if as_json:
         print_json(res.model_dump(mode="json", include={"image", "digest", "runs", "attempts"}))
         return
@@ -210,14 +213,61 @@ def promote(ref: RefArg,
             reason: Annotated[str, typer.Option("--reason", help="why (required with --force; audited)")] = "",
             ) -> None:
     """Promote a version to stable; refused unless its gate holds."""
-    from imageci.app import gating
-    from imageci.app.session import Session
-    from imageci.store.models import label
+    from imageci.cli.sources import source
 
-    promoted = gating.promote(Session.open(), ref, to=to, force=force, reason=reason)
-    console.print(f"[green]promoted[/] {label(promoted.version)} to stable" + (" (forced)" if promoted.forced else ""))
+    promoted = source().promote(ref, to, force, reason)
+    console.print(f"[green]promoted[/] {promoted.image} to stable" + (" (forced)" if promoted.forced else ""))
     for old in promoted.retired:
-        console.print(f"retired {label(old)} (inactive)")
+        console.print(f"retired {old} (inactive)")
+
+
+@app.command()
+@handle_errors
+def gate(ref: RefArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Evaluate a version's gate now: each requirement met or not, and why. Exit 0 when it holds,
+    5 when it does not (or the image defines no gate)."""
+    from imageci.cli.sources import source
+    from imageci.exitcodes import ExitCode
+
+    status = source().gate(ref)
+    if as_json:
+        print_json(status)
+    else:
+        console.print(f"{status.image} ({status.state}): {status.explanation}", highlight=False, markup=False)
+    if not status.holds:
+        raise typer.Exit(int(ExitCode.GATE_REFUSED))
+
+
+@app.command()
+@handle_errors
+def login(server: Annotated[str, typer.Argument(help="the server's URL, e.g. https://ci.example.org")],
+          token: Annotated[str | None, typer.Option("--token", help="the token (default: read from stdin or "
+                                                    "asked for, not echoed)")] = None) -> None:
+    """Remember a server and its token (checked against the server first) for later commands."""
+    from imageci.api.schemas import WhoAmI
+    from imageci.client.remote import ApiClient, Remote, check_url, save_login
+
+    if token is None:
+        token = typer.prompt("token", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline().strip()
+    remote = Remote(check_url(server), token or None)
+    client = ApiClient(remote)
+    who = client.get("/whoami", WhoAmI)
+    if who.anonymous:
+        from imageci.errors import UsageError
+
+        raise UsageError("no token given: `imageci login URL --token TOKEN`, or the token on stdin")
+    path = save_login(remote)
+    console.print(f"logged in to {remote.url} as {who.name} (namespace {who.namespace}, scopes "
+                  f"{', '.join(who.scopes)}); saved in {path}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def logout() -> None:
+    """Forget the server and token `imageci login` saved."""
+    from imageci.client.remote import forget_login, login_file
+
+    console.print(f"removed {login_file()}" if forget_login() else "not logged in", highlight=False)
 
 
 @app.command()
@@ -266,13 +316,11 @@ def pipeline(definition: DefArg,
 @handle_errors
 def events(ref: RefArg) -> None:
     """The audit trail of a version: every state change, who, when, why."""
-    from imageci.app import queries
-    from imageci.app.session import Session
     from imageci.cli.columns import write_columns
+    from imageci.cli.sources import source
 
     write_columns(("at", "event", "actor", "reason"),
-                  ((e.at.isoformat(timespec="seconds"), e.event, e.actor, e.reason)
-                   for e in queries.events(Session.open(), ref)))
+                  ((e.at.isoformat(timespec="seconds"), e.event, e.actor, e.reason) for e in source().events(ref)))
 
 
 @app.command()
@@ -298,16 +346,6 @@ def verify() -> None:
         raise typer.Exit(int(ExitCode.STORE_CORRUPT))
 
 
-def _duration(text: str) -> timedelta:
-    from imageci.definitions.durations import parse_duration
-    from imageci.errors import UsageError
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
 @app.command()
 @handle_errors
 def prune(older_than: Annotated[str, typer.Option("--older-than", help="age, e.g. 3d")] = "3d",
@@ -316,9 +354,10 @@ def prune(older_than: Annotated[str, typer.Option("--older-than", help="age, e.g
     """Retire testing versions older than a cutoff that never had a passing run."""
     from imageci.app import gating
     from imageci.app.session import Session
+    from imageci.cli.sources import duration
     from imageci.store.models import label
 
-    pruned = gating.prune(Session.open(), older_than=_duration(older_than), name=name, dry_run=dry_run)
+    pruned = gating.prune(Session.open(), older_than=duration(older_than), name=name, dry_run=dry_run)
     for v in pruned:
         console.print(f"{'would retire' if dry_run else 'retired'} {label(v)}")
     console.print(f"{len(pruned)} version(s) {'to prune' if dry_run else 'pruned'}")
@@ -330,11 +369,10 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
           since: Annotated[str, typer.Option("--since", help="how far back, e.g. 30d")] = "30d",
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every transient failure: tests that failed and then passed within one run, with the attempt numbers."""
-    from imageci.app import queries
-    from imageci.app.session import Session
     from imageci.cli.columns import write_columns
+    from imageci.cli.sources import source
 
-    rows = queries.flaky(Session.open(), name, _duration(since))
+    rows = source().flaky(name, since)
     if as_json:
         print_json(rows)
         return
@@ -425,9 +463,10 @@ def token_create(name: Annotated[str, typer.Option("--name", help="who or what u
     from imageci.app import tokens
     from imageci.app.access import LOCAL
     from imageci.app.session import Session
+    from imageci.cli.sources import duration
 
     made = tokens.create(Session.open(), name, namespace, scope, channel=channel, by=LOCAL,
-                         expires=_duration(expires) if expires else None)
+                         expires=duration(expires) if expires else None)
     sys.stdout.write(made.secret + "\n")
     t = made.token
     until = f", expires {t.expires.isoformat(timespec='seconds')}" if t.expires else ""

@@ -15,11 +15,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imageci.config import VARIABLES
+from imageci.config import SECRET_VARIABLES, VARIABLES
 from imageci.fs import write_file_atomically
 
-# Every setting (imageci.config.VARIABLES) that is set is pinned.
-PINNED_ENV = tuple(VARIABLES)
+# Every setting (imageci.config.VARIABLES) that is set is pinned, except secrets (the API token).
+PINNED_ENV = tuple(v for v in VARIABLES if v not in SECRET_VARIABLES)
 
 
 @dataclass

@@ -1,0 +1,132 @@
+"""Where a command's answers come from: this machine's home (the application
+layer, as the local operator) or an imageci server (its API, as the token's
+principal). Both give the same rows, so every command prints the same way and
+exits with the same codes either way."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imageci.app.gating import GateStatus, Promotion
+    from imageci.app.queries import EventRow, FlakyRow, ImageRow, Results
+    from imageci.client.remote import ApiClient
+
+# Set by the top-level --server option (cli.main).
+server_option: str | None = None
+
+
+class Source(ABC):
+    @abstractmethod
+    def images(self, name: str | None) -> list[ImageRow]: ...
+
+    @abstractmethod
+    def results(self, ref: str, tests: list[str] | None) -> Results: ...
+
+    @abstractmethod
+    def events(self, ref: str) -> list[EventRow]: ...
+
+    @abstractmethod
+    def flaky(self, name: str | None, since: str) -> list[FlakyRow]: ...
+
+    @abstractmethod
+    def gate(self, ref: str) -> GateStatus: ...
+
+    @abstractmethod
+    def promote(self, ref: str, to: str, force: bool, reason: str) -> Promotion: ...
+
+
+def duration(text: str) -> timedelta:
+    from imageci.definitions.durations import parse_duration
+    from imageci.errors import UsageError
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class Local(Source):
+    def images(self, name: str | None) -> list[ImageRow]:
+        from imageci.app import queries
+        from imageci.app.session import Session
+
+        return queries.images(Session.open(), name)
+
+    def results(self, ref: str, tests: list[str] | None) -> Results:
+        from imageci.app import queries
+        from imageci.app.session import Session
+
+        return queries.results(Session.open(), ref, tests)
+
+    def events(self, ref: str) -> list[EventRow]:
+        from imageci.app import queries
+        from imageci.app.session import Session
+
+        return queries.events(Session.open(), ref)
+
+    def flaky(self, name: str | None, since: str) -> list[FlakyRow]:
+        from imageci.app import queries
+        from imageci.app.session import Session
+
+        return queries.flaky(Session.open(), name, duration(since))
+
+    def gate(self, ref: str) -> GateStatus:
+        from imageci.app import gating
+        from imageci.app.session import Session
+
+        return gating.gate_status(Session.open(), ref)
+
+    def promote(self, ref: str, to: str, force: bool, reason: str) -> Promotion:
+        from imageci.app import gating
+        from imageci.app.session import Session
+
+        return gating.promotion_row(gating.promote(Session.open(), ref, to=to, force=force, reason=reason))
+
+
+class Server(Source):
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+
+    def images(self, name: str | None) -> list[ImageRow]:
+        from imageci.app.queries import ImageRow
+
+        return self.client.get("/images", list[ImageRow], name=name)  # type: ignore[no-any-return]
+
+    def results(self, ref: str, tests: list[str] | None) -> Results:
+        from imageci.app.queries import Results
+
+        return self.client.get(f"/images/{self.client.ref(ref)}/results", Results,  # type: ignore[no-any-return]
+                               test=tests or None)
+
+    def events(self, ref: str) -> list[EventRow]:
+        from imageci.app.queries import EventRow
+
+        return self.client.get(f"/images/{self.client.ref(ref)}/events", list[EventRow])  # type: ignore[no-any-return]
+
+    def flaky(self, name: str | None, since: str) -> list[FlakyRow]:
+        from imageci.app.queries import FlakyRow
+
+        return self.client.get("/flaky", list[FlakyRow], name=name, since=since)  # type: ignore[no-any-return]
+
+    def gate(self, ref: str) -> GateStatus:
+        from imageci.app.gating import GateStatus
+
+        return self.client.get(f"/images/{self.client.ref(ref)}/gate", GateStatus)  # type: ignore[no-any-return]
+
+    def promote(self, ref: str, to: str, force: bool, reason: str) -> Promotion:
+        from imageci.app.gating import Promotion
+
+        return self.client.post(f"/images/{self.client.ref(ref)}/promote", Promotion,  # type: ignore[no-any-return]
+                                {"to": to, "force": force, "reason": reason})
+
+
+def source() -> Source:
+    """The server when one is configured (--server, IMAGECI_SERVER, `imageci login`), else this home."""
+    from imageci.client.remote import ApiClient, find_remote
+    from imageci.config import Settings
+
+    remote = find_remote(server_option, Settings.load())
+    return Local() if remote is None else Server(ApiClient(remote))

@@ -1,0 +1,156 @@
+"""Talking to an imageci server (``imageci serve``) from anywhere: where it is,
+the token to use, and a client whose calls return the application layer's own
+rows, so the remote CLI prints exactly what the local one does.
+
+Where the server is, first found wins: ``--server URL`` (with ``IMAGECI_TOKEN``
+or the login file's token for that URL), ``IMAGECI_SERVER`` + ``IMAGECI_TOKEN``
+(read into ``Settings``),
+the login file written by ``imageci login`` (``$XDG_CONFIG_HOME/imageci/login.json``,
+mode 0600). None of them: the CLI works on the local home.
+
+HTTP statuses come back as the errors, and so the exit codes, the local CLI
+has: 400 → 2, 404 → 2, 401/403 → 9, 409 → 5, 503 → 8; an unreachable server
+or a 5xx → 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, TypeAdapter
+
+from imageci.config import Settings
+from imageci.errors import (
+    CatalogUnusableError,
+    Forbidden,
+    GateRefused,
+    ImageciError,
+    Unauthenticated,
+    UnknownReferenceError,
+    UsageError,
+)
+
+API = "/api/v1"
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class Remote:
+    url: str  # http(s)://host[:port], no trailing slash
+    token: str | None
+
+
+def config_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "imageci"
+
+
+def login_file(env: Mapping[str, str] | None = None) -> Path:
+    return config_dir(env) / "login.json"
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise UsageError(f"a server is an http:// or https:// URL (got {url!r})")
+    return url.rstrip("/")
+
+
+def _saved(env: Mapping[str, str]) -> dict[str, str]:
+    path = login_file(env)
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a login file imageci wrote ({exc}); remove it and log in again") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("url"), str):
+        raise UsageError(f"{path}: not a login file imageci wrote; remove it and log in again")
+    return {k: v for k, v in doc.items() if isinstance(v, str)}
+
+
+def find_remote(server: str | None, settings: Settings, env: Mapping[str, str] | None = None) -> Remote | None:
+    """The server this invocation talks to (None: work locally): ``server`` (--server), else
+    ``settings.server``, else the login file's; the token is ``settings.token`` or the login file's
+    for that URL."""
+    saved = _saved(os.environ if env is None else env)
+    url = server or settings.server or saved.get("url")
+    if not url:
+        return None
+    url = check_url(url)
+    token = settings.token or (saved.get("token") if saved.get("url") == url else None)
+    return Remote(url, token or None)
+
+
+def save_login(remote: Remote, env: Mapping[str, str] | None = None) -> Path:
+    """Write the login file (0600, in a 0700 directory) and return its path."""
+    path = login_file(env)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"url": remote.url, "token": remote.token or ""}, fh)
+    os.replace(tmp, path)
+    return path
+
+
+def forget_login(env: Mapping[str, str] | None = None) -> bool:
+    path = login_file(env)
+    if path.exists():
+        path.unlink()
+        return True
+    return False
+
+
+def _error(status: int, message: str) -> ImageciError:
+    kinds: dict[int, type[ImageciError]] = {400: UsageError, 404: UnknownReferenceError, 422: UsageError,
+                                            401: Unauthenticated, 403: Forbidden, 409: GateRefused,
+                                            503: CatalogUnusableError}
+    return kinds.get(status, ImageciError)(message)
+
+
+class ApiClient:
+    """Calls of the API, each returning the application layer's row types."""
+
+    def __init__(self, remote: Remote, timeout: float = 60) -> None:
+        import httpx
+
+        self.remote = remote
+        headers = {"Authorization": f"Bearer {remote.token}"} if remote.token else {}
+        self.http = httpx.Client(base_url=remote.url, headers=headers, timeout=timeout)
+
+    def _call(self, method: str, path: str, as_type: Any, **kw: Any) -> Any:
+        import httpx
+
+        try:
+            response = self.http.request(method, API + path, **kw)
+        except httpx.HTTPError as exc:
+            raise ImageciError(f"cannot reach the imageci server {self.remote.url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                message = str(response.json()["error"])
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:500] or response.reason_phrase
+            raise _error(response.status_code, f"{message} (server {self.remote.url})" if response.status_code >= 500
+                         else message)
+        return TypeAdapter(as_type).validate_json(response.content)
+
+    @staticmethod
+    def ref(ref: str) -> str:
+        return quote(ref, safe=":@")
+
+    def get(self, path: str, as_type: type[M] | Any, **params: Any) -> Any:
+        return self._call("GET", path, as_type, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, as_type: type[M] | Any, body: BaseModel | dict[str, Any]) -> Any:
+        payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+        return self._call("POST", path, as_type, json=payload)
+
+    def close(self) -> None:
+        self.http.close()
