@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import hypothesis
 import pytest
+import schemathesis
 
 from imageci.app import queries, tokens
 from imageci.app.access import LOCAL
@@ -67,9 +69,8 @@ def _seed(cat: Catalog) -> None:
                    actor="seed", reason="test")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("server") / "home"
+def start_server(home: Path) -> Iterator[Server]:
+    """`imageci serve` on a free 127.0.0.1 port over ``home`` (seeded), stopped with SIGTERM."""
     settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=1, build_cache=None)
     settings.ensure()
     cat = Catalog.open(settings.db_url)
@@ -96,6 +97,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0  # graceful shutdown on SIGTERM
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from start_server(tmp_path_factory.mktemp("server") / "home")
 
 
 def _token(server: Server, name: str, namespace: str, scopes: str, **kw: object) -> str:
@@ -309,3 +315,43 @@ def test_the_remote_cli_prints_and_exits_as_the_local_one(server: Server, tmp_pa
     assert "cli-promoter" in trail and "forced: hotfix" in trail  # audited as the token's name
     assert cli(far, "logout").returncode == 0 and not saved.exists()
     assert cli(far, "images").stdout.count("\n") == 1  # local again: the far home is empty
+
+
+# ---- fuzzing from the OpenAPI document: no input makes the server fail (zero 5xx) -------------------
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    """A server of its own (the fuzzer creates, revokes and promotes) and an admin token of infra."""
+    for found in start_server(tmp_path_factory.mktemp("fuzz") / "home"):
+        yield found, _token(found, "fuzz-admin", "infra", "admin")
+
+
+def test_no_request_makes_the_server_fail(fuzzed: tuple[Server, str]) -> None:
+    """Every operation of /openapi.json with generated valid and invalid input, as an admin, anonymous and
+    with a forged token: every answer is below 500."""
+    server, admin = fuzzed
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 10
+    failures: list[tuple[str, str, int, str]] = []
+    tried = 0
+    for operation in operations:
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+            @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+            @hypothesis.settings(max_examples=25, deadline=None, database=None,
+                                 suppress_health_check=list(hypothesis.HealthCheck))
+            def check(case: schemathesis.Case) -> None:
+                for headers in ({"Authorization": f"Bearer {admin}"}, {}, {"Authorization": "Bearer ici_forged"}):
+                    response = case.call(base_url=server.url, headers=headers)
+                    if response.status_code >= 500:
+                        failures.append((case.method, case.formatted_path, response.status_code,
+                                         response.text[:300]))
+
+            try:
+                check()
+            except hypothesis.errors.Unsatisfiable:
+                assert mode == schemathesis.GenerationMode.NEGATIVE, operation.label  # no input to get wrong
+                continue
+            tried += 1
+    assert failures == []
+    assert tried >= len(operations) + 3  # valid input everywhere; invalid bodies and parameters where typed
