@@ -21,6 +21,7 @@ def test_every_variable_is_read_into_settings(tmp_path: Path) -> None:
            "IMAGECI_BUILD_CACHE": str(tmp_path / "bc"), "IMAGECI_ACTOR": "ci-bot", "IMAGECI_HOSTS": "/etc/h.yaml",
            "IMAGECI_QEMU_ACCEL": "tcg", "IMAGECI_WARM_VMS": "0", "IMAGECI_TCG_MULTIPLIER": "2.5",
            "IMAGECI_MEMORY_BUDGET_MB": "2048", "IMAGECI_CPU_BUDGET": "1.5", "IMAGECI_SERVER": "https://ci.example",
+           "IMAGECI_MAX_UPLOAD": "8G",
            "IMAGECI_TOKEN": "ici_secret"}
     assert set(env) == set(VARIABLES)
     s = Settings.load(env=env)
@@ -29,15 +30,16 @@ def test_every_variable_is_read_into_settings(tmp_path: Path) -> None:
     assert (s.qemu_accel, s.warm_vms, s.tcg_multiplier, s.memory_budget_mb, s.cpu_budget) == (
         "tcg", 0, 2.5, 2048, 1.5)
     assert (s.server, s.token) == ("https://ci.example", "ici_secret") and "ici_secret" not in repr(s)
+    assert s.max_upload == 8 << 30
     d = Settings.load(env={"IMAGECI_HOME": str(tmp_path / "d")})
     assert (d.qemu_accel, d.warm_vms, d.tcg_multiplier, d.memory_budget_mb, d.actor) == ("auto", 1, 3.0, None, None)
-    assert d.hosts == d.home / "hosts.yaml" and d.jobs == (os.cpu_count() or 1)
+    assert d.hosts == d.home / "hosts.yaml" and d.jobs == (os.cpu_count() or 1) and d.max_upload == 32 << 30
 
 
 @pytest.mark.parametrize(("name", "value"), [
     ("IMAGECI_JOBS", "0"), ("IMAGECI_JOBS", "many"), ("IMAGECI_WARM_VMS", "-1"), ("IMAGECI_QEMU_ACCEL", "xen"),
     ("IMAGECI_TCG_MULTIPLIER", "0"), ("IMAGECI_MEMORY_BUDGET_MB", "lots"), ("IMAGECI_CPU_BUDGET", "-2"),
-    ("IMAGECI_SERVER", "ci.example.org")])
+    ("IMAGECI_SERVER", "ci.example.org"), ("IMAGECI_MAX_UPLOAD", "huge")])
 def test_a_malformed_variable_is_a_usage_error_that_names_it(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(UsageError, match=f"{name} must be .*{re.escape(repr(value))}"):
         Settings.load(env={"IMAGECI_HOME": str(tmp_path), name: value})

@@ -3,6 +3,7 @@ application layer as the CLI; tokens, scopes, namespaces and channel followers."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -69,7 +70,7 @@ def _seed(cat: Catalog) -> None:
                    actor="seed", reason="test")
 
 
-def start_server(home: Path) -> Iterator[Server]:
+def start_server(home: Path, **extra_env: str) -> Iterator[Server]:
     """`imageci serve` on a free 127.0.0.1 port over ``home`` (seeded), stopped with SIGTERM."""
     settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=1, build_cache=None)
     settings.ensure()
@@ -77,7 +78,7 @@ def start_server(home: Path) -> Iterator[Server]:
     _seed(cat)
     cat.close()
     port = _port()
-    env = {**os.environ, "IMAGECI_HOME": str(home)}
+    env = {**os.environ, "IMAGECI_HOME": str(home), **extra_env}
     env.pop("IMAGECI_DB_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "imageci.cli", "serve", "--listen", f"127.0.0.1:{port}"],
                             env=env, stdout=subprocess.PIPE, stderr=open(home / "server.log", "wb"))  # noqa: SIM115
@@ -101,7 +102,7 @@ def start_server(home: Path) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from start_server(tmp_path_factory.mktemp("server") / "home")
+    yield from start_server(tmp_path_factory.mktemp("server") / "home", IMAGECI_MAX_UPLOAD="1M")
 
 
 def _token(server: Server, name: str, namespace: str, scopes: str, **kw: object) -> str:
@@ -355,3 +356,100 @@ def test_no_request_makes_the_server_fail(fuzzed: tuple[Server, str]) -> None:
             tried += 1
     assert failures == []
     assert tried >= len(operations) + 3  # valid input everywhere; invalid bodies and parameters where typed
+
+
+# ---- publishing ----------------------------------------------------------------------------------------
+
+def _put(server: Server, token: str, data: bytes, digest: str | None = None, **headers: str) -> httpx.Response:
+    d = digest or hashlib.sha256(data).hexdigest()
+    return httpx.put(f"{server.url}{API}/blobs/sha256:{d}", content=data, timeout=30,
+                     headers={"Authorization": f"Bearer {token}", **headers})
+
+
+def _leftovers(server: Server) -> list[Path]:
+    return list((server.settings.store_dir / "tmp").iterdir())
+
+
+def test_publishing_uploads_checked_blobs_then_commits_in_one_step(server: Server) -> None:
+    pub = _token(server, "pub-apps", "apps", "publish")
+    reader = _token(server, "pub-reader", "apps", "read")
+    rootfs, log = b"rootfs bytes " * 1000, b"build log\n"
+    auth = {"Authorization": f"Bearer {pub}"}
+    assert _put(server, reader, rootfs).status_code == 403  # read may not upload
+    wrong = _put(server, pub, rootfs, digest="0" * 64)
+    assert wrong.status_code == 400 and "sha256 is" in wrong.json()["error"]
+    assert _put(server, pub, b"x" * (2 << 20)).status_code == 413  # past IMAGECI_MAX_UPLOAD (1M)
+    chunked = httpx.put(f"{server.url}{API}/blobs/sha256:{hashlib.sha256(b'y' * (2 << 20)).hexdigest()}",
+                        content=iter([b"y" * (1 << 19)] * 4), headers=auth, timeout=30)  # no Content-Length
+    assert chunked.status_code == 413
+    # a truncated upload: the client says 5000 bytes, sends 100 and goes away
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as raw:
+        raw.sendall(f"PUT {API}/blobs/sha256:{'1' * 64} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {pub}\r\n"
+                    "Content-Length: 5000\r\n\r\n".encode() + b"z" * 100)
+    time.sleep(1)
+    assert _leftovers(server) == [] and not server.settings.store_dir.joinpath("blobs", "sha256", "11").exists()
+    body = {"name": "uploaded-app", "digest": hashlib.sha256(rootfs).hexdigest(), "definition": "name: x\n",
+            "artifacts": [{"kind": "rootfs", "filename": "rootfs.tar", "digest": hashlib.sha256(rootfs).hexdigest(),
+                           "size": len(rootfs)},
+                          {"kind": "build-log", "filename": "build.log", "digest": hashlib.sha256(log).hexdigest(),
+                           "size": len(log)}]}
+    early = httpx.post(f"{server.url}{API}/versions", json=body, headers=auth)
+    assert early.status_code == 400 and "was not uploaded" in early.json()["error"]
+    for blob in (rootfs, log):
+        assert httpx.head(f"{server.url}{API}/blobs/sha256:{hashlib.sha256(blob).hexdigest()}",
+                          headers=auth).status_code == 404
+        stored = _put(server, pub, blob)
+        assert stored.status_code == 201 and stored.json()["size"] == len(blob)
+    head = httpx.head(f"{server.url}{API}/blobs/sha256:{hashlib.sha256(rootfs).hexdigest()}", headers=auth)
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(rootfs))
+    assert "uploaded-app" not in {r["name"] for r in server.get(f"{API}/images", pub).json()}  # not committed
+    for bad_name in ("../../etc/passwd", "a/b", ".hidden", "x\x00y", ""):
+        hostile = {**body, "artifacts": [{**body["artifacts"][0], "filename": bad_name}]}
+        r = httpx.post(f"{server.url}{API}/versions", json=hostile, headers=auth)
+        assert r.status_code == 400 and "file name" in r.json()["error"], bad_name
+    assert httpx.post(f"{server.url}{API}/versions", json={**body, "name": "Bad Name"}, headers=auth
+                      ).status_code == 400
+    first = httpx.post(f"{server.url}{API}/versions", json=body, headers=auth)
+    assert first.status_code == 201, first.text
+    again = httpx.post(f"{server.url}{API}/versions", json=body, headers=auth)
+    assert again.status_code == 200 and again.json()["image"] == first.json()["image"]  # idempotent
+    assert first.json()["namespace"] == "apps" and first.json()["state"] == "testing"
+    seen = [r for r in server.get(f"{API}/images", reader).json() if r["name"] == "uploaded-app"]
+    assert len(seen) == 1 and seen[0]["channels"] == ["testing"]
+    events = server.get(f"{API}/images/uploaded-app/events", reader).json()
+    assert events[-1]["actor"] == "pub-apps"  # audited as the token's name
+    intruder = _token(server, "pub-infra", "infra", "publish")
+    r = httpx.post(f"{server.url}{API}/versions", json=body, headers={"Authorization": f"Bearer {intruder}"})
+    assert r.status_code == 403  # apps' product: infra may not publish to it
+    assert _leftovers(server) == []
+
+
+def test_imageci_publish_pushes_a_local_version_to_the_server(server: Server, tmp_path: Path) -> None:
+    pub = _token(server, "push-bot", "infra", "publish")
+    home = tmp_path / "laptop"
+    settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=1, build_cache=None)
+    settings.ensure()
+    from imageci.store.blobs import BlobStore
+
+    store = BlobStore(settings.store_dir)
+    rootfs = store.put_bytes(b"a laptop's rootfs " * 5000)
+    cat = Catalog.open(settings.db_url)
+    v = cat.register_version("laptop-image", rootfs.digest, [NewArtifact("rootfs", "rootfs.tar", rootfs.digest,
+                                                                         rootfs.size)],
+                             input_hash=None, definition="name: laptop-image\nsuite: bookworm\n", build_info={})
+    cat.close()
+    env = {k: val for k, val in os.environ.items() if not k.startswith("IMAGECI_")}
+    env |= {"IMAGECI_HOME": str(home), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    argv = [sys.executable, "-m", "imageci.cli", "--server", server.url, "publish", f"laptop-image@{v.serial}"]
+    nowhere = subprocess.run(argv[:3] + argv[5:], capture_output=True, text=True, env=env)
+    assert nowhere.returncode == 2 and "no server to publish to" in nowhere.stderr
+    denied = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert denied.returncode == 9  # no token
+    done = subprocess.run(argv, capture_output=True, text=True, env={**env, "IMAGECI_TOKEN": pub})
+    assert done.returncode == 0 and "published laptop-image@" in done.stdout, done.stderr
+    again = subprocess.run(argv, capture_output=True, text=True, env={**env, "IMAGECI_TOKEN": pub})
+    assert again.returncode == 0 and "already published" in again.stdout
+    there = [r for r in server.get(f"{API}/images", pub).json() if r["name"] == "laptop-image"]
+    assert there and there[0]["digest"] == f"sha256:{rootfs.digest}" and there[0]["namespace"] == "infra"
+    assert server.settings.store_dir.joinpath("blobs", "sha256", rootfs.digest[:2], rootfs.digest).read_bytes() \
+        == store.path(rootfs.digest).read_bytes()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from imageci.definitions.limits import parse_size
 from imageci.errors import UsageError
 from imageci.owners import home_id
 
@@ -32,6 +33,7 @@ VARIABLES: dict[str, str] = {
     "IMAGECI_TCG_MULTIPLIER": "test timeouts × this under TCG",
     "IMAGECI_MEMORY_BUDGET_MB": "the engine's memory budget",
     "IMAGECI_CPU_BUDGET": "the engine's CPU budget",
+    "IMAGECI_MAX_UPLOAD": "the largest blob `imageci serve` accepts",
     "IMAGECI_SERVER": "the imageci server the CLI asks (see `imageci login`)",
     "IMAGECI_TOKEN": "the API token for IMAGECI_SERVER (a secret: never pinned, never printed)",
 }
@@ -77,6 +79,7 @@ class Settings:
     tcg_multiplier: float = 3.0
     memory_budget_mb: int | None = None  # None: 80% of available memory
     cpu_budget: float | None = None  # None: the number of cores
+    max_upload: int = 32 << 30  # bytes: the largest blob the server accepts
     server: str | None = None  # None: `imageci login`'s, else work locally
     token: str | None = field(default=None, repr=False)  # a secret
 
@@ -126,6 +129,7 @@ class Settings:
             memory_budget_mb=_parse(env, "IMAGECI_MEMORY_BUDGET_MB", int, "a whole number of MiB > 0",
                                     lambda v: v > 0),
             cpu_budget=_parse(env, "IMAGECI_CPU_BUDGET", float, "a number of CPUs > 0", lambda v: v > 0),
+            max_upload=_parse(env, "IMAGECI_MAX_UPLOAD", parse_size, "a size such as 8G") or 32 << 30,
             server=_parse(env, "IMAGECI_SERVER", str, "an http:// or https:// URL",
                           lambda v: v.startswith(("http://", "https://"))),
             token=env.get("IMAGECI_TOKEN") or None,

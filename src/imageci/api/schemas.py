@@ -43,3 +43,8 @@ class TokenRequest(BaseModel):
     scopes: str = "read"  # comma-separated: read,publish,test,promote,admin
     channel: str | None = None
     expires: str | None = None  # a duration, e.g. 90d
+
+
+class BlobStored(BaseModel):
+    digest: str  # sha256:<hex>
+    size: int

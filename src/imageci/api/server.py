@@ -17,12 +17,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from imageci import __version__
-from imageci.api.schemas import Health, Problem, PromoteRequest, Readiness, TokenRequest, WhoAmI
-from imageci.app import gating, queries, tokens
+from imageci.api.schemas import BlobStored, Health, Problem, PromoteRequest, Readiness, TokenRequest, WhoAmI
+from imageci.app import gating, publishing, queries, tokens
 from imageci.app.access import ANONYMOUS, Principal
 from imageci.app.session import Session
 from imageci.config import Settings
@@ -36,6 +37,7 @@ from imageci.errors import (
     UnknownReferenceError,
     UsageError,
 )
+from imageci.store.blobs import BlobTooLargeError
 from imageci.store.catalogfile import HEAD
 
 API = "/api/v1"
@@ -45,7 +47,8 @@ access_log = logging.getLogger("imageci.access")
 def status_of(exc: ImageciError) -> int:
     """The HTTP status of an application error (its CLI exit code's counterpart)."""
     for kind, status in ((Unauthenticated, 401), (Forbidden, 403), (UnknownReferenceError, 404),
-                         (GateRefused, 409), (UsageError, 400), (CatalogUnusableError, 503)):
+                         (GateRefused, 409), (BlobTooLargeError, 413), (UsageError, 400),
+                         (CatalogUnusableError, 503)):
         if isinstance(exc, kind):
             return status
     return 500
@@ -168,6 +171,44 @@ def create_app(settings: Settings) -> FastAPI:
     def flaky(s: SessionDep, caller: Caller, name: str | None = None, since: str = "30d") -> list[queries.FlakyRow]:
         """Transient failures the caller may see: tests that failed, then passed within one run."""
         return queries.flaky(s, name, _duration(since), viewer=caller)
+
+    @api.head(f"{API}/blobs/{{digest}}", tags=["publishing"], responses={404: {"description": "not stored"}})
+    def blob_head(digest: str, s: SessionDep, caller: Caller) -> Response:
+        """Whether the store has blob ``digest`` (Content-Length: its size): upload only what is missing.
+        Needs scope ``publish``."""
+        size = publishing.blob_size(s, caller, digest)
+        if size is None:
+            return Response(status_code=404)
+        return Response(headers={"Content-Length": str(size), "ETag": f'"{digest.removeprefix("sha256:")}"'})
+
+    @api.put(f"{API}/blobs/{{digest}}", status_code=201, response_model=BlobStored, tags=["publishing"],
+             responses={413: {"model": Problem}})
+    async def blob_put(digest: str, request: Request, s: SessionDep, caller: Caller) -> BlobStored:
+        """Upload one blob, streamed: it is stored only if its bytes hash to ``digest`` and number the
+        Content-Length; nothing of a failed or interrupted upload remains. Needs scope ``publish``."""
+        length = request.headers.get("content-length")
+        if length is not None and not length.isdigit():
+            raise UsageError("Content-Length must be a whole number")
+        writer = publishing.blob_writer(s, caller, digest, int(length) if length is not None else None)
+        try:
+            async for chunk in request.stream():
+                if chunk:
+                    await anyio.to_thread.run_sync(writer.write, chunk)
+            blob = await anyio.to_thread.run_sync(writer.commit)
+        except BaseException:
+            writer.abort()
+            raise
+        return BlobStored(digest=f"sha256:{blob.digest}", size=blob.size)
+
+    @api.post(f"{API}/versions", response_model=publishing.Published, status_code=201, tags=["publishing"])
+    def publish(body: publishing.PublishRequest, response: Response, s: SessionDep,
+                caller: Caller) -> publishing.Published:
+        """Commit a version whose artifacts were uploaded: registered and on ``testing`` in one step
+        (201), or, for bytes already published under that name, the existing version (200)."""
+        done = publishing.publish(s, body, by=caller)
+        if not done.created:
+            response.status_code = 200
+        return done
 
     @api.get(f"{API}/tokens", response_model=list[tokens.TokenRow], tags=["access"])
     def token_list(s: SessionDep, caller: Caller) -> list[tokens.TokenRow]:

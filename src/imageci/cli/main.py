@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from imageci.app.planning import Fresh, TestRequest
     from imageci.app.session import Session
     from imageci.build.service import BuildResult
+    from imageci.client.remote import ApiClient
 
 app = typer.Typer(help="Continuous integration for OS and container images.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -94,11 +95,55 @@ def _show_build(result: BuildResult) -> None:
 @handle_errors
 def build(definition: DefArg,
           force: Annotated[bool, typer.Option("--force", help="rebuild even if the inputs did not change")] = False,
-          ) -> None:
+          publish: Annotated[bool, typer.Option("--publish", help="then publish it to the server's testing "
+                                                "channel (--server, IMAGECI_SERVER or `imageci login`)")]
+          = False) -> None:
     """Build an image from its definition and publish it to the testing channel."""
     from imageci.app.session import Session
+    from imageci.store.models import label
 
-    _build(Session.open(), definition, force)
+    session = Session.open()
+    if publish:
+        _server(session)  # before building: no server, no build
+    result = _build(session, definition, force)
+    if publish:
+        _push(session, label(result.version))
+
+
+def _server(session: Session) -> ApiClient:
+    from imageci.cli import sources
+    from imageci.client.remote import ApiClient, find_remote
+    from imageci.errors import UsageError
+
+    remote = find_remote(sources.server_option, session.settings)
+    if remote is None:
+        raise UsageError("no server to publish to: --server URL, IMAGECI_SERVER or `imageci login URL`")
+    return ApiClient(remote)
+
+
+def _push(session: Session, ref: str) -> None:
+    from imageci.app import publishing
+
+    client = _server(session)
+    with console.status(f"publishing {ref} to {client.remote.url}…"):
+        done = publishing.push(session, ref, client)
+    if done.created:
+        console.print(f"[green]published[/] {done.image} ({done.digest[:19]}) to {client.remote.url}, namespace "
+                      f"{done.namespace}, channel [bold]testing[/]", highlight=False)
+    else:
+        console.print(f"already published: {done.image} ({done.digest[:19]}) on {client.remote.url} "
+                      f"({done.state})", highlight=False)
+
+
+@app.command()
+@handle_errors
+def publish(ref: RefArg) -> None:
+    """Publish a version of this home to a server (--server, IMAGECI_SERVER or `imageci login`): its
+    artifacts are uploaded (only those the server lacks) and checked, then it appears on the server's
+    testing channel in one step. Publishing the same bytes again changes nothing."""
+    from imageci.app.session import Session
+
+    _push(Session.open(), ref)
 
 
 @app.command()

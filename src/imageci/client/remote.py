@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, TypeAdapter
 
+from imageci.app.publishing import Published, PublishRequest
 from imageci.config import Settings
 from imageci.errors import (
     CatalogUnusableError,
@@ -35,6 +36,9 @@ from imageci.errors import (
     UnknownReferenceError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from imageci.app.publishing import Published, PublishRequest
 
 API = "/api/v1"
 M = TypeVar("M")
@@ -151,6 +155,30 @@ class ApiClient:
     def post(self, path: str, as_type: type[M] | Any, body: BaseModel | dict[str, Any]) -> Any:
         payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
         return self._call("POST", path, as_type, json=payload)
+
+    def blob_size(self, digest: str) -> int | None:
+        """The size of the server's blob ``digest`` (None: it lacks it)."""
+        import httpx
+
+        try:
+            r = self.http.head(f"{API}/blobs/sha256:{digest.removeprefix('sha256:')}")
+        except httpx.HTTPError as exc:
+            raise ImageciError(f"cannot reach the imageci server {self.remote.url}: {exc}") from None
+        if r.status_code == 404:
+            return None
+        if r.status_code >= 400:
+            raise _error(r.status_code, f"blob sha256:{digest}: HTTP {r.status_code}")
+        return int(r.headers.get("content-length", "-1"))
+
+    def put_blob(self, digest: str, size: int, chunks: Iterable[bytes]) -> None:
+        """Upload one blob, streamed (Content-Length announced; the server checks size and sha256)."""
+        self._call("PUT", f"/blobs/sha256:{digest.removeprefix('sha256:')}", dict,
+                   content=chunks, headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+
+    def publish(self, req: PublishRequest) -> Published:
+        from imageci.app.publishing import Published
+
+        return self.post("/versions", Published, req)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.http.close()

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from imageci.errors import ImageciError
+from imageci.errors import ImageciError, UsageError
 from imageci.exitcodes import ExitCode
 
 CHUNK = 1 << 20
@@ -38,6 +38,62 @@ def hash_file(path: Path) -> Blob:
             h.update(chunk)
             size += len(chunk)
     return Blob(h.hexdigest(), size)
+
+
+class BlobMismatchError(UsageError):
+    """Uploaded bytes that are not what the uploader said (size or sha256): nothing was stored."""
+
+
+class BlobTooLargeError(UsageError):
+    """An upload past the configured limit: nothing was stored."""
+
+
+class BlobWriter:
+    """Bytes arriving in chunks (an upload), hashed as they are written to a temporary file of this
+    process; ``commit`` stores them under their digest only if it and the size are the ones promised.
+    Memory stays one chunk whatever the size; an aborted or failed writer leaves nothing behind (and
+    a killed process leaves a temporary file of a dead owner, which ``imageci gc`` removes)."""
+
+    def __init__(self, store: BlobStore, digest: str, size: int | None, limit: int | None) -> None:
+        self.store, self.expected, self.size, self.limit = store, digest.removeprefix("sha256:"), size, limit
+        store.path(self.expected)  # a well-formed digest, or ValueError
+        fd, name = tempfile.mkstemp(dir=store.tmp, prefix=store.tmp_prefix)
+        self.tmp = Path(name)
+        self.fh = os.fdopen(fd, "wb")
+        self.hash = hashlib.sha256()
+        self.written = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.written += len(chunk)
+        if self.limit is not None and self.written > self.limit:
+            self.abort()
+            raise BlobTooLargeError(f"upload larger than the limit of {self.limit} bytes")
+        if self.size is not None and self.written > self.size:
+            self.abort()
+            raise BlobMismatchError(f"upload longer than the {self.size} bytes announced")
+        self.hash.update(chunk)
+        self.fh.write(chunk)
+
+    def commit(self) -> Blob:
+        try:
+            got = self.hash.hexdigest()
+            if self.size is not None and self.written != self.size:
+                raise BlobMismatchError(f"upload truncated: {self.written} of {self.size} bytes arrived")
+            if got != self.expected:
+                raise BlobMismatchError(f"upload's sha256 is {got}, not the {self.expected} announced")
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+            self.store._commit(self.tmp, got)
+            return Blob(got, self.written)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        if not self.fh.closed:
+            self.fh.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 class BlobStore:
@@ -69,6 +125,10 @@ class BlobStore:
             os.chmod(tmp_path, 0o444)
             os.replace(tmp_path, final)
         return final
+
+    def writer(self, digest: str, size: int | None = None, limit: int | None = None) -> BlobWriter:
+        """A writer for an upload of the blob ``digest`` (of ``size`` bytes, at most ``limit``)."""
+        return BlobWriter(self, digest, size, limit)
 
     def put_bytes(self, data: bytes) -> Blob:
         digest = hashlib.sha256(data).hexdigest()

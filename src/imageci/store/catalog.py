@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from imageci.errors import UnknownReferenceError, UsageError
 from imageci.store import database, lookups
 from imageci.store.models import (
+    DEFAULT_NAMESPACE,
     TRANSITIONS,
     Artifact,
     Attempt,
@@ -96,10 +97,11 @@ class Catalog:
 
     # ---- products and versions -------------------------------------------------
 
-    def _product(self, s: Session, name: str, create: bool = False) -> Product | None:
+    def _product(self, s: Session, name: str, create: bool = False,
+                 namespace: str = DEFAULT_NAMESPACE) -> Product | None:
         product = s.scalar(select(Product).where(Product.name == name))
         if product is None and create:
-            product = Product(name=name, created_at=utcnow())
+            product = Product(name=name, created_at=utcnow(), namespace=namespace, public=False)
             s.add(product)
             s.flush()
         return product
@@ -115,14 +117,15 @@ class Catalog:
     def register_version(self, name: str, digest: str, artifacts: Sequence[NewArtifact], *,
                          input_hash: str | None, definition: str | None, build_info: dict[str, Any],
                          architecture: str = "amd64", actor: str | None = None,
-                         publish_to_testing: bool = True) -> Version:
+                         publish_to_testing: bool = True, namespace: str = DEFAULT_NAMESPACE) -> Version:
         """Record a complete version and (by default) publish it to ``testing``,
-        all in one transaction: a version is never visible half-registered."""
+        all in one transaction: a version is never visible half-registered. A new product is made
+        in ``namespace``."""
         actor = actor or self.actor
         for attempt in range(5):
             try:
                 with self.session() as s:
-                    product = self._product(s, name, create=True)
+                    product = self._product(s, name, create=True, namespace=namespace)
                     assert product is not None
                     now = utcnow()
                     version = Version(product_id=product.id, serial=self._next_serial(s, product, now),
