@@ -18,11 +18,13 @@ import httpx
 import hypothesis
 import pytest
 import schemathesis
+from sqlalchemy import text as sqltext
 
 from imageci.app import queries, tokens
 from imageci.app.access import LOCAL
 from imageci.app.session import Session
 from imageci.config import Settings
+from imageci.store import database
 from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import Attempt, State
 from imageci.store.states import utcnow
@@ -37,9 +39,10 @@ class Server:
     settings: Settings
     proc: subprocess.Popen[bytes]
 
-    def get(self, path: str, token: str | None = None, **kw: object) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.get(self.url + path, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+    def get(self, path: str, token: str | None = None, headers: dict[str, str] | None = None,
+            **kw: object) -> httpx.Response:
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(self.url + path, headers={**auth, **(headers or {})}, timeout=30, **kw)  # type: ignore[arg-type]
 
 
 def _port() -> int:
@@ -70,9 +73,9 @@ def _seed(cat: Catalog) -> None:
                    actor="seed", reason="test")
 
 
-def start_server(home: Path, **extra_env: str) -> Iterator[Server]:
+def start_server(home: Path, db_url: str | None = None, **extra_env: str) -> Iterator[Server]:
     """`imageci serve` on a free 127.0.0.1 port over ``home`` (seeded), stopped with SIGTERM."""
-    settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=1, build_cache=None)
+    settings = Settings(home=home, db_url=db_url or f"sqlite:///{home / 'catalog.db'}", jobs=1, build_cache=None)
     settings.ensure()
     cat = Catalog.open(settings.db_url)
     _seed(cat)
@@ -80,6 +83,8 @@ def start_server(home: Path, **extra_env: str) -> Iterator[Server]:
     port = _port()
     env = {**os.environ, "IMAGECI_HOME": str(home), **extra_env}
     env.pop("IMAGECI_DB_URL", None)
+    if db_url:
+        env["IMAGECI_DB_URL"] = db_url
     proc = subprocess.Popen([sys.executable, "-m", "imageci.cli", "serve", "--listen", f"127.0.0.1:{port}"],
                             env=env, stdout=subprocess.PIPE, stderr=open(home / "server.log", "wb"))  # noqa: SIM115
     url = f"http://127.0.0.1:{port}"
@@ -453,3 +458,112 @@ def test_imageci_publish_pushes_a_local_version_to_the_server(server: Server, tm
     assert there and there[0]["digest"] == f"sha256:{rootfs.digest}" and there[0]["namespace"] == "infra"
     assert server.settings.store_dir.joinpath("blobs", "sha256", rootfs.digest[:2], rootfs.digest).read_bytes() \
         == store.path(rootfs.digest).read_bytes()
+
+
+def test_artifacts_download_with_range_and_etag(server: Server) -> None:
+    reader = _token(server, "dl-reader", "infra", "read")
+    s = Session.open(server.settings)
+    try:
+        data = b"".join(bytes([i % 251]) * 1000 for i in range(300))
+        blob = s.store.put_bytes(data)
+        v = s.catalog.register_version("public-base", blob.digest, [NewArtifact("rootfs", "rootfs.tar", blob.digest,
+                                                                               blob.size)],
+                                       input_hash=None, definition="name: public-base\nsuite: bookworm\n",
+                                       build_info={})
+    finally:
+        s.close()
+    ref = f"public-base@{v.serial}"
+    listing = server.get(f"{API}/images/{ref}/artifacts").json()
+    assert listing == [{"kind": "rootfs", "filename": "rootfs.tar", "digest": f"sha256:{blob.digest}",
+                        "size": len(data)}]
+    whole = server.get(f"{API}/images/{ref}/artifacts/rootfs.tar")  # public: no token needed
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["etag"] == f'"{blob.digest}"'
+    part = server.get(f"{API}/images/{ref}/artifacts/rootfs.tar", headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206 and part.content == data[1000:2000]
+    assert part.headers["content-range"] == f"bytes 1000-1999/{len(data)}"
+    by_digest = server.get(f"{API}/images/sha256:{blob.digest}/artifacts/rootfs.tar")
+    assert by_digest.content == data
+    assert server.get(f"{API}/images/{ref}/artifacts/..%2F..%2Fcatalog.db").status_code == 404
+    assert server.get(f"{API}/images/{ref}/artifacts/nope.tar").status_code == 404
+    private = server.get(f"{API}/images/infra-base:testing/artifacts")
+    assert private.status_code == 404  # anonymous: infra-base is private
+    assert server.get(f"{API}/images/infra-base:testing/artifacts", reader).status_code == 200
+
+
+# ---- results recorded from elsewhere -----------------------------------------------------------------
+
+def _ingest(server: Server, token: str, ref: str, clients: int = 8, per_client: int = 25) -> int:
+    """``clients`` threads record ``per_client`` attempts each into one run, every POST sent twice with
+    the same idempotency key (a retry); returns the run id."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    auth = {"Authorization": f"Bearer {token}"}
+    started = httpx.post(f"{server.url}{API}/images/{ref}/runs", json={"tests": ["t"]},
+                         headers={**auth, "Idempotency-Key": f"run-{ref}-{token[-8:]}"})
+    assert started.status_code == 201, started.text
+    again = httpx.post(f"{server.url}{API}/images/{ref}/runs", json={"tests": ["t"]},
+                       headers={**auth, "Idempotency-Key": f"run-{ref}-{token[-8:]}"})
+    assert again.status_code == 200 and again.json()["run"] == started.json()["run"]
+    run = started.json()["run"]
+    errors: list[str] = []
+
+    def client(c: int) -> list[int]:
+        codes = []
+        with httpx.Client(base_url=server.url, headers=auth, timeout=60) as http:
+            for i in range(per_client):
+                body = {"test": f"t{c:02d}-{i:03d}", "test_digest": "d", "testbed": "laptop", "attempt": 1,
+                        "started": "2026-11-23T10:00:00Z", "ended": "2026-11-23T10:00:01Z", "exit_code": 0,
+                        "verdict": "pass", "log": f"log of {c}/{i}"}
+                for _retry in range(2):
+                    r = http.post(f"{API}/runs/{run}/attempts", json=body,
+                                  headers={"Idempotency-Key": f"attempt-{run}-{c}-{i}"})
+                    codes.append(r.status_code)
+                    if r.status_code >= 400:
+                        errors.append(r.text)
+        return codes
+
+    with ThreadPoolExecutor(clients) as pool:
+        codes = [code for result in pool.map(client, range(clients)) for code in result]
+    assert codes.count(201) == clients * per_client and codes.count(200) == clients * per_client, errors[:3]
+    return int(run)
+
+
+def test_many_clients_recording_at_once_lose_nothing_and_retries_count_once(server: Server) -> None:
+    tester = _token(server, "ingest-tester", "infra", "test")
+    run = _ingest(server, tester, "infra-base:testing")
+    res = server.get(f"{API}/images/infra-base:testing/results", tester).json()
+    mine = [a for a in res["attempts"] if a["run"] == run]
+    assert len(mine) == 8 * 25 and len({a["test"] for a in mine}) == 200
+    assert all(a["log"] for a in mine)
+    finished = httpx.post(f"{server.url}{API}/runs/{run}/finish", json={"exit_code": 0},
+                          headers={"Authorization": f"Bearer {tester}"})
+    assert finished.json() == {"run": run, "status": "finished", "exit_code": 0}
+    late = httpx.post(f"{server.url}{API}/runs/{run}/attempts", headers={"Authorization": f"Bearer {tester}"},
+                      json={"test": "late", "test_digest": "d", "testbed": "x", "attempt": 1, "verdict": "pass",
+                            "started": "2026-11-23T10:00:00Z", "ended": "2026-11-23T10:00:01Z"})
+    assert late.status_code == 400 and "takes no more attempts" in late.json()["error"]
+    run_row = [r for r in res["runs"] if r["run"] == run][0]
+    assert run_row["actor"] == "ingest-tester"
+    other = _token(server, "ingest-apps", "apps", "test")
+    assert httpx.post(f"{server.url}{API}/runs/{run}/finish", json={"exit_code": 0},
+                      headers={"Authorization": f"Bearer {other}"}).status_code == 404  # not its namespace
+    reader = _token(server, "ingest-reader", "infra", "read")
+    assert httpx.post(f"{server.url}{API}/images/infra-base:testing/runs", json={},
+                      headers={"Authorization": f"Bearer {reader}"}).status_code == 403
+    bad = httpx.post(f"{server.url}{API}/images/infra-base:testing/runs", json={},
+                     headers={"Authorization": f"Bearer {tester}", "Idempotency-Key": "no spaces allowed"})
+    assert bad.status_code == 400
+
+
+@pytest.mark.postgres
+def test_recording_at_once_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    admin = database.make_engine(postgres_url)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sqltext("CREATE DATABASE ingest"))
+    admin.dispose()
+    for server in start_server(tmp_path / "home", db_url=postgres_url.rsplit("/", 1)[0] + "/ingest"):
+        tester = _token(server, "pg-tester", "infra", "test")
+        run = _ingest(server, tester, "infra-base:testing")
+        res = server.get(f"{API}/images/infra-base:testing/results", tester).json()
+        assert len([a for a in res["attempts"] if a["run"] == run]) == 200

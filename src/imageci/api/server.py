@@ -18,12 +18,12 @@ from datetime import timedelta
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
 
 from imageci import __version__
 from imageci.api.schemas import BlobStored, Health, Problem, PromoteRequest, Readiness, TokenRequest, WhoAmI
-from imageci.app import gating, publishing, queries, tokens
+from imageci.app import gating, publishing, queries, recording, tokens
 from imageci.app.access import ANONYMOUS, Principal
 from imageci.app.session import Session
 from imageci.config import Settings
@@ -167,6 +167,20 @@ def create_app(settings: Settings) -> FastAPI:
         return gating.promotion_row(gating.promote(s, ref, to=body.to, force=body.force, reason=body.reason,
                                                    by=caller))
 
+    @api.get(f"{API}/images/{{ref}}/artifacts", response_model=list[queries.ArtifactRow], tags=["images"])
+    def artifacts(ref: str, s: SessionDep, caller: Caller) -> list[queries.ArtifactRow]:
+        """A version's artifacts: kind, file name, sha256, size."""
+        return queries.artifacts(s, ref, viewer=caller)
+
+    @api.get(f"{API}/images/{{ref}}/artifacts/{{filename}}", tags=["images"], response_class=FileResponse,
+             responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a Range"}})
+    def artifact(ref: str, filename: str, s: SessionDep, caller: Caller) -> FileResponse:
+        """An artifact's bytes, with ``Range`` (206) and ``ETag`` = its sha256 (``If-None-Match`` → 304)."""
+        row, path = queries.artifact_path(s, ref, filename, viewer=caller)
+        return FileResponse(path, filename=row.filename, media_type="application/octet-stream",
+                            headers={"ETag": f'"{row.digest.removeprefix("sha256:")}"',
+                                     "Cache-Control": "private, max-age=31536000, immutable"})
+
     @api.get(f"{API}/flaky", response_model=list[queries.FlakyRow], tags=["images"])
     def flaky(s: SessionDep, caller: Caller, name: str | None = None, since: str = "30d") -> list[queries.FlakyRow]:
         """Transient failures the caller may see: tests that failed, then passed within one run."""
@@ -209,6 +223,32 @@ def create_app(settings: Settings) -> FastAPI:
         if not done.created:
             response.status_code = 200
         return done
+
+    @api.post(f"{API}/images/{{ref}}/runs", response_model=recording.RunStarted, status_code=201, tags=["runs"])
+    def run_start(ref: str, body: recording.RunStart, response: Response, s: SessionDep, caller: Caller,
+                  idempotency_key: Annotated[str | None, Header()] = None) -> recording.RunStarted:
+        """Start recording a run of a version tested elsewhere (scope ``test``). With an
+        ``Idempotency-Key``, a retry answers 200 with the same run."""
+        started = recording.start_run(s, ref, body, by=caller, key=idempotency_key)
+        if not started.created:
+            response.status_code = 200
+        return started
+
+    @api.post(f"{API}/runs/{{run_id}}/attempts", response_model=recording.AttemptRecorded, status_code=201,
+              tags=["runs"])
+    def attempt_record(run_id: int, body: recording.AttemptIn, response: Response, s: SessionDep, caller: Caller,
+                       idempotency_key: Annotated[str | None, Header()] = None) -> recording.AttemptRecorded:
+        """Record one attempt of a running run, with its log. With an ``Idempotency-Key``, a retried
+        POST is recorded once (200 with the same id)."""
+        done = recording.record_attempt(s, run_id, body, by=caller, key=idempotency_key)
+        if not done.created:
+            response.status_code = 200
+        return done
+
+    @api.post(f"{API}/runs/{{run_id}}/finish", response_model=recording.RunEnded, tags=["runs"])
+    def run_finish(run_id: int, body: recording.RunEnd, s: SessionDep, caller: Caller) -> recording.RunEnded:
+        """End a run with its exit code."""
+        return recording.finish_run(s, run_id, body, by=caller)
 
     @api.get(f"{API}/tokens", response_model=list[tokens.TokenRow], tags=["access"])
     def token_list(s: SessionDep, caller: Caller) -> list[tokens.TokenRow]:

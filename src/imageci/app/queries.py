@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from imageci.app import access
 from imageci.app.access import LOCAL, Principal
 from imageci.app.session import Session
-from imageci.errors import UsageError
+from imageci.errors import UnknownReferenceError, UsageError
 from imageci.store import lookups
 from imageci.store.states import channels_of, utcnow
 
@@ -88,6 +89,28 @@ def images(session: Session, name: str | None = None, *, viewer: Principal = LOC
                      channels=channels_of(v.state),
                      digest=f"sha256:{v.digest}", created=v.created_at.isoformat(timespec="seconds"), size=size)
             for v, size in found]
+
+
+class ArtifactRow(Row):
+    kind: str
+    filename: str
+    digest: str  # sha256:<hex>
+    size: int
+
+
+def artifacts(session: Session, ref: str, *, viewer: Principal = LOCAL) -> list[ArtifactRow]:
+    """The artifacts of the version ``ref`` names."""
+    version = access.resolve(session.reader, viewer, ref)
+    return [ArtifactRow(kind=a.kind, filename=a.filename, digest=f"sha256:{a.digest}", size=a.size)
+            for a in lookups.artifacts(session.reader, version.id)]
+
+
+def artifact_path(session: Session, ref: str, filename: str, *, viewer: Principal = LOCAL) -> tuple[ArtifactRow, Path]:
+    """One artifact of a version and where its bytes are (the store's blob)."""
+    found = [a for a in artifacts(session, ref, viewer=viewer) if a.filename == filename]
+    if not found:
+        raise UnknownReferenceError(f"{ref} has no artifact {filename[:100]!r}")
+    return found[0], session.store.path(found[0].digest)
 
 
 class AttemptRow(Row):

@@ -262,13 +262,34 @@ class Catalog:
                   owner: str | None = None) -> int:
         """A run in progress; ``owner`` is the lock file its process holds (imageci.owners), so a
         later imageci on this host can tell a run whose process died (see :meth:`abort_dead_runs`)."""
-        with self.session() as s:
-            run = Run(image_digest=image_digest, version_id=version_id, started_at=utcnow(),
-                      options=json.dumps(options, sort_keys=True), actor=self.actor,
-                      status=RunStatus.RUNNING.value, host=socket.gethostname(), owner=owner)
-            s.add(run)
-            s.flush()
-            return run.id
+        return self.start_run_once(image_digest, version_id, options, owner=owner)[0]
+
+    def start_run_once(self, image_digest: str, version_id: int | None, options: dict[str, Any], *,
+                       owner: str | None = None, actor: str | None = None, host: str | None = None,
+                       idempotency_key: str | None = None) -> tuple[int, bool]:
+        """Like :meth:`start_run`, for a client that may retry: a run already started with
+        ``idempotency_key`` is returned as it is. (id, whether new)."""
+        run = Run(image_digest=image_digest, version_id=version_id, started_at=utcnow(),
+                  options=json.dumps(options, sort_keys=True), actor=actor or self.actor,
+                  status=RunStatus.RUNNING.value, host=host or socket.gethostname(), owner=owner,
+                  idempotency_key=idempotency_key)
+        return self._add_once(run, Run, idempotency_key)
+
+    def _add_once(self, row: Run | Attempt, kind: type[Run] | type[Attempt], key: str | None) -> tuple[int, bool]:
+        """Insert ``row``; with an idempotency key already used, the existing row's id instead."""
+        try:
+            with self.session() as s:
+                s.add(row)
+                s.flush()
+                return row.id, True
+        except IntegrityError:
+            if key is None:
+                raise
+            with self.session() as s:
+                found = s.scalar(select(kind.id).where(kind.idempotency_key == key))
+            if found is None:
+                raise
+            return found, False
 
     def finish_run(self, run_id: int, exit_code: int, status: RunStatus = RunStatus.FINISHED) -> None:
         with self.session() as s:
@@ -297,6 +318,10 @@ class Catalog:
             s.add(attempt)
             s.flush()
             return attempt
+
+    def record_attempt_once(self, attempt: Attempt) -> tuple[int, bool]:
+        """Record ``attempt`` unless one with its idempotency key exists: (its id, whether new)."""
+        return self._add_once(attempt, Attempt, attempt.idempotency_key)
 
     def passing_attempt(self, image_digest: str, test_id: str, test_digest: str, testbed: str) -> Attempt | None:
         """An earlier pass of exactly these bytes with exactly this test on this testbed."""

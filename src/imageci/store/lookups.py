@@ -98,6 +98,20 @@ def versions(reader: Reader, name: str | None = None) -> list[tuple[VersionInfo,
 
 
 @dataclass(frozen=True)
+class ArtifactInfo:
+    kind: str
+    filename: str
+    digest: str
+    size: int
+
+
+def artifacts(reader: Reader, version_id: int) -> list[ArtifactInfo]:
+    """A version's artifacts (its image bytes, manifest, logs, suite snapshot, configuration)."""
+    return [ArtifactInfo(str(kind), str(name), str(digest), int(size)) for kind, name, digest, size in reader.rows(
+        "SELECT kind, filename, digest, size FROM artifacts WHERE version_id = :id ORDER BY id", {"id": version_id})]
+
+
+@dataclass(frozen=True)
 class AttemptInfo:
     id: int
     run_id: int
@@ -139,6 +153,19 @@ def runs(reader: Reader, image_digest: str) -> list[RunInfo]:
             for i, status, code, actor, start, end, options in reader.rows(
                 "SELECT id, status, exit_code, actor, started_at, ended_at, options FROM runs "
                 "WHERE image_digest = :digest ORDER BY id", {"digest": image_digest})]
+
+
+def run_of(reader: Reader, run_id: int) -> tuple[RunInfo, str, VersionInfo | None] | None:
+    """A run, the digest it tested and the version it was started for (None: no such run)."""
+    rows = reader.rows("SELECT id, status, exit_code, actor, started_at, ended_at, options, image_digest, version_id "
+                       "FROM runs WHERE id = :id", {"id": run_id})
+    if not rows:
+        return None
+    i, status, code, actor, start, end, options, digest, version_id = rows[0]
+    info = RunInfo(i, str(status), code, str(actor or ""), stamp(start), stamp(end) if end is not None else None,
+                   str(options or "{}"))
+    found = reader.rows(f"{_VERSION} WHERE v.id = :id", {"id": version_id}) if version_id is not None else []
+    return info, str(digest), _version(found[0]) if found else None
 
 
 def running(reader: Reader, host: str) -> list[tuple[int, str | None]]:

@@ -101,6 +101,7 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING.value)
     host: Mapped[str | None] = mapped_column(String(255))  # where the run's process ran
     owner: Mapped[str | None] = mapped_column(String(1024))  # its owner lock file (imageci.owners)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)  # a client's, over the API
 
 
 class Attempt(Base):
@@ -120,6 +121,7 @@ class Attempt(Base):
     verdict: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text, default="")
     log_digest: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)  # a client's, over the API
 
 
 class Token(Base):

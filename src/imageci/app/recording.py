@@ -1,0 +1,122 @@
+"""Recording a run from elsewhere: a client that ran tests on its own testbeds
+(``imageci run`` against a server, a worker) starts a run for a version, sends
+each attempt as it ends and finishes the run — the same rows the engine writes
+locally. Every step carries the client's idempotency key, so a retried request
+is recorded once; scope ``test`` in the product's namespace is needed."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from imageci.app import access
+from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.session import Session
+from imageci.errors import UnknownReferenceError, UsageError
+from imageci.store import lookups
+from imageci.store.states import RunStatus, as_utc
+
+KEY = r"^[A-Za-z0-9._:-]{8,128}$"
+MAX_LOG = 16 << 20  # characters of one attempt's log
+
+
+class RunStart(BaseModel):
+    tests: list[str] = Field(default_factory=list, max_length=100_000)  # what the run plans
+    testbeds: list[str] = Field(default_factory=list, max_length=64)
+    host: str | None = Field(default=None, max_length=255)  # where it runs
+
+
+class RunStarted(BaseModel):
+    run: int
+    image: str  # NAME@SERIAL
+    digest: str
+    created: bool  # False: this idempotency key had started it already
+
+
+class AttemptIn(BaseModel):
+    test: str = Field(min_length=1, max_length=255)
+    test_digest: str = Field(min_length=1, max_length=64)
+    testbed: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(ge=1, le=1000)
+    started: datetime
+    ended: datetime
+    exit_code: int | None = None
+    verdict: Literal["pass", "fail", "error", "skip"]
+    reason: str = Field(default="", max_length=65536)
+    log: str | None = Field(default=None, max_length=MAX_LOG)
+
+
+class AttemptRecorded(BaseModel):
+    id: int
+    created: bool  # False: this idempotency key had recorded it already
+
+
+class RunEnd(BaseModel):
+    exit_code: int = Field(ge=0, le=255)
+    status: Literal["finished", "interrupted"] = "finished"
+
+
+class RunEnded(BaseModel):
+    run: int
+    status: str
+    exit_code: int | None
+
+
+def _key(key: str | None) -> str | None:
+    if key is not None and not re.fullmatch(KEY, key):
+        raise UsageError("an Idempotency-Key is 8 to 128 letters, digits, '.', '_', ':' or '-'")
+    return key
+
+
+def _run(session: Session, run_id: int, by: Principal, what: str) -> lookups.RunInfo:
+    found = lookups.run_of(session.reader, run_id)
+    version = found[2] if found else None
+    if found is None or version is None or not by.sees(version.namespace, version.public, version.state):
+        raise UnknownReferenceError(f"no run {run_id}")
+    by.require(Scope.TEST, version.namespace, what)
+    return found[0]
+
+
+def start_run(session: Session, ref: str, body: RunStart, *, by: Principal = LOCAL,
+              key: str | None = None) -> RunStarted:
+    """A run of the version ``ref`` names, recorded as ``by`` (its audit actor)."""
+    version = access.resolve(session.reader, by, ref)
+    by.require(Scope.TEST, version.namespace, f"record runs of {version.label}")
+    run_id, created = session.catalog.start_run_once(
+        version.digest, version.id, {"tests": body.tests, "testbeds": body.testbeds, "remote": True},
+        actor=None if by == LOCAL else by.name, host=body.host or "remote", idempotency_key=_key(key))
+    return RunStarted(run=run_id, image=version.label, digest=f"sha256:{version.digest}", created=created)
+
+
+def record_attempt(session: Session, run_id: int, body: AttemptIn, *, by: Principal = LOCAL,
+                   key: str | None = None) -> AttemptRecorded:
+    """One attempt of a running run; its log goes to the store."""
+    from imageci.store.models import Attempt
+
+    run = _run(session, run_id, by, f"record attempts of run {run_id}")
+    if run.status != RunStatus.RUNNING.value:
+        raise UsageError(f"run {run_id} is {run.status}: it takes no more attempts")
+    if as_utc(body.ended) < as_utc(body.started):
+        raise UsageError("an attempt cannot end before it starts")
+    found = lookups.run_of(session.reader, run_id)
+    assert found is not None
+    log = session.store.put_bytes(body.log.encode()).digest if body.log else None
+    attempt_id, created = session.catalog.record_attempt_once(Attempt(
+        run_id=run_id, image_digest=found[1], test_id=body.test, test_digest=body.test_digest,
+        testbed=body.testbed, attempt=body.attempt, started_at=as_utc(body.started), ended_at=as_utc(body.ended),
+        exit_code=body.exit_code, verdict=body.verdict, reason=body.reason, log_digest=log,
+        idempotency_key=_key(key)))
+    return AttemptRecorded(id=attempt_id, created=created)
+
+
+def finish_run(session: Session, run_id: int, body: RunEnd, *, by: Principal = LOCAL) -> RunEnded:
+    """End a running run with its exit code (finishing it again changes nothing)."""
+    run = _run(session, run_id, by, f"finish run {run_id}")
+    if run.status == RunStatus.RUNNING.value:
+        session.catalog.finish_run(run_id, body.exit_code, RunStatus(body.status))
+    done = lookups.run_of(session.catalog.reader(), run_id)
+    assert done is not None
+    return RunEnded(run=run_id, status=done[0].status, exit_code=done[0].exit_code)
