@@ -217,7 +217,8 @@ def test_tokens_over_the_api_need_an_admin_of_that_namespace(server: Server) -> 
     assert made.status_code == 201, made.text
     secret = made.json()["secret"]
     assert secret.startswith("ici_") and len(secret) == 47  # 256 random bits
-    assert server.get(f"{API}/whoami", secret).json()["scopes"] == ["publish", "test"]
+    who = server.get(f"{API}/whoami", secret)
+    assert who.json()["scopes"] == ["publish", "test"], who.text
     other = {"name": "sneaky", "namespace": "infra", "scopes": "admin"}
     r = httpx.post(server.url + f"{API}/tokens", json=other, headers={"Authorization": f"Bearer {admin}"})
     assert r.status_code == 403 and "namespace 'infra'" in r.json()["error"]

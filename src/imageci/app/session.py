@@ -29,6 +29,14 @@ class Session:
     _store: BlobStore | None = field(default=None)
     _lock: HomeLock | None = field(default=None)
     _reader: Reader | None = field(default=None)
+    _borrowed: bool = field(default=False)  # catalog and store belong to a long-lived process (a server)
+
+    @classmethod
+    def borrow(cls, settings: Settings, catalog: Catalog, store: BlobStore) -> Session:
+        """A short session (a server's request) on a catalog and store the caller opened once and
+        keeps: closing it leaves them open. The caller opened the catalog (dead runs were marked
+        then), so reading needs no check of its own. The home lock is the caller's."""
+        return cls(settings, _catalog=catalog, _store=store, _borrowed=True)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Session:
@@ -72,6 +80,10 @@ class Session:
         dead runs aborted) and read through."""
         if self._reader is not None:
             return self._reader
+        if self._borrowed:
+            assert self._catalog is not None
+            self._reader = SqliteReader.open(self.settings.db_url) or self._catalog.reader()
+            return self._reader
         reader: Reader | None = SqliteReader.open(self.settings.db_url)
         if reader is not None and any(owner and not lock_alive(Path(owner))
                                       for _id, owner in lookups.running(reader, socket.gethostname())):
@@ -96,6 +108,6 @@ class Session:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-        if self._catalog is not None:
+        if self._catalog is not None and not self._borrowed:
             self._catalog.close()
             self._catalog = None

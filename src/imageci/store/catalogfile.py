@@ -23,18 +23,27 @@ def restore_hint(path: Path | None) -> str:
             "readable. The artifact store is untouched.")
 
 
-def check_path(path: Path) -> None:
+def not_sqlite(path: Path) -> CatalogUnusableError:
+    return CatalogUnusableError(f"the catalog {path} is not a SQLite database (damaged or overwritten). "
+                                f"{restore_hint(path)}")
+
+
+def check_path(path: Path, *, header: bool = True) -> None:
     """Refuse an existing file that cannot be a SQLite catalog (SQLite would silently
-    turn a zero-byte file into a new, empty database)."""
+    turn a zero-byte file into a new, empty database).
+
+    ``header=False`` judges from ``stat`` alone and leaves the header to SQLite: in a process
+    that has the database open, opening and closing the file through another descriptor would
+    drop every POSIX lock SQLite holds on it (a server's requests)."""
     if not path.exists():
         return
     if not path.is_file():
         raise CatalogUnusableError(f"the catalog {path} is not a regular file. {restore_hint(path)}")
-    with path.open("rb") as fh:
-        head = fh.read(len(SQLITE_HEADER))
-    if not head:
+    if path.stat().st_size == 0:
         raise CatalogUnusableError(f"the catalog {path} is empty (0 bytes): its history is gone or it was "
                                    f"truncated; it is never replaced by a new catalog. {restore_hint(path)}")
-    if head != SQLITE_HEADER:
-        raise CatalogUnusableError(f"the catalog {path} is not a SQLite database (damaged or overwritten). "
-                                   f"{restore_hint(path)}")
+    if header:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+        if head != SQLITE_HEADER:
+            raise not_sqlite(path)

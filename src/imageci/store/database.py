@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
 
 from imageci.errors import CatalogUnusableError, ImageciError
-from imageci.store.catalogfile import HEAD, check_path, restore_hint
+from imageci.store.catalogfile import HEAD, check_path, not_sqlite, restore_hint
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -42,7 +42,7 @@ def check_file(url: str) -> None:
     """Refuse an existing file at ``url`` that cannot be a SQLite catalog."""
     path = sqlite_file(url)
     if path is not None:
-        check_path(path)
+        check_path(path, header=False)  # SQLite itself says "not a database" (see unusable)
 
 
 def unusable(exc: DatabaseError, url: str) -> ImageciError:
@@ -51,6 +51,8 @@ def unusable(exc: DatabaseError, url: str) -> ImageciError:
     path = sqlite_file(url)
     if isinstance(exc, OperationalError) and path is None and not _schema_problem(what):
         return ImageciError(f"cannot use the catalog database: {what}")
+    if path is not None and "not a database" in what:
+        return not_sqlite(path)
     where = path or make_url(url).render_as_string(hide_password=True)
     return CatalogUnusableError(f"the catalog {where} is damaged ({what}). {restore_hint(path)}")
 

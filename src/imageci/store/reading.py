@@ -3,8 +3,8 @@
 A ``Reader`` runs one portable statement (named ``:params``) and hands back rows
 as tuples. Two implementations run the same statements:
 
-- ``SqliteReader``: the standard library's sqlite3, read-only, on an existing,
-  up-to-date SQLite catalog. It never imports SQLAlchemy, so the query
+- ``SqliteReader``: the standard library's sqlite3 (``query_only``: it never
+  writes), on an existing, up-to-date SQLite catalog. It never imports SQLAlchemy, so the query
   commands (``images``, ``results``, ``events``, ``flaky``) start in a fraction
   of the time the ORM's import takes.
 - ``store.catalog.SqlAlchemyReader``: any database SQLAlchemy reaches
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from imageci.errors import CatalogUnusableError
-from imageci.store.catalogfile import HEAD, check_path, restore_hint
+from imageci.store.catalogfile import HEAD, check_path, not_sqlite, restore_hint
 
 Row = tuple[Any, ...]
 # How SQLAlchemy stores a DateTime in SQLite (UTC, no zone): comparisons there are between strings.
@@ -71,16 +71,23 @@ class SqliteReader(Reader):
         path = sqlite_path(url)
         if path is None or not path.exists():
             return None
-        check_path(path)
+        check_path(path, header=False)  # never open the file outside SQLite: see check_path
         try:
-            # a server's request may open it in one worker thread and read in another: one at a time
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+            # Not mode=ro: a read-only connection to a WAL database fails ("disk I/O error") when a
+            # writer's checkpoint removes the -wal/-shm files it cannot recreate. query_only makes
+            # this connection refuse every write instead. A server's request may open it in one
+            # worker thread and read in another: one at a time.
+            conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA query_only = ON")
         except sqlite3.Error:
             return None  # the full path says why
         reader = cls(conn, path)
         try:
             revision = conn.execute("SELECT version_num FROM alembic_version").fetchall()
-        except sqlite3.Error:
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                reader.close()
+                raise not_sqlite(path) from None
             revision = []  # no schema yet, or not ours: the full path creates or refuses
         if revision != [(HEAD,)]:
             reader.close()

@@ -1,0 +1,168 @@
+"""Benchmark: `imageci serve` on 127.0.0.1, over a catalog seeded with
+1,000,000 attempts across 500 versions (as bench/queries_at_scale.py).
+
+- ingestion: 8 concurrent clients record attempts (each POST with its own
+  idempotency key and a small log) into one run; attempts/s and p50/p99
+  latency. Target ≥ 500 attempts/s on SQLite.
+- results: `GET /api/v1/images/REF/results` over HTTP (keep-alive client) and
+  `app.queries.results` in process, p50. Target ≤ 50 ms.
+- download: a 256 MiB artifact fetched with curl from imageci vs from
+  `python3 -m http.server` (a plain static file server) serving the same
+  file, best of 3 each. Target ratio ≥ 0.8.
+
+Last line: `server: ingestion N attempts/s (p50 A ms, p99 B ms, 8 clients);
+results p50 HTTP C ms, in process D ms; download E MB/s vs F MB/s static
+(ratio R)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import pct  # noqa: E402
+from queries_at_scale import seed  # noqa: E402
+
+from imageci.app import queries, tokens  # noqa: E402
+from imageci.app.access import LOCAL  # noqa: E402
+from imageci.app.session import Session  # noqa: E402
+from imageci.config import Settings  # noqa: E402
+from imageci.store.catalog import NewArtifact  # noqa: E402
+
+API = "/api/v1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited with {proc.returncode}") from None
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer")
+
+
+def ingest(url: str, token: str, ref: str, clients: int, per_client: int) -> tuple[float, list[float]]:
+    auth = {"Authorization": f"Bearer {token}"}
+    run = httpx.post(f"{url}{API}/images/{ref}/runs", json={"tests": []}, headers=auth, timeout=60).json()["run"]
+
+    def client(c: int) -> list[float]:
+        lat = []
+        with httpx.Client(base_url=url, headers=auth, timeout=60) as http:
+            for i in range(per_client):
+                body = {"test": f"bench-{c}-{i}", "test_digest": "d", "testbed": "remote", "attempt": 1,
+                        "started": "2026-11-23T10:00:00Z", "ended": "2026-11-23T10:00:01Z", "exit_code": 0,
+                        "verdict": "pass", "log": f"ok {c} {i}\n"}
+                t0 = time.monotonic()
+                r = http.post(f"{API}/runs/{run}/attempts", json=body,
+                              headers={"Idempotency-Key": f"bench-{run}-{c}-{i}"})
+                lat.append(time.monotonic() - t0)
+                if r.status_code != 201:
+                    raise SystemExit(f"attempt refused: {r.status_code} {r.text}")
+        return lat
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = [x for part in pool.map(client, range(clients)) for x in part]
+    return time.monotonic() - t0, latencies
+
+
+def curl_speed(url: str, headers: list[str]) -> float:
+    """Bytes per second of one curl download (to /dev/null)."""
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{speed_download}", *headers, url],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--attempts", type=int, default=1_000_000, help="seeded into the catalog")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--per-client", type=int, default=250)
+    ap.add_argument("--download-mib", type=int, default=256)
+    args = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="imageci-bench-server-"))
+    ref, _digest = seed(home, 500, 100, args.attempts // 500)
+    settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=2, build_cache=None)
+    session = Session.open(settings)
+    token = tokens.create(session, "bench", "default", "admin", by=LOCAL).secret
+    blob_file = home / "payload.bin"
+    with blob_file.open("wb") as fh:
+        for _ in range(args.download_mib):
+            fh.write(secrets.token_bytes(1 << 20))
+    blob = session.store.put_file(blob_file)
+    big = session.catalog.register_version("download", blob.digest, [NewArtifact("rootfs", "rootfs.tar", blob.digest,
+                                                                                 blob.size)],
+                                           input_hash=None, definition="name: download\nsuite: bookworm\n",
+                                           build_info={})
+    local = []
+    for _ in range(21):
+        t0 = time.monotonic()
+        queries.results(session, ref)
+        local.append(time.monotonic() - t0)
+    session.close()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "IMAGECI_HOME": str(home)}
+    env.pop("IMAGECI_DB_URL", None)
+    server = subprocess.Popen([sys.executable, "-m", "imageci.cli", "serve", "--listen", f"127.0.0.1:{port}"],
+                              env=env, stderr=subprocess.DEVNULL)
+    static_port = free_port()
+    static = subprocess.Popen([sys.executable, "-m", "http.server", str(static_port), "--bind", "127.0.0.1",
+                               "--directory", str(home)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(f"{url}/healthz", server)
+        wait_for(f"http://127.0.0.1:{static_port}/", static)
+        wall, lat = ingest(url, token, ref, args.clients, args.per_client)
+        n = args.clients * args.per_client
+        rate = n / wall
+        print(f"ingestion: {n} attempts from {args.clients} clients in {wall:.2f}s = {rate:.0f} attempts/s; "
+              f"p50 {pct(lat, 50) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms")
+        http_lat = []
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+            for _ in range(21):
+                t0 = time.monotonic()
+                r = http.get(f"{API}/images/{ref}/results")
+                http_lat.append(time.monotonic() - t0)
+                r.raise_for_status()
+        print(f"results of {ref} ({len(r.json()['attempts'])} attempts): HTTP p50 {pct(http_lat, 50) * 1000:.1f} ms, "
+              f"in process p50 {pct(local, 50) * 1000:.1f} ms")
+        ours = max(curl_speed(f"{url}{API}/images/download@{big.serial}/artifacts/rootfs.tar",
+                              ["-H", f"Authorization: Bearer {token}"]) for _ in range(3))
+        plain = max(curl_speed(f"http://127.0.0.1:{static_port}/payload.bin", []) for _ in range(3))
+        print(f"download of {args.download_mib} MiB: imageci {ours / 1e6:.0f} MB/s, python -m http.server "
+              f"{plain / 1e6:.0f} MB/s")
+        print(f"server: ingestion {rate:.0f} attempts/s (p50 {pct(lat, 50) * 1000:.1f} ms, p99 "
+              f"{pct(lat, 99) * 1000:.1f} ms, {args.clients} clients); results p50 HTTP "
+              f"{pct(http_lat, 50) * 1000:.1f} ms, in process {pct(local, 50) * 1000:.1f} ms; download "
+              f"{ours / 1e6:.0f} MB/s vs {plain / 1e6:.0f} MB/s static (ratio {ours / plain:.2f})")
+    finally:
+        for p in (server, static):
+            p.terminate()
+            p.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
