@@ -568,3 +568,38 @@ def test_recording_at_once_on_postgresql(postgres_url: str, tmp_path: Path) -> N
         run = _ingest(server, tester, "infra-base:testing")
         res = server.get(f"{API}/images/infra-base:testing/results", tester).json()
         assert len([a for a in res["attempts"] if a["run"] == run]) == 200
+
+
+def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:
+    import signal
+    import threading
+
+    running = start_server(tmp_path / "home")
+    server = next(running)
+    pub = _token(server, "term-pub", "infra", "publish")
+    chunks = [b"a" * 65536, b"b" * 65536, b"c" * 65536]
+    digest = hashlib.sha256(b"".join(chunks)).hexdigest()
+    sent = threading.Event()
+
+    def slowly() -> Iterator[bytes]:
+        yield chunks[0]
+        sent.set()
+        time.sleep(1.5)
+        yield from chunks[1:]
+
+    result: dict[str, httpx.Response] = {}
+
+    def upload() -> None:
+        result["r"] = httpx.put(f"{server.url}{API}/blobs/sha256:{digest}", content=slowly(), timeout=60,
+                                headers={"Authorization": f"Bearer {pub}", "Content-Length": str(3 * 65536)})
+
+    worker = threading.Thread(target=upload)
+    worker.start()
+    assert sent.wait(10)
+    server.proc.send_signal(signal.SIGTERM)
+    worker.join(30)
+    assert result["r"].status_code == 201, result["r"].text
+    assert server.settings.store_dir.joinpath("blobs", "sha256", digest[:2], digest).is_file()
+    assert _leftovers(server) == []
+    with pytest.raises(StopIteration):
+        next(running)  # the fixture's side: the server exits 0 after SIGTERM
