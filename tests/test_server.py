@@ -603,3 +603,45 @@ def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:
     assert _leftovers(server) == []
     with pytest.raises(StopIteration):
         next(running)  # the fixture's side: the server exits 0 after SIGTERM
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_a_remote_run_fetches_by_digest_runs_here_and_records_there(tmp_path: Path) -> None:
+    """`imageci run` against a server: the image comes by digest (verified), the tests run on this
+    machine's sandbox, and the server gets the run, every attempt and its log."""
+    from conftest import build_example, make_env
+
+    built_env = make_env(tmp_path / "server-home")
+    built = build_example(built_env)
+    built_env.catalog.close()
+    running = start_server(tmp_path / "server-home")
+    server = next(running)
+    try:
+        tester = _token(server, "laptop-tester", "default", "test")
+        laptop = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+        laptop |= {"IMAGECI_HOME": str(tmp_path / "laptop"), "IMAGECI_SERVER": server.url,
+                   "IMAGECI_TOKEN": tester, "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+        if "IMAGECI_TEST_BUILD_CACHE" in os.environ:
+            laptop["IMAGECI_TEST_BUILD_CACHE"] = os.environ["IMAGECI_TEST_BUILD_CACHE"]
+        ref = f"{built.product.name}:testing"
+        res = subprocess.run([sys.executable, "-m", "imageci.cli", "run", ref, "os-release", "locale"],
+                             capture_output=True, text=True, env=laptop, timeout=900)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"recorded on {server.url}: run" in res.stdout
+        there = server.get(f"{API}/images/{ref}/results", tester).json()
+        run = there["runs"][-1]
+        assert run["actor"] == "laptop-tester" and run["status"] == "finished" and run["exit_code"] == 0
+        mine = [a for a in there["attempts"] if a["run"] == run["run"]]
+        assert sorted(a["test"] for a in mine) == ["locale", "os-release"]
+        assert all(a["verdict"] == "pass" and a["log"] for a in mine)
+        local = subprocess.run([sys.executable, "-m", "imageci.cli", "--server", "http://127.0.0.1:1", "images"],
+                               capture_output=True, text=True, env={**laptop, "IMAGECI_SERVER": ""})
+        assert local.returncode == 3 and "cannot reach" in local.stderr  # a dead server: exit 3, said plainly
+        cached = Catalog.open(f"sqlite:///{tmp_path / 'laptop' / 'catalog.db'}")
+        fetched = cached.find_by_digest(built.product.name, built.digest)
+        assert fetched is not None and {a.digest for a in fetched.artifacts} == {a.digest for a in built.artifacts}
+        cached.close()
+    finally:
+        with pytest.raises(StopIteration):
+            next(running)

@@ -181,6 +181,11 @@ def create_app(settings: Settings) -> FastAPI:
         return gating.promotion_row(gating.promote(s, ref, to=body.to, force=body.force, reason=body.reason,
                                                    by=caller))
 
+    @api.get(f"{API}/images/{{ref}}", response_model=queries.VersionDetail, tags=["images"])
+    def version(ref: str, s: SessionDep, caller: Caller) -> queries.VersionDetail:
+        """One version: digest, state, namespace, architecture, definition, artifacts."""
+        return _json(queries.version_detail(s, ref, viewer=caller))  # type: ignore[return-value]
+
     @api.get(f"{API}/images/{{ref}}/artifacts", response_model=list[queries.ArtifactRow], tags=["images"])
     def artifacts(ref: str, s: SessionDep, caller: Caller) -> list[queries.ArtifactRow]:
         """A version's artifacts: kind, file name, sha256, size."""

@@ -100,9 +100,12 @@ class ArtifactRow(Row):
 
 def artifacts(session: Session, ref: str, *, viewer: Principal = LOCAL) -> list[ArtifactRow]:
     """The artifacts of the version ``ref`` names."""
-    version = access.resolve(session.reader, viewer, ref)
+    return _artifacts(session, access.resolve(session.reader, viewer, ref).id)
+
+
+def _artifacts(session: Session, version_id: int) -> list[ArtifactRow]:
     return [ArtifactRow(kind=a.kind, filename=a.filename, digest=f"sha256:{a.digest}", size=a.size)
-            for a in lookups.artifacts(session.reader, version.id)]
+            for a in lookups.artifacts(session.reader, version_id)]
 
 
 def artifact_path(session: Session, ref: str, filename: str, *, viewer: Principal = LOCAL) -> tuple[ArtifactRow, Path]:
@@ -111,6 +114,26 @@ def artifact_path(session: Session, ref: str, filename: str, *, viewer: Principa
     if not found:
         raise UnknownReferenceError(f"{ref} has no artifact {filename[:100]!r}")
     return found[0], session.store.path(found[0].digest)
+
+
+class VersionDetail(Row):
+    name: str
+    version: str  # serial
+    digest: str  # sha256:<hex>
+    state: str
+    namespace: str
+    architecture: str
+    definition: str | None  # the image definition it was built from (its tests, gate, keep)
+    artifacts: list[ArtifactRow]
+
+
+def version_detail(session: Session, ref: str, *, viewer: Principal = LOCAL) -> VersionDetail:
+    """Everything a client needs to test the version ``ref`` names elsewhere."""
+    v = access.resolve(session.reader, viewer, ref)
+    definition = lookups.definition(session.reader, v.id)
+    return VersionDetail(name=v.name, version=v.serial, digest=f"sha256:{v.digest}", state=v.state,
+                         namespace=v.namespace, architecture=v.architecture, definition=definition,
+                         artifacts=_artifacts(session, v.id))
 
 
 class AttemptRow(Row):

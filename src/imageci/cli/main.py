@@ -190,10 +190,28 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
 def _run(request: TestRequest) -> None:
     from imageci.app.session import Session
     from imageci.app.testing import run_tests
+    from imageci.cli import sources
     from imageci.cli.testing import show_event, show_outcome, show_plan
+    from imageci.client.remote import ApiClient, find_remote
 
-    outcome = run_tests(Session.open(), request, on_plan=show_plan, on_event=show_event)
+    session = Session.open()
+    remote = find_remote(sources.server_option, session.settings)
+    if remote is None:
+        outcome = run_tests(session, request, on_plan=show_plan, on_event=show_event)
+        show_outcome(outcome)
+        raise typer.Exit(int(outcome.exit_code))
+    from imageci.app import mirroring
+
+    client = ApiClient(remote)
+    with console.status(f"fetching {request.ref} from {remote.url}…"):
+        detail, local = mirroring.fetch(session, client, request.ref)
+    # Every test runs (no reuse of a local pass): the server records what ran for it.
+    outcome = run_tests(session, request.model_copy(update={"ref": local, "rerun_all": True}), on_plan=show_plan,
+                        on_event=show_event)
     show_outcome(outcome)
+    with console.status(f"recording the run on {remote.url}…"):
+        ended = mirroring.report(session, client, detail, outcome.report.run_id, int(outcome.exit_code))
+    console.print(f"recorded on {remote.url}: run {ended.run} of {detail.name}@{detail.version}", highlight=False)
     raise typer.Exit(int(outcome.exit_code))
 
 

@@ -39,6 +39,9 @@ from imageci.errors import (
 
 if TYPE_CHECKING:
     from imageci.app.publishing import Published, PublishRequest
+    from imageci.app.queries import VersionDetail
+    from imageci.app.recording import AttemptIn, AttemptRecorded, RunEnd, RunEnded, RunStart, RunStarted
+    from imageci.store.blobs import BlobWriter
 
 API = "/api/v1"
 M = TypeVar("M")
@@ -179,6 +182,47 @@ class ApiClient:
         from imageci.app.publishing import Published
 
         return self.post("/versions", Published, req)  # type: ignore[no-any-return]
+
+    def version(self, ref: str) -> VersionDetail:
+        from imageci.app.queries import VersionDetail
+
+        return self.get(f"/images/{self.ref(ref)}", VersionDetail)  # type: ignore[no-any-return]
+
+    def download(self, ref: str, filename: str, into: BlobWriter) -> None:
+        """Stream one artifact into ``into`` (which checks its size and sha256 on commit)."""
+        import httpx
+
+        try:
+            with self.http.stream("GET", f"{API}/images/{self.ref(ref)}/artifacts/{quote(filename)}") as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise _error(r.status_code, f"{ref} {filename}: HTTP {r.status_code} {r.text[:300]}")
+                for chunk in r.iter_bytes(1 << 20):
+                    into.write(chunk)
+            into.commit()
+        except httpx.HTTPError as exc:
+            into.abort()
+            raise ImageciError(f"download of {filename} from {self.remote.url} failed: {exc}") from None
+        except BaseException:
+            into.abort()
+            raise
+
+    def start_run(self, ref: str, body: RunStart, key: str) -> RunStarted:
+        from imageci.app.recording import RunStarted
+
+        return self._call("POST", f"/images/{self.ref(ref)}/runs", RunStarted,  # type: ignore[no-any-return]
+                          json=body.model_dump(mode="json"), headers={"Idempotency-Key": key})
+
+    def record(self, run: int, body: AttemptIn, key: str) -> AttemptRecorded:
+        from imageci.app.recording import AttemptRecorded
+
+        return self._call("POST", f"/runs/{run}/attempts", AttemptRecorded,  # type: ignore[no-any-return]
+                          json=body.model_dump(mode="json"), headers={"Idempotency-Key": key})
+
+    def finish(self, run: int, body: RunEnd) -> RunEnded:
+        from imageci.app.recording import RunEnded
+
+        return self.post(f"/runs/{run}/finish", RunEnded, body)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.http.close()

@@ -111,6 +111,12 @@ def artifacts(reader: Reader, version_id: int) -> list[ArtifactInfo]:
         "SELECT kind, filename, digest, size FROM artifacts WHERE version_id = :id ORDER BY id", {"id": version_id})]
 
 
+def definition(reader: Reader, version_id: int) -> str | None:
+    """The image definition text a version was built from."""
+    rows = reader.rows("SELECT definition FROM versions WHERE id = :id", {"id": version_id})
+    return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
 @dataclass(frozen=True)
 class AttemptInfo:
     id: int
@@ -124,15 +130,17 @@ class AttemptInfo:
     started_at: datetime
     ended_at: datetime
     log_digest: str | None
+    test_digest: str = ""
 
 
 def attempts(reader: Reader, image_digest: str) -> list[AttemptInfo]:
     """Every attempt recorded for these bytes, oldest first."""
     return [AttemptInfo(i, run, str(test), str(bed), n, str(verdict), code, str(reason or ""), stamp(start),
-                        stamp(end), log)
-            for i, run, test, bed, n, verdict, code, reason, start, end, log in reader.rows(
+                        stamp(end), log, str(tdigest))
+            for i, run, test, bed, n, verdict, code, reason, start, end, log, tdigest in reader.rows(
                 "SELECT id, run_id, test_id, testbed, attempt, verdict, exit_code, reason, started_at, ended_at, "
-                "log_digest FROM attempts WHERE image_digest = :digest ORDER BY id", {"digest": image_digest})]
+                "log_digest, test_digest FROM attempts WHERE image_digest = :digest ORDER BY id",
+                {"digest": image_digest})]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,81 @@
+"""Testing a server's image on this machine: ``fetch`` brings the version
+(its artifacts by digest, each checked while it streams into the local store,
+and its definition) into this home; the run happens here on local testbeds,
+exactly as a local one; ``report`` then writes the run and every attempt with
+its log to the server, each with an idempotency key, so a report that is
+retried (a dropped connection, a re-run of ``report``) is recorded once."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Protocol
+
+from imageci.app.queries import VersionDetail
+from imageci.app.recording import AttemptIn, AttemptRecorded, RunEnd, RunEnded, RunStart, RunStarted
+from imageci.app.session import Session
+from imageci.errors import UsageError
+from imageci.store import lookups
+from imageci.store.blobs import BlobWriter
+
+
+class Origin(Protocol):
+    """The server a version comes from and its results go to (``client.remote.ApiClient``)."""
+
+    def version(self, ref: str) -> VersionDetail: ...
+
+    def download(self, ref: str, filename: str, into: BlobWriter) -> None: ...
+
+    def start_run(self, ref: str, body: RunStart, key: str) -> RunStarted: ...
+
+    def record(self, run: int, body: AttemptIn, key: str) -> AttemptRecorded: ...
+
+    def finish(self, run: int, body: RunEnd) -> RunEnded: ...
+
+
+def fetch(session: Session, origin: Origin, ref: str) -> tuple[VersionDetail, str]:
+    """The server's version ``ref``, present in this home: (its detail, the local reference to test).
+    Only artifacts this store lacks are downloaded; the same bytes fetched again are the same version."""
+    from imageci.store.catalog import NewArtifact
+
+    detail = origin.version(ref)
+    digest = detail.digest.removeprefix("sha256:")
+    for a in detail.artifacts:
+        if not session.store.has(a.digest):
+            origin.download(f"{detail.name}@{detail.version}", a.filename,
+                            session.store.writer(a.digest, a.size, None))
+    found = session.catalog.find_by_digest(detail.name, digest)
+    if found is None:
+        found = session.catalog.register_version(
+            detail.name, digest, [NewArtifact(a.kind, a.filename, a.digest.removeprefix("sha256:"), a.size)
+                                  for a in detail.artifacts],
+            input_hash=None, definition=detail.definition, architecture=detail.architecture,
+            build_info={"fetched_from": f"{detail.name}@{detail.version}"})
+    return detail, f"{detail.name}@{found.serial}"
+
+
+def report(session: Session, origin: Origin, detail: VersionDetail, run_id: int, exit_code: int) -> RunEnded:
+    """Write the local run ``run_id`` of a fetched version to the server: the run, its attempts with
+    their logs, its end. Keys name this host and the local ids, so a retry changes nothing."""
+    run = lookups.run_of(session.reader, run_id)
+    if run is None:
+        raise UsageError(f"no local run {run_id}")
+    info, digest, _version = run
+    if f"sha256:{digest}" != detail.digest:
+        raise UsageError(f"local run {run_id} tested sha256:{digest}, not {detail.digest}")
+    host = "".join(c if c.isalnum() or c in ".-" else "-" for c in socket.gethostname())[:40]
+    prefix = f"{host}:{digest[:16]}:{run_id}:{info.started_at.timestamp():.0f}"
+    options = json.loads(info.options)
+    started = origin.start_run(f"{detail.name}@{detail.version}",
+                               RunStart(tests=list(options.get("tests", [])),
+                                        testbeds=list(options.get("testbeds", [])), host=host), f"{prefix}:run")
+    for a in lookups.attempts(session.reader, digest):
+        if a.run_id != run_id:
+            continue
+        log = session.store.read_bytes(a.log_digest).decode(errors="replace") if a.log_digest else None
+        verdict = a.verdict if a.verdict in ("pass", "fail", "error", "skip") else "error"
+        origin.record(started.run, AttemptIn(test=a.test_id, test_digest=a.test_digest, testbed=a.testbed,
+                                             attempt=a.attempt, started=a.started_at, ended=a.ended_at,
+                                             exit_code=a.exit_code, verdict=verdict,  # type: ignore[arg-type]
+                                             reason=a.reason, log=log), f"{prefix}:attempt:{a.id}")
+    return origin.finish(started.run, RunEnd(exit_code=exit_code))
