@@ -645,3 +645,25 @@ def test_a_remote_run_fetches_by_digest_runs_here_and_records_there(tmp_path: Pa
     finally:
         with pytest.raises(StopIteration):
             next(running)
+
+
+def test_a_batch_of_attempts_is_recorded_once_however_often_it_is_sent(server: Server) -> None:
+    tester = _token(server, "batch-tester", "infra", "test")
+    auth = {"Authorization": f"Bearer {tester}"}
+    run = httpx.post(f"{server.url}{API}/images/infra-base:testing/runs", json={}, headers=auth).json()["run"]
+    batch = [{"test": f"b{i}", "test_digest": "d", "testbed": "laptop", "attempt": 1, "verdict": "pass",
+              "started": "2026-11-23T10:00:00Z", "ended": "2026-11-23T10:00:01Z", "key": f"batch-{run}-{i}"}
+             for i in range(50)]
+    first = httpx.post(f"{server.url}{API}/runs/{run}/attempts/batch", json=batch, headers=auth, timeout=60)
+    assert first.status_code == 200 and all(r["created"] for r in first.json())
+    again = httpx.post(f"{server.url}{API}/runs/{run}/attempts/batch", json=batch[:10] + [
+        {**batch[0], "test": "new", "key": f"batch-{run}-new"}], headers=auth, timeout=60)
+    assert [r["created"] for r in again.json()] == [False] * 10 + [True]
+    assert [r["id"] for r in again.json()[:10]] == [r["id"] for r in first.json()[:10]]
+    twice = httpx.post(f"{server.url}{API}/runs/{run}/attempts/batch", json=[batch[0], batch[0]], headers=auth)
+    assert twice.status_code == 400 and "share an idempotency key" in twice.json()["error"]
+    huge = httpx.post(f"{server.url}{API}/runs/{run}/attempts/batch", json=[batch[0]] * 1001, headers=auth,
+                      timeout=60)
+    assert 400 <= huge.status_code < 500
+    res = server.get(f"{API}/images/infra-base:testing/results", tester).json()
+    assert len([a for a in res["attempts"] if a["run"] == run]) == 51

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic_core import to_json
 
@@ -263,6 +263,14 @@ def create_app(settings: Settings) -> FastAPI:
         if not done.created:
             response.status_code = 200
         return done
+
+    @api.post(f"{API}/runs/{{run_id}}/attempts/batch", response_model=list[recording.AttemptRecorded],
+              tags=["runs"])
+    def attempts_record(run_id: int, body: Annotated[list[recording.AttemptIn], Body(max_length=recording.MAX_BATCH)],
+                        s: SessionDep, caller: Caller) -> list[recording.AttemptRecorded]:
+        """Record up to 1000 attempts of a running run in one transaction, each with its own ``key``
+        (idempotency): a retried batch records only what is missing."""
+        return recording.record_attempts(s, run_id, body, by=caller)
 
     @api.post(f"{API}/runs/{{run_id}}/finish", response_model=recording.RunEnded, tags=["runs"])
     def run_finish(run_id: int, body: recording.RunEnd, s: SessionDep, caller: Caller) -> recording.RunEnded:

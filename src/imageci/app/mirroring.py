@@ -18,6 +18,8 @@ from imageci.errors import UsageError
 from imageci.store import lookups
 from imageci.store.blobs import BlobWriter
 
+BATCH = 200  # attempts per request when reporting
+
 
 class Origin(Protocol):
     """The server a version comes from and its results go to (``client.remote.ApiClient``)."""
@@ -28,7 +30,7 @@ class Origin(Protocol):
 
     def start_run(self, ref: str, body: RunStart, key: str) -> RunStarted: ...
 
-    def record(self, run: int, body: AttemptIn, key: str) -> AttemptRecorded: ...
+    def record_batch(self, run: int, bodies: list[AttemptIn]) -> list[AttemptRecorded]: ...
 
     def finish(self, run: int, body: RunEnd) -> RunEnded: ...
 
@@ -69,13 +71,19 @@ def report(session: Session, origin: Origin, detail: VersionDetail, run_id: int,
     started = origin.start_run(f"{detail.name}@{detail.version}",
                                RunStart(tests=list(options.get("tests", [])),
                                         testbeds=list(options.get("testbeds", [])), host=host), f"{prefix}:run")
+    batch: list[AttemptIn] = []
     for a in lookups.attempts(session.reader, digest):
         if a.run_id != run_id:
             continue
         log = session.store.read_bytes(a.log_digest).decode(errors="replace") if a.log_digest else None
         verdict = a.verdict if a.verdict in ("pass", "fail", "error", "skip") else "error"
-        origin.record(started.run, AttemptIn(test=a.test_id, test_digest=a.test_digest, testbed=a.testbed,
-                                             attempt=a.attempt, started=a.started_at, ended=a.ended_at,
-                                             exit_code=a.exit_code, verdict=verdict,  # type: ignore[arg-type]
-                                             reason=a.reason, log=log), f"{prefix}:attempt:{a.id}")
+        batch.append(AttemptIn(test=a.test_id, test_digest=a.test_digest, testbed=a.testbed, attempt=a.attempt,
+                               started=a.started_at, ended=a.ended_at, exit_code=a.exit_code,
+                               verdict=verdict, reason=a.reason, log=log,  # type: ignore[arg-type]
+                               key=f"{prefix}:attempt:{a.id}"))
+        if len(batch) == BATCH:
+            origin.record_batch(started.run, batch)
+            batch = []
+    if batch:
+        origin.record_batch(started.run, batch)
     return origin.finish(started.run, RunEnd(exit_code=exit_code))

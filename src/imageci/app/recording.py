@@ -47,6 +47,7 @@ class AttemptIn(BaseModel):
     verdict: Literal["pass", "fail", "error", "skip"]
     reason: str = Field(default="", max_length=65536)
     log: str | None = Field(default=None, max_length=MAX_LOG)
+    key: str | None = Field(default=None, description="its idempotency key, in a batch")
 
 
 class AttemptRecorded(BaseModel):
@@ -94,22 +95,39 @@ def start_run(session: Session, ref: str, body: RunStart, *, by: Principal = LOC
 def record_attempt(session: Session, run_id: int, body: AttemptIn, *, by: Principal = LOCAL,
                    key: str | None = None) -> AttemptRecorded:
     """One attempt of a running run; its log goes to the store."""
+    return record_attempts(session, run_id, [body.model_copy(update={"key": key or body.key})], by=by)[0]
+
+
+MAX_BATCH = 1000
+
+
+def record_attempts(session: Session, run_id: int, bodies: list[AttemptIn], *,
+                    by: Principal = LOCAL) -> list[AttemptRecorded]:
+    """Attempts of a running run in one transaction (a client reporting a whole run); each with its own
+    idempotency key, so a retried batch records only what is missing."""
     from imageci.store.models import Attempt
 
+    if len(bodies) > MAX_BATCH:
+        raise UsageError(f"at most {MAX_BATCH} attempts in one batch (got {len(bodies)})")
+    keys = [b.key for b in bodies if b.key is not None]
+    if len(set(keys)) != len(keys):
+        raise UsageError("two attempts of one batch share an idempotency key")
     run = _run(session, run_id, by, f"record attempts of run {run_id}")
     if run.status != RunStatus.RUNNING.value:
         raise UsageError(f"run {run_id} is {run.status}: it takes no more attempts")
-    if as_utc(body.ended) < as_utc(body.started):
-        raise UsageError("an attempt cannot end before it starts")
     found = lookups.run_of(session.reader, run_id)
     assert found is not None
-    log = session.store.put_bytes(body.log.encode()).digest if body.log else None
-    attempt_id, created = session.catalog.record_attempt_once(Attempt(
-        run_id=run_id, image_digest=found[1], test_id=body.test, test_digest=body.test_digest,
-        testbed=body.testbed, attempt=body.attempt, started_at=as_utc(body.started), ended_at=as_utc(body.ended),
-        exit_code=body.exit_code, verdict=body.verdict, reason=body.reason, log_digest=log,
-        idempotency_key=_key(key)))
-    return AttemptRecorded(id=attempt_id, created=created)
+    rows = []
+    for body in bodies:
+        if as_utc(body.ended) < as_utc(body.started):
+            raise UsageError(f"attempt {body.test}#{body.attempt} ends before it starts")
+        log = session.store.put_bytes(body.log.encode()).digest if body.log else None
+        rows.append(Attempt(
+            run_id=run_id, image_digest=found[1], test_id=body.test, test_digest=body.test_digest,
+            testbed=body.testbed, attempt=body.attempt, started_at=as_utc(body.started),
+            ended_at=as_utc(body.ended), exit_code=body.exit_code, verdict=body.verdict, reason=body.reason,
+            log_digest=log, idempotency_key=_key(body.key)))
+    return [AttemptRecorded(id=i, created=created) for i, created in session.catalog.record_attempts_once(rows)]
 
 
 def finish_run(session: Session, run_id: int, body: RunEnd, *, by: Principal = LOCAL) -> RunEnded:

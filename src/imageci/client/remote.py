@@ -219,6 +219,12 @@ class ApiClient:
         return self._call("POST", f"/runs/{run}/attempts", AttemptRecorded,  # type: ignore[no-any-return]
                           json=body.model_dump(mode="json"), headers={"Idempotency-Key": key})
 
+    def record_batch(self, run: int, bodies: list[AttemptIn]) -> list[AttemptRecorded]:
+        from imageci.app.recording import AttemptRecorded
+
+        return self._call("POST", f"/runs/{run}/attempts/batch", list[AttemptRecorded],  # type: ignore[no-any-return]
+                          json=[b.model_dump(mode="json") for b in bodies])
+
     def finish(self, run: int, body: RunEnd) -> RunEnded:
         from imageci.app.recording import RunEnded
 

@@ -319,6 +319,31 @@ class Catalog:
             s.flush()
             return attempt
 
+    def record_attempts_once(self, attempts: Sequence[Attempt]) -> list[tuple[int, bool]]:
+        """Record ``attempts`` in one transaction, skipping those whose idempotency key is already
+        recorded: (id, whether new) for each, in order. A concurrent batch with the same keys makes
+        this one retry and find them."""
+        keys = [a.idempotency_key for a in attempts if a.idempotency_key is not None]
+        for attempt_no in range(3):
+            try:
+                with self.session() as s:
+                    known: dict[str, int] = {}
+                    for i in range(0, len(keys), 500):
+                        known |= {str(k): int(v) for k, v in s.execute(
+                            select(Attempt.idempotency_key, Attempt.id).where(
+                                Attempt.idempotency_key.in_(keys[i:i + 500])))}
+                    fresh = [a for a in attempts if a.idempotency_key not in known]
+                    s.add_all(fresh)
+                    s.flush()
+                    return [(known[a.idempotency_key], False) if a.idempotency_key in known else (a.id, True)
+                            for a in attempts]
+            except IntegrityError:
+                if attempt_no == 2:
+                    raise
+                for a in attempts:  # detached by the rollback: insert them afresh next time
+                    a.id = None  # type: ignore[assignment]
+        raise AssertionError("unreachable")
+
     def record_attempt_once(self, attempt: Attempt) -> tuple[int, bool]:
         """Record ``attempt`` unless one with its idempotency key exists: (its id, whether new)."""
         return self._add_once(attempt, Attempt, attempt.idempotency_key)
