@@ -667,3 +667,37 @@ def test_a_batch_of_attempts_is_recorded_once_however_often_it_is_sent(server: S
     assert 400 <= huge.status_code < 500
     res = server.get(f"{API}/images/infra-base:testing/results", tester).json()
     assert len([a for a in res["attempts"] if a["run"] == run]) == 51
+
+
+SCOPES = ("read", "publish", "test", "promote", "admin")
+
+
+def test_the_scope_by_namespace_matrix(server: Server) -> None:
+    """Every scope, in the product's namespace and in another: reading, publishing, recording a run,
+    promoting and making tokens are allowed exactly when the scope (or admin) is held in that namespace."""
+    uploader = _token(server, "matrix-uploader", "infra", "publish")
+    rootfs = b"matrix rootfs"
+    assert _put(server, uploader, rootfs).status_code == 201
+    digest = hashlib.sha256(rootfs).hexdigest()
+    commit = {"name": "infra-base", "digest": digest,
+              "artifacts": [{"kind": "rootfs", "filename": "rootfs.tar", "digest": digest, "size": len(rootfs)}]}
+    for home_ns, other in (("infra", "apps"),):
+        for scope in SCOPES:
+            for ns in (home_ns, other):
+                token = _token(server, f"mx-{scope}-{ns}", ns, scope)
+                auth = {"Authorization": f"Bearer {token}"}
+                own = ns == "infra"  # infra-base lives in infra
+                may = {s: own and (scope == s or scope == "admin") for s in SCOPES}
+                read = server.get(f"{API}/images/infra-base:stable/results", token).status_code
+                assert read == (200 if own else 404), (scope, ns, "read")
+                pub = httpx.post(f"{server.url}{API}/versions", json=commit, headers=auth).status_code
+                assert (pub in (200, 201)) == may["publish"] and (pub == 403 or may["publish"]), (scope, ns, pub)
+                run = httpx.post(f"{server.url}{API}/images/infra-base:stable/runs", json={}, headers=auth)
+                assert run.status_code == (201 if may["test"] else 403 if own else 404), (scope, ns, "test")
+                promote = httpx.post(f"{server.url}{API}/images/infra-base:stable/promote",
+                                     json={"force": True, "reason": "matrix"}, headers=auth).status_code
+                # allowed: refused on its merits (already stable); not allowed: 403, or 404 when invisible
+                assert promote == (400 if may["promote"] else 403 if own else 404), (scope, ns, "promote")
+                made = httpx.post(f"{server.url}{API}/tokens", headers=auth,
+                                  json={"name": f"mx-child-{scope}-{ns}", "namespace": "infra"}).status_code
+                assert made == (201 if may["admin"] else 403), (scope, ns, "admin")

@@ -20,6 +20,7 @@ from typing import Annotated
 
 import anyio
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Path as FastPath
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic_core import to_json
 
@@ -81,6 +82,7 @@ def principal(request: Request, s: SessionDep) -> Principal:
 
 
 Caller = Annotated[Principal, Depends(principal)]
+RunId = Annotated[int, FastPath(ge=1, le=(1 << 63) - 1, description="a run's id")]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -255,7 +257,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @api.post(f"{API}/runs/{{run_id}}/attempts", response_model=recording.AttemptRecorded, status_code=201,
               tags=["runs"])
-    def attempt_record(run_id: int, body: recording.AttemptIn, response: Response, s: SessionDep, caller: Caller,
+    def attempt_record(run_id: RunId, body: recording.AttemptIn, response: Response, s: SessionDep, caller: Caller,
                        idempotency_key: Annotated[str | None, Header()] = None) -> recording.AttemptRecorded:
         """Record one attempt of a running run, with its log. With an ``Idempotency-Key``, a retried
         POST is recorded once (200 with the same id)."""
@@ -266,14 +268,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @api.post(f"{API}/runs/{{run_id}}/attempts/batch", response_model=list[recording.AttemptRecorded],
               tags=["runs"])
-    def attempts_record(run_id: int, body: Annotated[list[recording.AttemptIn], Body(max_length=recording.MAX_BATCH)],
+    def attempts_record(run_id: RunId, body: Annotated[list[recording.AttemptIn], Body(max_length=recording.MAX_BATCH)],
                         s: SessionDep, caller: Caller) -> list[recording.AttemptRecorded]:
         """Record up to 1000 attempts of a running run in one transaction, each with its own ``key``
         (idempotency): a retried batch records only what is missing."""
         return recording.record_attempts(s, run_id, body, by=caller)
 
     @api.post(f"{API}/runs/{{run_id}}/finish", response_model=recording.RunEnded, tags=["runs"])
-    def run_finish(run_id: int, body: recording.RunEnd, s: SessionDep, caller: Caller) -> recording.RunEnded:
+    def run_finish(run_id: RunId, body: recording.RunEnd, s: SessionDep, caller: Caller) -> recording.RunEnded:
         """End a run with its exit code."""
         return recording.finish_run(s, run_id, body, by=caller)
 

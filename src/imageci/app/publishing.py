@@ -37,7 +37,7 @@ class ArtifactIn(BaseModel):
     kind: str  # rootfs, manifest, build-log, suite, oci-config, …
     filename: str
     digest: str  # sha256 (hex, or sha256:hex) of a blob uploaded before the commit
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=1 << 50)
 
 
 class PublishRequest(BaseModel):

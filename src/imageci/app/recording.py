@@ -43,7 +43,7 @@ class AttemptIn(BaseModel):
     attempt: int = Field(ge=1, le=1000)
     started: datetime
     ended: datetime
-    exit_code: int | None = None
+    exit_code: int | None = Field(default=None, ge=-(1 << 31), le=(1 << 31) - 1)
     verdict: Literal["pass", "fail", "error", "skip"]
     reason: str = Field(default="", max_length=65536)
     log: str | None = Field(default=None, max_length=MAX_LOG)

@@ -12,6 +12,12 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 def parse_duration(text: str) -> timedelta:
     """Raises ValueError with a hint for anything else."""
     m = _RE.fullmatch(text.strip())
-    if not m:
-        raise ValueError(f"bad duration {text!r}: use e.g. 90m, 12h, 7d")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    if not m or len(m.group(1)) > 9:
+        raise ValueError(f"bad duration {text[:40]!r}: use e.g. 90m, 12h, 7d")
+    value = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    if value > LONGEST:
+        raise ValueError(f"duration {text!r} is longer than 100 years")
+    return value
+
+
+LONGEST = timedelta(days=36525)
