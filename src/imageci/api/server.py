@@ -15,7 +15,6 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import timedelta
 from typing import Annotated
 
 import anyio
@@ -25,36 +24,17 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic_core import to_json
 
 from imageci import __version__
-from imageci.api.schemas import BlobStored, Health, Problem, PromoteRequest, Readiness, TokenRequest, WhoAmI
+from imageci.api.schemas import BlobStored, Health, Problem, PromoteRequest, Readiness, TokenRequest, WhoAmI, status_of
 from imageci.app import gating, publishing, queries, recording, tokens
 from imageci.app.access import ANONYMOUS, Principal
 from imageci.app.session import Session
 from imageci.config import Settings
-from imageci.definitions.durations import parse_duration
-from imageci.errors import (
-    CatalogUnusableError,
-    Forbidden,
-    GateRefused,
-    ImageciError,
-    Unauthenticated,
-    UnknownReferenceError,
-    UsageError,
-)
-from imageci.store.blobs import BlobTooLargeError
+from imageci.definitions.durations import duration_arg
+from imageci.errors import ImageciError, Unauthenticated, UsageError
 from imageci.store.catalogfile import HEAD
 
 API = "/api/v1"
 access_log = logging.getLogger("imageci.access")
-
-
-def status_of(exc: ImageciError) -> int:
-    """The HTTP status of an application error (its CLI exit code's counterpart)."""
-    for kind, status in ((Unauthenticated, 401), (Forbidden, 403), (UnknownReferenceError, 404),
-                         (GateRefused, 409), (BlobTooLargeError, 413), (UsageError, 400),
-                         (CatalogUnusableError, 503)):
-        if isinstance(exc, kind):
-            return status
-    return 500
 
 
 def session(request: Request) -> Iterator[Session]:
@@ -205,7 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
     @api.get(f"{API}/flaky", response_model=list[queries.FlakyRow], tags=["images"])
     def flaky(s: SessionDep, caller: Caller, name: str | None = None, since: str = "30d") -> list[queries.FlakyRow]:
         """Transient failures the caller may see: tests that failed, then passed within one run."""
-        return _json(queries.flaky(s, name, _duration(since), viewer=caller))  # type: ignore[return-value]
+        return _json(queries.flaky(s, name, duration_arg(since), viewer=caller))  # type: ignore[return-value]
 
     @api.head(f"{API}/blobs/{{digest}}", tags=["publishing"], responses={404: {"description": "not stored"}})
     def blob_head(digest: str, s: SessionDep, caller: Caller) -> Response:
@@ -290,7 +270,7 @@ def create_app(settings: Settings) -> FastAPI:
         """A new token (admin of its namespace); its secret is in this response and nowhere else."""
         _signed_in(caller)
         return tokens.create(s, body.name, body.namespace, body.scopes, channel=body.channel, by=caller,
-                             expires=_duration(body.expires) if body.expires else None)
+                             expires=duration_arg(body.expires) if body.expires else None)
 
     @api.delete(f"{API}/tokens/{{name}}", response_model=tokens.TokenRow, tags=["access"])
     def token_revoke(name: str, s: SessionDep, caller: Caller) -> tokens.TokenRow:
@@ -314,13 +294,6 @@ class BlobResponse(FileResponse):
 def _signed_in(caller: Principal) -> None:
     if caller.anonymous:
         raise Unauthenticated("this needs a token (Authorization: Bearer <token>)")
-
-
-def _duration(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def _writable(settings: Settings) -> bool:

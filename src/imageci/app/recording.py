@@ -72,13 +72,14 @@ def _key(key: str | None) -> str | None:
     return key
 
 
-def _run(session: Session, run_id: int, by: Principal, what: str) -> lookups.RunInfo:
+def _run(session: Session, run_id: int, by: Principal, what: str) -> tuple[lookups.RunInfo, str]:
+    """The run (and the digest it tests) if ``by`` may ``what`` with it."""
     found = lookups.run_of(session.reader, run_id)
     version = found[2] if found else None
     if found is None or version is None or not by.sees(version.namespace, version.public, version.state):
         raise UnknownReferenceError(f"no run {run_id}")
     by.require(Scope.TEST, version.namespace, what)
-    return found[0]
+    return found[0], found[1]
 
 
 def start_run(session: Session, ref: str, body: RunStart, *, by: Principal = LOCAL,
@@ -112,18 +113,16 @@ def record_attempts(session: Session, run_id: int, bodies: list[AttemptIn], *,
     keys = [b.key for b in bodies if b.key is not None]
     if len(set(keys)) != len(keys):
         raise UsageError("two attempts of one batch share an idempotency key")
-    run = _run(session, run_id, by, f"record attempts of run {run_id}")
+    run, digest = _run(session, run_id, by, f"record attempts of run {run_id}")
     if run.status != RunStatus.RUNNING.value:
         raise UsageError(f"run {run_id} is {run.status}: it takes no more attempts")
-    found = lookups.run_of(session.reader, run_id)
-    assert found is not None
     rows = []
     for body in bodies:
         if as_utc(body.ended) < as_utc(body.started):
             raise UsageError(f"attempt {body.test}#{body.attempt} ends before it starts")
         log = session.store.put_bytes(body.log.encode()).digest if body.log else None
         rows.append(Attempt(
-            run_id=run_id, image_digest=found[1], test_id=body.test, test_digest=body.test_digest,
+            run_id=run_id, image_digest=digest, test_id=body.test, test_digest=body.test_digest,
             testbed=body.testbed, attempt=body.attempt, started_at=as_utc(body.started),
             ended_at=as_utc(body.ended), exit_code=body.exit_code, verdict=body.verdict, reason=body.reason,
             log_digest=log, idempotency_key=_key(body.key)))
@@ -132,7 +131,7 @@ def record_attempts(session: Session, run_id: int, bodies: list[AttemptIn], *,
 
 def finish_run(session: Session, run_id: int, body: RunEnd, *, by: Principal = LOCAL) -> RunEnded:
     """End a running run with its exit code (finishing it again changes nothing)."""
-    run = _run(session, run_id, by, f"finish run {run_id}")
+    run, _digest = _run(session, run_id, by, f"finish run {run_id}")
     if run.status == RunStatus.RUNNING.value:
         session.catalog.finish_run(run_id, body.exit_code, RunStatus(body.status))
     done = lookups.run_of(session.catalog.reader(), run_id)

@@ -417,10 +417,10 @@ def prune(older_than: Annotated[str, typer.Option("--older-than", help="age, e.g
     """Retire testing versions older than a cutoff that never had a passing run."""
     from imageci.app import gating
     from imageci.app.session import Session
-    from imageci.cli.sources import duration
+    from imageci.definitions.durations import duration_arg
     from imageci.store.models import label
 
-    pruned = gating.prune(Session.open(), older_than=duration(older_than), name=name, dry_run=dry_run)
+    pruned = gating.prune(Session.open(), older_than=duration_arg(older_than), name=name, dry_run=dry_run)
     for v in pruned:
         console.print(f"{'would retire' if dry_run else 'retired'} {label(v)}")
     console.print(f"{len(pruned)} version(s) {'to prune' if dry_run else 'pruned'}")
@@ -526,10 +526,10 @@ def token_create(name: Annotated[str, typer.Option("--name", help="who or what u
     from imageci.app import tokens
     from imageci.app.access import LOCAL
     from imageci.app.session import Session
-    from imageci.cli.sources import duration
+    from imageci.definitions.durations import duration_arg
 
     made = tokens.create(Session.open(), name, namespace, scope, channel=channel, by=LOCAL,
-                         expires=duration(expires) if expires else None)
+                         expires=duration_arg(expires) if expires else None)
     sys.stdout.write(made.secret + "\n")
     t = made.token
     until = f", expires {t.expires.isoformat(timespec='seconds')}" if t.expires else ""

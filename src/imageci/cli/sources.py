@@ -6,7 +6,6 @@ exits with the same codes either way."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,16 +37,6 @@ class Source(ABC):
     def promote(self, ref: str, to: str, force: bool, reason: str) -> Promotion: ...
 
 
-def duration(text: str) -> timedelta:
-    from imageci.definitions.durations import parse_duration
-    from imageci.errors import UsageError
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
 class Local(Source):
     def images(self, name: str | None) -> list[ImageRow]:
         from imageci.app import queries
@@ -70,8 +59,9 @@ class Local(Source):
     def flaky(self, name: str | None, since: str) -> list[FlakyRow]:
         from imageci.app import queries
         from imageci.app.session import Session
+        from imageci.definitions.durations import duration_arg
 
-        return queries.flaky(Session.open(), name, duration(since))
+        return queries.flaky(Session.open(), name, duration_arg(since))
 
     def gate(self, ref: str) -> GateStatus:
         from imageci.app import gating

@@ -25,17 +25,10 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, TypeAdapter
 
+from imageci.api.schemas import error_of
 from imageci.app.publishing import Published, PublishRequest
 from imageci.config import Settings
-from imageci.errors import (
-    CatalogUnusableError,
-    Forbidden,
-    GateRefused,
-    ImageciError,
-    Unauthenticated,
-    UnknownReferenceError,
-    UsageError,
-)
+from imageci.errors import ImageciError, UsageError
 
 if TYPE_CHECKING:
     from imageci.app.publishing import Published, PublishRequest
@@ -115,13 +108,6 @@ def forget_login(env: Mapping[str, str] | None = None) -> bool:
     return False
 
 
-def _error(status: int, message: str) -> ImageciError:
-    kinds: dict[int, type[ImageciError]] = {400: UsageError, 404: UnknownReferenceError, 422: UsageError,
-                                            401: Unauthenticated, 403: Forbidden, 409: GateRefused,
-                                            503: CatalogUnusableError}
-    return kinds.get(status, ImageciError)(message)
-
-
 class ApiClient:
     """Calls of the API, each returning the application layer's row types."""
 
@@ -144,7 +130,7 @@ class ApiClient:
                 message = str(response.json()["error"])
             except (ValueError, KeyError, TypeError):
                 message = response.text[:500] or response.reason_phrase
-            raise _error(response.status_code, f"{message} (server {self.remote.url})" if response.status_code >= 500
+            raise error_of(response.status_code, f"{message} (server {self.remote.url})" if response.status_code >= 500
                          else message)
         return TypeAdapter(as_type).validate_json(response.content)
 
@@ -170,7 +156,7 @@ class ApiClient:
         if r.status_code == 404:
             return None
         if r.status_code >= 400:
-            raise _error(r.status_code, f"blob sha256:{digest}: HTTP {r.status_code}")
+            raise error_of(r.status_code, f"blob sha256:{digest}: HTTP {r.status_code}")
         return int(r.headers.get("content-length", "-1"))
 
     def put_blob(self, digest: str, size: int, chunks: Iterable[bytes]) -> None:
@@ -196,7 +182,7 @@ class ApiClient:
             with self.http.stream("GET", f"{API}/images/{self.ref(ref)}/artifacts/{quote(filename)}") as r:
                 if r.status_code >= 400:
                     r.read()
-                    raise _error(r.status_code, f"{ref} {filename}: HTTP {r.status_code} {r.text[:300]}")
+                    raise error_of(r.status_code, f"{ref} {filename}: HTTP {r.status_code} {r.text[:300]}")
                 for chunk in r.iter_bytes(1 << 20):
                     into.write(chunk)
             into.commit()

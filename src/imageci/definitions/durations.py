@@ -21,3 +21,14 @@ def parse_duration(text: str) -> timedelta:
 
 
 LONGEST = timedelta(days=36525)
+
+
+def duration_arg(text: str) -> timedelta:
+    """A duration a user passed (an option, a query parameter): a bad one is a usage error (exit 2,
+    HTTP 400)."""
+    from imageci.errors import UsageError
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
