@@ -3,7 +3,7 @@
 # Uses sudo when not root. Safe to run again: installs only what is missing.
 #
 #   scripts/host-setup.sh            # runtime: mmdebstrap, bubblewrap, python venv
-#   scripts/host-setup.sh --test     # + what the test suite starts for real (PostgreSQL)
+#   scripts/host-setup.sh --test     # + what the test suite starts for real (PostgreSQL, a registry, …)
 set -euo pipefail
 
 want_test=0
@@ -31,7 +31,8 @@ packages=(
   ca-certificates
   uidmap              # mmdebstrap --mode=unshare for non-root builds
   git make
-  podman runc skopeo  # podman testbed (runc: crun rejects hybrid cgroup layouts)
+  podman runc skopeo  # podman testbed (runc: crun rejects hybrid cgroup layouts); skopeo: `imageci import`
+  zstd                # `imageci import` of zstd-compressed tarballs and layers
   qemu-system-x86 qemu-utils e2fsprogs  # qemu testbed: VM disks and direct kernel boot
   openssh-client      # ssh testbed, and talking to VMs
   rsync               # tmt (the peer in bench/podman_vs_tmt.py) needs it
@@ -41,6 +42,8 @@ if [ "$want_test" = 1 ]; then
   packages+=(postgresql)      # the catalog is tested against a real server
   packages+=(openssh-server)  # the ssh testbed is tested against a real sshd on 127.0.0.1
   packages+=(autopkgtest)     # DEP-8 verdict parity is checked against the real autopkgtest
+  packages+=(buildah umoci)   # `imageci import` is tested with images other tools built and unpacked
+  packages+=(docker-registry) # and pulled from a real registry (the tests start their own on 127.0.0.1)
 fi
 
 missing=()
@@ -61,6 +64,10 @@ fi
 # private server instead, so the packaged one is not needed running.
 if [ "$want_test" = 1 ] && command -v pg_lsclusters >/dev/null; then
   $SUDO pg_ctlcluster --force 15 main stop >/dev/null 2>&1 || true
+fi
+# The same for the registry: its packaged service would listen on all interfaces.
+if [ "$want_test" = 1 ] && [ -x /etc/init.d/docker-registry ]; then
+  $SUDO /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
 fi
 
 # podman: runc as the runtime, and default rlimits no higher than this host's

@@ -430,6 +430,35 @@ def test_publishing_uploads_checked_blobs_then_commits_in_one_step(server: Serve
     assert _leftovers(server) == []
 
 
+def test_uploads_never_committed_are_garbage_that_gc_removes_after_its_grace(server: Server) -> None:
+    pub = _token(server, "pub-gc", "apps", "publish")
+    auth = {"Authorization": f"Bearer {pub}"}
+    blobs = {what: what.encode() * 500 for what in ("orphan", "young", "headed", "kept")}
+    digests = {what: hashlib.sha256(data).hexdigest() for what, data in blobs.items()}
+    for data in blobs.values():
+        assert _put(server, pub, data).status_code == 201
+    kept = {"name": "gc-kept", "digest": digests["kept"], "artifacts": [
+        {"kind": "rootfs", "filename": "rootfs.tar", "digest": digests["kept"], "size": len(blobs["kept"])}]}
+    assert httpx.post(f"{server.url}{API}/versions", json=kept, headers=auth).status_code == 201
+    path = {what: server.settings.store_dir / "blobs" / "sha256" / d[:2] / d for what, d in digests.items()}
+    two_hours_ago = time.time() - 7200
+    for what in ("orphan", "headed", "kept"):
+        os.utime(path[what], (two_hours_ago, two_hours_ago))
+    # a publish that finds the blob already there (HEAD) is about to commit on it: its grace starts again
+    assert httpx.head(f"{server.url}{API}/blobs/sha256:{digests['headed']}", headers=auth).status_code == 200
+    home = {**os.environ, "IMAGECI_HOME": str(server.home)}
+    busy = subprocess.run([sys.executable, "-m", "imageci.cli", "gc"], env=home, capture_output=True, text=True)
+    assert busy.returncode == 2 and "another imageci is running" in busy.stderr  # the server holds the home
+    done = subprocess.run([sys.executable, "-m", "imageci.cli", "gc", "--force"], env=home, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"removed unreferenced blob sha256:{digests['orphan']}" in done.stdout
+    assert not path["orphan"].exists()
+    assert path["young"].exists() and path["headed"].exists() and path["kept"].exists()
+    got = httpx.get(f"{server.url}{API}/images/gc-kept/artifacts/rootfs.tar", headers=auth)
+    assert got.status_code == 200 and got.content == blobs["kept"]
+
+
 def test_imageci_publish_pushes_a_local_version_to_the_server(server: Server, tmp_path: Path) -> None:
     pub = _token(server, "push-bot", "infra", "publish")
     home = tmp_path / "laptop"
@@ -459,6 +488,34 @@ def test_imageci_publish_pushes_a_local_version_to_the_server(server: Server, tm
     assert there and there[0]["digest"] == f"sha256:{rootfs.digest}" and there[0]["namespace"] == "infra"
     assert server.settings.store_dir.joinpath("blobs", "sha256", rootfs.digest[:2], rootfs.digest).read_bytes() \
         == store.path(rootfs.digest).read_bytes()
+
+
+def test_imageci_import_publish_sends_an_image_built_elsewhere_to_the_server(server: Server,
+                                                                             tmp_path: Path) -> None:
+    import gzip
+    import io
+    import tarfile
+
+    pub = _token(server, "import-bot", "apps", "publish")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("etc/os-release", b"ID=elsewhere\n"), ("usr/bin/app", b"#!/bin/sh\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "rootfs.tar.gz").write_bytes(gzip.compress(buf.getvalue()))
+    env = {k: val for k, val in os.environ.items() if not k.startswith("IMAGECI_")}
+    env |= {"IMAGECI_HOME": str(tmp_path / "builder"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+            "IMAGECI_SERVER": server.url, "IMAGECI_TOKEN": pub}
+    done = subprocess.run([sys.executable, "-m", "imageci.cli", "import", "elsewhere-app",
+                           str(tmp_path / "rootfs.tar.gz"), "--publish"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "imported elsewhere-app@" in done.stdout and "published elsewhere-app@" in done.stdout
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    there = [r for r in server.get(f"{API}/images", pub).json() if r["name"] == "elsewhere-app"]
+    assert there and there[0]["digest"] == f"sha256:{digest}" and there[0]["namespace"] == "apps"
+    files = {a["filename"] for a in server.get(f"{API}/images/elsewhere-app/artifacts", pub).json()}
+    assert files == {"rootfs.tar", "config.json"}
 
 
 def test_artifacts_download_with_range_and_etag(server: Server) -> None:

@@ -74,7 +74,10 @@ def blob_size(session: Session, by: Principal, digest: str) -> int | None:
     """The size of the blob ``digest`` if the store has it (None: upload it)."""
     _may_publish(by)
     path = session.store.path(_hex(digest, "blob"))
-    return path.stat().st_size if path.is_file() else None
+    if not path.is_file():
+        return None
+    session.store.touch(digest)  # the commit that follows may count on it: gc's grace starts again
+    return path.stat().st_size
 
 
 def blob_writer(session: Session, by: Principal, digest: str, size: int | None) -> BlobWriter:

@@ -3,11 +3,14 @@ processes left, and say what this host can run."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from imageci.app.session import Session
 from imageci.build.caches import verify_caches
 from imageci.engine.gc import collect_garbage
+from imageci.store import lookups
 from imageci.testbeds.hostcheck import Finding, check_host
 
 
@@ -36,10 +39,19 @@ class GcOutcome:
     live: int  # live imageci processes whose resources were kept
 
 
+# A blob no version or log references is garbage once it is this old: younger, it may be part of a
+# publish (uploaded, not yet committed) or a build or import on its way to its commit.
+UNREFERENCED_GRACE = timedelta(hours=1)
+
+
 def gc(session: Session, *, force: bool = False) -> GcOutcome:
-    """Remove this home's leftovers of dead imageci processes (and mark their runs aborted)."""
+    """Remove this home's leftovers of dead imageci processes (and mark their runs aborted), and blobs
+    nothing references that are older than UNREFERENCED_GRACE (uploads never committed)."""
     _ = session.catalog  # opening it marks runs whose process died as aborted
     removed, live = collect_garbage(session.settings, session.lock, force=force)
+    cutoff = time.time() - UNREFERENCED_GRACE.total_seconds()
+    for digest in session.store.remove_unreferenced(lookups.referenced_blobs(session.reader), cutoff):
+        removed.append(f"removed unreferenced blob sha256:{digest}")
     return GcOutcome(removed, live)
 
 

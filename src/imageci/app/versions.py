@@ -47,9 +47,18 @@ def suite_dir_of(session: Session, version: Version, override: Path | None = Non
     return suite
 
 
+def imported(version: Version) -> bool:
+    """Built elsewhere and brought in by ``imageci import`` (it has no definition)."""
+    return not version.definition and json.loads(version.build_info or "{}").get("builder") == "imageci import"
+
+
 def gate_of(version: Version) -> Gate | None:
+    """The definition's gate. An imported version that carries a suite has the default gate (every
+    test of that suite, on the sandbox); one without a suite has none."""
     definition = definition_of(version)
-    return definition.tests.gate if definition is not None and definition.tests is not None else None
+    if definition is None:
+        return Gate() if imported(version) and any(a.kind == SUITE for a in version.artifacts) else None
+    return definition.tests.gate if definition.tests is not None else None
 
 
 def keep_of(version: Version) -> int:

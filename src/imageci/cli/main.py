@@ -146,6 +146,48 @@ def publish(ref: RefArg) -> None:
     _push(Session.open(), ref)
 
 
+@app.command("import")
+@handle_errors
+def import_(name: Annotated[str, typer.Argument(help="the product to import it as (image name)")],
+            source: Annotated[str, typer.Argument(
+                metavar="SOURCE", help="a rootfs tarball (.tar, .tar.gz, .tar.xz, .tar.zst), oci:DIR[:TAG], "
+                "oci-archive:FILE[:TAG], docker-archive:FILE or docker://REGISTRY/NAME:TAG")],
+            suite: Annotated[Path | None, typer.Option("--suite", help="the test suite it carries (a run can "
+                                                        "also name one with --suite)")] = None,
+            arch: Annotated[str | None, typer.Option("--arch", help="the architecture to take from a "
+                                                     "multi-platform image; a tarball's (default: this host's)")]
+            = None,
+            tls_verify: Annotated[bool, typer.Option("--tls-verify/--no-tls-verify", help="docker://: check the "
+                                                     "registry's certificate (--no-tls-verify also allows plain "
+                                                     "HTTP)")] = True,
+            publish: Annotated[bool, typer.Option("--publish", help="then publish it to the server's testing "
+                                                  "channel (--server, IMAGECI_SERVER or `imageci login`)")]
+            = False) -> None:
+    """Import an image built elsewhere as a new version on the testing channel: a root filesystem
+    tarball, or an OCI image (layers flattened, whiteouts honoured; its env, entrypoint, cmd, user and
+    labels kept for structure tests). Importing the same bytes again changes nothing."""
+    from imageci.app import importing
+    from imageci.app.session import Session
+    from imageci.store.models import label
+
+    session = Session.open()
+    if publish:
+        _server(session)  # before importing: no server, no import
+    with console.status(f"importing {source}…") as status:
+        result = importing.import_(session, name, source, architecture=arch, suite=suite, tls_verify=tls_verify,
+                                   on_step=lambda step: status.update(f"importing {source}: {step}"))
+    v = result.version
+    layers = f", {result.layers} layer(s) flattened" if result.layers else ""
+    if result.identical:
+        console.print(f"[cyan]already imported[/]: {label(v)} has these bytes (sha256:{v.digest[:12]}, {v.state})",
+                      highlight=False)
+    else:
+        console.print(f"[green]imported[/] {label(v)} from {result.source}{layers} in {result.seconds:.1f}s, "
+                      f"sha256:{v.digest[:12]}, {v.architecture}, published to [bold]testing[/]", highlight=False)
+    if publish:
+        _push(session, label(v))
+
+
 @app.command()
 @handle_errors
 def images(name: Annotated[str | None, typer.Argument(help="only this product")] = None,
@@ -477,7 +519,8 @@ def gc(force: Annotated[bool, typer.Option("--force", help="even while another i
                                              "dead processes left")] = False) -> None:
     """Remove what a crashed or killed imageci left behind: sandboxes and their
     mounts, disks, VMs, containers, build directories, cgroups; mark its runs aborted.
-    Only this home's resources, and only those no live imageci holds."""
+    Only this home's resources, and only those no live imageci holds. Also blobs no
+    version or log references, once an hour old (uploads never committed)."""
     from imageci.app import upkeep
     from imageci.app.session import Session
 

@@ -7,6 +7,7 @@ bytes its name promises. Reads that hand out a path re-hash first.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -121,6 +122,7 @@ class BlobStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             tmp_path.unlink()
+            os.utime(final)  # wanted again now: gc's grace for unreferenced blobs starts again
         else:
             os.chmod(tmp_path, 0o444)
             os.replace(tmp_path, final)
@@ -180,6 +182,17 @@ class BlobStore:
             return self.put_file(src)
         return blob
 
+    def adopt(self, src: Path, blob: Blob) -> Blob:
+        """Rename ``src``, a file in this store's tmp whose digest the caller computed while writing or
+        checking it, into the store."""
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._commit(src, blob.digest)
+        return blob
+
     def verified_path(self, digest: str) -> Path:
         """The blob's path, after checking its bytes still match its name."""
         p = self.path(digest)
@@ -200,6 +213,29 @@ class BlobStore:
             if sub.is_dir():
                 for f in sorted(sub.iterdir()):
                     yield f.name
+
+    def remove_unreferenced(self, referenced: set[str], older_than: float) -> list[str]:
+        """Remove blobs no one references that were stored before ``older_than`` (a time.time()):
+        uploads never committed, refused imports. A younger blob may be part of a publish or build
+        still on its way to its commit."""
+        removed = []
+        for digest in list(self.iter_digests()):
+            path = self.path(digest)
+            if digest in referenced:
+                continue
+            try:
+                if path.stat().st_mtime >= older_than:
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(digest)
+        return removed
+
+    def touch(self, digest: str) -> None:
+        """Mark a blob as wanted now (a publish found it already here): gc's grace starts again."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path(digest))
 
     def verify_all(self) -> tuple[int, list[str]]:
         """Re-hash every blob; return (count checked, digests that are corrupt)."""

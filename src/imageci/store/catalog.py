@@ -151,7 +151,7 @@ class Catalog:
                     raise
         raise AssertionError("unreachable")
 
-    def set_test_config(self, version_id: int, definition: str, artifacts: Sequence[NewArtifact], *,
+    def set_test_config(self, version_id: int, definition: str | None, artifacts: Sequence[NewArtifact], *,
                         drop: set[str] | None = None) -> Version:
         """Record the version's current test configuration: the definition text (its ``tests`` and
         ``keep``, which are not build inputs, may have changed) and artifacts that replace those of the

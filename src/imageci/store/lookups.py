@@ -285,3 +285,9 @@ def token(reader: Reader, secret_sha256: str) -> TokenInfo | None:
 def tokens(reader: Reader) -> list[TokenInfo]:
     """Every token, by namespace and name (never their secrets: only hashes are kept)."""
     return [_token(row) for row in reader.rows(f"{_TOKEN} ORDER BY namespace, name")]
+
+
+def referenced_blobs(reader: Reader) -> set[str]:
+    """Every blob digest the catalog points at: artifacts of any version (in any state) and logs."""
+    return {str(d) for (d,) in reader.rows(
+        "SELECT digest FROM artifacts UNION SELECT log_digest FROM attempts WHERE log_digest IS NOT NULL", {})}
