@@ -704,6 +704,44 @@ def test_a_remote_run_fetches_by_digest_runs_here_and_records_there(tmp_path: Pa
             next(running)
 
 
+def test_logs_are_served_to_whoever_may_see_the_image(server: Server, tmp_path: Path) -> None:
+    tester = _token(server, "log-tester", "apps", "test")
+    outsider = _token(server, "log-outsider", "infra", "read")
+    auth = {"Authorization": f"Bearer {tester}"}
+    run = httpx.post(f"{server.url}{API}/images/team-app:testing/runs", json={}, headers=auth).json()["run"]
+    for n, text in ((1, "first try: connection refused\n"), (2, "second try: ok \u2713\n")):
+        r = httpx.post(f"{server.url}{API}/runs/{run}/attempts", headers=auth, json={
+            "test": "cst:command/net check", "test_digest": "d", "testbed": "laptop", "attempt": n,
+            "verdict": "fail" if n == 1 else "pass", "started": "2026-11-23T10:00:00Z",
+            "ended": "2026-11-23T10:00:01Z", "log": text})
+        assert r.status_code == 201, r.text
+    results = server.get(f"{API}/images/team-app:testing/results", tester).json()
+    mine = [a for a in results["attempts"] if a["run"] == run]
+    assert [a["log"].startswith(f"{server.url}{API}/images/team-app@") for a in mine] == [True, True]
+    assert httpx.get(mine[0]["log"], headers=auth).text == "first try: connection refused\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+    env |= {"IMAGECI_HOME": str(tmp_path / "laptop"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+            "IMAGECI_SERVER": server.url, "IMAGECI_TOKEN": tester}
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "imageci.cli", *args], capture_output=True, text=True,
+                              env={**env, **extra})
+
+    latest = cli("log", "team-app:testing", "cst:command/net check")
+    assert latest.returncode == 0 and latest.stdout == "second try: ok \u2713\n", latest.stderr
+    first = cli("log", "team-app:testing", "cst:command/net check", "--run", str(run), "--attempt", "1")
+    assert first.stdout == "first try: connection refused\n"
+    here = subprocess.run([sys.executable, "-m", "imageci.cli", "log", "team-app:testing", "cst:command/net check"],
+                          capture_output=True, text=True, env={**os.environ, "IMAGECI_HOME": str(server.home)})
+    assert here.returncode == 0 and here.stdout == latest.stdout  # on the server's machine, the same bytes
+    missing = cli("log", "team-app:testing", "no-such-test")
+    assert missing.returncode == 2 and "no attempt of 'no-such-test'" in missing.stderr
+    hidden = cli("log", "team-app:testing", "cst:command/net check", IMAGECI_TOKEN=outsider)
+    assert hidden.returncode == 2 and "unknown image reference 'team-app:testing'" in hidden.stderr
+    assert httpx.get(mine[0]["log"], headers={"Authorization": f"Bearer {outsider}"}).status_code == 404
+    assert httpx.get(mine[0]["log"]).status_code == 404  # anonymous: team-app is private
+
+
 def test_a_batch_of_attempts_is_recorded_once_however_often_it_is_sent(server: Server) -> None:
     tester = _token(server, "batch-tester", "infra", "test")
     auth = {"Authorization": f"Bearer {tester}"}

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated
+from urllib.parse import quote, urlencode
 
 import anyio
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
@@ -62,7 +63,8 @@ def principal(request: Request, s: SessionDep) -> Principal:
 
 
 Caller = Annotated[Principal, Depends(principal)]
-RunId = Annotated[int, FastPath(ge=1, le=(1 << 63) - 1, description="a run's id")]
+MAX_ID = (1 << 63) - 1
+RunId = Annotated[int, FastPath(ge=1, le=MAX_ID, description="a run's id")]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -139,10 +141,26 @@ def create_app(settings: Settings) -> FastAPI:
         return _json(queries.images(s, name, viewer=caller))  # type: ignore[return-value]
 
     @api.get(f"{API}/images/{{ref}}/results", response_model=queries.Results, tags=["images"])
-    def results(ref: str, s: SessionDep, caller: Caller,
+    def results(ref: str, s: SessionDep, caller: Caller, request: Request,
                 test: Annotated[list[str] | None, Query()] = None) -> queries.Results:
-        """Every recorded attempt for a version (only the ``test`` ones, when given) and their runs."""
-        return _json(queries.results(s, ref, test, viewer=caller))  # type: ignore[return-value]
+        """Every recorded attempt for a version (only the ``test`` ones, when given) and their runs; each
+        attempt's ``log`` is the URL of its log here."""
+        found = queries.results(s, ref, test, viewer=caller)
+        base = f"{str(request.base_url).rstrip('/')}{API}/images/{quote(found.image, safe='@')}/log"
+        for a in found.attempts:
+            if a.log is not None:
+                a.log = f"{base}?{urlencode({'test': a.test, 'run': a.run, 'attempt': a.attempt})}"
+        return _json(found)  # type: ignore[return-value]
+
+    @api.get(f"{API}/images/{{ref}}/log", tags=["images"], response_class=FileResponse,
+             responses={200: {"content": {"text/plain": {}}}})
+    def log(ref: str, test: Annotated[str, Query(min_length=1, max_length=255)], s: SessionDep, caller: Caller,
+            run: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+            attempt: Annotated[int | None, Query(ge=1, le=1000)] = None) -> FileResponse:
+        """The log of a test's latest attempt on a version (or of the ``run`` and ``attempt`` given)."""
+        path = queries.log_path(s, ref, test, run=run, attempt=attempt, viewer=caller)
+        return BlobResponse(path, media_type="text/plain; charset=utf-8",
+                            headers={"ETag": f'"{path.name}"', "Cache-Control": "private, max-age=31536000, immutable"})
 
     @api.get(f"{API}/images/{{ref}}/events", response_model=list[queries.EventRow], tags=["images"])
     def events(ref: str, s: SessionDep, caller: Caller) -> list[queries.EventRow]:

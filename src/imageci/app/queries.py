@@ -23,6 +23,7 @@ from imageci.app.access import LOCAL, Principal
 from imageci.app.session import Session
 from imageci.errors import UnknownReferenceError, UsageError
 from imageci.store import lookups
+from imageci.store.blobs import CorruptBlobError
 from imageci.store.states import channels_of, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -195,6 +196,25 @@ def results(session: Session, ref: str, tests: list[str] | None = None, *, viewe
             for r in lookups.runs(session.reader, version.digest) if not tests or r.id in per_run]
     return Results(image=version.label, digest=f"sha256:{version.digest}", state=version.state, runs=runs,
                    attempts=rows)
+
+
+def log_path(session: Session, ref: str, test: str, *, run: int | None = None, attempt: int | None = None,
+             viewer: Principal = LOCAL) -> Path:
+    """The stored log of test ``test`` on the version ``ref`` names: of its latest attempt, or of the
+    one ``run`` and ``attempt`` pick."""
+    version = access.resolve(session.reader, viewer, ref)
+    found = [a for a in lookups.attempts(session.reader, version.digest)
+             if a.test_id == test and (run is None or a.run_id == run) and (attempt is None or a.attempt == attempt)]
+    where = "".join([f" in run {run}" if run is not None else "", f" (attempt {attempt})" if attempt else ""])
+    if not found:
+        raise UnknownReferenceError(f"no attempt of {test!r} on {version.label}{where}")
+    latest = found[-1]
+    if latest.log_digest is None:
+        raise UnknownReferenceError(f"attempt {latest.attempt} of {test!r} in run {latest.run_id} kept no log")
+    path = session.store.path(latest.log_digest)
+    if not path.is_file():
+        raise CorruptBlobError(f"the log sha256:{latest.log_digest} is missing from the store")
+    return path
 
 
 class EventRow(Row):

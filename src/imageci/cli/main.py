@@ -312,6 +312,21 @@ def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help=
 
 @app.command()
 @handle_errors
+def log(ref: RefArg, test: Annotated[str, typer.Argument(help="the test's id, as `results` shows it")],
+        run: Annotated[int | None, typer.Option("--run", min=1, help="of this run (default: the latest)")] = None,
+        attempt: Annotated[int | None, typer.Option("--attempt", min=1, help="this attempt of the run")] = None
+        ) -> None:
+    """Print the log of a test's latest attempt on an image (or of --run / --attempt)."""
+    from imageci.cli.sources import source
+
+    data = source().log(ref, test, run, attempt)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+@app.command()
+@handle_errors
 def promote(ref: RefArg,
             to: Annotated[str, typer.Option("--to", help="target channel")] = "stable",
             force: Annotated[bool, typer.Option("--force", help="promote although the gate does not hold")] = False,

@@ -36,6 +36,9 @@ class Source(ABC):
     @abstractmethod
     def promote(self, ref: str, to: str, force: bool, reason: str) -> Promotion: ...
 
+    @abstractmethod
+    def log(self, ref: str, test: str, run: int | None, attempt: int | None) -> bytes: ...
+
 
 class Local(Source):
     def images(self, name: str | None) -> list[ImageRow]:
@@ -75,6 +78,12 @@ class Local(Source):
 
         return gating.promotion_row(gating.promote(Session.open(), ref, to=to, force=force, reason=reason))
 
+    def log(self, ref: str, test: str, run: int | None, attempt: int | None) -> bytes:
+        from imageci.app import queries
+        from imageci.app.session import Session
+
+        return queries.log_path(Session.open(), ref, test, run=run, attempt=attempt).read_bytes()
+
 
 class Server(Source):
     def __init__(self, client: ApiClient) -> None:
@@ -111,6 +120,9 @@ class Server(Source):
 
         return self.client.post(f"/images/{self.client.ref(ref)}/promote", Promotion,  # type: ignore[no-any-return]
                                 {"to": to, "force": force, "reason": reason})
+
+    def log(self, ref: str, test: str, run: int | None, attempt: int | None) -> bytes:
+        return self.client.get_bytes(f"/images/{self.client.ref(ref)}/log", test=test, run=run, attempt=attempt)
 
 
 def source() -> Source:

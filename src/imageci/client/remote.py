@@ -145,6 +145,22 @@ class ApiClient:
         payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
         return self._call("POST", path, as_type, json=payload)
 
+    def get_bytes(self, path: str, **params: Any) -> bytes:
+        """A body as it comes (a log), for a GET with these query parameters."""
+        import httpx
+
+        try:
+            r = self.http.get(API + path, params={k: v for k, v in params.items() if v is not None})
+        except httpx.HTTPError as exc:
+            raise ImageciError(f"cannot reach the imageci server {self.remote.url}: {exc}") from None
+        if r.status_code >= 400:
+            try:
+                message = str(r.json()["error"])
+            except (ValueError, KeyError, TypeError):
+                message = r.text[:500] or r.reason_phrase
+            raise error_of(r.status_code, message)
+        return r.content
+
     def blob_size(self, digest: str) -> int | None:
         """The size of the server's blob ``digest`` (None: it lacks it)."""
         import httpx
