@@ -195,3 +195,76 @@ def test_pipeline_takes_the_test_options_and_records_its_suite(tmp_path: Path) -
     s.close()
     e.catalog.close()
     assert BUILD_CACHE.is_dir()
+
+
+def _imported_with_suite(session: Session, tmp_path: Path) -> tuple[str, str, str]:
+    """An imported version whose suite has one test, ``probe``: its ref, image digest and test digest."""
+    from imageci.app import importing
+    from imageci.checks.suite import suite_checks
+    from imageci.definitions.suite import load_suite
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("etc")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    (tmp_path / "rootfs.tar").write_bytes(buf.getvalue())
+    suite = write_suite(tmp_path / "suite", {"probe": "#!/bin/sh\nexit 77\n"})
+    done = importing.import_(session, "raced", str(tmp_path / "rootfs.tar"), suite=suite)
+    [probe] = suite_checks(load_suite(suite))
+    return f"raced@{done.version.serial}", done.version.digest, probe.digest
+
+
+def _attempt(session: Session, run: int, digest: str, test_digest: str, verdict: str, exit_code: int) -> int:
+    from imageci.store.models import Attempt, utcnow
+
+    now = utcnow()
+    return session.catalog.record_attempt(Attempt(
+        run_id=run, image_digest=digest, test_id="probe", test_digest=test_digest, testbed="sandbox", attempt=1,
+        started_at=now, ended_at=now, exit_code=exit_code, verdict=verdict, reason="")).id
+
+
+@pytest.mark.parametrize("arriving, promoted", [("fail", False), ("pass", True)])
+def test_a_promotion_is_judged_on_the_results_there_when_it_commits(
+        session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arriving: str, promoted: bool) -> None:
+    """The gate holds on a self-reported skip (exit 77); a run records another attempt while the gate is
+    being evaluated. The promotion notices, judges again on what is there now, and only then decides."""
+    ref, digest, test_digest = _imported_with_suite(session, tmp_path)
+    version = session.catalog.resolve(ref)
+    run = session.catalog.start_run(digest, version.id, {})
+    _attempt(session, run, digest, test_digest, "skip", 77)
+    assert gating.gate_status(session, ref).holds
+    judged: list[bool] = []
+    arrived: list[int] = []
+    real_gate = gating.gate
+
+    def gate_then_a_result_arrives(*args: object, **kw: object) -> object:
+        result = real_gate(*args, **kw)  # type: ignore[arg-type]
+        judged.append(bool(result and result.holds))
+        if not arrived:
+            arrived.append(_attempt(session, run, digest, test_digest, arriving, 0 if arriving == "pass" else 1))
+        return result
+
+    monkeypatch.setattr(gating, "gate", gate_then_a_result_arrives)
+    if promoted:
+        done = gating.promote(session, ref)
+        assert done.version.state == State.STABLE
+        reason = queries.events(session, ref)[-1].reason
+        assert reason.endswith(f"(evidence up to attempt {arrived[0]})"), reason
+    else:
+        with pytest.raises(GateRefused, match="latest attempt: fail"):
+            gating.promote(session, ref)
+        assert session.catalog.resolve(ref).state == State.TESTING
+    assert judged == [True, promoted]  # held on the old evidence; judged again on the new
+
+
+def test_two_promotions_at_once_promote_once(session: Session, tmp_path: Path) -> None:
+    from imageci.store.catalog import TransitionError
+
+    ref, _digest, _test_digest = _imported_with_suite(session, tmp_path)
+    version = session.catalog.resolve(ref)
+    session.catalog.promote_on(version.id, None, actor="first", reason="gate held")
+    with pytest.raises(TransitionError, match="is stable"):
+        session.catalog.promote_on(version.id, None, actor="second", reason="gate held")
+    events = [e for e in queries.events(session, ref) if e.event.endswith("→ stable")]
+    assert [e.actor for e in events] == ["first"]

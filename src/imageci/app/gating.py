@@ -13,12 +13,15 @@ from imageci.app.planning import flake_policy, suite_of
 from imageci.app.session import Session
 from imageci.app.versions import gate_of, keep_of
 from imageci.checks.suite import suite_checks
-from imageci.errors import UsageError
+from imageci.errors import GateRefused, UsageError
 from imageci.policy.gate import GateResult, evaluate_gate, required_checks
 from imageci.policy.promote import PromotionResult
 from imageci.policy.promote import promote as promote_version
 from imageci.policy.promote import prune as prune_versions
+from imageci.store.catalog import EvidenceChanged
 from imageci.store.models import Version, label
+
+EVIDENCE_RETRIES = 5
 
 
 class Requirement(BaseModel):
@@ -78,10 +81,17 @@ def promote(session: Session, ref: str, *, to: str = "stable", force: bool = Fal
         raise UsageError(f"can only promote to 'stable' (got {to!r})")
     info = access.resolve(session.reader, by, ref)
     by.require(Scope.PROMOTE, info.namespace, f"promote {info.label}")
-    version = session.catalog.resolve(f"{info.name}@{info.serial}")
-    result = gate(session, version, quarantine=quarantine)
-    return promote_version(session.catalog, version, result, keep=keep_of(version), force=force, reason=reason,
-                           actor=None if by == LOCAL else by.name)
+    for _ in range(EVIDENCE_RETRIES):
+        version = session.catalog.resolve(f"{info.name}@{info.serial}")
+        evidence = session.catalog.evidence(version)  # before the gate reads: a result after it is noticed
+        result = gate(session, version, quarantine=quarantine)
+        try:
+            return promote_version(session.catalog, version, result, keep=keep_of(version), force=force,
+                                   reason=reason, actor=None if by == LOCAL else by.name, evidence=evidence)
+        except EvidenceChanged:
+            continue  # a run recorded results meanwhile: judge again on what is there now
+    raise GateRefused(f"{info.label}: results kept arriving while its gate was evaluated ({EVIDENCE_RETRIES} "
+                      "times); promote it again when the runs on it end")
 
 
 def promotion_row(result: PromotionResult) -> Promotion:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from imageci.errors import GateRefused, UsageError
 from imageci.policy.gate import GateResult
-from imageci.store.catalog import Catalog
+from imageci.store.catalog import Catalog, Evidence
 from imageci.store.models import State, Version, as_utc, utcnow
 
 
@@ -19,9 +19,10 @@ class PromotionResult:
 
 
 def promote(catalog: Catalog, version: Version, gate: GateResult | None, *, keep: int, force: bool = False,
-            reason: str = "", actor: str | None = None) -> PromotionResult:
+            reason: str = "", actor: str | None = None, evidence: Evidence | None = None) -> PromotionResult:
     """testing → stable when the gate holds (or ``force`` with a reason); then
-    keep at most ``keep`` stable versions of the product, retiring the oldest."""
+    keep at most ``keep`` stable versions of the product, retiring the oldest. ``evidence`` is what the
+    gate read: if results arrived since, nothing is promoted (EvidenceChanged; evaluate again)."""
     actor = actor or catalog.actor
     if force and not reason.strip():
         raise UsageError("--force needs --reason: a forced promotion is audited")
@@ -33,7 +34,9 @@ def promote(catalog: Catalog, version: Version, gate: GateResult | None, *, keep
     if not force and (gate is None or not gate.holds):
         raise GateRefused(gate.explain() if gate else "no gate is defined for this image; use --force --reason")
     why = f"forced: {reason}" if force else ("gate held" + (f": {reason}" if reason else ""))
-    promoted = catalog.transition(version.id, State.STABLE, actor=actor, reason=why)
+    if not force and evidence is not None:
+        why += f" (evidence up to attempt {evidence.last_attempt})"
+    promoted = catalog.promote_on(version.id, None if force else evidence, actor=actor, reason=why)
     stable = catalog.versions(version.product.name, {State.STABLE})
     retired = []
     for old in sorted(stable, key=lambda v: v.serial, reverse=True)[keep:]:

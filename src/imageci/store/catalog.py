@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from imageci.errors import UnknownReferenceError, UsageError
+from imageci.errors import ImageciError, UnknownReferenceError, UsageError
 from imageci.store import database, lookups
 from imageci.store.models import (
     DEFAULT_NAMESPACE,
+    SUITE,
     TRANSITIONS,
     Artifact,
     Attempt,
@@ -57,6 +58,18 @@ class NewArtifact:
 
 class TransitionError(UsageError):
     pass
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a gate read: the newest attempt recorded for the image's bytes then, and its suite."""
+
+    last_attempt: int  # 0: none
+    suite: str | None  # the suite snapshot's digest
+
+
+class EvidenceChanged(ImageciError):
+    """Results were recorded (or the suite changed) between a gate's evaluation and its promotion."""
 
 
 class Catalog:
@@ -178,6 +191,36 @@ class Catalog:
                 raise TransitionError(f"{v.product.name}@{v.serial}: cannot go from {frm} to {to}")
             v.state = to.value
             s.add(Event(version_id=v.id, from_state=frm.value, to_state=to.value,
+                        actor=actor or self.actor, reason=reason, at=utcnow()))
+            return v
+
+    def evidence(self, version: Version) -> Evidence:
+        with self.session() as s:
+            last = s.scalar(select(func.max(Attempt.id)).where(Attempt.image_digest == version.digest))
+        return Evidence(int(last or 0), next((a.digest for a in version.artifacts if a.kind == SUITE), None))
+
+    def promote_on(self, version_id: int, evidence: Evidence | None, *, actor: str | None = None,
+                   reason: str = "") -> Version:
+        """testing → stable as one compare-and-set: only while the version is still ``testing`` and,
+        with ``evidence``, while nothing the gate read has changed (no attempt recorded for its bytes
+        since, the same suite); else nothing is written. Two promotions at once promote once."""
+        with self.session() as s:
+            moved = s.execute(update(Version).where(Version.id == version_id, Version.state == State.TESTING.value)
+                              .values(state=State.STABLE.value).execution_options(synchronize_session=False))
+            v = s.get(Version, version_id, options=[selectinload(Version.product), selectinload(Version.artifacts)],
+                      populate_existing=True)
+            if v is None:
+                raise UnknownReferenceError(f"no version with id {version_id}")
+            if getattr(moved, "rowcount", 1) != 1:
+                raise TransitionError(f"{v.product.name}@{v.serial} is {v.state}; only testing versions can be "
+                                      "promoted")
+            if evidence is not None:
+                last = int(s.scalar(select(func.max(Attempt.id)).where(Attempt.image_digest == v.digest)) or 0)
+                suite = next((a.digest for a in v.artifacts if a.kind == SUITE), None)
+                if last != evidence.last_attempt or suite != evidence.suite:
+                    raise EvidenceChanged(f"{v.product.name}@{v.serial}: results were recorded or its suite changed "
+                                          "while its gate was evaluated")
+            s.add(Event(version_id=v.id, from_state=State.TESTING.value, to_state=State.STABLE.value,
                         actor=actor or self.actor, reason=reason, at=utcnow()))
             return v
 
