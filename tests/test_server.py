@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -682,7 +683,14 @@ def test_a_remote_run_fetches_by_digest_runs_here_and_records_there(tmp_path: Pa
         if "IMAGECI_TEST_BUILD_CACHE" in os.environ:
             laptop["IMAGECI_TEST_BUILD_CACHE"] = os.environ["IMAGECI_TEST_BUILD_CACHE"]
         ref = f"{built.product.name}:testing"
-        res = subprocess.run([sys.executable, "-m", "imageci.cli", "run", ref, "os-release", "locale"],
+        (tmp_path / "os.yaml").write_text("schemaVersion: 2.0.0\nfileExistenceTests:\n  - name: os-release\n"
+                                          "    path: /etc/os-release\n    shouldExist: true\n")
+        from conftest import write_suite
+
+        suite = write_suite(tmp_path / "my-suite", {"os-release": "#!/bin/sh\ngrep -q ^ID=debian /etc/os-release\n",
+                                                    "locale": "#!/bin/sh\ntest -e /etc/timezone\n"})
+        res = subprocess.run([sys.executable, "-m", "imageci.cli", "test", ref, "--suite", str(suite),
+                              "--structure", str(tmp_path / "os.yaml")],
                              capture_output=True, text=True, env=laptop, timeout=900)
         assert res.returncode == 0, res.stdout + res.stderr
         assert f"recorded on {server.url}: run" in res.stdout
@@ -690,12 +698,31 @@ def test_a_remote_run_fetches_by_digest_runs_here_and_records_there(tmp_path: Pa
         run = there["runs"][-1]
         assert run["actor"] == "laptop-tester" and run["status"] == "finished" and run["exit_code"] == 0
         mine = [a for a in there["attempts"] if a["run"] == run["run"]]
-        assert sorted(a["test"] for a in mine) == ["locale", "os-release"]
+        assert sorted(a["test"] for a in mine) == ["cst:existence/os-release", "locale", "os-release"]
         assert all(a["verdict"] == "pass" and a["log"] for a in mine)
+        # its reproducer, alone, re-runs it from another machine: another home, the laptop's gone
+        script = Path(res.stdout.split("re-run it: ")[1].split()[0])
+        assert f"--server {server.url}" in script.read_text() and str(tmp_path) not in script.read_text()
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        shutil.copy(script, elsewhere / "reproduce.sh")
+        shutil.rmtree(tmp_path / "laptop")
+        (tmp_path / "os.yaml").unlink()
+        shutil.rmtree(suite)
+        other = {k: v for k, v in laptop.items() if k != "IMAGECI_SERVER"}
+        other |= {"IMAGECI_HOME": str(tmp_path / "other-machine"),
+                  "IMAGECI": str(Path(sys.executable).parent / "imageci")}
+        again = subprocess.run(["sh", str(elsewhere / "reproduce.sh")], capture_output=True, text=True, env=other,
+                               cwd=elsewhere, timeout=900)
+        assert again.returncode == 0, again.stdout + again.stderr
+        rerun = server.get(f"{API}/images/{ref}/results", tester).json()
+        assert len(rerun["runs"]) == len(there["runs"]) + 1 and rerun["runs"][-1]["exit_code"] == 0
+        assert sorted(a["test"] for a in rerun["attempts"] if a["run"] == rerun["runs"][-1]["run"]) == \
+            ["cst:existence/os-release", "locale", "os-release"]
         local = subprocess.run([sys.executable, "-m", "imageci.cli", "--server", "http://127.0.0.1:1", "images"],
                                capture_output=True, text=True, env={**laptop, "IMAGECI_SERVER": ""})
         assert local.returncode == 3 and "cannot reach" in local.stderr  # a dead server: exit 3, said plainly
-        cached = Catalog.open(f"sqlite:///{tmp_path / 'laptop' / 'catalog.db'}")
+        cached = Catalog.open(f"sqlite:///{tmp_path / 'other-machine' / 'catalog.db'}")
         fetched = cached.find_by_digest(built.product.name, built.digest)
         assert fetched is not None and {a.digest for a in fetched.artifacts} == {a.digest for a in built.artifacts}
         cached.close()

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from typing import Protocol
 
 from imageci.app.queries import VersionDetail
 from imageci.app.recording import AttemptIn, AttemptRecorded, RunEnd, RunEnded, RunStart, RunStarted
 from imageci.app.session import Session
+from imageci.app.testing import RunOutcome
 from imageci.errors import UsageError
+from imageci.reports.reproducer import write_portable_reproducer
 from imageci.store import lookups
 from imageci.store.blobs import BlobWriter
 
@@ -87,3 +90,9 @@ def report(session: Session, origin: Origin, detail: VersionDetail, run_id: int,
     if batch:
         origin.record_batch(started.run, batch)
     return origin.finish(started.run, RunEnd(exit_code=exit_code))
+
+
+def portable_reproducer(session: Session, outcome: RunOutcome, detail: VersionDetail, server: str) -> Path:
+    """The run's ``reproduce.sh``, rewritten to re-run it from any machine against ``server``."""
+    return write_portable_reproducer(session.settings.runs_dir / str(outcome.report.run_id), outcome.spec, server,
+                                     f"{detail.name}@{detail.version}")

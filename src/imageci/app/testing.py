@@ -57,6 +57,7 @@ class RunOutcome:
     plan: TestPlan
     report: RunReport
     reproducer: Path
+    spec: RunSpec
 
     @property
     def exit_code(self) -> ExitCode:
@@ -86,12 +87,12 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None)
         write_junit(report, request.junit, lambda r: log_text(session, r))
     if request.tap:
         write_tap(report, request.tap)
-    reproducer = write_reproducer(session.settings.runs_dir / str(report.run_id), RunSpec(
-        report.run_id, label(version), version.digest, plan.suite_dir,
-        [c.id for c in plan.checks] if request.tests else None, plan.testbeds, request.retries, plan.jobs,
-        request.fresh, list(request.dep8), plan.fetched, request.quarantine, list(request.structure),
-        list(request.testinfra), list(request.limits)))
-    return RunOutcome(plan, report, reproducer)
+    spec = RunSpec(report.run_id, label(version), version.digest, plan.suite_dir,
+                   [c.id for c in plan.checks] if request.tests else None, plan.testbeds, request.retries, plan.jobs,
+                   request.fresh, list(request.dep8), plan.fetched, request.quarantine, list(request.structure),
+                   list(request.testinfra), list(request.limits), suite_given=request.suite is not None)
+    reproducer = write_reproducer(session.settings.runs_dir / str(report.run_id), spec)
+    return RunOutcome(plan, report, reproducer, spec)
 
 
 def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None = None,

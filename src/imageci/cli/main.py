@@ -250,6 +250,7 @@ def _run(request: TestRequest) -> None:
     # Every test runs (no reuse of a local pass): the server records what ran for it.
     outcome = run_tests(session, request.model_copy(update={"ref": local, "rerun_all": True}), on_plan=show_plan,
                         on_event=show_event)
+    outcome.reproducer = mirroring.portable_reproducer(session, outcome, detail, remote.url)
     show_outcome(outcome)
     with console.status(f"recording the run on {remote.url}…"):
         ended = mirroring.report(session, client, detail, outcome.report.run_id, int(outcome.exit_code))

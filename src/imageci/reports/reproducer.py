@@ -20,6 +20,9 @@ from imageci.fs import write_file_atomically
 
 # Every setting (imageci.config.VARIABLES) that is set is pinned, except secrets (the API token).
 PINNED_ENV = tuple(v for v in VARIABLES if v not in SECRET_VARIABLES)
+# A run against a server is re-run from any machine: what names this machine's files is not pinned.
+MACHINE_LOCAL = frozenset({"IMAGECI_HOME", "IMAGECI_DB_URL", "IMAGECI_BUILD_CACHE", "IMAGECI_HOSTS",
+                           "IMAGECI_SERVER"})
 
 
 @dataclass
@@ -39,10 +42,11 @@ class RunSpec:
     structure: list[Path] = field(default_factory=list)  # --structure FILEs, copied
     testinfra: list[Path] = field(default_factory=list)  # --testinfra modules (by path: they may import siblings)
     limits: list[str] = field(default_factory=list)  # --limit KEY=VALUE
+    suite_given: bool = True  # --suite DIR (False: the version's stored suite)
 
 
 def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = None) -> Path:
-    """Snapshot the suite into ``run_dir`` and write ``reproduce.sh`` there."""
+    """Snapshot the suite into ``run_dir`` and write ``reproduce.sh`` there (for this machine)."""
     env = dict(os.environ) if env is None else env
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     # by version, not by digest alone: the same bytes may be published as versions of several products
@@ -86,3 +90,69 @@ def write_reproducer(run_dir: Path, spec: RunSpec, env: dict[str, str] | None = 
     write_file_atomically(script, ("\n".join(lines) + "\n").encode())
     script.chmod(0o700)  # only its owner: it may hold a database URL
     return script
+
+
+def write_portable_reproducer(run_dir: Path, spec: RunSpec, server: str, image: str,
+                              env: dict[str, str] | None = None) -> Path:
+    """``reproduce.sh`` for a run whose image came from ``server`` (as ``image``, NAME@SERIAL there): one
+    self-contained file that re-runs it on any machine with imageci and a token (IMAGECI_TOKEN or
+    ``imageci login``): the image is fetched from the server by digest, the suite is the version's
+    stored one, and what was given as files (``--suite``, ``--structure``, ``--quarantine``) travels
+    inside the script. The new run is recorded on the server too. DEP-8 trees and testinfra modules
+    are named by path and must exist there."""
+    env = dict(os.environ) if env is None else env
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    bundle: dict[str, Path] = {}
+    argv = ['"${IMAGECI:-imageci}"', "--server", shlex.quote(server), "run" if spec.tests else "test",
+            shlex.quote(image)]
+    if spec.suite is not None and spec.suite_given:
+        bundle["suite"] = spec.suite
+        argv += ["--suite", '"$bundle/suite"']
+    for tb in spec.testbeds:
+        argv += ["--testbed", shlex.quote(tb)]
+    argv += ["--retries", str(spec.retries), "--jobs", str(spec.jobs)]
+    if spec.fresh:
+        argv += ["--fresh", shlex.quote(spec.fresh)]
+    if spec.quarantine is not None:
+        bundle["quarantine.yaml"] = spec.quarantine
+        argv += ["--quarantine", '"$bundle/quarantine.yaml"']
+    for i, path in enumerate(spec.structure, start=1):
+        bundle[f"structure-{i}-{path.name}"] = path
+        argv += ["--structure", f'"$bundle/structure-{i}-{path.name}"']
+    for module in spec.testinfra:
+        argv += ["--testinfra", shlex.quote(str(module.resolve()))]
+    for tree in [*spec.dep8, *spec.dep8_packages]:
+        argv += ["--dep8", shlex.quote(str(tree.resolve()))]
+    for item in spec.limits:
+        argv += ["--limit", shlex.quote(item)]
+    lines = [
+        "#!/bin/sh",
+        f"# Re-runs imageci run {spec.run_id} of {image} (sha256:{spec.digest}) from {server}, on any machine:",
+        "# the image is fetched by digest, the new run is recorded there. Needs IMAGECI_TOKEN (scope test) or",
+        "# `imageci login`; IMAGECI=/path/to/imageci if it is not on PATH. Extra arguments are passed on.",
+        "set -eu",
+    ]
+    lines += [f"export {k}={shlex.quote(env[k])}" for k in PINNED_ENV if k in env and k not in MACHINE_LOCAL]
+    if bundle:
+        lines += ['bundle=$(mktemp -d)', "trap 'rm -rf \"$bundle\"' EXIT",
+                  "base64 -d <<'IMAGECI_BUNDLE' | tar -xzf - -C \"$bundle\"", _packed(bundle), "IMAGECI_BUNDLE"]
+    names = f" -- {shlex.join(spec.tests)}" if spec.tests else ""
+    lines.append(f"{' '.join(argv)} \"$@\"{names}")
+    script = run_dir / "reproduce.sh"
+    write_file_atomically(script, ("\n".join(lines) + "\n").encode())
+    script.chmod(0o700)
+    return script
+
+
+def _packed(files: dict[str, Path]) -> str:
+    """``files`` (name in the bundle → file or directory here) as a base64 tar.gz, lines of 76."""
+    import base64
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, path in files.items():
+            tar.add(path, arcname=name, filter=lambda t: t.replace(uid=0, gid=0, uname="", gname=""))
+    text = base64.b64encode(buf.getvalue()).decode()
+    return "\n".join(text[i:i + 76] for i in range(0, len(text), 76))
