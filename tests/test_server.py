@@ -769,6 +769,41 @@ def test_logs_are_served_to_whoever_may_see_the_image(server: Server, tmp_path: 
     assert httpx.get(mine[0]["log"]).status_code == 404  # anonymous: team-app is private
 
 
+@pytest.mark.root
+@pytest.mark.slow
+def test_a_pipeline_against_a_server_builds_here_and_is_promoted_there(tmp_path: Path) -> None:
+    """build here (the shared build cache) → publish → test here, recorded there → the server judges
+    the gate on its evidence and promotes; the same again says it is already stable."""
+    running = start_server(tmp_path / "server-home")
+    try:
+        _pipeline_against(next(running), tmp_path)
+    finally:
+        with pytest.raises(StopIteration):
+            next(running)
+
+
+def _pipeline_against(server: Server, tmp_path: Path) -> None:
+    from conftest import BUILD_CACHE, EXAMPLE, write_suite
+
+    bot = _token(server, "pipeline-bot", "infra", "publish,test,promote")
+    suite = write_suite(tmp_path / "suite", {"os-release": "#!/bin/sh\ngrep -q ^ID=debian /etc/os-release\n",
+                                             "timezone": "#!/bin/sh\ntest \"$(cat /etc/timezone)\" = Etc/UTC\n"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+    env |= {"IMAGECI_HOME": str(tmp_path / "ci-runner"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+            "IMAGECI_BUILD_CACHE": str(BUILD_CACHE), "IMAGECI_SERVER": server.url, "IMAGECI_TOKEN": bot}
+    argv = [sys.executable, "-m", "imageci.cli", "pipeline", str(EXAMPLE / "image.yaml"), "--suite", str(suite)]
+    first = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"recorded on {server.url}: run" in first.stdout and "promoted debian-bookworm-minimal@" in first.stdout
+    [stable] = [r for r in server.get(f"{API}/images", bot, params={"name": "debian-bookworm-minimal"}).json()
+                if r["state"] == "stable"]
+    assert stable["namespace"] == "infra"
+    events = server.get(f"{API}/images/debian-bookworm-minimal:stable/events", bot).json()
+    assert events[-1]["actor"] == "pipeline-bot" and "gate held (evidence up to attempt" in events[-1]["reason"]
+    again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0 and "is already stable" in again.stdout, again.stdout + again.stderr
+
+
 def test_a_batch_of_attempts_is_recorded_once_however_often_it_is_sent(server: Server) -> None:
     tester = _token(server, "batch-tester", "infra", "test")
     auth = {"Authorization": f"Bearer {tester}"}

@@ -408,6 +408,8 @@ def pipeline(definition: DefArg,
     request = _request("", None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
                        quarantine, structure, testinfra, limit)
     session = Session.open()
+    if _remote(session) is not None:
+        _pipeline_via(session, definition, request, force_build)
     with console.status(f"building {definition}…") as status:
         def on_line(line: str) -> None:
             if line.startswith(("I:", "W:", "E:")):
@@ -429,6 +431,49 @@ def pipeline(definition: DefArg,
             console.print(f"retired {label(old)} (inactive)")
     elif outcome.gate is not None:
         err_console.print(outcome.gate.explain())
+        err_console.print(f"[red]not promoted[/]: {ref} stays on testing")
+    raise typer.Exit(int(outcome.exit_code))
+
+
+def _remote(session: Session) -> ApiClient | None:
+    from imageci.cli import sources
+    from imageci.client.remote import ApiClient, find_remote
+
+    remote = find_remote(sources.server_option, session.settings)
+    return None if remote is None else ApiClient(remote)
+
+
+def _pipeline_via(session: Session, definition: Path, request: TestRequest, force_build: bool) -> None:
+    """The pipeline with a server: built and tested here, published, recorded and promoted there."""
+    from imageci.app.pipeline import pipeline_via
+    from imageci.cli.testing import show_event, show_outcome, show_plan
+
+    client = _remote(session)
+    assert client is not None
+    with console.status(f"building {definition}…") as status:
+        def on_line(line: str) -> None:
+            if line.startswith(("I:", "W:", "E:")):
+                status.update(f"building {definition.name}: {line[:100]}")
+
+        def on_built(result: BuildResult) -> None:
+            status.stop()
+            _show_build(result)
+
+        outcome = pipeline_via(session, client, client.remote.url, definition, request, force_build=force_build,
+                               on_build_line=on_line, on_built=on_built, on_plan=show_plan, on_event=show_event)
+    ref = outcome.published.image
+    console.print(f"published {ref} ({outcome.published.digest[:19]}) on {client.remote.url}", highlight=False)
+    show_outcome(outcome.run)
+    if outcome.recorded is not None:
+        console.print(f"recorded on {client.remote.url}: run {outcome.recorded} of {ref}", highlight=False)
+    if outcome.already_stable:
+        console.print(f"{ref} is already stable")
+    elif outcome.promotion is not None:
+        console.print(f"[green]gate holds[/]: promoted {ref} to [bold]stable[/]")
+        for old in outcome.promotion.retired:
+            console.print(f"retired {old} (inactive)")
+    elif outcome.refused is not None:
+        err_console.print(outcome.refused, highlight=False, markup=False)
         err_console.print(f"[red]not promoted[/]: {ref} stays on testing")
     raise typer.Exit(int(outcome.exit_code))
 

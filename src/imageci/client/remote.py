@@ -31,6 +31,7 @@ from imageci.config import Settings
 from imageci.errors import ImageciError, UsageError
 
 if TYPE_CHECKING:
+    from imageci.app.gating import GateStatus, Promotion
     from imageci.app.publishing import Published, PublishRequest
     from imageci.app.queries import VersionDetail
     from imageci.app.recording import AttemptIn, AttemptRecorded, RunEnd, RunEnded, RunStart, RunStarted
@@ -184,6 +185,17 @@ class ApiClient:
         from imageci.app.publishing import Published
 
         return self.post("/versions", Published, req)  # type: ignore[no-any-return]
+
+    def gate(self, ref: str) -> GateStatus:
+        from imageci.app.gating import GateStatus
+
+        return self.get(f"/images/{self.ref(ref)}/gate", GateStatus)  # type: ignore[no-any-return]
+
+    def promote(self, ref: str, *, force: bool = False, reason: str = "") -> Promotion:
+        from imageci.app.gating import Promotion
+
+        return self.post(f"/images/{self.ref(ref)}/promote", Promotion,  # type: ignore[no-any-return]
+                         {"to": "stable", "force": force, "reason": reason})
 
     def version(self, ref: str) -> VersionDetail:
         from imageci.app.queries import VersionDetail
