@@ -327,6 +327,50 @@ def test_the_remote_cli_prints_and_exits_as_the_local_one(server: Server, tmp_pa
 
 # ---- fuzzing from the OpenAPI document: no input makes the server fail (zero 5xx) -------------------
 
+def test_prune_verify_gc_and_doctor_against_a_server(server: Server, tmp_path: Path) -> None:
+    cat = Catalog.open(server.settings.db_url)
+    for name, namespace in (("stale-app", "apps"), ("stale-infra", "infra")):
+        cat.register_version(name, hashlib.sha256(name.encode()).hexdigest(), [NewArtifact(
+            "rootfs", "rootfs.tar", hashlib.sha256(name.encode()).hexdigest(), 1)], input_hash=None, definition=None,
+            build_info={}, actor="seed")
+        cat.set_product(name, namespace=namespace)
+    cat.close()
+    promoter = _token(server, "janitor-apps", "apps", "promote")
+    admin = _token(server, "ops-admin", "infra", "admin")
+    reader = _token(server, "just-reading", "apps", "read")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+    env |= {"IMAGECI_HOME": str(tmp_path / "laptop"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+            "IMAGECI_SERVER": server.url}
+
+    def cli(token: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "imageci.cli", *args], capture_output=True, text=True,
+                              env={**env, "IMAGECI_TOKEN": token})
+
+    here = subprocess.run([sys.executable, "-m", "imageci.cli", "prune", "--older-than", "0s", "--dry-run"],
+                          capture_output=True, text=True, env={**os.environ, "IMAGECI_HOME": str(server.home)})
+    assert "would retire stale-app@" in here.stdout and "would retire stale-infra@" in here.stdout
+    dry = cli(promoter, "prune", "--older-than", "0s", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would retire stale-app@" in dry.stdout and "stale-infra" not in dry.stdout  # only its namespace
+    assert cli(reader, "prune", "--older-than", "0s").returncode == 9  # read may not prune
+    assert cli(promoter, "prune", "--older-than", "soon").returncode == 2
+    done = cli(promoter, "prune", "--older-than", "0s", "--name", "stale-app")
+    assert done.returncode == 0 and "retired stale-app@" in done.stdout and "1 version(s) pruned" in done.stdout
+    events = server.get(f"{API}/images/stale-app@{done.stdout.split('stale-app@')[1].split()[0]}/events",
+                        promoter).json()
+    assert events[-1]["actor"] == "janitor-apps" and "pruned" in events[-1]["reason"]
+    verified = cli(admin, "verify")
+    assert verified.returncode == 0 and "verified" in verified.stdout and "0 corrupt" in verified.stdout
+    assert cli(promoter, "verify").returncode == 9  # the store is the whole server's: admin only
+    swept = cli(admin, "gc")
+    assert swept.returncode == 0 and "leftover(s) removed" in swept.stdout, swept.stderr
+    assert cli(reader, "gc").returncode == 9
+    doctor = json.loads(cli(reader, "doctor", "--json").stdout)
+    assert doctor[-1]["area"] == "server" and doctor[-1]["ok"] and "just-reading" in doctor[-1]["detail"]
+    refused = cli("ici_" + "0" * 43, "doctor", "--json")
+    assert refused.returncode == 3 and not json.loads(refused.stdout)[-1]["ok"]
+
+
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
     """A server of its own (the fuzzer creates, revokes and promotes) and an admin token of infra."""

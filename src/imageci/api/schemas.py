@@ -3,7 +3,7 @@ layer's rows). No FastAPI here: the remote CLI reads these too."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from imageci.errors import (
     CatalogUnusableError,
@@ -76,3 +76,9 @@ class TokenRequest(BaseModel):
 class BlobStored(BaseModel):
     digest: str  # sha256:<hex>
     size: int
+
+
+class PruneRequest(BaseModel):
+    older_than: str = Field(default="3d", max_length=32, description="an age: 3d, 12h, 90m")
+    name: str | None = Field(default=None, max_length=63, description="only this product")
+    dry_run: bool = False

@@ -25,8 +25,18 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic_core import to_json
 
 from imageci import __version__
-from imageci.api.schemas import BlobStored, Health, Problem, PromoteRequest, Readiness, TokenRequest, WhoAmI, status_of
-from imageci.app import gating, publishing, queries, recording, tokens
+from imageci.api.schemas import (
+    BlobStored,
+    Health,
+    Problem,
+    PromoteRequest,
+    PruneRequest,
+    Readiness,
+    TokenRequest,
+    WhoAmI,
+    status_of,
+)
+from imageci.app import gating, publishing, queries, recording, tokens, upkeep
 from imageci.app.access import ANONYMOUS, Principal
 from imageci.app.session import Session
 from imageci.config import Settings
@@ -204,6 +214,27 @@ def create_app(settings: Settings) -> FastAPI:
     def flaky(s: SessionDep, caller: Caller, name: str | None = None, since: str = "30d") -> list[queries.FlakyRow]:
         """Transient failures the caller may see: tests that failed, then passed within one run."""
         return _json(queries.flaky(s, name, duration_arg(since), viewer=caller))  # type: ignore[return-value]
+
+    @api.post(f"{API}/prune", response_model=list[gating.Pruned], tags=["images"])
+    def prune(body: PruneRequest, s: SessionDep, caller: Caller) -> list[gating.Pruned]:
+        """Retire ``testing`` versions older than ``older_than`` whose newest run did not pass, in the
+        products the caller may promote in; ``dry_run`` only says which."""
+        _signed_in(caller)
+        return gating.prune(s, older_than=duration_arg(body.older_than), name=body.name, dry_run=body.dry_run,
+                            by=caller)
+
+    @api.post(f"{API}/verify", response_model=upkeep.VerifyOutcome, tags=["operations"])
+    def verify(s: SessionDep, caller: Caller) -> upkeep.VerifyOutcome:
+        """Re-hash every blob of the server's store and check its caches (scope ``admin``)."""
+        _signed_in(caller)
+        return upkeep.verify(s, by=caller)
+
+    @api.post(f"{API}/gc", response_model=upkeep.GcOutcome, tags=["operations"])
+    def gc(s: SessionDep, caller: Caller) -> upkeep.GcOutcome:
+        """Remove what dead imageci processes left on the server, and blobs nothing references that are
+        past their grace (scope ``admin``); never what a live process holds."""
+        _signed_in(caller)
+        return upkeep.gc(s, force=True, by=caller)
 
     @api.head(f"{API}/blobs/{{digest}}", tags=["publishing"], responses={404: {"description": "not stored"}})
     def blob_head(digest: str, s: SessionDep, caller: Caller) -> Response:

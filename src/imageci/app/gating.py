@@ -13,7 +13,7 @@ from imageci.app.planning import flake_policy, suite_of
 from imageci.app.session import Session
 from imageci.app.versions import gate_of, keep_of
 from imageci.checks.suite import suite_checks
-from imageci.errors import GateRefused, UsageError
+from imageci.errors import Forbidden, GateRefused, UsageError
 from imageci.policy.gate import GateResult, evaluate_gate, required_checks
 from imageci.policy.promote import PromotionResult
 from imageci.policy.promote import promote as promote_version
@@ -99,7 +99,20 @@ def promotion_row(result: PromotionResult) -> Promotion:
                      retired=[label(v) for v in result.retired])
 
 
-def prune(session: Session, *, older_than: timedelta, name: str | None = None,
-          dry_run: bool = False) -> list[Version]:
-    """Retire testing versions older than ``older_than`` that never had a passing run."""
-    return prune_versions(session.catalog, older_than=older_than, name=name, dry_run=dry_run)
+class Pruned(BaseModel):
+    image: str  # NAME@SERIAL
+    digest: str
+    created: str
+
+
+def prune(session: Session, *, older_than: timedelta, name: str | None = None, dry_run: bool = False,
+          by: Principal = LOCAL) -> list[Pruned]:
+    """Retire testing versions older than ``older_than`` that never had a passing run: those of the
+    products ``by`` may promote in (scope ``promote``); audited as ``by``."""
+    if by.anonymous or by.channel is not None or not (Scope.PROMOTE in by.scopes or Scope.ADMIN in by.scopes):
+        raise Forbidden(f"{by.name} may not prune: it needs scope 'promote'")
+    done = prune_versions(session.catalog, older_than=older_than, name=name, dry_run=dry_run,
+                          actor=None if by == LOCAL else by.name,
+                          allowed=lambda v: by.may(Scope.PROMOTE, v.product.namespace))
+    return [Pruned(image=label(v), digest=f"sha256:{v.digest}", created=v.created_at.isoformat(timespec="seconds"))
+            for v in done]

@@ -4,37 +4,45 @@ processes left, and say what this host can run."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from datetime import timedelta
 
+from pydantic import BaseModel, Field
+
+from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.session import Session
 from imageci.build.caches import verify_caches
 from imageci.engine.gc import collect_garbage
+from imageci.errors import Forbidden
 from imageci.store import lookups
 from imageci.testbeds.hostcheck import Finding, check_host
 
 
-@dataclass
-class VerifyOutcome:
+class VerifyOutcome(BaseModel):
     blobs: int
-    corrupt: list[str] = field(default_factory=list)  # digests
+    corrupt: list[str] = Field(default_factory=list)  # digests
     caches: int = 0
-    changed: list[str] = field(default_factory=list)  # what changed, one line each (discarded)
+    changed: list[str] = Field(default_factory=list)  # what changed, one line each (discarded)
 
     @property
     def ok(self) -> bool:
         return not self.corrupt and not self.changed
 
 
-def verify(session: Session) -> VerifyOutcome:
+def _may_maintain(by: Principal, what: str) -> None:
+    """The store and the caches are the whole server's: an admin token (of any namespace) looks after them."""
+    if by.anonymous or by.channel is not None or Scope.ADMIN not in by.scopes:
+        raise Forbidden(f"{by.name} may not {what}: it needs scope 'admin'")
+
+
+def verify(session: Session, *, by: Principal = LOCAL) -> VerifyOutcome:
     """Re-hash every blob; compare every unpacked rootfs and VM asset with what it was made from."""
+    _may_maintain(by, "verify the store")
     n, bad = session.store.verify_all()
     caches, changed = verify_caches(session.settings.rootfs_cache, session.settings.home / "vm", session.store)
-    return VerifyOutcome(n, bad, caches, changed)
+    return VerifyOutcome(blobs=n, corrupt=bad, caches=caches, changed=changed)
 
 
-@dataclass
-class GcOutcome:
+class GcOutcome(BaseModel):
     removed: list[str]
     live: int  # live imageci processes whose resources were kept
 
@@ -44,15 +52,16 @@ class GcOutcome:
 UNREFERENCED_GRACE = timedelta(hours=1)
 
 
-def gc(session: Session, *, force: bool = False) -> GcOutcome:
+def gc(session: Session, *, force: bool = False, by: Principal = LOCAL) -> GcOutcome:
     """Remove this home's leftovers of dead imageci processes (and mark their runs aborted), and blobs
     nothing references that are older than UNREFERENCED_GRACE (uploads never committed)."""
+    _may_maintain(by, "collect garbage")
     _ = session.catalog  # opening it marks runs whose process died as aborted
     removed, live = collect_garbage(session.settings, session.lock, force=force)
     cutoff = time.time() - UNREFERENCED_GRACE.total_seconds()
     for digest in session.store.remove_unreferenced(lookups.referenced_blobs(session.reader), cutoff):
         removed.append(f"removed unreferenced blob sha256:{digest}")
-    return GcOutcome(removed, live)
+    return GcOutcome(removed=removed, live=live)
 
 
 def doctor(session: Session) -> list[Finding]:

@@ -496,14 +496,12 @@ def verify() -> None:
     with what it was made from; exit 7 if anything is corrupt (changed caches are discarded)."""
     from rich.markup import escape
 
-    from imageci.app import upkeep
-    from imageci.app.session import Session
+    from imageci.cli.sources import source
     from imageci.exitcodes import ExitCode
 
-    session = Session.open()
-    out = upkeep.verify(session)
+    out = source().verify()
     for digest in out.corrupt:
-        err_console.print(f"[red]corrupt[/] sha256:{digest} ({session.store.path(digest)})")
+        err_console.print(f"[red]corrupt[/] sha256:{digest}", highlight=False)
     for line in out.changed:
         err_console.print(f"[red]changed[/] {escape(line)}", highlight=False)
     console.print(f"verified {out.blobs} blob(s): {len(out.corrupt)} corrupt; {out.caches} cache(s): "
@@ -518,14 +516,13 @@ def prune(older_than: Annotated[str, typer.Option("--older-than", help="age, e.g
           name: Annotated[str | None, typer.Option("--name", help="only this product")] = None,
           dry_run: Annotated[bool, typer.Option("--dry-run")] = False) -> None:
     """Retire testing versions older than a cutoff that never had a passing run."""
-    from imageci.app import gating
-    from imageci.app.session import Session
+    from imageci.cli.sources import source
     from imageci.definitions.durations import duration_arg
-    from imageci.store.models import label
 
-    pruned = gating.prune(Session.open(), older_than=duration_arg(older_than), name=name, dry_run=dry_run)
+    duration_arg(older_than)  # a bad age is refused here, the same with or without a server
+    pruned = source().prune(older_than, name, dry_run)
     for v in pruned:
-        console.print(f"{'would retire' if dry_run else 'retired'} {label(v)}")
+        console.print(f"{'would retire' if dry_run else 'retired'} {v.image}", highlight=False)
     console.print(f"{len(pruned)} version(s) {'to prune' if dry_run else 'pruned'}")
 
 
@@ -552,8 +549,9 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
 @app.command()
 @handle_errors
 def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """What this host can run (builder, sandbox, podman, qemu + KVM, ssh) and why not.
-    Exit 0 when the embedded defaults (build + sandbox) work, 3 when they do not."""
+    """What this host can run (builder, sandbox, podman, qemu + KVM, ssh) and why not; with a server,
+    whether it is ready and takes the token. Exit 0 when the embedded defaults (build + sandbox) work
+    (and the server answers), 3 when they do not."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -561,7 +559,14 @@ def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from imageci.app.session import Session
     from imageci.exitcodes import ExitCode
 
-    findings = upkeep.doctor(Session.open())
+    session = Session.open()
+    findings = upkeep.doctor(session)
+    client = _remote(session)
+    if client is not None:  # runs against it happen here, so this host's findings still count
+        from imageci.testbeds.hostcheck import Finding
+
+        ready, detail = client.readiness()
+        findings.append(Finding("server", client.remote.url, ready, detail, required=True))
     if as_json:
         print_json([f.__dict__ for f in findings])
     else:
@@ -582,10 +587,9 @@ def gc(force: Annotated[bool, typer.Option("--force", help="even while another i
     mounts, disks, VMs, containers, build directories, cgroups; mark its runs aborted.
     Only this home's resources, and only those no live imageci holds. Also blobs no
     version or log references, once an hour old (uploads never committed)."""
-    from imageci.app import upkeep
-    from imageci.app.session import Session
+    from imageci.cli.sources import source
 
-    out = upkeep.gc(Session.open(), force=force)
+    out = source().gc(force)
     for line in out.removed:
         console.print(line, highlight=False)
     kept = f"; kept what {out.live} live imageci process(es) hold" if out.live else ""

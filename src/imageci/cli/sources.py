@@ -9,8 +9,9 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from imageci.app.gating import GateStatus, Promotion
+    from imageci.app.gating import GateStatus, Promotion, Pruned
     from imageci.app.queries import EventRow, FlakyRow, ImageRow, Results
+    from imageci.app.upkeep import GcOutcome, VerifyOutcome
     from imageci.client.remote import ApiClient
 
 # Set by the top-level --server option (cli.main).
@@ -38,6 +39,15 @@ class Source(ABC):
 
     @abstractmethod
     def log(self, ref: str, test: str, run: int | None, attempt: int | None) -> bytes: ...
+
+    @abstractmethod
+    def prune(self, older_than: str, name: str | None, dry_run: bool) -> list[Pruned]: ...
+
+    @abstractmethod
+    def verify(self) -> VerifyOutcome: ...
+
+    @abstractmethod
+    def gc(self, force: bool) -> GcOutcome: ...
 
 
 class Local(Source):
@@ -84,6 +94,25 @@ class Local(Source):
 
         return queries.log_path(Session.open(), ref, test, run=run, attempt=attempt).read_bytes()
 
+    def prune(self, older_than: str, name: str | None, dry_run: bool) -> list[Pruned]:
+        from imageci.app import gating
+        from imageci.app.session import Session
+        from imageci.definitions.durations import duration_arg
+
+        return gating.prune(Session.open(), older_than=duration_arg(older_than), name=name, dry_run=dry_run)
+
+    def verify(self) -> VerifyOutcome:
+        from imageci.app import upkeep
+        from imageci.app.session import Session
+
+        return upkeep.verify(Session.open())
+
+    def gc(self, force: bool) -> GcOutcome:
+        from imageci.app import upkeep
+        from imageci.app.session import Session
+
+        return upkeep.gc(Session.open(), force=force)
+
 
 class Server(Source):
     def __init__(self, client: ApiClient) -> None:
@@ -123,6 +152,22 @@ class Server(Source):
 
     def log(self, ref: str, test: str, run: int | None, attempt: int | None) -> bytes:
         return self.client.get_bytes(f"/images/{self.client.ref(ref)}/log", test=test, run=run, attempt=attempt)
+
+    def prune(self, older_than: str, name: str | None, dry_run: bool) -> list[Pruned]:
+        from imageci.app.gating import Pruned
+
+        return self.client.post("/prune", list[Pruned],  # type: ignore[no-any-return]
+                                {"older_than": older_than, "name": name, "dry_run": dry_run})
+
+    def verify(self) -> VerifyOutcome:
+        from imageci.app.upkeep import VerifyOutcome
+
+        return self.client.post("/verify", VerifyOutcome, {})  # type: ignore[no-any-return]
+
+    def gc(self, force: bool) -> GcOutcome:
+        from imageci.app.upkeep import GcOutcome
+
+        return self.client.post("/gc", GcOutcome, {})  # type: ignore[no-any-return]
 
 
 def source() -> Source:

@@ -186,6 +186,24 @@ class ApiClient:
 
         return self.post("/versions", Published, req)  # type: ignore[no-any-return]
 
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the server is ready (``/readyz``), and what it says."""
+        import httpx
+
+        try:
+            r = self.http.get("/readyz")
+            who = self.http.get(f"{API}/whoami")
+        except httpx.HTTPError as exc:
+            return False, f"cannot reach it: {exc}"
+        body = r.text[:300]
+        if r.status_code != 200:
+            return False, body
+        if who.status_code != 200:
+            return False, f"ready, but the token is refused: HTTP {who.status_code}"
+        me = who.json()
+        return True, f"ready; acting as {me.get('name')} (namespace {me.get('namespace')}, scopes " \
+                     f"{','.join(me.get('scopes') or []) or 'none'})"
+
     def gate(self, ref: str) -> GateStatus:
         from imageci.app.gating import GateStatus
 

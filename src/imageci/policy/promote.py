@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -46,13 +47,13 @@ def promote(catalog: Catalog, version: Version, gate: GateResult | None, *, keep
 
 
 def prune(catalog: Catalog, *, older_than: timedelta, name: str | None = None, dry_run: bool = False,
-          actor: str | None = None) -> list[Version]:
+          actor: str | None = None, allowed: Callable[[Version], bool] = lambda _v: True) -> list[Version]:
     """Retire testing versions older than ``older_than`` whose newest test run
-    did not pass (or that were never tested)."""
+    did not pass (or that were never tested); only those ``allowed`` says."""
     cutoff = utcnow() - older_than
     pruned = []
     for v in catalog.versions(name, {State.TESTING}):
-        if as_utc(v.created_at) > cutoff:
+        if as_utc(v.created_at) > cutoff or not allowed(v):
             continue
         runs = [r for r in catalog.runs(v.digest) if r.exit_code is not None]
         if runs and runs[-1].exit_code == 0:
