@@ -11,9 +11,11 @@
   `python3 -m http.server` (a plain static file server) serving the same
   file, best of 3 each. Target ratio ≥ 0.8.
 
-Last line: `server: ingestion N attempts/s (p50 A ms, p99 B ms, 8 clients);
-results p50 HTTP C ms, in process D ms; download E MB/s vs F MB/s static
-(ratio R)`.
+The single-POST ingestion runs again against `imageci serve --workers 2`.
+
+Last line: `server: ingestion N attempts/s in batches of 50 (S/s one POST
+each, W/s with 2 workers; 8 clients); results p50 HTTP C ms, in process D ms;
+download E MB/s vs F MB/s static (ratio R)`.
 """
 
 from __future__ import annotations
@@ -165,8 +167,19 @@ def main() -> None:
         plain = max(curl_speed(f"http://127.0.0.1:{static_port}/payload.bin", []) for _ in range(3))
         print(f"download of {args.download_mib} MiB: imageci {ours / 1e6:.0f} MB/s, python -m http.server "
               f"{plain / 1e6:.0f} MB/s")
-        print(f"server: ingestion {rate:.0f} attempts/s in batches of 50 ({single:.0f}/s one POST each; "
-              f"{args.clients} clients); results p50 HTTP "
+        server.terminate()
+        server.wait(timeout=30)
+        port2 = free_port()
+        url2 = f"http://127.0.0.1:{port2}"
+        server = subprocess.Popen([sys.executable, "-m", "imageci.cli", "serve", "--listen", f"127.0.0.1:{port2}",
+                                   "--workers", "2"], env=env, stderr=subprocess.DEVNULL)
+        wait_for(f"{url2}/healthz", server)
+        wall, lat2 = ingest(url2, token, "download:testing", args.clients, args.per_client)
+        workers2 = n / wall
+        print(f"ingestion, a POST per attempt, `serve --workers 2`: {workers2:.0f} attempts/s; "
+              f"p50 {pct(lat2, 50) * 1000:.1f} ms, p99 {pct(lat2, 99) * 1000:.1f} ms")
+        print(f"server: ingestion {rate:.0f} attempts/s in batches of 50 ({single:.0f}/s one POST each, "
+              f"{workers2:.0f}/s with 2 workers; {args.clients} clients); results p50 HTTP "
               f"{pct(http_lat, 50) * 1000:.1f} ms, in process {pct(local, 50) * 1000:.1f} ms; download "
               f"{ours / 1e6:.0f} MB/s vs {plain / 1e6:.0f} MB/s static (ratio {ours / plain:.2f})")
     finally:

@@ -74,7 +74,7 @@ def _seed(cat: Catalog) -> None:
                    actor="seed", reason="test")
 
 
-def start_server(home: Path, db_url: str | None = None, **extra_env: str) -> Iterator[Server]:
+def start_server(home: Path, db_url: str | None = None, *args: str, **extra_env: str) -> Iterator[Server]:
     """`imageci serve` on a free 127.0.0.1 port over ``home`` (seeded), stopped with SIGTERM."""
     settings = Settings(home=home, db_url=db_url or f"sqlite:///{home / 'catalog.db'}", jobs=1, build_cache=None)
     settings.ensure()
@@ -86,7 +86,7 @@ def start_server(home: Path, db_url: str | None = None, **extra_env: str) -> Ite
     env.pop("IMAGECI_DB_URL", None)
     if db_url:
         env["IMAGECI_DB_URL"] = db_url
-    proc = subprocess.Popen([sys.executable, "-m", "imageci.cli", "serve", "--listen", f"127.0.0.1:{port}"],
+    proc = subprocess.Popen([sys.executable, "-m", "imageci.cli", "serve", "--listen", f"127.0.0.1:{port}", *args],
                             env=env, stdout=subprocess.PIPE, stderr=open(home / "server.log", "wb"))  # noqa: SIM115
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -670,6 +670,21 @@ def test_recording_at_once_on_postgresql(postgres_url: str, tmp_path: Path) -> N
         run = _ingest(server, tester, "infra-base:testing")
         res = server.get(f"{API}/images/infra-base:testing/results", tester).json()
         assert len([a for a in res["attempts"] if a["run"] == run]) == 200
+
+
+def test_several_worker_processes_serve_one_catalog(tmp_path: Path) -> None:
+    running = start_server(tmp_path / "home", None, "--workers", "2")
+    server = next(running)
+    try:
+        tester = _token(server, "workers-tester", "infra", "test")
+        run = _ingest(server, tester, "infra-base:testing", clients=4, per_client=10)  # each POST sent twice
+        after = server.get(f"{API}/images/infra-base:testing/results", tester).json()["attempts"]
+        assert len([a for a in after if a["run"] == run]) == 40  # retries counted once across processes
+        pids = {server.get("/healthz").headers.get("x-request-id") for _ in range(5)}
+        assert len(pids) == 5  # every response carries its own request id, whichever process answered
+    finally:
+        with pytest.raises(StopIteration):
+            next(running)  # SIGTERM: both workers stop, the server exits 0
 
 
 def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:

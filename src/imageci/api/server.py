@@ -14,15 +14,17 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
 import anyio
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
 from fastapi import Path as FastPath
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic_core import to_json
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageci import __version__
 from imageci.api.schemas import (
@@ -43,15 +45,17 @@ from imageci.config import Settings
 from imageci.definitions.durations import duration_arg
 from imageci.errors import ImageciError, Unauthenticated, UsageError
 from imageci.store.catalogfile import HEAD
+from imageci.store.reading import ReaderPool
 
 API = "/api/v1"
 access_log = logging.getLogger("imageci.access")
 
 
-def session(request: Request) -> Iterator[Session]:
-    """The request's session on the server's catalog and store (opened once, at start)."""
+async def session(request: Request) -> AsyncIterator[Session]:
+    """The request's session on the server's catalog and store (opened once, at start). Async: it
+    does no I/O (a reader is taken from the pool when first read), so no worker thread is spent on it."""
     state = request.app.state
-    s = Session.borrow(state.settings, state.home.catalog, state.home.store)
+    s = Session.borrow(state.settings, state.home.catalog, state.home.store, state.readers)
     try:
         yield s
     finally:
@@ -61,13 +65,21 @@ def session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(session)]
 
 
-def principal(request: Request, s: SessionDep) -> Principal:
-    """Who the request acts for: its bearer token's principal, or anonymous without one."""
+async def principal(request: Request, s: SessionDep) -> Principal:
+    """Who the request acts for: its bearer token's principal, or anonymous without one. On a SQLite
+    catalog the lookup (one indexed row, from a pooled reader) runs right here, on the event loop:
+    cheaper than a hop to a worker thread; a database server is asked from a worker thread."""
     header = request.headers.get("authorization", "")
     secret = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
     if header and secret is None:
         raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-    found = tokens.authenticate(s, secret) or ANONYMOUS
+    if secret is None:
+        found = ANONYMOUS
+    elif request.app.state.readers.local:
+        found = tokens.authenticate(s, secret) or ANONYMOUS
+    else:
+        asked: Principal | None = await run_in_threadpool(tokens.authenticate, s, secret)
+        found = asked or ANONYMOUS
     request.state.principal = found.name
     return found
 
@@ -75,6 +87,42 @@ def principal(request: Request, s: SessionDep) -> Principal:
 Caller = Annotated[Principal, Depends(principal)]
 MAX_ID = (1 << 63) - 1
 RunId = Annotated[int, FastPath(ge=1, le=MAX_ID, description="a run's id")]
+
+
+class RequestLog:
+    """Every request gets an id (the client's ``X-Request-ID`` when printable and ≤ 64 characters, else
+    a fresh one), returned in ``X-Request-ID`` and written with the method, path, status, duration and
+    principal as one JSON line of the access log. Plain ASGI: no task, no body buffering."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        rid = given if given and len(given) <= 64 and given.isascii() and given.isprintable() else secrets.token_hex(8)
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        started = time.monotonic()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            client = scope.get("client")
+            access_log.info(json.dumps({
+                "request_id": rid, "method": scope["method"], "path": scope["path"], "status": status,
+                "ms": round((time.monotonic() - started) * 1000, 1), "principal": state.get("principal", "anonymous"),
+                "client": client[0] if client else None}))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -86,29 +134,18 @@ def create_app(settings: Settings) -> FastAPI:
         home = Session.open(settings)
         _ = home.catalog, home.store
         app.state.home = home
+        app.state.readers = ReaderPool(settings.db_url)
         try:
             yield
         finally:
+            app.state.readers.close()
             home.close()
 
     api = FastAPI(title="imageci", version=__version__, lifespan=lifespan,
                   description="Continuous integration for OS and container images: the team server.")
     api.state.settings = settings
 
-    @api.middleware("http")
-    async def request_ids(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        given = request.headers.get("x-request-id", "")
-        rid = given if given and len(given) <= 64 and given.isascii() and given.isprintable() else secrets.token_hex(8)
-        request.state.request_id = rid
-        started = time.monotonic()
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = rid
-        access_log.info(json.dumps({
-            "request_id": rid, "method": request.method, "path": request.url.path, "status": response.status_code,
-            "ms": round((time.monotonic() - started) * 1000, 1),
-            "principal": getattr(request.state, "principal", "anonymous"),
-            "client": request.client.host if request.client else None}))
-        return response
+    api.add_middleware(RequestLog)
 
     @api.exception_handler(ImageciError)
     async def app_error(request: Request, exc: ImageciError) -> JSONResponse:
@@ -351,14 +388,32 @@ def _writable(settings: Settings) -> bool:
     return os.access(settings.store_dir, os.W_OK)
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the API with Uvicorn until SIGINT/SIGTERM (in-flight requests finish first)."""
-    import uvicorn
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access_log.addHandler(handler)
+def _log_to_stderr() -> None:
+    if not access_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
     access_log.setLevel(logging.INFO)
     access_log.propagate = False
+
+
+def app_from_environment() -> FastAPI:
+    """The app for one of several worker processes: the settings come from the environment (the
+    parent's, IMAGECI_HOME and the rest), as they came to the parent."""
+    _log_to_stderr()
+    return create_app(Settings.load())
+
+
+def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Run the API with Uvicorn until SIGINT/SIGTERM (in-flight requests finish first). With
+    ``workers`` > 1, that many processes share the socket (each with its own catalog connections; on
+    SQLite, writes take turns through SQLite's lock)."""
+    import uvicorn
+
+    _log_to_stderr()
+    if workers > 1:
+        uvicorn.run("imageci.api.server:app_from_environment", factory=True, workers=workers, host=host, port=port,
+                    access_log=False, log_level="warning", timeout_graceful_shutdown=30)
+        return
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning",
                 timeout_graceful_shutdown=30)

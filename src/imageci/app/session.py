@@ -14,7 +14,7 @@ from imageci.homelock import HomeLock
 from imageci.owners import Owner, lock_alive, process_owner
 from imageci.store import lookups
 from imageci.store.blobs import BlobStore
-from imageci.store.reading import Reader, SqliteReader
+from imageci.store.reading import Reader, ReaderPool, SqliteReader
 
 if TYPE_CHECKING:  # the ORM is imported when the catalog is first used: queries never need it
     from imageci.store.catalog import Catalog
@@ -30,13 +30,16 @@ class Session:
     _lock: HomeLock | None = field(default=None)
     _reader: Reader | None = field(default=None)
     _borrowed: bool = field(default=False)  # catalog and store belong to a long-lived process (a server)
+    _readers: ReaderPool | None = field(default=None)  # the long-lived process's open readers
 
     @classmethod
-    def borrow(cls, settings: Settings, catalog: Catalog, store: BlobStore) -> Session:
+    def borrow(cls, settings: Settings, catalog: Catalog, store: BlobStore,
+               readers: ReaderPool | None = None) -> Session:
         """A short session (a server's request) on a catalog and store the caller opened once and
-        keeps: closing it leaves them open. The caller opened the catalog (dead runs were marked
-        then), so reading needs no check of its own. The home lock is the caller's."""
-        return cls(settings, _catalog=catalog, _store=store, _borrowed=True)
+        keeps: closing it leaves them open, and gives its reader back to ``readers``. The caller opened
+        the catalog (dead runs were marked then), so reading needs no check of its own. The home lock
+        is the caller's."""
+        return cls(settings, _catalog=catalog, _store=store, _borrowed=True, _readers=readers)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Session:
@@ -82,7 +85,8 @@ class Session:
             return self._reader
         if self._borrowed:
             assert self._catalog is not None
-            self._reader = SqliteReader.open(self.settings.db_url) or self._catalog.reader()
+            pooled = self._readers.take() if self._readers is not None else SqliteReader.open(self.settings.db_url)
+            self._reader = pooled or self._catalog.reader()
             return self._reader
         reader: Reader | None = SqliteReader.open(self.settings.db_url)
         if reader is not None and any(owner and not lock_alive(Path(owner))
@@ -103,7 +107,10 @@ class Session:
 
     def close(self) -> None:
         if self._reader is not None:
-            self._reader.close()
+            if self._readers is not None and isinstance(self._reader, SqliteReader):
+                self._readers.give(self._reader)
+            else:
+                self._reader.close()
             self._reader = None
         if self._lock is not None:
             self._lock.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -599,7 +600,9 @@ def gc(force: Annotated[bool, typer.Option("--force", help="even while another i
 @app.command()
 @handle_errors
 def serve(listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", help="address to serve on")]
-          = "127.0.0.1:8080") -> None:
+          = "127.0.0.1:8080",
+          workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="server processes sharing the "
+                                               "address (default 1; about one per core)")] = 1) -> None:
     """Serve the HTTP API (under /api/v1; OpenAPI at /openapi.json) over this home's catalog and
     store, until Ctrl-C / SIGTERM (requests in flight finish first)."""
     from imageci.api.server import serve as run_server
@@ -612,7 +615,9 @@ def serve(listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", h
     settings = Settings.load()
     settings.ensure()
     err_console.print(f"imageci API on http://{host}:{port}{'/api/v1'} (OpenAPI: /openapi.json)", highlight=False)
-    run_server(settings, host.strip("[]"), int(port))
+    if workers > 1 and "IMAGECI_HOME" not in os.environ:
+        os.environ["IMAGECI_HOME"] = str(settings.home)  # the workers load their settings from it
+    run_server(settings, host.strip("[]"), int(port), workers)
 
 
 token_app = typer.Typer(help="API tokens: create (shown once), list, revoke. Run on the server's machine.",

@@ -4,10 +4,12 @@ detached from their session (``expire_on_commit=False``)."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,6 +80,8 @@ class Catalog:
         self.url = url or str(engine.url)
         self.actor = actor or current_actor()  # who audit events and runs name, unless a call says
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._turns: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext())
 
     @classmethod
     def open(cls, url: str, actor: str | None = None) -> Catalog:
@@ -100,8 +104,11 @@ class Catalog:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """One transaction. On SQLite, this process's transactions take turns (a lock): SQLite lets one
+        writer at a time anyway, and its busy handler makes the others sleep and poll, which costs far
+        more than waiting in line. Other processes still meet SQLite's own lock (busy_timeout)."""
         try:
-            with self._sessions() as s, s.begin():
+            with self._turns, self._sessions() as s, s.begin():
                 yield s
         except IntegrityError:
             raise  # a constraint, not damage (callers retry on it)

@@ -17,6 +17,7 @@ creates, migrates or refuses) for anything but a plain, current SQLite file.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -106,3 +107,37 @@ class SqliteReader(Reader):
 
     def close(self) -> None:
         self.conn.close()
+
+
+class ReaderPool:
+    """SQLite readers kept open for reuse by a long-lived process (a server's requests): opening one
+    costs more than most queries. ``take`` one (None: the catalog is not a SQLite file at this
+    imageci's schema), ``give`` it back when done."""
+
+    KEEP = 32
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.free: list[SqliteReader] = []
+        self.lock = threading.Lock()
+        self.local = sqlite_path(url) is not None  # a file on this machine: a query is a short read
+
+
+    def take(self) -> SqliteReader | None:
+        with self.lock:
+            if self.free:
+                return self.free.pop()
+        return SqliteReader.open(self.url)
+
+    def give(self, reader: SqliteReader) -> None:
+        with self.lock:
+            if len(self.free) < self.KEEP:
+                self.free.append(reader)
+                return
+        reader.close()
+
+    def close(self) -> None:
+        with self.lock:
+            readers, self.free = self.free, []
+        for reader in readers:
+            reader.close()
