@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import anyio
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
@@ -196,7 +196,7 @@ def create_app(settings: Settings) -> FastAPI:
         base = f"{str(request.base_url).rstrip('/')}{API}/images/{quote(found.image, safe='@')}/log"
         for a in found.attempts:
             if a.log is not None:
-                a.log = f"{base}?{urlencode({'test': a.test, 'run': a.run, 'attempt': a.attempt})}"
+                a.log = f"{base}?test={quote(a.test, safe='')}&run={a.run}&attempt={a.attempt}"
         return _json(found)  # type: ignore[return-value]
 
     @api.get(f"{API}/images/{{ref}}/log", tags=["images"], response_class=FileResponse,
