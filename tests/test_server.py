@@ -265,7 +265,7 @@ def test_token_and_product_commands(tmp_path: Path) -> None:
     cat.register_version("team-app", "e" * 64, [], input_hash=None, definition="name: team-app", build_info={})
     cat.close()
     moved = cli("product", "team-app", "--namespace", "apps", "--public")
-    assert moved.returncode == 0 and "namespace 'apps', public" in moved.stdout
+    assert moved.returncode == 0 and "namespace 'apps', public, 1 version(s)" in moved.stdout
     s = Session.open(settings)
     try:
         assert [(r.namespace, r.public) for r in queries.images(s, "team-app")] == [("apps", True)]
@@ -276,6 +276,47 @@ def test_token_and_product_commands(tmp_path: Path) -> None:
         assert cli("serve", "--listen", "nowhere").returncode == 2
     finally:
         s.close()
+
+
+def test_tokens_products_and_runs_from_a_remote_cli(server: Server, tmp_path: Path) -> None:
+    admin = _token(server, "apps-admin", "apps", "admin")
+    reader = _token(server, "apps-reader-2", "apps", "read")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+    env |= {"IMAGECI_HOME": str(tmp_path / "laptop"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+            "IMAGECI_SERVER": server.url}
+
+    def cli(token: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+        extra = {"IMAGECI_TOKEN": token} if token else {}
+        return subprocess.run([sys.executable, "-m", "imageci.cli", *args], capture_output=True, text=True,
+                              env={**env, **extra})
+
+    made = cli(admin, "token", "create", "--name", "apps-ci", "--namespace", "apps", "--scope", "publish,test")
+    assert made.returncode == 0 and made.stdout.strip().startswith("ici_"), made.stderr
+    assert httpx.get(f"{server.url}{API}/whoami",
+                     headers={"Authorization": f"Bearer {made.stdout.strip()}"}).json()["name"] == "apps-ci"
+    assert cli(admin, "token", "create", "--name", "x-infra", "--namespace", "infra").returncode == 9
+    assert cli(reader, "token", "create", "--name", "x-apps", "--namespace", "apps").returncode == 9
+    listed = json.loads(cli(admin, "token", "list", "--json").stdout)
+    assert "apps-ci" in {t["name"] for t in listed} and {t["namespace"] for t in listed} == {"apps"}
+    assert cli(admin, "token", "revoke", "apps-ci").returncode == 0
+    assert httpx.get(f"{server.url}{API}/whoami",
+                     headers={"Authorization": f"Bearer {made.stdout.strip()}"}).status_code == 401
+    mine = json.loads(cli(reader, "products", "--json").stdout)
+    assert {"team-app", "public-base"} <= {p["name"] for p in mine} and "infra-base" not in {p["name"] for p in mine}
+    anonymous = json.loads(cli(None, "products", "--json").stdout)
+    assert {p["name"] for p in anonymous} <= {p["name"] for p in mine} and all(p["public"] for p in anonymous)
+    shown = cli(reader, "product", "team-app")
+    assert shown.returncode == 0 and "namespace 'apps', private" in shown.stdout
+    assert cli(reader, "product", "team-app", "--public").returncode == 9  # read may not change it
+    hidden = cli(admin, "product", "infra-base", "--public")
+    assert hidden.returncode == 2 and "unknown image 'infra-base'" in hidden.stderr  # another namespace's
+    made_public = cli(admin, "product", "team-app", "--public")
+    assert made_public.returncode == 0 and "public" in made_public.stdout
+    assert cli(admin, "product", "team-app", "--private").returncode == 0
+    run = server.get(f"{API}/images/team-app:testing/results", reader).json()["runs"][0]["run"]
+    one = server.get(f"{API}/runs/{run}", reader).json()
+    assert [r["run"] for r in one["runs"]] == [run] and all(a["run"] == run for a in one["attempts"])
+    assert server.get(f"{API}/runs/{run}", _token(server, "infra-reader-3", "infra", "read")).status_code == 404
 
 
 def test_the_remote_cli_prints_and_exits_as_the_local_one(server: Server, tmp_path: Path) -> None:

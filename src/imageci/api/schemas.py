@@ -82,3 +82,8 @@ class PruneRequest(BaseModel):
     older_than: str = Field(default="3d", max_length=32, description="an age: 3d, 12h, 90m")
     name: str | None = Field(default=None, max_length=63, description="only this product")
     dry_run: bool = False
+
+
+class ProductChange(BaseModel):
+    namespace: str | None = Field(default=None, max_length=63, description="move it to this namespace")
+    public: bool | None = Field(default=None, description="readable without a token")

@@ -31,6 +31,7 @@ from imageci.api.schemas import (
     BlobStored,
     Health,
     Problem,
+    ProductChange,
     PromoteRequest,
     PruneRequest,
     Readiness,
@@ -38,7 +39,7 @@ from imageci.api.schemas import (
     WhoAmI,
     status_of,
 )
-from imageci.app import gating, publishing, queries, recording, tokens, upkeep
+from imageci.app import gating, products, publishing, queries, recording, tokens, upkeep
 from imageci.app.access import ANONYMOUS, Principal
 from imageci.app.session import Session
 from imageci.config import Settings
@@ -344,6 +345,22 @@ def create_app(settings: Settings) -> FastAPI:
     def run_finish(run_id: RunId, body: recording.RunEnd, s: SessionDep, caller: Caller) -> recording.RunEnded:
         """End a run with its exit code."""
         return recording.finish_run(s, run_id, body, by=caller)
+
+    @api.get(f"{API}/products", response_model=list[products.ProductRow], tags=["images"])
+    def product_list(s: SessionDep, caller: Caller) -> list[products.ProductRow]:
+        """The products the caller may know of: public ones and those of its namespace."""
+        return products.listing(s, by=caller)
+
+    @api.patch(f"{API}/products/{{name}}", response_model=products.ProductRow, tags=["access"])
+    def product_change(name: str, body: ProductChange, s: SessionDep, caller: Caller) -> products.ProductRow:
+        """Move a product to another namespace and/or make it public or private (admin of both)."""
+        _signed_in(caller)
+        return products.configure(s, name, namespace=body.namespace, public=body.public, by=caller)
+
+    @api.get(f"{API}/runs/{{run_id}}", response_model=queries.Results, tags=["runs"])
+    def run(run_id: RunId, s: SessionDep, caller: Caller) -> queries.Results:
+        """One run: its version, status, and every attempt it recorded."""
+        return _json(queries.run(s, run_id, viewer=caller))  # type: ignore[return-value]
 
     @api.get(f"{API}/tokens", response_model=list[tokens.TokenRow], tags=["access"])
     def token_list(s: SessionDep, caller: Caller) -> list[tokens.TokenRow]:

@@ -69,6 +69,10 @@ class Principal:
     def _in(self, namespace: str) -> bool:
         return not self.anonymous and (self.namespace is None or self.namespace == namespace)
 
+    def sees_product(self, namespace: str, public: bool) -> bool:
+        """May this principal know of a product in ``namespace`` (public or not)?"""
+        return public or (self._in(namespace) and bool(self.scopes))
+
     def sees(self, namespace: str, public: bool, state: str) -> bool:
         """May this principal read a version of a product in ``namespace``, in ``state``?"""
         if self.channel is not None and State(state) not in CHANNELS[self.channel]:

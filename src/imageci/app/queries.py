@@ -198,6 +198,17 @@ def results(session: Session, ref: str, tests: list[str] | None = None, *, viewe
                    attempts=rows)
 
 
+def run(session: Session, run_id: int, *, viewer: Principal = LOCAL) -> Results:
+    """One run: its version, its status and every attempt it recorded (``results`` of that run only)."""
+    found = lookups.run_of(session.reader, run_id)
+    version = found[2] if found else None
+    if found is None or version is None or not viewer.sees(version.namespace, version.public, version.state):
+        raise UnknownReferenceError(f"no run {run_id}")
+    every = results(session, version.label, viewer=viewer)
+    return every.model_copy(update={"runs": [r for r in every.runs if r.run == run_id],
+                                    "attempts": [a for a in every.attempts if a.run == run_id]})
+
+
 def log_path(session: Session, ref: str, test: str, *, run: int | None = None, attempt: int | None = None,
              viewer: Principal = LOCAL) -> Path:
     """The stored log of test ``test`` on the version ``ref`` names: of its latest attempt, or of the

@@ -620,7 +620,8 @@ def serve(listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", h
     run_server(settings, host.strip("[]"), int(port), workers)
 
 
-token_app = typer.Typer(help="API tokens: create (shown once), list, revoke. Run on the server's machine.",
+token_app = typer.Typer(help="API tokens: create (shown once), list, revoke; on this home, or on the server "
+                        "(an admin token of the namespace).",
                         no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
@@ -636,13 +637,12 @@ def token_create(name: Annotated[str, typer.Option("--name", help="who or what u
                  expires: Annotated[str | None, typer.Option("--expires", help="lifetime, e.g. 90d (default: "
                                                              "until revoked)")] = None) -> None:
     """Create a token and print its secret (once: only its hash is kept)."""
-    from imageci.app import tokens
-    from imageci.app.access import LOCAL
-    from imageci.app.session import Session
+    from imageci.cli.sources import source
     from imageci.definitions.durations import duration_arg
 
-    made = tokens.create(Session.open(), name, namespace, scope, channel=channel, by=LOCAL,
-                         expires=duration_arg(expires) if expires else None)
+    if expires:
+        duration_arg(expires)
+    made = source().token_create(name, namespace, scope, channel, expires)
     sys.stdout.write(made.secret + "\n")
     t = made.token
     until = f", expires {t.expires.isoformat(timespec='seconds')}" if t.expires else ""
@@ -655,12 +655,10 @@ def token_create(name: Annotated[str, typer.Option("--name", help="who or what u
 @handle_errors
 def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every token: namespace, scopes, channel, expiry, revocation (never secrets)."""
-    from imageci.app import tokens
-    from imageci.app.access import LOCAL
-    from imageci.app.session import Session
     from imageci.cli.columns import write_columns
+    from imageci.cli.sources import source
 
-    rows = tokens.listing(Session.open(), by=LOCAL)
+    rows = source().tokens()
     if as_json:
         print_json(rows)
         return
@@ -675,11 +673,9 @@ def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 @handle_errors
 def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
     """Revoke a token: every later request with it is refused (HTTP 401)."""
-    from imageci.app import tokens
-    from imageci.app.access import LOCAL
-    from imageci.app.session import Session
+    from imageci.cli.sources import source
 
-    t = tokens.revoke(Session.open(), name, by=LOCAL)
+    t = source().token_revoke(name)
     console.print(f"token {t.name!r} revoked", highlight=False)
 
 
@@ -689,13 +685,27 @@ def product(name: Annotated[str, typer.Argument(help="the product (image name)")
             namespace: Annotated[str | None, typer.Option("--namespace", help="move it to this namespace")] = None,
             public: Annotated[bool | None, typer.Option("--public/--private", help="readable without a token, or "
                                                         "only by its namespace's tokens")] = None) -> None:
-    """Set a product's namespace and visibility (audited as the local operator)."""
-    from imageci.app import products
-    from imageci.app.session import Session
+    """Show a product, or set its namespace and visibility (an admin of both namespaces)."""
+    from imageci.cli.sources import source
 
-    row = products.configure(Session.open(), name, namespace=namespace, public=public)
-    console.print(f"{row.name}: namespace {row.namespace!r}, {'public' if row.public else 'private'}",
-                  highlight=False)
+    row = source().product(name, namespace, public)
+    console.print(f"{row.name}: namespace {row.namespace!r}, {'public' if row.public else 'private'}, "
+                  f"{row.versions} version(s)", highlight=False)
+
+
+@app.command()
+@handle_errors
+def products(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The products you may see: namespace, public or private, number of versions."""
+    from imageci.cli.columns import write_columns
+    from imageci.cli.sources import source
+
+    rows = source().products()
+    if as_json:
+        print_json(rows)
+        return
+    write_columns(("name", "namespace", "visibility", "versions"),
+                  ((r.name, r.namespace, "public" if r.public else "private", str(r.versions)) for r in rows))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from imageci.app.gating import GateStatus, Promotion, Pruned
+    from imageci.app.products import ProductRow
     from imageci.app.queries import EventRow, FlakyRow, ImageRow, Results
+    from imageci.app.tokens import NewToken, TokenRow
     from imageci.app.upkeep import GcOutcome, VerifyOutcome
     from imageci.client.remote import ApiClient
 
@@ -48,6 +50,22 @@ class Source(ABC):
 
     @abstractmethod
     def gc(self, force: bool) -> GcOutcome: ...
+
+    @abstractmethod
+    def token_create(self, name: str, namespace: str, scopes: str, channel: str | None,
+                     expires: str | None) -> NewToken: ...
+
+    @abstractmethod
+    def tokens(self) -> list[TokenRow]: ...
+
+    @abstractmethod
+    def token_revoke(self, name: str) -> TokenRow: ...
+
+    @abstractmethod
+    def products(self) -> list[ProductRow]: ...
+
+    @abstractmethod
+    def product(self, name: str, namespace: str | None, public: bool | None) -> ProductRow: ...
 
 
 class Local(Source):
@@ -113,6 +131,42 @@ class Local(Source):
 
         return upkeep.gc(Session.open(), force=force)
 
+    def token_create(self, name: str, namespace: str, scopes: str, channel: str | None,
+                     expires: str | None) -> NewToken:
+        from imageci.app import tokens
+        from imageci.app.access import LOCAL
+        from imageci.app.session import Session
+        from imageci.definitions.durations import duration_arg
+
+        return tokens.create(Session.open(), name, namespace, scopes, channel=channel, by=LOCAL,
+                             expires=duration_arg(expires) if expires else None)
+
+    def tokens(self) -> list[TokenRow]:
+        from imageci.app import tokens
+        from imageci.app.access import LOCAL
+        from imageci.app.session import Session
+
+        return tokens.listing(Session.open(), by=LOCAL)
+
+    def token_revoke(self, name: str) -> TokenRow:
+        from imageci.app import tokens
+        from imageci.app.access import LOCAL
+        from imageci.app.session import Session
+
+        return tokens.revoke(Session.open(), name, by=LOCAL)
+
+    def products(self) -> list[ProductRow]:
+        from imageci.app import products
+        from imageci.app.session import Session
+
+        return products.listing(Session.open())
+
+    def product(self, name: str, namespace: str | None, public: bool | None) -> ProductRow:
+        from imageci.app import products
+        from imageci.app.session import Session
+
+        return products.configure(Session.open(), name, namespace=namespace, public=public)
+
 
 class Server(Source):
     def __init__(self, client: ApiClient) -> None:
@@ -168,6 +222,34 @@ class Server(Source):
         from imageci.app.upkeep import GcOutcome
 
         return self.client.post("/gc", GcOutcome, {})  # type: ignore[no-any-return]
+
+    def token_create(self, name: str, namespace: str, scopes: str, channel: str | None,
+                     expires: str | None) -> NewToken:
+        from imageci.app.tokens import NewToken
+
+        return self.client.post("/tokens", NewToken, {  # type: ignore[no-any-return]
+            "name": name, "namespace": namespace, "scopes": scopes, "channel": channel, "expires": expires})
+
+    def tokens(self) -> list[TokenRow]:
+        from imageci.app.tokens import TokenRow
+
+        return self.client.get("/tokens", list[TokenRow])  # type: ignore[no-any-return]
+
+    def token_revoke(self, name: str) -> TokenRow:
+        from imageci.app.tokens import TokenRow
+
+        return self.client.delete(f"/tokens/{self.client.ref(name)}", TokenRow)  # type: ignore[no-any-return]
+
+    def products(self) -> list[ProductRow]:
+        from imageci.app.products import ProductRow
+
+        return self.client.get("/products", list[ProductRow])  # type: ignore[no-any-return]
+
+    def product(self, name: str, namespace: str | None, public: bool | None) -> ProductRow:
+        from imageci.app.products import ProductRow
+
+        return self.client.patch(f"/products/{self.client.ref(name)}", ProductRow,  # type: ignore[no-any-return]
+                                 {"namespace": namespace, "public": public})
 
 
 def source() -> Source:

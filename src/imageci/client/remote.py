@@ -142,6 +142,12 @@ class ApiClient:
     def get(self, path: str, as_type: type[M] | Any, **params: Any) -> Any:
         return self._call("GET", path, as_type, params={k: v for k, v in params.items() if v is not None})
 
+    def delete(self, path: str, as_type: type[M] | Any) -> Any:
+        return self._call("DELETE", path, as_type)
+
+    def patch(self, path: str, as_type: type[M] | Any, body: dict[str, Any]) -> Any:
+        return self._call("PATCH", path, as_type, json=body)
+
     def post(self, path: str, as_type: type[M] | Any, body: BaseModel | dict[str, Any]) -> Any:
         payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
         return self._call("POST", path, as_type, json=payload)

@@ -291,3 +291,10 @@ def referenced_blobs(reader: Reader) -> set[str]:
     """Every blob digest the catalog points at: artifacts of any version (in any state) and logs."""
     return {str(d) for (d,) in reader.rows(
         "SELECT digest FROM artifacts UNION SELECT log_digest FROM attempts WHERE log_digest IS NOT NULL", {})}
+
+
+def products(reader: Reader) -> list[tuple[str, str, bool, int]]:
+    """Every product: name, namespace, public, number of versions."""
+    return [(str(n), str(ns), bool(pub), int(str(c))) for n, ns, pub, c in reader.rows(
+        "SELECT p.name, p.namespace, p.public, COUNT(v.id) FROM products p LEFT JOIN versions v "
+        "ON v.product_id = p.id GROUP BY p.id, p.name, p.namespace, p.public ORDER BY p.name", {})]
