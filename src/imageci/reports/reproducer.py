@@ -135,7 +135,7 @@ def write_portable_reproducer(run_dir: Path, spec: RunSpec, server: str, image: 
     lines += [f"export {k}={shlex.quote(env[k])}" for k in PINNED_ENV if k in env and k not in MACHINE_LOCAL]
     if bundle:
         lines += ['bundle=$(mktemp -d)', "trap 'rm -rf \"$bundle\"' EXIT",
-                  "base64 -d <<'IMAGECI_BUNDLE' | tar -xzf - -C \"$bundle\"", _packed(bundle), "IMAGECI_BUNDLE"]
+                  "base64 -d <<'END_OF_BUNDLE' | tar -xzf - -C \"$bundle\"", _packed(bundle), "END_OF_BUNDLE"]
     names = f" -- {shlex.join(spec.tests)}" if spec.tests else ""
     lines.append(f"{' '.join(argv)} \"$@\"{names}")
     script = run_dir / "reproduce.sh"
