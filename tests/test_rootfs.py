@@ -41,6 +41,11 @@ def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfil
     ([_link("up", "../../../../.."), _file("up/escape")], "resolves outside"),
     ([_link("hl", "/etc/passwd", tarfile.LNKTYPE)], "hard link"),
     ([_link("hl", "../outside", tarfile.LNKTYPE)], "hard link"),
+    # only paths through a link the archive made are resolved: every spelling of one must be caught
+    ([_link("./a/b", "/tmp"), _file("a/b/c/escape")], "resolves outside"),
+    ([_file("d/f", b"x"), _link("d/l", "/tmp"), _file("./d//l/escape")], "resolves outside"),
+    ([_link("evil", "/etc/hostname"), _file("evil", b"overwrite through the link")], "resolves outside"),
+    ([_link("dir", "/etc"), _link("hl", "dir/passwd", tarfile.LNKTYPE)], "hard link"),
 ])
 def test_hostile_archives_are_refused_and_cleaned(tmp_path: Path, members: list, needle: str) -> None:
     archive = _tar(tmp_path / "bad.tar", members)

@@ -35,7 +35,17 @@ def _inside(root: str, path: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _rootfs_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+def _through_link(links: set[str], name: str) -> bool:
+    """Whether ``name`` or a directory above it is a symlink the archive made (``links``)."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    return any("/".join(parts[:i]) in links for i in range(1, len(parts) + 1))
+
+
+def _rootfs_filter(member: tarfile.TarInfo, dest: str, links: set[str] | None = None) -> tarfile.TarInfo | None:
+    """``links``: the symlinks the archive has made so far in the (empty at first) destination. A path
+    that passes through none of them cannot leave the destination, so only the others are resolved
+    (realpath costs a lstat per component: most of the checking time of a large tree). None: resolve
+    every path."""
     root = os.path.realpath(dest)
     name = member.name
     if name.startswith("/") or os.path.isabs(name):
@@ -43,15 +53,19 @@ def _rootfs_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None
     if ".." in Path(name).parts:
         raise HostileArchiveError(f"refusing archive: member {name!r} contains '..'")
     # realpath follows symlinks that earlier members created: catches writes through them.
-    target = os.path.realpath(os.path.join(root, name))
-    if not _inside(root, target):
-        raise HostileArchiveError(f"refusing archive: member {name!r} resolves outside the destination")
+    if links is None or _through_link(links, name):
+        target = os.path.realpath(os.path.join(root, name))
+        if not _inside(root, target):
+            raise HostileArchiveError(f"refusing archive: member {name!r} resolves outside the destination")
     if member.islnk():
         link = member.linkname
         if os.path.isabs(link) or ".." in Path(link).parts:
             raise HostileArchiveError(f"refusing archive: hard link {name!r} -> {link!r} points outside")
-        if not _inside(root, os.path.realpath(os.path.join(root, link))):
+        if (links is None or _through_link(links, link)) and not _inside(
+                root, os.path.realpath(os.path.join(root, link))):
             raise HostileArchiveError(f"refusing archive: hard link {name!r} -> {link!r} points outside")
+    if links is not None and member.issym():
+        links.add("/".join(p for p in name.split("/") if p not in ("", ".")))
     if member.ischr() or member.isblk() or member.isfifo():
         return None
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
@@ -62,9 +76,14 @@ def _rootfs_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None
 def safe_extract(archive: Path, dest: Path) -> None:
     """Extract ``archive`` into the empty directory ``dest`` or raise (and clean up)."""
     dest.mkdir(parents=True, exist_ok=True)
+    links: set[str] | None = set() if not any(dest.iterdir()) else None  # empty: track the archive's links
+
+    def check(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        return _rootfs_filter(member, path, links)
+
     try:
         with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(dest, filter=_rootfs_filter, numeric_owner=True)
+            tar.extractall(dest, filter=check, numeric_owner=True)
     except HostileArchiveError:
         safe_rmtree(dest)
         raise
