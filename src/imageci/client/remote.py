@@ -31,6 +31,8 @@ from imageci.config import Settings
 from imageci.errors import ImageciError, UsageError
 
 if TYPE_CHECKING:
+    import httpx
+
     from imageci.app.gating import GateStatus, Promotion
     from imageci.app.publishing import Published, PublishRequest
     from imageci.app.queries import VersionDetail
@@ -119,7 +121,8 @@ class ApiClient:
         headers = {"Authorization": f"Bearer {remote.token}"} if remote.token else {}
         self.http = httpx.Client(base_url=remote.url, headers=headers, timeout=timeout)
 
-    def _call(self, method: str, path: str, as_type: Any, **kw: Any) -> Any:
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The server's answer to one request under /api/v1; an error status as the app layer's error."""
         import httpx
 
         try:
@@ -133,7 +136,10 @@ class ApiClient:
                 message = response.text[:500] or response.reason_phrase
             raise error_of(response.status_code, f"{message} (server {self.remote.url})" if response.status_code >= 500
                          else message)
-        return TypeAdapter(as_type).validate_json(response.content)
+        return response
+
+    def _call(self, method: str, path: str, as_type: Any, **kw: Any) -> Any:
+        return TypeAdapter(as_type).validate_json(self._request(method, path, **kw).content)
 
     @staticmethod
     def ref(ref: str) -> str:
@@ -154,19 +160,7 @@ class ApiClient:
 
     def get_bytes(self, path: str, **params: Any) -> bytes:
         """A body as it comes (a log), for a GET with these query parameters."""
-        import httpx
-
-        try:
-            r = self.http.get(API + path, params={k: v for k, v in params.items() if v is not None})
-        except httpx.HTTPError as exc:
-            raise ImageciError(f"cannot reach the imageci server {self.remote.url}: {exc}") from None
-        if r.status_code >= 400:
-            try:
-                message = str(r.json()["error"])
-            except (ValueError, KeyError, TypeError):
-                message = r.text[:500] or r.reason_phrase
-            raise error_of(r.status_code, message)
-        return r.content
+        return self._request("GET", path, params={k: v for k, v in params.items() if v is not None}).content
 
     def blob_size(self, digest: str) -> int | None:
         """The size of the server's blob ``digest`` (None: it lacks it)."""

@@ -170,17 +170,10 @@ class BlobStore:
 
     def move_file(self, src: Path) -> Blob:
         """Hash ``src`` and rename it into the store (same filesystem: no copy)."""
-        blob = hash_file(src)
         try:
-            fd = os.open(src, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._commit(src, blob.digest)
+            return self.adopt(src, hash_file(src))
         except OSError:
             return self.put_file(src)
-        return blob
 
     def adopt(self, src: Path, blob: Blob) -> Blob:
         """Rename ``src``, a file in this store's tmp whose digest the caller computed while writing or
