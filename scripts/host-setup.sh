@@ -37,6 +37,8 @@ packages=(
   openssh-client      # ssh testbed, and talking to VMs
   rsync               # tmt (the peer in bench/podman_vs_tmt.py) needs it
   dpkg-dev            # dpkg-source, for DEP-8 source trees fetched with apt-get source
+  squashfs-tools      # the LXD form of every version (root.squashfs), served by the channels' feeds
+  lxd lxd-client      # the lxd testbed (scripts/lxd-up.sh starts and initialises the daemon)
 )
 if [ "$want_test" = 1 ]; then
   packages+=(postgresql)      # the catalog is tested against a real server
@@ -44,6 +46,7 @@ if [ "$want_test" = 1 ]; then
   packages+=(autopkgtest)     # DEP-8 verdict parity is checked against the real autopkgtest
   packages+=(buildah umoci)   # `imageci import` is tested with images other tools built and unpacked
   packages+=(docker-registry) # and pulled from a real registry (the tests start their own on 127.0.0.1)
+  packages+=(busybox-static)  # the smallest image LXD boots (/sbin/init), for the feed's tests
 fi
 
 missing=()
@@ -100,6 +103,11 @@ if [ "$want_test" = 1 ]; then
   for f in /etc/subuid /etc/subgid; do
     grep -q '^root:' "$f" 2>/dev/null || echo 'root:100000:65536' | $SUDO tee -a "$f" >/dev/null
   done
+fi
+
+# LXD: no systemd here to start it; the tests need it running (containers only, no network).
+if [ "$want_test" = 1 ]; then
+  "$(dirname "$0")/lxd-up.sh"
 fi
 
 # overlayfs is needed by the sandbox testbed.

@@ -246,7 +246,8 @@ def test_a_tarball_imports_once_and_keeps_its_suite(env: Env, tmp_path: Path) ->
     assert again.returncode == 0 and "already imported" in again.stdout
     [v] = env.catalog.versions("plain")
     assert v.digest == hashlib.sha256(data).hexdigest() and v.state == "testing"
-    assert {a.kind for a in v.artifacts} == {"rootfs", OCI_CONFIG, "suite"}
+    assert {a.kind for a in v.artifacts} == {"rootfs", OCI_CONFIG, "suite", "lxd-metadata", "incus-metadata",
+                                             "squashfs"}
     assert json.loads(v.build_info)["transport"] == "tarball"
 
 

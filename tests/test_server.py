@@ -195,6 +195,8 @@ def test_expired_revoked_unknown_and_malformed_credentials_are_refused(server: S
     assert server.get(f"{API}/images", "ici_" + "x" * 43).json()["error"] == "unknown token"
     assert server.get(f"{API}/images", "hunter2").status_code == 401
     r = httpx.get(server.url + f"{API}/images", headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    assert r.status_code == 401 and "not an imageci token" in r.json()["error"]  # Basic: the password is
+    r = httpx.get(server.url + f"{API}/images", headers={"Authorization": "Digest Zm9vOmJhcg=="})
     assert r.status_code == 401 and "Bearer" in r.json()["error"]
 
 
@@ -601,7 +603,13 @@ def test_imageci_import_publish_sends_an_image_built_elsewhere_to_the_server(ser
     there = [r for r in server.get(f"{API}/images", pub).json() if r["name"] == "elsewhere-app"]
     assert there and there[0]["digest"] == f"sha256:{digest}" and there[0]["namespace"] == "apps"
     files = {a["filename"] for a in server.get(f"{API}/images/elsewhere-app/artifacts", pub).json()}
-    assert files == {"rootfs.tar", "config.json"}
+    assert files == {"rootfs.tar", "config.json", "lxd.tar.xz", "incus.tar.xz", "root.squashfs"}
+    feed = server.get("/lxd/apps/testing/streams/v1/images.json", pub).json()["products"]
+    (product,) = feed.values()
+    (version,) = product["versions"].values()  # its fingerprint is computed on the server, from the bytes
+    meta, squash = (server.get(f"/lxd/apps/testing/{version['items'][f]['path']}", pub).content
+                    for f in ("lxd.tar.xz", "root.squashfs"))
+    assert version["items"]["lxd.tar.xz"]["combined_squashfs_sha256"] == hashlib.sha256(meta + squash).hexdigest()
 
 
 def test_artifacts_download_with_range_and_etag(server: Server) -> None:

@@ -11,22 +11,23 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import secrets
 import sys
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio
-from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Body, FastAPI, Header, Query, Request, Response
 from fastapi import Path as FastPath
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic_core import to_json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageci import __version__
+from imageci.api.deps import MAX_ID, BlobResponse, Caller, SessionDep, json_rows, signed_in
 from imageci.api.schemas import (
     BlobStored,
     Health,
@@ -40,53 +41,19 @@ from imageci.api.schemas import (
     status_of,
 )
 from imageci.app import gating, products, publishing, queries, recording, tokens, upkeep
-from imageci.app.access import ANONYMOUS, Principal
 from imageci.app.session import Session
 from imageci.config import Settings
 from imageci.definitions.durations import duration_arg
-from imageci.errors import ImageciError, Unauthenticated, UsageError
+from imageci.errors import ImageciError, UsageError
+from imageci.feeds import routes as feed_routes
 from imageci.store.catalogfile import HEAD
 from imageci.store.reading import ReaderPool
 
 API = "/api/v1"
 access_log = logging.getLogger("imageci.access")
+SECRET_IN_PATH = re.compile(r"ici_[A-Za-z0-9_-]+")  # a feed URL's token is a credential: never logged
 
 
-async def session(request: Request) -> AsyncIterator[Session]:
-    """The request's session on the server's catalog and store (opened once, at start). Async: it
-    does no I/O (a reader is taken from the pool when first read), so no worker thread is spent on it."""
-    state = request.app.state
-    s = Session.borrow(state.settings, state.home.catalog, state.home.store, state.readers)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-SessionDep = Annotated[Session, Depends(session)]
-
-
-async def principal(request: Request, s: SessionDep) -> Principal:
-    """Who the request acts for: its bearer token's principal, or anonymous without one. On a SQLite
-    catalog the lookup (one indexed row, from a pooled reader) runs right here, on the event loop:
-    cheaper than a hop to a worker thread; a database server is asked from a worker thread."""
-    header = request.headers.get("authorization", "")
-    secret = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
-    if header and secret is None:
-        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-    if secret is None:
-        found = ANONYMOUS
-    elif request.app.state.readers.local:
-        found = tokens.authenticate(s, secret) or ANONYMOUS
-    else:
-        asked: Principal | None = await run_in_threadpool(tokens.authenticate, s, secret)
-        found = asked or ANONYMOUS
-    request.state.principal = found.name
-    return found
-
-
-Caller = Annotated[Principal, Depends(principal)]
-MAX_ID = (1 << 63) - 1
 RunId = Annotated[int, FastPath(ge=1, le=MAX_ID, description="a run's id")]
 
 
@@ -121,7 +88,8 @@ class RequestLog:
         finally:
             client = scope.get("client")
             access_log.info(json.dumps({
-                "request_id": rid, "method": scope["method"], "path": scope["path"], "status": status,
+                "request_id": rid, "method": scope["method"], "path": SECRET_IN_PATH.sub("ici_…", scope["path"]),
+                "status": status,
                 "ms": round((time.monotonic() - started) * 1000, 1), "principal": state.get("principal", "anonymous"),
                 "client": client[0] if client else None}))
 
@@ -147,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
     api.state.settings = settings
 
     api.add_middleware(RequestLog)
+    api.include_router(feed_routes.router)
 
     @api.exception_handler(ImageciError)
     async def app_error(request: Request, exc: ImageciError) -> JSONResponse:
@@ -186,7 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
     @api.get(f"{API}/images", response_model=list[queries.ImageRow], tags=["images"])
     def images(s: SessionDep, caller: Caller, name: str | None = None) -> list[queries.ImageRow]:
         """Every version the caller may see (of product ``name``): state, channels, digest."""
-        return _json(queries.images(s, name, viewer=caller))  # type: ignore[return-value]
+        return json_rows(queries.images(s, name, viewer=caller))  # type: ignore[return-value]
 
     @api.get(f"{API}/images/{{ref}}/results", response_model=queries.Results, tags=["images"])
     def results(ref: str, s: SessionDep, caller: Caller, request: Request,
@@ -198,7 +167,7 @@ def create_app(settings: Settings) -> FastAPI:
         for a in found.attempts:
             if a.log is not None:
                 a.log = f"{base}?test={quote(a.test, safe='')}&run={a.run}&attempt={a.attempt}"
-        return _json(found)  # type: ignore[return-value]
+        return json_rows(found)  # type: ignore[return-value]
 
     @api.get(f"{API}/images/{{ref}}/log", tags=["images"], response_class=FileResponse,
              responses={200: {"content": {"text/plain": {}}}})
@@ -213,31 +182,31 @@ def create_app(settings: Settings) -> FastAPI:
     @api.get(f"{API}/images/{{ref}}/events", response_model=list[queries.EventRow], tags=["images"])
     def events(ref: str, s: SessionDep, caller: Caller) -> list[queries.EventRow]:
         """A version's audit trail: state changes and runs, oldest first."""
-        return _json(queries.events(s, ref, viewer=caller))  # type: ignore[return-value]
+        return json_rows(queries.events(s, ref, viewer=caller))  # type: ignore[return-value]
 
     @api.get(f"{API}/images/{{ref}}/gate", response_model=gating.GateStatus, tags=["images"])
     def gate(ref: str, s: SessionDep, caller: Caller) -> gating.GateStatus:
         """The version's gate evaluated now: which requirements are met, which are not and why."""
-        return _json(gating.gate_status(s, ref, viewer=caller))  # type: ignore[return-value]
+        return json_rows(gating.gate_status(s, ref, viewer=caller))  # type: ignore[return-value]
 
     @api.post(f"{API}/images/{{ref}}/promote", response_model=gating.Promotion, tags=["images"],
               responses={409: {"model": Problem, "description": "the gate does not hold"}})
     def promote(ref: str, body: PromoteRequest, s: SessionDep, caller: Caller) -> gating.Promotion:
         """testing → stable when the gate holds (evaluated here, on the server's evidence), or forced
         with a reason; audited as the token's name. Needs scope ``promote`` in the product's namespace."""
-        _signed_in(caller)
+        signed_in(caller)
         return gating.promotion_row(gating.promote(s, ref, to=body.to, force=body.force, reason=body.reason,
                                                    by=caller))
 
     @api.get(f"{API}/images/{{ref}}", response_model=queries.VersionDetail, tags=["images"])
     def version(ref: str, s: SessionDep, caller: Caller) -> queries.VersionDetail:
         """One version: digest, state, namespace, architecture, definition, artifacts."""
-        return _json(queries.version_detail(s, ref, viewer=caller))  # type: ignore[return-value]
+        return json_rows(queries.version_detail(s, ref, viewer=caller))  # type: ignore[return-value]
 
     @api.get(f"{API}/images/{{ref}}/artifacts", response_model=list[queries.ArtifactRow], tags=["images"])
     def artifacts(ref: str, s: SessionDep, caller: Caller) -> list[queries.ArtifactRow]:
         """A version's artifacts: kind, file name, sha256, size."""
-        return _json(queries.artifacts(s, ref, viewer=caller))  # type: ignore[return-value]
+        return json_rows(queries.artifacts(s, ref, viewer=caller))  # type: ignore[return-value]
 
     @api.get(f"{API}/images/{{ref}}/artifacts/{{filename}}", tags=["images"], response_class=FileResponse,
              responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a Range"}})
@@ -251,27 +220,27 @@ def create_app(settings: Settings) -> FastAPI:
     @api.get(f"{API}/flaky", response_model=list[queries.FlakyRow], tags=["images"])
     def flaky(s: SessionDep, caller: Caller, name: str | None = None, since: str = "30d") -> list[queries.FlakyRow]:
         """Transient failures the caller may see: tests that failed, then passed within one run."""
-        return _json(queries.flaky(s, name, duration_arg(since), viewer=caller))  # type: ignore[return-value]
+        return json_rows(queries.flaky(s, name, duration_arg(since), viewer=caller))  # type: ignore[return-value]
 
     @api.post(f"{API}/prune", response_model=list[gating.Pruned], tags=["images"])
     def prune(body: PruneRequest, s: SessionDep, caller: Caller) -> list[gating.Pruned]:
         """Retire ``testing`` versions older than ``older_than`` whose newest run did not pass, in the
         products the caller may promote in; ``dry_run`` only says which."""
-        _signed_in(caller)
+        signed_in(caller)
         return gating.prune(s, older_than=duration_arg(body.older_than), name=body.name, dry_run=body.dry_run,
                             by=caller)
 
     @api.post(f"{API}/verify", response_model=upkeep.VerifyOutcome, tags=["operations"])
     def verify(s: SessionDep, caller: Caller) -> upkeep.VerifyOutcome:
         """Re-hash every blob of the server's store and check its caches (scope ``admin``)."""
-        _signed_in(caller)
+        signed_in(caller)
         return upkeep.verify(s, by=caller)
 
     @api.post(f"{API}/gc", response_model=upkeep.GcOutcome, tags=["operations"])
     def gc(s: SessionDep, caller: Caller) -> upkeep.GcOutcome:
         """Remove what dead imageci processes left on the server, and blobs nothing references that are
         past their grace (scope ``admin``); never what a live process holds."""
-        _signed_in(caller)
+        signed_in(caller)
         return upkeep.gc(s, force=True, by=caller)
 
     @api.head(f"{API}/blobs/{{digest}}", tags=["publishing"], responses={404: {"description": "not stored"}})
@@ -354,49 +323,34 @@ def create_app(settings: Settings) -> FastAPI:
     @api.patch(f"{API}/products/{{name}}", response_model=products.ProductRow, tags=["access"])
     def product_change(name: str, body: ProductChange, s: SessionDep, caller: Caller) -> products.ProductRow:
         """Move a product to another namespace and/or make it public or private (admin of both)."""
-        _signed_in(caller)
+        signed_in(caller)
         return products.configure(s, name, namespace=body.namespace, public=body.public, by=caller)
 
     @api.get(f"{API}/runs/{{run_id}}", response_model=queries.Results, tags=["runs"])
     def run(run_id: RunId, s: SessionDep, caller: Caller) -> queries.Results:
         """One run: its version, status, and every attempt it recorded."""
-        return _json(queries.run(s, run_id, viewer=caller))  # type: ignore[return-value]
+        return json_rows(queries.run(s, run_id, viewer=caller))  # type: ignore[return-value]
 
     @api.get(f"{API}/tokens", response_model=list[tokens.TokenRow], tags=["access"])
     def token_list(s: SessionDep, caller: Caller) -> list[tokens.TokenRow]:
         """The tokens of the namespaces the caller administers (never their secrets)."""
-        _signed_in(caller)
+        signed_in(caller)
         return tokens.listing(s, by=caller)
 
     @api.post(f"{API}/tokens", response_model=tokens.NewToken, status_code=201, tags=["access"])
     def token_create(body: TokenRequest, s: SessionDep, caller: Caller) -> tokens.NewToken:
         """A new token (admin of its namespace); its secret is in this response and nowhere else."""
-        _signed_in(caller)
+        signed_in(caller)
         return tokens.create(s, body.name, body.namespace, body.scopes, channel=body.channel, by=caller,
                              expires=duration_arg(body.expires) if body.expires else None)
 
     @api.delete(f"{API}/tokens/{{name}}", response_model=tokens.TokenRow, tags=["access"])
     def token_revoke(name: str, s: SessionDep, caller: Caller) -> tokens.TokenRow:
         """Revoke a token (admin of its namespace): requests with it are refused from now on."""
-        _signed_in(caller)
+        signed_in(caller)
         return tokens.revoke(s, name, by=caller)
 
     return api
-
-
-def _json(rows: object) -> Response:
-    """Rows the app layer built (and validated) as JSON, serialized once by pydantic-core: the route's
-    response_model documents them without FastAPI validating them a second time."""
-    return Response(content=to_json(rows), media_type="application/json")
-
-
-class BlobResponse(FileResponse):
-    chunk_size = 4 << 20  # fewer thread hops per byte than Starlette's 64 KiB
-
-
-def _signed_in(caller: Principal) -> None:
-    if caller.anonymous:
-        raise Unauthenticated("this needs a token (Authorization: Bearer <token>)")
 
 
 def _writable(settings: Settings) -> bool:
@@ -421,16 +375,25 @@ def app_from_environment() -> FastAPI:
     return create_app(Settings.load())
 
 
-def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+def serve(settings: Settings, host: str, port: int, workers: int = 1,
+          tls: tuple[Path, Path] | None = None) -> None:
     """Run the API with Uvicorn until SIGINT/SIGTERM (in-flight requests finish first). With
     ``workers`` > 1, that many processes share the socket (each with its own catalog connections; on
-    SQLite, writes take turns through SQLite's lock)."""
+    SQLite, writes take turns through SQLite's lock). ``tls``: (certificate, key) PEM files: HTTPS."""
+    import ssl
+
     import uvicorn
 
     _log_to_stderr()
+    options: dict[str, Any] = dict(host=host, port=port, access_log=False, log_level="warning",
+                                   timeout_graceful_shutdown=30)
+    if tls is not None:
+        try:  # a bad pair is a usage error here, not a traceback in a worker
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(tls[0]), str(tls[1]))
+        except (ssl.SSLError, OSError) as exc:
+            raise UsageError(f"--tls-cert/--tls-key: cannot use {tls[0]} with {tls[1]}: {exc}") from None
+        options.update(ssl_certfile=str(tls[0]), ssl_keyfile=str(tls[1]))
     if workers > 1:
-        uvicorn.run("imageci.api.server:app_from_environment", factory=True, workers=workers, host=host, port=port,
-                    access_log=False, log_level="warning", timeout_graceful_shutdown=30)
+        uvicorn.run("imageci.api.server:app_from_environment", factory=True, workers=workers, **options)
         return
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning",
-                timeout_graceful_shutdown=30)
+    uvicorn.run(create_app(settings), **options)

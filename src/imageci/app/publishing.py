@@ -95,6 +95,7 @@ def blob_writer(session: Session, by: Principal, digest: str, size: int | None) 
 def publish(session: Session, req: PublishRequest, *, by: Principal = LOCAL) -> Published:
     """Register the version whose artifacts were uploaded, on ``testing``, in one transaction. A new
     product is made in ``by``'s namespace; an existing one must be in a namespace ``by`` publishes to."""
+    from imageci.build import lxdimage
     from imageci.store.catalog import NewArtifact
 
     _may_publish(by)
@@ -127,12 +128,16 @@ def publish(session: Session, req: PublishRequest, *, by: Principal = LOCAL) -> 
     existing = [v for v, _size in lookups.versions(session.reader, req.name)]
     namespace = existing[0].namespace if existing else (by.namespace or DEFAULT_NAMESPACE)
     by.require(Scope.PUBLISH, namespace, f"publish {req.name!r}")
+    build_info = dict(req.build_info)
+    lxd = lxdimage.checked_info(session.store, artifacts, build_info.pop("lxd", None))
+    if lxd is not None:
+        build_info["lxd"] = lxd
     catalog = session.catalog
     found = catalog.find_by_digest(req.name, image)
     created = found is None
     version = found or catalog.register_version(
         req.name, image, artifacts, input_hash=req.input_hash, definition=req.definition,
-        build_info=req.build_info, architecture=req.architecture, namespace=namespace,
+        build_info=build_info, architecture=req.architecture, namespace=namespace,
         actor=None if by == LOCAL else by.name)
     return Published(image=f"{req.name}@{version.serial}", digest=f"sha256:{version.digest}", state=version.state,
                      namespace=namespace, created=created)

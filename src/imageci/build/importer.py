@@ -14,6 +14,7 @@ in the catalog. The same bytes imported again are the same version.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import json
 import lzma
@@ -25,9 +26,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from imageci.build import lxdimage
 from imageci.build.layers import DamagedImageError, flatten
 from imageci.build.oci import ImageConfig
 from imageci.build.ocisource import SourceSpec, materialize, parse_source, read_layout
@@ -115,7 +118,7 @@ def import_image(name: str, source: str, settings: Settings, catalog: Catalog, s
             rootfs = hash_file(rootfs_tar)
             on_step("checking every entry (unpacking it once)")
             try:
-                unpacked_rootfs(rootfs_tar, rootfs.digest, settings.rootfs_cache)
+                tree = unpacked_rootfs(rootfs_tar, rootfs.digest, settings.rootfs_cache)
             except UsageError:  # refused: neither the tree nor the bytes are kept
                 discard_unpacked(settings.rootfs_cache, rootfs.digest)
                 (settings.rootfs_cache / f"{rootfs.digest}.lock").unlink(missing_ok=True)
@@ -132,14 +135,30 @@ def import_image(name: str, source: str, settings: Settings, catalog: Catalog, s
             return ImportResult(same, identical=True, source=str(spec), layers=layers,
                                 seconds=time.monotonic() - started)
         config_blob = store.put_bytes(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
+        on_step("making its LXD image (metadata and squashfs)")
+        lxd, info["lxd"] = lxdimage.artifacts_or_reason(store, tree, _lxd_image(name, tree, arch, info))
         artifacts = [NewArtifact("rootfs", "rootfs.tar", rootfs.digest, rootfs.size),
-                     NewArtifact(OCI_CONFIG, "config.json", config_blob.digest, config_blob.size), *snapshot]
+                     NewArtifact(OCI_CONFIG, "config.json", config_blob.digest, config_blob.size), *snapshot, *lxd]
         version = catalog.register_version(name, rootfs.digest, artifacts, input_hash=None, definition=None,
                                            build_info=info, architecture=arch)
         return ImportResult(version, identical=False, source=str(spec), layers=layers,
                             seconds=time.monotonic() - started)
     finally:
         safe_rmtree(workdir)
+
+
+def _lxd_image(name: str, tree: Path, arch: str, info: dict[str, Any]) -> lxdimage.LxdImage:
+    """What LXD is told of an imported image: its os-release, and as its date the OCI ``created``
+    (else the newest file in it)."""
+    release = lxdimage.os_release(tree)
+    os_id = release.get("ID", "linux")
+    created = 0
+    with contextlib.suppress(ValueError):
+        created = int(datetime.fromisoformat(str(info.get("created") or "").replace("Z", "+00:00")).timestamp())
+    return lxdimage.LxdImage(
+        os=os_id.capitalize(), release=release.get("VERSION_CODENAME") or release.get("VERSION_ID") or "unknown",
+        variant=name, architecture=arch, description=f"{name}: imported from {info['transport']}",
+        created=created if created > 0 else lxdimage.newest_mtime(tree))
 
 
 def _suite_artifact(store: BlobStore, suite: Path) -> NewArtifact:

@@ -78,12 +78,21 @@ def safe_extract(archive: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     links: set[str] | None = set() if not any(dest.iterdir()) else None  # empty: track the archive's links
 
+    symlinks: list[tarfile.TarInfo] = []
+
     def check(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-        return _rootfs_filter(member, path, links)
+        kept = _rootfs_filter(member, path, links)
+        if kept is not None and kept.issym():
+            symlinks.append(kept)
+        return kept
 
     try:
         with tarfile.open(archive, "r:*") as tar:
             tar.extractall(dest, filter=check, numeric_owner=True)
+        for link in symlinks:  # tarfile dates every entry but links: the tree is then the archive's, to the second
+            path = os.path.join(dest, link.name)
+            if os.path.islink(path):
+                os.utime(path, (link.mtime, link.mtime), follow_symlinks=False)
     except HostileArchiveError:
         safe_rmtree(dest)
         raise

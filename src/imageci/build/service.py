@@ -7,9 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imageci.build import inputs
+from imageci.build import inputs, lxdimage
 from imageci.build.mmdebstrap import BuildPlan, from_cache, run_mmdebstrap, to_cache
 from imageci.build.oci import image_config
+from imageci.build.rootfs import unpacked_rootfs
 from imageci.config import Settings
 from imageci.definitions.image import LoadedDefinition
 from imageci.fs import safe_rmtree
@@ -72,12 +73,17 @@ def build_image(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, 
             "from_cache": out.cached,
             "definition_path": str(loaded.path),
         }
+        tree = unpacked_rootfs(store.path(rootfs.digest), rootfs.digest, settings.rootfs_cache)
+        lxd, info["lxd"] = lxdimage.artifacts_or_reason(store, tree, lxdimage.LxdImage(
+            os=d.distribution.capitalize(), release=d.suite, variant=d.name, architecture=d.architecture,
+            description=d.description or f"{d.name}: {d.distribution.capitalize()} {d.suite}",
+            created=out.source_date_epoch))
         version = catalog.register_version(
             d.name, rootfs.digest,
             [NewArtifact("rootfs", "rootfs.tar", rootfs.digest, rootfs.size),
              NewArtifact("manifest", "manifest.tsv", manifest.digest, manifest.size),
              NewArtifact("build-log", "build.log", log.digest, log.size),
-             _config_artifact(store, d.name, rootfs.digest), *_suite_artifact(store, suite)],
+             _config_artifact(store, d.name, rootfs.digest), *_suite_artifact(store, suite), *lxd],
             input_hash=key, definition=loaded.text, build_info=info, architecture=d.architecture)
         return BuildResult(version, skipped=False, identical=False, input_hash=key, seconds=out.seconds,
                            from_cache=out.cached)

@@ -602,9 +602,13 @@ def gc(force: Annotated[bool, typer.Option("--force", help="even while another i
 def serve(listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", help="address to serve on")]
           = "127.0.0.1:8080",
           workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="server processes sharing the "
-                                               "address (default 1; about one per core)")] = 1) -> None:
-    """Serve the HTTP API (under /api/v1; OpenAPI at /openapi.json) over this home's catalog and
-    store, until Ctrl-C / SIGTERM (requests in flight finish first)."""
+                                               "address (default 1; about one per core)")] = 1,
+          tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="serve HTTPS with this PEM certificate "
+                                                        "(chain) — LXD reads simplestreams only over HTTPS")] = None,
+          tls_key: Annotated[Path | None, typer.Option("--tls-key", help="the certificate's PEM private key")]
+          = None) -> None:
+    """Serve the HTTP API (under /api/v1; OpenAPI at /openapi.json) and the channels' LXD feeds (under
+    /lxd) over this home's catalog and store, until Ctrl-C / SIGTERM (requests in flight finish first)."""
     from imageci.api.server import serve as run_server
     from imageci.config import Settings
     from imageci.errors import UsageError
@@ -612,12 +616,20 @@ def serve(listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", h
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"--listen must be HOST:PORT (got {listen!r})")
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    for given in (tls_cert, tls_key):
+        if given is not None and not given.is_file():
+            raise UsageError(f"{given}: no such file")
+    tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
     settings = Settings.load()
     settings.ensure()
-    err_console.print(f"imageci API on http://{host}:{port}{'/api/v1'} (OpenAPI: /openapi.json)", highlight=False)
+    scheme = "https" if tls else "http"
+    err_console.print(f"imageci API on {scheme}://{host}:{port}/api/v1 (OpenAPI: /openapi.json); LXD feeds: "
+                      f"{scheme}://{host}:{port}/lxd/NAMESPACE/CHANNEL", highlight=False)
     if workers > 1 and "IMAGECI_HOME" not in os.environ:
         os.environ["IMAGECI_HOME"] = str(settings.home)  # the workers load their settings from it
-    run_server(settings, host.strip("[]"), int(port), workers)
+    run_server(settings, host.strip("[]"), int(port), workers, tls=tls)
 
 
 token_app = typer.Typer(help="API tokens: create (shown once), list, revoke; on this home, or on the server "

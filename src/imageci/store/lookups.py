@@ -298,3 +298,39 @@ def products(reader: Reader) -> list[tuple[str, str, bool, int]]:
     return [(str(n), str(ns), bool(pub), int(str(c))) for n, ns, pub, c in reader.rows(
         "SELECT p.name, p.namespace, p.public, COUNT(v.id) FROM products p LEFT JOIN versions v "
         "ON v.product_id = p.id GROUP BY p.id, p.name, p.namespace, p.public ORDER BY p.name", {})]
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    """A version on a channel, with the artifacts a feed lists."""
+
+    version: VersionInfo
+    build_info: str  # JSON
+    updated: datetime  # its newest event (published, promoted)
+    artifacts: list[ArtifactInfo]
+
+
+def feed(reader: Reader, namespace: str, states: set[str], kinds: set[str], required: set[str]) -> list[FeedRow]:
+    """The versions of ``namespace``'s products in ``states`` with their artifacts of ``kinds``, those
+    that have every one of ``required``, by name and serial: one query, however many versions."""
+    assert all(k.replace("-", "").isalpha() for k in kinds)
+    wanted = ", ".join(f"'{k}'" for k in sorted(kinds))
+    rows = reader.rows(
+        f"SELECT {_COLUMNS}, v.build_info, (SELECT MAX(e.at) FROM events e WHERE e.version_id = v.id), "
+        f"a.kind, a.filename, a.digest, a.size FROM versions v JOIN products p ON p.id = v.product_id "
+        f"JOIN artifacts a ON a.version_id = v.id AND a.kind IN ({wanted}) "
+        f"WHERE p.namespace = :namespace AND v.state IN ({_in(states)}) ORDER BY p.name, v.serial, a.kind",
+        {"namespace": namespace})
+    out: list[FeedRow] = []
+    for row in rows:
+        art = ArtifactInfo(str(row[11]), str(row[12]), str(row[13]), int(str(row[14])))
+        if out and out[-1].version.id == int(str(row[0])):
+            out[-1].artifacts.append(art)
+            continue
+        out.append(FeedRow(_version(row[:9]), str(row[9] or "{}"), stamp(row[10] or row[5]), [art]))
+    return [r for r in out if {a.kind for a in r.artifacts} >= required]
+
+
+def namespace_public(reader: Reader, namespace: str) -> bool:
+    """Whether ``namespace`` has a public product."""
+    return bool(reader.rows("SELECT 1 FROM products WHERE namespace = :ns AND public", {"ns": namespace}))

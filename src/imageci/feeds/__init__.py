@@ -1,0 +1,1 @@
+"""Feeds: channels in the formats real clients read (LXD/Incus simplestreams)."""
