@@ -115,12 +115,21 @@ def test_imageci_s_own_memory_stays_flat_while_a_test_writes_200_mb(image_env: t
     if os.geteuid() != 0:
         pytest.fail("the sandbox testbed needs root", pytrace=False)
     e, version = image_env
-    name = f"flood-{os.urandom(3).hex()}"
-    d = write_suite(tmp_path / "s", {f"{name}.sh": "#!/bin/sh\nhead -c 200000000 /dev/zero\n"})
-    pid = os.fork()
-    if pid == 0:  # a child of ours only, so its rusage is imageci's own
-        os.execve(IMAGECI[0], [*IMAGECI, "run", f"{version.product.name}@{version.serial}", name, "--suite", str(d),
-                               "--testbed", "sandbox", "--rerun-all"], {**e.env(), "PYTHONPATH": str(REPO / "src")})
-    _, status, usage = os.wait4(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert usage.ru_maxrss < 150 * 1024, f"imageci grew to {usage.ru_maxrss // 1024} MB"  # KiB; was 678 MB
+
+    def peak_kib(script: str) -> int:
+        """The peak memory of an `imageci run` of one test (a child of ours only: its rusage is its own)."""
+        name = f"t-{os.urandom(3).hex()}"
+        d = write_suite(tmp_path / name, {f"{name}.sh": f"#!/bin/sh\n{script}\n"})
+        pid = os.fork()
+        if pid == 0:
+            os.execve(IMAGECI[0], [*IMAGECI, "run", f"{version.product.name}@{version.serial}", name, "--suite",
+                                   str(d), "--testbed", "sandbox", "--rerun-all"],
+                      {**e.env(), "PYTHONPATH": str(REPO / "src")})
+        _, status, usage = os.wait4(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        return usage.ru_maxrss
+
+    quiet = peak_kib("true")  # first: whatever a first run does once (a cache to fill) is counted here
+    flood = peak_kib("head -c 200000000 /dev/zero")
+    # the same imageci, 200 MB more output: no more than noise (it was 678 MB when output was buffered)
+    assert flood - quiet < 40 * 1024, f"imageci grew by {(flood - quiet) // 1024} MB (from {quiet // 1024} MB)"
