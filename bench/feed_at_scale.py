@@ -2,7 +2,7 @@
 with 500 versions that have their LXD form (10 products × 50 versions, half
 of them promoted), SQLite, the embedded default.
 
-- in process: ``app.feeds.lxd_feed`` + ``feeds.simplestreams.images`` +
+- in process: ``app.feeds.lxd_feed`` + ``build.simplestreams.images`` +
   JSON, p50 of 21, for the ``testing`` channel (all 500 versions) and
   ``stable`` (250);
 - over HTTP: ``GET /lxd/default/testing/TOKEN/streams/v1/images.json`` from
@@ -32,8 +32,8 @@ from server_api import free_port, wait_for  # noqa: E402
 from imageci.app import feeds, tokens  # noqa: E402
 from imageci.app.access import LOCAL  # noqa: E402
 from imageci.app.session import Session  # noqa: E402
+from imageci.build import simplestreams  # noqa: E402
 from imageci.config import Settings  # noqa: E402
-from imageci.feeds import simplestreams  # noqa: E402
 from imageci.store.catalog import Catalog, NewArtifact  # noqa: E402
 from imageci.store.models import State  # noqa: E402
 

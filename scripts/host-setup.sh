@@ -39,6 +39,7 @@ packages=(
   dpkg-dev            # dpkg-source, for DEP-8 source trees fetched with apt-get source
   squashfs-tools      # the LXD form of every version (root.squashfs), served by the channels' feeds
   lxd lxd-client      # the lxd testbed (scripts/lxd-up.sh starts and initialises the daemon)
+  openssl             # the lxd testbed's run feed: a throwaway certificate for its HTTPS
 )
 if [ "$want_test" = 1 ]; then
   packages+=(postgresql)      # the catalog is tested against a real server

@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -31,35 +32,7 @@ from imageci.build import lxdimage
 from imageci.config import Settings
 from imageci.store.catalog import Catalog, NewArtifact
 
-from conftest import IMAGECI, REPO, require_tool
-
-
-def busybox_rootfs(path: Path, marker: str) -> Path:
-    """The smallest image LXD boots: static busybox as /sbin/init, an inittab, an os-release."""
-    busybox = Path("/bin/busybox")
-    require_tool(busybox.is_file(), "busybox-static")
-
-    def entry(name: str, **kw: object) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.mtime, info.mode = 1760000000, 0o755
-        for k, v in kw.items():
-            setattr(info, k, v)
-        return info
-
-    files = {"etc/os-release": b'ID=busybox\nVERSION_ID=1.35\nNAME="BusyBox"\n',
-             "etc/inittab": b"::sysinit:/bin/true\n::respawn:/bin/sleep 3600\n",
-             "etc/imageci-marker": marker.encode()}
-    with tarfile.open(path, "w") as tar:
-        for d in (".", "bin", "sbin", "etc", "dev", "proc", "sys", "tmp", "run", "root"):
-            tar.addfile(entry(d, type=tarfile.DIRTYPE))
-        data = busybox.read_bytes()
-        tar.addfile(entry("bin/busybox", size=len(data)), io.BytesIO(data))
-        for applet in ("sh", "cat", "true", "sleep", "ps"):
-            tar.addfile(entry(f"bin/{applet}", type=tarfile.SYMTYPE, linkname="busybox", mode=0o777))
-        tar.addfile(entry("sbin/init", type=tarfile.SYMTYPE, linkname="/bin/busybox", mode=0o777))
-        for name, body in files.items():
-            tar.addfile(entry(name, size=len(body), mode=0o644), io.BytesIO(body))
-    return path
+from conftest import IMAGECI, REPO, busybox_rootfs, require_tool
 
 
 def _port() -> int:
@@ -79,7 +52,7 @@ class Feeds:
     tokens: dict[str, str]
 
     def get(self, path: str, **kw: object) -> httpx.Response:
-        return httpx.get(self.url + path, verify=str(self.ca), timeout=30, **kw)  # type: ignore[arg-type]
+        return httpx.get(self.url + path, verify=ssl.create_default_context(cafile=self.ca), timeout=30, **kw)  # type: ignore[arg-type]
 
 
 def make_test_ca(directory: Path) -> tuple[Path, Path, Path]:
@@ -138,7 +111,7 @@ def feeds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Feeds]:
     deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(url + "/healthz", verify=str(ca), timeout=2).status_code == 200:
+            if httpx.get(url + "/healthz", verify=ssl.create_default_context(cafile=ca), timeout=2).status_code == 200:
                 break
         except httpx.TransportError:
             pass

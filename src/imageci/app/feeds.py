@@ -1,6 +1,6 @@
 """A channel as a feed that LXD and Incus hosts follow: which versions of a
 namespace are on the channel, as the caller may see them, with the files of
-their LXD form (``build.lxdimage``). ``feeds.simplestreams`` writes it in the
+their LXD form (``build.lxdimage``). ``build.simplestreams`` writes it in the
 simplestreams format; the API serves it and the files.
 
 - One feed per namespace and channel. A namespace the caller may not read and
@@ -17,48 +17,12 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from imageci.app.access import Principal
 from imageci.app.session import Session
+from imageci.build.simplestreams import FTYPES, Feed, FeedItem, FeedProduct, FeedVersion, product_key, version_items
 from imageci.errors import UnknownReferenceError
 from imageci.store import lookups
-from imageci.store.states import CHANNELS, INCUS_METADATA, LXD_METADATA, SQUASHFS
-
-FTYPES = {LXD_METADATA: "lxd.tar.xz", INCUS_METADATA: "incus.tar.xz", SQUASHFS: "squashfs"}
-
-
-class FeedItem(BaseModel):
-    ftype: str
-    path: str  # relative to the feed's base URL
-    sha256: str
-    size: int
-    combined_squashfs_sha256: str | None = None  # on the metadata items: LXD's fingerprint
-
-
-class FeedVersion(BaseModel):
-    serial: str
-    image: str  # NAME@SERIAL
-    state: str
-    items: dict[str, FeedItem]  # by file name
-
-
-class FeedProduct(BaseModel):
-    key: str  # os:release:arch:variant
-    name: str
-    os: str
-    release: str
-    arch: str
-    variant: str
-    aliases: list[str]
-    versions: list[FeedVersion]  # by serial
-
-
-class Feed(BaseModel):
-    namespace: str
-    channel: str
-    updated: datetime | None
-    products: list[FeedProduct]
+from imageci.store.states import CHANNELS, LXD_METADATA, SQUASHFS
 
 
 def _check(session: Session, by: Principal, namespace: str, channel: str) -> set[str]:
@@ -87,17 +51,10 @@ def lxd_feed(session: Session, namespace: str, channel: str, *, by: Principal) -
         info = json.loads(row.build_info).get("lxd")
         if not isinstance(info, dict) or not isinstance(info.get("fingerprint"), str):
             continue  # made before it had a fingerprint, or published without its LXD form
-        arts = {a.kind: a for a in row.artifacts}
-        fp = str(info["fingerprint"])
-        items = {}
-        for kind, art in arts.items():
-            if kind == INCUS_METADATA and art.digest != arts[LXD_METADATA].digest:
-                continue  # the fingerprint is of the lxd.tar.xz bytes
-            items[art.filename] = FeedItem(
-                ftype=FTYPES[kind], path=f"images/{v.name}/{v.serial}/{art.filename}", sha256=art.digest,
-                size=art.size, combined_squashfs_sha256=fp if kind != SQUASHFS else None)
+        items = version_items(v.name, v.serial, ((a.kind, a.filename, a.digest, a.size) for a in row.artifacts),
+                              str(info["fingerprint"]))
         os_name, release, variant = str(info["os"]), str(info["release"]), str(info["variant"])
-        key = f"{os_name.lower()}:{release}:{v.architecture}:{variant}"
+        key = product_key(os_name, release, v.architecture, variant)
         product = products.get(key)
         if product is None:
             product = products[key] = FeedProduct(key=key, name=v.name, os=os_name, release=release,

@@ -30,6 +30,7 @@ from imageci.homelock import HomeLock
 from imageci.owners import OWNERS_DIR, alive, dead_owner_locks, lock_alive, token_of
 from imageci.testbeds.disks import unmount_slot
 from imageci.testbeds.limits import CGROOT, group_prefix
+from imageci.testbeds.lxd import remove_instances
 from imageci.testbeds.podman import remove_containers
 
 
@@ -96,6 +97,11 @@ def collect_garbage(settings: Settings, lock: HomeLock, *, force: bool = False) 
     for entry, token in c.entries(tmp, "build-"):
         if c.dead(token):
             c.remove_tree(entry)
+    for entry, token in c.entries(tmp, "lxdfeed-"):
+        if c.dead(token):
+            c.remove_tree(entry)
+    for name in remove_instances(settings.home, lambda token: c.dead(token or None)):
+        c.done.append(f"removed LXD instance {name}")
     disks = tmp / "disks"
     for entry in sorted(disks.iterdir()) if disks.is_dir() else []:
         if entry.suffix == ".img":

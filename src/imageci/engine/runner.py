@@ -7,6 +7,7 @@ digest + test digest + testbed is not re-run unless ``rerun_all``.
 
 from __future__ import annotations
 
+import json
 import threading
 import traceback
 from collections.abc import Callable, Sequence
@@ -25,7 +26,8 @@ from imageci.exitcodes import ExitCode
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Attempt, RunStatus, Version, utcnow
-from imageci.testbeds.base import Backend, ImageHandle, Testbed
+from imageci.store.states import INCUS_METADATA, LXD_METADATA, SQUASHFS
+from imageci.testbeds.base import Backend, ImageHandle, LxdFile, LxdForm, Testbed
 from imageci.testbeds.output import bounded
 from imageci.verdicts import Verdict
 
@@ -152,9 +154,24 @@ class Engine:
         rootfs = next((a for a in version.artifacts if a.kind == "rootfs"), None)
         if rootfs is None:
             raise ImageciError(f"{version.product.name}@{version.serial} has no rootfs artifact")
+        lxd, absent = self._lxd_form(version)
         return ImageHandle(digest=version.digest, name=version.product.name,
                            rootfs_tar=self.store.verified_path(rootfs.digest), architecture=version.architecture,
-                           config=config)
+                           config=config, lxd=lxd, lxd_absent=absent)
+
+    def _lxd_form(self, version: Version) -> tuple[LxdForm | None, str]:
+        """The version's LXD form, or why it has none."""
+        info = json.loads(version.build_info or "{}").get("lxd")
+        if not isinstance(info, dict):
+            return None, "it was made before versions had an LXD form (build or import it again)"
+        if not isinstance(info.get("fingerprint"), str):
+            return None, f"it has no LXD form: {info.get('error', 'it was published without one')}"
+        files = tuple(LxdFile(a.kind, a.filename, a.digest, a.size, self.store.path(a.digest))
+                      for a in version.artifacts if a.kind in (LXD_METADATA, INCUS_METADATA, SQUASHFS))
+        if not {LXD_METADATA, SQUASHFS} <= {f.kind for f in files}:
+            return None, "its LXD form is incomplete (no metadata tarball or no squashfs)"
+        return LxdForm(serial=version.serial, os=str(info["os"]), release=str(info["release"]),
+                       variant=str(info["variant"]), fingerprint=str(info["fingerprint"]), files=files), ""
 
     def limits_for(self, check: Check) -> Limits:
         return self.limits.for_test(check.id, check.limits)

@@ -16,8 +16,8 @@ from imageci.api.deps import BlobResponse, SessionDep, acting_as, principal
 from imageci.app import feeds
 from imageci.app.access import Principal
 from imageci.app.session import Session
+from imageci.build import simplestreams
 from imageci.errors import UnknownReferenceError
-from imageci.feeds import simplestreams
 
 router = APIRouter(tags=["feeds"])
 

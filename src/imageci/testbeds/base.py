@@ -47,6 +47,29 @@ class Cost:
 
 
 @dataclass(frozen=True)
+class LxdFile:
+    """One file of a version's LXD form, as its feed lists it."""
+
+    kind: str  # lxd-metadata, incus-metadata, squashfs
+    filename: str
+    sha256: str
+    size: int
+    path: Path  # the blob (LXD checks its sha256 and the fingerprint when it downloads it)
+
+
+@dataclass(frozen=True)
+class LxdForm:
+    """A version's LXD form (``build.lxdimage``): what the LXD testbed serves its daemon."""
+
+    serial: str
+    os: str
+    release: str
+    variant: str
+    fingerprint: str  # sha256(metadata ‖ squashfs): LXD's own name for the image
+    files: tuple[LxdFile, ...]
+
+
+@dataclass(frozen=True)
 class ImageHandle:
     """What a backend needs to know about the image under test."""
 
@@ -55,6 +78,8 @@ class ImageHandle:
     rootfs_tar: Path  # verified blob path
     architecture: str = "amd64"
     config: ImageConfig | None = None  # the image's runtime configuration (None: imageci's default for a rootfs)
+    lxd: LxdForm | None = None  # its LXD form, when it has one
+    lxd_absent: str = "it has no LXD form"  # why not, when it has none
 
 
 class Testbed(ABC):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.errors import ImageciError
+from imageci.testbeds import lxd
 from imageci.testbeds.accel import AccelCache, qemu_binary
 from imageci.testbeds.hostarch import binfmt_architectures
 from imageci.testbeds.limits import cgroup_mode
@@ -90,6 +91,16 @@ def check_host(home: Path, refresh: bool = True) -> list[Finding]:
         verdict = "used: " if kvm.kvm else "not used, VMs run under TCG (slower; test timeouts are multiplied): "
         out.append(Finding("qemu", "KVM", kvm.kvm, verdict + kvm.why + (
             "" if kvm.source == "boot" else " (a real boot confirms it at the first VM)" if kvm.kvm else "")))
+    ok, detail, vm = lxd.describe(home)
+    out.append(Finding("lxd", "LXD daemon", ok, detail))
+    if ok:
+        out.append(Finding("lxd", "LXD virtual machines (lxd-vm)", vm,
+                           "the daemon runs VMs" if vm else "the daemon has no qemu driver (KVM and "
+                           "/dev/vhost-vsock are needed): tests on lxd-vm are skipped with this reason"))
+    squash = shutil.which("mksquashfs")
+    out.append(Finding("feeds", "mksquashfs (LXD form of versions)", squash is not None,
+                       squash or "not installed (squashfs-tools): new versions are built without their LXD form "
+                       "and are absent from the LXD feeds and the lxd testbed"))
     ssh = shutil.which("ssh")
     out.append(Finding("ssh", "ssh client", ssh is not None, ssh or "not installed: apt-get install openssh-client"))
     return out

@@ -1,4 +1,4 @@
-"""Testbed backends by name. Later backends (podman, qemu, ssh) register here."""
+"""Testbed backends by name."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 from imageci.config import Settings
 from imageci.errors import UsageError
 from imageci.testbeds.base import Backend
+from imageci.testbeds.lxd import LxdBackend, LxdVmBackend
 from imageci.testbeds.podman import PodmanBackend
 from imageci.testbeds.qemu import QemuBackend
 from imageci.testbeds.sandbox import SandboxBackend
@@ -15,6 +16,8 @@ from imageci.testbeds.ssh import SshBackend, load_host
 _FACTORIES: dict[str, Callable[[Settings], Backend]] = {
     "sandbox": lambda s: SandboxBackend(s.rootfs_cache, s.tmp_dir / "sandboxes"),
     "podman": lambda s: PodmanBackend(s.home, s.rootfs_cache),
+    "lxd": lambda s: LxdBackend(s.home, s.rootfs_cache),
+    "lxd-vm": lambda s: LxdVmBackend(s.home),
     "qemu": lambda s: QemuBackend(s.home, s.rootfs_cache, accel=s.qemu_accel, warm=s.warm_vms,
                                   tcg_multiplier=s.tcg_multiplier),
 }

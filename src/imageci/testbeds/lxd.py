@@ -1,0 +1,443 @@
+"""lxd testbed: the image as an LXD host runs it, pulled from imageci's feed.
+
+Each testbed is a fresh *ephemeral* LXD container, launched by fingerprint
+from the run's feed (``testbeds.lxdfeed``: the version's LXD form, written by
+the channels' simplestreams writer), as a production host pulls a channel.
+LXD checks every file's sha256 and the fingerprint on the way in, so the
+bytes that boot are the bytes published.
+
+- Talks to the local daemon with the ``lxc`` client (``lxc query`` for the
+  REST API, ``lxc exec`` and ``lxc file`` for commands and files), with a
+  client configuration of this home's own (``$IMAGECI_HOME/lxc``): the
+  user's remotes and settings are never read or changed.
+- Isolation: an unprivileged container (LXD's default idmap) with no profile
+  and only a root disk, so no network device whatever the host's default
+  profile holds; ``limits.memory`` and ``limits.processes`` are the test's.
+  Disk is not limited (a ``dir`` pool has no quotas): the testbed does not
+  offer ``limits``, and a test that needs it is skipped with the reason.
+- Readiness is probed, never slept: ``lxc exec … true`` answers, then, with
+  systemd as init, ``systemctl is-system-running`` is ``running`` or
+  ``degraded``.
+- Revert is a fresh instance. Every instance is named for the owner process
+  (``imageci-TOKEN-…``) and carries ``user.imageci.home`` and
+  ``user.imageci.owner``: closing deletes it, and gc deletes a dead owner's.
+  An image LXD did not have before the run pulled it is deleted when the run
+  ends (unless another instance still uses it); one it had is left alone.
+- ``lxd-vm``: LXD virtual machines need KVM and vhost-vsock and a VM form of
+  the image (a disk image); where the daemon cannot run VMs, or the version
+  has no VM form, every test on it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from imageci.build.rootfs import unpacked_rootfs
+from imageci.capabilities import ISOLATION_CONTAINER, REVERT, ROOT, arch
+from imageci.definitions.limits import DEFAULTS, Limits
+from imageci.errors import HostSetupError, TestbedError
+from imageci.owners import home_id, process_owner
+from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
+from imageci.testbeds.hostarch import why_cannot_run
+from imageci.testbeds.lxdfeed import RunFeed
+from imageci.testbeds.output import pump, stream_keep
+from imageci.testbeds.rootpath import resolve_in_root
+
+HOME_KEY = "user.imageci.home"
+OWNER_KEY = "user.imageci.owner"
+SETUP_HINT = "run scripts/host-setup.sh, then scripts/lxd-up.sh (starts LXD and initialises it with a preseed)"
+READY_TIMEOUT = 120.0
+
+
+class LxdClient:
+    """The local LXD daemon, through ``lxc`` with this home's own client configuration."""
+
+    def __init__(self, home: Path) -> None:
+        self.conf = home / "lxc"
+
+    def env(self) -> dict[str, str]:
+        self.conf.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return {**os.environ, "LXD_CONF": str(self.conf)}
+
+    @staticmethod
+    def path() -> str:
+        found = shutil.which("lxc")
+        if not found:
+            raise HostSetupError(f"the lxc client is not installed: {SETUP_HINT}")
+        return found
+
+    def run(self, argv: Sequence[str], *, timeout: float = 300, check: bool = True,
+            input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        try:
+            done = subprocess.run([self.path(), *argv], capture_output=True, timeout=timeout, input=input,
+                                  env=self.env())
+        except subprocess.TimeoutExpired as exc:
+            raise TestbedError(f"LXD did not answer within {timeout:.0f}s: lxc {' '.join(argv[:3])}") from exc
+        if check and done.returncode != 0:
+            raise TestbedError(f"lxc {' '.join(argv[:3])} failed: "
+                               f"{done.stderr.decode('utf-8', 'replace').strip()[-600:]}")
+        return done
+
+    def query(self, method: str, path: str, data: Mapping[str, Any] | None = None, *, wait: bool = False,
+              timeout: float = 300, check: bool = True) -> Any:
+        """One REST call (``wait``: until its operation ends); the JSON answer, or None when ``check`` is off
+        and it failed."""
+        argv = ["query", "-X", method, *(["--wait"] if wait else [])]
+        if data is not None:
+            argv += ["-d", json.dumps(data)]
+        done = self.run([*argv, path], timeout=timeout, check=check)
+        if done.returncode != 0:
+            return None
+        text = done.stdout.decode("utf-8", "replace").strip()
+        return json.loads(text) if text else {}
+
+    def server(self) -> dict[str, Any] | None:
+        """The daemon's ``/1.0`` (None: not installed or not answering)."""
+        if shutil.which("lxc") is None:
+            return None
+        try:
+            info = self.query("GET", "/1.0", timeout=10, check=False)
+        except TestbedError:
+            return None
+        return info if isinstance(info, dict) else None
+
+    def require(self) -> dict[str, Any]:
+        info = self.server()
+        if info is None:
+            self.path()
+            raise HostSetupError(f"the LXD daemon is not answering: {SETUP_HINT}")
+        return info
+
+    def root_pool(self) -> str:
+        """The storage pool of the default profile's root disk (where instances are made)."""
+        profile = self.query("GET", "/1.0/profiles/default", check=False) or {}
+        for device in (profile.get("devices") or {}).values():
+            if device.get("type") == "disk" and device.get("path") == "/" and device.get("pool"):
+                return str(device["pool"])
+        pools = self.query("GET", "/1.0/storage-pools") or []
+        if not pools:
+            raise HostSetupError(f"LXD has no storage pool: {SETUP_HINT}")
+        return str(pools[0]).rsplit("/", 1)[-1]
+
+    def image_exists(self, fingerprint: str) -> bool:
+        return self.query("GET", f"/1.0/images/{fingerprint}", check=False) is not None
+
+    def instances(self) -> list[dict[str, Any]]:
+        found = self.query("GET", "/1.0/instances?recursion=1", check=False)
+        return found if isinstance(found, list) else []
+
+    def delete_instance(self, name: str) -> None:
+        """Stop (an ephemeral instance is then gone) and delete; quiet when it is gone already."""
+        self.query("PUT", f"/1.0/instances/{name}/state", {"action": "stop", "force": True}, wait=True,
+                   check=False, timeout=120)
+        self.query("DELETE", f"/1.0/instances/{name}", wait=True, check=False, timeout=120)
+
+
+def runs_vms(info: Mapping[str, Any]) -> bool:
+    """Whether the daemon (its ``/1.0``) can run virtual machines: it has the qemu driver."""
+    return "qemu" in str((info.get("environment") or {}).get("driver", ""))
+
+
+def describe(home: Path) -> tuple[bool, str, bool]:
+    """LXD's state for ``imageci doctor``: whether the lxd testbed can run, what was found, and whether
+    the daemon runs VMs."""
+    if shutil.which("lxc") is None:
+        return False, f"lxc is not installed: {SETUP_HINT}", False
+    client = LxdClient(home)
+    info = client.server()
+    if info is None:
+        return False, f"the LXD daemon is not answering: {SETUP_HINT}", False
+    env = info.get("environment") or {}
+    try:
+        pool = client.root_pool()
+    except (HostSetupError, TestbedError) as exc:
+        return False, f"LXD {env.get('server_version', '?')} answers, but {exc}", False
+    return True, (f"LXD {env.get('server_version', '?')}, driver {env.get('driver', '?')}, "
+                  f"storage pool {pool!r}"), runs_vms(info)
+
+
+def has_systemd(image: ImageHandle, rootfs_cache: Path) -> bool:
+    root = unpacked_rootfs(image.rootfs_tar, image.digest, rootfs_cache)
+    init = resolve_in_root(root, "/sbin/init")  # the image's symlinks, never the host's
+    return init.is_file() and init.name == "systemd"
+
+
+def has_init(image: ImageHandle, rootfs_cache: Path) -> bool:
+    root = unpacked_rootfs(image.rootfs_tar, image.digest, rootfs_cache)
+    return resolve_in_root(root, "/sbin/init").is_file()
+
+
+class LxdTestbed(Testbed):
+    name = "lxd"
+
+    def __init__(self, backend: LxdBackend, image: ImageHandle, fingerprint: str, *, systemd: bool,
+                 limits: Limits = DEFAULTS) -> None:
+        self.backend = backend
+        self.client = backend.client
+        self.image = image
+        self.fingerprint = fingerprint
+        self.systemd = systemd
+        self.limits = limits.over(DEFAULTS)
+        self.instance: str | None = None
+        self._broken = ""
+        self._notes: list[str] = []
+
+    def capabilities(self) -> frozenset[str]:
+        caps = {ROOT, REVERT, arch(self.image.architecture)}
+        if self.systemd:
+            caps.add(ISOLATION_CONTAINER)
+        return frozenset(caps)
+
+    def limit_notes(self) -> list[str]:
+        notes, self._notes = self._notes, []
+        return notes
+
+    def open(self) -> None:
+        owner = process_owner(self.backend.tmp).token
+        name = f"imageci-{owner}-{uuid.uuid4().hex[:8]}"
+        feed = self.backend.feed()
+        config = {HOME_KEY: home_id(self.backend.home), OWNER_KEY: owner}
+        if self.limits.memory:
+            config["limits.memory"] = f"{self.limits.memory}B"
+        if self.limits.pids:
+            config["limits.processes"] = str(self.limits.pids)
+        body = {"name": name, "type": "container", "ephemeral": True, "profiles": [],
+                "devices": {"root": {"type": "disk", "path": "/", "pool": self.backend.pool()}},
+                "config": config,
+                "source": {"type": "image", "mode": "pull", "protocol": "simplestreams", "server": feed.url,
+                           "certificate": feed.certificate, "fingerprint": self.fingerprint}}
+        self.instance = name
+        try:
+            self.client.query("POST", "/1.0/instances", body, wait=True, timeout=900)
+            self.client.query("PUT", f"/1.0/instances/{name}/state", {"action": "start", "timeout": 60},
+                              wait=True, timeout=120)
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        state = "no answer to lxc exec"
+        while time.monotonic() < deadline:
+            r = self.client.run(["exec", self._name(), "-T", "-n", "--", "true"], check=False, timeout=30)
+            if r.returncode == 0:
+                break
+            state = r.stderr.decode("utf-8", "replace").strip()[-200:] or state
+            time.sleep(0.1)
+        else:
+            raise TestbedError(f"the LXD container did not answer within {READY_TIMEOUT:.0f}s ({state})")
+        while self.systemd and time.monotonic() < deadline:
+            r = self.client.run(["exec", self._name(), "-T", "-n", "--", "systemctl", "is-system-running"],
+                                check=False, timeout=30)
+            state = r.stdout.decode().strip()
+            if state in ("running", "degraded"):
+                return
+            time.sleep(0.2)
+        if self.systemd:
+            raise TestbedError(f"systemd in the LXD container did not finish booting within {READY_TIMEOUT:.0f}s "
+                               f"(state: {state})")
+
+    def _name(self) -> str:
+        if self.instance is None:
+            raise TestbedError("lxd testbed is not open")
+        if self._broken:
+            raise TestbedError(self._broken)
+        return self.instance
+
+    def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
+             stdin: bytes | None = None, cwd: str | None = None) -> ExecResult:
+        cmd = [self.client.path(), "exec", self._name(), "-T", "--cwd", cwd or "/"]
+        if stdin is None:
+            cmd.append("-n")
+        for k, v in {"HOME": "/root", "LANG": "C.UTF-8", "IMAGECI_TESTBED": self.name, **(env or {})}.items():
+            cmd += ["--env", f"{k}={v}"]
+        cmd += ["--", *argv]
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                env=self.client.env())
+
+        def stop() -> None:
+            # killing `lxc exec` leaves the command running in the container: stop the container (ephemeral:
+            # it is gone then)
+            name = self.instance
+            if name is not None:
+                self.client.delete_instance(name)
+            self._broken = "the container was stopped after a command ran past its timeout or output limit"
+
+        try:
+            res = pump(proc, stdin, timeout=timeout, keep=stream_keep(self.limits), max_output=self.limits.output,
+                       stop=stop)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        duration = time.monotonic() - started
+        if res.output_exceeded:
+            self._notes.append(f"output limit ({self.limits.output} bytes) reached: the command was stopped")
+        if res.timed_out or res.output_exceeded:
+            return ExecResult(None, res.stdout, res.stderr, duration, timed_out=res.timed_out)
+        code = proc.returncode
+        if code != 0 and res.stderr.startswith(b"Error: ") and not self._running():
+            raise TestbedError(f"lxc exec failed: {res.stderr.decode('utf-8', 'replace').strip()[-500:]}")
+        return ExecResult(code, res.stdout, res.stderr, duration)
+
+    def _running(self) -> bool:
+        state = self.client.query("GET", f"/1.0/instances/{self._name()}/state", check=False, timeout=30)
+        return isinstance(state, dict) and state.get("status") == "Running"
+
+    def copy_in(self, src: Path, dest: str) -> None:
+        target = dest.rstrip("/") or "/"
+        parent = os.path.dirname(target) or "/"
+        if src.is_dir():
+            # `lxc file push -r DIR C/PARENT/` makes C/PARENT/basename(DIR): stage the tree under the wanted name
+            with tempfile.TemporaryDirectory(dir=self.backend.tmp) as stage:
+                named = Path(stage) / os.path.basename(target)
+                shutil.copytree(src, named, symlinks=True)
+                self.client.run(["file", "push", "-r", "-p", str(named), f"{self._name()}{parent}/"])
+        else:
+            self.client.run(["file", "push", "-p", str(src), f"{self._name()}{target}"])
+
+    def copy_out(self, src: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent) as stage:
+            self.client.run(["file", "pull", "-r", f"{self._name()}{src.rstrip('/')}", f"{stage}/"])
+            got = Path(stage) / os.path.basename(src.rstrip("/"))
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(got, dest)
+
+    def revert(self) -> None:
+        self.close()
+        self.open()
+
+    def close(self) -> None:
+        name, self.instance, self._broken = self.instance, None, ""
+        if name is not None:
+            self.client.delete_instance(name)
+
+
+class LxdBackend(Backend):
+    name = "lxd"
+    cost = Cost(memory_mb=256, cpus=0.5)
+
+    def __init__(self, home: Path, rootfs_cache: Path) -> None:
+        self.home = home
+        self.tmp = home / "tmp"
+        self.rootfs_cache = rootfs_cache
+        self.client = LxdClient(home)
+        self._lock = threading.Lock()
+        self._feed: RunFeed | None = None
+        self._pool: str | None = None
+        self._known: set[str] = set()  # fingerprints added to the run feed
+        self._pulled: set[str] = set()  # … of them, those LXD did not have before this run
+
+    def why_not(self, image: ImageHandle) -> str | None:
+        reason = why_cannot_run(image.architecture)
+        if reason:
+            return reason
+        if image.lxd is None:
+            return f"{image.name}@…{image.digest[:12]}: {image.lxd_absent}"
+        if not has_init(image, self.rootfs_cache):
+            return "the image has no /sbin/init, and an LXD container boots one"
+        return None
+
+    def capabilities(self, image: ImageHandle) -> frozenset[str]:
+        caps = {ROOT, REVERT, arch(image.architecture)}
+        if has_systemd(image, self.rootfs_cache):
+            caps.add(ISOLATION_CONTAINER)
+        return frozenset(caps)
+
+    def feed(self) -> RunFeed:
+        with self._lock:
+            if self._feed is None:
+                self._feed = RunFeed(self.tmp, process_owner(self.tmp).token)
+            return self._feed
+
+    def pool(self) -> str:
+        with self._lock:
+            if self._pool is None:
+                self._pool = self.client.root_pool()
+            return self._pool
+
+    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(), limits: Limits = DEFAULTS) -> LxdTestbed:
+        if image.lxd is None:
+            raise TestbedError(f"{image.name}: {image.lxd_absent}")
+        self.client.require()
+        fingerprint = image.lxd.fingerprint
+        feed = self.feed()
+        with self._lock:
+            if fingerprint not in self._known:
+                feed.add(image)
+                if not self.client.image_exists(fingerprint):
+                    self._pulled.add(fingerprint)
+                self._known.add(fingerprint)
+        return LxdTestbed(self, image, fingerprint, systemd=has_systemd(image, self.rootfs_cache), limits=limits)
+
+    def finish(self) -> None:
+        with self._lock:
+            feed, self._feed = self._feed, None
+            pulled, self._pulled = self._pulled, set()
+            self._known = set()
+        if feed is not None:
+            feed.close()
+        if pulled:
+            in_use = {str((i.get("config") or {}).get("volatile.base_image", "")) for i in self.client.instances()}
+            for fingerprint in sorted(pulled - in_use):
+                self.client.query("DELETE", f"/1.0/images/{fingerprint}", wait=True, check=False, timeout=120)
+
+
+class LxdVmBackend(Backend):
+    """LXD virtual machines: where this daemon cannot run them, or the version has no VM form, every
+    test is skipped with the reason."""
+
+    name = "lxd-vm"
+    cost = Cost(memory_mb=1024, cpus=1.0)
+
+    def __init__(self, home: Path) -> None:
+        self.client = LxdClient(home)
+
+    def why_not(self, image: ImageHandle) -> str | None:
+        info = self.client.server()
+        if info is None:
+            return f"the LXD daemon is not answering: {SETUP_HINT}"
+        driver = str((info.get("environment") or {}).get("driver", ""))
+        if not runs_vms(info):
+            missing = [p for p in ("/dev/kvm", "/dev/vhost-vsock") if not os.path.exists(p)]
+            return (f"LXD on this host cannot run virtual machines (driver: {driver or 'none'}"
+                    + (f"; missing {', '.join(missing)}" if missing else "") + ")")
+        return f"{image.name}: imageci makes no LXD VM form (disk-kvm.img) of a version yet"
+
+    def capabilities(self, image: ImageHandle) -> frozenset[str]:
+        return frozenset({ROOT, REVERT, arch(image.architecture), ISOLATION_CONTAINER})
+
+    def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(), limits: Limits = DEFAULTS) -> Testbed:
+        raise TestbedError(self.why_not(image) or "lxd-vm cannot run here")
+
+
+def remove_instances(home: Path, dead: Callable[[str], bool]) -> list[str]:
+    """Delete the LXD instances of ``home`` whose owner ``dead(token)`` says is gone; their names."""
+    if shutil.which("lxc") is None:
+        return []
+    client = LxdClient(home)
+    if client.server() is None:
+        return []
+    mine = home_id(home)
+    removed = []
+    for inst in client.instances():
+        config = inst.get("config") or {}
+        if config.get(HOME_KEY) == mine and dead(str(config.get(OWNER_KEY, ""))):
+            client.delete_instance(str(inst["name"]))
+            removed.append(str(inst["name"]))
+    return removed

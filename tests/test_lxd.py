@@ -1,0 +1,198 @@
+"""The lxd testbed: each test in a fresh ephemeral LXD container that the real
+LXD daemon pulled, by fingerprint, from imageci's own feed (the run's
+simplestreams feed over HTTPS); revert by a fresh instance; everything it made
+is deleted, and only that."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imageci.checks.script import ScriptCheck
+from imageci.definitions.limits import Limits
+from imageci.definitions.suite import load_suite
+from imageci.engine.runner import Engine
+from imageci.errors import TestbedError
+from imageci.owners import home_id, process_owner
+from imageci.store.catalog import NewArtifact
+from imageci.store.models import Version
+from imageci.testbeds.base import ImageHandle
+from imageci.testbeds.lxd import HOME_KEY, OWNER_KEY, LxdBackend
+from imageci.testbeds.registry import make_backend
+from imageci.verdicts import Verdict
+
+from conftest import REPO, Env, build_example, busybox_rootfs, make_env, require_tool, write_suite
+
+pytestmark = pytest.mark.root  # the LXD daemon runs as root
+
+APPLETS = ("sh", "cat", "true", "sleep", "ps", "ls", "echo", "id", "rm", "test", "[", "hostname")
+VM_DEF = REPO / "examples" / "debian-bookworm-vm" / "image.yaml"
+
+
+def lxc_json(*args: str) -> object:
+    done = subprocess.run(["lxc", *args, "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def fingerprints() -> set[str]:
+    return {str(i["fingerprint"]) for i in lxc_json("image", "list", "local:")}  # type: ignore[union-attr]
+
+
+def instances_of(home: Path) -> list[str]:
+    return [str(i["name"]) for i in lxc_json("list", "local:")  # type: ignore[union-attr]
+            if (i.get("config") or {}).get(HOME_KEY) == home_id(home)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Version]]:
+    """A home with a busybox image imported (so it has its LXD form); LXD up."""
+    require_tool(shutil.which("lxc") is not None, "lxd")
+    up = subprocess.run([str(REPO / "scripts" / "lxd-up.sh")], capture_output=True, text=True)
+    assert up.returncode == 0, up.stdout + up.stderr
+    base = tmp_path_factory.mktemp("lxd")
+    e = make_env(base / "home")
+    marker = f"lxd-{secrets.token_hex(4)}"  # a fingerprint of this session's own
+    done = e.cli("import", "tiny", str(busybox_rootfs(base / "tiny.tar", marker, APPLETS)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    yield e, e.catalog.versions("tiny")[0]
+    e.catalog.close()
+
+
+def test_each_test_gets_a_fresh_ephemeral_container_pulled_from_the_feed(tiny: tuple[Env, Version],
+                                                                         tmp_path: Path) -> None:
+    e, version = tiny
+    fingerprint = json.loads(version.build_info or "{}")["lxd"]["fingerprint"]
+    before = fingerprints()
+    assert fingerprint not in before
+    d = write_suite(tmp_path / "s", {
+        "a-write.sh": "#!/bin/sh\necho dirty > /root/dirty\n",
+        "b-fresh.sh": "#!/bin/sh\n[ ! -e /root/dirty ] || { echo 'a test saw the last one' >&2; exit 1; }\n",
+        "marker.sh": "#!/bin/sh\ncat /etc/imageci-marker; grep -q lxd- /etc/imageci-marker\n",
+        "no-network.sh": "#!/bin/sh\n[ \"$(ls /sys/class/net)\" = lo ] || { ls /sys/class/net >&2; exit 1; }\n",
+        "root.sh": "#!/bin/sh\n[ \"$(id -u)\" = 0 ] && [ \"$IMAGECI_TESTBED\" = lxd ]\n",
+        "fails.sh": "#!/bin/sh\necho boom >&2\nexit 3\n",
+    })
+    done = e.cli("test", f"tiny@{version.serial}", "--testbed", "lxd", "--suite", str(d), "-j", "2")
+    assert done.returncode == 1, done.stdout + done.stderr  # one test fails
+    got = {a["test"]: a["verdict"] for a in json.loads(e.cli("results", f"tiny@{version.serial}", "--json").stdout)
+           ["attempts"]}
+    assert got == {"a-write": "pass", "b-fresh": "pass", "marker": "pass", "no-network": "pass", "root": "pass",
+                   "fails": "fail"}, done.stdout
+    assert instances_of(e.home) == []  # every instance deleted
+    assert fingerprints() == before  # and the image the run pulled
+
+
+def test_the_container_is_the_published_image_with_the_test_s_limits(tiny: tuple[Env, Version]) -> None:
+    e, version = tiny
+    engine = Engine(e.catalog, e.store, {})
+    handle: ImageHandle = engine.image_handle(version)
+    backend = LxdBackend(e.home, e.settings.rootfs_cache)
+    assert backend.why_not(handle) is None
+    assert backend.capabilities(handle) == {"root", "revert", "arch:amd64"}  # no systemd: no isolation-container
+    before = fingerprints()
+    tb = backend.create(handle, limits=Limits(memory=96 << 20, pids=64))
+    tb.open()
+    try:
+        inst = lxc_json("list", "local:", str(tb.instance))[0]  # type: ignore[index]
+        assert inst["ephemeral"] is True and inst["status"] == "Running"
+        assert inst["config"]["volatile.base_image"] == json.loads(version.build_info or "{}")["lxd"]["fingerprint"]
+        assert inst["config"][OWNER_KEY] == process_owner(e.settings.tmp_dir).token
+        assert inst["config"]["limits.memory"] == f"{96 << 20}B" and inst["config"]["limits.processes"] == "64"
+        assert set(inst["expanded_devices"]) == {"root"}  # no network device, whatever the default profile has
+        r = tb.exec(["sh", "-c", "cat; echo err >&2; exit 4"], stdin=b"in\n", cwd="/tmp")
+        assert (r.exit_code, r.stdout, r.stderr) == (4, b"in\n", b"err\n")
+        src = Path(e.home / "payload")
+        (src / "sub").mkdir(parents=True)
+        (src / "sub" / "f").write_text("hello")
+        tb.copy_in(src, "/opt/payload")
+        assert tb.exec(["cat", "/opt/payload/sub/f"]).stdout == b"hello"
+        tb.copy_out("/opt/payload", e.home / "back")
+        assert (e.home / "back" / "sub" / "f").read_text() == "hello"
+        first = tb.instance
+        tb.exec(["sh", "-c", "echo x > /root/x"])
+        tb.revert()
+        assert tb.instance != first and tb.exec(["ls", "/root"]).stdout == b""
+        r = tb.exec(["sleep", "60"], timeout=2)
+        assert r.timed_out and r.exit_code is None
+        with pytest.raises(TestbedError):
+            tb.exec(["true"])  # the container was stopped with the command
+    finally:
+        tb.close()
+        backend.finish()
+    assert instances_of(e.home) == []
+    assert fingerprints() == before
+
+
+def test_gc_deletes_a_dead_owner_s_instance_and_keeps_others(tiny: tuple[Env, Version]) -> None:
+    e, version = tiny
+    engine = Engine(e.catalog, e.store, {})
+    backend = LxdBackend(e.home, e.settings.rootfs_cache)
+    tb = backend.create(engine.image_handle(version))
+    tb.open()
+    other = LxdBackend(e.home / "other-home", e.settings.rootfs_cache)
+    tb2 = other.create(engine.image_handle(version))
+    tb2.open()
+    try:
+        dead = secrets.token_hex(6)  # no process holds this token
+        subprocess.run(["lxc", "config", "set", str(tb.instance), OWNER_KEY, dead], check=True)
+        subprocess.run(["lxc", "config", "set", str(tb2.instance), OWNER_KEY, dead], check=True)  # another home's
+        done = e.cli("gc", "--force")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"removed LXD instance {tb.instance}" in done.stdout
+        assert instances_of(e.home) == []
+        assert instances_of(e.home / "other-home") == [tb2.instance]  # not this home's: untouched
+    finally:
+        tb.close()
+        tb2.close()
+        backend.finish()
+        other.finish()
+
+
+def test_what_cannot_run_on_lxd_is_skipped_with_the_reason(tiny: tuple[Env, Version], env: Env) -> None:
+    e, version = tiny
+    engine = Engine(e.catalog, e.store, {"lxd-vm": make_backend("lxd-vm", e.settings)})
+    one = [ScriptCheck(s) for s in load_suite(write_suite(e.home / "one-test", {"t.sh": "#!/bin/sh\ntrue\n"})).tests]
+    report = engine.run(version, one, ["lxd-vm"], rerun_all=True)
+    (result,) = report.results
+    assert result.verdict == Verdict.SKIP and "virtual machines" in result.reason
+    # a version without its LXD form (made where mksquashfs was missing) is skipped, saying why
+    v = env.catalog.register_version("bare", version.digest, [NewArtifact("rootfs", "rootfs.tar", version.digest,
+                                                                          version.artifacts[0].size)],
+                                     input_hash=None, definition=None,
+                                     build_info={"lxd": {"error": "mksquashfs not found: install squashfs-tools"}})
+    shutil.copytree(e.store.root, env.store.root, dirs_exist_ok=True)
+    engine = Engine(env.catalog, env.store, {"lxd": make_backend("lxd", env.settings)})
+    report = engine.run(v, one, ["lxd"], rerun_all=True)
+    (result,) = report.results
+    assert result.verdict == Verdict.SKIP and "mksquashfs not found" in result.reason
+    done = e.cli("doctor", "--json")
+    found = {f["name"]: f for f in json.loads(done.stdout)}
+    assert found["LXD daemon"]["ok"] and "LXD 5." in found["LXD daemon"]["detail"]
+    assert not found["LXD virtual machines (lxd-vm)"]["ok"]
+
+
+@pytest.mark.slow
+def test_a_systemd_image_passes_its_suite_and_the_builtins_on_lxd(image_env: tuple[Env, Version]) -> None:
+    """The VM example's own suite (scripts + built-ins as its suite.yaml configures them), on lxd."""
+    e, _ = image_env
+    vm = build_example(e, VM_DEF)
+    ref = f"{vm.product.name}@{vm.serial}"
+    before = fingerprints()
+    done = e.cli("test", ref, "--testbed", "lxd", "--rerun-all", "-j", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    attempts = json.loads(e.cli("results", ref, "--json").stdout)["attempts"]
+    got = {a["test"]: (a["verdict"], a["reason"]) for a in attempts if a["testbed"] == "lxd"}
+    passed = ("kernel-present", "os-release", "service-starts", "systemd-running", "boot-multi-user",
+              "no-failed-units", "journal-clean", "login-works")
+    assert got == {**{t: ("pass", "") for t in passed},
+                   "no-ssh-host-keys": ("skip", "test skipped itself (exit 77)"),  # a booted system made its keys
+                   "console-clean": ("skip", "testbed lxd lacks: isolation-machine")}
+    assert instances_of(e.home) == []
+    assert fingerprints() == before
