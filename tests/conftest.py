@@ -5,12 +5,17 @@ suite builds the example image once per mirror state, not once per run."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +168,62 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("root") is not None and os.geteuid() != 0:
         pytest.fail("needs root (mounts, builds, containers): run `make test` as root, or `make unit` "
                     "for the tests that do not", pytrace=False)
+
+
+def busybox_rootfs(path: Path, marker: str, applets: tuple[str, ...] = ("sh", "cat", "true", "sleep", "ps")) -> Path:
+    """The smallest image LXD boots: static busybox as /sbin/init (with ``applets`` linked in /bin), an
+    inittab, an os-release, and ``marker`` in /etc/imageci-marker."""
+    busybox = Path("/bin/busybox")
+    require_tool(busybox.is_file(), "busybox-static")
+
+    def entry(name: str, **kw: object) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.mtime, info.mode = 1760000000, 0o755
+        for k, v in kw.items():
+            setattr(info, k, v)
+        return info
+
+    files = {"etc/os-release": b'ID=busybox\nVERSION_ID=1.35\nNAME="BusyBox"\n',
+             "etc/inittab": b"::sysinit:/bin/true\n::respawn:/bin/sleep 3600\n",
+             "etc/imageci-marker": marker.encode()}
+    with tarfile.open(path, "w") as tar:
+        for d in (".", "bin", "sbin", "etc", "dev", "proc", "sys", "tmp", "run", "root"):
+            tar.addfile(entry(d, type=tarfile.DIRTYPE))
+        data = busybox.read_bytes()
+        tar.addfile(entry("bin/busybox", size=len(data)), io.BytesIO(data))
+        for applet in applets:
+            tar.addfile(entry(f"bin/{applet}", type=tarfile.SYMTYPE, linkname="busybox", mode=0o777))
+        tar.addfile(entry("sbin/init", type=tarfile.SYMTYPE, linkname="/bin/busybox", mode=0o777))
+        for name, body in files.items():
+            tar.addfile(entry(name, size=len(body), mode=0o644), io.BytesIO(body))
+    return path
+
+
+@contextlib.contextmanager
+def docker_registry(directory: Path, refuse_anonymous: bool = False) -> Iterator[str]:
+    """Debian's docker-registry on a free 127.0.0.1 port, storing under ``directory``: its HOST:PORT.
+    ``refuse_anonymous``: a request without credentials gets 401 (the registry's "silly" auth)."""
+    require_tool(shutil.which("docker-registry") is not None, "docker-registry")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = directory / "registry.yml"
+    auth = (f"auth:\n  silly:\n    realm: http://127.0.0.1:{port}/v2/\n    service: imageci-test\n"
+            if refuse_anonymous else "")
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {directory / 'registry'}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n{auth}")
+    log = directory / "registry.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 30
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def require_tool(present: bool, what: str) -> None:

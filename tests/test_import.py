@@ -11,11 +11,9 @@ import io
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from imageci.build.layers import DamagedImageError, Layer, flatten
 from imageci.build.ocisource import parse_source, read_layout
 from imageci.store.models import OCI_CONFIG, Version
 
-from conftest import Env, require_tool, write_suite
+from conftest import Env, docker_registry, require_tool, write_suite
 
 pytestmark = pytest.mark.root
 
@@ -296,25 +294,8 @@ def buildah_image(image_env: tuple[Env, Version], tmp_path_factory: pytest.TempP
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[str]:
-    """Debian's docker-registry on a free 127.0.0.1 port, storing under tmp_path."""
-    require_tool(shutil.which("docker-registry") is not None, "docker-registry")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'registry'}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / "registry.log", "wb"))  # noqa: SIM115
-    deadline = time.monotonic() + 30
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "registry.log").read_text()
-        time.sleep(0.1)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with docker_registry(tmp_path) as address:
+        yield address
 
 
 @pytest.mark.slow

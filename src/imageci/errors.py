@@ -72,3 +72,9 @@ class Forbidden(ImageciError):
     """Valid credentials without the scope, namespace or channel this needs (HTTP 403)."""
 
     exit_code = ExitCode.DENIED
+
+
+class PushError(ImageciError):
+    """A registry (or destination) refused a push or could not be reached; nothing was recorded."""
+
+    exit_code = ExitCode.PUSH_FAILED

@@ -20,4 +20,5 @@ class ExitCode(enum.IntEnum):
     STORE_CORRUPT = 7  # `verify` found a blob (or an unpacked rootfs) whose bytes do not match its digest
     CATALOG_UNUSABLE = 8  # the catalog is damaged, not an imageci catalog, or from a newer imageci; untouched
     DENIED = 9  # no valid credentials (unknown, expired or revoked token), or not allowed to do this
+    PUSH_FAILED = 10  # `push`: the destination refused or could not be reached; nothing was recorded as pushed
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; temporary state was cleaned up

@@ -241,10 +241,12 @@ RUN_ENDINGS = {"aborted": "the imageci process running it died (killed or crashe
 
 @_bulk
 def events(session: Session, ref: str, *, viewer: Principal = LOCAL) -> list[EventRow]:
-    """The audit trail of a version: state changes and runs, oldest first."""
+    """The audit trail of a version: state changes, runs and pushes, oldest first."""
     version = access.resolve(session.reader, viewer, ref)
     rows = [EventRow(at=e.at, event=f"{e.from_state or '-'} → {e.to_state}", actor=e.actor, reason=e.reason)
             for e in lookups.events(session.reader, version.id)]
+    rows += [EventRow(at=p.at, event=f"pushed to {p.destination}", actor=p.actor, reason=p.manifest_digest)
+             for p in lookups.pushes(session.reader, version.id)]
     for r in lookups.runs(session.reader, version.digest):
         rows.append(EventRow(at=r.started_at, event=f"run {r.id} started", actor=r.actor, reason=""))
         if r.ended_at is not None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,7 +109,9 @@ def _place(blobs: Path, digest: str, src: Path | None = None, data: bytes | None
 
 
 def write_layout(layout: Path, rootfs_tar: Path, rootfs_digest: str, *, tag: str, architecture: str = "amd64",
-                 created_epoch: int = 0, config: ImageConfig | None = None) -> OciImage:
+                 created_epoch: int = 0, config: ImageConfig | None = None,
+                 annotations: Mapping[str, str] | None = None) -> OciImage:
+    """``annotations``: the manifest's (``org.opencontainers.image.*``; what `imageci push` says of a version)."""
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
@@ -131,6 +134,7 @@ def write_layout(layout: Path, rootfs_tar: Path, rootfs_digest: str, *, tag: str
         "config": {"mediaType": MEDIA_CONFIG, "digest": f"sha256:{config_digest}", "size": len(config_bytes)},
         "layers": [{"mediaType": MEDIA_LAYER, "digest": f"sha256:{rootfs_digest}",
                     "size": rootfs_tar.stat().st_size}],
+        **({"annotations": dict(sorted(annotations.items()))} if annotations else {}),
     }
     manifest_bytes = _json_bytes(manifest)
     manifest_digest = hashlib.sha256(manifest_bytes).hexdigest()

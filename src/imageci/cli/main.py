@@ -191,6 +191,34 @@ def import_(name: Annotated[str, typer.Argument(help="the product to import it a
 
 @app.command()
 @handle_errors
+def push(ref: RefArg,
+         destination: Annotated[str, typer.Argument(
+             metavar="DESTINATION", help="docker://REGISTRY/REPO[:TAG], oci:DIR[:TAG] or oci-archive:FILE[:TAG] "
+             "(TAG: the version's serial when left out)")],
+         tls_verify: Annotated[bool, typer.Option("--tls-verify/--no-tls-verify", help="docker://: check the "
+                                                  "registry's certificate (--no-tls-verify also allows plain "
+                                                  "HTTP)")] = True,
+         authfile: Annotated[Path | None, typer.Option("--authfile", help="the registry credentials "
+                                                       "(containers-auth.json; default: skopeo's, or "
+                                                       "REGISTRY_AUTH_FILE)")] = None,
+         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Push a version to an OCI registry or layout through skopeo, byte for byte: its one layer is the
+    tested rootfs (the same digest when pulled), with OCI annotations saying what it is. Recorded in
+    the version's events once the destination accepted it; a refusal exits 10 and records nothing."""
+    from imageci.app import pushing
+    from imageci.app.session import Session
+
+    with console.status(f"pushing {ref} to {destination}…"):
+        done = pushing.push(Session.open(), ref, destination, tls_verify=tls_verify, authfile=authfile)
+    if as_json:
+        print_json(done)
+        return
+    console.print(f"[green]pushed[/] {done.image} to {done.destination}: manifest {done.manifest_digest}, "
+                  f"layer {done.layer_digest[:19]} (the tested rootfs)", highlight=False)
+
+
+@app.command()
+@handle_errors
 def images(name: Annotated[str | None, typer.Argument(help="only this product")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """List products, versions, their states and channels."""

@@ -30,6 +30,7 @@ from imageci.store.models import (
     Attempt,
     Event,
     Product,
+    Push,
     Run,
     RunStatus,
     State,
@@ -204,6 +205,19 @@ class Catalog:
             s.add(Event(version_id=v.id, from_state=frm.value, to_state=to.value,
                         actor=actor or self.actor, reason=reason, at=utcnow()))
             return v
+
+    def record_push(self, version_id: int, destination: str, manifest_digest: str, *,
+                    actor: str | None = None) -> Push:
+        with self.session() as s:
+            push = Push(version_id=version_id, destination=destination, manifest_digest=manifest_digest,
+                        actor=actor or self.actor, at=utcnow())
+            s.add(push)
+            s.flush()
+            return push
+
+    def pushes(self, version_id: int) -> list[Push]:
+        with self.session() as s:
+            return list(s.scalars(select(Push).where(Push.version_id == version_id).order_by(Push.id)))
 
     def evidence(self, version: Version) -> Evidence:
         with self.session() as s:

@@ -200,6 +200,21 @@ def events(reader: Reader, version_id: int) -> list[EventInfo]:
 
 
 @dataclass(frozen=True)
+class PushInfo:
+    destination: str
+    manifest_digest: str
+    actor: str
+    at: datetime
+
+
+def pushes(reader: Reader, version_id: int) -> list[PushInfo]:
+    """Where a version was pushed (`imageci push`), oldest first."""
+    return [PushInfo(str(dest), str(digest), str(actor), stamp(at)) for dest, digest, actor, at in
+            reader.rows("SELECT destination, manifest_digest, actor, at FROM pushes WHERE version_id = :id "
+                        "ORDER BY id", {"id": version_id})]
+
+
+@dataclass(frozen=True)
 class TransientFailure:
     product: str
     serial: str

@@ -24,7 +24,7 @@ from imageci.store.states import (
 
 # The catalog's vocabulary lives in store.states (no SQLAlchemy); re-exported for the ORM's users.
 __all__ = ["CHANNELS", "DEFAULT_NAMESPACE", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus", "State",
-           "as_utc", "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Run", "Token",
+           "as_utc", "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Push", "Run", "Token",
            "Version", "label"]
 
 
@@ -86,6 +86,18 @@ class Event(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     version: Mapped[Version] = relationship(back_populates="events")
+
+
+class Push(Base):
+    """A version pushed to a registry or OCI layout, as the destination answered (`imageci push`)."""
+
+    __tablename__ = "pushes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    destination: Mapped[str] = mapped_column(Text)
+    manifest_digest: Mapped[str] = mapped_column(String(71))  # sha256:…
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Run(Base):
