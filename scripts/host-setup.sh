@@ -40,6 +40,8 @@ packages=(
   squashfs-tools      # the LXD form of every version (root.squashfs), served by the channels' feeds
   lxd lxd-client      # the lxd testbed (scripts/lxd-up.sh starts and initialises the daemon)
   openssl             # the lxd testbed's run feed: a throwaway certificate for its HTTPS
+  qemu-user-static binfmt-support  # foreign architectures (arm64 on x86_64): built and tested through binfmt_misc
+  qemu-system-arm     # arm64 images booted as VMs (qemu-system-aarch64, TCG on x86_64)
 )
 if [ "$want_test" = 1 ]; then
   packages+=(postgresql)      # the catalog is tested against a real server
@@ -48,6 +50,7 @@ if [ "$want_test" = 1 ]; then
   packages+=(buildah umoci)   # `imageci import` is tested with images other tools built and unpacked
   packages+=(docker-registry) # and pulled from a real registry (the tests start their own on 127.0.0.1)
   packages+=(busybox-static)  # the smallest image LXD boots (/sbin/init), for the feed's tests
+  packages+=(redis-server)    # Celery's broker for the workers' tests (they start their own on 127.0.0.1)
 fi
 
 missing=()
@@ -72,6 +75,22 @@ fi
 # The same for the registry: its packaged service would listen on all interfaces.
 if [ "$want_test" = 1 ] && [ -x /etc/init.d/docker-registry ]; then
   $SUDO /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+fi
+
+# The packaged Redis would listen for anyone; the tests (and `imageci worker` setups) start their own.
+if [ "$want_test" = 1 ] && [ -x /etc/init.d/redis-server ]; then
+  $SUDO /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+fi
+
+# binfmt_misc: without systemd nothing mounts it or registers qemu-user's handlers.
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+  $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null \
+    || echo "host-setup: warning: cannot mount binfmt_misc; foreign-architecture images will be skipped" >&2
+fi
+if [ -e /proc/sys/fs/binfmt_misc/status ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] \
+    && command -v update-binfmts >/dev/null; then
+  $SUDO update-binfmts --enable >/dev/null 2>&1 \
+    || echo "host-setup: warning: could not register qemu-aarch64 with binfmt_misc" >&2
 fi
 
 # podman: runc as the runtime, and default rlimits no higher than this host's

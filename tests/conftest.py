@@ -170,10 +170,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                     "for the tests that do not", pytrace=False)
 
 
-def busybox_rootfs(path: Path, marker: str, applets: tuple[str, ...] = ("sh", "cat", "true", "sleep", "ps")) -> Path:
+def busybox_rootfs(path: Path, marker: str, applets: tuple[str, ...] = ("sh", "cat", "true", "sleep", "ps"),
+                   busybox: Path = Path("/bin/busybox")) -> Path:
     """The smallest image LXD boots: static busybox as /sbin/init (with ``applets`` linked in /bin), an
-    inittab, an os-release, and ``marker`` in /etc/imageci-marker."""
-    busybox = Path("/bin/busybox")
+    inittab, an os-release, and ``marker`` in /etc/imageci-marker. ``busybox``: another architecture's."""
     require_tool(busybox.is_file(), "busybox-static")
 
     def entry(name: str, **kw: object) -> tarfile.TarInfo:

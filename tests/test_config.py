@@ -22,7 +22,8 @@ def test_every_variable_is_read_into_settings(tmp_path: Path) -> None:
            "IMAGECI_QEMU_ACCEL": "tcg", "IMAGECI_WARM_VMS": "0", "IMAGECI_TCG_MULTIPLIER": "2.5",
            "IMAGECI_MEMORY_BUDGET_MB": "2048", "IMAGECI_CPU_BUDGET": "1.5", "IMAGECI_SERVER": "https://ci.example",
            "IMAGECI_MAX_UPLOAD": "8G",
-           "IMAGECI_TOKEN": "ici_secret"}
+           "IMAGECI_TOKEN": "ici_secret", "IMAGECI_EXECUTOR": "celery",
+           "IMAGECI_BROKER_URL": "redis://:pw@127.0.0.1:6379/1", "IMAGECI_VISIBILITY_TIMEOUT": "7200"}
     assert set(env) == set(VARIABLES)
     s = Settings.load(env=env)
     assert (s.home, s.db_url, s.jobs, s.build_cache, s.actor, s.hosts) == (
@@ -31,21 +32,31 @@ def test_every_variable_is_read_into_settings(tmp_path: Path) -> None:
         "tcg", 0, 2.5, 2048, 1.5)
     assert (s.server, s.token) == ("https://ci.example", "ici_secret") and "ici_secret" not in repr(s)
     assert s.max_upload == 8 << 30
+    assert (s.executor, s.broker_url, s.visibility_timeout) == ("celery", "redis://:pw@127.0.0.1:6379/1", 7200)
+    assert "pw@" not in repr(s)
     d = Settings.load(env={"IMAGECI_HOME": str(tmp_path / "d")})
     assert (d.qemu_accel, d.warm_vms, d.tcg_multiplier, d.memory_budget_mb, d.actor) == ("auto", 1, 3.0, None, None)
     assert d.hosts == d.home / "hosts.yaml" and d.jobs == (os.cpu_count() or 1) and d.max_upload == 32 << 30
+    assert (d.executor, d.broker_url, d.visibility_timeout) == ("local", None, 3600)
 
 
 @pytest.mark.parametrize(("name", "value"), [
     ("IMAGECI_JOBS", "0"), ("IMAGECI_JOBS", "many"), ("IMAGECI_WARM_VMS", "-1"), ("IMAGECI_QEMU_ACCEL", "xen"),
     ("IMAGECI_TCG_MULTIPLIER", "0"), ("IMAGECI_MEMORY_BUDGET_MB", "lots"), ("IMAGECI_CPU_BUDGET", "-2"),
-    ("IMAGECI_SERVER", "ci.example.org"), ("IMAGECI_MAX_UPLOAD", "huge")])
+    ("IMAGECI_SERVER", "ci.example.org"), ("IMAGECI_MAX_UPLOAD", "huge"), ("IMAGECI_EXECUTOR", "k8s"),
+    ("IMAGECI_VISIBILITY_TIMEOUT", "5")])
 def test_a_malformed_variable_is_a_usage_error_that_names_it(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(UsageError, match=f"{name} must be .*{re.escape(repr(value))}"):
         Settings.load(env={"IMAGECI_HOME": str(tmp_path), name: value})
     res = subprocess.run([sys.executable, "-m", "imageci.cli", "images"], capture_output=True, text=True,
                          env={**os.environ, "IMAGECI_HOME": str(tmp_path), name: value})
     assert res.returncode == 2 and name in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_malformed_broker_url_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="IMAGECI_BROKER_URL must be a redis://") as caught:
+        Settings.load(env={"IMAGECI_HOME": str(tmp_path), "IMAGECI_BROKER_URL": "amqp://u:hunter2@mq/"})
+    assert "hunter2" not in str(caught.value)
 
 
 def test_every_variable_is_documented_in_the_readme() -> None:

@@ -36,8 +36,13 @@ VARIABLES: dict[str, str] = {
     "IMAGECI_MAX_UPLOAD": "the largest blob `imageci serve` accepts",
     "IMAGECI_SERVER": "the imageci server the CLI asks (see `imageci login`)",
     "IMAGECI_TOKEN": "the API token for IMAGECI_SERVER (a secret: never pinned, never printed)",
+    "IMAGECI_EXECUTOR": "local or celery: where `run`/`test` run their tests",
+    "IMAGECI_BROKER_URL": "the Celery broker and result backend (redis://…) for workers and --executor celery",
+    "IMAGECI_VISIBILITY_TIMEOUT": "seconds before a job a dead worker held is delivered again",
 }
-SECRET_VARIABLES = frozenset({"IMAGECI_TOKEN"})
+# never pinned, never printed: a token, and a broker URL that may carry a password
+SECRET_VARIABLES = frozenset({"IMAGECI_TOKEN", "IMAGECI_BROKER_URL"})
+EXECUTORS = ("local", "celery")
 
 
 def default_home(env: Mapping[str, str] | None = None) -> Path:
@@ -58,7 +63,8 @@ def _parse(env: Mapping[str, str], name: str, kind: Callable[[str], T], what: st
     except ValueError:
         value = None
     if value is None or not ok(value):
-        raise UsageError(f"{name} must be {what} (got {raw!r})")
+        got = "a value that is not" if name in SECRET_VARIABLES else repr(raw)  # a secret is never echoed
+        raise UsageError(f"{name} must be {what} (got {got})")
     return value
 
 
@@ -82,6 +88,9 @@ class Settings:
     max_upload: int = 32 << 30  # bytes: the largest blob the server accepts
     server: str | None = None  # None: `imageci login`'s, else work locally
     token: str | None = field(default=None, repr=False)  # a secret
+    executor: str = "local"  # local | celery
+    broker_url: str | None = field(default=None, repr=False)  # redis://…: may carry a password
+    visibility_timeout: int = 3600  # seconds: longer than the longest test, or a running job is delivered twice
 
     @property
     def store_dir(self) -> Path:
@@ -133,6 +142,11 @@ class Settings:
             server=_parse(env, "IMAGECI_SERVER", str, "an http:// or https:// URL",
                           lambda v: v.startswith(("http://", "https://"))),
             token=env.get("IMAGECI_TOKEN") or None,
+            executor=_parse(env, "IMAGECI_EXECUTOR", str, "local or celery", lambda v: v in EXECUTORS) or "local",
+            broker_url=_parse(env, "IMAGECI_BROKER_URL", str, "a redis:// or rediss:// URL",
+                              lambda v: v.startswith(("redis://", "rediss://", "redis+socket://"))),
+            visibility_timeout=_parse(env, "IMAGECI_VISIBILITY_TIMEOUT", int, "a whole number of seconds ≥ 10",
+                                      lambda v: v >= 10) or 3600,
         )
 
     def ensure(self) -> None:

@@ -78,3 +78,8 @@ class PushError(ImageciError):
     """A registry (or destination) refused a push or could not be reached; nothing was recorded."""
 
     exit_code = ExitCode.PUSH_FAILED
+
+
+class ServerUnavailable(ImageciError):
+    """The imageci server could not be reached (or a proxy before it answered 502/504): a request that
+    may succeed when tried again (a worker waits and retries its writes)."""

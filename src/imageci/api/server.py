@@ -326,6 +326,12 @@ def create_app(settings: Settings) -> FastAPI:
         signed_in(caller)
         return products.configure(s, name, namespace=body.namespace, public=body.public, by=caller)
 
+    @api.get(f"{API}/runs/{{run_id}}/state", response_model=recording.RunState, tags=["runs"])
+    def run_state(run_id: RunId, s: SessionDep, caller: Caller) -> recording.RunState:
+        """Whether a run still takes attempts and the digest it tests (scope ``test``): what a worker
+        asks before it runs a job of it."""
+        return recording.run_state(s, run_id, by=caller)
+
     @api.get(f"{API}/runs/{{run_id}}", response_model=queries.Results, tags=["runs"])
     def run(run_id: RunId, s: SessionDep, caller: Caller) -> queries.Results:
         """One run: its version, status, and every attempt it recorded."""

@@ -33,6 +33,7 @@ from imageci.store.models import Version
 log = logging.getLogger("imageci.app")
 
 Fresh = Literal["test", "suite"]
+Executor = Literal["local", "celery"]
 
 
 class TestRequest(BaseModel):
@@ -56,6 +57,7 @@ class TestRequest(BaseModel):
     limits: list[str] = Field(default_factory=list, description="KEY=VALUE limits for every test of the run")
     junit: Path | None = None
     tap: Path | None = None
+    executor: Executor | None = Field(default=None, description="None: the settings' (IMAGECI_EXECUTOR)")
 
     @property
     def extra(self) -> bool:
@@ -77,6 +79,7 @@ class TestPlan:
     suite_dir: Path | None = None
     suite: Suite | None = None
     fetched: list[Path] = field(default_factory=list)  # source trees fetched for --dep8-package
+    executor: Executor = "local"
 
 
 def flake_policy(session: Session, version: Version, suite: Suite | None, checks: list[Check],
@@ -121,6 +124,11 @@ def plan_tests(session: Session, request: TestRequest) -> TestPlan:
         if unknown:
             raise UsageError(f"no such test: {', '.join(unknown)}; available: {', '.join(by_id)}")
         checks = [by_id[t] for t in request.tests]
+    executor: Executor = request.executor or ("celery" if session.settings.executor == "celery" else "local")
+    if executor == "celery" and (request.extra or request.suite is not None):
+        raise UsageError("with --executor celery only the version's own suite runs (workers take each test from "
+                         "the suite stored with the version); --suite, --dep8, --dep8-package, --structure and "
+                         "--testinfra run with --executor local")
     testbeds = list(dict.fromkeys(request.testbeds or (suite.testbeds if suite else ()) or ["sandbox"]))
     fresh: Fresh = request.fresh or (suite.fresh if suite else "test")
     return TestPlan(
@@ -128,4 +136,4 @@ def plan_tests(session: Session, request: TestRequest) -> TestPlan:
         jobs=request.jobs or session.settings.jobs,
         limits=suite.limit_policy(override) if suite else LimitPolicy(override=override),
         waiver=flake_policy(session, version, suite, checks, request.quarantine),
-        suite_dir=suite.path if suite else None, suite=suite, fetched=fetched)
+        suite_dir=suite.path if suite else None, suite=suite, fetched=fetched, executor=executor)

@@ -148,6 +148,7 @@ class AttemptRow(Row):
     duration: float  # seconds
     started: str
     log: str | None  # path of the log blob in the store
+    worker: str | None = None  # the Celery worker that ran it (None: the process that recorded the run)
 
 
 class RunRow(Row):
@@ -185,7 +186,8 @@ def results(session: Session, ref: str, tests: list[str] | None = None, *, viewe
                        exit_code=a.exit_code, reason=a.reason,
                        duration=round((a.ended_at - a.started_at).total_seconds(), 3),
                        started=a.started_at.isoformat(timespec="seconds"),
-                       log=str(session.store.path(a.log_digest)) if a.log_digest else None) for a in attempts]
+                       log=str(session.store.path(a.log_digest)) if a.log_digest else None, worker=a.worker)
+            for a in attempts]
     per_run: dict[int, int] = {}
     for a in attempts:
         per_run[a.run_id] = per_run.get(a.run_id, 0) + 1

@@ -48,6 +48,7 @@ class AttemptIn(BaseModel):
     reason: str = Field(default="", max_length=65536)
     log: str | None = Field(default=None, max_length=MAX_LOG)
     key: str | None = Field(default=None, description="its idempotency key, in a batch")
+    worker: str | None = Field(default=None, max_length=255, description="the worker that ran it")
 
 
 class AttemptRecorded(BaseModel):
@@ -64,6 +65,15 @@ class RunEnded(BaseModel):
     run: int
     status: str
     exit_code: int | None
+
+
+class RunState(BaseModel):
+    """Whether a run still takes attempts, and which bytes it tests (a worker checks both first)."""
+
+    run: int
+    status: str  # running | finished | interrupted | aborted
+    image: str  # NAME@SERIAL
+    digest: str  # sha256:…
 
 
 def _key(key: str | None) -> str | None:
@@ -125,7 +135,7 @@ def record_attempts(session: Session, run_id: int, bodies: list[AttemptIn], *,
             run_id=run_id, image_digest=digest, test_id=body.test, test_digest=body.test_digest,
             testbed=body.testbed, attempt=body.attempt, started_at=as_utc(body.started),
             ended_at=as_utc(body.ended), exit_code=body.exit_code, verdict=body.verdict, reason=body.reason,
-            log_digest=log, idempotency_key=_key(body.key)))
+            log_digest=log, idempotency_key=_key(body.key), worker=body.worker))
     return [AttemptRecorded(id=i, created=created) for i, created in session.catalog.record_attempts_once(rows)]
 
 
@@ -137,3 +147,11 @@ def finish_run(session: Session, run_id: int, body: RunEnd, *, by: Principal = L
     done = lookups.run_of(session.catalog.reader(), run_id)
     assert done is not None
     return RunEnded(run=run_id, status=done[0].status, exit_code=done[0].exit_code)
+
+
+def run_state(session: Session, run_id: int, *, by: Principal = LOCAL) -> RunState:
+    """The state of a run ``by`` may record attempts of."""
+    run, digest = _run(session, run_id, by, f"record attempts of run {run_id}")
+    found = lookups.run_of(session.reader, run_id)
+    assert found is not None and found[2] is not None
+    return RunState(run=run_id, status=run.status, image=found[2].label, digest=f"sha256:{digest}")

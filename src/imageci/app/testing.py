@@ -13,7 +13,7 @@ from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
 from imageci.app.versions import config_of
 from imageci.engine.budget import Budget, default_budget
-from imageci.engine.runner import Engine, EventFn, RunReport, TestResult
+from imageci.engine.runner import Dispatcher, Engine, EventFn, RunReport, TestResult
 from imageci.exitcodes import ExitCode
 from imageci.reports.junit import write_junit
 from imageci.reports.reproducer import RunSpec, write_reproducer
@@ -22,6 +22,7 @@ from imageci.store.models import Attempt, label
 from imageci.testbeds.registry import make_backend
 
 PlanFn = Callable[[TestPlan], None]
+StatusFn = Callable[[str], None]
 
 
 class AttemptEvent(BaseModel):
@@ -34,6 +35,7 @@ class AttemptEvent(BaseModel):
     seconds: float
     reason: str
     cached: bool  # an earlier pass of these bytes and this test, reused
+    worker: str = ""  # the Celery worker that ran it ("" : this process)
 
 
 AttemptFn = Callable[[AttemptEvent], None]
@@ -47,7 +49,8 @@ def _engine_events(on_attempt: AttemptFn | None) -> EventFn | None:
         if attempt is not None:
             on_attempt(AttemptEvent(test=result.test_id, testbed=result.testbed, attempt=attempt.attempt,
                                     verdict=attempt.verdict, reason=attempt.reason, cached=what == "cached",
-                                    seconds=(attempt.ended_at - attempt.started_at).total_seconds()))
+                                    seconds=(attempt.ended_at - attempt.started_at).total_seconds(),
+                                    worker=attempt.worker or ""))
 
     return relay
 
@@ -72,17 +75,34 @@ def log_text(session: Session, result: TestResult) -> str:
     return ""
 
 
-def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None) -> RunOutcome:
+def _dispatcher(session: Session, plan: TestPlan, on_status: StatusFn | None) -> Dispatcher | None:
+    """Where the plan's tests run: here (None), or as jobs on Celery workers that record their attempts
+    through the server whose home this is."""
+    if plan.executor != "celery":
+        return None
+    from imageci.engine.broker import celery_app
+    from imageci.engine.fanout import CeleryDispatcher
+
+    app = celery_app(session.settings.broker_url, session.settings.visibility_timeout)
+    return CeleryDispatcher(app, label(plan.version), on_status=on_status)
+
+
+def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
+            on_status: StatusFn | None = None) -> RunOutcome:
+    """Run ``plan``; ``on_event`` sees every attempt, ``on_status`` how jobs on workers go (started where,
+    waiting for what)."""
     request = plan.request
     backends = {name: make_backend(name, session.settings) for name in plan.testbeds}
     settings = session.settings
     engine = Engine(session.catalog, session.store, backends, jobs=plan.jobs, on_event=_engine_events(on_event),
                     fresh=plan.fresh,
                     waiver=plan.waiver, owner=str(session.owner.lock_path), limits=plan.limits,
-                    budget=Budget(default_budget(settings.memory_budget_mb, settings.cpu_budget)))
+                    budget=Budget(default_budget(settings.memory_budget_mb, settings.cpu_budget)),
+                    dispatcher=_dispatcher(session, plan, on_status))
     version = plan.version
     report = engine.run(version, plan.checks, plan.testbeds, retries=request.retries, rerun_all=request.rerun_all,
-                        image=engine.image_handle(version, config_of(session, version)))
+                        image=engine.image_handle(version, config_of(session, version)),
+                        options={"executor": plan.executor} if plan.executor != "local" else None)
     if request.junit:
         write_junit(report, request.junit, lambda r: log_text(session, r))
     if request.tap:
@@ -96,9 +116,10 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None)
 
 
 def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None = None,
-              on_event: AttemptFn | None = None) -> RunOutcome:
-    """Plan and execute; ``on_plan`` sees the plan before anything runs, ``on_event`` every attempt."""
+              on_event: AttemptFn | None = None, on_status: StatusFn | None = None) -> RunOutcome:
+    """Plan and execute; ``on_plan`` sees the plan before anything runs, ``on_event`` every attempt,
+    ``on_status`` the jobs' progress on workers."""
     plan = plan_tests(session, request)
     if on_plan is not None:
         on_plan(plan)
-    return execute(session, plan, on_event)
+    return execute(session, plan, on_event, on_status)

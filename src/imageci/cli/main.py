@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imageci import __version__
+from imageci.cli import fleet
 from imageci.cli.context import COLOURS, console, err_console, handle_errors, print_json, show_warnings
 
 # Commands import what they use when they run: `imageci --version` and the queries start fast.
@@ -44,6 +45,10 @@ TestinfraOpt = Annotated[list[Path] | None, typer.Option("--testinfra", help="a 
 LimitOpt = Annotated[list[str] | None, typer.Option("--limit", metavar="KEY=VALUE", help="a limit for every test "
                                                     "of this run: memory, pids, disk, output, log (repeatable; "
                                                     "e.g. --limit memory=4G)")]
+ExecutorOpt = Annotated[str | None, typer.Option("--executor", help="'local': run the tests here; 'celery': as "
+                                                 "jobs on workers (`imageci worker`) that record through the "
+                                                 "server whose home this is (default: $IMAGECI_EXECUTOR, else "
+                                                 "local)")]
 FreshOpt = Annotated[str | None, typer.Option("--fresh", help="'test': a new testbed per test; 'suite': reuse "
                                               "one between non-destructive tests (default: the suite's choice)")]
 
@@ -249,30 +254,39 @@ def _fresh(value: str | None) -> Fresh | None:
 def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: list[str] | None, jobs: int | None,
              retries: int, rerun_all: bool, junit: Path | None, tap: Path | None, fresh: str | None,
              dep8: list[Path] | None, dep8_package: list[str] | None, quarantine: Path | None,
-             structure: list[Path] | None, testinfra: list[Path] | None, limit: list[str] | None) -> TestRequest:
+             structure: list[Path] | None, testinfra: list[Path] | None, limit: list[str] | None,
+             executor: str | None = None) -> TestRequest:
     from imageci.app.planning import TestRequest
+    from imageci.errors import UsageError
 
+    if executor not in (None, "local", "celery"):
+        raise UsageError(f"--executor must be 'local' or 'celery' (got {executor!r})")
     return TestRequest(ref=ref, tests=tests, suite=suite, testbeds=testbed or [], jobs=jobs, retries=retries,
                        rerun_all=rerun_all, junit=junit, tap=tap, fresh=_fresh(fresh), dep8=dep8 or [],
                        dep8_packages=dep8_package or [], quarantine=quarantine, structure=structure or [],
-                       testinfra=testinfra or [], limits=limit or [])
+                       testinfra=testinfra or [], limits=limit or [],
+                       executor=executor)  # type: ignore[arg-type]
 
 
 def _run(request: TestRequest) -> None:
     from imageci.app.session import Session
     from imageci.app.testing import run_tests
     from imageci.cli import sources
-    from imageci.cli.testing import show_event, show_outcome, show_plan
+    from imageci.cli.testing import show_event, show_outcome, show_plan, show_status
     from imageci.client.remote import ApiClient, find_remote
 
     session = Session.open()
     remote = find_remote(sources.server_option, session.settings)
     if remote is None:
-        outcome = run_tests(session, request, on_plan=show_plan, on_event=show_event)
+        outcome = run_tests(session, request, on_plan=show_plan, on_event=show_event, on_status=show_status)
         show_outcome(outcome)
         raise typer.Exit(int(outcome.exit_code))
     from imageci.app import mirroring
+    from imageci.errors import UsageError
 
+    if (request.executor or session.settings.executor) == "celery":
+        raise UsageError(f"--executor celery runs on the server's machine, with its home (workers record into "
+                         f"its catalog); against {remote.url} the tests run here (--executor local)")
     client = ApiClient(remote)
     with console.status(f"fetching {request.ref} from {remote.url}…"):
         detail, local = mirroring.fetch(session, client, request.ref)
@@ -293,10 +307,11 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
         suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
         rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
         dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
-        structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None) -> None:
+        structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None,
+        executor: ExecutorOpt = None) -> None:
     """Run one or several tests against an image."""
     _run(_request(ref, tests, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
-                  quarantine, structure, testinfra, limit))
+                  quarantine, structure, testinfra, limit, executor))
 
 
 @app.command()
@@ -305,10 +320,10 @@ def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: 
          retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None,
          fresh: FreshOpt = None, dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None,
          quarantine: QuarantineOpt = None, structure: StructureOpt = None, testinfra: TestinfraOpt = None,
-         limit: LimitOpt = None) -> None:
+         limit: LimitOpt = None, executor: ExecutorOpt = None) -> None:
     """Run the image's whole suite (or, with --dep8/--dep8-package/--structure/--testinfra alone, only those)."""
     _run(_request(ref, None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
-                  quarantine, structure, testinfra, limit))
+                  quarantine, structure, testinfra, limit, executor))
 
 
 RUN_NOTES = {"aborted": "the imageci process running it died; what it recorded is below",
@@ -747,6 +762,8 @@ def products(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     write_columns(("name", "namespace", "visibility", "versions"),
                   ((r.name, r.namespace, "public" if r.public else "private", str(r.versions)) for r in rows))
 
+
+fleet.register(app)
 
 if __name__ == "__main__":
     app()

@@ -21,8 +21,14 @@ def show_event(e: AttemptEvent) -> None:
     extra = " (cached: passed before for these bytes)" if e.cached else (f" — {escape(e.reason)}" if e.reason else "")
     tries = f" try {e.attempt}" if e.attempt > 1 else ""
     bed = escape(f"[{e.testbed}]")
+    where = f" on {escape(e.worker)}" if e.worker else ""
     console.print(f"  [{colour}]{e.verdict:5}[/] {escape(e.test)} {bed}{tries} "
-                  f"{'' if e.cached else f'{e.seconds:.2f}s'}{extra}", highlight=False)
+                  f"{'' if e.cached else f'{e.seconds:.2f}s'}{where}{extra}", highlight=False)
+
+
+def show_status(line: str) -> None:
+    """How jobs on workers go: started where, waiting for what."""
+    console.print(f"  [dim]… {escape(line)}[/]", highlight=False)
 
 
 def show_outcome(outcome: RunOutcome) -> None:

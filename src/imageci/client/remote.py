@@ -28,7 +28,7 @@ from pydantic import BaseModel, TypeAdapter
 from imageci.api.schemas import error_of
 from imageci.app.publishing import Published, PublishRequest
 from imageci.config import Settings
-from imageci.errors import ImageciError, UsageError
+from imageci.errors import ServerUnavailable, UsageError
 
 if TYPE_CHECKING:
     import httpx
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from imageci.app.gating import GateStatus, Promotion
     from imageci.app.publishing import Published, PublishRequest
     from imageci.app.queries import VersionDetail
-    from imageci.app.recording import AttemptIn, AttemptRecorded, RunEnd, RunEnded, RunStart, RunStarted
+    from imageci.app.recording import AttemptIn, AttemptRecorded, RunEnd, RunEnded, RunStart, RunStarted, RunState
     from imageci.store.blobs import BlobWriter
 
 API = "/api/v1"
@@ -128,7 +128,10 @@ class ApiClient:
         try:
             response = self.http.request(method, API + path, **kw)
         except httpx.HTTPError as exc:
-            raise ImageciError(f"cannot reach the imageci server {self.remote.url}: {exc}") from None
+            raise ServerUnavailable(f"cannot reach the imageci server {self.remote.url}: {exc}") from None
+        if response.status_code in (502, 504):  # a proxy in front of a server that is away (503: ours, exit 8)
+            raise ServerUnavailable(f"the imageci server {self.remote.url} is unavailable "
+                                    f"({response.status_code} {response.reason_phrase})")
         if response.status_code >= 400:
             try:
                 message = str(response.json()["error"])
@@ -169,7 +172,7 @@ class ApiClient:
         try:
             r = self.http.head(f"{API}/blobs/sha256:{digest.removeprefix('sha256:')}")
         except httpx.HTTPError as exc:
-            raise ImageciError(f"cannot reach the imageci server {self.remote.url}: {exc}") from None
+            raise ServerUnavailable(f"cannot reach the imageci server {self.remote.url}: {exc}") from None
         if r.status_code == 404:
             return None
         if r.status_code >= 400:
@@ -234,7 +237,7 @@ class ApiClient:
             into.commit()
         except httpx.HTTPError as exc:
             into.abort()
-            raise ImageciError(f"download of {filename} from {self.remote.url} failed: {exc}") from None
+            raise ServerUnavailable(f"download of {filename} from {self.remote.url} failed: {exc}") from None
         except BaseException:
             into.abort()
             raise
@@ -261,6 +264,11 @@ class ApiClient:
         from imageci.app.recording import RunEnded
 
         return self.post(f"/runs/{run}/finish", RunEnded, body)  # type: ignore[no-any-return]
+
+    def run_state(self, run: int) -> RunState:
+        from imageci.app.recording import RunState
+
+        return self.get(f"/runs/{run}/state", RunState)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.http.close()

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Protocol
 
 from imageci.build.oci import ImageConfig
 from imageci.checks.base import Check, Outcome
 from imageci.definitions.limits import DEFAULTS, LimitPolicy, Limits
 from imageci.engine.aggregate import aggregate, exit_code_for
 from imageci.engine.budget import Budget, default_budget
+from imageci.engine.jobs import JobDone
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import ImageciError
 from imageci.exitcodes import ExitCode
@@ -92,6 +94,15 @@ class RunReport:
 EventFn = Callable[[str, TestResult, Attempt | None], None]
 
 
+class Dispatcher(Protocol):
+    """Runs a run's tests elsewhere (``engine.fanout``: Celery workers), each as one job whose attempt the
+    worker records through the server; yields each test with what its job ended with — the worker's
+    answer, or why no attempt was recorded (a worker's failure: the engine records it as an error)."""
+
+    def dispatch(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult],
+                 limits: Callable[[Check], Limits]) -> Iterator[tuple[TestResult, JobDone | str]]: ...
+
+
 @dataclass
 class Planned:
     """One check × testbed of a schedule and what it gets."""
@@ -144,6 +155,7 @@ class Engine:
     waiver: WaiverFn | None = None  # flake policy: quarantine, grace for new tests
     owner: str | None = None  # the lock file this process holds (imageci.owners): a killed run is found by it
     limits: LimitPolicy = field(default_factory=LimitPolicy)  # memory, pids, disk, output, log per test
+    dispatcher: Dispatcher | None = None  # None: tests run here, in the pool; else as jobs on workers
 
     def _emit(self, what: str, result: TestResult, attempt: Attempt | None = None) -> None:
         if self.on_event:
@@ -176,11 +188,15 @@ class Engine:
     def limits_for(self, check: Check) -> Limits:
         return self.limits.for_test(check.id, check.limits)
 
+    def kept_log(self, check: Check, outcome: Outcome) -> bytes:
+        """What is kept of an attempt's log: its head and tail within the test's ``log`` limit."""
+        keep = self.limits_for(check).log or DEFAULTS.log
+        assert keep is not None
+        return bounded(outcome.log, keep)
+
     def _record(self, run_id: int, image: ImageHandle, result: TestResult, outcome: Outcome,
                 started: datetime, ended: datetime) -> Attempt:
-        keep = self.limits_for(result.check).log or DEFAULTS.log
-        assert keep is not None
-        log_digest = self.store.put_bytes(bounded(outcome.log, keep)).digest if outcome.log else None
+        log_digest = self.store.put_bytes(self.kept_log(result.check, outcome)).digest if outcome.log else None
         attempt = self.catalog.record_attempt(Attempt(
             run_id=run_id, image_digest=image.digest, test_id=result.check.id, test_digest=result.check.digest,
             testbed=result.testbed, attempt=len(result.attempts) + 1, started_at=started, ended_at=ended,
@@ -244,12 +260,26 @@ class Engine:
         ended = max(utcnow(), started)
         self._record(run_id, image, result, outcome, started, ended)
 
+    def attempt_once(self, image: ImageHandle, check: Check, testbed: str) -> tuple[Outcome, datetime, datetime]:
+        """One attempt of ``check`` on ``testbed``, unrecorded (a worker's job; its coordinator decided
+        reuse and waivers): a verdict reached without a testbed (missing capabilities, an unusable
+        backend), or a run in a fresh testbed. (outcome, started, ended)."""
+        item = self.plan(image, [check], [testbed], rerun_all=True).items[0]
+        if item.decided is not None:
+            now = utcnow()
+            return item.decided, now, now
+        with self.budget.hold(self.backends[testbed].cost):
+            started = utcnow()
+            outcome = self._execute(image, item.result)
+        return outcome, started, max(utcnow(), started)
+
     def plan(self, image: ImageHandle, checks: Sequence[Check], testbeds: Sequence[str], *,
              rerun_all: bool = False) -> Schedule:
         """Decide, without running or recording anything, what each check × testbed gets: an earlier
         pass of the same bytes and test (reused unless ``rerun_all``), a verdict reached without a
         testbed (waived, precheck, wrong testbed, unusable backend, missing capabilities), or a run."""
-        unusable = {tb: why for tb in testbeds if (why := self.backends[tb].why_not(image))}
+        here = self.dispatcher is None  # else each worker decides what its own testbeds cannot do
+        unusable = {tb: why for tb in testbeds if here and (why := self.backends[tb].why_not(image))}
         items: list[Planned] = []
         for check in checks:
             for tb in testbeds:
@@ -269,7 +299,7 @@ class Engine:
                     pre = Outcome(Verdict.SKIP, f"runs only on: {', '.join(only)}")
                 if pre is None and tb in unusable:
                     pre = Outcome(Verdict.SKIP, f"testbed {tb}: {unusable[tb]}")
-                if pre is None:
+                if pre is None and here:
                     missing = sorted(set(check.needs) - set(self.backends[tb].capabilities(image)))
                     if missing:
                         pre = Outcome(Verdict.SKIP, f"testbed {tb} lacks: {', '.join(missing)}")
@@ -331,8 +361,30 @@ class Engine:
         schedule = self.plan(image or self.image_handle(version), checks, testbeds, rerun_all=rerun_all)
         return self.execute(version, schedule, retries=retries, rerun_all=rerun_all, options=options)
 
+    def _dispatch(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult]) -> None:
+        """The tests as jobs on workers: each attempt a worker recorded is read back from the catalog."""
+        assert self.dispatcher is not None
+        for result, done in self.dispatcher.dispatch(run_id, image, todo, self.limits_for):
+            attempt = self.catalog.attempt(done.attempt_id) if isinstance(done, JobDone) and not done.dropped \
+                else None
+            if attempt is not None:
+                result.attempts.append(attempt)
+                self._emit("attempt", result, attempt)
+                continue
+            if isinstance(done, JobDone):
+                why = done.dropped or f"worker {done.worker} recorded attempt {done.attempt_id}, which the " \
+                    "catalog lacks (is the coordinator on the server's home?)"
+            else:
+                why = done
+            now = utcnow()
+            self._record(run_id, image, result, Outcome(Verdict.ERROR, f"worker error: {why}", None,
+                                                        f"{why}\n".encode()), now, now)
+
     def _pool(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult]) -> None:
         if not todo:
+            return
+        if self.dispatcher is not None:
+            self._dispatch(run_id, image, todo)
             return
         with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="imageci-test") as pool:
             futures = [pool.submit(self._attempt, run_id, image, r) for r in todo]

@@ -76,7 +76,7 @@ class EvidenceChanged(ImageciError):
 
 
 _ATTEMPT_COLUMNS = ("run_id", "image_digest", "test_id", "test_digest", "testbed", "attempt", "started_at",
-                    "ended_at", "exit_code", "verdict", "reason", "log_digest", "idempotency_key")
+                    "ended_at", "exit_code", "verdict", "reason", "log_digest", "idempotency_key", "worker")
 
 
 class Catalog:
@@ -419,6 +419,10 @@ class Catalog:
     def record_attempt_once(self, attempt: Attempt) -> tuple[int, bool]:
         """Record ``attempt`` unless one with its idempotency key exists: (its id, whether new)."""
         return self._add_once(attempt, Attempt, attempt.idempotency_key)
+
+    def attempt(self, attempt_id: int) -> Attempt | None:
+        with self.session() as s:
+            return s.get(Attempt, attempt_id)
 
     def passing_attempt(self, image_digest: str, test_id: str, test_digest: str, testbed: str) -> Attempt | None:
         """An earlier pass of exactly these bytes with exactly this test on this testbed."""

@@ -131,15 +131,16 @@ class AttemptInfo:
     ended_at: datetime
     log_digest: str | None
     test_digest: str = ""
+    worker: str | None = None  # the Celery worker that ran it
 
 
 def attempts(reader: Reader, image_digest: str) -> list[AttemptInfo]:
     """Every attempt recorded for these bytes, oldest first."""
     return [AttemptInfo(i, run, str(test), str(bed), n, str(verdict), code, str(reason or ""), stamp(start),
-                        stamp(end), log, str(tdigest))
-            for i, run, test, bed, n, verdict, code, reason, start, end, log, tdigest in reader.rows(
+                        stamp(end), log, str(tdigest), worker)
+            for i, run, test, bed, n, verdict, code, reason, start, end, log, tdigest, worker in reader.rows(
                 "SELECT id, run_id, test_id, testbed, attempt, verdict, exit_code, reason, started_at, ended_at, "
-                "log_digest, test_digest FROM attempts WHERE image_digest = :digest ORDER BY id",
+                "log_digest, test_digest, worker FROM attempts WHERE image_digest = :digest ORDER BY id",
                 {"digest": image_digest})]
 
 

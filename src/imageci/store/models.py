@@ -134,6 +134,7 @@ class Attempt(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     log_digest: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)  # a client's, over the API
+    worker: Mapped[str | None] = mapped_column(String(255))  # the Celery worker that ran it (None: the recorder)
 
 
 class Token(Base):

@@ -35,6 +35,15 @@ def binfmt_architectures() -> list[str]:
     return found
 
 
+def runnable_architectures() -> list[str]:
+    """Every architecture whose programs run here: the host's, what its kernel runs natively, and those
+    with a binfmt_misc handler (Debian names)."""
+    host = host_architecture()
+    by_qemu = {q: a for a, q in _QEMU_USER.items() if a != "armel"}
+    found = {host, *_NATIVE_EXTRA.get(host, set())} | {by_qemu[q] for q in binfmt_architectures() if q in by_qemu}
+    return sorted(found)
+
+
 def why_cannot_run(architecture: str) -> str | None:
     """None when this host can run ``architecture``'s binaries, else why not."""
     host = host_architecture()

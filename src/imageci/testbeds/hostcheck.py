@@ -11,6 +11,7 @@ from pathlib import Path
 from imageci.errors import ImageciError
 from imageci.testbeds import lxd
 from imageci.testbeds.accel import AccelCache, qemu_binary
+from imageci.testbeds.gpu import nvidia_gpus, why_no_gpu
 from imageci.testbeds.hostarch import binfmt_architectures
 from imageci.testbeds.limits import cgroup_mode
 from imageci.testbeds.seccomp import filter_bytes
@@ -101,6 +102,9 @@ def check_host(home: Path, refresh: bool = True) -> list[Finding]:
     out.append(Finding("feeds", "mksquashfs (LXD form of versions)", squash is not None,
                        squash or "not installed (squashfs-tools): new versions are built without their LXD form "
                        "and are absent from the LXD feeds and the lxd testbed"))
+    gpus, no_gpu = nvidia_gpus(), why_no_gpu()
+    out.append(Finding("gpu", "NVIDIA GPU (podman, through CDI)", no_gpu is None,
+                       "; ".join(gpus) if no_gpu is None else f"{no_gpu}: tests that need `gpu` are skipped here"))
     ssh = shutil.which("ssh")
     out.append(Finding("ssh", "ssh client", ssh is not None, ssh or "not installed: apt-get install openssh-client"))
     return out

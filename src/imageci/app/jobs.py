@@ -1,0 +1,139 @@
+"""A worker's operation: run one job (one test × testbed × image digest) and
+record its attempt through the server.
+
+The worker holds only its token: it asks the server whether the job's run
+still takes attempts and tests the digest the job names, fetches the version
+by digest into its own home (once; every artifact checked while it streams),
+takes the test from the version's own suite snapshot (its content digest must
+equal the job's), runs it on a fresh testbed of this host with the job's
+limits, and writes the attempt with the job's idempotency key — so a job
+delivered twice (its first worker died after writing) is recorded once. A
+server that is down is waited for: the write is retried until it lands or
+``patience`` runs out; only then does the job fail (and its broker message,
+not acknowledged before, goes to another worker when this one dies).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from imageci.app.mirroring import Origin, fetch
+from imageci.app.recording import AttemptIn, AttemptRecorded, RunState
+from imageci.app.session import Session
+from imageci.app.versions import config_of, suite_dir_of
+from imageci.checks.base import Check
+from imageci.checks.suite import suite_checks
+from imageci.definitions.limits import LimitPolicy, Limits
+from imageci.definitions.suite import load_suite
+from imageci.engine.budget import Budget, default_budget
+from imageci.engine.jobs import Job, JobDone
+from imageci.engine.runner import Engine
+from imageci.errors import ImageciError, ServerUnavailable
+from imageci.store.models import Version
+from imageci.testbeds.base import Backend
+from imageci.testbeds.registry import make_backend
+
+log = logging.getLogger("imageci.worker")
+T = TypeVar("T")
+
+
+class JobOrigin(Origin, Protocol):
+    """The server a worker serves (``client.remote.ApiClient``)."""
+
+    def run_state(self, run: int) -> RunState: ...
+
+    def record(self, run: int, body: AttemptIn, key: str) -> AttemptRecorded: ...
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process keeps between jobs: its home, the server, the backends (a VM template or an
+    LXD feed made for one job serves the next of the same image) and the checks of each version."""
+
+    session: Session
+    origin: JobOrigin
+    name: str
+    patience: float = 3600.0  # seconds a write waits for an unavailable server
+    budget: Budget = field(default_factory=lambda: Budget(default_budget()))
+    backends: dict[str, Backend] = field(default_factory=dict)
+    _versions: dict[str, tuple[Version, dict[str, Check]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def backend(self, testbed: str) -> Backend:
+        with self._lock:
+            if testbed not in self.backends:
+                self.backends[testbed] = make_backend(testbed, self.session.settings)
+            return self.backends[testbed]
+
+    def finish(self) -> None:
+        for backend in self.backends.values():
+            try:
+                backend.finish()
+            except Exception:  # noqa: BLE001 (one backend's cleanup must not stop the others')
+                log.exception("finishing a backend")
+
+    def version(self, job: Job) -> tuple[Version, dict[str, Check]]:
+        """The job's version in this home (fetched once) and its suite's checks by id. Two products may hold
+        the same bytes with different suites: the version is known by its name and digest."""
+        key = f"{job.image}@{job.digest}"
+        with self._lock:
+            if key in self._versions:
+                return self._versions[key]
+            detail, local = self.patient(lambda: fetch(self.session, self.origin, job.image))
+            if detail.digest != f"sha256:{job.digest}":
+                raise ImageciError(f"the server's {job.image} is {detail.digest}, the job tests sha256:{job.digest}")
+            version = self.session.catalog.resolve(local)
+            suite = load_suite(suite_dir_of(self.session, version))
+            checks = {c.id: c for c in suite_checks(suite, None, config_of(self.session, version))}
+            self._versions[key] = (version, checks)
+            return version, checks
+
+    def patient(self, call: Callable[[], T]) -> T:
+        """``call``, tried again while the server is unavailable (with backoff, up to ``patience``)."""
+        give_up = time.monotonic() + self.patience
+        wait = 0.5
+        while True:
+            try:
+                return call()
+            except ServerUnavailable as exc:
+                if time.monotonic() + wait > give_up:
+                    raise
+                log.warning("%s; trying again in %.0f s", exc, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 30.0)
+
+
+def run_job(ctx: WorkerContext, job: Job) -> JobDone:
+    """Run ``job`` here and record its attempt on the server (see the module's text)."""
+    state = ctx.patient(lambda: ctx.origin.run_state(job.run))
+    if state.digest != f"sha256:{job.digest}":
+        raise ImageciError(f"run {job.run} on the server tests {state.digest}, not the job's sha256:{job.digest}: "
+                           "is the coordinator on the server's home?")
+    if state.status != "running":
+        return JobDone(attempt_id=0, created=False, verdict="", reason="", worker=ctx.name, seconds=0.0,
+                       dropped=f"run {job.run} is {state.status}")
+    version, checks = ctx.version(job)
+    check = checks.get(job.test)
+    if check is None:
+        raise ImageciError(f"{job.image}'s suite has no test {job.test!r}")
+    if check.digest != job.test_digest:
+        raise ImageciError(f"{job.test} in {job.image}'s suite has digest {check.digest}, the job "
+                           f"{job.test_digest}: only the version's own suite runs on workers")
+    engine = Engine(ctx.session.catalog, ctx.session.store, {job.testbed: ctx.backend(job.testbed)},
+                    owner=str(ctx.session.owner.lock_path), budget=ctx.budget,
+                    limits=LimitPolicy(override=Limits(**job.limits)))
+    image = engine.image_handle(version, config_of(ctx.session, version))
+    outcome, started, ended = engine.attempt_once(image, check, job.testbed)
+    kept = engine.kept_log(check, outcome)
+    body = AttemptIn(test=job.test, test_digest=job.test_digest, testbed=job.testbed, attempt=job.attempt,
+                     started=started, ended=ended, exit_code=outcome.exit_code,
+                     verdict=outcome.verdict.value,  # type: ignore[arg-type]
+                     reason=outcome.reason, log=kept.decode(errors="replace") if kept else None, worker=ctx.name)
+    recorded = ctx.patient(lambda: ctx.origin.record(job.run, body, job.key))
+    return JobDone(attempt_id=recorded.id, created=recorded.created, verdict=outcome.verdict.value,
+                   reason=outcome.reason, worker=ctx.name, seconds=(ended - started).total_seconds())

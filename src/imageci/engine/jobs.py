@@ -1,0 +1,31 @@
+"""A job: one test × testbed × image digest, as the broker carries it to a
+worker, and what the worker sends back once the server recorded its attempt."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+TASK = "imageci.job"  # the one Celery task: a worker runs a job (imageci.worker.tasks registers it)
+
+
+class Job(BaseModel):
+    run: int = Field(description="the run on the server that records the attempt")
+    image: str = Field(description="NAME@SERIAL on the server")
+    digest: str = Field(description="the image's sha256 (hex): what the worker verifies it tests")
+    test: str
+    test_digest: str = Field(description="the test's content digest: the worker's copy of the suite must agree")
+    testbed: str
+    attempt: int = Field(ge=1)
+    limits: dict[str, int | None] = Field(default_factory=dict, description="the test's resolved limits")
+    key: str = Field(description="the attempt's idempotency key: one attempt recorded however often it runs")
+    queue: str
+
+
+class JobDone(BaseModel):
+    attempt_id: int = Field(description="the attempt as the server recorded it")
+    created: bool = Field(description="False: a delivery before this one had recorded it (that one counts)")
+    verdict: str
+    reason: str
+    worker: str = Field(description="the worker that ran it")
+    seconds: float
+    dropped: str = Field(default="", description="why it did not run (its run had ended): nothing recorded")
