@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python bench/feed_at_scale.py
 	$(BIN)/python bench/lxd_fresh_instance.py
 	$(BIN)/python bench/structure_vs_cst.py
+	$(BIN)/python bench/celery_fanout.py
 	test -x $(VENV)-tmt/bin/tmt || ($(PYTHON) -m venv $(VENV)-tmt && $(VENV)-tmt/bin/pip install -q tmt)
 	IMAGECI_TMT=$(VENV)-tmt/bin/tmt $(BIN)/python bench/podman_vs_tmt.py
 

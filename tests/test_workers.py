@@ -129,7 +129,7 @@ class Fleet:
                                 env=self.env(home, IMAGECI_TOKEN=self.token), stdout=subprocess.DEVNULL,
                                 stderr=open(log, "ab"))  # noqa: SIM115
         self.workers[name] = proc
-        _wait(f"worker {name}", lambda: " ready." in log.read_text()[before:] or proc.poll() is not None)
+        _wait(f"worker {name}", lambda: " ready: " in log.read_text()[before:] or proc.poll() is not None)
         assert proc.poll() is None, log.read_text()
         return proc
 

@@ -33,13 +33,25 @@ from imageci.definitions.suite import load_suite
 from imageci.engine.budget import Budget, default_budget
 from imageci.engine.jobs import Job, JobDone
 from imageci.engine.runner import Engine
-from imageci.errors import ImageciError, ServerUnavailable
+from imageci.errors import ImageciError, ServerUnavailable, UsageError
 from imageci.store.models import Version
-from imageci.testbeds.base import Backend
+from imageci.testbeds.base import Backend, ImageHandle
 from imageci.testbeds.registry import make_backend
 
 log = logging.getLogger("imageci.worker")
 T = TypeVar("T")
+
+
+RUNNING_TTL = 2.0  # seconds a worker believes a run it saw running still is
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job's version as this worker runs it."""
+
+    version: Version
+    checks: dict[str, Check]
+    image: ImageHandle
 
 
 class JobOrigin(Origin, Protocol):
@@ -61,7 +73,8 @@ class WorkerContext:
     patience: float = 3600.0  # seconds a write waits for an unavailable server
     budget: Budget = field(default_factory=lambda: Budget(default_budget()))
     backends: dict[str, Backend] = field(default_factory=dict)
-    _versions: dict[str, tuple[Version, dict[str, Check]]] = field(default_factory=dict)
+    _versions: dict[str, Prepared] = field(default_factory=dict)
+    _running: dict[int, float] = field(default_factory=dict)  # run → until when its "running" is believed
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def backend(self, testbed: str) -> Backend:
@@ -77,9 +90,20 @@ class WorkerContext:
             except Exception:  # noqa: BLE001 (one backend's cleanup must not stop the others')
                 log.exception("finishing a backend")
 
-    def version(self, job: Job) -> tuple[Version, dict[str, Check]]:
-        """The job's version in this home (fetched once) and its suite's checks by id. Two products may hold
-        the same bytes with different suites: the version is known by its name and digest."""
+    def run_state(self, job: Job) -> RunState | None:
+        """The job's run as the server has it; None when it said "running" less than ``RUNNING_TTL`` ago
+        (a run that ended since refuses the attempt, and the job is dropped then)."""
+        if self._running.get(job.run, 0.0) > time.monotonic():
+            return None
+        state = self.patient(lambda: self.origin.run_state(job.run))
+        if state.status == "running" and state.digest == f"sha256:{job.digest}":
+            self._running[job.run] = time.monotonic() + RUNNING_TTL
+        return state
+
+    def version(self, job: Job) -> Prepared:
+        """The job's version in this home (fetched once), its suite's checks by id and its image (the
+        rootfs blob verified once). Two products may hold the same bytes with different suites: the
+        version is known by its name and digest."""
         key = f"{job.image}@{job.digest}"
         with self._lock:
             if key in self._versions:
@@ -88,10 +112,12 @@ class WorkerContext:
             if detail.digest != f"sha256:{job.digest}":
                 raise ImageciError(f"the server's {job.image} is {detail.digest}, the job tests sha256:{job.digest}")
             version = self.session.catalog.resolve(local)
+            config = config_of(self.session, version)
             suite = load_suite(suite_dir_of(self.session, version))
-            checks = {c.id: c for c in suite_checks(suite, None, config_of(self.session, version))}
-            self._versions[key] = (version, checks)
-            return version, checks
+            checks = {c.id: c for c in suite_checks(suite, None, config)}
+            image = Engine(self.session.catalog, self.session.store, {}).image_handle(version, config)
+            self._versions[key] = Prepared(version, checks, image)
+            return self._versions[key]
 
     def patient(self, call: Callable[[], T]) -> T:
         """``call``, tried again while the server is unavailable (with backoff, up to ``patience``)."""
@@ -108,17 +134,20 @@ class WorkerContext:
                 wait = min(wait * 2, 30.0)
 
 
+def _dropped(ctx: WorkerContext, why: str) -> JobDone:
+    return JobDone(attempt_id=0, created=False, verdict="", reason="", worker=ctx.name, seconds=0.0, dropped=why)
+
+
 def run_job(ctx: WorkerContext, job: Job) -> JobDone:
     """Run ``job`` here and record its attempt on the server (see the module's text)."""
-    state = ctx.patient(lambda: ctx.origin.run_state(job.run))
-    if state.digest != f"sha256:{job.digest}":
+    state = ctx.run_state(job)
+    if state is not None and state.digest != f"sha256:{job.digest}":
         raise ImageciError(f"run {job.run} on the server tests {state.digest}, not the job's sha256:{job.digest}: "
                            "is the coordinator on the server's home?")
-    if state.status != "running":
-        return JobDone(attempt_id=0, created=False, verdict="", reason="", worker=ctx.name, seconds=0.0,
-                       dropped=f"run {job.run} is {state.status}")
-    version, checks = ctx.version(job)
-    check = checks.get(job.test)
+    if state is not None and state.status != "running":
+        return _dropped(ctx, f"run {job.run} is {state.status}")
+    prepared = ctx.version(job)
+    check = prepared.checks.get(job.test)
     if check is None:
         raise ImageciError(f"{job.image}'s suite has no test {job.test!r}")
     if check.digest != job.test_digest:
@@ -127,13 +156,17 @@ def run_job(ctx: WorkerContext, job: Job) -> JobDone:
     engine = Engine(ctx.session.catalog, ctx.session.store, {job.testbed: ctx.backend(job.testbed)},
                     owner=str(ctx.session.owner.lock_path), budget=ctx.budget,
                     limits=LimitPolicy(override=Limits(**job.limits)))
-    image = engine.image_handle(version, config_of(ctx.session, version))
-    outcome, started, ended = engine.attempt_once(image, check, job.testbed)
+    outcome, started, ended = engine.attempt_once(prepared.image, check, job.testbed)
     kept = engine.kept_log(check, outcome)
     body = AttemptIn(test=job.test, test_digest=job.test_digest, testbed=job.testbed, attempt=job.attempt,
                      started=started, ended=ended, exit_code=outcome.exit_code,
                      verdict=outcome.verdict.value,  # type: ignore[arg-type]
                      reason=outcome.reason, log=kept.decode(errors="replace") if kept else None, worker=ctx.name)
-    recorded = ctx.patient(lambda: ctx.origin.record(job.run, body, job.key))
+    try:
+        recorded = ctx.patient(lambda: ctx.origin.record(job.run, body, job.key))
+    except UsageError as exc:
+        if "takes no more attempts" in str(exc):  # the run ended while this ran (interrupted)
+            return _dropped(ctx, str(exc))
+        raise
     return JobDone(attempt_id=recorded.id, created=recorded.created, verdict=outcome.verdict.value,
                    reason=outcome.reason, worker=ctx.name, seconds=(ended - started).total_seconds())

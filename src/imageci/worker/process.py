@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,12 @@ def run_worker(settings: Settings, remote: Remote, offer: Offer, concurrency: in
     register(app, ctx)
     # Root is what the sandbox needs, and jobs are JSON (never pickle): Celery's warning says nothing here.
     warnings.filterwarnings("ignore", message=".*superuser privileges.*")
+    from celery.signals import worker_ready
+
+    def ready(**_kw: Any) -> None:
+        print(f"worker {name} ready: consuming {len(offer.queues())} queue(s)", file=sys.stderr, flush=True)
+
+    worker_ready.connect(ready, weak=False)
     worker = app.Worker(hostname=name, queues=offer.queues(), concurrency=concurrency, pool_cls="threads",
                         loglevel=loglevel, without_gossip=True, without_mingle=True, optimization="fair",
                         quiet=True)
