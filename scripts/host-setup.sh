@@ -77,6 +77,14 @@ if [ "$want_test" = 1 ] && [ -x /etc/init.d/docker-registry ]; then
   $SUDO /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
 fi
 
+# gitlab-ci-local (npm) runs the pipelines `imageci ci gitlab` writes, in the tests (node ≥ 18).
+GCL_VERSION=4.64.1
+if [ "$want_test" = 1 ] && [ "$(gitlab-ci-local --version 2>/dev/null | tail -1)" != "$GCL_VERSION" ]; then
+  command -v npm >/dev/null || $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
+  $SUDO npm install -g --no-audit --no-fund "gitlab-ci-local@$GCL_VERSION" >/dev/null 2>&1 \
+    || echo "host-setup: warning: npm could not install gitlab-ci-local@$GCL_VERSION" >&2
+fi
+
 # The packaged Redis would listen for anyone; the tests (and `imageci worker` setups) start their own.
 if [ "$want_test" = 1 ] && [ -x /etc/init.d/redis-server ]; then
   $SUDO /etc/init.d/redis-server stop >/dev/null 2>&1 || true

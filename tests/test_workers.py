@@ -185,8 +185,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     try:
         yield fleet
     finally:
-        for name in list(fleet.workers):
-            fleet.stop_worker(name, signal.SIGKILL)
+        for name in list(fleet.workers):  # a test that failed half-way: stop its workers, then clean up
+            fleet.stop_worker(name)
+        for home in root.iterdir():
+            if (home / "tmp" / "owners").is_dir() and home != fleet.home:
+                fleet.cli("gc", "--force", home=home)
         if fleet.server is not None and fleet.server.poll() is None:
             fleet.stop_server()
         if fleet.redis is not None and fleet.redis.poll() is None:

@@ -42,13 +42,14 @@ def safe_rmtree(path: Path) -> None:
 
 
 def write_file_atomically(path: Path, data: bytes) -> None:
-    """Replace a regular file in one step (readers never see half a report).
-    Anything else (/dev/stdout, a FIFO, /dev/null) is written to in place:
-    renaming over it would replace the device node itself."""
+    """Replace a regular file in one step (readers never see half a report), making its directory if
+    need be. Anything else (/dev/stdout, a FIFO, /dev/null) is written to in place: renaming over it
+    would replace the device node itself."""
     if os.path.exists(path) and not os.path.isfile(path):
         with open(path, "wb") as fh:
             fh.write(data)
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)

@@ -40,7 +40,7 @@ from imageci.api.schemas import (
     WhoAmI,
     status_of,
 )
-from imageci.app import gating, products, publishing, queries, recording, tokens, upkeep
+from imageci.app import ciplans, gating, products, publishing, queries, recording, tokens, upkeep
 from imageci.app.session import Session
 from imageci.config import Settings
 from imageci.definitions.durations import duration_arg
@@ -202,6 +202,12 @@ def create_app(settings: Settings) -> FastAPI:
     def version(ref: str, s: SessionDep, caller: Caller) -> queries.VersionDetail:
         """One version: digest, state, namespace, architecture, definition, artifacts."""
         return json_rows(queries.version_detail(s, ref, viewer=caller))  # type: ignore[return-value]
+
+    @api.get(f"{API}/images/{{ref}}/plan", response_model=ciplans.CiPlan, tags=["images"])
+    def plan(ref: str, s: SessionDep, caller: Caller,
+             testbed: Annotated[list[str] | None, Query(max_length=64)] = None) -> ciplans.CiPlan:
+        """The version's suite × testbeds as another CI system's jobs would run them (`imageci ci`)."""
+        return ciplans.ci_plan(s, ref, testbed, by=caller)
 
     @api.get(f"{API}/images/{{ref}}/artifacts", response_model=list[queries.ArtifactRow], tags=["images"])
     def artifacts(ref: str, s: SessionDep, caller: Caller) -> list[queries.ArtifactRow]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imageci import __version__
-from imageci.cli import fleet
+from imageci.cli import cisystems, fleet
 from imageci.cli.context import COLOURS, console, err_console, handle_errors, print_json, show_warnings
 
 # Commands import what they use when they run: `imageci --version` and the queries start fast.
@@ -764,6 +764,7 @@ def products(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 fleet.register(app)
+cisystems.register(app)
 
 if __name__ == "__main__":
     app()

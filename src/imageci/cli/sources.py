@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from imageci.app.ciplans import CiPlan
     from imageci.app.gating import GateStatus, Promotion, Pruned
     from imageci.app.products import ProductRow
     from imageci.app.queries import EventRow, FlakyRow, ImageRow, Results
@@ -63,6 +64,9 @@ class Source(ABC):
 
     @abstractmethod
     def products(self) -> list[ProductRow]: ...
+
+    @abstractmethod
+    def ci_plan(self, ref: str, testbeds: list[str] | None) -> CiPlan: ...
 
     @abstractmethod
     def product(self, name: str, namespace: str | None, public: bool | None) -> ProductRow: ...
@@ -161,6 +165,12 @@ class Local(Source):
 
         return products.listing(Session.open())
 
+    def ci_plan(self, ref: str, testbeds: list[str] | None) -> CiPlan:
+        from imageci.app import ciplans
+        from imageci.app.session import Session
+
+        return ciplans.ci_plan(Session.open(), ref, testbeds)
+
     def product(self, name: str, namespace: str | None, public: bool | None) -> ProductRow:
         from imageci.app import products
         from imageci.app.session import Session
@@ -244,6 +254,12 @@ class Server(Source):
         from imageci.app.products import ProductRow
 
         return self.client.get("/products", list[ProductRow])  # type: ignore[no-any-return]
+
+    def ci_plan(self, ref: str, testbeds: list[str] | None) -> CiPlan:
+        from imageci.app.ciplans import CiPlan
+
+        return self.client.get(f"/images/{self.client.ref(ref)}/plan", CiPlan,  # type: ignore[no-any-return]
+                               testbed=testbeds or None)
 
     def product(self, name: str, namespace: str | None, public: bool | None) -> ProductRow:
         from imageci.app.products import ProductRow
