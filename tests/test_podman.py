@@ -211,3 +211,26 @@ def test_network_is_decided_by_the_test_s_needs_the_same_on_every_backend(
     verdicts = {(r.test_id, r.testbed): r.verdict for r in report.results}
     assert verdicts == {(t, tb): Verdict.PASS for t in ("wired", "alone") for tb in ("sandbox", "podman")}, \
         [(r.test_id, r.testbed, r.reason) for r in report.results]
+
+
+def test_a_gpu_test_gets_the_gpus_through_cdi_or_is_skipped_saying_why(image_env: tuple[Env, Version],
+                                                                        backend: PodmanBackend,
+                                                                        handle: ImageHandle) -> None:
+    """The example's nvidia-smi check: on a host with an NVIDIA GPU and a CDI specification it runs in a
+    container given `--device nvidia.com/gpu=all` and passes; elsewhere (CI) it is skipped with the reason."""
+    from imageci.testbeds.gpu import why_no_gpu
+
+    given = backend.create(handle, frozenset({"gpu"}))
+    plain = backend.create(handle)
+    assert "nvidia.com/gpu=all" in given.run_argv("n", "o") and "--device" not in plain.run_argv("n", "o")
+    assert "gpu" in given.capabilities() and "gpu" not in plain.capabilities()
+    e, version = image_env
+    suite = EXAMPLE / "gpu-suite"
+    res = e.cli("test", f"{version.product.name}@{version.serial}", "--suite", str(suite), "--testbed", "podman",
+                "--rerun-all")
+    no_gpu = why_no_gpu()
+    if no_gpu is None:
+        assert res.returncode == 0 and "pass  nvidia-smi" in res.stdout, res.stdout + res.stderr
+    else:
+        assert res.returncode == 4, res.stdout + res.stderr  # nothing ran: skipped, never failed
+        assert f"testbed podman lacks: gpu ({no_gpu})" in res.stdout, res.stdout

@@ -302,7 +302,9 @@ class Engine:
                 if pre is None and here:
                     missing = sorted(set(check.needs) - set(self.backends[tb].capabilities(image)))
                     if missing:
-                        pre = Outcome(Verdict.SKIP, f"testbed {tb} lacks: {', '.join(missing)}")
+                        why = self.backends[tb].lacking(missing)
+                        pre = Outcome(Verdict.SKIP, f"testbed {tb} lacks: {', '.join(missing)}"
+                                      + (f" ({why})" if why else ""))
                 item.decided = pre
         return Schedule(image, list(testbeds), items)
 

@@ -153,6 +153,11 @@ class Backend(ABC):
         """A reason no test can run on this backend for ``image`` (every test is then skipped with it)."""
         return None
 
+    def lacking(self, words: Sequence[str]) -> str:
+        """Why this host's testbeds of this kind lack the capability ``words`` ("" when it is by nature),
+        said with the skip of a test that needs them."""
+        return ""
+
     def finish(self) -> None:
         """The run is over: drop templates, keys, warm machines."""
         return None

@@ -26,6 +26,7 @@ turns podman's cryptic refusals into errors that name the fix.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -42,6 +43,7 @@ from imageci.build.oci import image_config, write_layout
 from imageci.build.rootfs import unpacked_rootfs
 from imageci.capabilities import (
     ARCHIVE,
+    GPU,
     ISOLATION_CONTAINER,
     LIMITS,
     NETWORK,
@@ -58,6 +60,7 @@ from imageci.owners import home_id, process_owner
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, listen_in, proxy
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
 from imageci.testbeds.disks import DiskSlot, disk_pool
+from imageci.testbeds.gpu import CDI_DEVICE, why_no_gpu
 from imageci.testbeds.hostarch import why_cannot_run
 from imageci.testbeds.limits import LimitGroup, limit_notes, process_groups
 from imageci.testbeds.output import pump, stream_keep
@@ -166,8 +169,9 @@ class PodmanTestbed(Testbed):
 
     def __init__(self, image: ImageHandle, tag: str, store: ImageStore, tmp: Path, *, systemd: bool,
                  network: bool, privileged: bool = False, limits: Limits = DEFAULTS,
-                 archive: frozenset[tuple[str, str, int]] | None = None) -> None:
+                 archive: frozenset[tuple[str, str, int]] | None = None, gpu: bool = False) -> None:
         self.image = image
+        self.gpu = gpu  # the host's GPUs, through CDI
         self.tag = tag
         self.store = store
         self.tmp = tmp
@@ -196,6 +200,8 @@ class PodmanTestbed(Testbed):
             caps.add(ARCHIVE)
         if self.systemd:
             caps.add(ISOLATION_CONTAINER)
+        if self.gpu:
+            caps.add(GPU)
         return frozenset(caps)
 
     def limit_notes(self) -> list[str]:
@@ -212,23 +218,8 @@ class PodmanTestbed(Testbed):
             conf.write_text(storage_conf(self.slot.path / "storage", self.slot.path / "run",
                                          [self.store.graphroot]))
             self.env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)}
-            argv = [self.podman, "run", "-d", "--pull", "never", "--name", name, "--label", f"{LABEL}=1",
-                    "--label", f"{HOME_LABEL}={home_id(self.tmp.parent)}", "--label", f"{OWNER_LABEL}={owner}",
-                    "--hostname", "imageci-podman", *runtime_flags(self.limits.pids or 4096)]
-            if not self.network:
-                argv += ["--network", "none"]
-            if self.privileged:
-                argv.append("--privileged")
-            if self.limits.memory:
-                argv += ["--memory", f"{self.limits.memory}b", "--memory-swap", f"{self.limits.memory}b"]
-            if self.limits.pids:
-                argv += ["--pids-limit", str(self.limits.pids)]
-            if self.systemd:
-                argv += ["--systemd", "always", self.tag, "/sbin/init"]
-            else:
-                argv += ["--entrypoint", "", self.tag, "sleep", "infinity"]
             self.container = name
-            _run(argv, env=self.env)
+            _run(self.run_argv(name, owner), env=self.env)
             pid = _run([self.podman, "inspect", "--format", "{{.State.Pid}}", name], env=self.env)
             self._pid = int(pid.stdout.decode().strip() or 0)
             if self.systemd:
@@ -241,6 +232,27 @@ class PodmanTestbed(Testbed):
         except BaseException:
             self.close()
             raise
+
+    def run_argv(self, name: str, owner: str) -> list[str]:
+        """The ``podman run`` that makes this testbed's container."""
+        argv = [self.podman, "run", "-d", "--pull", "never", "--name", name, "--label", f"{LABEL}=1",
+                "--label", f"{HOME_LABEL}={home_id(self.tmp.parent)}", "--label", f"{OWNER_LABEL}={owner}",
+                "--hostname", "imageci-podman", *runtime_flags(self.limits.pids or 4096)]
+        if not self.network:
+            argv += ["--network", "none"]
+        if self.privileged:
+            argv.append("--privileged")
+        if self.gpu:
+            argv += ["--device", CDI_DEVICE]  # every GPU, with nvidia-smi and the driver's libraries (CDI)
+        if self.limits.memory:
+            argv += ["--memory", f"{self.limits.memory}b", "--memory-swap", f"{self.limits.memory}b"]
+        if self.limits.pids:
+            argv += ["--pids-limit", str(self.limits.pids)]
+        if self.systemd:
+            argv += ["--systemd", "always", self.tag, "/sbin/init"]
+        else:
+            argv += ["--entrypoint", "", self.tag, "sleep", "infinity"]
+        return argv
 
     def _wait_for_systemd(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -352,11 +364,21 @@ class PodmanBackend(Backend):
     def why_not(self, image: ImageHandle) -> str | None:
         return why_cannot_run(image.architecture)
 
+    @functools.cached_property
+    def no_gpu(self) -> str | None:
+        """Why containers get no GPU here (None: they get every GPU through CDI when a test needs ``gpu``)."""
+        return why_no_gpu()
+
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
         caps = {ROOT, REVERT, NETWORK, ARCHIVE, PRISTINE, PRIVILEGED, arch(image.architecture), LIMITS}
         if self.has_systemd(image):
             caps.add(ISOLATION_CONTAINER)
+        if self.no_gpu is None:
+            caps.add(GPU)
         return frozenset(caps)
+
+    def lacking(self, words: Sequence[str]) -> str:
+        return self.no_gpu or "" if GPU in words else ""
 
     def create(self, image: ImageHandle, needs: frozenset[str] = frozenset(),
                limits: Limits = DEFAULTS) -> PodmanTestbed:
@@ -366,7 +388,8 @@ class PodmanBackend(Backend):
         if reach == ARCHIVE:
             archive = archive_hosts(unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache))
         return PodmanTestbed(image, tag, self.store, self.tmp, systemd=ISOLATION_CONTAINER in needs,
-                             network=reach == NETWORK, privileged=PRIVILEGED in needs, limits=limits, archive=archive)
+                             network=reach == NETWORK, privileged=PRIVILEGED in needs, limits=limits, archive=archive,
+                             gpu=GPU in needs)
 
 
 def remove_containers(storage_conf_path: Path) -> list[str]:
