@@ -102,3 +102,6 @@ def test_ci_of_an_unknown_image_is_exit_2(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "imageci.cli", "ci", "gitlab", "nope:testing"], cwd=REPO,
                          env={**os.environ, "IMAGECI_HOME": str(tmp_path)}, capture_output=True, text=True)
     assert res.returncode == 2 and "nope" in res.stderr and "Traceback" not in res.stderr
+    bogus = subprocess.run([sys.executable, "-m", "imageci.cli", "ci", "github", "nope", "--testbed", "vmware"],
+                           cwd=REPO, env={**os.environ, "IMAGECI_HOME": str(tmp_path)}, capture_output=True, text=True)
+    assert bogus.returncode == 2 and "unknown testbed 'vmware'" in bogus.stderr

@@ -24,6 +24,7 @@ from imageci.app.planning import TestRequest, plan_tests
 from imageci.app.session import Session
 from imageci.engine.routing import route
 from imageci.errors import UsageError
+from imageci.testbeds.registry import check_name
 
 GITHUB_MATRIX_MAX = 256  # GitHub Actions runs at most this many jobs from one matrix
 EXIT_NO_TESTS = 4  # `imageci run`'s exit code when every test was skipped: a warning, not a failure
@@ -45,6 +46,8 @@ class CiPlan(BaseModel):
 
 def ci_plan(session: Session, ref: str, testbeds: list[str] | None = None, *, by: Principal = LOCAL) -> CiPlan:
     """The version's suite × testbeds (``testbeds``, else the suite's) as CI jobs would run them."""
+    for tb in testbeds or []:
+        check_name(tb)
     version = access.resolve(session.reader, by, ref)
     plan = plan_tests(session, TestRequest(ref=version.label, testbeds=testbeds or [], executor="local"))
     arch = plan.version.architecture

@@ -27,6 +27,13 @@ def backend_names() -> list[str]:
     return [*sorted(_FACTORIES), "ssh:NAME"]
 
 
+def check_name(name: str) -> str:
+    """``name`` when it names a testbed kind, else a usage error listing them (nothing is made)."""
+    if name.startswith("ssh:") and len(name) > 4 or name in _FACTORIES:
+        return name
+    raise UsageError(f"unknown testbed {name!r}; available: {', '.join(backend_names())}")
+
+
 def make_backend(name: str, settings: Settings) -> Backend:
     if name.startswith("ssh:"):
         host = name.removeprefix("ssh:")
