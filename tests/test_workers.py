@@ -30,6 +30,7 @@ from imageci.app.session import Session
 from imageci.config import Settings
 
 from conftest import REPO, busybox_rootfs, require_tool, write_suite
+from test_server import _port
 
 pytestmark = pytest.mark.root
 APPLETS = ("sh", "cat", "true", "sleep", "echo", "uname", "test", "grep")
@@ -37,12 +38,6 @@ SUITE = {"hello": "#!/bin/sh\necho hello from $(uname -m)\n",
          "broken": "#!/bin/sh\necho this one fails\nexit 1\n",
          "nap": "#!/bin/sh\nsleep 1\n"}
 VISIBILITY = "10"  # seconds: a job a killed worker held is delivered again after this
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(what: str, ok: Callable[[], bool], timeout: float = 60) -> None:

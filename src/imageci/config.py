@@ -43,6 +43,7 @@ VARIABLES: dict[str, str] = {
 # never pinned, never printed: a token, and a broker URL that may carry a password
 SECRET_VARIABLES = frozenset({"IMAGECI_TOKEN", "IMAGECI_BROKER_URL"})
 EXECUTORS = ("local", "celery")
+BROKER_SCHEMES = ("redis://", "rediss://", "redis+socket://")  # Celery's Redis transport
 
 
 def default_home(env: Mapping[str, str] | None = None) -> Path:
@@ -144,7 +145,7 @@ class Settings:
             token=env.get("IMAGECI_TOKEN") or None,
             executor=_parse(env, "IMAGECI_EXECUTOR", str, "local or celery", lambda v: v in EXECUTORS) or "local",
             broker_url=_parse(env, "IMAGECI_BROKER_URL", str, "a redis:// or rediss:// URL",
-                              lambda v: v.startswith(("redis://", "rediss://", "redis+socket://"))),
+                              lambda v: v.startswith(BROKER_SCHEMES)),
             visibility_timeout=_parse(env, "IMAGECI_VISIBILITY_TIMEOUT", int, "a whole number of seconds ≥ 10",
                                       lambda v: v >= 10) or 3600,
         )

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from imageci.app.mirroring import Origin, fetch
 from imageci.app.recording import AttemptIn, AttemptRecorded, RunState
@@ -31,7 +31,7 @@ from imageci.checks.suite import suite_checks
 from imageci.definitions.limits import LimitPolicy, Limits
 from imageci.definitions.suite import load_suite
 from imageci.engine.budget import Budget, default_budget
-from imageci.engine.jobs import Job, JobDone
+from imageci.engine.jobs import TASK, Job, JobDone
 from imageci.engine.runner import Engine
 from imageci.errors import ImageciError, ServerUnavailable, UsageError
 from imageci.store.models import Version
@@ -132,6 +132,22 @@ class WorkerContext:
                 log.warning("%s; trying again in %.0f s", exc, wait)
                 time.sleep(wait)
                 wait = min(wait * 2, 30.0)
+
+
+__all__ = ["TASK", "JobOrigin", "WorkerContext", "open_context", "run_job", "run_payload"]
+
+
+def open_context(session: Session, origin: JobOrigin, name: str) -> WorkerContext:
+    """A worker's context on ``session``'s home: writes wait for the server up to half the visibility
+    timeout (a job that waits longer is delivered again anyway); the engine's budget from the settings."""
+    s = session.settings
+    return WorkerContext(session, origin, name, patience=s.visibility_timeout / 2,
+                         budget=Budget(default_budget(s.memory_budget_mb, s.cpu_budget)))
+
+
+def run_payload(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A job as the broker carries it (JSON) → the worker's answer (JSON)."""
+    return run_job(ctx, Job.model_validate(payload)).model_dump()
 
 
 def _dropped(ctx: WorkerContext, why: str) -> JobDone:

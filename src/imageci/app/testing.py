@@ -80,11 +80,10 @@ def _dispatcher(session: Session, plan: TestPlan, on_status: StatusFn | None) ->
     through the server whose home this is."""
     if plan.executor != "celery":
         return None
-    from imageci.engine.broker import celery_app
+    from imageci.app.workers import broker
     from imageci.engine.fanout import CeleryDispatcher
 
-    app = celery_app(session.settings.broker_url, session.settings.visibility_timeout)
-    return CeleryDispatcher(app, label(plan.version), on_status=on_status)
+    return CeleryDispatcher(broker(session.settings), label(plan.version), on_status=on_status)
 
 
 def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,

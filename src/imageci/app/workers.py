@@ -5,6 +5,7 @@ their capabilities and current jobs (Celery's own inspection)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -15,6 +16,9 @@ from imageci.testbeds.accel import VM_ARCHES, qemu_binary
 from imageci.testbeds.gpu import why_no_gpu
 from imageci.testbeds.hostarch import host_architecture, runnable_architectures
 from imageci.testbeds.hostcheck import check_host
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 class OfferNote(BaseModel):
@@ -78,6 +82,23 @@ def worker_offer(settings: Settings, capabilities: Sequence[str]) -> Offer:
     return narrowed
 
 
+def prepare(settings: Settings, capabilities: Sequence[str]) -> tuple[list[str], Offer]:
+    """What a worker does before it takes jobs: gc of dead owners' leftovers in this home (a worker killed
+    mid-test), then this host's offer narrowed to ``capabilities``."""
+    from imageci.engine.gc import collect_garbage
+    from imageci.homelock import HomeLock
+
+    done, _kept = collect_garbage(settings, HomeLock(settings.home), force=True)
+    return done, worker_offer(settings, capabilities)
+
+
+def broker(settings: Settings) -> Celery:
+    """The Celery application of this home's broker (``IMAGECI_BROKER_URL``)."""
+    from imageci.engine.broker import celery_app
+
+    return celery_app(settings.broker_url, settings.visibility_timeout)
+
+
 class WorkerRow(BaseModel):
     name: str
     capabilities: list[str]
@@ -87,13 +108,11 @@ class WorkerRow(BaseModel):
 
 def live_workers(settings: Settings, timeout: float = 1.0) -> list[WorkerRow]:
     """The workers the broker reaches now, what they offer and what they run."""
-    from imageci.engine.broker import celery_app
     from imageci.engine.fanout import live_workers as inspect_workers
     from imageci.engine.jobs import Job
 
-    app = celery_app(settings.broker_url, settings.visibility_timeout)
     rows = []
-    for name, (offer, active) in inspect_workers(app, timeout).items():
+    for name, (offer, active) in inspect_workers(broker(settings), timeout).items():
         jobs = []
         for task in active:
             args = task.get("args") or []

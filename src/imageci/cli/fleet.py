@@ -18,12 +18,12 @@ BrokerOpt = Annotated[str | None, typer.Option("--broker", metavar="URL", help="
 def _settings(broker: str | None) -> Settings:
     from dataclasses import replace
 
-    from imageci.config import Settings
+    from imageci.config import BROKER_SCHEMES, Settings
     from imageci.errors import UsageError
 
     settings = Settings.load()
     if broker is not None:
-        if not broker.startswith(("redis://", "rediss://", "redis+socket://")):
+        if not broker.startswith(BROKER_SCHEMES):
             raise UsageError(f"--broker must be a redis:// URL (got {broker!r})")
         settings = replace(settings, broker_url=broker)
     if not settings.broker_url:
@@ -57,10 +57,11 @@ def worker(server: Annotated[str | None, typer.Option("--server", metavar="URL",
     first."""
     from dataclasses import replace
 
+    from imageci.app.workers import prepare
     from imageci.cli import sources
     from imageci.client.remote import Remote, find_remote
     from imageci.errors import UsageError
-    from imageci.worker.process import prepare, run_worker
+    from imageci.worker.process import run_worker
 
     settings = _settings(broker)
     if token is not None:
@@ -78,7 +79,8 @@ def worker(server: Annotated[str | None, typer.Option("--server", metavar="URL",
     jobs = concurrency or settings.jobs
     err_console.print(f"imageci worker for {remote.url}: {', '.join(offer.words)}; {jobs} job(s) at once "
                       f"({len(offer.queues())} queues: `imageci workers --json` lists them)", highlight=False)
-    raise typer.Exit(run_worker(settings, Remote(remote.url, remote.token), offer, jobs, loglevel.upper()))
+    raise typer.Exit(run_worker(settings, Remote(remote.url, remote.token), offer.queues(), jobs,
+                                loglevel.upper()))
 
 
 @handle_errors
