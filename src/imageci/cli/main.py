@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imageci import __version__
-from imageci.cli import cisystems, fleet
+from imageci.cli import cisystems, fleet, serving
 from imageci.cli.context import COLOURS, console, err_console, handle_errors, print_json, show_warnings
 
 # Commands import what they use when they run: `imageci --version` and the queries start fast.
@@ -405,38 +404,6 @@ def gate(ref: RefArg, as_json: Annotated[bool, typer.Option("--json")] = False) 
 
 @app.command()
 @handle_errors
-def login(server: Annotated[str, typer.Argument(help="the server's URL, e.g. https://ci.example.org")],
-          token: Annotated[str | None, typer.Option("--token", help="the token (default: read from stdin or "
-                                                    "asked for, not echoed)")] = None) -> None:
-    """Remember a server and its token (checked against the server first) for later commands."""
-    from imageci.api.schemas import WhoAmI
-    from imageci.client.remote import ApiClient, Remote, check_url, save_login
-
-    if token is None:
-        token = typer.prompt("token", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline().strip()
-    remote = Remote(check_url(server), token or None)
-    client = ApiClient(remote)
-    who = client.get("/whoami", WhoAmI)
-    if who.anonymous:
-        from imageci.errors import UsageError
-
-        raise UsageError("no token given: `imageci login URL --token TOKEN`, or the token on stdin")
-    path = save_login(remote)
-    console.print(f"logged in to {remote.url} as {who.name} (namespace {who.namespace}, scopes "
-                  f"{', '.join(who.scopes)}); saved in {path}", highlight=False)
-
-
-@app.command()
-@handle_errors
-def logout() -> None:
-    """Forget the server and token `imageci login` saved."""
-    from imageci.client.remote import forget_login, login_file
-
-    console.print(f"removed {login_file()}" if forget_login() else "not logged in", highlight=False)
-
-
-@app.command()
-@handle_errors
 def pipeline(definition: DefArg,
              force_build: Annotated[bool, typer.Option("--force-build", help="rebuild even if unchanged")] = False,
              suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
@@ -640,130 +607,8 @@ def gc(force: Annotated[bool, typer.Option("--force", help="even while another i
     console.print(f"{len(out.removed)} leftover(s) removed{kept}")
 
 
-@app.command()
-@handle_errors
-def serve(listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", help="address to serve on")]
-          = "127.0.0.1:8080",
-          workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="server processes sharing the "
-                                               "address (default 1; about one per core)")] = 1,
-          tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="serve HTTPS with this PEM certificate "
-                                                        "(chain) — LXD reads simplestreams only over HTTPS")] = None,
-          tls_key: Annotated[Path | None, typer.Option("--tls-key", help="the certificate's PEM private key")]
-          = None) -> None:
-    """Serve the HTTP API (under /api/v1; OpenAPI at /openapi.json) and the channels' LXD feeds (under
-    /lxd) over this home's catalog and store, until Ctrl-C / SIGTERM (requests in flight finish first)."""
-    from imageci.api.server import serve as run_server
-    from imageci.config import Settings
-    from imageci.errors import UsageError
-
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--listen must be HOST:PORT (got {listen!r})")
-    if (tls_cert is None) != (tls_key is None):
-        raise UsageError("--tls-cert and --tls-key go together")
-    for given in (tls_cert, tls_key):
-        if given is not None and not given.is_file():
-            raise UsageError(f"{given}: no such file")
-    tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
-    settings = Settings.load()
-    settings.ensure()
-    scheme = "https" if tls else "http"
-    err_console.print(f"imageci API on {scheme}://{host}:{port}/api/v1 (OpenAPI: /openapi.json); LXD feeds: "
-                      f"{scheme}://{host}:{port}/lxd/NAMESPACE/CHANNEL", highlight=False)
-    if workers > 1 and "IMAGECI_HOME" not in os.environ:
-        os.environ["IMAGECI_HOME"] = str(settings.home)  # the workers load their settings from it
-    run_server(settings, host.strip("[]"), int(port), workers, tls=tls)
-
-
-token_app = typer.Typer(help="API tokens: create (shown once), list, revoke; on this home, or on the server "
-                        "(an admin token of the namespace).",
-                        no_args_is_help=True)
-app.add_typer(token_app, name="token")
-
-
-@token_app.command("create")
-@handle_errors
-def token_create(name: Annotated[str, typer.Option("--name", help="who or what uses it: the audit actor")],
-                 namespace: Annotated[str, typer.Option("--namespace", help="the namespace it acts in")],
-                 scope: Annotated[str, typer.Option("--scope", help="comma-separated: read, publish, test, "
-                                                    "promote, admin")] = "read",
-                 channel: Annotated[str | None, typer.Option("--channel", help="a follower's read token: only "
-                                                             "this channel's versions")] = None,
-                 expires: Annotated[str | None, typer.Option("--expires", help="lifetime, e.g. 90d (default: "
-                                                             "until revoked)")] = None) -> None:
-    """Create a token and print its secret (once: only its hash is kept)."""
-    from imageci.cli.sources import source
-    from imageci.definitions.durations import duration_arg
-
-    if expires:
-        duration_arg(expires)
-    made = source().token_create(name, namespace, scope, channel, expires)
-    sys.stdout.write(made.secret + "\n")
-    t = made.token
-    until = f", expires {t.expires.isoformat(timespec='seconds')}" if t.expires else ""
-    err_console.print(f"token {t.name!r} of namespace {t.namespace!r}: {', '.join(t.scopes)}"
-                      f"{f', channel {t.channel}' if t.channel else ''}{until}. Store the secret now: it is "
-                      "not kept.", highlight=False)
-
-
-@token_app.command("list")
-@handle_errors
-def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every token: namespace, scopes, channel, expiry, revocation (never secrets)."""
-    from imageci.cli.columns import write_columns
-    from imageci.cli.sources import source
-
-    rows = source().tokens()
-    if as_json:
-        print_json(rows)
-        return
-    write_columns(("name", "namespace", "scopes", "channel", "created", "expires", "revoked"),
-                  ((t.name, t.namespace, ",".join(t.scopes), t.channel or "-",
-                    t.created.isoformat(timespec="seconds"),
-                    t.expires.isoformat(timespec="seconds") if t.expires else "-",
-                    t.revoked.isoformat(timespec="seconds") if t.revoked else "-") for t in rows))
-
-
-@token_app.command("revoke")
-@handle_errors
-def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
-    """Revoke a token: every later request with it is refused (HTTP 401)."""
-    from imageci.cli.sources import source
-
-    t = source().token_revoke(name)
-    console.print(f"token {t.name!r} revoked", highlight=False)
-
-
-@app.command()
-@handle_errors
-def product(name: Annotated[str, typer.Argument(help="the product (image name)")],
-            namespace: Annotated[str | None, typer.Option("--namespace", help="move it to this namespace")] = None,
-            public: Annotated[bool | None, typer.Option("--public/--private", help="readable without a token, or "
-                                                        "only by its namespace's tokens")] = None) -> None:
-    """Show a product, or set its namespace and visibility (an admin of both namespaces)."""
-    from imageci.cli.sources import source
-
-    row = source().product(name, namespace, public)
-    console.print(f"{row.name}: namespace {row.namespace!r}, {'public' if row.public else 'private'}, "
-                  f"{row.versions} version(s)", highlight=False)
-
-
-@app.command()
-@handle_errors
-def products(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """The products you may see: namespace, public or private, number of versions."""
-    from imageci.cli.columns import write_columns
-    from imageci.cli.sources import source
-
-    rows = source().products()
-    if as_json:
-        print_json(rows)
-        return
-    write_columns(("name", "namespace", "visibility", "versions"),
-                  ((r.name, r.namespace, "public" if r.public else "private", str(r.versions)) for r in rows))
-
-
 fleet.register(app)
+serving.register(app)
 cisystems.register(app)
 
 if __name__ == "__main__":
