@@ -151,6 +151,15 @@ class FailsFirst(Check):
         return Outcome(Verdict.PASS if code == 0 else Verdict.FAIL, "" if code == 0 else f"attempt {call} failed", code)
 
 
+def tiny_rootfs(path: Path, directory: str = "etc") -> Path:
+    """A rootfs tarball holding one directory: an image to record results for, not to run."""
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo(directory)
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    return path
+
+
 def write_suite(directory: Path, scripts: dict[str, str], suite_yaml: str | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for name, body in scripts.items():

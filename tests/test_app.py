@@ -25,7 +25,7 @@ from imageci.store.blobs import BlobStore
 from imageci.store.models import OCI_CONFIG, SUITE, State
 from imageci.store.snapshots import DamagedSnapshotError, pack_tree, unpack_tree
 
-from conftest import BUILD_CACHE, EXAMPLE, Env, build_example, make_env, write_suite
+from conftest import BUILD_CACHE, EXAMPLE, Env, build_example, make_env, tiny_rootfs, write_suite
 
 NAME = "debian-bookworm-minimal"
 needs_root = pytest.mark.root
@@ -99,7 +99,7 @@ def test_build_records_definition_suite_and_config_so_runs_need_no_build_files(
         env: Env, session: Session, tmp_path: Path) -> None:
     build_example(env)  # fills the shared build cache
     definition = _moved_example(tmp_path)
-    built = building.build(session, definition)
+    [built] = building.build(session, definition)
     kinds = {a.kind for a in built.version.artifacts}
     assert {"rootfs", SUITE, OCI_CONFIG} <= kinds
     shutil.rmtree(definition.parent)  # the machine that built it no longer has the files
@@ -116,11 +116,12 @@ def test_rebuilding_unchanged_inputs_records_the_new_suite_and_gate(env: Env, se
                                                                     tmp_path: Path) -> None:
     build_example(env)
     definition = _moved_example(tmp_path)
-    first = building.build(session, definition).version
+    [first_built] = building.build(session, definition)
+    first = first_built.version
     (definition.parent / "suite" / "extra.sh").write_text("#!/bin/sh\ntrue\n")
     (definition.parent / "suite" / "extra.sh").chmod(0o755)
     definition.write_text(definition.read_text().replace("tests: all", "tests: [os-release]"))
-    again = building.build(session, definition)
+    [again] = building.build(session, definition)
     assert again.skipped and again.version.id == first.id  # same bytes, no rebuild
     plan = plan_tests(session, TestRequest(ref=NAME))
     assert "extra" in [c.id for c in plan.checks]
@@ -135,7 +136,7 @@ def test_rebuilding_unchanged_inputs_records_the_new_suite_and_gate(env: Env, se
 @needs_root
 def test_every_command_through_the_layer(env: Env, session: Session, tmp_path: Path) -> None:
     build_example(env)
-    built = building.build(session, EXAMPLE / "image.yaml")  # build
+    [built] = building.build(session, EXAMPLE / "image.yaml")  # build
     assert built.skipped or built.from_cache or built.identical or built.version.state == State.TESTING
     rows = queries.images(session)  # images
     assert [(r.name, r.state, r.channels) for r in rows] == [(NAME, "testing", ["testing"])]
@@ -203,12 +204,7 @@ def _imported_with_suite(session: Session, tmp_path: Path) -> tuple[str, str, st
     from imageci.checks.suite import suite_checks
     from imageci.definitions.suite import load_suite
 
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("etc")
-        info.type = tarfile.DIRTYPE
-        tar.addfile(info)
-    (tmp_path / "rootfs.tar").write_bytes(buf.getvalue())
+    tiny_rootfs(tmp_path / "rootfs.tar")
     suite = write_suite(tmp_path / "suite", {"probe": "#!/bin/sh\nexit 77\n"})
     done = importing.import_(session, "raced", str(tmp_path / "rootfs.tar"), suite=suite)
     [probe] = suite_checks(load_suite(suite))
@@ -268,3 +264,27 @@ def test_two_promotions_at_once_promote_once(session: Session, tmp_path: Path) -
         session.catalog.promote_on(version.id, None, actor="second", reason="gate held")
     events = [e for e in queries.events(session, ref) if e.event.endswith("→ stable")]
     assert [e.actor for e in events] == ["first"]
+
+
+def test_architectures_promoted_together_or_not_at_all(session: Session, tmp_path: Path) -> None:
+    """`promote_on(also=…)` is one transaction: when one architecture's evidence changed, no
+    architecture moves."""
+    from imageci.app import importing
+    from imageci.store.catalog import EvidenceChanged
+
+    versions = []
+    for arch in ("amd64", "arm64"):
+        tiny_rootfs(tmp_path / f"{arch}.tar", f"etc-{arch}")
+        done = importing.import_(session, f"pair-{arch}", str(tmp_path / f"{arch}.tar"), architecture=arch)
+        versions.append(done.version)
+    amd64, arm64 = versions
+    stale = session.catalog.evidence(arm64)
+    run = session.catalog.start_run(arm64.digest, arm64.id, {})
+    _attempt(session, run, arm64.digest, "0" * 64, "pass", 0)  # arrives after the gate read
+    with pytest.raises(EvidenceChanged, match="pair-arm64"):
+        session.catalog.promote_on(amd64.id, session.catalog.evidence(amd64), reason="gate held",
+                                   also=[(arm64.id, stale)])
+    assert {session.catalog.resolve(f"pair-{a}:testing").state for a in ("amd64", "arm64")} == {"testing"}
+    session.catalog.promote_on(amd64.id, session.catalog.evidence(amd64), reason="gate held",
+                               also=[(arm64.id, session.catalog.evidence(arm64))])
+    assert {session.catalog.resolve(f"pair-{a}:stable").state for a in ("amd64", "arm64")} == {"stable"}

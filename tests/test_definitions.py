@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from imageci.build.inputs import MirrorState, input_hash
+from imageci.build.inputs import MirrorState, image_inputs, input_hash
 from imageci.definitions.image import load_definition
-from imageci.errors import SourceError
+from imageci.errors import SourceError, UsageError
 
 from conftest import EXAMPLE, Env
 
@@ -49,6 +49,13 @@ def test_example_definition_loads() -> None:
     ("name: demo\nsuite: bookworm\ntests:\n  suite: nowhere\n", 4, "no such directory"),
     ("- just\n- a list\n", 1, "expected a mapping"),
     ("name: demo\nsuite: bookworm\ncustomize:\n  - run: true\n", 4, "customize.0.run: Input should be a valid string"),
+    ("name: demo\nsuite: bookworm\narchitecture: amd64\narchitectures: [arm64]\n", 1, "not both"),
+    ("name: demo\nsuite: bookworm\narchitectures: [arm64, arm64]\n", 1, "lists an architecture twice"),
+    ("name: demo\nsuite: bookworm\narchitectures: []\n", 3, "architectures: List should have at least 1 item"),
+    ("name: demo\nsuite: bookworm\narchitectures: [Arm64]\n", 3, "architectures.0: String should match"),
+    (f"name: {'x' * 60}\nsuite: bookworm\narchitectures: [arm64]\n", 1, "is too long"),
+    ("name: demo\nsuite: bookworm\npackages:\n  - tzdata\n  - foo [amd64 !arm64]\n", 5, "not both"),
+    ("name: demo\nsuite: bookworm\npackages:\n  - foo [amd64\n", 4, "not a Debian package name"),
 ])
 def test_bad_definition_names_file_and_line(tmp_path: Path, text: str, line: int, needle: str) -> None:
     path = _write(tmp_path, text)
@@ -77,3 +84,34 @@ def test_input_hash_tracks_image_inputs_only(tmp_path: Path) -> None:
     assert input_hash(base.model_copy(update={"packages": ["tzdata", "less"]}), mirror) != h
     newer = MirrorState(mirror.url, mirror.suite, "Sun, 12 Jul 2026 10:16:37 UTC", 1)
     assert input_hash(base, newer) != h
+
+
+MULTI = """\
+name: demo
+suite: bookworm
+architectures: [amd64, arm64]
+packages:
+  - tzdata
+  - linux-image-amd64 [amd64]
+  - linux-image-arm64 [arm64]
+  - grub-pc [!arm64 !riscv64]
+"""
+
+
+def test_architectures_make_one_product_each_with_its_packages(tmp_path: Path) -> None:
+    d = load_definition(_write(tmp_path, MULTI)).definition
+    assert d.multiarch and [v.name for v in d.per_architecture()] == ["demo-amd64", "demo-arm64"]
+    amd64, arm64 = d.per_architecture()
+    assert (amd64.architecture, amd64.packages) == ("amd64", ["tzdata", "linux-image-amd64", "grub-pc"])
+    assert (arm64.architecture, arm64.packages) == ("arm64", ["tzdata", "linux-image-arm64"])
+    assert [v.name for v in d.per_architecture({"arm64"})] == ["demo-arm64"]
+    with pytest.raises(UsageError, match="demo is not built for riscv64"):
+        d.per_architecture({"riscv64"})
+    mirror = MirrorState("http://deb.debian.org/debian", "bookworm", "Sat, 11 Jul 2026 10:16:37 UTC", 0)
+    assert input_hash(amd64, mirror) != input_hash(arm64, mirror)
+    # A single-architecture definition is one product with its own name; its input hash is the one it
+    # had before `architectures` existed (no rebuild after an upgrade).
+    single = load_definition(_write(tmp_path, GOOD)).definition
+    assert not single.multiarch and [v.name for v in single.per_architecture()] == ["demo"]
+    assert "architectures" not in image_inputs(single.per_architecture()[0])
+    assert input_hash(single.per_architecture()[0], mirror) == input_hash(single, mirror)

@@ -37,6 +37,7 @@ APPLETS = ("sh", "cat", "true", "sleep", "echo", "uname", "test", "grep")
 SUITE = {"hello": "#!/bin/sh\necho hello from $(uname -m)\n",
          "broken": "#!/bin/sh\necho this one fails\nexit 1\n",
          "nap": "#!/bin/sh\nsleep 1\n"}
+TICKS = "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.5; done\necho done >&2\n"
 VISIBILITY = "10"  # seconds: a job a killed worker held is delivered again after this
 
 
@@ -166,10 +167,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     settings.ensure()
     suite = write_suite(root / "suite", SUITE)
     slow = write_suite(root / "slow-suite", {"slow": "#!/bin/sh\nsleep 5\necho done\n", "hello": SUITE["hello"]})
+    ticks = write_suite(root / "ticks-suite", {"ticks": TICKS})
     arm = busybox_rootfs(root / "arm64.tar", "arm64", APPLETS, busybox=_arm64_busybox(root))
     amd = busybox_rootfs(root / "amd64.tar", "amd64", APPLETS)
     for name, tar, arch, suite_dir in (("bb", amd, "amd64", suite), ("bb-arm", arm, "arm64", suite),
-                                       ("bb-slow", amd, "amd64", slow)):
+                                       ("bb-slow", amd, "amd64", slow), ("bb-ticks", amd, "amd64", ticks)):
         res = fleet.cli("import", name, str(tar), "--suite", str(suite_dir), "--arch", arch)
         assert res.returncode == 0, res.stdout + res.stderr
     session = Session.open(settings)
@@ -283,3 +285,40 @@ def test_queued_jobs_survive_a_broker_restart_and_results_a_server_restart(fleet
         assert "trying again" in (fleet.root / "late.log").read_text()
     finally:
         fleet.stop_worker("late")
+
+
+def test_a_running_job_streams_its_log_and_it_can_be_followed(fleet: Fleet) -> None:
+    fleet.start_worker("live", "sandbox,arch:amd64")
+    try:
+        proc, out_file = fleet.coordinate("bb-ticks:testing", "--rerun-all")
+        _wait("ticks to start", lambda: "ticks on sandbox: started on" in out_file.read_text(), 60)
+        res = fleet.cli("results", "bb-ticks:testing", "--json")
+        [run] = [r["run"] for r in json.loads(res.stdout)["runs"] if r["status"] == "running"]
+        follower = subprocess.Popen([sys.executable, "-m", "imageci.cli", "--server", fleet.url, "log",
+                                     "bb-ticks:testing", "ticks", "--follow"], stdout=subprocess.PIPE,
+                                    env=fleet.env(fleet.root / "reader", IMAGECI_TOKEN=fleet.token))
+        assert follower.stdout is not None
+        seen = b""
+        while b"tick 2\n" not in seen:
+            line = follower.stdout.readline()
+            assert line, seen  # the follower ended before the test printed its second line
+            seen += line
+        # the test still runs (it prints for 4 s): what the follower shows came live, not with the attempt
+        assert not [a for a in fleet.attempts("bb-ticks:testing", run) if a["test"] == "ticks"]
+        rest, _ = follower.communicate(timeout=60)
+        assert follower.returncode == 0
+        shown = (seen + rest).decode()
+        assert shown == "".join(f"tick {i}\n" for i in range(1, 9)) + "done\n", shown
+        assert proc.wait(timeout=60) == 0, out_file.read_text()
+        recorded = fleet.cli("log", "bb-ticks:testing", "ticks")
+        assert "tick 8" in recorded.stdout and "done" in recorded.stdout
+        # the run ended (the follower read its end all the same): the live log takes no more
+        ended = httpx.post(f"{fleet.url}/api/v1/runs/{run}/live", headers={"Authorization": f"Bearer {fleet.token}"},
+                           json={"key": "k" * 16, "test": "t", "testbed": "sandbox", "offset": 0, "data": "x"})
+        assert ended.status_code == 200 and ended.json() == {"size": 0, "accepted": False}
+        # an append needs a token that may record the run
+        anonymous = httpx.post(f"{fleet.url}/api/v1/runs/{run}/live",
+                               json={"key": "k" * 16, "test": "t", "testbed": "sandbox", "offset": 0, "data": "x"})
+        assert anonymous.status_code == 404  # as for any run it may not see
+    finally:
+        fleet.stop_worker("live")

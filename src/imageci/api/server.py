@@ -40,7 +40,7 @@ from imageci.api.schemas import (
     WhoAmI,
     status_of,
 )
-from imageci.app import ciplans, gating, products, publishing, queries, recording, tokens, upkeep
+from imageci.app import ciplans, gating, livelogs, products, publishing, queries, recording, tokens, upkeep
 from imageci.app.session import Session
 from imageci.config import Settings
 from imageci.definitions.durations import duration_arg
@@ -315,6 +315,26 @@ def create_app(settings: Settings) -> FastAPI:
         """Record up to 1000 attempts of a running run in one transaction, each with its own ``key``
         (idempotency): a retried batch records only what is missing."""
         return recording.record_attempts(s, run_id, body, by=caller)
+
+    @api.post(f"{API}/runs/{{run_id}}/live", response_model=livelogs.LiveAppended, tags=["runs"])
+    def live_append(run_id: RunId, body: livelogs.LiveChunk, s: SessionDep, caller: Caller) -> livelogs.LiveAppended:
+        """Append what a running job printed to its live log (scope ``test``), from ``offset``: a retried
+        append is written once; one past the end is not accepted and says where the log ends. Once the
+        run ended nothing is kept (``size`` 0, not accepted)."""
+        return livelogs.append(s, run_id, body, by=caller)
+
+    @api.get(f"{API}/runs/{{run_id}}/live", response_model=list[livelogs.LiveLog], tags=["runs"])
+    def live_list(run_id: RunId, s: SessionDep, caller: Caller) -> list[livelogs.LiveLog]:
+        """The live logs of a run's jobs (an ended run's for a while: its attempts have the logs)."""
+        return livelogs.logs(s, run_id, viewer=caller)
+
+    @api.get(f"{API}/runs/{{run_id}}/live/{{key}}", tags=["runs"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}})
+    def live_read(run_id: RunId, key: Annotated[str, FastPath(min_length=8, max_length=128)], s: SessionDep,
+                  caller: Caller, offset: Annotated[int, Query(ge=0, le=livelogs.MAX_LIVE * 2)] = 0) -> Response:
+        """A job's live log from ``offset`` (at most 1 MiB; empty: nothing more yet)."""
+        return Response(livelogs.read(s, run_id, key, offset, viewer=caller), media_type="text/plain; charset=utf-8",
+                        headers={"Cache-Control": "no-store"})
 
     @api.post(f"{API}/runs/{{run_id}}/finish", response_model=recording.RunEnded, tags=["runs"])
     def run_finish(run_id: RunId, body: recording.RunEnd, s: SessionDep, caller: Caller) -> recording.RunEnded:

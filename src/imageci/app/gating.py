@@ -11,15 +11,15 @@ from imageci.app import access
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.planning import flake_policy, suite_of
 from imageci.app.session import Session
-from imageci.app.versions import gate_of, keep_of
+from imageci.app.versions import Sibling, gate_of, keep_of, siblings
 from imageci.checks.suite import suite_checks
 from imageci.errors import Forbidden, GateRefused, UsageError
-from imageci.policy.gate import GateResult, evaluate_gate, required_checks
+from imageci.policy.gate import ArchGate, GateResult, evaluate_gate, required_checks
 from imageci.policy.promote import PromotionResult
 from imageci.policy.promote import promote as promote_version
 from imageci.policy.promote import prune as prune_versions
 from imageci.store.catalog import EvidenceChanged
-from imageci.store.models import Version, label
+from imageci.store.models import State, Version, label
 
 EVIDENCE_RETRIES = 5
 
@@ -30,14 +30,23 @@ class Requirement(BaseModel):
     why: str | None = None  # why it is unmet (None: met)
 
 
+class ArchStatus(BaseModel):
+    architecture: str
+    image: str | None  # NAME-ARCH@SERIAL (None: not built)
+    holds: bool
+    why: str | None = None
+
+
 class GateStatus(BaseModel):
     image: str  # NAME@SERIAL
     digest: str
     state: str
+    architecture: str | None = None  # None: from a server before multi-architecture builds
     defined: bool  # False: the image defines no gate
     holds: bool
     met: list[Requirement]
     unmet: list[Requirement]
+    architectures: list[ArchStatus] = []  # the other architectures built with it (a definition's `architectures`)
     explanation: str
 
 
@@ -46,11 +55,10 @@ class Promotion(BaseModel):
     digest: str
     forced: bool
     retired: list[str]  # NAME@SERIAL of stable versions beyond `keep`, now inactive
+    also: list[str] = []  # NAME-ARCH@SERIAL: the other architectures' versions, promoted with it
 
 
-def gate(session: Session, version: Version, *, quarantine: Path | None = None) -> GateResult | None:
-    """Whether the version's gate holds on the evidence recorded for it (None: it has no gate).
-    The required tests are those of the version's stored suite, at their current content."""
+def _own_gate(session: Session, version: Version, quarantine: Path | None) -> GateResult | None:
     g = gate_of(version)
     if g is None:
         return None
@@ -60,13 +68,43 @@ def gate(session: Session, version: Version, *, quarantine: Path | None = None) 
     return evaluate_gate(session.catalog, version, required_checks(checks, g.tests), g.testbeds, waiver)
 
 
+def _sibling_gate(session: Session, sibling: Sibling, quarantine: Path | None) -> ArchGate:
+    if sibling.version is None:
+        return ArchGate(sibling.architecture, None, f"no version of {sibling.product} was built with the same "
+                                                    f"inputs (imageci build --arch {sibling.architecture})")
+    v = sibling.version
+    if v.state == State.STABLE:
+        return ArchGate(sibling.architecture, label(v), None)
+    result = _own_gate(session, v, quarantine)
+    if result is None:
+        return ArchGate(sibling.architecture, label(v), "no gate is defined for it")
+    why = None if result.holds else f"{len(result.missing)} requirement(s) unmet: " + "; ".join(
+        f"{t} on {tb}: {w}" for t, tb, w in result.missing[:3]) + ("; …" if len(result.missing) > 3 else "")
+    return ArchGate(sibling.architecture, label(v), why)
+
+
+def gate(session: Session, version: Version, *, quarantine: Path | None = None) -> GateResult | None:
+    """Whether the version's gate holds on the evidence recorded for it (None: it has no gate).
+    The required tests are those of the version's stored suite, at their current content. A version
+    built for several architectures (one definition, ``architectures``) passes only when the
+    version built with it for each other architecture passes its own gate (or is stable)."""
+    own = _own_gate(session, version, quarantine)
+    if own is None:
+        return None
+    others = siblings(session, version)
+    return own.with_siblings([_sibling_gate(session, s, quarantine) for s in others]) if others else own
+
+
 def gate_status(session: Session, ref: str, *, viewer: Principal = LOCAL) -> GateStatus:
     """The gate of the version ``ref`` names, evaluated now on its recorded evidence."""
     info = access.resolve(session.reader, viewer, ref)
     version = session.catalog.resolve(f"{info.name}@{info.serial}")
     result = gate(session, version)
     return GateStatus(image=label(version), digest=f"sha256:{version.digest}", state=version.state,
+                      architecture=version.architecture,
                       defined=result is not None, holds=bool(result and result.holds),
+                      architectures=[ArchStatus(architecture=s.architecture, image=s.image, holds=s.why is None,
+                                                why=s.why) for s in (result.siblings if result else [])],
                       met=[Requirement(test=t, testbed=tb) for t, tb in (result.satisfied if result else [])],
                       unmet=[Requirement(test=t, testbed=tb, why=why) for t, tb, why in
                              (result.missing if result else [])],
@@ -84,10 +122,16 @@ def promote(session: Session, ref: str, *, to: str = "stable", force: bool = Fal
     for _ in range(EVIDENCE_RETRIES):
         version = session.catalog.resolve(f"{info.name}@{info.serial}")
         evidence = session.catalog.evidence(version)  # before the gate reads: a result after it is noticed
+        others = [s.version for s in siblings(session, version)
+                  if s.version is not None and s.version.state == State.TESTING]
+        for other in others:
+            by.require(Scope.PROMOTE, other.product.namespace, f"promote {label(other)}")
+        also = [(other, session.catalog.evidence(other)) for other in others]
         result = gate(session, version, quarantine=quarantine)
         try:
             return promote_version(session.catalog, version, result, keep=keep_of(version), force=force,
-                                   reason=reason, actor=None if by == LOCAL else by.name, evidence=evidence)
+                                   reason=reason, actor=None if by == LOCAL else by.name, evidence=evidence,
+                                   also=also)
         except EvidenceChanged:
             continue  # a run recorded results meanwhile: judge again on what is there now
     raise GateRefused(f"{info.label}: results kept arriving while its gate was evaluated ({EVIDENCE_RETRIES} "
@@ -96,7 +140,7 @@ def promote(session: Session, ref: str, *, to: str = "stable", force: bool = Fal
 
 def promotion_row(result: PromotionResult) -> Promotion:
     return Promotion(image=label(result.version), digest=f"sha256:{result.version.digest}", forced=result.forced,
-                     retired=[label(v) for v in result.retired])
+                     retired=[label(v) for v in result.retired], also=[label(v) for v in result.also])
 
 
 class Pruned(BaseModel):

@@ -6,7 +6,8 @@ still takes attempts and tests the digest the job names, fetches the version
 by digest into its own home (once; every artifact checked while it streams),
 takes the test from the version's own suite snapshot (its content digest must
 equal the job's), runs it on a fresh testbed of this host with the job's
-limits, and writes the attempt with the job's idempotency key — so a job
+limits (what it prints goes to the server as it comes: a live log, see
+``app.livestream``), and writes the attempt with the job's idempotency key — so a job
 delivered twice (its first worker died after writing) is recorded once. A
 server that is down is waited for: the write is retried until it lands or
 ``patience`` runs out; only then does the job fail (and its broker message,
@@ -16,12 +17,15 @@ not acknowledged before, goes to another worker when this one dies).
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from imageci.app.livelogs import LiveAppended, LiveChunk
+from imageci.app.livestream import LiveStreamer
 from imageci.app.mirroring import Origin, fetch
 from imageci.app.recording import AttemptIn, AttemptRecorded, RunState
 from imageci.app.session import Session
@@ -36,6 +40,7 @@ from imageci.engine.runner import Engine
 from imageci.errors import ImageciError, ServerUnavailable, UsageError
 from imageci.store.models import Version
 from imageci.testbeds.base import Backend, ImageHandle
+from imageci.testbeds.output import watching
 from imageci.testbeds.registry import make_backend
 
 log = logging.getLogger("imageci.worker")
@@ -60,6 +65,8 @@ class JobOrigin(Origin, Protocol):
     def run_state(self, run: int) -> RunState: ...
 
     def record(self, run: int, body: AttemptIn, key: str) -> AttemptRecorded: ...
+
+    def live(self, run: int, chunk: LiveChunk) -> LiveAppended: ...
 
 
 @dataclass
@@ -172,7 +179,11 @@ def run_job(ctx: WorkerContext, job: Job) -> JobDone:
     engine = Engine(ctx.session.catalog, ctx.session.store, {job.testbed: ctx.backend(job.testbed)},
                     owner=str(ctx.session.owner.lock_path), budget=ctx.budget,
                     limits=LimitPolicy(override=Limits(**job.limits)))
-    outcome, started, ended = engine.attempt_once(prepared.image, check, job.testbed)
+    # Each delivery streams to its own live log: a job started again elsewhere does not write into the old one.
+    with LiveStreamer(ctx.origin, job.run, f"{job.key[:110]}.{secrets.token_hex(4)}", job.test, job.testbed,
+                      ctx.name) as live, \
+            watching(live.feed):
+        outcome, started, ended = engine.attempt_once(prepared.image, check, job.testbed)
     kept = engine.kept_log(check, outcome)
     body = AttemptIn(test=job.test, test_digest=job.test_digest, testbed=job.testbed, attempt=job.attempt,
                      started=started, ended=ended, exit_code=outcome.exit_code,

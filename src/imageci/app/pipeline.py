@@ -60,7 +60,11 @@ def _build(session: Session, definition: Path, request: TestRequest, force_build
     loaded = load_definition(definition)
     if loaded.definition.tests is None:
         raise UsageError(f"{definition}: the definition has no 'tests' section; nothing can gate it")
-    built = build(session, definition, force=force_build, on_line=on_build_line, suite=request.suite)
+    if loaded.definition.multiarch:
+        raise UsageError(f"{definition}: the pipeline takes a definition of one product, and this one lists "
+                         "architectures: `imageci build` it, `imageci test` each NAME-ARCH on hosts or workers "
+                         "that run it, then `imageci promote` one (all its architectures move together)")
+    [built] = build(session, definition, force=force_build, on_line=on_build_line, suite=request.suite)
     if on_built is not None:
         on_built(built)
     return built

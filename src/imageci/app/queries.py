@@ -166,6 +166,7 @@ class Results(Row):
     image: str  # NAME@SERIAL
     digest: str
     state: str
+    architecture: str | None = None  # the image's (None: from a server before it was reported)
     runs: list[RunRow]
     attempts: list[AttemptRow]
 
@@ -196,8 +197,8 @@ def results(session: Session, ref: str, tests: list[str] | None = None, *, viewe
                    ended=r.ended_at.isoformat(timespec="seconds") if r.ended_at else None,
                    tests=len(json.loads(r.options).get("tests", [])), attempts=per_run.get(r.id, 0))
             for r in lookups.runs(session.reader, version.digest) if not tests or r.id in per_run]
-    return Results(image=version.label, digest=f"sha256:{version.digest}", state=version.state, runs=runs,
-                   attempts=rows)
+    return Results(image=version.label, digest=f"sha256:{version.digest}", state=version.state,
+                   architecture=version.architecture, runs=runs, attempts=rows)
 
 
 def run(session: Session, run_id: int, *, viewer: Principal = LOCAL) -> Results:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from imageci.app import access
+from imageci.app import access, livelogs
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.session import Session
 from imageci.errors import UnknownReferenceError, UsageError
@@ -144,6 +144,7 @@ def finish_run(session: Session, run_id: int, body: RunEnd, *, by: Principal = L
     run, _digest = _run(session, run_id, by, f"finish run {run_id}")
     if run.status == RunStatus.RUNNING.value:
         session.catalog.finish_run(run_id, body.exit_code, RunStatus(body.status))
+    livelogs.sweep(session)
     done = lookups.run_of(session.catalog.reader(), run_id)
     assert done is not None
     return RunEnded(run=run_id, status=done[0].status, exit_code=done[0].exit_code)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from imageci.app import livelogs
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
 from imageci.app.versions import config_of
@@ -102,6 +103,8 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
     report = engine.run(version, plan.checks, plan.testbeds, retries=request.retries, rerun_all=request.rerun_all,
                         image=engine.image_handle(version, config_of(session, version)),
                         options={"executor": plan.executor} if plan.executor != "local" else None)
+    if plan.executor != "local":
+        livelogs.sweep(session)  # the workers' live logs: the attempts have them now
     if request.junit:
         write_junit(report, request.junit, lambda r: log_text(session, r))
     if request.tap:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, Field
 
+from imageci.app import livelogs
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.session import Session
 from imageci.build.caches import verify_caches
@@ -53,14 +54,17 @@ UNREFERENCED_GRACE = timedelta(hours=1)
 
 
 def gc(session: Session, *, force: bool = False, by: Principal = LOCAL) -> GcOutcome:
-    """Remove this home's leftovers of dead imageci processes (and mark their runs aborted), and blobs
-    nothing references that are older than UNREFERENCED_GRACE (uploads never committed)."""
+    """Remove this home's leftovers of dead imageci processes (and mark their runs aborted), blobs
+    nothing references that are older than UNREFERENCED_GRACE (uploads never committed), and the live
+    logs of runs that ended."""
     _may_maintain(by, "collect garbage")
     _ = session.catalog  # opening it marks runs whose process died as aborted
     removed, live = collect_garbage(session.settings, session.lock, force=force)
     cutoff = time.time() - UNREFERENCED_GRACE.total_seconds()
     for digest in session.store.remove_unreferenced(lookups.referenced_blobs(session.reader), cutoff):
         removed.append(f"removed unreferenced blob sha256:{digest}")
+    if swept := livelogs.sweep(session):
+        removed.append(f"removed the live logs of {swept} ended run(s)")
     return GcOutcome(removed=removed, live=live)
 
 

@@ -1,6 +1,7 @@
 """What a version carries, read from the catalog and the store only: its
 definition (the stored text), its suite (a stored snapshot), its image
-configuration and its architecture. A run needs no file from the machine that
+configuration and its architecture, and the versions built with it for the other
+architectures of its definition. A run needs no file from the machine that
 built the version.
 
 Versions registered before suites were stored fall back to the definition's
@@ -10,13 +11,14 @@ path recorded at build time, if it still exists here.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.app.session import Session
 from imageci.build.oci import ImageConfig, image_config
 from imageci.definitions.image import Gate, ImageDefinition, load_definition, parse_definition
 from imageci.errors import ImageciError, UsageError
-from imageci.store.models import OCI_CONFIG, SUITE, Version, label
+from imageci.store.models import MULTIARCH, OCI_CONFIG, SUITE, State, Version, label
 from imageci.store.snapshots import unpack_tree
 
 
@@ -78,3 +80,30 @@ def config_of(session: Session, version: Version) -> ImageConfig:
     if not isinstance(doc, dict):
         raise ImageciError(f"{label(version)}: its stored image configuration is not a JSON object")
     return ImageConfig.from_oci(doc)
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """The version built with another from the same definition, for another architecture (None:
+    none is built, or it was retired)."""
+
+    architecture: str
+    product: str
+    version: Version | None
+
+
+def siblings(session: Session, version: Version) -> list[Sibling]:
+    """The other architectures' versions of ``version``'s build group (a definition that lists
+    ``architectures``): the newest active version of each NAME-ARCH whose build inputs were hashed
+    into the same group. Empty for a single-architecture version."""
+    group = json.loads(version.build_info or "{}").get(MULTIARCH)
+    if not isinstance(group, dict) or not isinstance(group.get("products"), dict):
+        return []
+    out = []
+    for arch, product in sorted(group["products"].items()):
+        if arch == version.architecture or not isinstance(product, str):
+            continue
+        found = [v for v in session.catalog.versions(product) if v.state != State.INACTIVE
+                 and json.loads(v.build_info or "{}").get(MULTIARCH, {}).get("group") == group.get("group")]
+        out.append(Sibling(arch, product, max(found, key=lambda v: v.serial) if found else None))
+    return out

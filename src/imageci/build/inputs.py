@@ -71,7 +71,10 @@ def builder_id() -> str:
 
 
 def image_inputs(definition: ImageDefinition) -> dict[str, object]:
-    return {k: v for k, v in definition.model_dump(mode="json").items() if k not in NON_INPUT_FIELDS}
+    """One architecture's build inputs (a definition from ``per_architecture``: ``architectures`` is
+    unset, as in every definition before it existed, so their hashes stay the same)."""
+    return {k: v for k, v in definition.model_dump(mode="json").items()
+            if k not in NON_INPUT_FIELDS and not (k == "architectures" and v is None)}
 
 
 def input_hash(definition: ImageDefinition, mirror: MirrorState) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imageci.build.inputs import MirrorState, builder_id
-from imageci.definitions.image import ImageDefinition, RunStep, WriteStep
+from imageci.definitions.image import ImageDefinition, RunStep, WriteStep, package_applies
 from imageci.errors import BuildError
 
 MANIFEST_FORMAT = r"${Package}\t${Version}\t${Architecture}\n"
@@ -51,8 +51,9 @@ class BuildPlan:
         argv = ["mmdebstrap", f"--variant={d.variant}", f"--architectures={d.architecture}",
                 f"--components={','.join(d.components)}",
                 "--mode=root" if os.geteuid() == 0 else "--mode=unshare", "--format=tar"]
-        if d.packages:
-            argv.append(f"--include={','.join(d.packages)}")
+        packages = [name for p in d.packages if (name := package_applies(p, d.architecture)) is not None]
+        if packages:
+            argv.append(f"--include={','.join(packages)}")
         for i, step in enumerate(d.customize):
             if isinstance(step, RunStep):
                 argv.append(f"--customize-hook=chroot \"$1\" /bin/sh -ec {shlex.quote(step.run)}")

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from imageci.build import inputs, lxdimage
 from imageci.build.mmdebstrap import BuildPlan, from_cache, run_mmdebstrap, to_cache
 from imageci.build.oci import image_config
 from imageci.build.rootfs import unpacked_rootfs
 from imageci.config import Settings
-from imageci.definitions.image import LoadedDefinition
+from imageci.definitions.image import ImageDefinition, LoadedDefinition
+from imageci.errors import UsageError
 from imageci.fs import safe_rmtree
 from imageci.owners import process_owner
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog, NewArtifact
-from imageci.store.models import OCI_CONFIG, SUITE, Version
+from imageci.store.models import MULTIARCH, OCI_CONFIG, SUITE, Version
 from imageci.store.snapshots import pack_tree
 
 
@@ -31,19 +35,53 @@ class BuildResult:
     from_cache: bool = False
 
 
-def build_image(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, store: BlobStore, *,
-                force: bool = False, on_line: Callable[[str], None] | None = None,
-                suite: Path | None = None) -> BuildResult:
-    """``suite``: the test suite to record with the version instead of the definition's."""
+def build_images(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, store: BlobStore, *,
+                 force: bool = False, on_line: Callable[[str], None] | None = None,
+                 suite: Path | None = None, only: set[str] | None = None) -> list[BuildResult]:
+    """Build every product of the definition (one per architecture it lists; ``only``: some of them).
+    ``suite``: the test suite to record with each version instead of the definition's.
+
+    Versions built from one definition for several architectures share a group: the hash of every
+    architecture's build inputs, recorded in their build info. A later build with the same inputs
+    (``--arch``, or after one architecture failed) joins the same group; the gate of each version
+    looks for its siblings there."""
     d = loaded.definition
     suite = suite.resolve() if suite is not None else loaded.suite_dir()
     mirror = inputs.fetch_mirror_state(d.mirror, d.suite)
-    key = inputs.input_hash(d, mirror)
+    views = d.per_architecture()
+    keys = {v.architecture: inputs.input_hash(v, mirror) for v in views}
+    group = None
+    if d.multiarch:
+        group = {"group": hashlib.sha256(",".join(f"{a}={k}" for a, k in sorted(keys.items())).encode()).hexdigest(),
+                 "products": {v.architecture: v.name for v in views}}
+    results = []
+    for view in d.per_architecture(only):
+        if on_line is not None and d.multiarch:
+            on_line(f"== {view.name}: {view.architecture}")
+        results.append(_build_one(loaded, view, settings, catalog, store, mirror=mirror,
+                                  key=keys[view.architecture], group=group, force=force, on_line=on_line,
+                                  suite=suite))
+    return results
+
+
+def build_image(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, store: BlobStore, *,
+                force: bool = False, on_line: Callable[[str], None] | None = None,
+                suite: Path | None = None) -> BuildResult:
+    """``build_images`` of a definition that makes one product."""
+    results = build_images(loaded, settings, catalog, store, force=force, on_line=on_line, suite=suite)
+    if len(results) != 1:
+        raise UsageError(f"{loaded.path} makes {len(results)} products (one per architecture)")
+    return results[0]
+
+
+def _build_one(loaded: LoadedDefinition, d: ImageDefinition, settings: Settings, catalog: Catalog,
+               store: BlobStore, *, mirror: inputs.MirrorState, key: str, group: dict[str, Any] | None,
+               force: bool, on_line: Callable[[str], None] | None, suite: Path | None) -> BuildResult:
     if not force:
         existing = catalog.find_by_input_hash(d.name, key)
         if existing is not None:
-            return BuildResult(_with_tests(catalog, store, loaded, suite, existing), skipped=True, identical=False,
-                               input_hash=key, seconds=0.0)
+            return BuildResult(_with_tests(catalog, store, loaded, suite, existing, group), skipped=True,
+                               identical=False, input_hash=key, seconds=0.0)
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     token = process_owner(settings.tmp_dir).token
     workdir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix=f"build-{token}-{d.name}-"))
@@ -61,10 +99,9 @@ def build_image(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, 
         log = store.put_file(out.log)
         same = catalog.find_by_digest(d.name, rootfs.digest)
         if same is not None and same.state != "inactive":
-            return BuildResult(_with_tests(catalog, store, loaded, suite, same), skipped=False, identical=True,
-                               input_hash=key, seconds=out.seconds,
-                               from_cache=out.cached)
-        info = {
+            return BuildResult(_with_tests(catalog, store, loaded, suite, same, group), skipped=False,
+                               identical=True, input_hash=key, seconds=out.seconds, from_cache=out.cached)
+        info: dict[str, Any] = {
             "builder": inputs.builder_id(),
             "mirror": {"url": mirror.url, "suite": mirror.suite, "date": mirror.date},
             "source_date_epoch": out.source_date_epoch,
@@ -73,6 +110,8 @@ def build_image(loaded: LoadedDefinition, settings: Settings, catalog: Catalog, 
             "from_cache": out.cached,
             "definition_path": str(loaded.path),
         }
+        if group is not None:
+            info[MULTIARCH] = group
         tree = unpacked_rootfs(store.path(rootfs.digest), rootfs.digest, settings.rootfs_cache)
         lxd, info["lxd"] = lxdimage.artifacts_or_reason(store, tree, lxdimage.LxdImage(
             os=d.distribution.capitalize(), release=d.suite, variant=d.name, architecture=d.architecture,
@@ -104,14 +143,19 @@ def _suite_artifact(store: BlobStore, suite: Path | None) -> list[NewArtifact]:
 
 
 def _with_tests(catalog: Catalog, store: BlobStore, loaded: LoadedDefinition, suite: Path | None,
-                version: Version) -> Version:
+                version: Version, group: dict[str, Any] | None) -> Version:
     """An unchanged image keeps its bytes, but its test configuration (the definition's ``tests`` and
-    ``keep``, the suite's content) is what was just built from: a later run uses it, on any machine."""
+    ``keep``, the suite's content) is what was just built from: a later run uses it, on any machine.
+    Same bytes from new inputs join the new build's architecture group."""
     wanted = _suite_artifact(store, suite)
     if not any(a.kind == OCI_CONFIG for a in version.artifacts):
         wanted.append(_config_artifact(store, version.product.name, version.digest))
     have = {a.kind: a.digest for a in version.artifacts}
     drop = {SUITE} if suite is None and SUITE in have else set()
-    if version.definition == loaded.text and not drop and all(have.get(a.kind) == a.digest for a in wanted):
+    info = json.loads(version.build_info or "{}")
+    regroup = group is not None and info.get(MULTIARCH) != group
+    if version.definition == loaded.text and not drop and not regroup and \
+            all(have.get(a.kind) == a.digest for a in wanted):
         return version
-    return catalog.set_test_config(version.id, loaded.text, wanted, drop=drop)
+    return catalog.set_test_config(version.id, loaded.text, wanted, drop=drop,
+                                   build_info={**info, MULTIARCH: group} if regroup else None)

@@ -70,16 +70,22 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version_cb
     show_warnings()
 
 
-def _build(session: Session, definition: Path, force: bool, suite: Path | None = None) -> BuildResult:
+def _build(session: Session, definition: Path, force: bool, only: set[str] | None = None) -> list[BuildResult]:
     from imageci.app import building
 
     with console.status(f"building {definition}…") as status:
+        what = definition.name
+
         def on_line(line: str) -> None:
-            if line.startswith(("I:", "W:", "E:")):
-                status.update(f"building {definition.name}: {line[:100]}")
-        result = building.build(session, definition, force=force, on_line=on_line, suite=suite)
-    _show_build(result)
-    return result
+            nonlocal what
+            if line.startswith("== "):  # the next architecture's product
+                what = line[3:].split(":")[0]
+            if line.startswith(("I:", "W:", "E:", "== ")):
+                status.update(f"building {what}: {line[:100]}")
+        results = building.build(session, definition, force=force, on_line=on_line, only=only)
+    for result in results:
+        _show_build(result)
+    return results
 
 
 def _show_build(result: BuildResult) -> None:
@@ -102,17 +108,21 @@ def build(definition: DefArg,
           force: Annotated[bool, typer.Option("--force", help="rebuild even if the inputs did not change")] = False,
           publish: Annotated[bool, typer.Option("--publish", help="then publish it to the server's testing "
                                                 "channel (--server, IMAGECI_SERVER or `imageci login`)")]
-          = False) -> None:
-    """Build an image from its definition and publish it to the testing channel."""
+          = False,
+          arch: Annotated[list[str] | None, typer.Option("--arch", metavar="ARCH", help="only this one of the "
+                                                         "definition's architectures (repeatable)")] = None) -> None:
+    """Build an image from its definition and publish it to the testing channel (a definition listing
+    `architectures` makes one product per architecture, NAME-ARCH)."""
     from imageci.app.session import Session
     from imageci.store.models import label
 
     session = Session.open()
     if publish:
         _server(session)  # before building: no server, no build
-    result = _build(session, definition, force)
+    results = _build(session, definition, force, set(arch) if arch else None)
     if publish:
-        _push(session, label(result.version))
+        for result in results:
+            _push(session, label(result.version))
 
 
 def _server(session: Session) -> ApiClient:
@@ -339,9 +349,10 @@ def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help=
 
     res = source().results(ref, tests)
     if as_json:
-        print_json(res.model_dump(mode="json", include={"image", "digest", "runs", "attempts"}))
+        print_json(res.model_dump(mode="json", include={"image", "digest", "architecture", "runs", "attempts"}))
         return
-    console.print(f"{res.image} ({res.state}) {res.digest[:19]}")
+    arch = f", {res.architecture}" if res.architecture else ""
+    console.print(f"{res.image} ({res.state}{arch}) {res.digest[:19]}")
     for run in res.runs:
         if run.status != "finished":
             console.print(f"[yellow]run {run.run} {run.status}[/] ({run.started} → {run.ended or '…'}): "
@@ -358,11 +369,20 @@ def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help=
 @handle_errors
 def log(ref: RefArg, test: Annotated[str, typer.Argument(help="the test's id, as `results` shows it")],
         run: Annotated[int | None, typer.Option("--run", min=1, help="of this run (default: the latest)")] = None,
-        attempt: Annotated[int | None, typer.Option("--attempt", min=1, help="this attempt of the run")] = None
+        attempt: Annotated[int | None, typer.Option("--attempt", min=1, help="this attempt of the run")] = None,
+        follow: Annotated[bool, typer.Option("--follow", "-f", help="while the test runs on a worker, print "
+                                             "its output as it comes, until its attempt is recorded")] = False
         ) -> None:
     """Print the log of a test's latest attempt on an image (or of --run / --attempt)."""
     from imageci.cli.sources import source
 
+    if follow:
+        from imageci.cli.follow import follow_log
+
+        if attempt is not None:
+            raise typer.BadParameter("--follow follows the attempt running now: it takes no --attempt")
+        if follow_log(source(), ref, test, run, sys.stdout.buffer):
+            return
     data = source().log(ref, test, run, attempt)
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
@@ -381,6 +401,8 @@ def promote(ref: RefArg,
 
     promoted = source().promote(ref, to, force, reason)
     console.print(f"[green]promoted[/] {promoted.image} to stable" + (" (forced)" if promoted.forced else ""))
+    for other in promoted.also:
+        console.print(f"[green]promoted[/] {other} to stable with it (the same build, another architecture)")
     for old in promoted.retired:
         console.print(f"retired {old} (inactive)")
 
@@ -397,7 +419,8 @@ def gate(ref: RefArg, as_json: Annotated[bool, typer.Option("--json")] = False) 
     if as_json:
         print_json(status)
     else:
-        console.print(f"{status.image} ({status.state}): {status.explanation}", highlight=False, markup=False)
+        console.print(f"{status.image} ({status.state}, {status.architecture}): {status.explanation}",
+                      highlight=False, markup=False)
     if not status.holds:
         raise typer.Exit(int(ExitCode.GATE_REFUSED))
 

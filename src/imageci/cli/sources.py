@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from imageci.app.ciplans import CiPlan
     from imageci.app.gating import GateStatus, Promotion, Pruned
+    from imageci.app.livelogs import LiveLog
     from imageci.app.products import ProductRow
     from imageci.app.queries import EventRow, FlakyRow, ImageRow, Results
     from imageci.app.tokens import NewToken, TokenRow
@@ -42,6 +43,12 @@ class Source(ABC):
 
     @abstractmethod
     def log(self, ref: str, test: str, run: int | None, attempt: int | None) -> bytes: ...
+
+    @abstractmethod
+    def live_logs(self, run: int) -> list[LiveLog]: ...
+
+    @abstractmethod
+    def live_read(self, run: int, key: str, offset: int) -> bytes: ...
 
     @abstractmethod
     def prune(self, older_than: str, name: str | None, dry_run: bool) -> list[Pruned]: ...
@@ -115,6 +122,18 @@ class Local(Source):
         from imageci.app.session import Session
 
         return queries.log_path(Session.open(), ref, test, run=run, attempt=attempt).read_bytes()
+
+    def live_logs(self, run: int) -> list[LiveLog]:
+        from imageci.app import livelogs
+        from imageci.app.session import Session
+
+        return livelogs.logs(Session.open(), run)
+
+    def live_read(self, run: int, key: str, offset: int) -> bytes:
+        from imageci.app import livelogs
+        from imageci.app.session import Session
+
+        return livelogs.read(Session.open(), run, key, offset)
 
     def prune(self, older_than: str, name: str | None, dry_run: bool) -> list[Pruned]:
         from imageci.app import gating
@@ -216,6 +235,12 @@ class Server(Source):
 
     def log(self, ref: str, test: str, run: int | None, attempt: int | None) -> bytes:
         return self.client.get_bytes(f"/images/{self.client.ref(ref)}/log", test=test, run=run, attempt=attempt)
+
+    def live_logs(self, run: int) -> list[LiveLog]:
+        return self.client.live_logs(run)
+
+    def live_read(self, run: int, key: str, offset: int) -> bytes:
+        return self.client.live_read(run, key, offset)
 
     def prune(self, older_than: str, name: str | None, dry_run: bool) -> list[Pruned]:
         from imageci.app.gating import Pruned

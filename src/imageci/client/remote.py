@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import httpx
 
     from imageci.app.gating import GateStatus, Promotion
+    from imageci.app.livelogs import LiveAppended, LiveChunk, LiveLog
     from imageci.app.publishing import Published, PublishRequest
     from imageci.app.queries import VersionDetail
     from imageci.app.recording import AttemptIn, AttemptRecorded, RunEnd, RunEnded, RunStart, RunStarted, RunState
@@ -269,6 +270,20 @@ class ApiClient:
         from imageci.app.recording import RunState
 
         return self.get(f"/runs/{run}/state", RunState)  # type: ignore[no-any-return]
+
+    def live(self, run: int, chunk: LiveChunk) -> LiveAppended:
+        from imageci.app.livelogs import LiveAppended
+
+        return self._call("POST", f"/runs/{run}/live", LiveAppended,  # type: ignore[no-any-return]
+                          json=chunk.model_dump(mode="json"))
+
+    def live_logs(self, run: int) -> list[LiveLog]:
+        from imageci.app.livelogs import LiveLog
+
+        return self._call("GET", f"/runs/{run}/live", list[LiveLog])  # type: ignore[no-any-return]
+
+    def live_read(self, run: int, key: str, offset: int) -> bytes:
+        return self._request("GET", f"/runs/{run}/live/{quote(key)}", params={"offset": offset}).content
 
     def close(self) -> None:
         self.http.close()

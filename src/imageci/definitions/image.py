@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from imageci.definitions.yamlsource import load_yaml, validate
-from imageci.errors import SourceError
+from imageci.errors import SourceError, UsageError
 
 NAME_RE = r"^[a-z0-9][a-z0-9.-]{0,62}$"
 
@@ -71,10 +71,34 @@ CustomizeStep = Annotated[
 ]
 
 
+_PACKAGE = r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9]+)?(=[A-Za-z0-9.+~:-]+)?"
+_ARCH = r"[a-z0-9]{1,32}"
+# A package with an optional architecture restriction, as in Build-Depends: "linux-image-arm64 [arm64]",
+# "grub-pc [amd64 i386]", "foo [!s390x]" (all listed, or none negated).
+_QUALIFIED = re.compile(rf"(?P<name>{_PACKAGE})(?:\s+\[(?P<arches>\s*!?{_ARCH}(?:\s+!?{_ARCH})*\s*)\])?")
+
+
 def _package_name(p: str) -> str:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9]+)?(=[A-Za-z0-9.+~:-]+)?", p):
-        raise ValueError(f"not a Debian package name: {p!r}")
-    return p
+    m = _QUALIFIED.fullmatch(p.strip())
+    if not m:
+        raise ValueError(f"not a Debian package name (with an optional [arch …] restriction): {p!r}")
+    arches = (m.group("arches") or "").split()
+    if arches and len({a.startswith("!") for a in arches}) > 1:
+        raise ValueError(f"{p!r}: an architecture restriction lists architectures or excludes them, not both")
+    return p.strip()
+
+
+def package_applies(package: str, architecture: str) -> str | None:
+    """The package name when ``package`` (as written in a definition) is installed on
+    ``architecture``, else None."""
+    m = _QUALIFIED.fullmatch(package)
+    assert m is not None
+    arches = (m.group("arches") or "").split()
+    if not arches:
+        return m.group("name")
+    if arches[0].startswith("!"):
+        return None if f"!{architecture}" in arches else m.group("name")
+    return m.group("name") if architecture in arches else None
 
 
 PackageName = Annotated[str, AfterValidator(_package_name)]
@@ -101,6 +125,10 @@ class ImageDefinition(_Strict):
     variant: Literal["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important",
                      "debootstrap", "standard"] = "minbase"
     architecture: str = Field(default="amd64", pattern=r"^[a-z0-9]+$")
+    architectures: list[Annotated[str, Field(pattern=r"^[a-z0-9]+$")]] | None = Field(
+        default=None, min_length=1,
+        description="build one product per architecture, named NAME-ARCH; a version of one is promotable only "
+                    "when the versions built with it for every other architecture pass their gates too")
     mirror: str = "http://deb.debian.org/debian"
     components: list[str] = Field(default_factory=lambda: ["main"], min_length=1)
     packages: list[PackageName] = Field(default_factory=list)
@@ -116,6 +144,45 @@ class ImageDefinition(_Strict):
         if not re.match(r"^(https?|file)://", self.mirror):
             raise ValueError("mirror must be an http(s):// or file:// URL")
         return self
+
+    @model_validator(mode="after")
+    def _one_way_to_name_architectures(self) -> ImageDefinition:
+        if self.architectures is None:
+            return self
+        if "architecture" in self.model_fields_set:
+            raise ValueError("give 'architecture' (one product) or 'architectures' (one product per "
+                             "architecture), not both")
+        if len(set(self.architectures)) != len(self.architectures):
+            raise ValueError("'architectures' lists an architecture twice")
+        for arch in self.architectures:
+            if not re.fullmatch(NAME_RE, f"{self.name}-{arch}"):
+                raise ValueError(f"the product name {self.name}-{arch} is too long (at most 63 characters)")
+        return self
+
+    @property
+    def multiarch(self) -> bool:
+        """Whether this definition makes one product per architecture (``architectures``)."""
+        return self.architectures is not None
+
+    def product_for(self, architecture: str) -> str:
+        return f"{self.name}-{architecture}" if self.multiarch else self.name
+
+    def per_architecture(self, only: set[str] | None = None) -> list[ImageDefinition]:
+        """What one build makes: a single-architecture definition per product (named NAME-ARCH when
+        ``architectures`` is given), each with the packages that apply to its architecture;
+        ``only`` keeps some architectures (``imageci build --arch``)."""
+        arches = self.architectures or [self.architecture]
+        unknown = sorted((only or set()) - set(arches))
+        if unknown:
+            raise UsageError(f"{self.name} is not built for {', '.join(unknown)} (it lists: {', '.join(arches)})")
+        out = []
+        for arch in arches:
+            if only is not None and arch not in only:
+                continue
+            packages = [name for p in self.packages if (name := package_applies(p, arch)) is not None]
+            out.append(self.model_copy(update={"name": self.product_for(arch), "architecture": arch,
+                                               "architectures": None, "packages": packages}))
+        return out
 
 
 class LoadedDefinition(BaseModel):

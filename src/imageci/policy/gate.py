@@ -32,17 +32,36 @@ from imageci.store.models import Attempt, Version
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
 
 
+@dataclass(frozen=True)
+class ArchGate:
+    """Another architecture's version of the same build, as the gate sees it."""
+
+    architecture: str
+    image: str | None  # NAME-ARCH@SERIAL; None: not built
+    why: str | None  # why its gate does not hold (None: it holds)
+
+
 @dataclass
 class GateResult:
     holds: bool
     satisfied: list[tuple[str, str]] = field(default_factory=list)
     missing: list[tuple[str, str, str]] = field(default_factory=list)  # (test, testbed, why)
+    siblings: list[ArchGate] = field(default_factory=list)  # the build's other architectures
+
+    def with_siblings(self, siblings: Sequence[ArchGate]) -> GateResult:
+        """This gate, holding only when every other architecture's gate holds too."""
+        return GateResult(self.holds and all(s.why is None for s in siblings), self.satisfied, self.missing,
+                          list(siblings))
 
     def explain(self) -> str:
+        archs = f" on every architecture ({len(self.siblings) + 1})" if self.siblings else ""
         if self.holds:
-            return f"gate holds: {len(self.satisfied)} requirement(s) met"
-        lines = [f"gate does not hold: {len(self.missing)} requirement(s) unmet"]
+            return f"gate holds: {len(self.satisfied)} requirement(s) met{archs}"
+        failing = [s for s in self.siblings if s.why is not None]
+        lines = [f"gate does not hold: {len(self.missing)} requirement(s) unmet"
+                 + (f", and {len(failing)} other architecture(s) not passed" if failing else "")]
         lines += [f"  {t} on {tb}: {why}" for t, tb, why in self.missing]
+        lines += [f"  arch {s.architecture} ({s.image or 'not built'}): {s.why}" for s in failing]
         return "\n".join(lines)
 
 

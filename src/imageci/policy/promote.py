@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -17,13 +17,17 @@ class PromotionResult:
     version: Version
     retired: list[Version] = field(default_factory=list)
     forced: bool = False
+    also: list[Version] = field(default_factory=list)  # the build's other architectures, promoted with it
 
 
 def promote(catalog: Catalog, version: Version, gate: GateResult | None, *, keep: int, force: bool = False,
-            reason: str = "", actor: str | None = None, evidence: Evidence | None = None) -> PromotionResult:
+            reason: str = "", actor: str | None = None, evidence: Evidence | None = None,
+            also: Sequence[tuple[Version, Evidence]] = ()) -> PromotionResult:
     """testing → stable when the gate holds (or ``force`` with a reason); then
     keep at most ``keep`` stable versions of the product, retiring the oldest. ``evidence`` is what the
-    gate read: if results arrived since, nothing is promoted (EvidenceChanged; evaluate again)."""
+    gate read: if results arrived since, nothing is promoted (EvidenceChanged; evaluate again).
+    ``also``: the versions built with it for other architectures (the gate judged them too), promoted
+    in the same transaction, each product keeping ``keep``."""
     actor = actor or catalog.actor
     if force and not reason.strip():
         raise UsageError("--force needs --reason: a forced promotion is audited")
@@ -37,13 +41,17 @@ def promote(catalog: Catalog, version: Version, gate: GateResult | None, *, keep
     why = f"forced: {reason}" if force else ("gate held" + (f": {reason}" if reason else ""))
     if not force and evidence is not None:
         why += f" (evidence up to attempt {evidence.last_attempt})"
-    promoted = catalog.promote_on(version.id, None if force else evidence, actor=actor, reason=why)
-    stable = catalog.versions(version.product.name, {State.STABLE})
+    promoted = catalog.promote_on(version.id, None if force else evidence, actor=actor, reason=why,
+                                  also=[(v.id, None if force else e) for v, e in also])
     retired = []
-    for old in sorted(stable, key=lambda v: v.serial, reverse=True)[keep:]:
-        retired.append(catalog.transition(old.id, State.INACTIVE, actor=actor,
-                                          reason=f"superseded by {promoted.serial} (keep={keep})"))
-    return PromotionResult(promoted, retired, force)
+    for product, serial in [(promoted.product.name, promoted.serial),
+                            *((v.product.name, v.serial) for v, _e in also)]:
+        stable = catalog.versions(product, {State.STABLE})
+        for old in sorted(stable, key=lambda v: v.serial, reverse=True)[keep:]:
+            retired.append(catalog.transition(old.id, State.INACTIVE, actor=actor,
+                                              reason=f"superseded by {serial} (keep={keep})"))
+    return PromotionResult(promoted, retired, force, [catalog.resolve(f"{v.product.name}@{v.serial}")
+                                                      for v, _e in also])
 
 
 def prune(catalog: Catalog, *, older_than: timedelta, name: str | None = None, dry_run: bool = False,

@@ -177,7 +177,7 @@ class Catalog:
         raise AssertionError("unreachable")
 
     def set_test_config(self, version_id: int, definition: str | None, artifacts: Sequence[NewArtifact], *,
-                        drop: set[str] | None = None) -> Version:
+                        drop: set[str] | None = None, build_info: dict[str, Any] | None = None) -> Version:
         """Record the version's current test configuration: the definition text (its ``tests`` and
         ``keep``, which are not build inputs, may have changed) and artifacts that replace those of the
         same kind (the suite snapshot); ``drop`` removes artifacts of those kinds. The image bytes are
@@ -187,6 +187,8 @@ class Catalog:
             if v is None:
                 raise UnknownReferenceError(f"no version with id {version_id}")
             v.definition = definition
+            if build_info is not None:
+                v.build_info = json.dumps(build_info, sort_keys=True)
             kinds = {a.kind for a in artifacts} | (drop or set())
             v.artifacts = [a for a in v.artifacts if a.kind not in kinds] + [
                 Artifact(kind=a.kind, filename=a.filename, digest=a.digest, size=a.size) for a in artifacts]
@@ -225,29 +227,39 @@ class Catalog:
         return Evidence(int(last or 0), next((a.digest for a in version.artifacts if a.kind == SUITE), None))
 
     def promote_on(self, version_id: int, evidence: Evidence | None, *, actor: str | None = None,
-                   reason: str = "") -> Version:
+                   reason: str = "", also: Sequence[tuple[int, Evidence | None]] = ()) -> Version:
         """testing → stable as one compare-and-set: only while the version is still ``testing`` and,
         with ``evidence``, while nothing the gate read has changed (no attempt recorded for its bytes
-        since, the same suite); else nothing is written. Two promotions at once promote once."""
+        since, the same suite); else nothing is written. Two promotions at once promote once. ``also``:
+        more versions (the build's other architectures) that move with it in the same transaction,
+        each on the same terms."""
         with self.session() as s:
-            moved = s.execute(update(Version).where(Version.id == version_id, Version.state == State.TESTING.value)
-                              .values(state=State.STABLE.value).execution_options(synchronize_session=False))
-            v = s.get(Version, version_id, options=[selectinload(Version.product), selectinload(Version.artifacts)],
-                      populate_existing=True)
-            if v is None:
-                raise UnknownReferenceError(f"no version with id {version_id}")
-            if getattr(moved, "rowcount", 1) != 1:
-                raise TransitionError(f"{v.product.name}@{v.serial} is {v.state}; only testing versions can be "
-                                      "promoted")
-            if evidence is not None:
-                last = int(s.scalar(select(func.max(Attempt.id)).where(Attempt.image_digest == v.digest)) or 0)
-                suite = next((a.digest for a in v.artifacts if a.kind == SUITE), None)
-                if last != evidence.last_attempt or suite != evidence.suite:
-                    raise EvidenceChanged(f"{v.product.name}@{v.serial}: results were recorded or its suite changed "
-                                          "while its gate was evaluated")
-            s.add(Event(version_id=v.id, from_state=State.TESTING.value, to_state=State.STABLE.value,
-                        actor=actor or self.actor, reason=reason, at=utcnow()))
-            return v
+            first = self._promote_in(s, version_id, evidence, actor, reason)
+            for other_id, other_evidence in also:
+                self._promote_in(s, other_id, other_evidence, actor, f"{reason}; with {first.product.name}@"
+                                 f"{first.serial}")
+            return first
+
+    def _promote_in(self, s: Session, version_id: int, evidence: Evidence | None, actor: str | None,
+                    reason: str) -> Version:
+        moved = s.execute(update(Version).where(Version.id == version_id, Version.state == State.TESTING.value)
+                          .values(state=State.STABLE.value).execution_options(synchronize_session=False))
+        v = s.get(Version, version_id, options=[selectinload(Version.product), selectinload(Version.artifacts)],
+                  populate_existing=True)
+        if v is None:
+            raise UnknownReferenceError(f"no version with id {version_id}")
+        if getattr(moved, "rowcount", 1) != 1:
+            raise TransitionError(f"{v.product.name}@{v.serial} is {v.state}; only testing versions can be "
+                                  "promoted")
+        if evidence is not None:
+            last = int(s.scalar(select(func.max(Attempt.id)).where(Attempt.image_digest == v.digest)) or 0)
+            suite = next((a.digest for a in v.artifacts if a.kind == SUITE), None)
+            if last != evidence.last_attempt or suite != evidence.suite:
+                raise EvidenceChanged(f"{v.product.name}@{v.serial}: results were recorded or its suite changed "
+                                      "while its gate was evaluated")
+        s.add(Event(version_id=v.id, from_state=State.TESTING.value, to_state=State.STABLE.value,
+                    actor=actor or self.actor, reason=reason, at=utcnow()))
+        return v
 
     def find_by_input_hash(self, name: str, input_hash: str) -> Version | None:
         with self.session() as s:

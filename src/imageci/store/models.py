@@ -11,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from imageci.store.states import (
     CHANNELS,
     DEFAULT_NAMESPACE,
+    MULTIARCH,
     OCI_CONFIG,
     ROOTFS,
     SUITE,
@@ -23,9 +24,9 @@ from imageci.store.states import (
 )
 
 # The catalog's vocabulary lives in store.states (no SQLAlchemy); re-exported for the ORM's users.
-__all__ = ["CHANNELS", "DEFAULT_NAMESPACE", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus", "State",
-           "as_utc", "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Push", "Run", "Token",
-           "Version", "label"]
+__all__ = ["CHANNELS", "DEFAULT_NAMESPACE", "MULTIARCH", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus",
+           "State", "as_utc", "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Push", "Run",
+           "Token", "Version", "label"]
 
 
 class Base(DeclarativeBase):

@@ -58,6 +58,7 @@ DEFAULT_NAMESPACE = "default"
 ROOTFS = "rootfs"
 SUITE = "suite"  # the test suite as built with, a tar snapshot (store.snapshots)
 OCI_CONFIG = "oci-config"  # the image's runtime configuration, an OCI config's "config" object (JSON)
+MULTIARCH = "multiarch"  # build info: {"group": hash of every architecture's inputs, "products": {arch: name}}
 # The LXD/Incus form of a version (build.lxdimage), listed by its channels' simplestreams feeds.
 LXD_METADATA = "lxd-metadata"  # lxd.tar.xz: metadata.yaml
 INCUS_METADATA = "incus-metadata"  # incus.tar.xz: the same bytes, under the name Incus looks for

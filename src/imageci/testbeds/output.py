@@ -4,7 +4,9 @@ Each stream keeps its first and last bytes (``keep`` in all, half each) and
 counts the rest; what was cut is replaced by a marker that says how much. A
 command that writes more than ``max_output`` bytes in all is stopped (the
 output limit), like one that runs past its timeout. Every backend reads its
-commands' output through :func:`pump`.
+commands' output through :func:`pump`, which also shows each chunk, as it
+arrives, to the ``watching`` callback of the calling context (a worker streams
+a running test's log to the server with it).
 """
 
 from __future__ import annotations
@@ -13,12 +15,28 @@ import os
 import selectors
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from imageci.definitions.limits import DEFAULTS, Limits
 
 CHUNK = 1 << 16
+
+Watcher = Callable[[str, bytes], None]  # (stream: "stdout" | "stderr", bytes as they arrive)
+_watcher: ContextVar[Watcher | None] = ContextVar("imageci_output_watcher", default=None)
+
+
+@contextmanager
+def watching(watcher: Watcher) -> Iterator[None]:
+    """Show every command's output that this context pumps to ``watcher`` as it arrives (it must
+    be quick and must not raise: what it raises is ignored)."""
+    token = _watcher.set(watcher)
+    try:
+        yield
+    finally:
+        _watcher.reset(token)
 
 
 class Capture:
@@ -86,6 +104,8 @@ def pump(proc: subprocess.Popen[bytes], stdin: bytes | None, *, timeout: float |
     assert proc.stdout is not None and proc.stderr is not None
     out, err = Capture(keep), Capture(keep)
     streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+    watcher = _watcher.get()
     sel = selectors.DefaultSelector()
     for fd in streams:
         os.set_blocking(fd, False)
@@ -136,6 +156,9 @@ def pump(proc: subprocess.Popen[bytes], stdin: bytes | None, *, timeout: float |
                     sel.unregister(fd)
                     continue
                 streams[fd].feed(data)
+                if watcher is not None:
+                    with suppress(Exception):  # a watcher never changes what the test does
+                        watcher(names[fd], data)
                 if max_output is not None and out.total + err.total > max_output:
                     exceeded = True
     finally:

@@ -1,0 +1,151 @@
+"""A running job's log as it is written. A worker appends what its test prints
+while it runs; the server keeps it, bounded, in its home (never in the catalog:
+the attempt's log is the record) until the run ends; anyone who may read the
+run follows it (``imageci log REF TEST --follow``, ``GET /runs/{id}/live``).
+
+An append names the offset it starts at, so a retried request is written
+once; an append past the end is refused with the size the server has, and
+the worker sends from there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.session import Session
+from imageci.errors import UnknownReferenceError, UsageError
+from imageci.fs import safe_rmtree
+from imageci.store import lookups
+from imageci.store.states import RunStatus
+
+MAX_LIVE = 4 << 20  # bytes of one job's live log; the attempt's log has the rest (head and tail)
+MAX_CHUNK = 1 << 20
+GRACE = 120.0  # seconds an ended run's live logs stay after their last write
+KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+CUT = "\n[imageci: the live log stops here ({} bytes); the attempt's log keeps its head and tail]\n"
+
+
+class LiveChunk(BaseModel):
+    key: str = Field(description="the job's idempotency key")
+    test: str = Field(min_length=1, max_length=255)
+    testbed: str = Field(min_length=1, max_length=64)
+    worker: str | None = Field(default=None, max_length=255)
+    offset: int = Field(ge=0, le=MAX_LIVE)
+    data: str = Field(max_length=MAX_CHUNK)
+
+
+class LiveAppended(BaseModel):
+    size: int  # bytes the server has: the next append starts there
+    accepted: bool  # False: the offset was past the end (send from ``size``), or the run ended
+
+
+class LiveLog(BaseModel):
+    key: str
+    test: str
+    testbed: str
+    worker: str | None
+    size: int
+    updated: float  # when it last grew (Unix time)
+
+
+def _dir(session: Session, run_id: int) -> Path:
+    return session.settings.home / "live" / f"run-{run_id}"
+
+
+def _paths(session: Session, run_id: int, key: str) -> tuple[Path, Path]:
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    d = _dir(session, run_id)
+    return d / f"{name}.log", d / f"{name}.json"
+
+
+def _run(session: Session, run_id: int, by: Principal, scope: Scope | None) -> str:
+    """The run's status, if ``by`` may see it (and has ``scope`` in its namespace)."""
+    found = lookups.run_of(session.reader, run_id)
+    version = found[2] if found else None
+    if found is None or version is None or not by.sees(version.namespace, version.public, version.state):
+        raise UnknownReferenceError(f"no run {run_id}")
+    if scope is not None:
+        by.require(scope, version.namespace, f"write live logs of run {run_id}")
+    return found[0].status
+
+
+def append(session: Session, run_id: int, chunk: LiveChunk, *, by: Principal = LOCAL) -> LiveAppended:
+    """Append ``chunk`` to its job's live log (scope ``test``); nothing once the run ended."""
+    if not KEY.fullmatch(chunk.key):
+        raise UsageError("a live log's key is 8 to 128 letters, digits, '.', '_', ':' or '-'")
+    if _run(session, run_id, by, Scope.TEST) != RunStatus.RUNNING.value:
+        return LiveAppended(size=0, accepted=False)
+    log, meta = _paths(session, run_id, chunk.key)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # serve --workers N: one writer at a time
+        size = fh.tell()
+        if chunk.offset > size:
+            return LiveAppended(size=size, accepted=False)
+        if not meta.exists():
+            meta.write_text(json.dumps({"key": chunk.key, "test": chunk.test, "testbed": chunk.testbed,
+                                        "worker": chunk.worker}))
+        data = chunk.data.encode()[size - chunk.offset:] if chunk.offset < size else chunk.data.encode()
+        room = MAX_LIVE - size
+        if data and room > 0:
+            fh.write(data[:room])
+            if len(data) > room:
+                fh.write(CUT.format(MAX_LIVE).encode())
+        return LiveAppended(size=fh.tell(), accepted=True)
+
+
+def logs(session: Session, run_id: int, *, viewer: Principal = LOCAL) -> list[LiveLog]:
+    """The live logs of a run's jobs (an ended run's, until swept: its attempts have the logs)."""
+    _run(session, run_id, viewer, None)
+    out = []
+    for meta in sorted(_dir(session, run_id).glob("*.json")):
+        try:
+            info = json.loads(meta.read_text())
+            stat = meta.with_suffix(".log").stat()
+        except (OSError, ValueError):
+            continue
+        out.append(LiveLog(key=info["key"], test=info["test"], testbed=info["testbed"], worker=info.get("worker"),
+                           size=stat.st_size, updated=stat.st_mtime))
+    return out
+
+
+def read(session: Session, run_id: int, key: str, offset: int = 0, *, viewer: Principal = LOCAL,
+         limit: int = MAX_CHUNK) -> bytes:
+    """Bytes of a job's live log from ``offset`` (at most ``limit``); empty when there are no more yet."""
+    _run(session, run_id, viewer, None)
+    if not KEY.fullmatch(key):
+        raise UsageError("a live log's key is 8 to 128 letters, digits, '.', '_', ':' or '-'")
+    log, _meta = _paths(session, run_id, key)
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, offset))
+            return fh.read(max(0, min(limit, MAX_CHUNK)))
+    except FileNotFoundError:
+        return b""
+
+
+def sweep(session: Session, grace: float | None = None) -> int:
+    """Remove the live logs of runs that ended (their attempts have the logs) and were not written for
+    ``grace`` seconds (default ``GRACE``); how many runs'."""
+    base = session.settings.home / "live"
+    cutoff = time.time() - (GRACE if grace is None else grace)
+    removed = 0
+    for d in base.glob("run-*") if base.is_dir() else []:
+        try:
+            run_id = int(d.name.removeprefix("run-"))
+            newest = max((f.stat().st_mtime for f in d.iterdir()), default=d.stat().st_mtime)
+        except (ValueError, OSError):
+            continue
+        found = lookups.run_of(session.reader, run_id)
+        if (found is None or found[0].status != RunStatus.RUNNING.value) and newest <= cutoff:
+            safe_rmtree(d)
+            removed += 1
+    return removed
