@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imageci import __version__
-from imageci.cli import cisystems, fleet, serving
+from imageci.cli import cisystems, fleet, serving, upkeep
 from imageci.cli.context import COLOURS, console, err_console, handle_errors, print_json, show_warnings
 
 # Commands import what they use when they run: `imageci --version` and the queries start fast.
@@ -126,14 +126,13 @@ def build(definition: DefArg,
 
 
 def _server(session: Session) -> ApiClient:
-    from imageci.cli import sources
-    from imageci.client.remote import ApiClient, find_remote
+    from imageci.cli.sources import remote_client
     from imageci.errors import UsageError
 
-    remote = find_remote(sources.server_option, session.settings)
-    if remote is None:
+    client = remote_client(session.settings)
+    if client is None:
         raise UsageError("no server to publish to: --server URL, IMAGECI_SERVER or `imageci login URL`")
-    return ApiClient(remote)
+    return client
 
 
 def _push(session: Session, ref: str) -> None:
@@ -436,13 +435,14 @@ def pipeline(definition: DefArg,
     """build → publish to testing → test the gate suite → promote to stable if the gate holds."""
     from imageci.app.pipeline import pipeline as run_pipeline
     from imageci.app.session import Session
+    from imageci.cli.sources import remote_client
     from imageci.cli.testing import show_event, show_outcome, show_plan
     from imageci.store.models import label
 
     request = _request("", None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
                        quarantine, structure, testinfra, limit)
     session = Session.open()
-    if _remote(session) is not None:
+    if remote_client(session.settings) is not None:
         _pipeline_via(session, definition, request, force_build)
     with console.status(f"building {definition}…") as status:
         def on_line(line: str) -> None:
@@ -469,20 +469,13 @@ def pipeline(definition: DefArg,
     raise typer.Exit(int(outcome.exit_code))
 
 
-def _remote(session: Session) -> ApiClient | None:
-    from imageci.cli import sources
-    from imageci.client.remote import ApiClient, find_remote
-
-    remote = find_remote(sources.server_option, session.settings)
-    return None if remote is None else ApiClient(remote)
-
-
 def _pipeline_via(session: Session, definition: Path, request: TestRequest, force_build: bool) -> None:
     """The pipeline with a server: built and tested here, published, recorded and promoted there."""
     from imageci.app.pipeline import pipeline_via
+    from imageci.cli.sources import remote_client
     from imageci.cli.testing import show_event, show_outcome, show_plan
 
-    client = _remote(session)
+    client = remote_client(session.settings)
     assert client is not None
     with console.status(f"building {definition}…") as status:
         def on_line(line: str) -> None:
@@ -525,27 +518,6 @@ def events(ref: RefArg) -> None:
 
 @app.command()
 @handle_errors
-def verify() -> None:
-    """Re-hash every blob in the artifact store, and compare every unpacked rootfs and VM disk
-    with what it was made from; exit 7 if anything is corrupt (changed caches are discarded)."""
-    from rich.markup import escape
-
-    from imageci.cli.sources import source
-    from imageci.exitcodes import ExitCode
-
-    out = source().verify()
-    for digest in out.corrupt:
-        err_console.print(f"[red]corrupt[/] sha256:{digest}", highlight=False)
-    for line in out.changed:
-        err_console.print(f"[red]changed[/] {escape(line)}", highlight=False)
-    console.print(f"verified {out.blobs} blob(s): {len(out.corrupt)} corrupt; {out.caches} cache(s): "
-                  f"{len(out.changed)} changed")
-    if not out.ok:
-        raise typer.Exit(int(ExitCode.STORE_CORRUPT))
-
-
-@app.command()
-@handle_errors
 def prune(older_than: Annotated[str, typer.Option("--older-than", help="age, e.g. 3d")] = "3d",
           name: Annotated[str | None, typer.Option("--name", help="only this product")] = None,
           dry_run: Annotated[bool, typer.Option("--dry-run")] = False) -> None:
@@ -580,59 +552,10 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
     console.print(f"{len(rows)} transient failure(s) of {len(tests)} test(s) in the last {since}")
 
 
-@app.command()
-@handle_errors
-def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """What this host can run (builder, sandbox, podman, qemu + KVM, ssh) and why not; with a server,
-    whether it is ready and takes the token. Exit 0 when the embedded defaults (build + sandbox) work
-    (and the server answers), 3 when they do not."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from imageci.app import upkeep
-    from imageci.app.session import Session
-    from imageci.exitcodes import ExitCode
-
-    session = Session.open()
-    findings = upkeep.doctor(session)
-    client = _remote(session)
-    if client is not None:  # runs against it happen here, so this host's findings still count
-        from imageci.testbeds.hostcheck import Finding
-
-        ready, detail = client.readiness()
-        findings.append(Finding("server", client.remote.url, ready, detail, required=True))
-    if as_json:
-        print_json([f.__dict__ for f in findings])
-    else:
-        table = Table("area", "check", "", "detail")
-        for f in findings:
-            mark = "[green]ok[/]" if f.ok else ("[red]MISSING[/]" if f.required else "[yellow]no[/]")
-            table.add_row(f.area, f.name, mark, escape(f.detail))
-        console.print(table)
-    if not all(f.ok for f in findings if f.required):
-        raise typer.Exit(int(ExitCode.ERROR))
-
-
-@app.command()
-@handle_errors
-def gc(force: Annotated[bool, typer.Option("--force", help="even while another imageci runs: remove only what "
-                                             "dead processes left")] = False) -> None:
-    """Remove what a crashed or killed imageci left behind: sandboxes and their
-    mounts, disks, VMs, containers, build directories, cgroups; mark its runs aborted.
-    Only this home's resources, and only those no live imageci holds. Also blobs no
-    version or log references, once an hour old (uploads never committed)."""
-    from imageci.cli.sources import source
-
-    out = source().gc(force)
-    for line in out.removed:
-        console.print(line, highlight=False)
-    kept = f"; kept what {out.live} live imageci process(es) hold" if out.live else ""
-    console.print(f"{len(out.removed)} leftover(s) removed{kept}")
-
-
 fleet.register(app)
 serving.register(app)
 cisystems.register(app)
+upkeep.register(app)
 
 if __name__ == "__main__":
     app()

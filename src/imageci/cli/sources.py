@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from imageci.app.tokens import NewToken, TokenRow
     from imageci.app.upkeep import GcOutcome, VerifyOutcome
     from imageci.client.remote import ApiClient
+    from imageci.config import Settings
 
 # Set by the top-level --server option (cli.main).
 server_option: str | None = None
@@ -293,10 +294,17 @@ class Server(Source):
                                  {"namespace": namespace, "public": public})
 
 
+def remote_client(settings: Settings) -> ApiClient | None:
+    """A client of the configured server (--server, IMAGECI_SERVER, `imageci login`), if any."""
+    from imageci.client.remote import ApiClient, find_remote
+
+    remote = find_remote(server_option, settings)
+    return None if remote is None else ApiClient(remote)
+
+
 def source() -> Source:
     """The server when one is configured (--server, IMAGECI_SERVER, `imageci login`), else this home."""
-    from imageci.client.remote import ApiClient, find_remote
     from imageci.config import Settings
 
-    remote = find_remote(server_option, Settings.load())
-    return Local() if remote is None else Server(ApiClient(remote))
+    client = remote_client(Settings.load())
+    return Local() if client is None else Server(client)
