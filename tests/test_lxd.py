@@ -5,11 +5,13 @@ is deleted, and only that."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from imageci.owners import home_id, process_owner
 from imageci.store.catalog import NewArtifact
 from imageci.store.models import Version
 from imageci.testbeds.base import ImageHandle
-from imageci.testbeds.lxd import HOME_KEY, OWNER_KEY, LxdBackend
+from imageci.testbeds.lxd import HOME_KEY, LXD_CACHE, OWNER_KEY, LxdBackend
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 
@@ -126,6 +128,32 @@ def test_the_container_is_the_published_image_with_the_test_s_limits(tiny: tuple
     finally:
         tb.close()
         backend.finish()
+    assert instances_of(e.home) == []
+    assert fingerprints() == before
+
+
+def test_first_pulls_at_once_from_a_fresh_feed_all_succeed(tiny: tuple[Env, Version]) -> None:
+    """LXD 5.0 makes its cache directory for a simplestreams URL with check-then-mkdir: several first pulls
+    at once from a new feed raced ("mkdir …: file exists", seen in CI with -j 2). Each round is a new run
+    feed (a new URL) and four testbeds opening together."""
+    e, version = tiny
+    handle = Engine(e.catalog, e.store, {}).image_handle(version)
+    before = fingerprints()
+    for _ in range(3):
+        backend = LxdBackend(e.home, e.settings.rootfs_cache)
+        beds = [backend.create(handle) for _ in range(4)]
+        cache = LXD_CACHE / hashlib.sha256(backend.feed().url.encode()).hexdigest()
+        try:
+            with ThreadPoolExecutor(len(beds)) as pool:
+                errors = [f.exception() for f in [pool.submit(tb.open) for tb in beds]]
+            assert errors == [None] * len(beds)
+            assert all(tb.exec(["cat", "/etc/imageci-marker"]).exit_code == 0 for tb in beds)
+            assert (cache / "index.json").is_file()  # the daemon's cache of this feed …
+        finally:
+            for tb in beds:
+                tb.close()
+            backend.finish()
+        assert not cache.exists()  # … removed with the run
     assert instances_of(e.home) == []
     assert fingerprints() == before
 

@@ -23,6 +23,10 @@ bytes that boot are the bytes published.
   ``user.imageci.owner``: closing deletes it, and gc deletes a dead owner's.
   An image LXD did not have before the run pulled it is deleted when the run
   ends (unless another instance still uses it); one it had is left alone.
+- The first pull through a run's feed is made alone: LXD 5.0 creates its
+  cache directory for a simplestreams server on first contact with a
+  check-then-mkdir, so two first pulls at once from the same URL fail with
+  "file exists". Once one pull has succeeded, the others run in parallel.
 - ``lxd-vm``: LXD virtual machines need KVM and vhost-vsock and a VM form of
   the image (a disk image); where the daemon cannot run VMs, or the version
   has no VM form, every test on it is skipped with the reason.
@@ -30,6 +34,7 @@ bytes that boot are the bytes published.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -38,7 +43,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +63,13 @@ HOME_KEY = "user.imageci.home"
 OWNER_KEY = "user.imageci.owner"
 SETUP_HINT = "run scripts/host-setup.sh, then scripts/lxd-up.sh (starts LXD and initialises it with a preseed)"
 READY_TIMEOUT = 120.0
+LXD_CACHE = Path("/var/cache/lxd")  # Debian's lxd package: where the daemon caches simplestreams indexes
+
+
+def forget_feed_cache(url: str, cache: Path = LXD_CACHE) -> None:
+    """Remove the daemon's cached indexes of a run feed (the directory named for the sha256 of its URL;
+    the URL is the run's own: a random port and path)."""
+    shutil.rmtree(cache / hashlib.sha256(url.encode()).hexdigest(), ignore_errors=True)
 
 
 class LxdClient:
@@ -218,7 +231,8 @@ class LxdTestbed(Testbed):
                            "certificate": feed.certificate, "fingerprint": self.fingerprint}}
         self.instance = name
         try:
-            self.client.query("POST", "/1.0/instances", body, wait=True, timeout=900)
+            with self.backend.first_contact():
+                self.client.query("POST", "/1.0/instances", body, wait=True, timeout=900)
             self.client.query("PUT", f"/1.0/instances/{name}/state", {"action": "start", "timeout": 60},
                               wait=True, timeout=120)
             self._wait_ready()
@@ -342,6 +356,21 @@ class LxdBackend(Backend):
         self._pool: str | None = None
         self._known: set[str] = set()  # fingerprints added to the run feed
         self._pulled: set[str] = set()  # … of them, those LXD did not have before this run
+        self._contact = threading.Lock()  # held by the first pull through the run feed
+        self._contacted = False  # LXD has reached the run feed once (its cache directory exists)
+
+    @contextmanager
+    def first_contact(self) -> Iterator[None]:
+        """Around a pull from the run feed: until one has succeeded, one at a time."""
+        if self._contacted:
+            yield
+            return
+        with self._contact:
+            if self._contacted:
+                yield
+                return
+            yield
+            self._contacted = True
 
     def why_not(self, image: ImageHandle) -> str | None:
         reason = why_cannot_run(image.architecture)
@@ -390,8 +419,10 @@ class LxdBackend(Backend):
             feed, self._feed = self._feed, None
             pulled, self._pulled = self._pulled, set()
             self._known = set()
+            self._contacted = False
         if feed is not None:
             feed.close()
+            forget_feed_cache(feed.url)
         if pulled:
             in_use = {str((i.get("config") or {}).get("volatile.base_image", "")) for i in self.client.instances()}
             for fingerprint in sorted(pulled - in_use):
