@@ -134,10 +134,12 @@ class WorkerContext:
             try:
                 return call()
             except ServerUnavailable as exc:
-                if time.monotonic() + wait > give_up:
+                left = give_up - time.monotonic()
+                if left <= 0:
                     raise
-                log.warning("%s; trying again in %.0f s", exc, wait)
-                time.sleep(wait)
+                pause = min(wait, left)  # the last try comes when the patience ends, not a doubling before
+                log.warning("%s; trying again in %.1f s", exc, pause)
+                time.sleep(pause)
                 wait = min(wait * 2, 30.0)
 
 
