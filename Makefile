@@ -25,8 +25,10 @@ $(VENV)/.installed: pyproject.toml
 
 ## build → testing → tests in fresh sandboxes → gate → stable, on embedded defaults
 run: setup
-	$(BIN)/imageci pipeline $(EXAMPLE) --junit out/junit.xml --tap out/results.tap
-	$(BIN)/imageci images
+	@rc=0; $(BIN)/imageci pipeline $(EXAMPLE) --junit out/junit.xml --tap out/results.tap || rc=$$?; \
+	$(BIN)/imageci images; \
+	echo "Look at the results in a browser: $(BIN)/imageci dashboard   (then open the URL it prints)"; \
+	exit $$rc
 
 out:
 	mkdir -p out
@@ -35,7 +37,7 @@ run: | out
 
 ## unit + integration tests with the real tools (mmdebstrap, bwrap, overlayfs, PostgreSQL); as root
 test: test-host-setup venv
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 ## the tests that need no root (pure logic, catalog, CLI parsing, formats), as any user
 unit: venv
@@ -58,6 +60,7 @@ bench: setup
 	$(BIN)/python bench/lxd_fresh_instance.py
 	$(BIN)/python bench/structure_vs_cst.py
 	$(BIN)/python bench/celery_fanout.py
+	$(BIN)/python bench/dashboard_at_scale.py
 	test -x $(VENV)-tmt/bin/tmt || ($(PYTHON) -m venv $(VENV)-tmt && $(VENV)-tmt/bin/pip install -q tmt)
 	IMAGECI_TMT=$(VENV)-tmt/bin/tmt $(BIN)/python bench/podman_vs_tmt.py
 

@@ -51,6 +51,7 @@ if [ "$want_test" = 1 ]; then
   packages+=(docker-registry) # and pulled from a real registry (the tests start their own on 127.0.0.1)
   packages+=(busybox-static)  # the smallest image LXD boots (/sbin/init), for the feed's tests
   packages+=(redis-server)    # Celery's broker for the workers' tests (they start their own on 127.0.0.1)
+  packages+=(chromium chromium-driver)  # the dashboard is tested in a real headless browser (Selenium)
 fi
 
 missing=()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -276,13 +277,15 @@ def test_queued_jobs_survive_a_broker_restart_and_results_a_server_restart(fleet
         # the server goes away while a job runs: the worker waits for it, the result lands once
         proc, out_file = fleet.coordinate("bb-slow:testing", "--rerun-all")
         _wait("slow to start", lambda: "slow on sandbox: started on" in out_file.read_text(), 60)
+        worker_log = fleet.root / "late.log"
+        before = worker_log.stat().st_size
         fleet.stop_server()
-        time.sleep(6)  # the test ends while the server is down
-        fleet.start_server()
+        # the test ends while the server is down: its attempt's write fails, and is tried again …
+        _wait("the worker to find the server gone", lambda: "trying again" in worker_log.read_text()[before:], 60)
+        fleet.start_server()  # … until the server is back (within the worker's patience: half the visibility)
         assert proc.wait(timeout=120) == 0, out_file.read_text()
         slow = [a for a in fleet.attempts("bb-slow:testing", _run_id(out_file.read_text())) if a["test"] == "slow"]
         assert len(slow) == 1 and slow[0]["verdict"] == "pass"
-        assert "trying again" in (fleet.root / "late.log").read_text()
     finally:
         fleet.stop_worker("late")
 
@@ -305,6 +308,12 @@ def test_a_running_job_streams_its_log_and_it_can_be_followed(fleet: Fleet) -> N
             seen += line
         # the test still runs (it prints for 4 s): what the follower shows came live, not with the attempt
         assert not [a for a in fleet.attempts("bb-ticks:testing", run) if a["test"] == "ticks"]
+        # … and the dashboard's run page links the running job to its live log, which shows it
+        auth = {"Authorization": f"Bearer {fleet.token}"}
+        page = httpx.get(f"{fleet.url}/runs/{run}", headers=auth, timeout=30).text
+        link = re.search(rf'href="(/runs/{run}/live/[^"]+)">ticks<', page)
+        assert link is not None, page
+        assert "tick 2" in httpx.get(fleet.url + link.group(1), headers=auth, timeout=30).text
         rest, _ = follower.communicate(timeout=60)
         assert follower.returncode == 0
         shown = (seen + rest).decode()

@@ -35,7 +35,7 @@ async def session(request: Request) -> AsyncIterator[Session]:
 SessionDep = Annotated[Session, Depends(session)]
 
 
-def _secret(header: str) -> str | None:
+def header_secret(header: str) -> str | None:
     """The token of an Authorization header: ``Bearer <token>``, or ``Basic`` with the token as the
     password (for clients that can only put credentials in a URL); None without a header."""
     if not header:
@@ -70,7 +70,7 @@ async def acting_as(request: Request, s: Session, secret: str | None) -> Princip
 
 async def principal(request: Request, s: SessionDep) -> Principal:
     """Who the request acts for: its token's principal, or anonymous without one."""
-    return await acting_as(request, s, _secret(request.headers.get("authorization", "")))
+    return await acting_as(request, s, header_secret(request.headers.get("authorization", "")))
 
 
 Caller = Annotated[Principal, Depends(principal)]

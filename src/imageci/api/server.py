@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,10 @@ from urllib.parse import quote
 import anyio
 from fastapi import Body, FastAPI, Header, Query, Request, Response
 from fastapi import Path as FastPath
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageci import __version__
@@ -40,7 +44,18 @@ from imageci.api.schemas import (
     WhoAmI,
     status_of,
 )
-from imageci.app import ciplans, gating, livelogs, products, publishing, queries, recording, tokens, upkeep
+from imageci.app import (
+    ciplans,
+    gating,
+    livelogs,
+    products,
+    publishing,
+    quarantines,
+    queries,
+    recording,
+    tokens,
+    upkeep,
+)
 from imageci.app.session import Session
 from imageci.config import Settings
 from imageci.definitions.durations import duration_arg
@@ -48,6 +63,7 @@ from imageci.errors import ImageciError, UsageError
 from imageci.feeds import routes as feed_routes
 from imageci.store.catalogfile import HEAD
 from imageci.store.reading import ReaderPool
+from imageci.web.app import add_dashboard, error_page, is_page
 
 API = "/api/v1"
 access_log = logging.getLogger("imageci.access")
@@ -59,7 +75,8 @@ RunId = Annotated[int, FastPath(ge=1, le=MAX_ID, description="a run's id")]
 
 class RequestLog:
     """Every request gets an id (the client's ``X-Request-ID`` when printable and ≤ 64 characters, else
-    a fresh one), returned in ``X-Request-ID`` and written with the method, path, status, duration and
+    a fresh one), returned in ``X-Request-ID`` (with ``Server-Timing: app;dur=MS``, the time to the
+    response's start) and written with the method, path, status, duration and
     principal as one JSON line of the access log. Plain ASGI: no task, no body buffering."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -80,7 +97,9 @@ class RequestLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                took = (time.monotonic() - started) * 1000  # the work before the first byte: the server's time
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode()),
+                                      (b"server-timing", f"app;dur={took:.1f}".encode())]
             await send(message)
 
         try:
@@ -94,7 +113,9 @@ class RequestLog:
                 "client": client[0] if client else None}))
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, local_dashboard: bool = False) -> FastAPI:
+    """The server: the API, the feeds and the dashboard (``imageci serve``); with ``local_dashboard``, the
+    dashboard alone, read-only, acting as the local operator (``imageci dashboard``, on loopback)."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One catalog (its engine pools connections) and one store for every request; the process
@@ -115,17 +136,37 @@ def create_app(settings: Settings) -> FastAPI:
     api.state.settings = settings
 
     api.add_middleware(RequestLog)
-    api.include_router(feed_routes.router)
+    add_dashboard(api, settings, local=local_dashboard)
 
     @api.exception_handler(ImageciError)
-    async def app_error(request: Request, exc: ImageciError) -> JSONResponse:
+    async def app_error(request: Request, exc: ImageciError) -> Response:
         status = status_of(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         rid = getattr(request.state, "request_id", "")
         if status >= 500:
             access_log.error(json.dumps({"request_id": rid, "error": str(exc), "kind": type(exc).__name__}))
+        if is_page(request):
+            return error_page(request, status, str(exc))
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(Problem(error=str(exc), status=status, request_id=rid).model_dump(), status_code=status,
                             headers=headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        if is_page(request):
+            problems = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())[1:])}: {e.get('msg', '')}"
+                                 for e in exc.errors())
+            return error_page(request, 400, f"bad request: {problems}")
+        return await request_validation_exception_handler(request, exc)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and "text/html" in request.headers.get("accept", ""):
+            return error_page(request, 404, f"there is no page at {request.url.path[:200]}")
+        return await http_exception_handler(request, exc)
+
+    if local_dashboard:
+        return api
+    api.include_router(feed_routes.router)
 
     @api.get("/healthz", response_model=Health, tags=["operations"])
     def healthz() -> Health:
@@ -227,6 +268,27 @@ def create_app(settings: Settings) -> FastAPI:
     def flaky(s: SessionDep, caller: Caller, name: str | None = None, since: str = "30d") -> list[queries.FlakyRow]:
         """Transient failures the caller may see: tests that failed, then passed within one run."""
         return json_rows(queries.flaky(s, name, duration_arg(since), viewer=caller))  # type: ignore[return-value]
+
+    @api.get(f"{API}/quarantine", response_model=list[quarantines.QuarantineRow], tags=["images"])
+    def quarantine_list(s: SessionDep, caller: Caller, product: str | None = None,
+                        lifted: bool = False) -> list[quarantines.QuarantineRow]:
+        """Quarantine entries of the products the caller may see: each newest suite's ``quarantine.yaml``
+        and those kept here (lifted ones too with ``lifted``)."""
+        return quarantines.entries(s, viewer=caller, product=product, lifted=lifted)
+
+    @api.post(f"{API}/quarantine", response_model=quarantines.QuarantineRow, status_code=201, tags=["images"])
+    def quarantine_add(body: quarantines.QuarantineRequest, s: SessionDep, caller: Caller) -> quarantines.QuarantineRow:
+        """Keep a quarantine entry for a product (scope ``promote`` in its namespace): its tests' failures
+        warn (or they are skipped) until it expires or is lifted; audited as the token's name."""
+        signed_in(caller)
+        return quarantines.add(s, body, by=caller)
+
+    @api.post(f"{API}/quarantine/{{entry_id}}/lift", response_model=quarantines.QuarantineRow, tags=["images"])
+    def quarantine_lift(entry_id: Annotated[int, FastPath(ge=1, le=MAX_ID)], body: quarantines.LiftRequest,
+                        s: SessionDep, caller: Caller) -> quarantines.QuarantineRow:
+        """Lift a quarantine entry kept here (scope ``promote``); it stays listed with ``lifted``."""
+        signed_in(caller)
+        return quarantines.lift(s, entry_id, body.reason, by=caller)
 
     @api.post(f"{API}/prune", response_model=list[gating.Pruned], tags=["images"])
     def prune(body: PruneRequest, s: SessionDep, caller: Caller) -> list[gating.Pruned]:
@@ -408,10 +470,12 @@ def app_from_environment() -> FastAPI:
 
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1,
-          tls: tuple[Path, Path] | None = None) -> None:
+          tls: tuple[Path, Path] | None = None, *, local_dashboard: bool = False,
+          sock: socket.socket | None = None) -> None:
     """Run the API with Uvicorn until SIGINT/SIGTERM (in-flight requests finish first). With
     ``workers`` > 1, that many processes share the socket (each with its own catalog connections; on
-    SQLite, writes take turns through SQLite's lock). ``tls``: (certificate, key) PEM files: HTTPS."""
+    SQLite, writes take turns through SQLite's lock). ``tls``: (certificate, key) PEM files: HTTPS.
+    ``local_dashboard``: the read-only dashboard of this home alone; ``sock``: a socket already bound."""
     import ssl
 
     import uvicorn
@@ -419,6 +483,8 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1,
     _log_to_stderr()
     options: dict[str, Any] = dict(host=host, port=port, access_log=False, log_level="warning",
                                    timeout_graceful_shutdown=30)
+    if sock is not None:
+        options = dict(fd=sock.fileno(), access_log=False, log_level="warning", timeout_graceful_shutdown=30)
     if tls is not None:
         try:  # a bad pair is a usage error here, not a traceback in a worker
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(tls[0]), str(tls[1]))
@@ -428,4 +494,4 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1,
     if workers > 1:
         uvicorn.run("imageci.api.server:app_from_environment", factory=True, workers=workers, **options)
         return
-    uvicorn.run(create_app(settings), **options)
+    uvicorn.run(create_app(settings, local_dashboard=local_dashboard), **options)

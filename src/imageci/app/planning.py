@@ -6,6 +6,8 @@ flake policy."""
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,7 +30,7 @@ from imageci.definitions.suite import Suite, load_suite
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import UsageError
 from imageci.policy.flake import expired_warnings, policy_for
-from imageci.store.models import Version
+from imageci.store.models import SUITE, Version
 
 log = logging.getLogger("imageci.app")
 
@@ -93,8 +95,27 @@ def flake_policy(session: Session, version: Version, suite: Suite | None, checks
                       arch=version.architecture, grace=suite.grace if suite else None)
 
 
+_SUITES: OrderedDict[tuple[Path, str], Suite] = OrderedDict()  # stored suites, loaded: a snapshot never changes
+_SUITES_LOCK = threading.Lock()
+SUITES_KEPT = 32
+
+
 def suite_of(session: Session, version: Version, override: Path | None = None, *, warn: bool = True) -> Suite:
-    suite = load_suite(suite_dir_of(session, version, override))
+    """The suite to run (``override``, else the version's stored snapshot). A stored one is loaded once per
+    process and snapshot digest (a server's pages and gates read the same suites again and again)."""
+    stored = next((a.digest for a in version.artifacts if a.kind == SUITE), None) if override is None else None
+    key = (session.settings.home, stored or "")
+    with _SUITES_LOCK:
+        suite = _SUITES.get(key) if stored else None
+        if suite is not None:
+            _SUITES.move_to_end(key)
+    if suite is None:
+        suite = load_suite(suite_dir_of(session, version, override))
+        if stored:
+            with _SUITES_LOCK:
+                _SUITES[key] = suite
+                while len(_SUITES) > SUITES_KEPT:
+                    _SUITES.popitem(last=False)
     if warn:
         for line in suite.warnings:
             log.warning("%s", line)

@@ -24,6 +24,7 @@ from imageci.app.session import Session
 from imageci.errors import UnknownReferenceError, UsageError
 from imageci.store import lookups
 from imageci.store.blobs import CorruptBlobError
+from imageci.store.lookups import AttemptInfo, VersionInfo
 from imageci.store.states import channels_of, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,7 +34,7 @@ _was_enabled = True
 
 
 @contextmanager
-def _rows_in_bulk() -> Iterator[None]:
+def rows_in_bulk() -> Iterator[None]:
     """A query builds many small rows, none in a cycle; the cyclic collector's passes over them cost
     more than the query (``flaky`` over 20,000 transient failures: 1.0 s with them, 0.36 s without),
     so it is paused while any query builds its rows (threads share the pause; the last one out
@@ -70,16 +71,16 @@ class ImageRow(Row):
     size: int  # bytes of the rootfs
 
 
-def _bulk(fn: F) -> F:
+def bulk(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _rows_in_bulk():
+        with rows_in_bulk():
             return fn(*args, **kwargs)
 
     return cast(F, wrapper)
 
 
-@_bulk
+@bulk
 def images(session: Session, name: str | None = None, *, viewer: Principal = LOCAL) -> list[ImageRow]:
     """Every version (of ``name``) ``viewer`` may see, its state and the channels it is on."""
     found = [(v, size) for v, size in lookups.versions(session.reader, name)
@@ -126,15 +127,19 @@ class VersionDetail(Row):
     architecture: str
     definition: str | None  # the image definition it was built from (its tests, gate, keep)
     artifacts: list[ArtifactRow]
+    build_info: dict[str, Any] = {}  # how it was built (builder, mirror, command, …) or imported
+    created: str = ""  # ISO 8601, seconds
 
 
 def version_detail(session: Session, ref: str, *, viewer: Principal = LOCAL) -> VersionDetail:
     """Everything a client needs to test the version ``ref`` names elsewhere."""
     v = access.resolve(session.reader, viewer, ref)
     definition = lookups.definition(session.reader, v.id)
+    info = json.loads(lookups.build_info(session.reader, v.id) or "{}")
     return VersionDetail(name=v.name, version=v.serial, digest=f"sha256:{v.digest}", state=v.state,
                          namespace=v.namespace, architecture=v.architecture, definition=definition,
-                         artifacts=_artifacts(session, v.id))
+                         artifacts=_artifacts(session, v.id), build_info=info if isinstance(info, dict) else {},
+                         created=v.created_at.isoformat(timespec="seconds"))
 
 
 class AttemptRow(Row):
@@ -171,7 +176,7 @@ class Results(Row):
     attempts: list[AttemptRow]
 
 
-@_bulk
+@bulk
 def results(session: Session, ref: str, tests: list[str] | None = None, *, viewer: Principal = LOCAL) -> Results:
     """Every recorded attempt for a version (only ``tests``, when given) and the runs they belong to."""
     version = access.resolve(session.reader, viewer, ref)
@@ -212,22 +217,36 @@ def run(session: Session, run_id: int, *, viewer: Principal = LOCAL) -> Results:
                                     "attempts": [a for a in every.attempts if a.run == run_id]})
 
 
+def find_attempt(session: Session, ref: str, test: str, *, run: int | None = None, attempt: int | None = None,
+                 testbed: str | None = None, viewer: Principal = LOCAL) -> tuple[VersionInfo, AttemptInfo]:
+    """The version ``ref`` names and the attempt of ``test`` on it: its latest, or the one ``run``,
+    ``attempt`` and ``testbed`` pick."""
+    version = access.resolve(session.reader, viewer, ref)
+    found = [a for a in lookups.attempts(session.reader, version.digest)
+             if a.test_id == test and (run is None or a.run_id == run) and (attempt is None or a.attempt == attempt)
+             and (testbed is None or a.testbed == testbed)]
+    where = "".join([f" on {testbed}" if testbed else "", f" in run {run}" if run is not None else "",
+                     f" (attempt {attempt})" if attempt else ""])
+    if not found:
+        raise UnknownReferenceError(f"no attempt of {test!r} on {version.label}{where}")
+    return version, found[-1]
+
+
 def log_path(session: Session, ref: str, test: str, *, run: int | None = None, attempt: int | None = None,
              viewer: Principal = LOCAL) -> Path:
     """The stored log of test ``test`` on the version ``ref`` names: of its latest attempt, or of the
     one ``run`` and ``attempt`` pick."""
-    version = access.resolve(session.reader, viewer, ref)
-    found = [a for a in lookups.attempts(session.reader, version.digest)
-             if a.test_id == test and (run is None or a.run_id == run) and (attempt is None or a.attempt == attempt)]
-    where = "".join([f" in run {run}" if run is not None else "", f" (attempt {attempt})" if attempt else ""])
-    if not found:
-        raise UnknownReferenceError(f"no attempt of {test!r} on {version.label}{where}")
-    latest = found[-1]
-    if latest.log_digest is None:
-        raise UnknownReferenceError(f"attempt {latest.attempt} of {test!r} in run {latest.run_id} kept no log")
-    path = session.store.path(latest.log_digest)
+    _version, latest = find_attempt(session, ref, test, run=run, attempt=attempt, viewer=viewer)
+    return stored_log(session, latest)
+
+
+def stored_log(session: Session, found: AttemptInfo) -> Path:
+    """Where an attempt's log is in the store; why not, as an error."""
+    if found.log_digest is None:
+        raise UnknownReferenceError(f"attempt {found.attempt} of {found.test_id!r} in run {found.run_id} kept no log")
+    path = session.store.path(found.log_digest)
     if not path.is_file():
-        raise CorruptBlobError(f"the log sha256:{latest.log_digest} is missing from the store")
+        raise CorruptBlobError(f"the log sha256:{found.log_digest} is missing from the store")
     return path
 
 
@@ -242,7 +261,7 @@ RUN_ENDINGS = {"aborted": "the imageci process running it died (killed or crashe
                "interrupted": "Ctrl-C / SIGTERM"}
 
 
-@_bulk
+@bulk
 def events(session: Session, ref: str, *, viewer: Principal = LOCAL) -> list[EventRow]:
     """The audit trail of a version: state changes, runs and pushes, oldest first."""
     version = access.resolve(session.reader, viewer, ref)
@@ -273,7 +292,7 @@ class FlakyRow(Row):
     attempts: list[FlakyAttempt]
 
 
-@_bulk
+@bulk
 def flaky(session: Session, name: str | None = None, since: timedelta = timedelta(days=30), *,
           viewer: Principal = LOCAL) -> list[FlakyRow]:
     """Every transient failure since ``since`` ago: a test that failed and then passed in one run."""

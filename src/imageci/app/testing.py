@@ -102,7 +102,7 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
     version = plan.version
     report = engine.run(version, plan.checks, plan.testbeds, retries=request.retries, rerun_all=request.rerun_all,
                         image=engine.image_handle(version, config_of(session, version)),
-                        options={"executor": plan.executor} if plan.executor != "local" else None)
+                        options=_recorded_options(request, plan))
     if plan.executor != "local":
         livelogs.sweep(session)  # the workers' live logs: the attempts have them now
     if request.junit:
@@ -115,6 +115,19 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
                    list(request.testinfra), list(request.limits), suite_given=request.suite is not None)
     reproducer = write_reproducer(session.settings.runs_dir / str(report.run_id), spec)
     return RunOutcome(plan, report, reproducer, spec)
+
+
+def _recorded_options(request: TestRequest, plan: TestPlan) -> dict[str, object]:
+    """What the run's record says of how it was asked for, besides its tests and testbeds (a reproducer made
+    from the record needs it): the executor, whether tests were named, whether the suite came from files."""
+    options: dict[str, object] = {}
+    if plan.executor != "local":
+        options["executor"] = plan.executor
+    if request.tests:
+        options["named"] = True
+    if request.suite is not None or request.extra:
+        options["suite_given"] = True
+    return options
 
 
 def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None = None,

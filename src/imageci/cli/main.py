@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imageci import __version__
-from imageci.cli import cisystems, fleet, serving, upkeep
+from imageci.cli import cisystems, fleet, quarantine, serving, upkeep
 from imageci.cli.context import COLOURS, console, err_console, handle_errors, print_json, show_warnings
 
 # Commands import what they use when they run: `imageci --version` and the queries start fast.
@@ -556,6 +556,7 @@ fleet.register(app)
 serving.register(app)
 cisystems.register(app)
 upkeep.register(app)
+quarantine.register(app)
 
 if __name__ == "__main__":
     app()

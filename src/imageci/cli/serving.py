@@ -89,6 +89,47 @@ def serve(listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", h
     run_server(settings, host.strip("[]"), int(port), workers, tls=tls)
 
 
+@app.command()
+@handle_errors
+def dashboard(listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", help="a loopback address to "
+                                                  "serve on (port 0: any free port)")] = "127.0.0.1:8090") -> None:
+    """Serve the web dashboard of this home, read-only and without a token, on loopback only, until Ctrl-C.
+    Prints its URL. (A team's dashboard is part of `imageci serve`, with the API's tokens.)"""
+    import ipaddress
+    import socket
+
+    from imageci.api.server import serve as run_server
+    from imageci.config import Settings
+    from imageci.errors import UsageError
+
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"--listen must be HOST:PORT (got {listen!r})")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise UsageError(f"--listen {listen}: the local dashboard serves loopback only (127.0.0.1, ::1); "
+                         "a team's dashboard is `imageci serve`, with tokens")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1" if host == "localhost" else host, int(port)))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"--listen {listen}: cannot listen there: {exc.strerror} (try another port, or 0)") from None
+    sock.listen(128)
+    bound = sock.getsockname()[1]
+    settings = Settings.load()
+    settings.ensure()
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    print(f"imageci dashboard of {settings.home} (read-only): http://{shown}:{bound}/", flush=True)
+    run_server(settings, host, bound, local_dashboard=True, sock=sock)
+
+
 token_app = typer.Typer(help="API tokens: create (shown once), list, revoke; on this home, or on the server "
                         "(an admin token of the namespace).",
                         no_args_is_help=True)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from imageci.app.gating import GateStatus, Promotion, Pruned
     from imageci.app.livelogs import LiveLog
     from imageci.app.products import ProductRow
+    from imageci.app.quarantines import QuarantineRequest, QuarantineRow
     from imageci.app.queries import EventRow, FlakyRow, ImageRow, Results
     from imageci.app.tokens import NewToken, TokenRow
     from imageci.app.upkeep import GcOutcome, VerifyOutcome
@@ -78,6 +79,15 @@ class Source(ABC):
 
     @abstractmethod
     def product(self, name: str, namespace: str | None, public: bool | None) -> ProductRow: ...
+
+    @abstractmethod
+    def quarantines(self, product: str | None, lifted: bool) -> list[QuarantineRow]: ...
+
+    @abstractmethod
+    def quarantine_add(self, request: QuarantineRequest) -> QuarantineRow: ...
+
+    @abstractmethod
+    def quarantine_lift(self, entry_id: int, reason: str) -> QuarantineRow: ...
 
 
 class Local(Source):
@@ -197,6 +207,24 @@ class Local(Source):
 
         return products.configure(Session.open(), name, namespace=namespace, public=public)
 
+    def quarantines(self, product: str | None, lifted: bool) -> list[QuarantineRow]:
+        from imageci.app import quarantines
+        from imageci.app.session import Session
+
+        return quarantines.entries(Session.open(), product=product, lifted=lifted)
+
+    def quarantine_add(self, request: QuarantineRequest) -> QuarantineRow:
+        from imageci.app import quarantines
+        from imageci.app.session import Session
+
+        return quarantines.add(Session.open(), request)
+
+    def quarantine_lift(self, entry_id: int, reason: str) -> QuarantineRow:
+        from imageci.app import quarantines
+        from imageci.app.session import Session
+
+        return quarantines.lift(Session.open(), entry_id, reason)
+
 
 class Server(Source):
     def __init__(self, client: ApiClient) -> None:
@@ -294,6 +322,24 @@ class Server(Source):
                                  {"namespace": namespace, "public": public})
 
 
+    def quarantines(self, product: str | None, lifted: bool) -> list[QuarantineRow]:
+        from imageci.app.quarantines import QuarantineRow
+
+        return self.client.get("/quarantine", list[QuarantineRow], product=product,  # type: ignore[no-any-return]
+                               lifted=lifted or None)
+
+    def quarantine_add(self, request: QuarantineRequest) -> QuarantineRow:
+        from imageci.app.quarantines import QuarantineRow
+
+        return self.client.post("/quarantine", QuarantineRow,  # type: ignore[no-any-return]
+                                request.model_dump(mode="json"))
+
+    def quarantine_lift(self, entry_id: int, reason: str) -> QuarantineRow:
+        from imageci.app.quarantines import QuarantineRow
+
+        return self.client.post(f"/quarantine/{entry_id}/lift", QuarantineRow,  # type: ignore[no-any-return]
+                                {"reason": reason})
+
 def remote_client(settings: Settings) -> ApiClient | None:
     """A client of the configured server (--server, IMAGECI_SERVER, `imageci login`), if any."""
     from imageci.client.remote import ApiClient, find_remote
@@ -308,3 +354,4 @@ def source() -> Source:
 
     client = remote_client(Settings.load())
     return Local() if client is None else Server(client)
+

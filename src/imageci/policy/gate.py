@@ -104,10 +104,12 @@ def unmet(attempts: Sequence[Attempt], known_flaky: bool, waiver: Waiver | None)
 def evaluate_gate(catalog: Catalog, version: Version, checks: Sequence[Check],
                   testbeds: Sequence[str], waiver: WaiverFn | None = None) -> GateResult:
     result = GateResult(holds=True)
-    attempts = catalog.attempts(version.digest, [c.id for c in checks])
+    evidence: dict[tuple[str, str, str], list[Attempt]] = {}
+    for a in catalog.attempts(version.digest, [c.id for c in checks]):  # oldest first, kept so in each group
+        evidence.setdefault((a.test_id, a.testbed, a.test_digest), []).append(a)
     for check in checks:
         for tb in testbeds:
-            mine = [a for a in attempts if a.test_id == check.id and a.testbed == tb and a.test_digest == check.digest]
+            mine = evidence.get((check.id, tb, check.digest), [])
             why = unmet(mine, check.flaky, waiver(check.id, tb) if waiver is not None else None)
             if why is None:
                 result.satisfied.append((check.id, tb))

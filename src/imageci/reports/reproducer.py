@@ -158,3 +158,29 @@ def _packed(files: dict[str, Path]) -> str:
             tar.add(path, arcname=name, filter=lambda t: t.replace(uid=0, gid=0, uname="", gname=""))
     text = base64.b64encode(buf.getvalue()).decode()
     return "\n".join(text[i:i + 76] for i in range(0, len(text), 76))
+
+
+def recorded_reproducer(run_id: int, image: str, digest: str, options: dict[str, object], server: str) -> str:
+    """A ``reproduce.sh`` made from what the catalog recorded of a run (its tests, testbeds, retries), for
+    a reader of the dashboard: it re-runs them against ``server``. A run whose suite came from files
+    (``--suite`` and the like) needs them again: the script asks for the directory in ``$SUITE``. No setting
+    of the machine that ran it is in it (a run's own script may pin a database URL)."""
+    given_tests, given_beds = options.get("tests"), options.get("testbeds")
+    tests = [str(t) for t in given_tests] if isinstance(given_tests, list) and options.get("named") else []
+    beds = [str(t) for t in given_beds] if isinstance(given_beds, list) else []
+    retries = options.get("retries", 0)
+    argv = ['"${IMAGECI:-imageci}"', "--server", shlex.quote(server), "run" if tests else "test", shlex.quote(image)]
+    lines = [
+        "#!/bin/sh",
+        f"# Re-runs imageci run {run_id} of {image} (sha256:{digest.removeprefix('sha256:')}) from {server}:",
+        "# the same tests and testbeds; the image is fetched by digest and the new run is recorded there.",
+        "# Needs IMAGECI_TOKEN (scope test) or `imageci login`.",
+    ]
+    if options.get("suite_given"):
+        lines.append("# That run's suite was given as files, which the server does not keep: SUITE=DIR names them.")
+        argv += ["--suite", '"${SUITE:?set SUITE to the suite directory that run was given}"']
+    for tb in beds:
+        argv += ["--testbed", shlex.quote(tb)]
+    argv += ["--retries", str(int(retries) if isinstance(retries, int) else 0)]
+    names = f" -- {shlex.join(tests)}" if tests else ""
+    return "\n".join([*lines, "set -eu", f"{' '.join(argv)} \"$@\"{names}"]) + "\n"

@@ -31,11 +31,13 @@ from imageci.store.models import (
     Event,
     Product,
     Push,
+    Quarantine,
     Run,
     RunStatus,
     State,
     Token,
     Version,
+    as_utc,
     utcnow,
 )
 from imageci.store.reading import SQLITE_TIME, Reader, Row
@@ -69,6 +71,7 @@ class Evidence:
 
     last_attempt: int  # 0: none
     suite: str | None  # the suite snapshot's digest
+    waivers: int = 0  # the product's catalog quarantine changes (grows with every entry added or lifted)
 
 
 class EvidenceChanged(ImageciError):
@@ -224,7 +227,49 @@ class Catalog:
     def evidence(self, version: Version) -> Evidence:
         with self.session() as s:
             last = s.scalar(select(func.max(Attempt.id)).where(Attempt.image_digest == version.digest))
-        return Evidence(int(last or 0), next((a.digest for a in version.artifacts if a.kind == SUITE), None))
+            waivers = self._waivers(s, version.product_id)
+        return Evidence(int(last or 0), next((a.digest for a in version.artifacts if a.kind == SUITE), None),
+                        waivers)
+
+    @staticmethod
+    def _waivers(s: Session, product_id: int) -> int:
+        """A stamp of the product's catalog quarantine: the newest entry's id plus the entries lifted, so any
+        entry added or lifted changes it."""
+        newest, lifted = s.execute(select(func.coalesce(func.max(Quarantine.id), 0), func.count(Quarantine.lifted_at))
+                                   .where(Quarantine.product_id == product_id)).one()
+        return int(newest) + int(lifted)
+
+    def add_quarantine(self, entry: Quarantine, product: str) -> Quarantine:
+        with self.session() as s:
+            found = self._product(s, product)
+            if found is None:
+                raise UnknownReferenceError(f"unknown image {product!r}")
+            entry.product_id = found.id
+            s.add(entry)
+            s.flush()
+            return entry
+
+    def lift_quarantine(self, entry_id: int, *, actor: str, reason: str) -> Quarantine:
+        with self.session() as s:
+            entry = s.get(Quarantine, entry_id)
+            if entry is None:
+                raise UnknownReferenceError(f"no quarantine entry {entry_id}")
+            if entry.lifted_at is not None:
+                raise UsageError(f"quarantine entry {entry_id} was lifted at "
+                                 f"{as_utc(entry.lifted_at).isoformat(timespec='seconds')} by {entry.lifted_by}")
+            entry.lifted_at, entry.lifted_by, entry.lift_reason = utcnow(), actor, reason
+            return entry
+
+    def quarantines(self, product: str | None = None, *, lifted: bool = False) -> list[tuple[Quarantine, str]]:
+        """The catalog's quarantine entries (of ``product``), with their product's name, oldest first; lifted
+        ones only with ``lifted``."""
+        with self.session() as s:
+            q = select(Quarantine, Product.name).join(Product, Product.id == Quarantine.product_id)
+            if product is not None:
+                q = q.where(Product.name == product)
+            if not lifted:
+                q = q.where(Quarantine.lifted_at.is_(None))
+            return [(row, str(name)) for row, name in s.execute(q.order_by(Quarantine.id))]
 
     def promote_on(self, version_id: int, evidence: Evidence | None, *, actor: str | None = None,
                    reason: str = "", also: Sequence[tuple[int, Evidence | None]] = ()) -> Version:
@@ -254,9 +299,10 @@ class Catalog:
         if evidence is not None:
             last = int(s.scalar(select(func.max(Attempt.id)).where(Attempt.image_digest == v.digest)) or 0)
             suite = next((a.digest for a in v.artifacts if a.kind == SUITE), None)
-            if last != evidence.last_attempt or suite != evidence.suite:
-                raise EvidenceChanged(f"{v.product.name}@{v.serial}: results were recorded or its suite changed "
-                                      "while its gate was evaluated")
+            if (last != evidence.last_attempt or suite != evidence.suite
+                    or self._waivers(s, v.product_id) != evidence.waivers):
+                raise EvidenceChanged(f"{v.product.name}@{v.serial}: results were recorded, its suite changed or "
+                                      "a quarantine entry was added or lifted while its gate was evaluated")
         s.add(Event(version_id=v.id, from_state=State.TESTING.value, to_state=State.STABLE.value,
                     actor=actor or self.actor, reason=reason, at=utcnow()))
         return v

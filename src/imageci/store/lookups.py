@@ -111,6 +111,12 @@ def artifacts(reader: Reader, version_id: int) -> list[ArtifactInfo]:
         "SELECT kind, filename, digest, size FROM artifacts WHERE version_id = :id ORDER BY id", {"id": version_id})]
 
 
+def build_info(reader: Reader, version_id: int) -> str | None:
+    """The build info (JSON text) a version was registered with."""
+    rows = reader.rows("SELECT build_info FROM versions WHERE id = :id", {"id": version_id})
+    return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
 def definition(reader: Reader, version_id: int) -> str | None:
     """The image definition text a version was built from."""
     rows = reader.rows("SELECT definition FROM versions WHERE id = :id", {"id": version_id})
@@ -350,3 +356,26 @@ def feed(reader: Reader, namespace: str, states: set[str], kinds: set[str], requ
 def namespace_public(reader: Reader, namespace: str) -> bool:
     """Whether ``namespace`` has a public product."""
     return bool(reader.rows("SELECT 1 FROM products WHERE namespace = :ns AND public", {"ns": namespace}))
+
+
+@dataclass(frozen=True)
+class TestAttempt:
+    """One attempt of one test on a version of a product (its history)."""
+
+    serial: str
+    run_id: int
+    testbed: str
+    verdict: str
+    started_at: datetime
+    ended_at: datetime
+
+
+def test_attempts(reader: Reader, name: str, test_id: str) -> list[TestAttempt]:
+    """Every attempt of ``test_id`` on any version of product ``name``, by serial, oldest first (through
+    the test_id index: the rows of that test only)."""
+    return [TestAttempt(str(serial), int(run), str(bed), str(verdict), stamp(start), stamp(end))
+            for serial, run, bed, verdict, start, end in reader.rows(
+                "SELECT v.serial, a.run_id, a.testbed, a.verdict, a.started_at, a.ended_at FROM attempts a "
+                "JOIN versions v ON v.digest = a.image_digest JOIN products p ON p.id = v.product_id "
+                "WHERE a.test_id = :test AND p.name = :name ORDER BY v.serial, a.id",
+                {"test": test_id, "name": name})]

@@ -3,9 +3,9 @@ in ``store/migrations``; these classes must match the newest revision."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from imageci.store.states import (
@@ -26,7 +26,7 @@ from imageci.store.states import (
 # The catalog's vocabulary lives in store.states (no SQLAlchemy); re-exported for the ORM's users.
 __all__ = ["CHANNELS", "DEFAULT_NAMESPACE", "MULTIARCH", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus",
            "State", "as_utc", "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Push", "Run",
-           "Token", "Version", "label"]
+           "Quarantine", "Token", "Version", "label"]
 
 
 class Base(DeclarativeBase):
@@ -152,3 +152,24 @@ class Token(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Quarantine(Base):
+    """A quarantine entry kept in the catalog for one product (`imageci quarantine add`, the API, the
+    dashboard), with the same fields as a suite's quarantine.yaml entry; lifting keeps the row."""
+
+    __tablename__ = "quarantines"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    test: Mapped[str] = mapped_column(String(255))  # glob on test ids
+    tracker: Mapped[str] = mapped_column(Text)
+    expires: Mapped[date] = mapped_column(Date)  # the last day it applies
+    mode: Mapped[str] = mapped_column(String(8))  # warn | skip
+    testbeds: Mapped[str | None] = mapped_column(Text)  # JSON list of globs (None: every testbed)
+    arch: Mapped[str | None] = mapped_column(Text)  # JSON list (None: every architecture)
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    lifted_by: Mapped[str | None] = mapped_column(String(128))
+    lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lift_reason: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,90 @@
+"""Who a dashboard request acts for, and the CSRF check of its forms.
+
+- A browser signs in with an API token through the login form: the token is
+  kept in an HttpOnly, SameSite=Strict cookie (Secure over HTTPS). A client
+  may send ``Authorization: Bearer`` instead, as to the API. Without either,
+  the request is anonymous and sees public products only.
+- Every form that changes state carries a CSRF token: an HMAC of the cookie's
+  token under a key kept in the home (``web.key``, made once, mode 0600), so a
+  page of another site can neither read nor forge it; the form's ``Origin``,
+  when the browser sends one, must be this server's.
+- ``imageci dashboard`` serves the local home read-only: every request acts
+  as the local operator, no form is shown and none is accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastapi import Request
+
+from imageci.api.deps import acting_as, header_secret
+from imageci.app.access import LOCAL, Principal
+from imageci.app.session import Session
+from imageci.errors import Forbidden, Unauthenticated
+
+COOKIE = "imageci_token"
+
+
+def site_key(home: Path) -> bytes:
+    """The home's key for CSRF tokens (created on first use, readable by its owner only)."""
+    path = home / "web.key"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        return key
+
+
+async def viewer(request: Request, session: Session) -> Principal:
+    """The principal of the request. A login cookie whose token expired or was revoked signs the browser
+    out (it is anonymous, and the page says why); a bad Authorization header is refused, as by the API."""
+    if request.app.state.web_local:
+        request.state.principal = LOCAL.name
+        return LOCAL
+    header = header_secret(request.headers.get("authorization", ""))
+    if header is not None:
+        return await acting_as(request, session, header)
+    try:
+        return await acting_as(request, session, request.cookies.get(COOKIE) or None)
+    except Unauthenticated as exc:
+        request.state.signed_out = f"signed out: {exc}"
+        return await acting_as(request, session, None)
+
+
+def csrf_token(request: Request) -> str:
+    """The CSRF token of this browser's sign-in ("" when not signed in with the cookie)."""
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return ""
+    return hmac.new(request.app.state.web_key, f"csrf:{token}".encode(), hashlib.sha256).hexdigest()
+
+
+def check_origin(request: Request) -> None:
+    """Refuse a form posted from another site (when the browser says where it was posted from)."""
+    origin = request.headers.get("origin")
+    if origin:
+        here, there = urlsplit(str(request.base_url)), urlsplit(origin)
+        if (there.scheme, there.netloc) != (here.scheme, here.netloc):
+            raise Forbidden("this form was posted from another site")
+
+
+def check_form(request: Request, given: str) -> None:
+    """Refuse a state-changing form without this sign-in's CSRF token, or posted from another origin."""
+    if request.app.state.web_local:
+        raise Forbidden("the local dashboard is read-only")
+    check_origin(request)
+    expected = csrf_token(request)
+    if not expected or not hmac.compare_digest(expected, given):
+        raise Forbidden("the form's CSRF token is missing or wrong: reload the page and submit it again")
