@@ -52,6 +52,7 @@ if [ "$want_test" = 1 ]; then
   packages+=(busybox-static)  # the smallest image LXD boots (/sbin/init), for the feed's tests
   packages+=(redis-server)    # Celery's broker for the workers' tests (they start their own on 127.0.0.1)
   packages+=(chromium chromium-driver)  # the dashboard is tested in a real headless browser (Selenium)
+  packages+=(rpm)             # BOMs of rpm-based images: test packages made with rpmbuild, read with rpm --dbpath
 fi
 
 missing=()

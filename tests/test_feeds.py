@@ -11,7 +11,6 @@ import lzma
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,15 +29,10 @@ from imageci.app.access import LOCAL
 from imageci.app.session import Session
 from imageci.build import lxdimage
 from imageci.config import Settings
+from imageci.rootpath import os_release
 from imageci.store.catalog import Catalog, NewArtifact
 
-from conftest import IMAGECI, REPO, busybox_rootfs, require_tool
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from conftest import IMAGECI, REPO, busybox_rootfs, free_port, require_tool
 
 
 @dataclass
@@ -102,7 +96,7 @@ def feeds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Feeds]:
                                              ("follower", "default", "read", "stable"))}
     s.close()
     ca, cert, key = make_test_ca(base / "tls")
-    port = _port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")} | {"IMAGECI_HOME": str(home)}
     log = (home / "server.log").open("wb")
     proc = subprocess.Popen([*IMAGECI, "serve", "--listen", f"127.0.0.1:{port}", "--tls-cert", str(cert),
@@ -217,10 +211,10 @@ def test_lxd_forms_are_reproducible(tmp_path: Path) -> None:
     time.sleep(1.1)  # a clock that leaked into the image would show now
     lxdimage.make_squashfs(tree, second, 1700000000)
     assert first.read_bytes() == second.read_bytes()
-    assert lxdimage.os_release(tree) == {"ID": "debian", "VERSION_CODENAME": "bookworm"}
+    assert os_release(tree) == {"ID": "debian", "VERSION_CODENAME": "bookworm"}
     (tree / "etc" / "os-release").unlink()
     (tree / "etc" / "os-release").symlink_to("../../../../../etc/hostname")  # out of the tree: not read
-    assert lxdimage.os_release(tree) == {}
+    assert os_release(tree) == {}
     with tarfile.open(fileobj=io.BytesIO(lzma.decompress(lxdimage.metadata_tarball(image)))) as tar:
         assert yaml.safe_load(tar.extractfile("metadata.yaml").read())["architecture"] == "aarch64"  # type: ignore[union-attr]
 
@@ -279,7 +273,7 @@ def test_serve_refuses_half_a_tls_pair(tmp_path: Path) -> None:
     done = _cli(tmp_path / "home", "serve", "--listen", "127.0.0.1:1", "--tls-cert", str(tmp_path / "x"))
     assert done.returncode == 2 and "--tls-cert and --tls-key go together" in done.stderr
     (tmp_path / "bad.pem").write_text("not a certificate")
-    done = _cli(tmp_path / "home", "serve", "--listen", f"127.0.0.1:{_port()}", "--tls-cert",
+    done = _cli(tmp_path / "home", "serve", "--listen", f"127.0.0.1:{free_port()}", "--tls-cert",
                 str(tmp_path / "bad.pem"), "--tls-key", str(tmp_path / "bad.pem"))
     assert done.returncode == 2 and "cannot use" in done.stderr and "Traceback" not in done.stderr
 

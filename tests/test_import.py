@@ -23,8 +23,9 @@ import pytest
 from imageci.build.layers import DamagedImageError, Layer, flatten
 from imageci.build.ocisource import parse_source, read_layout
 from imageci.store.models import OCI_CONFIG, Version
+from imageci.supply.packages import canonical_purl
 
-from conftest import Env, docker_registry, require_tool, write_suite
+from conftest import Env, docker_registry, require_tool, syft_purls, write_suite
 
 pytestmark = pytest.mark.root
 
@@ -245,7 +246,7 @@ def test_a_tarball_imports_once_and_keeps_its_suite(env: Env, tmp_path: Path) ->
     [v] = env.catalog.versions("plain")
     assert v.digest == hashlib.sha256(data).hexdigest() and v.state == "testing"
     assert {a.kind for a in v.artifacts} == {"rootfs", OCI_CONFIG, "suite", "lxd-metadata", "incus-metadata",
-                                             "squashfs"}
+                                             "squashfs", "bom", "file-index"}
     assert json.loads(v.build_info)["transport"] == "tarball"
 
 
@@ -319,6 +320,11 @@ def test_an_image_buildah_built_imports_from_every_transport_and_its_tests_run(
     [v] = env.catalog.versions("team-app")
     info = json.loads(v.build_info)
     assert info["transport"] == "oci" and len(info["layers"]) == 2
+    # its BOM, read at import, names the packages syft finds in the same OCI layout
+    bom = env.cli("bom", "team-app:testing", "--format", "json")
+    assert bom.returncode == 0, bom.stderr
+    assert {canonical_purl(p["purl"]) for p in json.loads(bom.stdout)["packages"]} == syft_purls(
+        f"oci-dir:{buildah_image}")
     # the flattened tree is the one umoci unpacks from the same layout
     require_tool(shutil.which("umoci") is not None, "umoci")
     done = subprocess.run(["umoci", "raw", "unpack", "--image", f"{buildah_image}:v1", str(tmp_path / "umoci")],

@@ -30,6 +30,8 @@ from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import Attempt, State
 from imageci.store.states import utcnow
 
+from conftest import free_port
+
 API = "/api/v1"
 
 
@@ -44,12 +46,6 @@ class Server:
             **kw: object) -> httpx.Response:
         auth = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.get(self.url + path, headers={**auth, **(headers or {})}, timeout=30, **kw)  # type: ignore[arg-type]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _seed(cat: Catalog) -> None:
@@ -81,7 +77,7 @@ def start_server(home: Path, db_url: str | None = None, *args: str, **extra_env:
     cat = Catalog.open(settings.db_url)
     _seed(cat)
     cat.close()
-    port = _port()
+    port = free_port()
     env = {**os.environ, "IMAGECI_HOME": str(home), **extra_env}
     env.pop("IMAGECI_DB_URL", None)
     if db_url:
@@ -587,7 +583,9 @@ def test_imageci_import_publish_sends_an_image_built_elsewhere_to_the_server(ser
     pub = _token(server, "import-bot", "apps", "publish")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in (("etc/os-release", b"ID=elsewhere\n"), ("usr/bin/app", b"#!/bin/sh\n")):
+        for name, data in (("etc/os-release", b"ID=elsewhere\n"), ("usr/bin/app", b"#!/bin/sh\n"),
+                           ("var/lib/dpkg/status", b"Package: app\nStatus: install ok installed\nVersion: 1.0-1\n"
+                                                   b"Architecture: amd64\nSource: app-src\n")):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -610,6 +608,23 @@ def test_imageci_import_publish_sends_an_image_built_elsewhere_to_the_server(ser
     meta, squash = (server.get(f"/lxd/apps/testing/{version['items'][f]['path']}", pub).content
                     for f in ("lxd.tar.xz", "root.squashfs"))
     assert version["items"]["lxd.tar.xz"]["combined_squashfs_sha256"] == hashlib.sha256(meta + squash).hexdigest()
+    # its BOM, read on the server from the uploaded bytes, is the one read here at import
+    here = subprocess.run([sys.executable, "-m", "imageci.cli", "bom", "elsewhere-app:testing", "-f", "json"],
+                          capture_output=True, text=True, env={k: v for k, v in env.items() if k != "IMAGECI_SERVER"})
+    remote = subprocess.run([sys.executable, "-m", "imageci.cli", "bom", "elsewhere-app:testing", "-f", "json"],
+                            capture_output=True, text=True, env=env)
+    assert here.returncode == 0 and remote.returncode == 0, here.stderr + remote.stderr
+    assert json.loads(here.stdout)["packages"] == json.loads(remote.stdout)["packages"]
+    assert [p["purl"] for p in json.loads(remote.stdout)["packages"]] == [
+        "pkg:deb/elsewhere/app@1.0-1?arch=amd64&distro=elsewhere&upstream=app-src"]
+    spdx = server.get(f"{API}/images/elsewhere-app/bom", pub, params={"format": "spdx"})
+    assert spdx.status_code == 200 and spdx.json()["spdxVersion"] == "SPDX-2.3"
+    table = server.get(f"{API}/images/elsewhere-app/bom", pub, params={"format": "table"})
+    assert table.status_code == 400 and "for terminals" in table.json()["error"]
+    bare = server.get(f"{API}/images/infra-base/bom", _token(server, "bom-reader", "infra", "read"))
+    assert bare.status_code == 500 and "missing from the store" in bare.json()["error"]  # the seed has no bytes
+    same = server.get(f"{API}/diff", pub, params={"before": "elsewhere-app:testing", "after": "elsewhere-app:testing"})
+    assert same.status_code == 200 and same.json()["packages"] == [] and same.json()["files"] == []
 
 
 def test_artifacts_download_with_range_and_etag(server: Server) -> None:

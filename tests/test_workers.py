@@ -30,8 +30,7 @@ from imageci.app.access import LOCAL
 from imageci.app.session import Session
 from imageci.config import Settings
 
-from conftest import REPO, busybox_rootfs, require_tool, write_suite
-from test_server import _port
+from conftest import REPO, busybox_rootfs, free_port, require_tool, write_suite
 
 pytestmark = pytest.mark.root
 APPLETS = ("sh", "cat", "true", "sleep", "echo", "uname", "test", "grep")
@@ -163,7 +162,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     require_tool(Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").is_file(), "qemu-user-static (binfmt for arm64)")
     root = tmp_path_factory.mktemp("fleet")
     home = root / "server"
-    fleet = Fleet(root, home, _port(), _port(), "")
+    fleet = Fleet(root, home, free_port(), free_port(), "")
     settings = Settings.load(home, {})
     settings.ensure()
     suite = write_suite(root / "suite", SUITE)

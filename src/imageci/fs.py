@@ -1,11 +1,13 @@
-"""Filesystem helpers shared by builders and testbeds: safe removal of trees
-that may have something mounted below them."""
+"""Filesystem helpers shared by builders, testbeds and the BOM: safe removal of
+trees that may have something mounted below them, and walking a tree."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -57,3 +59,18 @@ def write_file_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def walk(root: Path) -> Iterator[tuple[str, os.DirEntry[str], os.stat_result]]:
+    """Every entry below ``root`` (links not followed): its path relative to ``root``, its directory
+    entry and its lstat."""
+    stack = [(str(root), "")]
+    while stack:
+        directory, rel = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                sub = f"{rel}/{entry.name}" if rel else entry.name
+                st = entry.stat(follow_symlinks=False)
+                yield sub, entry, st
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((entry.path, sub))

@@ -47,6 +47,7 @@ from imageci.api.schemas import (
 from imageci.app import (
     ciplans,
     gating,
+    inventory,
     livelogs,
     products,
     publishing,
@@ -63,6 +64,7 @@ from imageci.errors import ImageciError, UsageError
 from imageci.feeds import routes as feed_routes
 from imageci.store.catalogfile import HEAD
 from imageci.store.reading import ReaderPool
+from imageci.supply.forms import BomFormat
 from imageci.web.app import add_dashboard, error_page, is_page
 
 API = "/api/v1"
@@ -229,6 +231,23 @@ def create_app(settings: Settings, *, local_dashboard: bool = False) -> FastAPI:
     def gate(ref: str, s: SessionDep, caller: Caller) -> gating.GateStatus:
         """The version's gate evaluated now: which requirements are met, which are not and why."""
         return json_rows(gating.gate_status(s, ref, viewer=caller))  # type: ignore[return-value]
+
+    @api.get(f"{API}/images/{{ref}}/bom", tags=["images"])
+    def bom(ref: str, s: SessionDep, caller: Caller,
+            form: Annotated[BomFormat, Query(alias="format")] = BomFormat.JSON) -> dict[str, Any]:
+        """The packages installed in the version, read from its root file system without running it:
+        ``json`` (imageci's), ``spdx`` (SPDX 2.3) or ``cyclonedx`` (CycloneDX 1.6)."""
+        if form == BomFormat.TABLE:
+            raise UsageError("format 'table' is for terminals: ask for json, spdx or cyclonedx")
+        return inventory.bom_document(s, ref, form, viewer=caller)
+
+    @api.get(f"{API}/diff", response_model=inventory.VersionDiff, tags=["images"])
+    def diff(before: Annotated[str, Query(min_length=1, max_length=300)],
+             after: Annotated[str, Query(min_length=1, max_length=300)],
+             s: SessionDep, caller: Caller) -> inventory.VersionDiff:
+        """What changed from one version to another: packages added, removed, upgraded, downgraded, and
+        files changed outside package management."""
+        return inventory.diff(s, before, after, viewer=caller)
 
     @api.post(f"{API}/images/{{ref}}/promote", response_model=gating.Promotion, tags=["images"],
               responses={409: {"model": Problem, "description": "the gate does not hold"}})

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from imageci.app import inventory
 from imageci.app.session import Session
 from imageci.build.service import BuildResult, build_images
 from imageci.definitions.image import load_definition
 from imageci.errors import UsageError
+from imageci.store.models import label
 
 
 def build(session: Session, definition: Path, *, force: bool = False,
@@ -21,5 +23,9 @@ def build(session: Session, definition: Path, *, force: bool = False,
     if suite is not None and not suite.is_dir():
         raise UsageError(f"--suite {suite}: no such directory")
     loaded = load_definition(definition)
-    return build_images(loaded, session.settings, session.catalog, session.store, force=force, on_line=on_line,
-                        suite=suite, only=only)
+    results = build_images(loaded, session.settings, session.catalog, session.store, force=force, on_line=on_line,
+                           suite=suite, only=only)
+    for result in results:
+        if not result.skipped and not result.identical:
+            inventory.record(session, label(result.version))
+    return results

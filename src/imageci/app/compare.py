@@ -1,6 +1,7 @@
 """Two versions side by side: "last good" against "first bad". Which tests
-changed verdict on which testbed, and how their recorded build differs (the
-flattened build info: builder, mirror snapshot, command, …)."""
+changed verdict on which testbed, how their recorded build differs (the
+flattened build info: builder, mirror snapshot, command, …), and what changed
+inside: packages and files (``app.inventory``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from imageci.app import access
+from imageci.app import access, inventory
 from imageci.app.access import LOCAL, Principal
+from imageci.app.inventory import VersionDiff
 from imageci.app.matrix import matrix
 from imageci.app.session import Session
+from imageci.errors import ImageciError
 
 
 class VerdictChange(BaseModel):
@@ -36,6 +39,8 @@ class Comparison(BaseModel):
     changed: list[VerdictChange]  # only the pairs whose verdict differs
     same: int  # pairs with the same verdict on both
     build: list[InfoChange]
+    contents: VersionDiff | None = None  # packages and files (None: could not be read; see contents_error)
+    contents_error: str = ""
 
 
 def _flat(doc: Any, prefix: str = "") -> dict[str, str]:
@@ -67,5 +72,11 @@ def compare(session: Session, before: str, after: str, *, viewer: Principal = LO
     ib = _flat(json.loads(session.catalog.resolve(b.label).build_info or "{}"))
     build = [InfoChange(key=k, before=ia.get(k), after=ib.get(k)) for k in sorted(ia.keys() | ib.keys())
              if ia.get(k) != ib.get(k)]
+    contents, error = None, ""
+    try:
+        contents = inventory.diff(session, a.label, b.label, viewer=viewer)
+    except ImageciError as exc:
+        error = str(exc)
     return Comparison(before=a.label, after=b.label, before_digest=f"sha256:{a.digest}",
-                      after_digest=f"sha256:{b.digest}", changed=changed, same=same, build=build)
+                      after_digest=f"sha256:{b.digest}", changed=changed, same=same, build=build,
+                      contents=contents, contents_error=error)

@@ -24,7 +24,7 @@ from imageci.errors import Forbidden, UsageError
 from imageci.store import lookups
 from imageci.store.blobs import BlobWriter
 from imageci.store.refs import parse_ref
-from imageci.store.states import DEFAULT_NAMESPACE, ROOTFS
+from imageci.store.states import DEFAULT_NAMESPACE, DERIVED, ROOTFS
 
 DIGEST = re.compile(r"^(sha256:)?[0-9a-f]{64}$")
 FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")  # one path component, never "..", "/" or NUL
@@ -107,6 +107,8 @@ def publish(session: Session, req: PublishRequest, *, by: Principal = LOCAL) -> 
         raise UsageError(f"bad architecture {req.architecture!r}")
     artifacts = []
     for a in req.artifacts:
+        if a.kind in DERIVED:  # read here from the bytes when asked for: a client's word is not taken
+            continue
         if not FILENAME.fullmatch(a.filename):
             raise UsageError(f"bad artifact file name {a.filename[:80]!r}: one plain file name (letters, digits, "
                              "'.', '_', '+', '-'), no directories")
@@ -163,12 +165,13 @@ def push(session: Session, ref: str, to: Destination) -> Published:
     """Publish the local version ``ref`` to a server: upload each artifact it lacks (streamed from the
     store, never whole in memory; the server checks every byte against the digest), then commit."""
     version = session.catalog.resolve(ref)
-    for a in version.artifacts:
+    sent = [a for a in version.artifacts if a.kind not in DERIVED]
+    for a in sent:
         if to.blob_size(a.digest) != a.size:
             to.put_blob(a.digest, a.size, _chunks(session.store.path(a.digest)))
     req = PublishRequest(name=version.product.name, digest=version.digest, architecture=version.architecture,
                          definition=version.definition, build_info=json.loads(version.build_info or "{}"),
                          input_hash=version.input_hash,
                          artifacts=[ArtifactIn(kind=a.kind, filename=a.filename, digest=a.digest, size=a.size)
-                                    for a in version.artifacts])
+                                    for a in sent])
     return to.publish(req)

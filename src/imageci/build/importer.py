@@ -40,6 +40,7 @@ from imageci.definitions.image import NAME_RE
 from imageci.errors import UsageError
 from imageci.fs import safe_rmtree
 from imageci.owners import process_owner
+from imageci.rootpath import os_release
 from imageci.store.blobs import BlobStore, hash_file
 from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import OCI_CONFIG, SUITE, Version
@@ -150,7 +151,7 @@ def import_image(name: str, source: str, settings: Settings, catalog: Catalog, s
 def _lxd_image(name: str, tree: Path, arch: str, info: dict[str, Any]) -> lxdimage.LxdImage:
     """What LXD is told of an imported image: its os-release, and as its date the OCI ``created``
     (else the newest file in it)."""
-    release = lxdimage.os_release(tree)
+    release = os_release(tree)
     os_id = release.get("ID", "linux")
     created = 0
     with contextlib.suppress(ValueError):

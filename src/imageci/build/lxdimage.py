@@ -126,28 +126,6 @@ def make_artifacts(store: BlobStore, tree: Path, image: LxdImage) -> tuple[list[
     return artifacts, image.info(combined)
 
 
-def os_release(tree: Path) -> dict[str, str]:
-    """The image's ``/etc/os-release`` (or ``/usr/lib/os-release``), read without following a link out
-    of ``tree``; empty when there is none."""
-    for rel in ("etc/os-release", "usr/lib/os-release"):
-        path = tree / rel
-        for _ in range(8):  # a chain of links inside the tree
-            if not path.is_symlink():
-                break
-            target = os.readlink(path)
-            path = (tree / target.lstrip("/")) if target.startswith("/") else path.parent / target
-            if os.path.commonpath([os.path.normpath(path), tree]) != str(tree):
-                path = tree / "nonexistent"
-        if path.is_file() and not path.is_symlink():
-            fields: dict[str, str] = {}
-            for line in path.read_text(errors="replace").splitlines():
-                key, sep, value = line.partition("=")
-                if sep and key.strip().isidentifier():
-                    fields[key.strip()] = value.strip().strip("'\"")
-            return fields
-    return {}
-
-
 def newest_mtime(tree: Path) -> int:
     """The newest modification time in ``tree`` (an imported image's creation date); a stamp that does
     not depend on when or where the tree was unpacked."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from imageci.errors import UsageError
-from imageci.fs import safe_rmtree
+from imageci.fs import safe_rmtree, walk
 
 
 class HostileArchiveError(UsageError):
@@ -132,16 +132,8 @@ def _stat_row(st: os.stat_result) -> list[int]:
 def _walk(root: Path) -> dict[str, list[int]]:
     """Every entry below ``root`` (``""`` is root itself) → its recorded metadata."""
     found = {"": _stat_row(os.lstat(root))}
-    stack = [(str(root), "")]
-    while stack:
-        directory, rel = stack.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                sub = f"{rel}/{entry.name}" if rel else entry.name
-                st = entry.stat(follow_symlinks=False)
-                found[sub] = _stat_row(st)
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append((entry.path, sub))
+    for sub, _entry, st in walk(root):
+        found[sub] = _stat_row(st)
     return found
 
 

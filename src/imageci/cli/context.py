@@ -41,7 +41,7 @@ class _ConsoleLog(logging.Handler):
     """Warnings from the layers below (e.g. a changed cache rebuilt) shown to the user."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"[yellow]warning[/]: {escape(record.getMessage())}", highlight=False)
+        err_console.print(f"[yellow]warning[/]: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
 
 
 def show_warnings() -> None:

@@ -6,11 +6,12 @@ exits with the same codes either way."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from imageci.app.ciplans import CiPlan
     from imageci.app.gating import GateStatus, Promotion, Pruned
+    from imageci.app.inventory import VersionDiff
     from imageci.app.livelogs import LiveLog
     from imageci.app.products import ProductRow
     from imageci.app.quarantines import QuarantineRequest, QuarantineRow
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from imageci.app.upkeep import GcOutcome, VerifyOutcome
     from imageci.client.remote import ApiClient
     from imageci.config import Settings
+    from imageci.supply.forms import BomFormat
 
 # Set by the top-level --server option (cli.main).
 server_option: str | None = None
@@ -88,6 +90,12 @@ class Source(ABC):
 
     @abstractmethod
     def quarantine_lift(self, entry_id: int, reason: str) -> QuarantineRow: ...
+
+    @abstractmethod
+    def bom(self, ref: str, form: BomFormat) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def diff(self, before: str, after: str) -> VersionDiff: ...
 
 
 class Local(Source):
@@ -225,6 +233,18 @@ class Local(Source):
 
         return quarantines.lift(Session.open(), entry_id, reason)
 
+    def bom(self, ref: str, form: BomFormat) -> dict[str, Any]:
+        from imageci.app import inventory
+        from imageci.app.session import Session
+
+        return inventory.bom_document(Session.open(), ref, form)
+
+    def diff(self, before: str, after: str) -> VersionDiff:
+        from imageci.app import inventory
+        from imageci.app.session import Session
+
+        return inventory.diff(Session.open(), before, after)
+
 
 class Server(Source):
     def __init__(self, client: ApiClient) -> None:
@@ -339,6 +359,16 @@ class Server(Source):
 
         return self.client.post(f"/quarantine/{entry_id}/lift", QuarantineRow,  # type: ignore[no-any-return]
                                 {"reason": reason})
+
+    def bom(self, ref: str, form: BomFormat) -> dict[str, Any]:
+        return self.client.get(f"/images/{self.client.ref(ref)}/bom", dict[str, Any],  # type: ignore[no-any-return]
+                               format=form.value)
+
+    def diff(self, before: str, after: str) -> VersionDiff:
+        from imageci.app.inventory import VersionDiff
+
+        return self.client.get("/diff", VersionDiff, before=before, after=after)  # type: ignore[no-any-return]
+
 
 def remote_client(settings: Settings) -> ApiClient | None:
     """A client of the configured server (--server, IMAGECI_SERVER, `imageci login`), if any."""

@@ -198,6 +198,19 @@ class Catalog:
             s.flush()
             return v
 
+    def attach(self, version_id: int, artifacts: Sequence[NewArtifact]) -> Version:
+        """Add artifacts derived from the version's bytes (its BOM, its file index), replacing those of
+        the same kinds; nothing else of the version changes."""
+        with self.session() as s:
+            v = s.get(Version, version_id, options=[selectinload(Version.product), selectinload(Version.artifacts)])
+            if v is None:
+                raise UnknownReferenceError(f"no version with id {version_id}")
+            kinds = {a.kind for a in artifacts}
+            v.artifacts = [a for a in v.artifacts if a.kind not in kinds] + [
+                Artifact(kind=a.kind, filename=a.filename, digest=a.digest, size=a.size) for a in artifacts]
+            s.flush()
+            return v
+
     def transition(self, version_id: int, to: State, *, actor: str | None = None, reason: str = "") -> Version:
         with self.session() as s:
             v = s.get(Version, version_id, options=[selectinload(Version.product)])

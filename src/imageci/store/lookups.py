@@ -88,6 +88,17 @@ def resolve(reader: Reader, ref: str | ImageRef) -> VersionInfo:
     return _version(rows[0])
 
 
+def last_promoted_before(reader: Reader, version_id: int) -> VersionInfo | None:
+    """The newest version of the same product, older than this one, that was ever promoted to
+    stable (its gate held, or it was forced: the version people last trusted)."""
+    rows = reader.rows(
+        f"{_VERSION} WHERE v.product_id = (SELECT product_id FROM versions WHERE id = :id) "
+        "AND v.serial < (SELECT serial FROM versions WHERE id = :id) "
+        "AND EXISTS (SELECT 1 FROM events e WHERE e.version_id = v.id AND e.to_state = 'stable') "
+        "ORDER BY v.serial DESC LIMIT 1", {"id": version_id})
+    return _version(rows[0]) if rows else None
+
+
 def versions(reader: Reader, name: str | None = None) -> list[tuple[VersionInfo, int]]:
     """Every version (of product ``name``) by name and serial, with the bytes of its rootfs."""
     where, params = ("WHERE p.name = :name", {"name": name}) if name else ("", {})

@@ -63,3 +63,7 @@ MULTIARCH = "multiarch"  # build info: {"group": hash of every architecture's in
 LXD_METADATA = "lxd-metadata"  # lxd.tar.xz: metadata.yaml
 INCUS_METADATA = "incus-metadata"  # incus.tar.xz: the same bytes, under the name Incus looks for
 SQUASHFS = "squashfs"  # root.squashfs
+# Read from the image's bytes without running it (supply/): its packages and its files.
+BOM = "bom"  # bom.json: supply.packages.Bom
+FILE_INDEX = "file-index"  # files.json.gz: supply.files.FileIndex
+DERIVED = frozenset({BOM, FILE_INDEX})  # made from the image's bytes wherever they are stored; never uploaded

@@ -53,11 +53,11 @@ from imageci.capabilities import ISOLATION_CONTAINER, REVERT, ROOT, arch
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.owners import home_id, process_owner
+from imageci.rootpath import resolve_in_root
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
 from imageci.testbeds.hostarch import why_cannot_run
 from imageci.testbeds.lxdfeed import RunFeed
 from imageci.testbeds.output import pump, stream_keep
-from imageci.testbeds.rootpath import resolve_in_root
 
 HOME_KEY = "user.imageci.home"
 OWNER_KEY = "user.imageci.owner"

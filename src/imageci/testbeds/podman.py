@@ -57,6 +57,7 @@ from imageci.capabilities import (
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.owners import home_id, process_owner
+from imageci.rootpath import resolve_in_root
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, listen_in, proxy
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
 from imageci.testbeds.disks import DiskSlot, disk_pool
@@ -64,7 +65,6 @@ from imageci.testbeds.gpu import CDI_DEVICE, why_no_gpu
 from imageci.testbeds.hostarch import why_cannot_run
 from imageci.testbeds.limits import LimitGroup, limit_notes, process_groups
 from imageci.testbeds.output import pump, stream_keep
-from imageci.testbeds.rootpath import resolve_in_root
 
 LABEL = "io.imageci.testbed"
 HOME_LABEL = "io.imageci.home"

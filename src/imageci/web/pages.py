@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from pydantic import ValidationError
 
 from imageci.api.deps import MAX_ID, BlobResponse, SessionDep
-from imageci.app import access, gating, history, livelogs, products, quarantines, queries, runview, tokens
+from imageci.app import access, gating, history, inventory, livelogs, products, quarantines, queries, runview, tokens
 from imageci.app.access import Principal, Scope
 from imageci.app.compare import compare
 from imageci.app.logpages import PAGE, log_page
@@ -115,6 +115,7 @@ def version(ref: str, request: Request, s: SessionDep, me: Viewer,
                   history_href=f"/history/{quote(detail.name, safe='')}?test=", marks=VERDICT_MARK,
                   arch_columns=len({c.architecture for c in grid.columns}) > 1,
                   events=queries.events(s, label, viewer=me), runs=runview.runs(s, label, viewer=me),
+                  since=inventory.since_last_passed(s, label, viewer=me),
                   may_promote=me.may(Scope.PROMOTE, detail.namespace) and detail.state == "testing"
                   and not request.app.state.web_local,
                   done=_promoted_note(label, detail.state, gate) if promoted else "")
@@ -262,7 +263,7 @@ async def quarantine_add(request: Request, s: SessionDep, me: Viewer) -> Respons
 async def quarantine_lift(entry_id: int, request: Request, s: SessionDep, me: Viewer) -> Response:
     form = await _form(request)
     check_form(request, form.get("csrf", ""))
-    row = await run_in_threadpool(quarantines.lift, s, _run_id(entry_id), form.get("reason", "").strip(), by=me)
+    row = await run_in_threadpool(quarantines.lift, s, entry_id, form.get("reason", "").strip(), by=me)
     return RedirectResponse(f"/flaky?lifted={row.id}", status_code=303)
 
 
