@@ -62,6 +62,7 @@ bench: setup
 	$(BIN)/python bench/celery_fanout.py
 	$(BIN)/python bench/dashboard_at_scale.py
 	$(BIN)/python bench/bom_vs_syft.py
+	$(BIN)/python bench/vulns_at_scale.py
 	test -x $(VENV)-tmt/bin/tmt || ($(PYTHON) -m venv $(VENV)-tmt && $(VENV)-tmt/bin/pip install -q tmt)
 	IMAGECI_TMT=$(VENV)-tmt/bin/tmt $(BIN)/python bench/podman_vs_tmt.py
 

@@ -149,6 +149,9 @@ def test_unknown_things_are_404_pages_not_tracebacks(site: Site) -> None:
     r = site.get("/runs/abc", site.token_a)  # a bad parameter is a 400 page
     assert r.status_code in (400, 404) and "Traceback" not in r.text
     assert site.get(f"/versions/{site.alpha[0]}/cell", site.token_a).status_code == 400  # no test given
+    vulns = site.get(f"/versions/{site.alpha[0]}/vulns", site.token_a)  # a page of its own, linked from the gate
+    assert vulns.status_code == 200 and "No vulnerability feed was imported" in vulns.text
+    assert site.get("/versions/nosuch@1/vulns", site.token_a).status_code == 404
 
 
 def test_html_in_test_names_and_logs_is_text(site: Site) -> None:

@@ -30,7 +30,7 @@ from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import Attempt, State
 from imageci.store.states import utcnow
 
-from conftest import free_port
+from conftest import REPO, free_port
 
 API = "/api/v1"
 
@@ -981,3 +981,28 @@ def test_the_scope_by_namespace_matrix(server: Server) -> None:
                 made = httpx.post(f"{server.url}{API}/tokens", headers=auth,
                                   json={"name": f"mx-child-{scope}-{ns}", "namespace": "infra"}).status_code
                 assert made == (201 if may["admin"] else 403), (scope, ns, "admin")
+
+
+def test_vulnerability_feeds_over_the_api_need_admin_and_the_remote_cli_sends_the_file(server: Server,
+                                                                                       tmp_path: Path) -> None:
+    feed = REPO / "tests" / "data" / "vulns" / "debian-tracker.json"
+    reader = _token(server, "vuln-reader", "infra", "read")
+    admin = _token(server, "vuln-admin", "infra", "admin")
+    refused = httpx.post(f"{server.url}{API}/vulndb", content=feed.read_bytes(),
+                         headers={"Authorization": f"Bearer {reader}"}, timeout=30)
+    assert refused.status_code == 403 and "scope 'admin'" in refused.json()["error"]
+    bad = httpx.post(f"{server.url}{API}/vulndb", content=b"[1, 2]", headers={"Authorization": f"Bearer {admin}"},
+                     timeout=30)
+    assert bad.status_code == 400 and "neither the Debian Security Tracker" in bad.json()["error"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+    env |= {"IMAGECI_HOME": str(tmp_path / "laptop"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+            "IMAGECI_SERVER": server.url, "IMAGECI_TOKEN": admin}
+    done = subprocess.run([sys.executable, "-m", "imageci.cli", "vulndb", "import", str(feed), "--json"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["records"] == 9 and json.loads(done.stdout)["by"] == "vuln-admin"
+    listed = server.get(f"{API}/vulndb", reader).json()
+    assert [(f["name"], f["records"], f["format"]) for f in listed] == [("debian-tracker", 9, "debian-tracker")]
+    denied = subprocess.run([sys.executable, "-m", "imageci.cli", "vulndb", "import", str(feed)],
+                            capture_output=True, text=True, env={**env, "IMAGECI_TOKEN": reader})
+    assert denied.returncode == 9 and "admin" in denied.stderr

@@ -56,12 +56,14 @@ from imageci.app import (
     recording,
     tokens,
     upkeep,
+    vulns,
 )
 from imageci.app.session import Session
 from imageci.config import Settings
 from imageci.definitions.durations import duration_arg
 from imageci.errors import ImageciError, UsageError
 from imageci.feeds import routes as feed_routes
+from imageci.store.blobs import BlobTooLargeError
 from imageci.store.catalogfile import HEAD
 from imageci.store.reading import ReaderPool
 from imageci.supply.forms import BomFormat
@@ -248,6 +250,41 @@ def create_app(settings: Settings, *, local_dashboard: bool = False) -> FastAPI:
         """What changed from one version to another: packages added, removed, upgraded, downgraded, and
         files changed outside package management."""
         return inventory.diff(s, before, after, viewer=caller)
+
+    @api.get(f"{API}/images/{{ref}}/vulns", response_model=vulns.VulnReport, tags=["images"])
+    def vulns_of(ref: str, s: SessionDep, caller: Caller) -> vulns.VulnReport:
+        """The version's known vulnerabilities according to the imported feeds, most severe first."""
+        return vulns.report(s, ref, viewer=caller)
+
+    @api.get(f"{API}/vulndb", response_model=list[vulns.FeedRow], tags=["vulnerabilities"])
+    def vulndb(s: SessionDep, caller: Caller) -> list[vulns.FeedRow]:
+        """The imported vulnerability feeds."""
+        signed_in(caller)
+        return vulns.feeds(s)
+
+    @api.post(f"{API}/vulndb", response_model=vulns.ImportedFeed, status_code=201, tags=["vulnerabilities"],
+              responses={413: {"model": Problem}})
+    async def vulndb_import(request: Request, s: SessionDep, caller: Caller,
+                            name: Annotated[str | None, Query(max_length=64)] = None) -> vulns.ImportedFeed:
+        """Import a feed file sent as the body (the tracker's JSON, OSV records, a zip of them),
+        replacing the feed of that name in one transaction. Needs scope ``admin``."""
+        import tempfile
+
+        from imageci.supply.vulnfeeds import MAX_FEED
+
+        signed_in(caller)
+        vulns.may_import(caller)
+        s.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=s.settings.tmp_dir, prefix="vulndb-") as tmp:
+            path = Path(tmp) / "feed"
+            size = 0
+            with path.open("wb") as fh:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_FEED:
+                        raise BlobTooLargeError(f"a feed file may have at most {MAX_FEED} bytes")
+                    await anyio.to_thread.run_sync(fh.write, chunk)
+            return await anyio.to_thread.run_sync(lambda: vulns.import_feed(s, path, name=name, by=caller))
 
     @api.post(f"{API}/images/{{ref}}/promote", response_model=gating.Promotion, tags=["images"],
               responses={409: {"model": Problem, "description": "the gate does not hold"}})

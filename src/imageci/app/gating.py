@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from imageci.app import access
+from imageci.app import access, vulns
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.planning import flake_policy, suite_of
 from imageci.app.session import Session
@@ -19,7 +19,7 @@ from imageci.policy.promote import PromotionResult
 from imageci.policy.promote import promote as promote_version
 from imageci.policy.promote import prune as prune_versions
 from imageci.store.catalog import EvidenceChanged
-from imageci.store.models import State, Version, label
+from imageci.store.models import State, Version, label, utcnow
 
 EVIDENCE_RETRIES = 5
 
@@ -37,6 +37,13 @@ class ArchStatus(BaseModel):
     why: str | None = None
 
 
+class SectionStatus(BaseModel):
+    name: str  # vulnerabilities
+    holds: bool
+    summary: str
+    details: list[str] = []
+
+
 class GateStatus(BaseModel):
     image: str  # NAME@SERIAL
     digest: str
@@ -47,6 +54,7 @@ class GateStatus(BaseModel):
     met: list[Requirement]
     unmet: list[Requirement]
     architectures: list[ArchStatus] = []  # the other architectures built with it (a definition's `architectures`)
+    sections: list[SectionStatus] = []  # the gate's parts besides tests: vulnerabilities
     explanation: str
 
 
@@ -65,7 +73,11 @@ def _own_gate(session: Session, version: Version, quarantine: Path | None) -> Ga
     suite = suite_of(session, version, warn=False)
     checks = suite_checks(suite)
     waiver = flake_policy(session, version, suite, checks, quarantine, warn=False)
-    return evaluate_gate(session.catalog, version, required_checks(checks, g.tests), g.testbeds, waiver)
+    result = evaluate_gate(session.catalog, version, required_checks(checks, g.tests), g.testbeds, waiver)
+    if g.vulnerabilities is not None:
+        info = vulns.version_info(session, label(version))
+        result = result.with_sections([vulns.gate_section(session, info, g.vulnerabilities, utcnow().date())])
+    return result
 
 
 def _sibling_gate(session: Session, sibling: Sibling, quarantine: Path | None) -> ArchGate:
@@ -108,6 +120,8 @@ def gate_status(session: Session, ref: str, *, viewer: Principal = LOCAL) -> Gat
                       met=[Requirement(test=t, testbed=tb) for t, tb in (result.satisfied if result else [])],
                       unmet=[Requirement(test=t, testbed=tb, why=why) for t, tb, why in
                              (result.missing if result else [])],
+                      sections=[SectionStatus(name=s.name, holds=s.holds, summary=s.summary, details=s.lines)
+                                for s in (result.sections if result else [])],
                       explanation=result.explain() if result else "no gate is defined for this image")
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +122,24 @@ def diff(session: Session, before: str, after: str, *, viewer: Principal = LOCAL
     return _diff(session, a, b)
 
 
+_CHANGES: OrderedDict[tuple[str, ...], Changes] = OrderedDict()  # by the four artifacts' digests
+_CHANGES_KEPT = 32
+_changes_lock = threading.Lock()
+
+
 def _diff(session: Session, a: VersionInfo, b: VersionInfo) -> VersionDiff:
-    found = changes(_bom(session, a), _bom(session, b), _files(session, a), _files(session, b))
+    have_a, have_b = _stored(session, a), _stored(session, b)
+    key = (str(session.store.root), have_a[BOM], have_b[BOM], have_a[FILE_INDEX], have_b[FILE_INDEX])
+    with _changes_lock:
+        found = _CHANGES.get(key)
+        if found is not None:
+            _CHANGES.move_to_end(key)
+    if found is None:  # content-addressed inputs: the same four blobs always give the same changes
+        found = changes(_bom(session, a), _bom(session, b), _files(session, a), _files(session, b))
+        with _changes_lock:
+            _CHANGES[key] = found
+            while len(_CHANGES) > _CHANGES_KEPT:
+                _CHANGES.popitem(last=False)
     return VersionDiff(before=a.label, after=b.label, before_digest=f"sha256:{a.digest}",
                        after_digest=f"sha256:{b.digest}", **found.model_dump())
 

@@ -6,6 +6,7 @@ exits with the same codes either way."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from imageci.app.queries import EventRow, FlakyRow, ImageRow, Results
     from imageci.app.tokens import NewToken, TokenRow
     from imageci.app.upkeep import GcOutcome, VerifyOutcome
+    from imageci.app.vulns import FeedRow, ImportedFeed, VulnReport
     from imageci.client.remote import ApiClient
     from imageci.config import Settings
     from imageci.supply.forms import BomFormat
@@ -96,6 +98,15 @@ class Source(ABC):
 
     @abstractmethod
     def diff(self, before: str, after: str) -> VersionDiff: ...
+
+    @abstractmethod
+    def vulndb_import(self, path: Path, name: str | None) -> ImportedFeed: ...
+
+    @abstractmethod
+    def vulndb_feeds(self) -> list[FeedRow]: ...
+
+    @abstractmethod
+    def vulns(self, ref: str) -> VulnReport: ...
 
 
 class Local(Source):
@@ -245,6 +256,24 @@ class Local(Source):
 
         return inventory.diff(Session.open(), before, after)
 
+    def vulndb_import(self, path: Path, name: str | None) -> ImportedFeed:
+        from imageci.app import vulns
+        from imageci.app.session import Session
+
+        return vulns.import_feed(Session.open(), path, name=name)
+
+    def vulndb_feeds(self) -> list[FeedRow]:
+        from imageci.app import vulns
+        from imageci.app.session import Session
+
+        return vulns.feeds(Session.open())
+
+    def vulns(self, ref: str) -> VulnReport:
+        from imageci.app import vulns
+        from imageci.app.session import Session
+
+        return vulns.report(Session.open(), ref)
+
 
 class Server(Source):
     def __init__(self, client: ApiClient) -> None:
@@ -368,6 +397,21 @@ class Server(Source):
         from imageci.app.inventory import VersionDiff
 
         return self.client.get("/diff", VersionDiff, before=before, after=after)  # type: ignore[no-any-return]
+
+    def vulndb_import(self, path: Path, name: str | None) -> ImportedFeed:
+        from imageci.app.vulns import ImportedFeed
+
+        return self.client.post_file("/vulndb", ImportedFeed, path, name=name)  # type: ignore[no-any-return]
+
+    def vulndb_feeds(self) -> list[FeedRow]:
+        from imageci.app.vulns import FeedRow
+
+        return self.client.get("/vulndb", list[FeedRow])  # type: ignore[no-any-return]
+
+    def vulns(self, ref: str) -> VulnReport:
+        from imageci.app.vulns import VulnReport
+
+        return self.client.get(f"/images/{self.client.ref(ref)}/vulns", VulnReport)  # type: ignore[no-any-return]
 
 
 def remote_client(settings: Settings) -> ApiClient | None:

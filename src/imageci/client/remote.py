@@ -162,6 +162,18 @@ class ApiClient:
         payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
         return self._call("POST", path, as_type, json=payload)
 
+    def post_file(self, path: str, as_type: type[M] | Any, file: Path, **params: Any) -> Any:
+        """POST a file's bytes, streamed, with these query parameters."""
+        try:
+            size = file.stat().st_size
+            fh = file.open("rb")
+        except OSError as exc:
+            raise UsageError(f"{file}: cannot read it ({exc.strerror})") from None
+        with fh:
+            return self._call("POST", path, as_type, content=iter(lambda: fh.read(1 << 20), b""),
+                              params={k: v for k, v in params.items() if v is not None},
+                              headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+
     def get_bytes(self, path: str, **params: Any) -> bytes:
         """A body as it comes (a log), for a GET with these query parameters."""
         return self._request("GET", path, params={k: v for k, v in params.items() if v is not None}).content

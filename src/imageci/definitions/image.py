@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -104,11 +105,33 @@ def package_applies(package: str, architecture: str) -> str | None:
 PackageName = Annotated[str, AfterValidator(_package_name)]
 
 
+Severity = Literal["unimportant", "low", "medium", "high", "critical", "unknown"]
+
+
+class AllowedVuln(_Strict):
+    """A known vulnerability accepted until a date, with the reason (shown wherever it is waived)."""
+
+    id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9._:-]{1,63}$", description="CVE-…, DSA-…, an OSV id")
+    reason: str = Field(min_length=1)
+    expires: date = Field(description="the last day it applies")
+
+
+class VulnGate(_Strict):
+    """Which known vulnerabilities block promotion: those of a blocking severity (with a fix
+    available, unless ``only_fixed: false``), minus the allowed ones."""
+
+    block: list[Severity] = Field(default_factory=lambda: list[Severity](["high", "critical"]), min_length=1)
+    only_fixed: bool = True
+    allow: list[AllowedVuln] = Field(default_factory=list)
+
+
 class Gate(_Strict):
-    """Which checks must pass, on which testbeds, before promotion to stable."""
+    """Which checks must pass, on which testbeds, before promotion to stable, and which known
+    vulnerabilities block it."""
 
     tests: Literal["all"] | list[str] = "all"
     testbeds: list[str] = Field(default_factory=lambda: ["sandbox"], min_length=1)
+    vulnerabilities: VulnGate | None = None
 
 
 class TestsSection(_Strict):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from imageci.checks.base import Check
 from imageci.engine.waivers import Waiver, WaiverFn
 from imageci.errors import UsageError
+from imageci.policy.vulngate import GateSection
 from imageci.store.catalog import Catalog
 from imageci.store.models import Attempt, Version
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
@@ -47,21 +48,33 @@ class GateResult:
     satisfied: list[tuple[str, str]] = field(default_factory=list)
     missing: list[tuple[str, str, str]] = field(default_factory=list)  # (test, testbed, why)
     siblings: list[ArchGate] = field(default_factory=list)  # the build's other architectures
+    sections: list[GateSection] = field(default_factory=list)  # vulnerabilities, …: each must hold too
 
     def with_siblings(self, siblings: Sequence[ArchGate]) -> GateResult:
         """This gate, holding only when every other architecture's gate holds too."""
         return GateResult(self.holds and all(s.why is None for s in siblings), self.satisfied, self.missing,
-                          list(siblings))
+                          list(siblings), self.sections)
+
+    def with_sections(self, sections: Sequence[GateSection]) -> GateResult:
+        """This gate, holding only when each of ``sections`` holds too."""
+        return GateResult(self.holds and all(s.holds for s in sections), self.satisfied, self.missing,
+                          self.siblings, [*self.sections, *sections])
 
     def explain(self) -> str:
         archs = f" on every architecture ({len(self.siblings) + 1})" if self.siblings else ""
+        parts = [f"{s.name}: {s.summary}" for s in self.sections]
         if self.holds:
-            return f"gate holds: {len(self.satisfied)} requirement(s) met{archs}"
+            return "; ".join([f"gate holds: {len(self.satisfied)} requirement(s) met{archs}", *parts])
         failing = [s for s in self.siblings if s.why is not None]
+        unheld = [s for s in self.sections if not s.holds]
         lines = [f"gate does not hold: {len(self.missing)} requirement(s) unmet"
-                 + (f", and {len(failing)} other architecture(s) not passed" if failing else "")]
+                 + (f", and {len(failing)} other architecture(s) not passed" if failing else "")
+                 + (f", and {', '.join(s.name for s in unheld)} not passed" if unheld else "")]
         lines += [f"  {t} on {tb}: {why}" for t, tb, why in self.missing]
         lines += [f"  arch {s.architecture} ({s.image or 'not built'}): {s.why}" for s in failing]
+        for s in self.sections:
+            lines.append(f"  {s.name}: {s.summary}")
+            lines += [f"    {line}" for line in s.lines]
         return "\n".join(lines)
 
 

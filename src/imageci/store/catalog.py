@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, text, update
+from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -37,6 +37,8 @@ from imageci.store.models import (
     State,
     Token,
     Version,
+    VulnFeed,
+    VulnRecord,
     as_utc,
     utcnow,
 )
@@ -251,6 +253,25 @@ class Catalog:
         newest, lifted = s.execute(select(func.coalesce(func.max(Quarantine.id), 0), func.count(Quarantine.lifted_at))
                                    .where(Quarantine.product_id == product_id)).one()
         return int(newest) + int(lifted)
+
+    def import_vulns(self, feed: VulnFeed, records: Sequence[Mapping[str, Any]], *,
+                     actor: str | None = None) -> VulnFeed:
+        """Replace the feed of ``feed.name`` (if any) with this one and its records, in one transaction:
+        a reader sees the old feed or the new one, never part of either."""
+        with self.session() as s:
+            old = s.scalar(select(VulnFeed).where(VulnFeed.name == feed.name))
+            if old is not None:
+                s.execute(delete(VulnRecord).where(VulnRecord.feed_id == old.id))
+                s.delete(old)
+                s.flush()
+            feed.imported_by = actor or self.actor
+            feed.imported_at = utcnow()
+            s.add(feed)
+            s.flush()
+            batch = 5000
+            for start in range(0, len(records), batch):
+                s.execute(insert(VulnRecord), [{**r, "feed_id": feed.id} for r in records[start:start + batch]])
+            return feed
 
     def add_quarantine(self, entry: Quarantine, product: str) -> Quarantine:
         with self.session() as s:

@@ -8,8 +8,10 @@ so a reference resolves the same way on every path and every database."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from imageci.errors import UnknownReferenceError
 from imageci.store.reading import Reader, stamp
@@ -390,3 +392,27 @@ def test_attempts(reader: Reader, name: str, test_id: str) -> list[TestAttempt]:
                 "JOIN versions v ON v.digest = a.image_digest JOIN products p ON p.id = v.product_id "
                 "WHERE a.test_id = :test AND p.name = :name ORDER BY v.serial, a.id",
                 {"test": test_id, "name": name})]
+
+
+def vuln_rows(reader: Reader, releases: Sequence[str], packages: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Every feed's records for these source packages in these releases: (vuln, aliases, package,
+    release, status, introduced, fixed, severity, description, feed name)."""
+    if not releases or not packages:
+        return []
+    rels = {f"r{i}": r for i, r in enumerate(releases)}
+    found: list[tuple[Any, ...]] = []
+    for start in range(0, len(packages), 500):
+        names = {f"p{i}": p for i, p in enumerate(packages[start:start + 500])}
+        found += [tuple(row) for row in reader.rows(
+            "SELECT r.vuln, r.aliases, r.package, r.release, r.status, r.introduced, r.fixed, r.severity, "
+            "r.description, f.name FROM vuln_records r JOIN vuln_feeds f ON f.id = r.feed_id "
+            f"WHERE r.release IN ({', '.join(':' + k for k in rels)}) "
+            f"AND r.package IN ({', '.join(':' + k for k in names)}) ORDER BY r.id", {**rels, **names})]
+    return found
+
+
+def vuln_feeds(reader: Reader) -> list[tuple[Any, ...]]:
+    """The imported feeds: (name, format, source, sha256, records, skipped, imported_at, imported_by)."""
+    return [tuple(row) for row in reader.rows(
+        "SELECT name, format, source, sha256, records, skipped, imported_at, imported_by FROM vuln_feeds "
+        "ORDER BY name")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from imageci.store.states import (
@@ -26,7 +26,7 @@ from imageci.store.states import (
 # The catalog's vocabulary lives in store.states (no SQLAlchemy); re-exported for the ORM's users.
 __all__ = ["CHANNELS", "DEFAULT_NAMESPACE", "MULTIARCH", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus",
            "State", "as_utc", "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Push", "Run",
-           "Quarantine", "Token", "Version", "label"]
+           "Quarantine", "Token", "Version", "VulnFeed", "VulnRecord", "label"]
 
 
 class Base(DeclarativeBase):
@@ -173,3 +173,39 @@ class Quarantine(Base):
     lifted_by: Mapped[str | None] = mapped_column(String(128))
     lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lift_reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class VulnFeed(Base):
+    """A vulnerability feed imported from a file the user provided (`imageci vulndb import`): the
+    Debian Security Tracker's JSON, or OSV records. Importing a feed of the same name again replaces
+    its records, in one transaction."""
+
+    __tablename__ = "vuln_feeds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)  # debian-tracker | osv (or --name)
+    format: Mapped[str] = mapped_column(String(16))  # debian-tracker | osv
+    source: Mapped[str] = mapped_column(Text)  # the file's name as given
+    sha256: Mapped[str] = mapped_column(String(64))
+    records: Mapped[int] = mapped_column(Integer)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)  # records left out, with a warning each
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    imported_by: Mapped[str] = mapped_column(String(128))
+
+
+class VulnRecord(Base):
+    """What a feed says of one vulnerability in one source package of one release: open, resolved in
+    a version, not affected, or undetermined (OSV: one row per affected range)."""
+
+    __tablename__ = "vuln_records"
+    __table_args__ = (Index("ix_vuln_records_release_package", "release", "package"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    feed_id: Mapped[int] = mapped_column(ForeignKey("vuln_feeds.id", ondelete="CASCADE"), index=True)
+    vuln: Mapped[str] = mapped_column(String(64))  # CVE-2024-1234, DSA-5678-1, …
+    aliases: Mapped[str] = mapped_column(Text, default="")  # space-separated
+    package: Mapped[str] = mapped_column(String(255))  # the source package
+    release: Mapped[str] = mapped_column(String(64))  # bookworm (tracker), Debian:12 (OSV)
+    status: Mapped[str] = mapped_column(String(16))  # open | resolved | not-affected | undetermined
+    introduced: Mapped[str | None] = mapped_column(String(128))  # OSV: first affected version (None: all)
+    fixed: Mapped[str | None] = mapped_column(String(128))  # the first version with the fix (None: none yet)
+    severity: Mapped[str] = mapped_column(String(32))  # unimportant | low | medium | high | critical | unknown
+    description: Mapped[str] = mapped_column(Text, default="")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from imageci.rootpath import listdir, read_text
 from imageci.supply.licenses import declared
+from imageci.supply.ordering import is_debian_version
 from imageci.supply.packages import Distro, Package, purl
 from imageci.supply.records import DamagedDatabase, Record, paragraphs
 
@@ -17,7 +18,6 @@ STATUS_D = "var/lib/dpkg/status.d"
 SOURCE = re.compile(r"(\S+)(?:\s+\((\S+)\))?")
 # dpkg's package states with the package's files on disk ("config-files" and "not-installed" have none)
 ON_DISK = {"installed", "half-configured", "unpacked", "half-installed", "triggers-awaited", "triggers-pending"}
-VERSION = re.compile(r"(?:\d+:)?[0-9][A-Za-z0-9.+~:-]*")
 
 
 def _installed(record: Record) -> bool:
@@ -37,7 +37,7 @@ def _package(root: Path, record: Record, distro: Distro | None, found_in: str,
     name, version = record.get("Package"), record.get("Version")
     if not name or not version:
         raise DamagedDatabase(f"{record.where}: a record without {'Package' if not name else 'Version'}")
-    if not VERSION.fullmatch(version):
+    if not is_debian_version(version):
         raise DamagedDatabase(f"{record.where}: {name}: {version!r} is not a Debian version")
     source, source_version = name, version
     if record.get("Source"):

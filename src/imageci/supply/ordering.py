@@ -9,6 +9,11 @@ import re
 from debian.debian_support import version_compare
 
 SEGMENT = re.compile(r"(\d+|[A-Za-z]+|~|\^)")
+DEBIAN_VERSION = re.compile(r"(?:\d+:)?[0-9][A-Za-z0-9.+~:-]*")  # an upstream part starts with a digit
+
+
+def is_debian_version(text: str) -> bool:
+    return DEBIAN_VERSION.fullmatch(text) is not None
 
 
 def _rpmvercmp(a: str, b: str) -> int:

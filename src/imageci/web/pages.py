@@ -17,7 +17,19 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from pydantic import ValidationError
 
 from imageci.api.deps import MAX_ID, BlobResponse, SessionDep
-from imageci.app import access, gating, history, inventory, livelogs, products, quarantines, queries, runview, tokens
+from imageci.app import (
+    access,
+    gating,
+    history,
+    inventory,
+    livelogs,
+    products,
+    quarantines,
+    queries,
+    runview,
+    tokens,
+    vulns,
+)
 from imageci.app.access import Principal, Scope
 from imageci.app.compare import compare
 from imageci.app.logpages import PAGE, log_page
@@ -119,6 +131,11 @@ def version(ref: str, request: Request, s: SessionDep, me: Viewer,
                   may_promote=me.may(Scope.PROMOTE, detail.namespace) and detail.state == "testing"
                   and not request.app.state.web_local,
                   done=_promoted_note(label, detail.state, gate) if promoted else "")
+
+
+@router.get("/versions/{ref}/vulns", response_class=HTMLResponse)
+def vulns_page(ref: str, request: Request, s: SessionDep, me: Viewer) -> HTMLResponse:
+    return render(request, "vulns.html", r=vulns.report(s, ref, viewer=me))
 
 
 @router.get("/versions/{ref}/cell", response_class=HTMLResponse)
