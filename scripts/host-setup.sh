@@ -42,6 +42,8 @@ packages=(
   openssl             # the lxd testbed's run feed: a throwaway certificate for its HTTPS
   qemu-user-static binfmt-support  # foreign architectures (arm64 on x86_64): built and tested through binfmt_misc
   qemu-system-arm     # arm64 images booted as VMs (qemu-system-aarch64, TCG on x86_64)
+  openscap-utils      # the compliance gate: oscap-chroot evaluates a root file system offline
+  diffoscope-minimal  # `imageci repro`: why a rebuild differs (tar archives and text)
 )
 if [ "$want_test" = 1 ]; then
   packages+=(postgresql)      # the catalog is tested against a real server
@@ -53,6 +55,7 @@ if [ "$want_test" = 1 ]; then
   packages+=(redis-server)    # Celery's broker for the workers' tests (they start their own on 127.0.0.1)
   packages+=(chromium chromium-driver)  # the dashboard is tested in a real headless browser (Selenium)
   packages+=(rpm)             # BOMs of rpm-based images: test packages made with rpmbuild, read with rpm --dbpath
+  packages+=(ssg-debian)      # Debian's SCAP content (Debian 10/11 only): shown notapplicable on bookworm
 fi
 
 missing=()

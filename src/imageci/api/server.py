@@ -46,6 +46,7 @@ from imageci.api.schemas import (
 )
 from imageci.app import (
     ciplans,
+    compliance,
     gating,
     inventory,
     livelogs,
@@ -255,6 +256,14 @@ def create_app(settings: Settings, *, local_dashboard: bool = False) -> FastAPI:
     def vulns_of(ref: str, s: SessionDep, caller: Caller) -> vulns.VulnReport:
         """The version's known vulnerabilities according to the imported feeds, most severe first."""
         return vulns.report(s, ref, viewer=caller)
+
+    @api.get(f"{API}/images/{{ref}}/compliance", response_model=compliance.ComplianceReport, tags=["images"])
+    def compliance_of(ref: str, s: SessionDep, caller: Caller,
+                      profile: Annotated[str | None, Query(max_length=255, pattern=r"^[A-Za-z0-9_.:-]+$")] = None,
+                      ) -> compliance.ComplianceReport:
+        """The version's OpenSCAP evaluation with imageci's Debian 12 baseline (``profile``: another of
+        its profiles): score and per-rule results, stored with the version."""
+        return compliance.report(s, ref, profile=profile, viewer=caller)
 
     @api.get(f"{API}/vulndb", response_model=list[vulns.FeedRow], tags=["vulnerabilities"])
     def vulndb(s: SessionDep, caller: Caller) -> list[vulns.FeedRow]:

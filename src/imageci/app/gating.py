@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from imageci.app import access, vulns
+from imageci.app import access, compliance, repro, vulns
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.planning import flake_policy, suite_of
 from imageci.app.session import Session
@@ -74,10 +74,16 @@ def _own_gate(session: Session, version: Version, quarantine: Path | None) -> Ga
     checks = suite_checks(suite)
     waiver = flake_policy(session, version, suite, checks, quarantine, warn=False)
     result = evaluate_gate(session.catalog, version, required_checks(checks, g.tests), g.testbeds, waiver)
-    if g.vulnerabilities is not None:
+    sections = []
+    if g.vulnerabilities is not None or g.compliance is not None or g.reproducible:
         info = vulns.version_info(session, label(version))
-        result = result.with_sections([vulns.gate_section(session, info, g.vulnerabilities, utcnow().date())])
-    return result
+        if g.vulnerabilities is not None:
+            sections.append(vulns.gate_section(session, info, g.vulnerabilities, utcnow().date()))
+        if g.compliance is not None:
+            sections.append(compliance.gate_section(session, info, g.compliance))
+        if g.reproducible:
+            sections.append(repro.gate_section(session, info))
+    return result.with_sections(sections) if sections else result
 
 
 def _sibling_gate(session: Session, sibling: Sibling, quarantine: Path | None) -> ArchGate:

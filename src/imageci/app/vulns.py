@@ -14,7 +14,8 @@ from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.session import Session
 from imageci.definitions.image import VulnGate
 from imageci.errors import Forbidden, UsageError
-from imageci.policy.vulngate import GateSection, evaluate_vulns
+from imageci.policy.sections import GateSection
+from imageci.policy.vulngate import evaluate_vulns
 from imageci.store import lookups
 from imageci.store.lookups import VersionInfo
 from imageci.store.reading import stamp

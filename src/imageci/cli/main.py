@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imageci import __version__
-from imageci.cli import cisystems, fleet, inventory, quarantine, serving, upkeep, vulns
+from imageci.cli import cisystems, compliance, fleet, inventory, quarantine, repro, serving, upkeep, vulns
 from imageci.cli.context import COLOURS, console, err_console, handle_errors, print_json, show_warnings
 
 # Commands import what they use when they run: `imageci --version` and the queries start fast.
@@ -559,6 +559,8 @@ upkeep.register(app)
 quarantine.register(app)
 inventory.register(app)
 vulns.register(app)
+compliance.register(app)
+repro.register(app)
 
 if __name__ == "__main__":
     app()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from imageci.app.ciplans import CiPlan
+    from imageci.app.compliance import ComplianceReport
     from imageci.app.gating import GateStatus, Promotion, Pruned
     from imageci.app.inventory import VersionDiff
     from imageci.app.livelogs import LiveLog
@@ -107,6 +108,9 @@ class Source(ABC):
 
     @abstractmethod
     def vulns(self, ref: str) -> VulnReport: ...
+
+    @abstractmethod
+    def compliance(self, ref: str, content: Path | None, profile: str | None) -> ComplianceReport: ...
 
 
 class Local(Source):
@@ -274,6 +278,12 @@ class Local(Source):
 
         return vulns.report(Session.open(), ref)
 
+    def compliance(self, ref: str, content: Path | None, profile: str | None) -> ComplianceReport:
+        from imageci.app import compliance
+        from imageci.app.session import Session
+
+        return compliance.report(Session.open(), ref, content=content, profile=profile)
+
 
 class Server(Source):
     def __init__(self, client: ApiClient) -> None:
@@ -412,6 +422,16 @@ class Server(Source):
         from imageci.app.vulns import VulnReport
 
         return self.client.get(f"/images/{self.client.ref(ref)}/vulns", VulnReport)  # type: ignore[no-any-return]
+
+    def compliance(self, ref: str, content: Path | None, profile: str | None) -> ComplianceReport:
+        from imageci.app.compliance import ComplianceReport
+        from imageci.errors import UsageError
+
+        if content is not None:
+            raise UsageError("--content evaluates a file of this machine: run it without a server (the server "
+                             "evaluates its built-in content)")
+        return self.client.get(f"/images/{self.client.ref(ref)}/compliance",  # type: ignore[no-any-return]
+                               ComplianceReport, profile=profile)
 
 
 def remote_client(settings: Settings) -> ApiClient | None:

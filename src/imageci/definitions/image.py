@@ -125,6 +125,13 @@ class VulnGate(_Strict):
     allow: list[AllowedVuln] = Field(default_factory=list)
 
 
+class ComplianceGate(_Strict):
+    """The minimum OpenSCAP score (0–100) of imageci's Debian 12 baseline (or another profile of it)."""
+
+    min_score: float = Field(ge=0, le=100)
+    profile: str = Field(default="xccdf_dev.imageci_profile_baseline", pattern=r"^[A-Za-z0-9_.:-]{1,255}$")
+
+
 class Gate(_Strict):
     """Which checks must pass, on which testbeds, before promotion to stable, and which known
     vulnerabilities block it."""
@@ -132,6 +139,8 @@ class Gate(_Strict):
     tests: Literal["all"] | list[str] = "all"
     testbeds: list[str] = Field(default_factory=lambda: ["sandbox"], min_length=1)
     vulnerabilities: VulnGate | None = None
+    compliance: ComplianceGate | None = None
+    reproducible: bool = False  # the newest `imageci repro` rebuilt these bytes bit for bit
 
 
 class TestsSection(_Strict):

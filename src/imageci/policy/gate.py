@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from imageci.checks.base import Check
 from imageci.engine.waivers import Waiver, WaiverFn
 from imageci.errors import UsageError
-from imageci.policy.vulngate import GateSection
+from imageci.policy.sections import GateSection
 from imageci.store.catalog import Catalog
 from imageci.store.models import Attempt, Version
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict

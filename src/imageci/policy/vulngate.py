@@ -9,21 +9,11 @@ evidence that the image is clean."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import date
 
 from imageci.definitions.image import VulnGate
+from imageci.policy.sections import GateSection
 from imageci.supply.vulnmatch import Finding
-
-
-@dataclass
-class GateSection:
-    """A part of a gate besides the tests: whether it holds, in one line, and the details."""
-
-    name: str
-    holds: bool
-    summary: str
-    lines: list[str] = field(default_factory=list)
 
 
 def evaluate_vulns(policy: VulnGate, findings: Sequence[Finding], feeds: Sequence[str], today: date) -> GateSection:

@@ -66,4 +66,8 @@ SQUASHFS = "squashfs"  # root.squashfs
 # Read from the image's bytes without running it (supply/): its packages and its files.
 BOM = "bom"  # bom.json: supply.packages.Bom
 FILE_INDEX = "file-index"  # files.json.gz: supply.files.FileIndex
-DERIVED = frozenset({BOM, FILE_INDEX})  # made from the image's bytes wherever they are stored; never uploaded
+COMPLIANCE = "compliance"  # compliance.json: supply.compliance.ComplianceResult of the built-in content
+REPRO = "repro"  # repro.json: the newest `imageci repro` result (app.repro.ReproResult)
+REPRO_REPORT = "repro-report"  # repro-report.txt: diffoscope's report when the rebuild differed
+# made from the image's bytes where they are stored; a client's are never uploaded nor taken
+DERIVED = frozenset({BOM, FILE_INDEX, COMPLIANCE, REPRO, REPRO_REPORT})

@@ -1,0 +1,104 @@
+"""Reproducibility: ``imageci repro REF`` builds the version again from its recorded inputs and
+compares the bytes; on a difference, diffoscope's report is stored with the version. The newest
+result is kept (``repro.json``) and the gate's ``reproducible`` part reads it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from imageci.app import access, inventory
+from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.session import Session
+from imageci.build.repro import rebuild
+from imageci.errors import UsageError
+from imageci.fs import safe_rmtree
+from imageci.policy.sections import GateSection
+from imageci.store import lookups
+from imageci.store.blobs import hash_file
+from imageci.store.catalog import NewArtifact
+from imageci.store.lookups import VersionInfo
+from imageci.store.states import REPRO, REPRO_REPORT, utcnow
+from imageci.supply.diff import package_changes
+from imageci.supply.extract import extract_bom
+from imageci.supply.reprocheck import diffoscope_report
+
+FILENAMES = {REPRO: "repro.json", REPRO_REPORT: "repro-report.txt"}
+
+
+class ReproResult(BaseModel):
+    image: str  # NAME@SERIAL
+    digest: str  # sha256:… of the version
+    rebuilt: str  # sha256:… of the rebuild
+    reproduced: bool
+    mirror: str
+    source_date_epoch: int
+    at: str  # ISO 8601
+    seconds: float
+    packages_differ: list[str] = []  # NAME: VERSION → VERSION, when the mirror no longer serves the same
+    report: str = ""  # the stored diffoscope report's file name (empty: reproduced)
+    report_excerpt: str = ""  # its first lines
+
+
+def repro(session: Session, ref: str, *, mirror: str | None = None, by: Principal = LOCAL,
+          on_line: Callable[[str], None] | None = None) -> ReproResult:
+    """Rebuild the version ``ref`` names and compare; the result (and diffoscope's report on a
+    difference) is stored with it. Needs scope ``test`` on a server."""
+    version = access.resolve(session.reader, by, ref)
+    if by != LOCAL:
+        by.require(Scope.TEST, version.namespace, f"rebuild {version.label}")
+    v = session.catalog.resolve(version.label)
+    info = json.loads(v.build_info or "{}")
+    if not v.definition:
+        raise UsageError(f"{version.label} has no recorded definition (it was imported?): it cannot be rebuilt here")
+    workdir, out = rebuild(v.definition, f"{version.label}:image.yaml", v.architecture, info, session.settings,
+                           mirror_url=mirror, on_line=on_line)
+    try:
+        rebuilt = hash_file(out.rootfs)
+        same = rebuilt.digest == version.digest
+        differ: list[str] = []
+        report_name, excerpt, made = "", "", []
+        if not same:
+            mine = inventory.bom(session, version.label)[1]
+            tree = workdir / "tree"
+            tree.mkdir()
+            from imageci.build.rootfs import safe_extract
+
+            safe_extract(out.rootfs, tree)
+            again = extract_bom(tree)
+            differ = [f"{c.name}: {c.before or '–'} → {c.after or '–'}" for c in package_changes(mine, again)]
+            text = diffoscope_report(session.store.verified_path(version.digest), out.rootfs)
+            blob = session.store.put_bytes(text.encode())
+            made.append(NewArtifact(REPRO_REPORT, FILENAMES[REPRO_REPORT], blob.digest, blob.size))
+            report_name, excerpt = FILENAMES[REPRO_REPORT], "\n".join(text.splitlines()[:40])
+        result = ReproResult(image=version.label, digest=f"sha256:{version.digest}", rebuilt=f"sha256:{rebuilt.digest}",
+                             reproduced=same, mirror=mirror or str(info.get("mirror", {}).get("url", "")),
+                             source_date_epoch=out.source_date_epoch, at=utcnow().isoformat(timespec="seconds"),
+                             seconds=round(out.seconds, 1), packages_differ=differ, report=report_name,
+                             report_excerpt=excerpt)
+        blob = session.store.put_bytes(result.model_dump_json().encode())
+        made.append(NewArtifact(REPRO, FILENAMES[REPRO], blob.digest, blob.size))
+        session.catalog.attach(version.id, made)
+        return result
+    finally:
+        safe_rmtree(workdir)
+
+
+def last(session: Session, version: VersionInfo) -> ReproResult | None:
+    stored = {a.kind: a.digest for a in lookups.artifacts(session.reader, version.id)}.get(REPRO)
+    if stored is None:
+        return None
+    return ReproResult.model_validate(json.loads(session.store.read_bytes(stored)))
+
+
+def gate_section(session: Session, version: VersionInfo) -> GateSection:
+    found = last(session, version)
+    if found is None:
+        return GateSection("reproducibility", False, f"never rebuilt: run imageci repro {version.label}")
+    if found.reproduced:
+        return GateSection("reproducibility", True, f"rebuilt bit for bit on {found.at}")
+    lines = [f"package: {d}" for d in found.packages_differ[:20]] + found.report_excerpt.splitlines()[:15]
+    return GateSection("reproducibility", False, f"the rebuild of {found.at} differs ({found.rebuilt[:19]}…; "
+                                                 f"report: {found.report})", lines)

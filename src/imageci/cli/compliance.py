@@ -1,0 +1,40 @@
+"""`imageci compliance`: a version's OpenSCAP evaluation (on this home, or on the server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from imageci.cli.context import console, handle_errors, print_json
+
+
+def register(main: typer.Typer) -> None:
+    main.command("compliance")(compliance)
+
+
+@handle_errors
+def compliance(ref: Annotated[str, typer.Argument(help="NAME@SERIAL, NAME:CHANNEL or NAME@sha256:DIGEST")],
+               content: Annotated[Path | None, typer.Option("--content", help="an XCCDF file or SCAP source data "
+                                                            "stream (default: imageci's Debian 12 baseline)")]
+               = None,
+               profile: Annotated[str | None, typer.Option("--profile", help="the profile to evaluate (default: "
+                                                           "the baseline's)")] = None,
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Evaluate a version's root file system offline with OpenSCAP (oscap-chroot): the score and each
+    rule's result. The built-in content's evaluation is stored with the version."""
+    from imageci.cli.sources import source
+
+    found = source().compliance(ref, content, profile)
+    if as_json:
+        print_json(found)
+        return
+    table = Table(title=f"{found.image}: score {found.score:.1f}/{found.maximum:g} ({found.content}, "
+                        f"{found.profile or 'default profile'})", title_justify="left", box=None)
+    for column in ("RESULT", "SEVERITY", "RULE", "ID"):
+        table.add_column(column, overflow="fold")
+    for r in found.rules:
+        table.add_row(r.result, r.severity, r.title, r.id)
+    console.print(table, highlight=False, markup=False)
