@@ -57,3 +57,14 @@ def test_the_example_reproduces_and_a_clock_in_the_image_is_caught_with_a_report
     assert imported.returncode == 0
     nope = env.cli("repro", "elsewhere:testing")
     assert nope.returncode == 2 and "cannot be rebuilt here" in nope.stderr, nope.stderr
+
+
+def test_the_snapshot_of_the_recorded_mirror_at_its_release_date() -> None:
+    from imageci.build.repro import snapshot_url
+
+    assert snapshot_url("http://deb.debian.org/debian", "Sat, 11 Jul 2026 10:16:03 UTC") == \
+        "http://snapshot.debian.org/archive/debian/20260711T101603Z/"
+    assert snapshot_url("http://deb.debian.org/debian/", "Sat, 11 Jul 2026 12:16:03 +0200") == \
+        "http://snapshot.debian.org/archive/debian/20260711T101603Z/"
+    assert snapshot_url("http://archive.ubuntu.com/ubuntu", "Sat, 11 Jul 2026 10:16:03 UTC") is None
+    assert snapshot_url("http://deb.debian.org/debian", "not a date") is None

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from imageci.app import access, inventory
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.session import Session
-from imageci.build.repro import rebuild
+from imageci.build.repro import rebuild, snapshot_url
 from imageci.errors import UsageError
 from imageci.fs import safe_rmtree
 from imageci.policy.sections import GateSection
@@ -38,19 +38,29 @@ class ReproResult(BaseModel):
     at: str  # ISO 8601
     seconds: float
     packages_differ: list[str] = []  # NAME: VERSION → VERSION, when the mirror no longer serves the same
+    snapshot: str = ""  # where the archive of the build's date is (a --mirror to rebuild from)
     report: str = ""  # the stored diffoscope report's file name (empty: reproduced)
     report_excerpt: str = ""  # its first lines
 
 
-def repro(session: Session, ref: str, *, mirror: str | None = None, by: Principal = LOCAL,
+def repro(session: Session, ref: str, *, mirror: str | None = None, snapshot: bool = False, by: Principal = LOCAL,
           on_line: Callable[[str], None] | None = None) -> ReproResult:
     """Rebuild the version ``ref`` names and compare; the result (and diffoscope's report on a
-    difference) is stored with it. Needs scope ``test`` on a server."""
+    difference) is stored with it. ``snapshot``: from snapshot.debian.org's copy of the recorded
+    mirror at its recorded date (the package versions of then). Needs scope ``test`` on a server."""
     version = access.resolve(session.reader, by, ref)
     if by != LOCAL:
         by.require(Scope.TEST, version.namespace, f"rebuild {version.label}")
     v = session.catalog.resolve(version.label)
     info = json.loads(v.build_info or "{}")
+    if snapshot and mirror:
+        raise UsageError("--snapshot and --mirror name two different mirrors: give one")
+    if snapshot:
+        recorded = info.get("mirror") if isinstance(info.get("mirror"), dict) else {}
+        mirror = snapshot_url(str(recorded.get("url", "")), str(recorded.get("date", "")))
+        if mirror is None:
+            raise UsageError(f"{version.label}: its recorded mirror {recorded.get('url')!r} is not an archive "
+                             "snapshot.debian.org keeps (give --mirror URL)")
     if not v.definition:
         raise UsageError(f"{version.label} has no recorded definition (it was imported?): it cannot be rebuilt here")
     workdir, out = rebuild(v.definition, f"{version.label}:image.yaml", v.architecture, info, session.settings,
@@ -59,7 +69,7 @@ def repro(session: Session, ref: str, *, mirror: str | None = None, by: Principa
         rebuilt = hash_file(out.rootfs)
         same = rebuilt.digest == version.digest
         differ: list[str] = []
-        report_name, excerpt, made = "", "", []
+        report_name, excerpt, made, hint = "", "", [], None
         if not same:
             mine = inventory.bom(session, version.label)[1]
             tree = workdir / "tree"
@@ -69,6 +79,8 @@ def repro(session: Session, ref: str, *, mirror: str | None = None, by: Principa
             safe_extract(out.rootfs, tree)
             again = extract_bom(tree)
             differ = [f"{c.name}: {c.before or '–'} → {c.after or '–'}" for c in package_changes(mine, again)]
+            recorded = info.get("mirror") if isinstance(info.get("mirror"), dict) else {}
+            hint = snapshot_url(str(recorded.get("url", "")), str(recorded.get("date", "")))
             text = diffoscope_report(session.store.verified_path(version.digest), out.rootfs)
             blob = session.store.put_bytes(text.encode())
             made.append(NewArtifact(REPRO_REPORT, FILENAMES[REPRO_REPORT], blob.digest, blob.size))
@@ -76,7 +88,8 @@ def repro(session: Session, ref: str, *, mirror: str | None = None, by: Principa
         result = ReproResult(image=version.label, digest=f"sha256:{version.digest}", rebuilt=f"sha256:{rebuilt.digest}",
                              reproduced=same, mirror=mirror or str(info.get("mirror", {}).get("url", "")),
                              source_date_epoch=out.source_date_epoch, at=utcnow().isoformat(timespec="seconds"),
-                             seconds=round(out.seconds, 1), packages_differ=differ, report=report_name,
+                             seconds=round(out.seconds, 1), packages_differ=differ, snapshot=hint or "",
+                             report=report_name,
                              report_excerpt=excerpt)
         blob = session.store.put_bytes(result.model_dump_json().encode())
         made.append(NewArtifact(REPRO, FILENAMES[REPRO], blob.digest, blob.size))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,21 @@ from imageci.config import Settings
 from imageci.definitions.image import parse_definition
 from imageci.errors import UsageError
 from imageci.owners import process_owner
+
+SNAPSHOT = "http://snapshot.debian.org/archive"
+
+
+def snapshot_url(mirror_url: str, release_date: str) -> str | None:
+    """The snapshot.debian.org URL of ``mirror_url``'s archive as it was at its recorded Release
+    ``Date`` (None: not a Debian archive snapshot.debian.org keeps, or no date)."""
+    try:
+        when = parsedate_to_datetime(release_date).astimezone(UTC)
+    except (TypeError, ValueError):
+        return None
+    archive = mirror_url.rstrip("/").rsplit("/", 1)[-1]
+    if archive not in ("debian", "debian-security", "debian-ports") or "://" not in mirror_url:
+        return None
+    return f"{SNAPSHOT}/{archive}/{when:%Y%m%dT%H%M%SZ}/"
 
 
 def rebuild(definition_text: str, origin: str, architecture: str, info: dict[str, Any], settings: Settings, *,
