@@ -8,18 +8,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imageci.app import access
+from imageci.app import access, inventory
 from imageci.app.access import LOCAL, Principal
 from imageci.app.session import Session
-from imageci.build.rootfs import unpacked_rootfs
 from imageci.definitions.image import ComplianceGate
 from imageci.errors import ImageciError
 from imageci.policy.compliancegate import evaluate_compliance
 from imageci.policy.sections import GateSection
-from imageci.store import lookups
 from imageci.store.catalog import NewArtifact
 from imageci.store.lookups import VersionInfo
-from imageci.store.states import COMPLIANCE, ROOTFS
+from imageci.store.states import COMPLIANCE
 from imageci.supply.compliance import BUILTIN, BUILTIN_PROFILE, ComplianceResult, content_sha256, evaluate
 
 FILENAME = "compliance.json"
@@ -31,23 +29,16 @@ class ComplianceReport(ComplianceResult):
     content: str  # the content file's name ("built-in": imageci's Debian 12 baseline)
 
 
-def _tree(session: Session, version: VersionInfo) -> Path:
-    have = {a.kind: a.digest for a in lookups.artifacts(session.reader, version.id)}
-    if ROOTFS not in have:
-        raise ImageciError(f"{version.label} has no root file system to evaluate")
-    return unpacked_rootfs(session.store.verified_path(have[ROOTFS]), have[ROOTFS], session.settings.rootfs_cache)
-
-
 def _builtin(session: Session, version: VersionInfo, profile: str) -> ComplianceResult:
     """The stored evaluation of the built-in content with ``profile``, made now if there is none for
     the content as it is."""
-    stored = {a.kind: a.digest for a in lookups.artifacts(session.reader, version.id)}.get(COMPLIANCE)
+    stored = inventory.digests(session, version).get(COMPLIANCE)
     digest = content_sha256(BUILTIN)
     if stored is not None:
         found = ComplianceResult.model_validate(json.loads(session.store.read_bytes(stored)))
         if found.content_sha256 == digest and found.profile == profile:
             return found
-    result = evaluate(_tree(session, version), BUILTIN, profile)
+    result = evaluate(inventory.tree(session, version, "evaluate"), BUILTIN, profile)
     blob = session.store.put_bytes(result.model_dump_json().encode())
     session.catalog.attach(version.id, [NewArtifact(COMPLIANCE, FILENAME, blob.digest, blob.size)])
     return result
@@ -61,7 +52,7 @@ def report(session: Session, ref: str, *, content: Path | None = None, profile: 
     if content is None:
         result = _builtin(session, version, profile or BUILTIN_PROFILE)
     else:
-        result = evaluate(_tree(session, version), content, profile)
+        result = evaluate(inventory.tree(session, version, "evaluate"), content, profile)
     return ComplianceReport(image=version.label, digest=f"sha256:{version.digest}",
                             content="built-in" if content is None else content.name, **result.model_dump())
 

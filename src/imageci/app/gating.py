@@ -76,7 +76,7 @@ def _own_gate(session: Session, version: Version, quarantine: Path | None) -> Ga
     result = evaluate_gate(session.catalog, version, required_checks(checks, g.tests), g.testbeds, waiver)
     sections = []
     if g.vulnerabilities is not None or g.compliance is not None or g.reproducible:
-        info = vulns.version_info(session, label(version))
+        info = access.resolve(session.reader, LOCAL, label(version))
         if g.vulnerabilities is not None:
             sections.append(vulns.gate_section(session, info, g.vulnerabilities, utcnow().date()))
         if g.compliance is not None:

@@ -50,16 +50,25 @@ def inventory(tree: Path, store: BlobStore) -> list[NewArtifact]:
             NewArtifact(FILE_INDEX, FILENAMES[FILE_INDEX], files.digest, files.size)]
 
 
+def digests(session: Session, version: VersionInfo) -> dict[str, str]:
+    """kind → digest of the version's artifacts."""
+    return {a.kind: a.digest for a in lookups.artifacts(session.reader, version.id)}
+
+
+def tree(session: Session, version: VersionInfo, purpose: str) -> Path:
+    """The version's root file system, unpacked (checked against its blob; cached per digest)."""
+    rootfs = digests(session, version).get(ROOTFS)
+    if rootfs is None:
+        raise NoRootFs(f"{version.label} has no root file system to {purpose}")
+    return unpacked_rootfs(session.store.verified_path(rootfs), rootfs, session.settings.rootfs_cache)
+
+
 def _stored(session: Session, version: VersionInfo) -> dict[str, str]:
     """kind → digest of the version's artifacts; its BOM and file index are made now if missing."""
-    have = {a.kind: a.digest for a in lookups.artifacts(session.reader, version.id)}
+    have = digests(session, version)
     if BOM in have and FILE_INDEX in have:
         return have
-    if ROOTFS not in have:
-        raise NoRootFs(f"{version.label} has no root file system to read packages from")
-    blob = session.store.verified_path(have[ROOTFS])
-    tree = unpacked_rootfs(blob, have[ROOTFS], session.settings.rootfs_cache)
-    made = inventory(tree, session.store)
+    made = inventory(tree(session, version, "read packages from"), session.store)
     session.catalog.attach(version.id, made)
     return have | {a.kind: a.digest for a in made}
 

@@ -16,7 +16,6 @@ from imageci.build.repro import rebuild, snapshot_url
 from imageci.errors import UsageError
 from imageci.fs import safe_rmtree
 from imageci.policy.sections import GateSection
-from imageci.store import lookups
 from imageci.store.blobs import hash_file
 from imageci.store.catalog import NewArtifact
 from imageci.store.lookups import VersionInfo
@@ -100,7 +99,7 @@ def repro(session: Session, ref: str, *, mirror: str | None = None, snapshot: bo
 
 
 def last(session: Session, version: VersionInfo) -> ReproResult | None:
-    stored = {a.kind: a.digest for a in lookups.artifacts(session.reader, version.id)}.get(REPRO)
+    stored = inventory.digests(session, version).get(REPRO)
     if stored is None:
         return None
     return ReproResult.model_validate(json.loads(session.store.read_bytes(stored)))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from imageci.app import access, inventory
+from imageci.app import inventory
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.session import Session
 from imageci.definitions.image import VulnGate
@@ -107,7 +107,3 @@ def gate_section(session: Session, version: VersionInfo, policy: VulnGate, today
         return GateSection("vulnerabilities", False, f"no BOM to match: {exc}")
     found, _releases, names = _findings(session, bom)
     return evaluate_vulns(policy, found, names, today)
-
-
-def version_info(session: Session, label: str) -> VersionInfo:
-    return access.resolve(session.reader, LOCAL, label)
