@@ -44,6 +44,9 @@ packages=(
   qemu-system-arm     # arm64 images booted as VMs (qemu-system-aarch64, TCG on x86_64)
   openscap-utils      # the compliance gate: oscap-chroot evaluates a root file system offline
   diffoscope-minimal  # `imageci repro`: why a rebuild differs (tar archives and text)
+  ovmf                # cloud disk images boot through UEFI firmware (SeaBIOS for BIOS comes with qemu)
+  fdisk dosfstools mtools  # bootable disks: GPT (sfdisk), the EFI system partition and the NoCloud seed (FAT)
+  grub-common         # grub-mkimage (the modules it links come from the image itself)
 )
 if [ "$want_test" = 1 ]; then
   packages+=(postgresql)      # the catalog is tested against a real server

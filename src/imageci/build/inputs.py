@@ -72,9 +72,11 @@ def builder_id() -> str:
 
 def image_inputs(definition: ImageDefinition) -> dict[str, object]:
     """One architecture's build inputs (a definition from ``per_architecture``: ``architectures`` is
-    unset, as in every definition before it existed, so their hashes stay the same)."""
+    unset, as in every definition before it existed, so their hashes stay the same; so are ``format``
+    and ``disk`` for a rootfs image)."""
+    defaults = {"architectures": None, "format": "rootfs", "disk": None}
     return {k: v for k, v in definition.model_dump(mode="json").items()
-            if k not in NON_INPUT_FIELDS and not (k == "architectures" and v is None)}
+            if k not in NON_INPUT_FIELDS and not (k in defaults and v == defaults[k])}
 
 
 def input_hash(definition: ImageDefinition, mirror: MirrorState) -> str:

@@ -18,8 +18,9 @@ from imageci.definitions.image import ImageDefinition, RunStep, WriteStep, packa
 from imageci.errors import BuildError
 
 MANIFEST_FORMAT = r"${Package}\t${Version}\t${Architecture}\n"
-# Host-specific files mmdebstrap copies in; they must not ship in an image.
-HYGIENE_HOOK = 'rm -f "$1/etc/resolv.conf" "$1/etc/hostname"'
+# Host-specific files mmdebstrap copies in; they must not ship in an image. A resolv.conf that is a link
+# was made by a package of the image (systemd-resolved's stub): it stays.
+HYGIENE_HOOK = '{ [ -L "$1/etc/resolv.conf" ] || rm -f "$1/etc/resolv.conf"; } && rm -f "$1/etc/hostname"'
 
 
 @dataclass
@@ -39,6 +40,8 @@ class BuildPlan:
     mirror: MirrorState
     workdir: Path
     hooks_files: list[Path] = field(default_factory=list)
+    extra_packages: list[str] = field(default_factory=list)  # what the image's format needs (build.bootdisk)
+    extra_files: dict[str, str] = field(default_factory=dict)  # path in the image → content, written last
 
     @property
     def source_date_epoch(self) -> int:
@@ -52,9 +55,11 @@ class BuildPlan:
                 f"--components={','.join(d.components)}",
                 "--mode=root" if os.geteuid() == 0 else "--mode=unshare", "--format=tar"]
         packages = [name for p in d.packages if (name := package_applies(p, d.architecture)) is not None]
+        packages += [p for p in self.extra_packages if p not in packages]
         if packages:
             argv.append(f"--include={','.join(packages)}")
-        for i, step in enumerate(d.customize):
+        steps = [*d.customize, *(WriteStep(write=path, content=text) for path, text in self.extra_files.items())]
+        for i, step in enumerate(steps):
             if isinstance(step, RunStep):
                 argv.append(f"--customize-hook=chroot \"$1\" /bin/sh -ec {shlex.quote(step.run)}")
             elif isinstance(step, WriteStep):
@@ -141,3 +146,24 @@ def to_cache(cache_dir: Path, key: str, out: BuildOutput) -> None:
         os.replace(tmp, cache_dir / key)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_file(cache_dir: Path | None, key: str, name: str) -> Path | None:
+    """Another output of the build stored under ``key`` (a disk image made from its tree)."""
+    if cache_dir is None:
+        return None
+    path = cache_dir / key / name
+    return path if path.is_file() else None
+
+
+def cache_file(cache_dir: Path | None, key: str, path: Path) -> None:
+    """Keep ``path`` with the build output stored under ``key`` (when there is one)."""
+    entry = cache_dir / key if cache_dir is not None else None
+    if entry is None or not entry.is_dir():
+        return
+    tmp = entry / f".{path.name}.tmp"
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, entry / path.name)
+    except OSError:
+        tmp.unlink(missing_ok=True)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imageci.build import inputs, lxdimage
-from imageci.build.mmdebstrap import BuildPlan, from_cache, run_mmdebstrap, to_cache
+from imageci.build import bootdisk, inputs, lxdimage
+from imageci.build.mmdebstrap import BuildPlan, cache_file, cached_file, from_cache, run_mmdebstrap, to_cache
 from imageci.build.oci import image_config
 from imageci.build.rootfs import unpacked_rootfs
 from imageci.config import Settings
@@ -23,6 +23,7 @@ from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import MULTIARCH, OCI_CONFIG, SUITE, Version
 from imageci.store.snapshots import pack_tree
+from imageci.store.states import DISK
 
 
 @dataclass
@@ -87,6 +88,11 @@ def _build_one(loaded: LoadedDefinition, d: ImageDefinition, settings: Settings,
     workdir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix=f"build-{token}-{d.name}-"))
     try:
         plan = BuildPlan(definition=d, mirror=mirror, workdir=workdir)
+        spec = d.disk_spec
+        ids = bootdisk.DiskIds.derive(key)
+        if spec is not None:
+            plan.extra_packages = bootdisk.packages(spec)
+            plan.extra_files = bootdisk.tree_files(spec, ids)
         out = None
         if settings.build_cache and not force:
             out = from_cache(settings.build_cache, key, workdir, plan.source_date_epoch)
@@ -97,7 +103,19 @@ def _build_one(loaded: LoadedDefinition, d: ImageDefinition, settings: Settings,
         rootfs = store.move_file(out.rootfs)
         manifest = store.put_file(out.manifest)
         log = store.put_file(out.log)
-        same = catalog.find_by_digest(d.name, rootfs.digest)
+        tree = unpacked_rootfs(store.path(rootfs.digest), rootfs.digest, settings.rootfs_cache)
+        disk = None
+        if spec is not None:
+            made = cached_file(settings.build_cache, key, "disk.qcow2") if out.cached else None
+            if made is None:
+                if on_line:
+                    on_line(f"making the {spec.size} disk image ({', '.join(spec.firmware)})")
+                made = workdir / "disk.qcow2"
+                bootdisk.make_disk(tree, spec, ids, made, workdir, out.source_date_epoch)
+                cache_file(settings.build_cache, key, made)
+            disk = store.put_file(made) if made.parent != workdir else store.move_file(made)
+        digest = disk.digest if disk is not None else rootfs.digest
+        same = catalog.find_by_digest(d.name, digest)
         if same is not None and same.state != "inactive":
             return BuildResult(_with_tests(catalog, store, loaded, suite, same, group), skipped=False,
                                identical=True, input_hash=key, seconds=out.seconds, from_cache=out.cached)
@@ -112,17 +130,20 @@ def _build_one(loaded: LoadedDefinition, d: ImageDefinition, settings: Settings,
         }
         if group is not None:
             info[MULTIARCH] = group
-        tree = unpacked_rootfs(store.path(rootfs.digest), rootfs.digest, settings.rootfs_cache)
+        extra = []
+        if spec is not None and disk is not None:
+            info["disk"] = bootdisk.disk_info(spec, ids)
+            extra.append(NewArtifact(DISK, "disk.qcow2", disk.digest, disk.size))
         lxd, info["lxd"] = lxdimage.artifacts_or_reason(store, tree, lxdimage.LxdImage(
             os=d.distribution.capitalize(), release=d.suite, variant=d.name, architecture=d.architecture,
             description=d.description or f"{d.name}: {d.distribution.capitalize()} {d.suite}",
             created=out.source_date_epoch))
         version = catalog.register_version(
-            d.name, rootfs.digest,
-            [NewArtifact("rootfs", "rootfs.tar", rootfs.digest, rootfs.size),
+            d.name, digest,
+            [*extra, NewArtifact("rootfs", "rootfs.tar", rootfs.digest, rootfs.size),
              NewArtifact("manifest", "manifest.tsv", manifest.digest, manifest.size),
              NewArtifact("build-log", "build.log", log.digest, log.size),
-             _config_artifact(store, d.name, rootfs.digest), *_suite_artifact(store, suite), *lxd],
+             _config_artifact(store, d.name, digest), *_suite_artifact(store, suite), *lxd],
             input_hash=key, definition=loaded.text, build_info=info, architecture=d.architecture)
         return BuildResult(version, skipped=False, identical=False, input_hash=key, seconds=out.seconds,
                            from_cache=out.cached)

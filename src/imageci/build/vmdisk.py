@@ -32,8 +32,8 @@ HEADROOM = 2 << 30  # free space inside the guest's root filesystem, unless a te
 @dataclass(frozen=True)
 class VmAssets:
     disk: Path  # qcow2, read-only base: testbeds put overlays on top
-    kernel: Path
-    initrd: Path
+    kernel: Path | None  # None: a disk image, booted through its firmware and bootloader
+    initrd: Path | None
 
 
 def find_kernel(root: Path) -> tuple[Path, Path] | None:

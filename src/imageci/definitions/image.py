@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from imageci.definitions.limits import parse_size
 from imageci.definitions.yamlsource import load_yaml, validate
 from imageci.errors import SourceError, UsageError
 
@@ -143,6 +144,43 @@ class Gate(_Strict):
     reproducible: bool = False  # the newest `imageci repro` rebuilt these bytes bit for bit
 
 
+Firmware = Literal["uefi", "bios"]
+DISK_ARCHITECTURES = ("amd64",)  # GRUB for x86_64 UEFI and i386-pc BIOS
+
+
+class DiskSpec(_Strict):
+    """A bootable disk (``format: disk``): GPT with a BIOS boot partition, an EFI system partition and
+    the root filesystem, GRUB for the firmware it lists, stored as qcow2."""
+
+    size: str = Field(default="2G", description="the whole disk: 2G, 1500M; cloud-init may grow the root "
+                                                "partition to a bigger virtual disk later")
+    firmware: list[Firmware] = Field(default_factory=lambda: list[Firmware](["uefi", "bios"]), min_length=1)
+    kernel_args: str = Field(default="", pattern=r"^[^\n\r'\"\\;{}$]*$",
+                             description="appended to the kernel command line in grub.cfg")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        try:
+            n = parse_size(v)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        if n < 512 << 20:
+            raise ValueError("a disk image needs at least 512M")
+        return v
+
+    @field_validator("firmware")
+    @classmethod
+    def _unique(cls, v: list[Firmware]) -> list[Firmware]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a firmware twice")
+        return v
+
+    @property
+    def bytes(self) -> int:
+        return parse_size(self.size)
+
+
 class TestsSection(_Strict):
     __test__ = False
     suite: str = Field(description="suite directory, relative to the definition file")
@@ -169,7 +207,31 @@ class ImageDefinition(_Strict):
         default=None, ge=0, description="fixed timestamp; default: the mirror's Release date"
     )
     keep: int = Field(default=3, ge=1, description="stable versions kept active per product")
+    format: Literal["rootfs", "disk"] = Field(
+        default="rootfs", description="rootfs: a root filesystem tarball; disk: a bootable disk image (qcow2)")
+    disk: DiskSpec | None = None
     tests: TestsSection | None = None
+
+    @model_validator(mode="after")
+    def _disk(self) -> ImageDefinition:
+        if self.format == "rootfs":
+            if self.disk is not None:
+                raise ValueError("'disk' is for 'format: disk'")
+            return self
+        for arch in self.architectures or [self.architecture]:
+            if arch not in DISK_ARCHITECTURES:
+                raise ValueError(f"'format: disk' is made for {', '.join(DISK_ARCHITECTURES)} only, not {arch}")
+        if not any((package_applies(p, self.architecture) or "").startswith("linux-image-") for p in self.packages):
+            raise ValueError("'format: disk' boots the image's own kernel: list one in 'packages' "
+                             "(linux-image-amd64, or linux-image-cloud-amd64)")
+        return self
+
+    @property
+    def disk_spec(self) -> DiskSpec | None:
+        """The disk to make (None for a rootfs image)."""
+        if self.format != "disk":
+            return None
+        return self.disk or DiskSpec()
 
     @model_validator(mode="after")
     def _mirror_scheme(self) -> ImageDefinition:

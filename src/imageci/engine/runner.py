@@ -28,7 +28,7 @@ from imageci.exitcodes import ExitCode
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Attempt, RunStatus, Version, utcnow
-from imageci.store.states import INCUS_METADATA, LXD_METADATA, SQUASHFS
+from imageci.store.states import DISK, INCUS_METADATA, LXD_METADATA, SQUASHFS
 from imageci.testbeds.base import Backend, ImageHandle, LxdFile, LxdForm, Testbed
 from imageci.testbeds.output import bounded
 from imageci.verdicts import Verdict
@@ -167,9 +167,13 @@ class Engine:
         if rootfs is None:
             raise ImageciError(f"{version.product.name}@{version.serial} has no rootfs artifact")
         lxd, absent = self._lxd_form(version)
+        disk = next((a for a in version.artifacts if a.kind == DISK), None)
+        firmware = json.loads(version.build_info or "{}").get("disk", {}).get("firmware") or []
         return ImageHandle(digest=version.digest, name=version.product.name,
                            rootfs_tar=self.store.verified_path(rootfs.digest), architecture=version.architecture,
-                           config=config, lxd=lxd, lxd_absent=absent)
+                           config=config, lxd=lxd, lxd_absent=absent,
+                           disk=self.store.verified_path(disk.digest) if disk is not None else None,
+                           firmware=tuple(str(f) for f in firmware))
 
     def _lxd_form(self, version: Version) -> tuple[LxdForm | None, str]:
         """The version's LXD form, or why it has none."""

@@ -56,6 +56,9 @@ DEFAULT_NAMESPACE = "default"
 
 # Artifact kinds a version carries besides its image bytes ("rootfs", "manifest", "build-log", VM disks).
 ROOTFS = "rootfs"
+# A disk image version (build.bootdisk, or a qcow2 imported): the disk is its bytes (the version's digest);
+# its rootfs artifact is the root partition's tree.
+DISK = "disk"  # disk.qcow2
 SUITE = "suite"  # the test suite as built with, a tar snapshot (store.snapshots)
 OCI_CONFIG = "oci-config"  # the image's runtime configuration, an OCI config's "config" object (JSON)
 MULTIARCH = "multiarch"  # build info: {"group": hash of every architecture's inputs, "products": {arch: name}}

@@ -80,6 +80,8 @@ class ImageHandle:
     config: ImageConfig | None = None  # the image's runtime configuration (None: imageci's default for a rootfs)
     lxd: LxdForm | None = None  # its LXD form, when it has one
     lxd_absent: str = "it has no LXD form"  # why not, when it has none
+    disk: Path | None = None  # a disk image version's verified qcow2 (booted through its firmware), else None
+    firmware: tuple[str, ...] = ()  # what the disk boots with: "uefi", "bios" (most preferred first)
 
 
 class Testbed(ABC):

@@ -70,13 +70,15 @@ class QemuBackend(Backend):
     def __init__(self, home: Path, rootfs_cache: Path, *, cpus: int = 1,
                  boot_timeout: float | None = None, snapshot: bool = True, accel: str | None = None,
                  keep_warm: bool = False, warm: int = 1, tcg_multiplier: float = 3.0,
-                 kernel_args: str = "") -> None:
+                 kernel_args: str = "", firmware: str = "auto", name: str = "qemu") -> None:
         """``accel``: kvm, tcg or auto (KVM when proven); ``warm``: VMs restored ahead of time per image;
         ``tcg_multiplier``: test timeouts × this under TCG (Settings: IMAGECI_QEMU_ACCEL, _WARM_VMS,
         _TCG_MULTIPLIER). ``snapshot=False`` cold-boots every testbed; ``kernel_args`` are appended to
-        the guests' kernel command line."""
+        the guests' kernel command line. ``firmware``: how disk images boot — ``auto`` (the first their
+        disk names: UEFI for imageci's), ``uefi`` (OVMF) or ``bios`` (SeaBIOS)."""
+        self.name = name
         self.maker = VmMaker(home, rootfs_cache, cpus=cpus, boot_timeout=boot_timeout, accel=accel,
-                             tcg_multiplier=tcg_multiplier, kernel_args=kernel_args)
+                             tcg_multiplier=tcg_multiplier, kernel_args=kernel_args, firmware=firmware)
         self.pool = SnapshotPool(self.maker, warm=warm)
         self.rootfs_cache = rootfs_cache
         self.snapshot = snapshot
@@ -119,6 +121,14 @@ class QemuBackend(Backend):
             return f"imageci does not know how to boot {image.architecture} guests"
         if qemu_binary(image.architecture) is None:
             return f"{spec.binary} is not installed (apt-get install qemu-system for {image.architecture} guests)"
+        if image.disk is not None:
+            firmware = self.maker.firmware(image)
+            if image.firmware and firmware not in image.firmware:
+                return (f"the disk boots with {' and '.join(image.firmware)}, not {firmware} "
+                        f"(testbed {self.name})")
+            return None
+        if self.maker.firmware_choice != "auto":
+            return f"{self.name} boots disk images through {self.maker.firmware_choice}; this version is a rootfs"
         root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
         if find_kernel(root) is None:
             return "the image has no kernel (/boot/vmlinuz-* and initrd.img-*): it cannot boot as a VM"

@@ -20,6 +20,9 @@ _FACTORIES: dict[str, Callable[[Settings], Backend]] = {
     "lxd-vm": lambda s: LxdVmBackend(s.home),
     "qemu": lambda s: QemuBackend(s.home, s.rootfs_cache, accel=s.qemu_accel, warm=s.warm_vms,
                                   tcg_multiplier=s.tcg_multiplier),
+    # disk images through SeaBIOS (legacy BIOS) rather than their first firmware (UEFI for imageci's)
+    "qemu-bios": lambda s: QemuBackend(s.home, s.rootfs_cache, accel=s.qemu_accel, warm=s.warm_vms,
+                                       tcg_multiplier=s.tcg_multiplier, firmware="bios", name="qemu-bios"),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,14 +20,25 @@ from pathlib import Path
 
 from imageci.build.vmdisk import VmAssets
 from imageci.definitions.limits import DEFAULTS, Limits
-from imageci.errors import TestbedError
+from imageci.errors import HostSetupError, TestbedError
 from imageci.testbeds import relay
 from imageci.testbeds.accel import VmArch
 from imageci.testbeds.archive import GUEST_ADDRESS
 from imageci.testbeds.archive import PORT as ARCHIVE_PORT
+from imageci.testbeds.cloudseed import MAC
 from imageci.testbeds.qmp import Qmp, QmpError
 from imageci.testbeds.ssh import HostConfig, SshTestbed
 from imageci.testbeds.vmconsole import console_tail, guard_console
+
+OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd"))
+
+
+def ovmf_files() -> tuple[Path, Path]:
+    """OVMF's code (read-only) and the variable store a VM copies."""
+    if not all(p.is_file() for p in OVMF):
+        raise HostSetupError("OVMF (UEFI firmware for qemu) is not installed: run scripts/host-setup.sh "
+                             "(apt-get install ovmf)")
+    return OVMF
 
 
 def _free_port() -> int:
@@ -75,7 +87,10 @@ class Vm:
     cpus: int = 1
     port: int = field(default_factory=_free_port)
     archive_port: int | None = None  # the host's archive proxy listener, reached at 10.0.2.100:3142
+    dns_port: int | None = None  # the host's guest name server (testbeds.guestdns), reached at 10.0.2.100:53
     kernel_args: str = ""  # appended to the kernel command line
+    firmware: str | None = None  # "uefi" (OVMF) or "bios" (SeaBIOS) boot the disk; None: direct kernel boot
+    seed: Path | None = None  # the cloud-init NoCloud seed a disk image boots with (testbeds.cloudseed)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,18 +101,57 @@ class Vm:
     def qmp_path(self) -> Path:
         return self.workdir / "qmp.sock"
 
+    @property
+    def firmware_log(self) -> Path:
+        """What the firmware wrote to qemu's debug console (port 0x402)."""
+        return self.workdir / "firmware.log"
+
+    @property
+    def uefi_vars(self) -> Path:
+        """This VM's UEFI variable store (a copy of OVMF's, or of the snapshot's it was restored from)."""
+        return self.workdir / "OVMF_VARS.fd"
+
+    def boot_log(self) -> str:
+        """The console's tail; when the guest wrote nothing there, what the firmware said."""
+        text = console_tail(self.console)
+        if text.strip() or self.firmware is None:
+            return text
+        firmware = console_tail(self.firmware_log, 1500).strip()
+        said = f"--- firmware ({self.firmware}) ---\n{firmware}" if firmware else "(and the firmware said nothing)"
+        return "(nothing on the serial console: no bootloader or kernel started)\n" + said
+
+    def _boot_args(self) -> list[str]:
+        if self.firmware is None:
+            assert self.assets.kernel is not None and self.assets.initrd is not None
+            pub = base64.b64encode(self.key.with_suffix(".pub").read_bytes().strip()).decode()
+            return ["-kernel", str(self.assets.kernel), "-initrd", str(self.assets.initrd),
+                    "-append", f"root=/dev/vda rw console={self.arch.console} panic=-1 imageci.ssh_key={pub}"
+                               + (f" {self.kernel_args}" if self.kernel_args else "")]
+        argv = ["-chardev", f"file,id=fw,path={self.firmware_log}", "-device", "isa-debugcon,iobase=0x402,chardev=fw"]
+        if self.firmware == "uefi":
+            code, template = ovmf_files()
+            if not self.uefi_vars.exists():
+                shutil.copyfile(template, self.uefi_vars)
+            argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                     "-drive", f"if=pflash,format=raw,unit=1,file={self.uefi_vars}"]
+        else:
+            argv += ["-boot", "strict=on,reboot-timeout=1000"]  # nothing to boot: SeaBIOS reboots, qemu exits
+        return argv
+
+    def _drives(self) -> list[str]:
+        # The image's disk first: SeaBIOS boots the first disk only, and the guest sees it as vda.
+        argv = ["-drive", f"file={self.disk},if=virtio,format=qcow2,cache=unsafe"]
+        if self.seed is not None:
+            argv += ["-drive", f"file={self.seed},if=virtio,format=raw,readonly=on"]
+        return argv
+
     def start(self, incoming: Path | None = None) -> None:
-        pub = base64.b64encode(self.key.with_suffix(".pub").read_bytes().strip()).decode()
         argv = [self.qemu, "-machine", f"{self.arch.machine},accel={self.accel}", "-cpu", "max",
                 "-m", str(self.memory_mb),
                 "-smp", str(self.cpus), "-display", "none", "-monitor", "none", "-nodefaults", "-no-user-config",
-                "-serial", f"file:{self.console}",
-                "-kernel", str(self.assets.kernel), "-initrd", str(self.assets.initrd),
-                "-append", f"root=/dev/vda rw console={self.arch.console} panic=-1 imageci.ssh_key={pub}"
-                           + (f" {self.kernel_args}" if self.kernel_args else ""),
-                "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=unsafe",
-                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22{self._guestfwd()}",
-                "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
+                "-serial", f"file:{self.console}", *self._boot_args(), *self._drives(),
+                "-netdev", f"user,id=n0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:{self.port}-:22{self._guestfwd()}",
+                "-device", f"virtio-net-pci,netdev=n0,mac={MAC}", "-device", "virtio-rng-pci",
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off", "-no-reboot"]
         if incoming is not None:
             argv += ["-incoming", f"exec:cat {shlex.quote(str(incoming))}"]
@@ -105,12 +159,16 @@ class Vm:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                          start_new_session=True)
         guard_console(self.console, self.alive)
+        if self.firmware is not None:
+            guard_console(self.firmware_log, self.alive)
 
     def _guestfwd(self) -> str:
-        if self.archive_port is None:
-            return ""
-        cmd = f"{sys.executable} -I -S {relay.__file__} {self.archive_port}"
-        return f",guestfwd=tcp:{GUEST_ADDRESS}:{ARCHIVE_PORT}-cmd:{cmd.replace(',', ',,')}"
+        rules = ""
+        for guest_port, host_port in ((ARCHIVE_PORT, self.archive_port), (53, self.dns_port)):
+            if host_port is not None:
+                cmd = f"{sys.executable} -I -S {relay.__file__} {host_port}"
+                rules += f",guestfwd=tcp:{GUEST_ADDRESS}:{guest_port}-cmd:{cmd.replace(',', ',,')}"
+        return rules
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -183,18 +241,18 @@ def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True) -> SshTes
     while True:
         if not vm.alive():
             raise BootError("qemu exited before the VM was ready: "
-                            + console_tail(vm.workdir / "qemu.err", 500).strip(), console_tail(vm.console))
+                            + console_tail(vm.workdir / "qemu.err", 500).strip(), vm.boot_log())
         try:
             ssh.open()
             break
         except TestbedError:
             if time.monotonic() > deadline:
                 raise BootError(f"the VM did not answer on SSH within {timeout:.0f}s",
-                                console_tail(vm.console)) from None
+                                vm.boot_log()) from None
             time.sleep(0.5)
     if want_system_state:
         left = max(10.0, deadline - time.monotonic())
         r = ssh.exec(["systemctl", "is-system-running", "--wait"], timeout=left)
         if r.timed_out:
-            raise BootError("systemd did not finish starting", console_tail(vm.console))
+            raise BootError("systemd did not finish starting", vm.boot_log())
     return ssh

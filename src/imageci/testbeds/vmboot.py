@@ -6,6 +6,8 @@ readiness. One VM process is ``vm.Vm``; snapshots and warm VMs are
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -21,6 +23,8 @@ from imageci.owners import process_owner
 from imageci.testbeds.accel import AccelCache, AccelProbe, qemu_binary, vm_arch
 from imageci.testbeds.archive import archive_hosts, host_listener, proxy
 from imageci.testbeds.base import ImageHandle
+from imageci.testbeds.cloudseed import Seed, make_seed
+from imageci.testbeds.guestdns import GuestDns
 from imageci.testbeds.hostarch import host_architecture
 from imageci.testbeds.ssh import SshTestbed
 from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
@@ -28,7 +32,8 @@ from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
 
 class VmMaker:
     def __init__(self, home: Path, rootfs_cache: Path, *, cpus: int = 1, boot_timeout: float | None = None,
-                 accel: str | None = None, tcg_multiplier: float = 3.0, kernel_args: str = "") -> None:
+                 accel: str | None = None, tcg_multiplier: float = 3.0, kernel_args: str = "",
+                 firmware: str = "auto") -> None:
         self.vm_cache = home / "vm"
         self.rootfs_cache = rootfs_cache
         self.workroot = home / "tmp" / "vms"
@@ -38,6 +43,9 @@ class VmMaker:
         self._accel = accel or "auto"
         self.tcg_multiplier = tcg_multiplier
         self.kernel_args = kernel_args  # appended to every VM's kernel command line
+        self.firmware_choice = firmware  # auto (the disk's first), uefi or bios: how disk images boot
+        self._seed: Seed | None = None
+        self._dns: GuestDns | None = None
         self._lock = threading.RLock()
         self._run_dir: Path | None = None
         self._key: Path | None = None
@@ -69,7 +77,32 @@ class VmMaker:
             assert self._key is not None
             return self._run_dir, self._key
 
+    def seed(self) -> Seed:
+        """This run's cloud-init NoCloud seed (its SSH key, an instance id)."""
+        with self._lock:
+            if self._seed is None:
+                run_dir, key = self.run_state()
+                self._seed = make_seed(run_dir, key.with_suffix(".pub").read_text().strip(), run_dir.name)
+            return self._seed
+
+    def dns_port(self) -> int:
+        """The guest name server's port (started with the first VM of the run)."""
+        with self._lock:
+            if self._dns is None:
+                self._dns = GuestDns()
+            return self._dns.port
+
+    def firmware(self, image: ImageHandle) -> str | None:
+        """How this maker boots ``image``: None (direct kernel boot) for a rootfs, else its firmware."""
+        if image.disk is None:
+            return None
+        if self.firmware_choice != "auto":
+            return self.firmware_choice
+        return image.firmware[0] if image.firmware else "uefi"
+
     def assets(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> VmAssets:
+        if image.disk is not None:
+            return VmAssets(image.disk, None, None)
         root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
         return vm_assets(root, image.digest, self.vm_cache, free_space=shape.disk)
 
@@ -86,17 +119,31 @@ class VmMaker:
             return int(sock.getsockname()[1])
 
     def new_vm(self, image: ImageHandle, disk: Path, workdir: Path, accel: str | None = None,
-               shape: Shape = DEFAULT_SHAPE) -> Vm:
+               shape: Shape = DEFAULT_SHAPE, uefi_vars: Path | None = None) -> Vm:
+        """A VM of ``image`` on ``disk``; ``uefi_vars``: the variable store it starts from (a snapshot's)."""
         qemu, spec = qemu_binary(image.architecture), vm_arch(image.architecture)
         if qemu is None or spec is None:
             raise HostSetupError(f"qemu for {image.architecture} guests is not installed: run scripts/host-setup.sh")
         _, key = self.run_state()
-        return Vm(qemu, spec, self.assets(image, shape), disk, workdir, key, accel or self.accel(image.architecture),
-                  shape.memory_mb, self.cpus, archive_port=self.archive_port(image), kernel_args=self.kernel_args)
+        firmware = self.firmware(image)
+        vm = Vm(qemu, spec, self.assets(image, shape), disk, workdir, key, accel or self.accel(image.architecture),
+                shape.memory_mb, self.cpus, archive_port=self.archive_port(image), kernel_args=self.kernel_args,
+                firmware=firmware, seed=self.seed().path if firmware is not None else None,
+                dns_port=self.dns_port())
+        if uefi_vars is not None and firmware == "uefi":
+            shutil.copyfile(uefi_vars, vm.uefi_vars)
+        return vm
 
-    def overlay(self, backing: Path, path: Path) -> Path:
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(path)],
-                       check=True, capture_output=True)
+    def overlay(self, backing: Path, path: Path, grow: int = 0) -> Path:
+        """A qcow2 overlay on ``backing``, ``grow`` bytes bigger than it (a disk image's root can grow into
+        them: cloud-init's growpart)."""
+        size = []
+        if grow:
+            info = subprocess.run(["qemu-img", "info", "--output=json", "-f", "qcow2", str(backing)],
+                                  check=True, capture_output=True, text=True).stdout
+            size = [str(int(json.loads(info)["virtual-size"]) + grow)]
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(path),
+                        *size], check=True, capture_output=True)
         return path
 
     def boot_timeout_for(self, accel: str) -> float:
@@ -108,7 +155,8 @@ class VmMaker:
                   shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed]:
         """Boot from the base disk into a fresh overlay; demote KVM if it cannot boot the guest."""
         accel = self.accel(image.architecture)
-        disk = self.overlay(self.assets(image, shape).disk, workdir / "disk.qcow2")
+        disk = self.overlay(self.assets(image, shape).disk, workdir / "disk.qcow2",
+                            grow=shape.disk if image.disk is not None else 0)
         vm = self.new_vm(image, disk, workdir, accel, shape)
         started = time.monotonic()
         vm.start()
@@ -135,4 +183,7 @@ class VmMaker:
             self._archive = {}
             if self._run_dir is not None:
                 safe_rmtree(self._run_dir)
-            self._run_dir, self._key = None, None
+            self._run_dir, self._key, self._seed = None, None, None
+            if self._dns is not None:
+                self._dns.close()
+                self._dns = None

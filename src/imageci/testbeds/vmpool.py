@@ -71,7 +71,7 @@ class SnapshotPool:
         vm = None
         try:
             disk = self.maker.overlay(t.disk, vdir / "disk.qcow2")
-            vm = self.maker.new_vm(image, disk, vdir, shape=shape)
+            vm = self.maker.new_vm(image, disk, vdir, shape=shape, uefi_vars=t.disk.with_name("OVMF_VARS.fd"))
             vm.start(incoming=t.state)
             vm.resume_incoming()
             return vm, wait_ready(vm, 60 * self.maker.timeout_multiplier(image.architecture),
