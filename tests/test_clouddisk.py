@@ -14,8 +14,10 @@ import pytest
 
 from imageci.build import bootdisk
 from imageci.checks.base import Check
-from imageci.checks.builtin import BuiltinCheck
+from imageci.checks.builtin import BuiltinCheck, builtin_checks
+from imageci.checks.dep8 import dep8_checks
 from imageci.checks.script import ScriptCheck
+from imageci.definitions.dep8 import load_dep8
 from imageci.definitions.image import load_definition
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine, RunReport
@@ -151,3 +153,76 @@ def test_the_disk_boots_unmodified_through_uefi_and_bios(cloud: tuple[Env, Versi
     assert b"bios" in _log(e, got[("qemu-bios", "firmware")])
     for b in firmware_backends.values():
         assert b.cold_boots == 1  # booted once, every test restored from its snapshot into a fresh overlay
+
+
+REBOOT_TEST = """#!/bin/sh
+set -e
+case "${AUTOPKGTEST_REBOOT_MARK:-}" in
+  "") cat /proc/sys/kernel/random/boot_id > /var/tmp/boot-1; echo first; /tmp/autopkgtest-reboot one; echo unreached ;;
+  one) test "$(cat /var/tmp/boot-1)" != "$(cat /proc/sys/kernel/random/boot_id)"; echo "after one";
+       autopkgtest-reboot two ;;
+  two) echo "after two" ;;
+  *) echo "unexpected mark $AUTOPKGTEST_REBOOT_MARK" >&2; exit 1 ;;
+esac
+"""
+
+
+def _dep8_tree(root: Path) -> Path:
+    tests = root / "debian" / "tests"
+    tests.mkdir(parents=True)
+    (root / "debian" / "control").write_text("Source: machine-demo\nMaintainer: imageci <ci@example.org>\n\n"
+                                             "Package: machine-demo\nArchitecture: all\nDescription: demo\n")
+    (tests / "control").write_text("Tests: reboots\nRestrictions: needs-root, needs-reboot, isolation-machine\n"
+                                   "Depends: bash\n\nTests: kernel\nRestrictions: isolation-machine\nDepends: bash\n")
+    (tests / "reboots").write_text(REBOOT_TEST)
+    (tests / "kernel").write_text("#!/bin/sh\nset -e\ntest -e /proc/sys/kernel/random/boot_id\nuname -r\n")
+    for t in tests.iterdir():
+        t.chmod(0o755)
+    return root
+
+
+def _suite_checks(suite_dir: Path) -> list[Check]:
+    suite = load_suite(suite_dir)
+    return [*builtin_checks(suite), *(ScriptCheck(s) for s in suite.tests)]
+
+
+@pytest.mark.slow
+def test_the_cloud_suite_and_dep8_reboots_pass_on_the_vm(cloud: tuple[Env, Version],
+                                                          firmware_backends: dict[str, QemuBackend],
+                                                          tmp_path: Path) -> None:
+    e, version = cloud
+    qemu = {"qemu": firmware_backends["qemu"]}
+    handle = Engine(e.catalog, e.store, {}).image_handle(version)
+    assert {"reboot", "cloud-init", "isolation-machine"} <= qemu["qemu"].capabilities(handle)
+    checks = _suite_checks(CLOUD / "suite") + list(dep8_checks(load_dep8(_dep8_tree(tmp_path / "demo"))))
+    assert {c.id for c in checks} >= {"cloud-init-done", "network-up", "dns-configured", "clean-shutdown",
+                                      "reboot-works", "machine-demo/reboots"}
+    report = _run(e, qemu, version, checks)
+    got = {r.test_id: r for r in report.results}
+    for name, r in got.items():
+        assert r.verdict is Verdict.PASS, (name, r.reason, _log(e, r)[-3000:])
+    reboots = _log(e, got["machine-demo/reboots"])
+    assert b"first" in reboots and b"after one" in reboots and b"after two" in reboots and b"unreached" not in reboots
+    assert b"off after" in _log(e, got["clean-shutdown"])
+    assert b"IPv6 not checked: testbed qemu offers none" in _log(e, got["network-up"])
+
+
+@pytest.fixture(scope="module")
+def broken(cloud: tuple[Env, Version]) -> Version:
+    e, _ = cloud
+    return build_example(e, REPO / "examples" / "debian-bookworm-cloud-broken" / "image.yaml")
+
+
+@pytest.mark.slow
+def test_the_broken_cloud_image_fails_exactly_what_is_broken(cloud: tuple[Env, Version], broken: Version,
+                                                             firmware_backends: dict[str, QemuBackend]) -> None:
+    e, _ = cloud
+    report = _run(e, {"qemu": firmware_backends["qemu"]}, broken, _suite_checks(CLOUD / "suite"))
+    got = {r.test_id: r for r in report.results}
+    failed = {name for name, r in got.items() if r.verdict is Verdict.FAIL}
+    assert failed == {"boot-multi-user", "no-failed-units", "cloud-init-done"}, {
+        n: (r.verdict, r.reason) for n, r in got.items()}
+    assert all(r.verdict is Verdict.PASS for n, r in got.items() if n not in failed)
+    assert "imageci-demo-broken.service" in got["no-failed-units"].reason
+    assert "status is 'running'" in got["cloud-init-done"].reason
+    assert "never ran" in got["cloud-init-done"].reason

@@ -16,13 +16,15 @@ PRISTINE = "pristine"  # the image's files as built: no init has run yet
 PRIVILEGED = "privileged"  # opt out of the default hardening (all capabilities, no seccomp, writable /proc/sys)
 ISOLATION_CONTAINER = "isolation-container"  # own process tree with an init (services can start)
 ISOLATION_MACHINE = "isolation-machine"  # a whole machine (kernel, boot)
-REBOOT = "reboot"
+REBOOT = "reboot"  # reboot() and power_off(): the machine restarts or stops through its firmware
+CLOUD_INIT = "cloud-init"  # the testbed hands the guest a cloud-init seed (its SSH key, network, user-data)
+IPV6 = "ipv6"  # the testbed's network offers IPv6
 KVM = "kvm"
 GPU = "gpu"
 ARCH_PREFIX = "arch:"  # arch:<debian architecture>
 
 KNOWN = frozenset({ROOT, REVERT, NETWORK, ARCHIVE, LIMITS, PRISTINE, PRIVILEGED, ISOLATION_CONTAINER, ISOLATION_MACHINE,
-                   REBOOT, KVM, GPU})
+                   REBOOT, CLOUD_INIT, IPV6, KVM, GPU})
 
 
 def access(needs: frozenset[str] | set[str] | tuple[str, ...]) -> str:

@@ -34,7 +34,6 @@ derived from the build's input hash, and the ext4 filesystem's clock is
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
 import uuid
@@ -42,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.definitions.image import DiskSpec
-from imageci.errors import BuildError, HostSetupError
+from imageci.errors import BuildError
+from imageci.hosttools import host_tool
 
 SECTOR = 512
 MIB = 1 << 20
@@ -128,12 +128,6 @@ def disk_info(spec: DiskSpec, ids: DiskIds) -> dict[str, object]:
                            **({"esp": 15} if "uefi" in spec.firmware else {})}}
 
 
-def _tool(name: str, package: str) -> str:
-    path = shutil.which(name) or next((p for d in ("/usr/sbin", "/sbin") if os.path.exists(p := f"{d}/{name}")),
-                                      None)
-    if not path:
-        raise HostSetupError(f"{name} is not installed: run scripts/host-setup.sh (apt-get install {package})")
-    return path
 
 
 def _run(argv: list[str], what: str, env: dict[str, str] | None = None, stdin: str | None = None) -> None:
@@ -170,7 +164,7 @@ def _partition(raw: Path, spec: DiskSpec, ids: DiskIds) -> None:
     if "uefi" in spec.firmware:
         lines.append(f"{raw}15 : start={ESP[0]}, size={ESP[1]}, type={TYPE_ESP}, uuid={ids.esp_part}, "
                      f"name=\"esp\"")
-    _run([_tool("sfdisk", "fdisk"), "--quiet", "--no-reread", "--no-tell-kernel", str(raw)], "partitioning",
+    _run([host_tool("sfdisk", "fdisk"), "--quiet", "--no-reread", "--no-tell-kernel", str(raw)], "partitioning",
          stdin="\n".join(lines) + "\n")
 
 
@@ -181,7 +175,7 @@ def _root_fs(raw: Path, tree: Path, ids: DiskIds, epoch: int) -> None:
         raise BuildError(f"disk.size is too small: the tree takes {need >> 20} MiB and the root partition would "
                          f"be {sectors * SECTOR >> 20} MiB; give at least {((need * 11 // 10) >> 20) + 192}M")
     env = dict(os.environ, E2FSPROGS_FAKE_TIME=str(epoch), LC_ALL="C")
-    _run([_tool("mke2fs", "e2fsprogs"), "-q", "-F", "-t", "ext4", "-L", "root", "-U", ids.root_fs, "-m", "1",
+    _run([host_tool("mke2fs", "e2fsprogs"), "-q", "-F", "-t", "ext4", "-L", "root", "-U", ids.root_fs, "-m", "1",
           "-E", f"offset={ROOT_START * SECTOR},root_owner=0:0,hash_seed={ids.root_fs}", "-d", str(tree),
           str(raw), f"{sectors * SECTOR // 1024}k"], "writing the root filesystem", env=env)
 
@@ -190,7 +184,7 @@ def _grub_image(tree: Path, platform: str, out: Path, modules: tuple[str, ...], 
     directory = tree / "usr/lib/grub" / platform
     if not (directory / "moddep.lst").is_file():
         raise BuildError(f"the image has no GRUB modules for {platform} (/usr/lib/grub/{platform})")
-    _run([_tool("grub-mkimage", "grub-common"), "-O", platform, "-d", str(directory), "-o", str(out), "-p",
+    _run([host_tool("grub-mkimage", "grub-common"), "-O", platform, "-d", str(directory), "-o", str(out), "-p",
           "/boot/grub", "-c", str(early), *modules], f"making GRUB's {platform} image")
 
 
@@ -198,13 +192,13 @@ def _esp(raw: Path, tree: Path, ids: DiskIds, workdir: Path, early: Path, epoch:
     efi = workdir / "BOOTX64.EFI"
     _grub_image(tree, "x86_64-efi", efi, MODULES_UEFI, early)
     os.utime(efi, (epoch, epoch))
-    _run([_tool("mkfs.fat", "dosfstools"), "-F", "32", "-s", "1", "-S", "512", "-n", "EFI", "-i", ids.esp_volume,
+    _run([host_tool("mkfs.fat", "dosfstools"), "-F", "32", "-s", "1", "-S", "512", "-n", "EFI", "-i", ids.esp_volume,
           "--invariant", "--offset", str(ESP[0]), str(raw), str(ESP[1] * SECTOR // 1024)],
          "making the EFI system partition")
     image = f"{raw}@@{ESP[0] * SECTOR}"
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1", SOURCE_DATE_EPOCH=str(epoch))
-    _run([_tool("mmd", "mtools"), "-i", image, "::/EFI", "::/EFI/BOOT"], "filling the EFI system partition", env)
-    _run([_tool("mcopy", "mtools"), "-m", "-i", image, str(efi), "::/EFI/BOOT/BOOTX64.EFI"],
+    _run([host_tool("mmd", "mtools"), "-i", image, "::/EFI", "::/EFI/BOOT"], "filling the EFI system partition", env)
+    _run([host_tool("mcopy", "mtools"), "-m", "-i", image, str(efi), "::/EFI/BOOT/BOOTX64.EFI"],
          "filling the EFI system partition", env)
 
 
@@ -248,7 +242,7 @@ def make_disk(tree: Path, spec: DiskSpec, ids: DiskIds, out: Path, workdir: Path
             _esp(raw, tree, ids, workdir, early, epoch)
         if "bios" in spec.firmware:
             _bios(raw, tree, workdir, early)
-        _run([_tool("qemu-img", "qemu-utils"), "convert", "-q", "-m", "1", "-c", "-f", "raw", "-O", "qcow2",
+        _run([host_tool("qemu-img", "qemu-utils"), "convert", "-q", "-m", "1", "-c", "-f", "raw", "-O", "qcow2",
               str(raw), str(out)], "writing the qcow2 disk")
     finally:
         raw.unlink(missing_ok=True)

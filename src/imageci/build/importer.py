@@ -1,6 +1,10 @@
 """Images built elsewhere (Koji, Packer, distrobuilder, buildpacks, buildah, …)
 become versions on ``testing``, the same as the ones imageci builds.
 
+A qcow2 disk image is a version whose bytes are the disk (``build.diskimport``:
+checked, its root filesystem read without mounting), booted by the qemu testbed
+through its firmware.
+
 A root filesystem tarball is stored uncompressed; an OCI image is flattened
 (``build.layers``: whiteouts and opaque directories honoured, every layer
 checked against its digests) and its runtime configuration (env, entrypoint,
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from imageci.build import lxdimage
+from imageci.build.diskimport import is_qcow2, read_disk, tar_tree
 from imageci.build.layers import DamagedImageError, flatten
 from imageci.build.oci import ImageConfig
 from imageci.build.ocisource import SourceSpec, materialize, parse_source, read_layout
@@ -45,6 +50,7 @@ from imageci.store.blobs import BlobStore, hash_file
 from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import OCI_CONFIG, SUITE, Version
 from imageci.store.snapshots import pack_tree
+from imageci.store.states import DISK
 from imageci.testbeds.hostarch import host_architecture
 
 CHUNK = 1 << 20
@@ -114,8 +120,14 @@ def import_image(name: str, source: str, settings: Settings, catalog: Catalog, s
         fd, tmp_name = tempfile.mkstemp(dir=store.tmp, prefix=store.tmp_prefix + "import-")
         os.close(fd)
         rootfs_tar = Path(tmp_name)
+        disk = Path(spec.location) if spec.transport == "tarball" and is_qcow2(Path(spec.location)) else None
         try:
-            config, info, arch, layers = _rootfs(spec, name, workdir, rootfs_tar, architecture, tls_verify, on_step)
+            if disk is not None:
+                config, info, arch = _disk_rootfs(disk, name, workdir, rootfs_tar, architecture, on_step)
+                layers = 0
+            else:
+                config, info, arch, layers = _rootfs(spec, name, workdir, rootfs_tar, architecture, tls_verify,
+                                                     on_step)
             rootfs = hash_file(rootfs_tar)
             on_step("checking every entry (unpacking it once)")
             try:
@@ -128,7 +140,14 @@ def import_image(name: str, source: str, settings: Settings, catalog: Catalog, s
         finally:
             rootfs_tar.unlink(missing_ok=True)
         snapshot = [] if suite is None else [_suite_artifact(store, suite)]
-        same = catalog.find_by_digest(name, rootfs.digest)
+        disk_artifact = []
+        digest = rootfs.digest
+        if disk is not None:  # the disk's bytes are the version's: the ones booted, promoted and pulled
+            on_step("storing the disk")
+            blob = store.put_file(disk)
+            disk_artifact = [NewArtifact(DISK, "disk.qcow2", blob.digest, blob.size)]
+            digest = blob.digest
+        same = catalog.find_by_digest(name, digest)
         if same is not None and same.state != "inactive":
             have = {a.kind: a.digest for a in same.artifacts}
             if snapshot and have.get(SUITE) != snapshot[0].digest:  # same bytes, the suite given now
@@ -138,9 +157,9 @@ def import_image(name: str, source: str, settings: Settings, catalog: Catalog, s
         config_blob = store.put_bytes(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
         on_step("making its LXD image (metadata and squashfs)")
         lxd, info["lxd"] = lxdimage.artifacts_or_reason(store, tree, _lxd_image(name, tree, arch, info))
-        artifacts = [NewArtifact("rootfs", "rootfs.tar", rootfs.digest, rootfs.size),
+        artifacts = [*disk_artifact, NewArtifact("rootfs", "rootfs.tar", rootfs.digest, rootfs.size),
                      NewArtifact(OCI_CONFIG, "config.json", config_blob.digest, config_blob.size), *snapshot, *lxd]
-        version = catalog.register_version(name, rootfs.digest, artifacts, input_hash=None, definition=None,
+        version = catalog.register_version(name, digest, artifacts, input_hash=None, definition=None,
                                            build_info=info, architecture=arch)
         return ImportResult(version, identical=False, source=str(spec), layers=layers,
                             seconds=time.monotonic() - started)
@@ -165,6 +184,24 @@ def _lxd_image(name: str, tree: Path, arch: str, info: dict[str, Any]) -> lxdima
 def _suite_artifact(store: BlobStore, suite: Path) -> NewArtifact:
     blob = pack_tree(suite, store)
     return NewArtifact(SUITE, "suite.tar", blob.digest, blob.size)
+
+
+def _disk_rootfs(disk: Path, name: str, workdir: Path, out: Path, architecture: str | None,
+                 on_step: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A qcow2's root filesystem as a tarball at ``out``; its runtime config, provenance (the disk's
+    layout and firmware) and architecture."""
+    on_step(f"checking {disk} (qemu-img check) and reading its root filesystem")
+    tree = workdir / "tree"
+    try:
+        facts, found = read_disk(disk, workdir, tree)
+        arch = _arch_of(architecture, found, str(disk))
+        on_step("packing the root filesystem")
+        tar_tree(tree, out)
+    finally:
+        safe_rmtree(tree)
+    info: dict[str, Any] = {"builder": "imageci import", "source": str(disk), "transport": "qcow2",
+                            "disk": facts.info()}
+    return ImageConfig(labels=(("org.opencontainers.image.title", name),)).as_oci(), info, arch
 
 
 def _rootfs(spec: SourceSpec, name: str, workdir: Path, out: Path, architecture: str | None, tls_verify: bool,

@@ -21,8 +21,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from imageci.errors import HostSetupError, TestbedError
+from imageci.errors import TestbedError
 from imageci.fs import safe_rmtree
+from imageci.hosttools import host_tool
 from imageci.store.blobs import hash_file
 
 DISK_FORMAT = "v2"  # no reserved blocks: the free space is the test's whole disk budget, root or not
@@ -62,11 +63,6 @@ def _tree_bytes(root: Path) -> int:
     return total
 
 
-def _tool(name: str, package: str) -> str:
-    path = shutil.which(name) or (f"/sbin/{name}" if os.path.exists(f"/sbin/{name}") else None)
-    if not path:
-        raise HostSetupError(f"{name} is not installed: run scripts/host-setup.sh (apt-get install {package})")
-    return path
 
 
 ASSET_FILES = ("disk.qcow2", "vmlinuz", "initrd")
@@ -125,8 +121,8 @@ def vm_assets(root: Path, digest: str, cache_dir: Path, free_space: int = HEADRO
                 return assets
             log.warning(f"the VM disk of sha256:{digest[:12]} was modified ({'; '.join(problems)}); making it again")
             discard_assets(marker)
-        mkfs = _tool("mkfs.ext4", "e2fsprogs")
-        qemu_img = _tool("qemu-img", "qemu-utils")
+        mkfs = host_tool("mkfs.ext4", "e2fsprogs")
+        qemu_img = host_tool("qemu-img", "qemu-utils")
         tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".vm-{digest[:12]}-"))
         try:
             size_mb = (int(_tree_bytes(root) * 1.2) + free_space) // (1 << 20)

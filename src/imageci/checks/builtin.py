@@ -13,6 +13,12 @@
       - name: release-stamp
         path: /etc/imageci-release   # the default
         keys: IMAGE_NAME,IMAGE_FAMILY
+      - cloud-init-done          # whole machines (checks/machine.py): cloud-init,
+      - network-up               # the network, names,
+      - dns-configured
+      - name: clean-shutdown     # a power-off (timeout: seconds, default 90)
+        timeout: 60
+      - reboot-works             # and a reboot
 
 They run on any testbed whose capabilities meet their needs; elsewhere they
 are skipped with the reason, like any test.
@@ -26,8 +32,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imageci.capabilities import ISOLATION_CONTAINER, ISOLATION_MACHINE, PRISTINE
-from imageci.checks import hygiene
+from imageci.capabilities import CLOUD_INIT, ISOLATION_CONTAINER, ISOLATION_MACHINE, PRISTINE, REBOOT
+from imageci.checks import hygiene, machine
 from imageci.checks.base import Check, Outcome, format_log
 from imageci.definitions.limits import Limits
 from imageci.definitions.suite import SUITE_FILE, Suite
@@ -110,6 +116,18 @@ BUILTINS: dict[str, BuiltinSpec] = {
                                  "no journal entries at the priority or worse this boot", ("priority",)),
     "console-clean": BuiltinSpec(console_clean, (ISOLATION_MACHINE,),
                                  "no kernel oops, panic, BUG or segfault on the console"),
+    "cloud-init-done": BuiltinSpec(machine.cloud_init_done, (CLOUD_INIT,),
+                                   "cloud-init finished (done, no errors in its log) and applied the testbed's "
+                                   "user-data (instance id, hostname, a file it wrote)"),
+    "network-up": BuiltinSpec(machine.network_up, (ISOLATION_MACHINE,),
+                              "a default route and a global IPv4 address on its interface (IPv6 where offered)"),
+    "dns-configured": BuiltinSpec(machine.dns_configured, (CLOUD_INIT,),
+                                  "a resolver is configured and resolves a name the testbed serves", ("timeout",)),
+    "clean-shutdown": BuiltinSpec(machine.clean_shutdown, (REBOOT,),
+                                  "the guest powers off within the timeout (default 90 s) with no failed stop jobs",
+                                  ("timeout",)),
+    "reboot-works": BuiltinSpec(machine.reboot_works, (REBOOT,),
+                                "the guest comes back from a reboot: a new boot id, its disk kept", ("timeout",)),
     "no-ssh-host-keys": BuiltinSpec(hygiene.no_ssh_host_keys, (PRISTINE,), "no SSH host keys in the image"),
     "machine-id-uninitialized": BuiltinSpec(hygiene.machine_id_uninitialized, (PRISTINE,),
                                             "/etc/machine-id is absent, empty or 'uninitialized'"),
@@ -195,6 +213,8 @@ def builtin_checks(suite: Suite, names: list[str] | None = None) -> list[Builtin
         if use.name == "journal-clean" and options.get("priority", "err") not in JOURNAL_PRIORITIES:
             raise SourceError(suite_file, use.line, f"journal-clean priority must be one of "
                               f"{', '.join(JOURNAL_PRIORITIES)}", "builtins")
+        if "timeout" in options and not _is_number(options["timeout"]):
+            raise SourceError(suite_file, use.line, f"{use.name} timeout must be a number of seconds", "builtins")
         if use.name == "var-log-bounded" and not _is_number(options.get("max-mb", "16")):
             raise SourceError(suite_file, use.line, "var-log-bounded max-mb must be a number", "builtins")
         if names is None or use.name in names:

@@ -20,7 +20,7 @@ from imageci.checks.base import Check, Outcome, format_log
 from imageci.checks.depcache import DependencyCache, ensure_lists, install
 from imageci.definitions.dep8 import Dep8Suite, Dep8Test
 from imageci.definitions.limits import Limits
-from imageci.testbeds.base import Testbed
+from imageci.testbeds.base import ExecResult, Testbed
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
 
 SRC_DIR = "/var/tmp/imageci/src"
@@ -43,6 +43,24 @@ done
 exit 1
 """
 DEFAULT_TIMEOUT = 2800
+# needs-reboot: a test runs /tmp/autopkgtest-reboot MARK; the testbed reboots and the test runs again with
+# AUTOPKGTEST_REBOOT_MARK=MARK (autopkgtest's contract)
+PID_FILE = "/tmp/imageci-dep8.pid"  # the shell whose child the test is
+REBOOT_COMMAND = "/tmp/autopkgtest-reboot"
+REBOOT_MARK_FILE = "/run/autopkgtest-reboot-mark"
+REBOOT_SCRIPT = f"""#!/bin/sh
+# imageci's autopkgtest-reboot MARK: note MARK, end the test; the testbed reboots and runs it again
+set -e
+[ -n "$1" ] || {{ echo "usage: $0 MARK" >&2; exit 1; }}
+printf '%s\\n' "$1" > {REBOOT_MARK_FILE}
+wrapper=$(cat {PID_FILE})
+for stat in /proc/[0-9]*/stat; do
+  read -r pid _ _ parent _ < "$stat" 2>/dev/null || continue
+  [ "$parent" != "$wrapper" ] || kill -KILL "$pid"
+done
+"""
+KILLED = (137, -9)
+MAX_REBOOTS = 20
 # restriction → testbed capability it requires
 NEEDS = {"needs-root": ROOT, "isolation-container": ISOLATION_CONTAINER, "isolation-machine": ISOLATION_MACHINE,
          "needs-internet": NETWORK, "breaks-testbed": REVERT, "needs-reboot": REBOOT}
@@ -193,27 +211,67 @@ class Dep8Check(Check):
                   f"cd {q(tree)}; ")
         if as_root and user:
             script += f"export AUTOPKGTEST_NORMAL_USER={q(user)} ADT_NORMAL_USER={q(user)}; "
+        # The test runs as a child of this shell (autopkgtest-reboot kills it; the shell reports 128+9),
+        # whose own stderr is silenced so its "Killed" notice is not taken for the test's stderr.
+        script += f"echo $$ > {PID_FILE}; exec 3>&2 2>/dev/null; "
         if self.test.command is not None:
-            script += f"exec bash -ec {q(self.test.command)}"
+            script += f"bash -ec {q(self.test.command)} 2>&3 3>&-; exit $?"
         else:
-            script += f"exec ./{q(self.test.path or '')}"
-        argv = ["su", "-s", "/bin/bash", user, "-c", script] if user and not as_root else ["bash", "-c", script]
-        res = testbed.exec(argv, cwd=tree, timeout=DEFAULT_TIMEOUT)
+            script += f"./{q(self.test.path or '')} 2>&3 3>&-; exit $?"
+        can_reboot = REBOOT in testbed.capabilities()
+        rounds: list[tuple[str, ExecResult]] = []
+        mark = ""
+        while True:
+            if can_reboot:
+                install_log += _offer_reboot(testbed)
+            marked = (f"export AUTOPKGTEST_REBOOT_MARK={q(mark)} ADT_REBOOT_MARK={q(mark)}; " if mark else "") + script
+            argv = ["su", "-s", "/bin/bash", user, "-c", marked] if user and not as_root else ["bash", "-c", marked]
+            res = testbed.exec(argv, cwd=tree, timeout=DEFAULT_TIMEOUT)
+            rounds.append((mark, res))
+            mark = _reboot_mark(testbed) if can_reboot and res.exit_code in KILLED else ""
+            if not mark:
+                break
+            if len(rounds) > MAX_REBOOTS:
+                return Outcome(Verdict.FAIL, f"asked for more than {MAX_REBOOTS} reboots", res.exit_code,
+                               install_log + _rounds_log(rounds))
+            testbed.reboot()
         who = f" as {user}" if user and not as_root else " as root"
         header = f"# DEP-8 {self.id} on {testbed.name}{who}: "
         if res.timed_out:
             return Outcome(Verdict.FAIL, f"timed out after {DEFAULT_TIMEOUT}s", None,
-                           install_log + format_log(header + "timed out", res.stdout, res.stderr))
+                           install_log + _rounds_log(rounds[:-1]) + format_log(header + "timed out", res.stdout,
+                                                                                 res.stderr))
         code = res.exit_code
-        log = install_log + format_log(header + f"exit {code}", res.stdout, res.stderr)
+        log = install_log + _rounds_log(rounds[:-1]) + format_log(header + f"exit {code}", res.stdout, res.stderr)
+        stderr = b"".join(r.stderr for _, r in rounds)
         if code == SKIP_EXIT_CODE and "skippable" in self.test.restrictions:
             return Outcome(Verdict.SKIP, "test skipped itself (exit 77, skippable)", code, log)
         if code != 0:
             return Outcome(Verdict.FAIL, f"non-zero exit status {code}", code, log)
-        if res.stderr.strip() and "allow-stderr" not in self.test.restrictions:
-            first = res.stderr.decode("utf-8", "replace").strip().splitlines()[0][:200]
+        if stderr.strip() and "allow-stderr" not in self.test.restrictions:
+            first = stderr.decode("utf-8", "replace").strip().splitlines()[0][:200]
             return Outcome(Verdict.FAIL, f"stderr: {first}", code, log)
         return Outcome(Verdict.PASS, "", code, log)
+
+
+def _offer_reboot(testbed: Testbed) -> bytes:
+    """autopkgtest's reboot command in the testbed (again after each boot: /tmp is emptied)."""
+    r = testbed.exec(["sh", "-c", f"cat > {REBOOT_COMMAND} && chmod 0755 {REBOOT_COMMAND} && "
+                      f"(ln -sf {REBOOT_COMMAND} /sbin/autopkgtest-reboot 2>/dev/null || true)"],
+                     stdin=REBOOT_SCRIPT.encode(), timeout=60)
+    return b"" if r.exit_code == 0 else format_log(f"# could not install {REBOOT_COMMAND}", r.stdout, r.stderr)
+
+
+def _reboot_mark(testbed: Testbed) -> str:
+    """The mark a killed test left with autopkgtest-reboot ("" when it was killed otherwise)."""
+    r = testbed.exec(["sh", "-c", f"cat {REBOOT_MARK_FILE} 2>/dev/null && rm -f {REBOOT_MARK_FILE}"], timeout=60)
+    return r.stdout.decode("utf-8", "replace").strip() if r.exit_code == 0 else ""
+
+
+def _rounds_log(rounds: list[tuple[str, ExecResult]]) -> bytes:
+    """The output of the runs of a test that ended in a reboot it asked for."""
+    return b"".join(format_log(f"# ran{f' with AUTOPKGTEST_REBOOT_MARK={mark}' if mark else ''}; it asked for a "
+                               "reboot (autopkgtest-reboot)", res.stdout, res.stderr) for mark, res in rounds)
 
 
 def dep8_checks(suite: Dep8Suite, cache: DependencyCache | None = None) -> list[Dep8Check]:

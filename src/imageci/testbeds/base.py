@@ -14,6 +14,9 @@ Capability words (shared with DEP-8 restrictions later):
 ``pristine``             the image's files as built: no init has run in it yet
 ``limits``               memory, pids and disk limits are enforced (``definitions.limits``)
 ``privileged``           a test may opt out of the default hardening
+``reboot``               ``reboot()`` and ``power_off()``: the machine restarts (or stops) through its firmware
+``cloud-init``           the testbed handed the guest a cloud-init seed (``cloud_seed()`` says what was in it)
+``ipv6``                 the testbed's network offers IPv6 to the guest
 
 The words live in :mod:`imageci.capabilities`.
 """
@@ -84,6 +87,28 @@ class ImageHandle:
     firmware: tuple[str, ...] = ()  # what the disk boots with: "uefi", "bios" (most preferred first)
 
 
+@dataclass(frozen=True)
+class CloudSeed:
+    """What a testbed told the guest's cloud-init (a NoCloud seed): what ``cloud-init-done`` and
+    ``dns-configured`` hold the guest to."""
+
+    instance_id: str
+    hostname: str
+    nonce_file: str  # the user-data's write_files put ``nonce`` here
+    nonce: str
+    dns_name: str  # a name the testbed's name server answers, and its IPv4 address
+    dns_address: str
+
+
+@dataclass(frozen=True)
+class PowerOff:
+    """How a machine took ``power_off()``: ``seconds`` until it was off (None: it was still running at
+    the timeout and was pulled), and what its console said meanwhile."""
+
+    seconds: float | None
+    console: str
+
+
 class Testbed(ABC):
     """One live, isolated environment made from an image. Whether its commands reach the
     network was decided when it was made, from the test's needs (:func:`imageci.capabilities.access`)."""
@@ -120,6 +145,21 @@ class Testbed(ABC):
 
     def console_log(self) -> str | None:
         """The machine's console output so far (None: this testbed has no console)."""
+        return None
+
+    # Whole machines (the ``reboot`` capability): a restart or a power-off, through the firmware.
+    def reboot(self, timeout: float | None = None) -> None:
+        """Restart the machine (the guest's own ``reboot``) and wait until it answers again, at most
+        ``timeout`` seconds (default: the testbed's boot timeout). Only with ``reboot``."""
+        raise NotImplementedError(f"testbed {self.name} cannot reboot")
+
+    def power_off(self, timeout: float) -> PowerOff:
+        """Ask the guest to power off (``systemctl poweroff``) and wait for the machine to stop, at most
+        ``timeout`` seconds; then pull the plug. The testbed is gone afterwards. Only with ``reboot``."""
+        raise NotImplementedError(f"testbed {self.name} cannot power off")
+
+    def cloud_seed(self) -> CloudSeed | None:
+        """The cloud-init seed this testbed handed the guest (None: it sent none)."""
         return None
 
     # Layers: a saved set of changes (an install of test dependencies) that fresh testbeds of the

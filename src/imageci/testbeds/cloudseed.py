@@ -24,14 +24,16 @@ where nothing outside is reachable) and the name server ``10.0.2.100``
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from imageci.errors import HostSetupError, TestbedError
+from imageci.errors import TestbedError
+from imageci.hosttools import host_tool
+from imageci.testbeds import guestdns
+from imageci.testbeds.base import CloudSeed
 from imageci.testbeds.guestdns import GUEST_SERVER
 
 SEED_FILE = "/var/lib/imageci/seed"
@@ -48,13 +50,12 @@ class Seed:
     hostname: str
     nonce: str
 
+    def facts(self) -> CloudSeed:
+        """What the guest was told, for the checks that hold it to it."""
+        return CloudSeed(self.instance_id, self.hostname, SEED_FILE, self.nonce, guestdns.NAME.rstrip("."),
+                         guestdns.ADDRESS)
 
-def _tool(name: str, package: str) -> str:
-    path = shutil.which(name) or next((p for d in ("/usr/sbin", "/sbin") if os.path.exists(p := f"{d}/{name}")),
-                                      None)
-    if not path:
-        raise HostSetupError(f"{name} is not installed: run scripts/host-setup.sh (apt-get install {package})")
-    return path
+
 
 
 def user_data(public_key: str, hostname: str, nonce: str) -> str:
@@ -88,8 +89,8 @@ def make_seed(directory: Path, public_key: str, token: str) -> Seed:
     for name, text in files.items():
         (src / name).write_text(text)
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
-    for argv in ([_tool("mkfs.fat", "dosfstools"), "-C", "-n", "CIDATA", str(seed.path), str(SEED_SIZE_KIB)],
-                 [_tool("mcopy", "mtools"), "-i", str(seed.path), *(str(src / n) for n in files), "::/"]):
+    for argv in ([host_tool("mkfs.fat", "dosfstools"), "-C", "-n", "CIDATA", str(seed.path), str(SEED_SIZE_KIB)],
+                 [host_tool("mcopy", "mtools"), "-i", str(seed.path), *(str(src / n) for n in files), "::/"]):
         done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0:
             raise TestbedError(f"making the cloud-init seed failed: {done.stderr.strip()[-300:]}")

@@ -15,24 +15,19 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import shutil
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from imageci.errors import HostSetupError, TestbedError
+from imageci.errors import TestbedError
 from imageci.fs import safe_rmtree
+from imageci.hosttools import host_tool
 from imageci.owners import process_owner
 
 NEARLY_FULL = 1 << 20  # less free space than this after a command: the disk limit was reached
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name) or (f"/sbin/{name}" if os.path.exists(f"/sbin/{name}") else None)
-    if not path:
-        raise HostSetupError(f"{name} is not installed: run scripts/host-setup.sh (e2fsprogs, mount)")
-    return path
 
 
 @dataclass
@@ -55,11 +50,11 @@ def mount_slot(image: Path, mountpoint: Path, size: int) -> None:
     try:
         with open(image, "wb") as fh:
             fh.truncate(size)
-        subprocess.run([_tool("mkfs.ext4"), "-q", "-F", "-m", "0", "-i", "8192", "-O", "^has_journal",
+        subprocess.run([host_tool("mkfs.ext4", "e2fsprogs"), "-q", "-F", "-m", "0", "-i", "8192", "-O", "^has_journal",
                         "-E", "lazy_itable_init=1,nodiscard,root_owner=0:0", str(image)],
                        check=True, capture_output=True)
-        subprocess.run([_tool("mount"), "-t", "ext4", "-o", "loop,discard,nosuid,nodev,noatime", str(image),
-                        str(mountpoint)], check=True, capture_output=True)
+        subprocess.run([host_tool("mount", "mount"), "-t", "ext4", "-o", "loop,discard,nosuid,nodev,noatime",
+                        str(image), str(mountpoint)], check=True, capture_output=True)
     except subprocess.CalledProcessError as exc:
         image.unlink(missing_ok=True)
         with contextlib.suppress(OSError):

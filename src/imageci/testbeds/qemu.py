@@ -31,8 +31,11 @@ there is no pids limit: a fork bomb can only take the VM down (an ``error``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,11 +43,13 @@ from imageci.build.rootfs import unpacked_rootfs
 from imageci.build.vmdisk import VmAssets, find_kernel
 from imageci.capabilities import (
     ARCHIVE,
+    CLOUD_INIT,
     ISOLATION_CONTAINER,
     ISOLATION_MACHINE,
     KVM,
     LIMITS,
     PRIVILEGED,
+    REBOOT,
     REVERT,
     ROOT,
     access,
@@ -55,10 +60,10 @@ from imageci.errors import TestbedError
 from imageci.fs import safe_rmtree
 from imageci.testbeds.accel import AccelCache, qemu_binary, vm_arch
 from imageci.testbeds.archive import APT_CONF, GUEST_ADDRESS, apt_conf
-from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
+from imageci.testbeds.base import Backend, CloudSeed, Cost, ExecResult, ImageHandle, PowerOff, Testbed
 from imageci.testbeds.limits import limit_notes as describe_limits
 from imageci.testbeds.ssh import SshTestbed
-from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm
+from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
 from imageci.testbeds.vmboot import VmMaker
 from imageci.testbeds.vmconsole import console_tail
 from imageci.testbeds.vmpool import SnapshotPool
@@ -135,8 +140,10 @@ class QemuBackend(Backend):
         return None
 
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
-        caps = {ROOT, REVERT, ISOLATION_MACHINE, ISOLATION_CONTAINER, PRIVILEGED, LIMITS, ARCHIVE,
+        caps = {ROOT, REVERT, ISOLATION_MACHINE, ISOLATION_CONTAINER, PRIVILEGED, LIMITS, ARCHIVE, REBOOT,
                 arch(image.architecture)}
+        if image.disk is not None:
+            caps.add(CLOUD_INIT)
         if self.accel(image.architecture) == "kvm":
             caps.add(KVM)
         return frozenset(caps)
@@ -230,22 +237,25 @@ class QemuTestbed(Testbed):
         return res
 
     def _console_size(self) -> int:
+        return self.vm.console_size() if self.vm is not None else 0
+
+    def _console_since(self, console_at: int) -> str:
+        """What the guest said on its console since ``console_at`` (at most the last 1 MiB)."""
+        if self.vm is None:
+            return ""
         try:
-            return self.vm.console.stat().st_size if self.vm is not None else 0
+            with self.vm.console.open("rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(console_at, fh.tell() - (1 << 20)))
+                return fh.read(1 << 20).decode("utf-8", "replace")
         except OSError:
-            return 0
+            return ""
 
     def _explain(self, console_at: int, check_disk: bool) -> None:
         """After a failed command: did the VM's kernel kill for memory, or is its disk full?"""
         notes = []
         if self.vm is not None:
-            try:
-                with self.vm.console.open("rb") as fh:
-                    fh.seek(0, os.SEEK_END)
-                    fh.seek(max(console_at, fh.tell() - (1 << 20)))  # what the guest said since, at most 1 MiB
-                    said = fh.read(1 << 20).decode("utf-8", "replace")
-            except OSError:
-                said = ""
+            said = self._console_since(console_at)
             kills = said.count("Out of memory: Killed process")
             if kills or "oom-kill" in said:
                 notes += describe_limits(self.limits, oom_kills=max(1, kills),
@@ -265,6 +275,74 @@ class QemuTestbed(Testbed):
 
     def console_log(self) -> str:
         return console_tail(self.vm.console) if self.vm else ""
+
+    def cloud_seed(self) -> CloudSeed | None:
+        return self.backend.maker.seed().facts() if self.image.disk is not None else None
+
+    def _timeout(self, timeout: float | None) -> float:
+        if timeout is None:
+            vm = self.vm
+            return self.backend.maker.boot_timeout_for(vm.accel if vm is not None else "tcg")
+        return timeout * self.backend.timeout_multiplier(self.image.architecture)
+
+    def _boot_id(self, ssh: SshTestbed) -> str:
+        r = ssh.exec(["cat", "/proc/sys/kernel/random/boot_id"], timeout=60)
+        if r.exit_code != 0:
+            raise TestbedError(f"cannot read the VM's boot id: {r.stderr.decode('utf-8', 'replace').strip()}")
+        return r.stdout.decode().strip()
+
+    def _ask(self, ssh: SshTestbed, command: str) -> None:
+        """Start ``command`` in the guest without waiting for it (the connection may drop)."""
+        with contextlib.suppress(TestbedError):
+            ssh.exec(["sh", "-c", f"nohup sh -c {shlex.quote(f'sleep 1; {command}')} >/dev/null 2>&1 </dev/null &"],
+                     timeout=30)
+
+    def reboot(self, timeout: float | None = None) -> None:
+        """The guest reboots itself; qemu resets the machine (firmware, boot loader, kernel) instead of
+        ending, and the testbed waits until SSH answers from a new boot (a new boot id)."""
+        ssh, vm = self._ssh(), self.vm
+        assert vm is not None
+        limit = self._timeout(timeout)
+        before = self._boot_id(ssh)
+        vm.reboot_resets(True)
+        try:
+            self._ask(ssh, "systemctl reboot || reboot")
+            deadline = time.monotonic() + limit
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BootError(f"the VM did not come back from its reboot within {limit:.0f}s", vm.boot_log())
+                try:
+                    fresh = wait_ready(vm, left)
+                    if self._boot_id(fresh) != before:
+                        break
+                except BootError:
+                    raise
+                except TestbedError:
+                    pass  # reached the old system as it went down
+                time.sleep(1)
+            vm.reboot_resets(False)
+        except TestbedError as exc:
+            if isinstance(exc, BootError):
+                raise
+            raise BootError(f"the VM's reboot failed: {exc}", vm.boot_log()) from exc
+        fresh.limits = self.limits
+        self.ssh = fresh
+
+    def power_off(self, timeout: float) -> PowerOff:
+        ssh, vm = self._ssh(), self.vm
+        assert vm is not None
+        console_at = self._console_size()
+        limit = self._timeout(timeout)
+        self._ask(ssh, "systemctl poweroff || poweroff")
+        started = time.monotonic()
+        while vm.alive() and time.monotonic() - started < limit:
+            time.sleep(0.2)
+        seconds = None if vm.alive() else time.monotonic() - started
+        said = self._console_since(console_at)
+        vm.stop()
+        self.ssh = None
+        return PowerOff(seconds, said)
 
     def revert(self) -> None:
         self.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -30,6 +31,10 @@ from imageci.testbeds.qmp import Qmp, QmpError
 from imageci.testbeds.ssh import HostConfig, SshTestbed
 from imageci.testbeds.vmconsole import console_tail, guard_console
 
+# SeaBIOS with nothing bootable; OVMF giving up (its boot manager, its shell)
+NOTHING_TO_BOOT = re.compile(r"No bootable device|No bootable option or device|UEFI Interactive Shell|Shell> ")
+LOGIN_PROMPT = re.compile(r"(?m)^\S+ login: ")  # getty: "<hostname> login: "
+LOGIN_GRACE_S = 90.0  # after the guest's login prompt, SSH should already answer
 OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd"))
 
 
@@ -111,6 +116,21 @@ class Vm:
         """This VM's UEFI variable store (a copy of OVMF's, or of the snapshot's it was restored from)."""
         return self.workdir / "OVMF_VARS.fd"
 
+    def console_size(self) -> int:
+        try:
+            return self.console.stat().st_size
+        except OSError:
+            return 0
+
+    def nothing_to_boot(self) -> str | None:
+        """Why this VM will never boot, when its firmware said it found nothing to boot."""
+        if self.firmware is None:
+            return None
+        said = console_tail(self.console, 2000) + console_tail(self.firmware_log, 2000)
+        if NOTHING_TO_BOOT.search(said):
+            return f"the firmware ({self.firmware}) found nothing to boot on the disk: no boot loader it can start"
+        return None
+
     def boot_log(self) -> str:
         """The console's tail; when the guest wrote nothing there, what the firmware said."""
         text = console_tail(self.console)
@@ -119,6 +139,15 @@ class Vm:
         firmware = console_tail(self.firmware_log, 1500).strip()
         said = f"--- firmware ({self.firmware}) ---\n{firmware}" if firmware else "(and the firmware said nothing)"
         return "(nothing on the serial console: no bootloader or kernel started)\n" + said
+
+    def reboot_resets(self, on: bool) -> None:
+        """What a guest's reboot does to this qemu: reset the machine (``on``: it boots again through its
+        firmware) or end the process (``-no-reboot``, the default: a crash that reboots is seen)."""
+        q = self.qmp()
+        try:
+            q.command("set-action", reboot="reset" if on else "shutdown")
+        finally:
+            q.close()
 
     def _boot_args(self) -> list[str]:
         if self.firmware is None:
@@ -235,19 +264,33 @@ def _ssh_config(vm: Vm, workdir: Path) -> HostConfig:
 
 
 def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True) -> SshTestbed:
-    """Poll until SSH answers (and systemd has finished starting), or fail with the console log."""
+    """Poll until SSH answers (and systemd has finished starting), or fail with the console log —
+    early when the VM shows it will never answer (its firmware found nothing to boot; it sits at its
+    login prompt for ``LOGIN_GRACE_S`` without SSH)."""
     ssh = SshTestbed("qemu", _ssh_config(vm, vm.workdir), vm.workdir / "known_hosts")
     deadline = time.monotonic() + timeout
+    login_at: float | None = None
+    since = vm.console_size()  # a login prompt of an earlier boot (before a reboot) does not count
     while True:
         if not vm.alive():
-            raise BootError("qemu exited before the VM was ready: "
-                            + console_tail(vm.workdir / "qemu.err", 500).strip(), vm.boot_log())
+            why = vm.nothing_to_boot() or "qemu exited before the VM was ready: " + console_tail(
+                vm.workdir / "qemu.err", 500).strip()
+            raise BootError(why, vm.boot_log())
         try:
             ssh.open()
             break
         except TestbedError:
-            if time.monotonic() > deadline:
-                raise BootError(f"the VM did not answer on SSH within {timeout:.0f}s",
+            now = time.monotonic()
+            if login_at is None and vm.console_size() > since and LOGIN_PROMPT.search(
+                    console_tail(vm.console, min(400, vm.console_size() - since))):
+                login_at = now
+            hopeless = vm.nothing_to_boot()
+            if hopeless is None and login_at is not None and now - login_at > LOGIN_GRACE_S:
+                hopeless = (f"the guest reached its login prompt but SSH did not answer {LOGIN_GRACE_S:.0f}s later: "
+                            "it has no address on the network (DHCP, cloud-init's network config), no sshd, "
+                            "or the run's key was not installed")
+            if hopeless is not None or now > deadline:
+                raise BootError(hopeless or f"the VM did not answer on SSH within {timeout:.0f}s",
                                 vm.boot_log()) from None
             time.sleep(0.5)
     if want_system_state:
