@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python bench/sandbox_overhead.py
 	$(BIN)/python bench/build_overhead.py
 	$(BIN)/python bench/qemu_boot.py
+	$(BIN)/python bench/cloud_boot.py
 	$(BIN)/python bench/dep8_vs_autopkgtest.py
 	$(BIN)/python bench/dep8_vs_autopkgtest.py --builddeps
 	$(BIN)/python bench/queries_at_scale.py

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from imageci.build.service import build_image
@@ -13,6 +15,8 @@ from imageci.definitions.image import load_definition
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Version
+from imageci.testbeds.base import ImageHandle
+from imageci.testbeds.qemu import QemuBackend
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "debian-bookworm-minimal" / "image.yaml"
@@ -35,3 +39,38 @@ def pct(values: list[float], q: float) -> float:
     if len(values) < 2:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def time_to_prompt(argv: list[str], console: Path, timeout: float = 900) -> float:
+    """Start ``argv`` (a qemu writing its serial console to ``console``): seconds until the console
+    shows a login prompt. The process is killed afterwards."""
+    from imageci.testbeds.vm import LOGIN_PROMPT
+
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.monotonic() - start < timeout:
+            if console.exists() and LOGIN_PROMPT.search(console.read_bytes().decode("utf-8", "replace")):
+                return time.monotonic() - start
+            if proc.poll() is not None:
+                raise SystemExit(f"plain qemu exited ({proc.returncode}) before its login prompt")
+            time.sleep(0.1)
+        raise SystemExit("plain qemu never reached its login prompt")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def restore_times(backend: QemuBackend, image: ImageHandle, n: int = 3) -> list[float]:
+    """Seconds to a fresh VM from the image's snapshot (open until SSH answers), ``n`` times."""
+    from imageci.testbeds.qemu import QemuTestbed
+
+    times = []
+    for _ in range(n):
+        tb = QemuTestbed(backend, image)
+        t = time.monotonic()
+        tb.open()
+        times.append(time.monotonic() - t)
+        assert tb.exec(["true"]).exit_code == 0
+        tb.close()
+    return times

@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, built_example, fresh_home  # noqa: E402
+from common import REPO, built_example, fresh_home, restore_times, time_to_prompt  # noqa: E402
 
 from imageci.build.service import build_image  # noqa: E402
 from imageci.definitions.image import load_definition  # noqa: E402
 from imageci.engine.runner import Engine  # noqa: E402
 from imageci.fs import safe_rmtree  # noqa: E402
 from imageci.testbeds.accel import qemu_binary  # noqa: E402
-from imageci.testbeds.qemu import QemuBackend, QemuTestbed  # noqa: E402
+from imageci.testbeds.qemu import QemuBackend  # noqa: E402
 
 VM_DEF = REPO / "examples" / "debian-bookworm-vm" / "image.yaml"
 
@@ -41,19 +41,7 @@ def plain_boot(qemu: str, kernel: Path, initrd: Path, disk: Path, accel: str, ti
                 "-initrd", str(initrd), "-append", "root=/dev/vda rw console=ttyS0",
                 "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe", "-netdev", "user,id=n0,restrict=on",
                 "-device", "virtio-net-pci,netdev=n0"]
-        start = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            while time.monotonic() - start < timeout:
-                if console.exists() and b"login:" in console.read_bytes():
-                    return time.monotonic() - start
-                if proc.poll() is not None:
-                    raise SystemExit(f"plain qemu exited ({proc.returncode}) before login: (accel {accel})")
-                time.sleep(0.1)
-            raise SystemExit("plain qemu never reached login:")
-        finally:
-            proc.kill()
-            proc.wait()
+        return time_to_prompt(argv, console, timeout)
 
 
 def main() -> None:
@@ -72,14 +60,7 @@ def main() -> None:
         save = time.monotonic() - t0 - cold
         accel = backend.accel()
         floor = plain_boot(qemu, assets.kernel, assets.initrd, assets.disk, accel)
-        restores = []
-        for _ in range(3):
-            tb = QemuTestbed(backend, image)
-            t = time.monotonic()
-            tb.open()
-            restores.append(time.monotonic() - t)
-            assert tb.exec(["true"]).exit_code == 0
-            tb.close()
+        restores = restore_times(backend, image)
         restore = statistics.median(restores)
         state_mb = template.state.stat().st_size / 1e6
         backend.shutdown()

@@ -20,7 +20,7 @@ cat >"$root/etc/fstab" <<EOF
 UUID=$uuid / ext4 errors=remount-ro 0 1
 EOF
 mkdir -p "$root/etc/cloud/cloud.cfg.d"
-printf 'datasource_list: [NoCloud, None]\n' >"$root/etc/cloud/cloud.cfg.d/90-other.cfg"
+printf 'datasource_list: [NoCloud, None]\nlocale: C.UTF-8\n' >"$root/etc/cloud/cloud.cfg.d/90-other.cfg"  # minbase: no locales
 chroot "$root" systemctl enable systemd-networkd systemd-resolved ssh >/dev/null 2>&1
 ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 rm -f "$root"/etc/ssh/ssh_host_*key* && : >"$root/etc/machine-id" && rm -f "$root/var/lib/dbus/machine-id"

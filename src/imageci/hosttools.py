@@ -9,10 +9,15 @@ import shutil
 from imageci.errors import HostSetupError
 
 
+def find_tool(name: str) -> str | None:
+    """The path of the program ``name``, or None."""
+    return shutil.which(name) or next((p for d in ("/usr/sbin", "/sbin") if os.path.exists(p := f"{d}/{name}")),
+                                      None)
+
+
 def host_tool(name: str, package: str) -> str:
     """The path of the program ``name``, which Debian's ``package`` installs."""
-    path = shutil.which(name) or next((p for d in ("/usr/sbin", "/sbin") if os.path.exists(p := f"{d}/{name}")),
-                                      None)
+    path = find_tool(name)
     if not path:
         raise HostSetupError(f"{name} is not installed: run scripts/host-setup.sh (apt-get install {package})")
     return path

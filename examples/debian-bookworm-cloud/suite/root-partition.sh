@@ -1,5 +1,5 @@
 #!/bin/sh
-# The root filesystem is the ext4 on partition 1 and /etc/fstab names it by UUID.
+# The root filesystem is ext4 and /etc/fstab names it by UUID.
 set -eu
 root=$(findmnt -n -o SOURCE /)
 fstype=$(findmnt -n -o FSTYPE /)

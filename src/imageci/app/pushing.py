@@ -34,9 +34,11 @@ from imageci.app.session import Session
 from imageci.app.versions import config_of
 from imageci.build.oci import write_layout
 from imageci.build.ocipush import Destination, copy_to, parse_destination
+from imageci.errors import UsageError
 from imageci.fs import safe_rmtree
 from imageci.owners import process_owner
 from imageci.store.models import Version, label
+from imageci.store.states import DISK
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ def push(session: Session, ref: str, destination: str, *, tls_verify: bool = Tru
     info = access.resolve(session.reader, by, ref)
     version = session.catalog.resolve(f"{info.name}@{info.serial}")
     dest: Destination = parse_destination(destination, version.serial)
+    if any(a.kind == DISK for a in version.artifacts):
+        raise UsageError(f"{label(version)} is a disk image: its bytes are its qcow2, which imageci does not "
+                         "push to registries (an OCI image of its root filesystem would not be what was booted)")
     rootfs = next(a for a in version.artifacts if a.kind == "rootfs")
     tar = session.store.verified_path(rootfs.digest)  # a corrupt blob is never pushed
     notes = annotations_of(version)

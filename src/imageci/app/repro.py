@@ -19,7 +19,7 @@ from imageci.policy.sections import GateSection
 from imageci.store.blobs import hash_file
 from imageci.store.catalog import NewArtifact
 from imageci.store.lookups import VersionInfo
-from imageci.store.states import REPRO, REPRO_REPORT, utcnow
+from imageci.store.states import REPRO, REPRO_REPORT, ROOTFS, utcnow
 from imageci.supply.diff import package_changes
 from imageci.supply.extract import extract_bom
 from imageci.supply.reprocheck import diffoscope_report
@@ -63,10 +63,12 @@ def repro(session: Session, ref: str, *, mirror: str | None = None, snapshot: bo
     if not v.definition:
         raise UsageError(f"{version.label} has no recorded definition (it was imported?): it cannot be rebuilt here")
     workdir, out = rebuild(v.definition, f"{version.label}:image.yaml", v.architecture, info, session.settings,
-                           mirror_url=mirror, on_line=on_line)
+                           input_hash=v.input_hash, mirror_url=mirror, on_line=on_line)
     try:
         rebuilt = hash_file(out.rootfs)
-        same = rebuilt.digest == version.digest
+        # the root filesystem is compared (a disk image's too: its disk is made from that tree)
+        rootfs = next((a.digest for a in v.artifacts if a.kind == ROOTFS), version.digest)
+        same = rebuilt.digest == rootfs
         differ: list[str] = []
         report_name, excerpt, made, hint = "", "", [], None
         if not same:
@@ -80,7 +82,7 @@ def repro(session: Session, ref: str, *, mirror: str | None = None, snapshot: bo
             differ = [f"{c.name}: {c.before or '–'} → {c.after or '–'}" for c in package_changes(mine, again)]
             recorded = info.get("mirror") if isinstance(info.get("mirror"), dict) else {}
             hint = snapshot_url(str(recorded.get("url", "")), str(recorded.get("date", "")))
-            text = diffoscope_report(session.store.verified_path(version.digest), out.rootfs)
+            text = diffoscope_report(session.store.verified_path(rootfs), out.rootfs)
             blob = session.store.put_bytes(text.encode())
             made.append(NewArtifact(REPRO_REPORT, FILENAMES[REPRO_REPORT], blob.digest, blob.size))
             report_name, excerpt = FILENAMES[REPRO_REPORT], "\n".join(text.splitlines()[:40])

@@ -20,6 +20,7 @@ from imageci.definitions.image import Gate, ImageDefinition, load_definition, pa
 from imageci.errors import ImageciError, UsageError
 from imageci.store.models import MULTIARCH, OCI_CONFIG, SUITE, State, Version, label
 from imageci.store.snapshots import unpack_tree
+from imageci.store.states import DISK
 
 
 def definition_of(version: Version) -> ImageDefinition | None:
@@ -56,10 +57,13 @@ def imported(version: Version) -> bool:
 
 def gate_of(version: Version) -> Gate | None:
     """The definition's gate. An imported version that carries a suite has the default gate (every
-    test of that suite, on the sandbox); one without a suite has none."""
+    test of that suite, on the sandbox; an imported disk image, booted on qemu); one without a suite
+    has none."""
     definition = definition_of(version)
     if definition is None:
-        return Gate() if imported(version) and any(a.kind == SUITE for a in version.artifacts) else None
+        if not (imported(version) and any(a.kind == SUITE for a in version.artifacts)):
+            return None
+        return Gate(testbeds=["qemu"]) if any(a.kind == DISK for a in version.artifacts) else Gate()
     return definition.tests.gate if definition.tests is not None else None
 
 

@@ -40,6 +40,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from imageci.build.mmdebstrap import BuildPlan
 from imageci.definitions.image import DiskSpec
 from imageci.errors import BuildError
 from imageci.hosttools import host_tool
@@ -119,6 +120,16 @@ def tree_files(spec: DiskSpec, ids: DiskIds) -> dict[str, str]:
         "}\n"
     )
     return {"/etc/fstab": fstab, "/boot/grub/grub.cfg": grub}
+
+
+def plan_disk(plan: BuildPlan, input_hash: str) -> tuple[DiskSpec | None, DiskIds]:
+    """Add what a disk image's tree needs (boot loaders, fstab, grub.cfg) to ``plan``; the disk's
+    shape (None: not a disk image) and its identifiers, derived from the input hash."""
+    spec, ids = plan.definition.disk_spec, DiskIds.derive(input_hash)
+    if spec is not None:
+        plan.extra_packages = packages(spec)
+        plan.extra_files = tree_files(spec, ids)
+    return spec, ids
 
 
 def disk_info(spec: DiskSpec, ids: DiskIds) -> dict[str, object]:

@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+from imageci.build.bootdisk import plan_disk
 from imageci.build.inputs import MirrorState
 from imageci.build.mmdebstrap import BuildOutput, BuildPlan, run_mmdebstrap
 from imageci.config import Settings
@@ -34,9 +35,11 @@ def snapshot_url(mirror_url: str, release_date: str) -> str | None:
 
 
 def rebuild(definition_text: str, origin: str, architecture: str, info: dict[str, Any], settings: Settings, *,
-            mirror_url: str | None = None, on_line: Callable[[str], None] | None = None) -> tuple[Path, BuildOutput]:
+            input_hash: str | None = None, mirror_url: str | None = None,
+            on_line: Callable[[str], None] | None = None) -> tuple[Path, BuildOutput]:
     """Build the image again into a new work directory (returned; the caller removes it). ``info``
-    is the version's build info; ``mirror_url`` replaces the recorded mirror (a snapshot of it)."""
+    is the version's build info; ``input_hash`` its recorded one (a disk image's identifiers derive
+    from it); ``mirror_url`` replaces the recorded mirror (a snapshot of it)."""
     recorded = info.get("mirror")
     epoch = info.get("source_date_epoch")
     if not isinstance(recorded, dict) or not isinstance(epoch, int):
@@ -56,4 +59,9 @@ def rebuild(definition_text: str, origin: str, architecture: str, info: dict[str
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     token = process_owner(settings.tmp_dir).token
     workdir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix=f"build-{token}-repro-"))
-    return workdir, run_mmdebstrap(BuildPlan(definition=view, mirror=mirror, workdir=workdir), on_line=on_line)
+    plan = BuildPlan(definition=view, mirror=mirror, workdir=workdir)
+    if view.disk_spec is not None:
+        if not input_hash:
+            raise UsageError(f"{origin}: a disk image without its recorded input hash cannot be rebuilt")
+        plan_disk(plan, input_hash)
+    return workdir, run_mmdebstrap(plan, on_line=on_line)

@@ -88,11 +88,7 @@ def _build_one(loaded: LoadedDefinition, d: ImageDefinition, settings: Settings,
     workdir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix=f"build-{token}-{d.name}-"))
     try:
         plan = BuildPlan(definition=d, mirror=mirror, workdir=workdir)
-        spec = d.disk_spec
-        ids = bootdisk.DiskIds.derive(key)
-        if spec is not None:
-            plan.extra_packages = bootdisk.packages(spec)
-            plan.extra_files = bootdisk.tree_files(spec, ids)
+        spec, ids = bootdisk.plan_disk(plan, key)
         out = None
         if settings.build_cache and not force:
             out = from_cache(settings.build_cache, key, workdir, plan.source_date_epoch)

@@ -164,8 +164,8 @@ def publish(ref: RefArg) -> None:
 @handle_errors
 def import_(name: Annotated[str, typer.Argument(help="the product to import it as (image name)")],
             source: Annotated[str, typer.Argument(
-                metavar="SOURCE", help="a rootfs tarball (.tar, .tar.gz, .tar.xz, .tar.zst), oci:DIR[:TAG], "
-                "oci-archive:FILE[:TAG], docker-archive:FILE or docker://REGISTRY/NAME:TAG")],
+                metavar="SOURCE", help="a rootfs tarball (.tar, .tar.gz, .tar.xz, .tar.zst), a qcow2 disk image, "
+                "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker://REGISTRY/NAME:TAG")],
             suite: Annotated[Path | None, typer.Option("--suite", help="the test suite it carries (a run can "
                                                         "also name one with --suite)")] = None,
             arch: Annotated[str | None, typer.Option("--arch", help="the architecture to take from a "
@@ -178,8 +178,9 @@ def import_(name: Annotated[str, typer.Argument(help="the product to import it a
                                                   "channel (--server, IMAGECI_SERVER or `imageci login`)")]
             = False) -> None:
     """Import an image built elsewhere as a new version on the testing channel: a root filesystem
-    tarball, or an OCI image (layers flattened, whiteouts honoured; its env, entrypoint, cmd, user and
-    labels kept for structure tests). Importing the same bytes again changes nothing."""
+    tarball, a qcow2 disk image (booted through its firmware on qemu), or an OCI image (layers
+    flattened, whiteouts honoured; its env, entrypoint, cmd, user and labels kept for structure tests).
+    Importing the same bytes again changes nothing."""
     from imageci.app import importing
     from imageci.app.session import Session
     from imageci.store.models import label

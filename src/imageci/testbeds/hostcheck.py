@@ -9,13 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.errors import ImageciError
+from imageci.hosttools import find_tool
 from imageci.testbeds import lxd
 from imageci.testbeds.accel import AccelCache, qemu_binary
 from imageci.testbeds.gpu import nvidia_gpus, why_no_gpu
 from imageci.testbeds.hostarch import binfmt_architectures
 from imageci.testbeds.limits import cgroup_mode
 from imageci.testbeds.seccomp import filter_bytes
+from imageci.testbeds.vm import OVMF
 
+# what disk images need on the host: building them, and the seed a booted one reads
+DISK_TOOLS = (("mcopy", "mtools"), ("mkfs.fat", "dosfstools"), ("sfdisk", "fdisk"), ("grub-mkimage", "grub-common"))
 
 @dataclass(frozen=True)
 class Finding:
@@ -92,6 +96,12 @@ def check_host(home: Path, refresh: bool = True) -> list[Finding]:
         verdict = "used: " if kvm.kvm else "not used, VMs run under TCG (slower; test timeouts are multiplied): "
         out.append(Finding("qemu", "KVM", kvm.kvm, verdict + kvm.why + (
             "" if kvm.source == "boot" else " (a real boot confirms it at the first VM)" if kvm.kvm else "")))
+        missing = [f"{tool} ({package})" for tool, package in DISK_TOOLS if find_tool(tool) is None]
+        ovmf = all(p.is_file() for p in OVMF)
+        out.append(Finding("qemu", "disk images (UEFI, seeds)", ovmf and not missing,
+                           "OVMF, mtools, dosfstools, sfdisk, grub-mkimage present" if ovmf and not missing else
+                           "missing: " + ", ".join([*([] if ovmf else ["OVMF (ovmf)"]), *missing])
+                           + " — scripts/host-setup.sh"))
     ok, detail, vm = lxd.describe(home)
     out.append(Finding("lxd", "LXD daemon", ok, detail))
     if ok:

@@ -8,6 +8,14 @@ line (``imageci.ssh_key=``) and installed by the image's first-boot unit; no
 password exists. Readiness is probed (SSH answers, then systemd reports the
 system state), never a fixed sleep.
 
+Disk images (``format: disk``, an imported qcow2) boot unmodified through their
+firmware — OVMF (UEFI) or SeaBIOS (``qemu-bios``) — with no kernel of ours:
+the run's key, an instance id, a hostname and a network config reach the guest
+through a cloud-init NoCloud seed (``cloudseed.py``); the guest's name server is
+``guestdns.py``. Such a disk is ``qemu-img check``-ed before its first boot.
+``reboot()`` lets qemu reset the machine (``set-action``) instead of ending and
+waits for a new boot id; ``power_off()`` waits for the guest to stop qemu.
+
 Fresh VM per test without a reboot: the first testbed of an image boots it
 once, saves memory + disk (``migrate`` to a file, disk overlay frozen) and
 every testbed — the first one included — starts by restoring that snapshot

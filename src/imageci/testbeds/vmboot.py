@@ -15,9 +15,10 @@ import threading
 import time
 from pathlib import Path
 
+from imageci.build.diskimport import check_qcow2
 from imageci.build.rootfs import unpacked_rootfs
 from imageci.build.vmdisk import VmAssets, vm_assets
-from imageci.errors import HostSetupError
+from imageci.errors import HostSetupError, TestbedError, UsageError
 from imageci.fs import safe_rmtree
 from imageci.owners import process_owner
 from imageci.testbeds.accel import AccelCache, AccelProbe, qemu_binary, vm_arch
@@ -45,6 +46,7 @@ class VmMaker:
         self.kernel_args = kernel_args  # appended to every VM's kernel command line
         self.firmware_choice = firmware  # auto (the disk's first), uefi or bios: how disk images boot
         self._seed: Seed | None = None
+        self._sound_disks: set[str] = set()  # disk images qemu-img check found sound
         self._dns: GuestDns | None = None
         self._lock = threading.RLock()
         self._run_dir: Path | None = None
@@ -102,9 +104,24 @@ class VmMaker:
 
     def assets(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> VmAssets:
         if image.disk is not None:
+            self._check_disk(image)
             return VmAssets(image.disk, None, None)
         root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
         return vm_assets(root, image.digest, self.vm_cache, free_space=shape.disk)
+
+    def _check_disk(self, image: ImageHandle) -> None:
+        """A disk image is checked (``qemu-img check``, no backing file) before its first boot: a
+        damaged or hostile one is a testbed error, whatever let it into the store."""
+        assert image.disk is not None
+        with self._lock:
+            if image.digest in self._sound_disks:
+                return
+        try:
+            check_qcow2(image.disk)
+        except UsageError as exc:
+            raise TestbedError(f"the disk image cannot be booted: {exc}") from None
+        with self._lock:
+            self._sound_disks.add(image.digest)
 
     def archive_port(self, image: ImageHandle) -> int:
         """Every VM of an image (its template too, so snapshots restore) can reach the archive
@@ -159,11 +176,13 @@ class VmMaker:
                             grow=shape.disk if image.disk is not None else 0)
         vm = self.new_vm(image, disk, workdir, accel, shape)
         started = time.monotonic()
-        vm.start()
         try:
+            vm.start()
             ssh = wait_ready(vm, self.boot_timeout_for(accel))
-        except BootError as exc:
+        except BaseException as exc:
             vm.stop()
+            if not isinstance(exc, BootError):
+                raise
             if accel != "kvm" or self._accel == "kvm":
                 raise
             # KVM passed the probe but cannot boot this guest (nested KVM): remember, use TCG.

@@ -14,7 +14,7 @@ from pathlib import Path
 from imageci.fs import safe_rmtree
 from imageci.testbeds.base import ImageHandle
 from imageci.testbeds.ssh import SshTestbed
-from imageci.testbeds.vm import DEFAULT_SHAPE, Shape, Vm, wait_ready
+from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
 from imageci.testbeds.vmboot import VmMaker
 
 
@@ -33,6 +33,7 @@ class SnapshotPool:
         self.warm = warm
         self._lock = threading.RLock()  # template() boots while holding it and re-enters
         self._templates: dict[tuple[str, Shape], Template] = {}
+        self._failed: dict[tuple[str, Shape], BootError] = {}  # images whose boot failed in this run
         self._warm: dict[tuple[str, Shape], list[tuple[Vm, SshTestbed, Path]]] = {}
         self._filling = 0
         self._stopping = False
@@ -49,11 +50,23 @@ class SnapshotPool:
         with self._lock:
             if key in self._templates:
                 return self._templates[key]
+            failed = self._failed.get(key)
+            if failed is not None:  # one cold boot per image and run: the others are told why at once
+                raise BootError(f"{failed.args[0].splitlines()[0]} (the image's boot in this run; the first "
+                                "test that needed it has the whole story)", failed.log.decode("utf-8", "replace"))
             # a short name: qemu's QMP socket path inside must stay under 108 bytes
-            tdir = run_dir / f"t{len(self._templates)}-{image.digest[:8]}"
+            tdir = run_dir / f"t{len(self._templates) + len(self._failed)}-{image.digest[:8]}"
             tdir.mkdir(exist_ok=True)
             started = time.monotonic()
-            vm, ssh = self.maker.cold_boot(image, tdir, shape)
+            try:
+                vm, ssh = self.maker.cold_boot(image, tdir, shape)
+            except BootError as exc:
+                self._failed[key] = exc
+                safe_rmtree(tdir)  # the VM is stopped; its overlay goes with it
+                raise
+            except BaseException:
+                safe_rmtree(tdir)
+                raise
             try:
                 ssh.close()
                 vm.save_state(tdir / "state")
@@ -139,3 +152,4 @@ class SnapshotPool:
         with self._lock:
             self._stopping = False
             self._templates = {}
+            self._failed = {}
