@@ -272,7 +272,7 @@ def test_a_disk_another_tool_made_imports_and_passes_the_same_suite(cloud: tuple
 
 
 def _vm_dirs(e: Env) -> list[Path]:
-    return [p for p in (e.home / "tmp" / "vms").glob("run-*/*") if p.is_dir() and not p.name.startswith("t")]
+    return list((e.home / "tmp" / "vms").glob("run-*/vm-*"))
 
 
 def _qemu_with(path_part: str) -> list[str]:
@@ -314,7 +314,7 @@ def test_disks_that_cannot_come_up_are_errors_with_their_console_and_leave_nothi
         assert r.verdict is Verdict.ERROR, (r.test_id, r.verdict, r.reason)
     first = next(r for r in report.results if "whole story" not in r.reason)
     assert "found nothing to boot" in first.reason, first.reason
-    assert b"--- firmware (uefi) ---" in _log(e, first) or b"Shell" in _log(e, first)
+    assert b"failed to load Boot0001" in _log(e, first)  # OVMF's words on the console, attached
     # a damaged disk that reached the store anyway (not through import): refused before it boots
     bad = corrupt(make_disk(tmp_path, tiny, "bad"))
     blob = e.store.put_file(bad)
@@ -338,4 +338,4 @@ def test_disks_that_cannot_come_up_are_errors_with_their_console_and_leave_nothi
     assert _vm_dirs(e) == []
     for v in (no_loader, damaged, silent):
         assert not list((e.home / "tmp" / "vms").glob(f"run-*/t*-{v.digest[:8]}"))
-    assert _qemu_with(str(e.home)) == [] or all("t0-" in q or "t1-" in q for q in _qemu_with(str(e.home)))
+    assert _qemu_with(str(e.home)) == []  # (warm=0: the backends keep snapshots, never running VMs)

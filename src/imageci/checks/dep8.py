@@ -247,7 +247,9 @@ class Dep8Check(Check):
         if code == SKIP_EXIT_CODE and "skippable" in self.test.restrictions:
             return Outcome(Verdict.SKIP, "test skipped itself (exit 77, skippable)", code, log)
         if code != 0:
-            return Outcome(Verdict.FAIL, f"non-zero exit status {code}", code, log)
+            cannot_start = " (the test could not be started: not executable, or its interpreter is missing)"
+            return Outcome(Verdict.FAIL, f"non-zero exit status {code}{cannot_start if code in (126, 127) else ''}",
+                           code, log)
         if stderr.strip() and "allow-stderr" not in self.test.restrictions:
             first = stderr.decode("utf-8", "replace").strip().splitlines()[0][:200]
             return Outcome(Verdict.FAIL, f"stderr: {first}", code, log)

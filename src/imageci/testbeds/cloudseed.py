@@ -24,6 +24,7 @@ where nothing outside is reachable) and the name server ``10.0.2.100``
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,4 +95,5 @@ def make_seed(directory: Path, public_key: str, token: str) -> Seed:
         done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0:
             raise TestbedError(f"making the cloud-init seed failed: {done.stderr.strip()[-300:]}")
+    shutil.rmtree(src)
     return seed

@@ -31,8 +31,10 @@ from imageci.testbeds.qmp import Qmp, QmpError
 from imageci.testbeds.ssh import HostConfig, SshTestbed
 from imageci.testbeds.vmconsole import console_tail, guard_console
 
-# SeaBIOS with nothing bootable; OVMF giving up (its boot manager, its shell)
-NOTHING_TO_BOOT = re.compile(r"No bootable device|No bootable option or device|UEFI Interactive Shell|Shell> ")
+# SeaBIOS with nothing bootable; OVMF giving up on the disks (falling back to network boot, which these VMs
+# never use; its shell)
+NOTHING_TO_BOOT = re.compile(r"No bootable device|No bootable option or device|>>Start (PXE|HTTP Boot) over IPv"
+                             r"|UEFI Interactive Shell|Shell> ")
 LOGIN_PROMPT = re.compile(r"(?m)^\S+ login: ")  # getty: "<hostname> login: "
 LOGIN_GRACE_S = 90.0  # after the guest's login prompt, SSH should already answer
 OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd"))
@@ -180,7 +182,7 @@ class Vm:
                 "-smp", str(self.cpus), "-display", "none", "-monitor", "none", "-nodefaults", "-no-user-config",
                 "-serial", f"file:{self.console}", *self._boot_args(), *self._drives(),
                 "-netdev", f"user,id=n0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:{self.port}-:22{self._guestfwd()}",
-                "-device", f"virtio-net-pci,netdev=n0,mac={MAC}", "-device", "virtio-rng-pci",
+                "-device", f"virtio-net-pci,netdev=n0,mac={MAC},romfile=", "-device", "virtio-rng-pci",
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off", "-no-reboot"]
         if incoming is not None:
             argv += ["-incoming", f"exec:cat {shlex.quote(str(incoming))}"]
