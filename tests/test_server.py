@@ -31,6 +31,7 @@ from imageci.store.models import Attempt, State
 from imageci.store.states import utcnow
 
 from conftest import REPO, free_port
+from test_diskimport import corrupt
 
 API = "/api/v1"
 
@@ -541,6 +542,37 @@ def test_uploads_never_committed_are_garbage_that_gc_removes_after_its_grace(ser
     assert path["young"].exists() and path["headed"].exists() and path["kept"].exists()
     got = httpx.get(f"{server.url}{API}/images/gc-kept/artifacts/rootfs.tar", headers=auth)
     assert got.status_code == 200 and got.content == blobs["kept"]
+
+
+def test_a_disk_image_is_published_by_its_disk_and_a_damaged_disk_is_refused(server: Server,
+                                                                            tmp_path: Path) -> None:
+    pub = _token(server, "disk-pub", "apps", "publish")
+    auth = {"Authorization": f"Bearer {pub}"}
+    disk = tmp_path / "d.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    subprocess.run(["qemu-io", "-c", "write -P 0x61 0 64k", str(disk)], check=True, capture_output=True)
+    rootfs = b"a root filesystem " * 100
+    sound = disk.read_bytes()
+    damaged = corrupt(disk).read_bytes()
+    for blob in (sound, damaged, rootfs):
+        assert _put(server, pub, blob).status_code == 201
+
+    def body(disk_bytes: bytes, digest: bytes) -> dict[str, object]:
+        return {"name": "disk-app", "digest": hashlib.sha256(digest).hexdigest(),
+                "artifacts": [{"kind": "disk", "filename": "disk.qcow2", "size": len(disk_bytes),
+                               "digest": hashlib.sha256(disk_bytes).hexdigest()},
+                              {"kind": "rootfs", "filename": "rootfs.tar", "size": len(rootfs),
+                               "digest": hashlib.sha256(rootfs).hexdigest()}]}
+
+    by_rootfs = httpx.post(f"{server.url}{API}/versions", json=body(sound, rootfs), headers=auth)
+    assert by_rootfs.status_code == 400 and "whose digest is the image's" in by_rootfs.json()["error"]
+    refused = httpx.post(f"{server.url}{API}/versions", json=body(damaged, damaged), headers=auth)
+    assert refused.status_code == 400 and "is damaged: qemu-img check found" in refused.json()["error"]
+    assert str(server.settings.store_dir) not in refused.json()["error"]  # the server's paths are its own
+    done = httpx.post(f"{server.url}{API}/versions", json=body(sound, sound), headers=auth)
+    assert done.status_code in (200, 201), done.text
+    [row] = [r for r in server.get(f"{API}/images", pub).json() if r["name"] == "disk-app"]
+    assert row["digest"] == f"sha256:{hashlib.sha256(sound).hexdigest()}"
 
 
 def test_imageci_publish_pushes_a_local_version_to_the_server(server: Server, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from imageci.errors import Forbidden, UsageError
 from imageci.store import lookups
 from imageci.store.blobs import BlobWriter
 from imageci.store.refs import parse_ref
-from imageci.store.states import DEFAULT_NAMESPACE, DERIVED, ROOTFS
+from imageci.store.states import DEFAULT_NAMESPACE, DERIVED, DISK, ROOTFS
 
 DIGEST = re.compile(r"^(sha256:)?[0-9a-f]{64}$")
 FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")  # one path component, never "..", "/" or NUL
@@ -42,7 +42,7 @@ class ArtifactIn(BaseModel):
 
 class PublishRequest(BaseModel):
     name: str
-    digest: str  # the image's: the digest of its rootfs artifact
+    digest: str  # the image's: the digest of its rootfs artifact (a disk image: of its disk artifact)
     architecture: str = "amd64"
     definition: str | None = Field(default=None, max_length=1 << 20)
     build_info: dict[str, Any] = Field(default_factory=dict)
@@ -122,7 +122,19 @@ def publish(session: Session, req: PublishRequest, *, by: Principal = LOCAL) -> 
             raise UsageError(f"artifact {a.filename}: blob sha256:{digest} has {path.stat().st_size} bytes, "
                              f"not {a.size}")
         artifacts.append(NewArtifact(a.kind, a.filename, digest, a.size))
-    if not any(a.digest == image and a.kind == ROOTFS for a in artifacts):
+    disks = [a for a in artifacts if a.kind == DISK]
+    if disks:  # a disk image: its digest is the disk's; the disk is checked here before anything boots it
+        if len(disks) > 1 or disks[0].digest != image or not any(a.kind == ROOTFS for a in artifacts):
+            raise UsageError(f"a disk image has one {DISK!r} artifact, whose digest is the image's "
+                             f"(sha256:{image}), and a {ROOTFS!r} artifact")
+        from imageci.build.diskimport import check_qcow2
+
+        disk = session.store.path(image)
+        try:
+            check_qcow2(disk)
+        except UsageError as exc:
+            raise UsageError(str(exc).replace(str(disk), f"the disk sha256:{image[:12]}")) from None
+    elif not any(a.digest == image and a.kind == ROOTFS for a in artifacts):
         raise UsageError(f"the image digest sha256:{image} must be that of its {ROOTFS!r} artifact")
     names = [a.filename for a in artifacts]
     if len(set(names)) != len(names):
