@@ -38,6 +38,10 @@ def small_tree(root: Path) -> Path:
     os.chown(helper, 1000, 1000)
     os.chmod(helper, 0o4755)  # chown clears setuid
     (root / "var/tmp").chmod(0o1777)
+    (root / "etc/.hidden").mkdir()
+    (root / "etc/.hidden/tool").write_text("x")
+    os.chmod(root / "etc/.hidden/tool", 0o2750)
+    (root / "etc/host-etc").symlink_to("/etc")  # points out of the image: never followed
     return root
 
 
@@ -83,6 +87,8 @@ def test_a_disk_without_a_boot_loader_imports_with_its_tree_intact_and_says_so(e
     helper = members["usr/bin/helper"]
     assert (helper.mode & 0o7777, helper.uid, helper.gid) == (0o4755, 1000, 1000)
     assert members["var/tmp"].mode & 0o7777 == 0o1777
+    assert members["etc/.hidden/tool"].mode & 0o7777 == 0o2750
+    assert members["etc/host-etc"].issym() and members["etc/host-etc"].linkname == "/etc"
     assert members["etc/os-release"].issym() and members["etc/os-release"].linkname == "../usr/lib/os-release"
     again = env.cli("import", "tiny-disk", str(disk))
     assert again.returncode == 0 and "already imported" in again.stdout

@@ -182,8 +182,9 @@ def _dump(image: Path, tree: Path, workdir: Path) -> None:
     _run([debugfs, "-R", f"rdump / {tree}", str(image)], "reading the root filesystem failed")
     # rdump drops setuid, setgid and sticky bits: list every directory once and set each entry again
     dirs = ["/"]
-    for dirpath, names, _files in os.walk(tree):
-        rel = "/" + os.path.relpath(dirpath, tree).removeprefix(".")
+    for dirpath, names, _files in os.walk(tree):  # real directories only: never through a symlink, which
+        names[:] = [n for n in names if not os.path.islink(os.path.join(dirpath, n))]  # may point at the host's
+        rel = "/" + os.path.relpath(dirpath, tree) if dirpath != str(tree) else "/"
         dirs += [os.path.join(rel, n) for n in names]
     for d in dirs:
         if any(c.isspace() or c in "\"'\\" for c in d):

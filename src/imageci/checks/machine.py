@@ -26,6 +26,7 @@ CLOUD_INIT_ERROR = re.compile(r"\[(ERROR|CRITICAL)\]|^Traceback ")
 # what systemd and the kernel say when a shutdown is not clean
 SHUTDOWN_BAD = re.compile(r"(A stop job is running|\[FAILED\]|Failed unmounting|Failed to (stop|finalize|deactivate)"
                           r"|[Tt]imed out|Kernel panic|Sending SIGKILL to PID)")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 DNS_TRIES_S = 120.0  # systemd-resolved needs ~30 s to give up on UDP (none on the testbed's network) for TCP
 SHUTDOWN_TIMEOUT_S = 90.0  # systemd's own DefaultTimeoutStopSec
 
@@ -161,7 +162,8 @@ def dns_configured(testbed: Testbed, opts: dict[str, str]) -> Outcome:
 def clean_shutdown(testbed: Testbed, opts: dict[str, str]) -> Outcome:
     limit = float(opts.get("timeout", SHUTDOWN_TIMEOUT_S))
     result = testbed.power_off(limit)
-    bad = [ln.strip() for ln in result.console.splitlines() if SHUTDOWN_BAD.search(ln)]
+    said = ANSI.sub("", result.console)  # systemd colours its status lines
+    bad = [ln.strip() for ln in said.splitlines() if SHUTDOWN_BAD.search(ln)]
     log = (f"# systemctl poweroff; the console meanwhile ({len(result.console)} bytes):\n".encode()
            + result.console[-20000:].encode())
     if result.seconds is None:
