@@ -21,4 +21,5 @@ class ExitCode(enum.IntEnum):
     CATALOG_UNUSABLE = 8  # the catalog is damaged, not an imageci catalog, or from a newer imageci; untouched
     DENIED = 9  # no valid credentials (unknown, expired or revoked token), or not allowed to do this
     PUSH_FAILED = 10  # `push`: the destination refused or could not be reached; nothing was recorded as pushed
+    RUNTIME_UNMET = 11  # `check-consumer`: the image lacks a runtime the project declares; its suite did not run
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; temporary state was cleaned up

@@ -47,6 +47,7 @@ from imageci.api.schemas import (
 from imageci.app import (
     ciplans,
     compliance,
+    consumers,
     gating,
     inventory,
     livelogs,
@@ -62,6 +63,7 @@ from imageci.app import (
 from imageci.app.session import Session
 from imageci.config import Settings
 from imageci.definitions.durations import duration_arg
+from imageci.definitions.image import NAME_RE
 from imageci.errors import ImageciError, UsageError
 from imageci.feeds import routes as feed_routes
 from imageci.store.blobs import BlobTooLargeError
@@ -354,6 +356,27 @@ def create_app(settings: Settings, *, local_dashboard: bool = False) -> FastAPI:
         """Lift a quarantine entry kept here (scope ``promote``); it stays listed with ``lifted``."""
         signed_in(caller)
         return quarantines.lift(s, entry_id, body.reason, by=caller)
+
+    @api.get(f"{API}/consumers", response_model=list[consumers.ConsumerRow], tags=["images"])
+    def consumer_list(s: SessionDep, caller: Caller, product: str | None = None,
+                      removed: bool = False) -> list[consumers.ConsumerRow]:
+        """The consumers registered for the products the caller may see (removed ones too with ``removed``)."""
+        return consumers.listing(s, product, removed=removed, viewer=caller)
+
+    @api.post(f"{API}/consumers", response_model=consumers.ConsumerRow, status_code=201, tags=["images"])
+    def consumer_add(body: consumers.ConsumerRequest, s: SessionDep, caller: Caller) -> consumers.ConsumerRow:
+        """Register a consumer of a product (scope ``promote`` in its namespace): its suite (a directory or git
+        repository as this server's machine reaches it) runs with every run of the product's suite here; a
+        gating one blocks a promotion that breaks it."""
+        signed_in(caller)
+        return consumers.add(s, body, by=caller)
+
+    @api.delete(f"{API}/consumers/{{name}}", response_model=consumers.ConsumerRow, tags=["images"])
+    def consumer_remove(name: Annotated[str, FastPath(pattern=NAME_RE)], s: SessionDep,
+                        caller: Caller) -> consumers.ConsumerRow:
+        """Remove a consumer (scope ``promote``); it stays listed with ``removed``."""
+        signed_in(caller)
+        return consumers.remove(s, name, by=caller)
 
     @api.post(f"{API}/prune", response_model=list[gating.Pruned], tags=["images"])
     def prune(body: PruneRequest, s: SessionDep, caller: Caller) -> list[gating.Pruned]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from imageci.app import access, compliance, repro, vulns
+from imageci.app import access, compliance, consumers, repro, vulns
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.planning import flake_policy, suite_of
 from imageci.app.session import Session
@@ -75,6 +75,8 @@ def _own_gate(session: Session, version: Version, quarantine: Path | None) -> Ga
     waiver = flake_policy(session, version, suite, checks, quarantine, warn=False)
     result = evaluate_gate(session.catalog, version, required_checks(checks, g.tests), g.testbeds, waiver)
     sections = []
+    if (consumed := consumers.gate_section(session, version)) is not None:
+        sections.append(consumed)
     if g.vulnerabilities is not None or g.compliance is not None or g.reproducible:
         info = access.resolve(session.reader, LOCAL, label(version))
         if g.vulnerabilities is not None:

@@ -90,6 +90,11 @@ def _files(session: Session, version: VersionInfo) -> FileIndex:
     return FileIndex.model_validate(_load(session, _stored(session, version)[FILE_INDEX], FILE_INDEX))
 
 
+def files_of(session: Session, version: VersionInfo) -> FileIndex:
+    """The version's file index (made now if it has none yet)."""
+    return _files(session, version)
+
+
 def subject(version: VersionInfo) -> Subject:
     return Subject(name=version.name, serial=version.serial, digest=version.digest,
                    architecture=version.architecture, created=as_utc(version.created_at))
@@ -151,6 +156,11 @@ def _diff(session: Session, a: VersionInfo, b: VersionInfo) -> VersionDiff:
                 _CHANGES.popitem(last=False)
     return VersionDiff(before=a.label, after=b.label, before_digest=f"sha256:{a.digest}",
                        after_digest=f"sha256:{b.digest}", **found.model_dump())
+
+
+def version_diff(session: Session, before: VersionInfo, after: VersionInfo) -> VersionDiff:
+    """What changed from ``before`` to ``after`` (no access check: the caller resolved both)."""
+    return _diff(session, before, after)
 
 
 class SinceLastPassed(BaseModel):

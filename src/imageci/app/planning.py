@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imageci.app.session import Session
 from imageci.app.versions import config_of, suite_dir_of
 from imageci.checks.base import Check
+from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
 from imageci.checks.dep8 import dep8_checks
 from imageci.checks.depcache import DependencyCache
 from imageci.checks.structure import structure_checks
@@ -60,6 +61,8 @@ class TestRequest(BaseModel):
     junit: Path | None = None
     tap: Path | None = None
     executor: Executor | None = Field(default=None, description="None: the settings' (IMAGECI_EXECUTOR)")
+    consumers: bool = Field(default=True, description="with the whole suite, run the product's consumers' suites "
+                                                      "too (name one with tests: consumer:NAME)")
 
     @property
     def extra(self) -> bool:
@@ -122,6 +125,34 @@ def suite_of(session: Session, version: Version, override: Path | None = None, *
     return suite
 
 
+def _consumer_checks(session: Session, version: Version, request: TestRequest, named: list[str],
+                     executor: Executor) -> list[Check]:
+    """The consumers' suites this run takes: those named (consumer:NAME), else all of the product's when the
+    whole suite runs (not with --tests, nor --dep8/--structure/--testinfra alone, nor --no-consumers)."""
+    from imageci.app import consumers
+
+    if named:
+        found = consumers.checks_for(session, version, named)
+        unknown = sorted(set(named) - {c.spec.name for c in found})
+        if unknown:
+            have = [c.name for c, _p in session.catalog.consumers(version.product.name)]
+            raise UsageError(f"no consumer {', '.join(unknown)} of {version.product.name}; its consumers: "
+                             f"{', '.join(have) or 'none'} (imageci consumers list)")
+    elif request.consumers and not request.tests and (not request.extra or request.suite is not None):
+        found = consumers.checks_for(session, version)
+    else:
+        return []
+    if found and executor == "celery":
+        if named:
+            raise UsageError("consumers' suites run with --executor local (workers take each test from the "
+                             "version's own suite)")
+        log.warning("%d consumer suite(s) of %s not run: consumers run with --executor local (imageci test %s "
+                    "--executor local --tests %s)", len(found), version.product.name, version.product.name,
+                    found[0].id)
+        return []
+    return list(found)
+
+
 def plan_tests(session: Session, request: TestRequest) -> TestPlan:
     """The run ``request`` asks for; bad input fails here, before anything runs."""
     override = parse_assignments(request.limits)
@@ -129,9 +160,14 @@ def plan_tests(session: Session, request: TestRequest) -> TestPlan:
     config = config_of(session, version)
     checks: list[Check] = []
     suite: Suite | None = None
+    named = [t for t in request.tests or [] if not t.startswith(CONSUMER_PREFIX)]
+    consumers = [t.removeprefix(CONSUMER_PREFIX) for t in request.tests or [] if t.startswith(CONSUMER_PREFIX)]
     if not request.extra or request.suite is not None:  # --dep8 or --structure alone runs only those
         suite = suite_of(session, version, request.suite)
-        checks += suite_checks(suite, None if request.extra else request.tests, config)
+        if not request.tests or named:
+            checks += suite_checks(suite, None if request.extra else (named or None), config)
+    executor: Executor = request.executor or ("celery" if session.settings.executor == "celery" else "local")
+    checks += _consumer_checks(session, version, request, consumers, executor)
     for path in request.structure:
         checks += structure_checks(load_structure(path), config)
     for path in request.testinfra:
@@ -139,13 +175,12 @@ def plan_tests(session: Session, request: TestRequest) -> TestPlan:
     fetched = [fetch_source(p, session.settings.home / "sources") for p in request.dep8_packages]
     for tree in [*request.dep8, *fetched]:
         checks += dep8_checks(load_dep8(tree), DependencyCache(session.settings.home / "cache" / "test-deps"))
-    if request.extra and request.tests:
+    if request.extra and named:
         by_id = {c.id: c for c in checks}
-        unknown = [t for t in request.tests if t not in by_id]
+        unknown = [t for t in named if t not in by_id]
         if unknown:
             raise UsageError(f"no such test: {', '.join(unknown)}; available: {', '.join(by_id)}")
-        checks = [by_id[t] for t in request.tests]
-    executor: Executor = request.executor or ("celery" if session.settings.executor == "celery" else "local")
+        checks = [by_id[t] for t in named] + [c for c in checks if c.id.startswith(CONSUMER_PREFIX)]
     if executor == "celery" and (request.extra or request.suite is not None):
         raise UsageError("with --executor celery only the version's own suite runs (workers take each test from "
                          "the suite stored with the version); --suite, --dep8, --dep8-package, --structure and "

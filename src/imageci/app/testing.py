@@ -12,14 +12,15 @@ from pydantic import BaseModel
 from imageci.app import livelogs
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
-from imageci.app.versions import config_of
+from imageci.app.versions import config_of, gate_of
+from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
 from imageci.engine.budget import Budget, default_budget
 from imageci.engine.runner import Dispatcher, Engine, EventFn, RunReport, TestResult
 from imageci.exitcodes import ExitCode
 from imageci.reports.junit import write_junit
 from imageci.reports.reproducer import RunSpec, write_reproducer
 from imageci.reports.tap import write_tap
-from imageci.store.models import Attempt, label
+from imageci.store.models import Attempt, State, label
 from imageci.testbeds.registry import make_backend
 
 PlanFn = Callable[[TestPlan], None]
@@ -62,6 +63,7 @@ class RunOutcome:
     report: RunReport
     reproducer: Path
     spec: RunSpec
+    baseline: RunOutcome | None = None  # consumers run on the stable version too, to tell a regression
 
     @property
     def exit_code(self) -> ExitCode:
@@ -137,4 +139,29 @@ def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None 
     plan = plan_tests(session, request)
     if on_plan is not None:
         on_plan(plan)
-    return execute(session, plan, on_event, on_status)
+    outcome = execute(session, plan, on_event, on_status)
+    if outcome.exit_code != ExitCode.INTERRUPTED and plan.version.state == State.TESTING and any(
+            c.id.startswith(CONSUMER_PREFIX) for c in plan.checks):
+        outcome.baseline = _consumer_baseline(session, plan, on_plan, on_event, on_status)
+    return outcome
+
+
+def _consumer_baseline(session: Session, plan: TestPlan, on_plan: PlanFn | None, on_event: AttemptFn | None,
+                       on_status: StatusFn | None) -> RunOutcome | None:
+    """Consumers that failed on the version and have no verdict on the current stable version at their newest
+    snapshot run there too: the gate can then tell a regression from a suite that fails anyway."""
+    from imageci.app import consumers
+
+    needed = consumers.baseline_needed(session, session.catalog.resolve(label(plan.version)))
+    if needed is None:
+        return None
+    stable, names = needed
+    g = gate_of(plan.version)
+    request = plan.request.model_copy(update={
+        "ref": label(stable), "tests": [f"{CONSUMER_PREFIX}{n}" for n in names], "suite": None, "dep8": [],
+        "dep8_packages": [], "structure": [], "testinfra": [], "junit": None, "tap": None, "rerun_all": False,
+        "testbeds": list(g.testbeds) if g is not None else plan.testbeds})
+    baseline = plan_tests(session, request)
+    if on_plan is not None:
+        on_plan(baseline)
+    return execute(session, baseline, on_event, on_status)

@@ -64,7 +64,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ImageciError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted: temporary state cleaned up[/]")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imageci import __version__
-from imageci.cli import cisystems, compliance, fleet, inventory, quarantine, repro, serving, upkeep, vulns
+from imageci.cli import cisystems, compliance, consumers, fleet, inventory, quarantine, repro, serving, upkeep, vulns
 from imageci.cli.context import COLOURS, console, err_console, handle_errors, print_json, show_warnings
 
 # Commands import what they use when they run: `imageci --version` and the queries start fast.
@@ -35,6 +35,8 @@ Dep8Opt = Annotated[list[Path] | None, typer.Option("--dep8", help="a source tre
                                                    "(debian/tests/control) to run; repeatable")]
 Dep8PkgOpt = Annotated[list[str] | None, typer.Option("--dep8-package", help="a Debian source package whose "
                                                       "DEP-8 tests to run (apt-get source); repeatable")]
+ConsumersOpt = Annotated[bool, typer.Option("--consumers/--no-consumers", help="also run the image's consumers' "
+                                             "suites (imageci consumers list)")]
 QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="quarantine file (default: the suite's "
                                                   "quarantine.yaml)")]
 StructureOpt = Annotated[list[Path] | None, typer.Option("--structure", help="a container-structure-test YAML file "
@@ -264,7 +266,7 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
              retries: int, rerun_all: bool, junit: Path | None, tap: Path | None, fresh: str | None,
              dep8: list[Path] | None, dep8_package: list[str] | None, quarantine: Path | None,
              structure: list[Path] | None, testinfra: list[Path] | None, limit: list[str] | None,
-             executor: str | None = None) -> TestRequest:
+             executor: str | None = None, consumers: bool = True) -> TestRequest:
     from imageci.app.planning import TestRequest
     from imageci.errors import UsageError
 
@@ -274,7 +276,7 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
                        rerun_all=rerun_all, junit=junit, tap=tap, fresh=_fresh(fresh), dep8=dep8 or [],
                        dep8_packages=dep8_package or [], quarantine=quarantine, structure=structure or [],
                        testinfra=testinfra or [], limits=limit or [],
-                       executor=executor)  # type: ignore[arg-type]
+                       executor=executor, consumers=consumers)  # type: ignore[arg-type]
 
 
 def _run(request: TestRequest) -> None:
@@ -329,10 +331,12 @@ def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: 
          retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None,
          fresh: FreshOpt = None, dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None,
          quarantine: QuarantineOpt = None, structure: StructureOpt = None, testinfra: TestinfraOpt = None,
-         limit: LimitOpt = None, executor: ExecutorOpt = None) -> None:
-    """Run the image's whole suite (or, with --dep8/--dep8-package/--structure/--testinfra alone, only those)."""
+         limit: LimitOpt = None, executor: ExecutorOpt = None, consumers: ConsumersOpt = True) -> None:
+    """Run the image's whole suite and its consumers' suites (or, with --dep8/--dep8-package/--structure/
+    --testinfra alone, only those). A gating consumer that fails on a testing version also runs on the stable
+    version, so the gate can tell whether this version broke it."""
     _run(_request(ref, None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
-                  quarantine, structure, testinfra, limit, executor))
+                  quarantine, structure, testinfra, limit, executor, consumers))
 
 
 RUN_NOTES = {"aborted": "the imageci process running it died; what it recorded is below",
@@ -420,7 +424,7 @@ def gate(ref: RefArg, as_json: Annotated[bool, typer.Option("--json")] = False) 
         print_json(status)
     else:
         console.print(f"{status.image} ({status.state}, {status.architecture}): {status.explanation}",
-                      highlight=False, markup=False)
+                      highlight=False, markup=False, soft_wrap=True)
     if not status.holds:
         raise typer.Exit(int(ExitCode.GATE_REFUSED))
 
@@ -432,8 +436,10 @@ def pipeline(definition: DefArg,
              suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
              rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
              dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
-             structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None) -> None:
-    """build → publish to testing → test the gate suite → promote to stable if the gate holds."""
+             structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None,
+             consumers: ConsumersOpt = True) -> None:
+    """build → publish to testing → test the gate suite (and the consumers' suites) → promote to stable if the
+    gate holds."""
     from imageci.app.pipeline import pipeline as run_pipeline
     from imageci.app.session import Session
     from imageci.cli.sources import remote_client
@@ -441,7 +447,7 @@ def pipeline(definition: DefArg,
     from imageci.store.models import label
 
     request = _request("", None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
-                       quarantine, structure, testinfra, limit)
+                       quarantine, structure, testinfra, limit, consumers=consumers)
     session = Session.open()
     if remote_client(session.settings) is not None:
         _pipeline_via(session, definition, request, force_build)
@@ -465,7 +471,7 @@ def pipeline(definition: DefArg,
         for old in outcome.promotion.retired:
             console.print(f"retired {label(old)} (inactive)")
     elif outcome.gate is not None:
-        err_console.print(outcome.gate.explain())
+        err_console.print(outcome.gate.explain(), markup=False, highlight=False, soft_wrap=True)
         err_console.print(f"[red]not promoted[/]: {ref} stays on testing")
     raise typer.Exit(int(outcome.exit_code))
 
@@ -558,6 +564,7 @@ serving.register(app)
 cisystems.register(app)
 upkeep.register(app)
 quarantine.register(app)
+consumers.register(app)
 inventory.register(app)
 vulns.register(app)
 compliance.register(app)

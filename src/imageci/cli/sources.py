@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from imageci.app.ciplans import CiPlan
     from imageci.app.compliance import ComplianceReport
+    from imageci.app.consumers import ConsumerRequest, ConsumerRow
     from imageci.app.gating import GateStatus, Promotion, Pruned
     from imageci.app.inventory import VersionDiff
     from imageci.app.livelogs import LiveLog
@@ -93,6 +94,15 @@ class Source(ABC):
 
     @abstractmethod
     def quarantine_lift(self, entry_id: int, reason: str) -> QuarantineRow: ...
+
+    @abstractmethod
+    def consumers(self, product: str | None, removed: bool) -> list[ConsumerRow]: ...
+
+    @abstractmethod
+    def consumer_add(self, request: ConsumerRequest) -> ConsumerRow: ...
+
+    @abstractmethod
+    def consumer_remove(self, name: str) -> ConsumerRow: ...
 
     @abstractmethod
     def bom(self, ref: str, form: BomFormat) -> dict[str, Any]: ...
@@ -248,6 +258,24 @@ class Local(Source):
 
         return quarantines.lift(Session.open(), entry_id, reason)
 
+    def consumers(self, product: str | None, removed: bool) -> list[ConsumerRow]:
+        from imageci.app import consumers
+        from imageci.app.session import Session
+
+        return consumers.listing(Session.open(), product, removed=removed)
+
+    def consumer_add(self, request: ConsumerRequest) -> ConsumerRow:
+        from imageci.app import consumers
+        from imageci.app.session import Session
+
+        return consumers.add(Session.open(), request)
+
+    def consumer_remove(self, name: str) -> ConsumerRow:
+        from imageci.app import consumers
+        from imageci.app.session import Session
+
+        return consumers.remove(Session.open(), name)
+
     def bom(self, ref: str, form: BomFormat) -> dict[str, Any]:
         from imageci.app import inventory
         from imageci.app.session import Session
@@ -398,6 +426,23 @@ class Server(Source):
 
         return self.client.post(f"/quarantine/{entry_id}/lift", QuarantineRow,  # type: ignore[no-any-return]
                                 {"reason": reason})
+
+    def consumers(self, product: str | None, removed: bool) -> list[ConsumerRow]:
+        from imageci.app.consumers import ConsumerRow
+
+        return self.client.get("/consumers", list[ConsumerRow], product=product,  # type: ignore[no-any-return]
+                               removed=removed or None)
+
+    def consumer_add(self, request: ConsumerRequest) -> ConsumerRow:
+        from imageci.app.consumers import ConsumerRow
+
+        return self.client.post("/consumers", ConsumerRow,  # type: ignore[no-any-return]
+                                request.model_dump(mode="json"))
+
+    def consumer_remove(self, name: str) -> ConsumerRow:
+        from imageci.app.consumers import ConsumerRow
+
+        return self.client.delete(f"/consumers/{name}", ConsumerRow)  # type: ignore[no-any-return]
 
     def bom(self, ref: str, form: BomFormat) -> dict[str, Any]:
         return self.client.get(f"/images/{self.client.ref(ref)}/bom", dict[str, Any],  # type: ignore[no-any-return]

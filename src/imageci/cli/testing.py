@@ -47,3 +47,7 @@ def show_outcome(outcome: RunOutcome) -> None:
                       "finished attempts are recorded")
     console.print(f"run {report.run_id}: {summary} → exit {int(report.exit_code)}; re-run it: {outcome.reproducer}",
                   highlight=False)
+    if outcome.baseline is not None:
+        console.print("consumers that failed also ran on the stable version, to tell whether this version broke them:",
+                      highlight=False)
+        show_outcome(outcome.baseline)

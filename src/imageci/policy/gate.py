@@ -67,9 +67,10 @@ class GateResult:
             return "; ".join([f"gate holds: {len(self.satisfied)} requirement(s) met{archs}", *parts])
         failing = [s for s in self.siblings if s.why is not None]
         unheld = [s for s in self.sections if not s.holds]
-        lines = [f"gate does not hold: {len(self.missing)} requirement(s) unmet"
-                 + (f", and {len(failing)} other architecture(s) not passed" if failing else "")
-                 + (f", and {', '.join(s.name for s in unheld)} not passed" if unheld else "")]
+        why = [f"{len(self.missing)} requirement(s) unmet"] if self.missing else []
+        why += [f"{len(failing)} other architecture(s) not passed"] if failing else []
+        why += [f"{', '.join(s.name for s in unheld)} not passed"] if unheld else []
+        lines = ["gate does not hold: " + ", and ".join(why or ["0 requirement(s) unmet"])]
         lines += [f"  {t} on {tb}: {why}" for t, tb, why in self.missing]
         lines += [f"  arch {s.architecture} ({s.image or 'not built'}): {s.why}" for s in failing]
         for s in self.sections:

@@ -28,6 +28,7 @@ from imageci.store.models import (
     TRANSITIONS,
     Artifact,
     Attempt,
+    Consumer,
     Event,
     Product,
     Push,
@@ -293,6 +294,46 @@ class Catalog:
                                  f"{as_utc(entry.lifted_at).isoformat(timespec='seconds')} by {entry.lifted_by}")
             entry.lifted_at, entry.lifted_by, entry.lift_reason = utcnow(), actor, reason
             return entry
+
+    # ---- consumers ---------------------------------------------------------------
+
+    def add_consumer(self, consumer: Consumer, product: str) -> Consumer:
+        """Register ``consumer`` for ``product``; a name in use (even by a removed one) is refused."""
+        with self.session() as s:
+            found = self._product(s, product)
+            if found is None:
+                raise UnknownReferenceError(f"unknown image {product!r}")
+            if s.scalar(select(Consumer.id).where(Consumer.name == consumer.name)) is not None:
+                raise UsageError(f"a consumer named {consumer.name!r} exists (a removed one keeps its name); "
+                                 "choose another name")
+            consumer.product_id = found.id
+            s.add(consumer)
+            s.flush()
+            return consumer
+
+    def remove_consumer(self, name: str, *, actor: str) -> Consumer:
+        with self.session() as s:
+            row = s.scalar(select(Consumer).where(Consumer.name == name))
+            if row is None or row.removed_at is not None:
+                raise UnknownReferenceError(f"no consumer named {name!r}")
+            row.removed_at, row.removed_by = utcnow(), actor
+            return row
+
+    def consumers(self, product: str | None = None, *, removed: bool = False) -> list[tuple[Consumer, str]]:
+        """The registered consumers (of ``product``) with their product's name, by name; removed ones only
+        with ``removed``."""
+        with self.session() as s:
+            q = select(Consumer, Product.name).join(Product, Product.id == Consumer.product_id)
+            if product is not None:
+                q = q.where(Product.name == product)
+            if not removed:
+                q = q.where(Consumer.removed_at.is_(None))
+            return [(row, str(name)) for row, name in s.execute(q.order_by(Consumer.name))]
+
+    def set_consumer_snapshot(self, consumer_id: int, snapshot: str, revision: str | None) -> None:
+        with self.session() as s:
+            s.execute(update(Consumer).where(Consumer.id == consumer_id)
+                      .values(snapshot=snapshot, revision=revision, snapshot_at=utcnow()))
 
     def quarantines(self, product: str | None = None, *, lifted: bool = False) -> list[tuple[Quarantine, str]]:
         """The catalog's quarantine entries (of ``product``), with their product's name, oldest first; lifted

@@ -323,9 +323,11 @@ def tokens(reader: Reader) -> list[TokenInfo]:
 
 
 def referenced_blobs(reader: Reader) -> set[str]:
-    """Every blob digest the catalog points at: artifacts of any version (in any state) and logs."""
+    """Every blob digest the catalog points at: artifacts of any version (in any state), logs, and the
+    consumers' snapshots."""
     return {str(d) for (d,) in reader.rows(
-        "SELECT digest FROM artifacts UNION SELECT log_digest FROM attempts WHERE log_digest IS NOT NULL", {})}
+        "SELECT digest FROM artifacts UNION SELECT log_digest FROM attempts WHERE log_digest IS NOT NULL "
+        "UNION SELECT snapshot FROM consumers WHERE snapshot IS NOT NULL", {})}
 
 
 def products(reader: Reader) -> list[tuple[str, str, bool, int]]:

@@ -26,7 +26,7 @@ from imageci.store.states import (
 # The catalog's vocabulary lives in store.states (no SQLAlchemy); re-exported for the ORM's users.
 __all__ = ["CHANNELS", "DEFAULT_NAMESPACE", "MULTIARCH", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus",
            "State", "as_utc", "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Push", "Run",
-           "Quarantine", "Token", "Version", "VulnFeed", "VulnRecord", "label"]
+           "Quarantine", "Consumer", "Token", "Version", "VulnFeed", "VulnRecord", "label"]
 
 
 class Base(DeclarativeBase):
@@ -173,6 +173,33 @@ class Quarantine(Base):
     lifted_by: Mapped[str | None] = mapped_column(String(128))
     lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lift_reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Consumer(Base):
+    """A project that builds on a product and registers its suite (`imageci consumers add`): it runs on every
+    version tested with its product's suite; a gating one blocks the promotion of a version it fails on when it
+    passed on the current stable version. Its content is a stored snapshot (``snapshot``: the suite, and its
+    wheelhouse if any), taken again whenever a run plans it; removing keeps the row."""
+
+    __tablename__ = "consumers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    source: Mapped[str] = mapped_column(Text)  # a directory, or a git repository (path or URL)
+    ref: Mapped[str | None] = mapped_column(String(255))  # git: the branch, tag or commit (None: a directory)
+    subdir: Mapped[str | None] = mapped_column(Text)  # git: the suite's directory in the repository
+    command: Mapped[str] = mapped_column(Text)
+    setup: Mapped[str | None] = mapped_column(Text)
+    wheelhouse: Mapped[str | None] = mapped_column(Text)  # a directory of wheels pip installs from, offline
+    timeout: Mapped[int] = mapped_column(Integer)
+    gating: Mapped[bool] = mapped_column(Boolean, default=False)
+    snapshot: Mapped[str | None] = mapped_column(String(64))  # sha256 of the newest snapshot blob
+    revision: Mapped[str | None] = mapped_column(String(64))  # git: the commit it was taken from
+    snapshot_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    removed_by: Mapped[str | None] = mapped_column(String(128))
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class VulnFeed(Base):
