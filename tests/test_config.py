@@ -23,7 +23,10 @@ def test_every_variable_is_read_into_settings(tmp_path: Path) -> None:
            "IMAGECI_MEMORY_BUDGET_MB": "2048", "IMAGECI_CPU_BUDGET": "1.5", "IMAGECI_SERVER": "https://ci.example",
            "IMAGECI_MAX_UPLOAD": "8G",
            "IMAGECI_TOKEN": "ici_secret", "IMAGECI_EXECUTOR": "celery",
-           "IMAGECI_BROKER_URL": "redis://:pw@127.0.0.1:6379/1", "IMAGECI_VISIBILITY_TIMEOUT": "7200"}
+           "IMAGECI_BROKER_URL": "redis://:pw@127.0.0.1:6379/1", "IMAGECI_VISIBILITY_TIMEOUT": "7200",
+           "IMAGECI_WEBHOOK_URL": "http://127.0.0.1:9/hook", "IMAGECI_WEBHOOK_SECRET": "hooksecret",
+           "IMAGECI_SMTP_URL": "smtp://u:mailpw@127.0.0.1:2525", "IMAGECI_MAIL_FROM": "ci@example.org",
+           "IMAGECI_MAIL_TO": "a@example.org, b@example.org"}
     assert set(env) == set(VARIABLES)
     s = Settings.load(env=env)
     assert (s.home, s.db_url, s.jobs, s.build_cache, s.actor, s.hosts) == (
@@ -34,6 +37,10 @@ def test_every_variable_is_read_into_settings(tmp_path: Path) -> None:
     assert s.max_upload == 8 << 30
     assert (s.executor, s.broker_url, s.visibility_timeout) == ("celery", "redis://:pw@127.0.0.1:6379/1", 7200)
     assert "pw@" not in repr(s)
+    assert (s.webhook_url, s.webhook_secret, s.smtp_url, s.mail_from, s.mail_to) == (
+        "http://127.0.0.1:9/hook", "hooksecret", "smtp://u:mailpw@127.0.0.1:2525", "ci@example.org",
+        ("a@example.org", "b@example.org"))
+    assert "hooksecret" not in repr(s) and "mailpw" not in repr(s)
     d = Settings.load(env={"IMAGECI_HOME": str(tmp_path / "d")})
     assert (d.qemu_accel, d.warm_vms, d.tcg_multiplier, d.memory_budget_mb, d.actor) == ("auto", 1, 3.0, None, None)
     assert d.hosts == d.home / "hosts.yaml" and d.jobs == (os.cpu_count() or 1) and d.max_upload == 32 << 30

@@ -39,9 +39,14 @@ VARIABLES: dict[str, str] = {
     "IMAGECI_EXECUTOR": "local or celery: where `run`/`test` run their tests",
     "IMAGECI_BROKER_URL": "the Celery broker and result backend (redis://…) for workers and --executor celery",
     "IMAGECI_VISIBILITY_TIMEOUT": "seconds before a job a dead worker held is delivered again",
+    "IMAGECI_WEBHOOK_URL": "where notifications are POSTed as JSON (a blocked promotion, a new failure)",
+    "IMAGECI_WEBHOOK_SECRET": "the key of the notifications' X-Imageci-Signature (HMAC-SHA256)",
+    "IMAGECI_SMTP_URL": "smtp://[USER:PASSWORD@]HOST[:PORT] or smtp+starttls://…: notifications by e-mail",
+    "IMAGECI_MAIL_FROM": "the notifications' From address",
+    "IMAGECI_MAIL_TO": "who gets the notifications by e-mail (comma-separated)",
 }
 # never pinned, never printed: a token, and a broker URL that may carry a password
-SECRET_VARIABLES = frozenset({"IMAGECI_TOKEN", "IMAGECI_BROKER_URL"})
+SECRET_VARIABLES = frozenset({"IMAGECI_TOKEN", "IMAGECI_BROKER_URL", "IMAGECI_WEBHOOK_SECRET", "IMAGECI_SMTP_URL"})
 EXECUTORS = ("local", "celery")
 BROKER_SCHEMES = ("redis://", "rediss://", "redis+socket://")  # Celery's Redis transport
 
@@ -92,6 +97,11 @@ class Settings:
     executor: str = "local"  # local | celery
     broker_url: str | None = field(default=None, repr=False)  # redis://…: may carry a password
     visibility_timeout: int = 3600  # seconds: longer than the longest test, or a running job is delivered twice
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    smtp_url: str | None = field(default=None, repr=False)  # may carry a password
+    mail_from: str | None = None
+    mail_to: tuple[str, ...] = ()
 
     @property
     def store_dir(self) -> Path:
@@ -148,6 +158,13 @@ class Settings:
                               lambda v: v.startswith(BROKER_SCHEMES)),
             visibility_timeout=_parse(env, "IMAGECI_VISIBILITY_TIMEOUT", int, "a whole number of seconds ≥ 10",
                                       lambda v: v >= 10) or 3600,
+            webhook_url=_parse(env, "IMAGECI_WEBHOOK_URL", str, "an http:// or https:// URL",
+                               lambda v: v.startswith(("http://", "https://"))),
+            webhook_secret=env.get("IMAGECI_WEBHOOK_SECRET") or None,
+            smtp_url=_parse(env, "IMAGECI_SMTP_URL", str, "an smtp:// or smtp+starttls:// URL",
+                            lambda v: v.startswith(("smtp://", "smtp+starttls://"))),
+            mail_from=env.get("IMAGECI_MAIL_FROM") or None,
+            mail_to=tuple(a.strip() for a in (env.get("IMAGECI_MAIL_TO") or "").split(",") if a.strip()),
         )
 
     def ensure(self) -> None:

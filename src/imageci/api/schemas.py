@@ -84,6 +84,11 @@ class PruneRequest(BaseModel):
     dry_run: bool = False
 
 
+class RetentionRequest(BaseModel):
+    name: str | None = Field(default=None, max_length=63, description="only this product")
+    dry_run: bool = False
+
+
 class ProductChange(BaseModel):
     namespace: str | None = Field(default=None, max_length=63, description="move it to this namespace")
     public: bool | None = Field(default=None, description="readable without a token")

@@ -40,6 +40,7 @@ from imageci.api.schemas import (
     PromoteRequest,
     PruneRequest,
     Readiness,
+    RetentionRequest,
     TokenRequest,
     WhoAmI,
     status_of,
@@ -51,11 +52,13 @@ from imageci.app import (
     gating,
     inventory,
     livelogs,
+    pins,
     products,
     publishing,
     quarantines,
     queries,
     recording,
+    retention,
     tokens,
     upkeep,
     vulns,
@@ -306,6 +309,18 @@ def create_app(settings: Settings, *, local_dashboard: bool = False) -> FastAPI:
         return gating.promotion_row(gating.promote(s, ref, to=body.to, force=body.force, reason=body.reason,
                                                    by=caller))
 
+    @api.post(f"{API}/images/{{ref}}/pin", response_model=pins.PinRow, tags=["images"])
+    def pin(ref: str, body: pins.PinRequest, s: SessionDep, caller: Caller) -> pins.PinRow:
+        """Pin a version (scope ``promote``): retention never retires nor deletes it; audited."""
+        signed_in(caller)
+        return pins.pin(s, ref, body.reason, by=caller)
+
+    @api.delete(f"{API}/images/{{ref}}/pin", response_model=pins.PinRow, tags=["images"])
+    def unpin(ref: str, s: SessionDep, caller: Caller) -> pins.PinRow:
+        """Unpin a version (scope ``promote``); audited."""
+        signed_in(caller)
+        return pins.pin(s, ref, None, by=caller)
+
     @api.get(f"{API}/images/{{ref}}", response_model=queries.VersionDetail, tags=["images"])
     def version(ref: str, s: SessionDep, caller: Caller) -> queries.VersionDetail:
         """One version: digest, state, namespace, architecture, definition, artifacts."""
@@ -377,6 +392,13 @@ def create_app(settings: Settings, *, local_dashboard: bool = False) -> FastAPI:
         """Remove a consumer (scope ``promote``); it stays listed with ``removed``."""
         signed_in(caller)
         return consumers.remove(s, name, by=caller)
+
+    @api.post(f"{API}/retention", response_model=retention.RetentionReport, tags=["operations"])
+    def apply_retention(body: RetentionRequest, s: SessionDep, caller: Caller) -> retention.RetentionReport:
+        """Apply every product's retention policy (or ``name``'s), scope ``admin``: versions retired and
+        deleted, old logs and results dropped, blobs nothing references deleted; ``dry_run`` only says so."""
+        signed_in(caller)
+        return retention.retention(s, name=body.name, dry_run=body.dry_run, by=caller)
 
     @api.post(f"{API}/prune", response_model=list[gating.Pruned], tags=["images"])
     def prune(body: PruneRequest, s: SessionDep, caller: Caller) -> list[gating.Pruned]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from imageci.app import access, compliance, consumers, repro, vulns
+from imageci.app import access, compliance, consumers, notify, repro, vulns
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.planning import flake_policy, suite_of
 from imageci.app.session import Session
@@ -150,6 +150,8 @@ def promote(session: Session, ref: str, *, to: str = "stable", force: bool = Fal
             by.require(Scope.PROMOTE, other.product.namespace, f"promote {label(other)}")
         also = [(other, session.catalog.evidence(other)) for other in others]
         result = gate(session, version, quarantine=quarantine)
+        if not force and result is not None and not result.holds:
+            notify.promotion_blocked(session.settings, version, result.explain())
         try:
             return promote_version(session.catalog, version, result, keep=keep_of(version), force=force,
                                    reason=reason, actor=None if by == LOCAL else by.name, evidence=evidence,

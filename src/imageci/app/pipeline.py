@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from imageci.app import notify
 from imageci.app.building import build
 from imageci.app.gating import GateStatus, Promotion, gate, promote
 from imageci.app.mirroring import Origin, fetch, portable_reproducer, report
@@ -93,6 +94,8 @@ def pipeline(session: Session, definition: Path, request: TestRequest, *, force_
             outcome.promotion = promote(session, ref, quarantine=request.quarantine)
         except GateRefused:
             outcome.gate = gate(session, session.catalog.resolve(ref), quarantine=request.quarantine)
+    elif outcome.gate is not None:
+        notify.promotion_blocked(session.settings, version, outcome.gate.explain())
     return outcome
 
 
@@ -148,4 +151,8 @@ def pipeline_via(session: Session, server: Server, url: str, definition: Path, r
             outcome.refused = str(exc)
     else:
         outcome.refused = outcome.gate.explanation
+        lines = outcome.refused.splitlines()
+        notify.notify(session.settings, "promotion-blocked", published.image, version.product.name,
+                      outcome.gate.digest, f"{published.image} was not promoted: {lines[0]}",
+                      [ln.strip() for ln in lines[1:]])
     return outcome

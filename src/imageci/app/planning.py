@@ -31,7 +31,9 @@ from imageci.definitions.suite import Suite, load_suite
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import UsageError
 from imageci.policy.flake import expired_warnings, policy_for
-from imageci.store.models import SUITE, Version
+from imageci.store import lookups
+from imageci.store.catalog import VersionDeleted
+from imageci.store.models import SUITE, State, Version, as_utc, label
 
 log = logging.getLogger("imageci.app")
 
@@ -157,6 +159,12 @@ def plan_tests(session: Session, request: TestRequest) -> TestPlan:
     """The run ``request`` asks for; bad input fails here, before anything runs."""
     override = parse_assignments(request.limits)
     version = session.catalog.resolve(request.ref)
+    if version.state == State.DELETED:
+        deleted = next((e for e in reversed(lookups.events(session.reader, version.id)) if e.to_state == State.DELETED),
+                       None)
+        raise VersionDeleted(f"{label(version)} was deleted by retention" + (
+            f" on {as_utc(deleted.at):%Y-%m-%d} ({deleted.reason})" if deleted else "") +
+            ": its bytes are gone; its record, events and results are kept")
     config = config_of(session, version)
     checks: list[Check] = []
     suite: Suite | None = None

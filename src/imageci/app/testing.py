@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from imageci.app import livelogs
+from imageci.app import livelogs, notify
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
 from imageci.app.versions import config_of, gate_of
@@ -140,6 +140,8 @@ def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None 
     if on_plan is not None:
         on_plan(plan)
     outcome = execute(session, plan, on_event, on_status)
+    if outcome.exit_code != ExitCode.INTERRUPTED:
+        notify.new_failures(session, outcome.report)
     if outcome.exit_code != ExitCode.INTERRUPTED and plan.version.state == State.TESTING and any(
             c.id.startswith(CONSUMER_PREFIX) for c in plan.checks):
         outcome.baseline = _consumer_baseline(session, plan, on_plan, on_event, on_status)

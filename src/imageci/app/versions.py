@@ -107,7 +107,7 @@ def siblings(session: Session, version: Version) -> list[Sibling]:
     for arch, product in sorted(group["products"].items()):
         if arch == version.architecture or not isinstance(product, str):
             continue
-        found = [v for v in session.catalog.versions(product) if v.state != State.INACTIVE
+        found = [v for v in session.catalog.versions(product) if v.state not in (State.INACTIVE, State.DELETED)
                  and json.loads(v.build_info or "{}").get(MULTIARCH, {}).get("group") == group.get("group")]
         out.append(Sibling(arch, product, max(found, key=lambda v: v.serial) if found else None))
     return out

@@ -148,7 +148,7 @@ def import_image(name: str, source: str, settings: Settings, catalog: Catalog, s
             disk_artifact = [NewArtifact(DISK, "disk.qcow2", blob.digest, blob.size)]
             digest = blob.digest
         same = catalog.find_by_digest(name, digest)
-        if same is not None and same.state != "inactive":
+        if same is not None and same.state not in ("inactive", "deleted"):
             have = {a.kind: a.digest for a in same.artifacts}
             if snapshot and have.get(SUITE) != snapshot[0].digest:  # same bytes, the suite given now
                 same = catalog.set_test_config(same.id, same.definition, snapshot)

@@ -24,7 +24,7 @@ from imageci.definitions.image import ImageDefinition
 from imageci.errors import BuildError
 
 # Fields that do not change the bytes of the image.
-NON_INPUT_FIELDS = {"description", "keep", "tests"}
+NON_INPUT_FIELDS = {"description", "keep", "tests", "retention", "schedule"}  # not what the bytes are made of
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ def _build_one(loaded: LoadedDefinition, d: ImageDefinition, settings: Settings,
             disk = store.put_file(made) if made.parent != workdir else store.move_file(made)
         digest = disk.digest if disk is not None else rootfs.digest
         same = catalog.find_by_digest(d.name, digest)
-        if same is not None and same.state != "inactive":
+        if same is not None and same.state not in ("inactive", "deleted"):
             return BuildResult(_with_tests(catalog, store, loaded, suite, same, group), skipped=False,
                                identical=True, input_hash=key, seconds=out.seconds, from_cache=out.cached)
         info: dict[str, Any] = {

@@ -9,7 +9,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imageci import __version__
-from imageci.cli import cisystems, compliance, consumers, fleet, inventory, quarantine, repro, serving, upkeep, vulns
+from imageci.cli import (
+    cisystems,
+    compliance,
+    consumers,
+    fleet,
+    inventory,
+    quarantine,
+    repro,
+    retention,
+    serving,
+    upkeep,
+    vulns,
+)
 from imageci.cli.context import COLOURS, console, err_console, handle_errors, print_json, show_warnings
 
 # Commands import what they use when they run: `imageci --version` and the queries start fast.
@@ -565,6 +577,7 @@ cisystems.register(app)
 upkeep.register(app)
 quarantine.register(app)
 consumers.register(app)
+retention.register(app)
 inventory.register(app)
 vulns.register(app)
 compliance.register(app)

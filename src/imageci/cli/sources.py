@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from imageci.app.gating import GateStatus, Promotion, Pruned
     from imageci.app.inventory import VersionDiff
     from imageci.app.livelogs import LiveLog
+    from imageci.app.pins import PinRow
     from imageci.app.products import ProductRow
     from imageci.app.quarantines import QuarantineRequest, QuarantineRow
     from imageci.app.queries import EventRow, FlakyRow, ImageRow, Results
+    from imageci.app.retention import RetentionReport
     from imageci.app.tokens import NewToken, TokenRow
     from imageci.app.upkeep import GcOutcome, VerifyOutcome
     from imageci.app.vulns import FeedRow, ImportedFeed, VulnReport
@@ -60,6 +62,12 @@ class Source(ABC):
 
     @abstractmethod
     def prune(self, older_than: str, name: str | None, dry_run: bool) -> list[Pruned]: ...
+
+    @abstractmethod
+    def pin(self, ref: str, reason: str | None) -> PinRow: ...
+
+    @abstractmethod
+    def retention(self, name: str | None, dry_run: bool) -> RetentionReport: ...
 
     @abstractmethod
     def verify(self) -> VerifyOutcome: ...
@@ -191,6 +199,18 @@ class Local(Source):
         from imageci.app.session import Session
 
         return upkeep.verify(Session.open())
+
+    def pin(self, ref: str, reason: str | None) -> PinRow:
+        from imageci.app import pins
+        from imageci.app.session import Session
+
+        return pins.pin(Session.open(), ref, reason)
+
+    def retention(self, name: str | None, dry_run: bool) -> RetentionReport:
+        from imageci.app import retention
+        from imageci.app.session import Session
+
+        return retention.retention(Session.open(), name=name, dry_run=dry_run)
 
     def gc(self, force: bool) -> GcOutcome:
         from imageci.app import upkeep
@@ -368,6 +388,20 @@ class Server(Source):
         from imageci.app.upkeep import VerifyOutcome
 
         return self.client.post("/verify", VerifyOutcome, {})  # type: ignore[no-any-return]
+
+    def pin(self, ref: str, reason: str | None) -> PinRow:
+        from imageci.app.pins import PinRow
+
+        path = f"/images/{self.client.ref(ref)}/pin"
+        if reason is None:
+            return self.client.delete(path, PinRow)  # type: ignore[no-any-return]
+        return self.client.post(path, PinRow, {"reason": reason})  # type: ignore[no-any-return]
+
+    def retention(self, name: str | None, dry_run: bool) -> RetentionReport:
+        from imageci.app.retention import RetentionReport
+
+        return self.client.post("/retention", RetentionReport,  # type: ignore[no-any-return]
+                                {"name": name, "dry_run": dry_run})
 
     def gc(self, force: bool) -> GcOutcome:
         from imageci.app.upkeep import GcOutcome

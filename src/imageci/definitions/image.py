@@ -181,6 +181,20 @@ class DiskSpec(_Strict):
         return parse_size(self.size)
 
 
+class Retention(_Strict):
+    """How long a product's versions, their bytes and their results are kept (``imageci retention``). The
+    newest ``keep`` stable versions and pinned versions are always kept."""
+
+    testing_days: int = Field(default=14, ge=1, description="a testing version older than this that never passed "
+                                                            "becomes inactive")
+    keep_days: int = Field(default=30, ge=0, description="an inactive version older than this is deleted (its "
+                                                         "bytes; its record stays); younger ones are kept")
+    logs_days: int = Field(default=90, ge=1, description="test logs older than this are dropped, except those of "
+                                                         "stable and pinned versions")
+    attempts_days: int = Field(default=365, ge=1, description="results older than this are removed once no "
+                                                              "version holding their bytes is kept")
+
+
 class TestsSection(_Strict):
     __test__ = False
     suite: str = Field(description="suite directory, relative to the definition file")
@@ -207,10 +221,26 @@ class ImageDefinition(_Strict):
         default=None, ge=0, description="fixed timestamp; default: the mirror's Release date"
     )
     keep: int = Field(default=3, ge=1, description="stable versions kept active per product")
+    retention: Retention = Field(default_factory=Retention)
+    schedule: str | None = Field(default=None, description="a cron expression (5 fields, UTC): when `imageci "
+                                                           "scheduler` runs this definition's pipeline")
     format: Literal["rootfs", "disk"] = Field(
         default="rootfs", description="rootfs: a root filesystem tarball; disk: a bootable disk image (qcow2)")
     disk: DiskSpec | None = None
     tests: TestsSection | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(v) or (len(v.split()) != 5 and v not in ("@hourly", "@daily", "@weekly",
+                                                                          "@monthly", "@yearly")):
+            raise ValueError(f"not a cron expression of 5 fields (minute hour day month weekday), e.g. '0 4 * * *', "
+                             f"or @hourly, @daily, @weekly, @monthly: {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _disk(self) -> ImageDefinition:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from imageci.errors import GateRefused, UsageError
 from imageci.policy.gate import GateResult
+from imageci.policy.retention import never_passed
 from imageci.store.catalog import Catalog, Evidence
 from imageci.store.models import State, Version, as_utc, utcnow
 
@@ -48,6 +49,8 @@ def promote(catalog: Catalog, version: Version, gate: GateResult | None, *, keep
                             *((v.product.name, v.serial) for v, _e in also)]:
         stable = catalog.versions(product, {State.STABLE})
         for old in sorted(stable, key=lambda v: v.serial, reverse=True)[keep:]:
+            if old.pinned is not None:
+                continue  # pinned: kept stable whatever `keep` says
             retired.append(catalog.transition(old.id, State.INACTIVE, actor=actor,
                                               reason=f"superseded by {serial} (keep={keep})"))
     return PromotionResult(promoted, retired, force, [catalog.resolve(f"{v.product.name}@{v.serial}")
@@ -56,15 +59,14 @@ def promote(catalog: Catalog, version: Version, gate: GateResult | None, *, keep
 
 def prune(catalog: Catalog, *, older_than: timedelta, name: str | None = None, dry_run: bool = False,
           actor: str | None = None, allowed: Callable[[Version], bool] = lambda _v: True) -> list[Version]:
-    """Retire testing versions older than ``older_than`` whose newest test run
-    did not pass (or that were never tested); only those ``allowed`` says."""
+    """Retire testing versions older than ``older_than`` that never passed (no run of them ever ended
+    green, or never tested), unless pinned; only those ``allowed`` says."""
     cutoff = utcnow() - older_than
     pruned = []
     for v in catalog.versions(name, {State.TESTING}):
-        if as_utc(v.created_at) > cutoff or not allowed(v):
+        if as_utc(v.created_at) > cutoff or not allowed(v) or v.pinned is not None:
             continue
-        runs = [r for r in catalog.runs(v.digest) if r.exit_code is not None]
-        if runs and runs[-1].exit_code == 0:
+        if not never_passed([r.exit_code for r in catalog.runs(v.digest)]):
             continue
         pruned.append(v)
         if not dry_run:

@@ -19,9 +19,11 @@ from imageci.config import SECRET_VARIABLES, VARIABLES
 from imageci.fs import write_file_atomically
 
 # Every setting (imageci.config.VARIABLES) that is set is pinned, except secrets (the API token, the broker
-# URL) and where the tests ran: a reproducer runs them here, with the local executor.
+# URL), where the tests ran (a reproducer runs them here, with the local executor) and who is told of the
+# outcome (a reproduction notifies nobody).
 PLACEMENT = frozenset({"IMAGECI_EXECUTOR", "IMAGECI_VISIBILITY_TIMEOUT"})
-PINNED_ENV = tuple(v for v in VARIABLES if v not in SECRET_VARIABLES | PLACEMENT)
+NOTIFICATIONS = frozenset({"IMAGECI_WEBHOOK_URL", "IMAGECI_MAIL_FROM", "IMAGECI_MAIL_TO"})
+PINNED_ENV = tuple(v for v in VARIABLES if v not in SECRET_VARIABLES | PLACEMENT | NOTIFICATIONS)
 # A run against a server is re-run from any machine: what names this machine's files is not pinned.
 MACHINE_LOCAL = frozenset({"IMAGECI_HOME", "IMAGECI_DB_URL", "IMAGECI_BUILD_CACHE", "IMAGECI_HOSTS",
                            "IMAGECI_SERVER"})

@@ -207,10 +207,10 @@ class BlobStore:
                 for f in sorted(sub.iterdir()):
                     yield f.name
 
-    def remove_unreferenced(self, referenced: set[str], older_than: float) -> list[str]:
+    def remove_unreferenced(self, referenced: set[str], older_than: float, *, dry_run: bool = False) -> list[str]:
         """Remove blobs no one references that were stored before ``older_than`` (a time.time()):
-        uploads never committed, refused imports. A younger blob may be part of a publish or build
-        still on its way to its commit."""
+        uploads never committed, refused imports, what retention let go. A younger blob may be part of a
+        publish or build still on its way to its commit. ``dry_run``: only say which."""
         removed = []
         for digest in list(self.iter_digests()):
             path = self.path(digest)
@@ -219,7 +219,8 @@ class BlobStore:
             try:
                 if path.stat().st_mtime >= older_than:
                     continue
-                path.unlink()
+                if not dry_run:
+                    path.unlink()
             except FileNotFoundError:
                 continue
             removed.append(digest)

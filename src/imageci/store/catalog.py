@@ -35,6 +35,7 @@ from imageci.store.models import (
     Quarantine,
     Run,
     RunStatus,
+    Schedule,
     State,
     Token,
     Version,
@@ -75,6 +76,10 @@ class Evidence:
     last_attempt: int  # 0: none
     suite: str | None  # the suite snapshot's digest
     waivers: int = 0  # the product's catalog quarantine changes (grows with every entry added or lifted)
+
+
+class VersionDeleted(UsageError):
+    """A version whose bytes retention deleted: nothing can run on it."""
 
 
 class EvidenceChanged(ImageciError):
@@ -295,6 +300,38 @@ class Catalog:
             entry.lifted_at, entry.lifted_by, entry.lift_reason = utcnow(), actor, reason
             return entry
 
+    # ---- schedules ---------------------------------------------------------------
+
+    def schedule(self, key: str, cron: str, now: datetime) -> Schedule:
+        """The schedule ``key`` as last recorded; a new one (or one whose expression changed) is recorded as seen
+        ``now``, with nothing fired yet."""
+        with self.session() as s:
+            row = s.scalar(select(Schedule).where(Schedule.key == key))
+            if row is None:
+                row = Schedule(key=key, cron=cron, seen_at=now, outcome="")
+                s.add(row)
+            elif row.cron != cron:
+                row.cron, row.seen_at, row.fired_for = cron, now, None
+            s.flush()
+            return row
+
+    def claim_fire(self, key: str, scheduled_for: datetime, now: datetime) -> bool:
+        """Claim the fire of ``key`` for ``scheduled_for`` (compare-and-set); False: someone did already."""
+        with self.session() as s:
+            done = s.execute(update(Schedule).where(Schedule.key == key, (Schedule.fired_for.is_(None))
+                                                    | (Schedule.fired_for < scheduled_for))
+                             .values(fired_for=scheduled_for, fired_at=now, outcome="running", exit_code=None)
+                             .execution_options(synchronize_session=False))
+            return getattr(done, "rowcount", 1) == 1
+
+    def fired(self, key: str, outcome: str, exit_code: int) -> None:
+        with self.session() as s:
+            s.execute(update(Schedule).where(Schedule.key == key).values(outcome=outcome, exit_code=exit_code))
+
+    def schedules(self) -> list[Schedule]:
+        with self.session() as s:
+            return list(s.scalars(select(Schedule).order_by(Schedule.key)))
+
     # ---- consumers ---------------------------------------------------------------
 
     def add_consumer(self, consumer: Consumer, product: str) -> Consumer:
@@ -388,7 +425,7 @@ class Catalog:
                 select(Version).join(Product).options(selectinload(Version.product),
                                                       selectinload(Version.artifacts))
                 .where(Product.name == name, Version.input_hash == input_hash,
-                       Version.state != State.INACTIVE.value)
+                       Version.state.not_in([State.INACTIVE.value, State.DELETED.value]))
                 .order_by(Version.serial.desc()).limit(1))
 
     def find_by_digest(self, name: str, digest: str) -> Version | None:
@@ -396,7 +433,7 @@ class Catalog:
             return s.scalar(
                 select(Version).join(Product).options(selectinload(Version.product),
                                                       selectinload(Version.artifacts))
-                .where(Product.name == name, Version.digest == digest)
+                .where(Product.name == name, Version.digest == digest, Version.state != State.DELETED.value)
                 .order_by(Version.serial.desc()).limit(1))
 
     def products(self) -> list[str]:
@@ -480,6 +517,8 @@ class Catalog:
         """Insert ``row``; with an idempotency key already used, the existing row's id instead."""
         try:
             with self.session() as s:
+                if isinstance(row, Run) and row.version_id is not None:
+                    self._refuse_deleted(s, row.version_id)
                 s.add(row)
                 s.flush()
                 return row.id, True
@@ -491,6 +530,90 @@ class Catalog:
             if found is None:
                 raise
             return found, False
+
+    @staticmethod
+    def _lock_version(s: Session, version_id: int) -> Version:
+        """The version, locked for this transaction: a write to its row first (PostgreSQL: a row lock; SQLite:
+        the database's write lock), so a run starting on it and retention deleting it take turns."""
+        s.execute(update(Version).where(Version.id == version_id).values(state=Version.state)
+                  .execution_options(synchronize_session=False))
+        v = s.get(Version, version_id, options=[selectinload(Version.product)], populate_existing=True)
+        if v is None:
+            raise UnknownReferenceError(f"no version with id {version_id}")
+        return v
+
+    def _refuse_deleted(self, s: Session, version_id: int) -> None:
+        v = self._lock_version(s, version_id)
+        if v.state == State.DELETED.value:
+            raise VersionDeleted(f"{v.product.name}@{v.serial} was deleted by retention: its bytes are gone (its "
+                                 "record, events and results are kept)")
+
+    def delete_version(self, version_id: int, *, actor: str | None = None, reason: str = "") -> list[str] | None:
+        """Retention: an inactive, unpinned version with no run in progress becomes ``deleted`` and loses its
+        artifacts (their blobs are garbage unless something else references them); the digests it
+        referenced. None when it is not deletable now (its state, a pin or a run changed meanwhile)."""
+        with self.session() as s:
+            v = self._lock_version(s, version_id)
+            if v.state != State.INACTIVE.value or v.pinned is not None:
+                return None
+            running = s.scalar(select(func.count(Run.id)).where(Run.version_id == version_id,
+                                                                Run.status == RunStatus.RUNNING.value))
+            if running:
+                return None
+            digests = [str(d) for d in s.scalars(select(Artifact.digest).where(Artifact.version_id == version_id))]
+            s.execute(delete(Artifact).where(Artifact.version_id == version_id))
+            v.state = State.DELETED.value
+            s.add(Event(version_id=v.id, from_state=State.INACTIVE.value, to_state=State.DELETED.value,
+                        actor=actor or self.actor, reason=reason, at=utcnow()))
+            return digests
+
+    def pin(self, version_id: int, reason: str | None, *, actor: str | None = None) -> Version:
+        """Pin (``reason``) or unpin (None) a version: a pinned one is never pruned, retired by retention nor
+        deleted. Audited as an event that keeps its state."""
+        with self.session() as s:
+            v = self._lock_version(s, version_id)
+            if v.state == State.DELETED.value:
+                raise VersionDeleted(f"{v.product.name}@{v.serial} was deleted by retention: nothing to pin")
+            if (v.pinned is None) == (reason is None):
+                raise UsageError(f"{v.product.name}@{v.serial} is " + ("not pinned" if reason is None else
+                                                                        f"already pinned ({v.pinned})"))
+            v.pinned = reason
+            s.add(Event(version_id=v.id, from_state=v.state, to_state=v.state, actor=actor or self.actor,
+                        reason=f"pinned: {reason}" if reason is not None else "unpinned", at=utcnow()))
+            return v
+
+    def old_logs(self, before: datetime, digests: Sequence[str], *, drop: bool) -> list[int]:
+        """Retention of logs: the attempts on ``digests`` that ended before ``before`` and still have a log;
+        with ``drop``, they lose it (the attempts stay). Their ids."""
+        with self.session() as s:
+            ids = [int(i) for i in s.scalars(select(Attempt.id).where(
+                Attempt.ended_at < before, Attempt.log_digest.is_not(None), Attempt.image_digest.in_(list(digests))))]
+            if drop and ids:
+                for start in range(0, len(ids), 500):
+                    s.execute(update(Attempt).where(Attempt.id.in_(ids[start:start + 500])).values(log_digest=None)
+                              .execution_options(synchronize_session=False))
+            return ids
+
+    def old_attempts(self, before: datetime, digests: Sequence[str], *, remove: bool,
+                     deleting: Sequence[int] = ()) -> list[int]:
+        """Retention of results: attempts on ``digests`` that ended before ``before``, of bytes no version that is
+        not deleted holds (``deleting``: versions counted as deleted already: a dry run's); with ``remove``, they
+        go, with the ended runs they leave empty. Their ids."""
+        with self.session() as s:
+            alive = select(Version.digest).where(Version.state != State.DELETED.value,
+                                                 Version.id.not_in(list(deleting)))
+            ids = [int(i) for i in s.scalars(select(Attempt.id).where(
+                Attempt.ended_at < before, Attempt.image_digest.in_(list(digests)),
+                Attempt.image_digest.not_in(alive)))]
+            if remove and ids:
+                for start in range(0, len(ids), 500):
+                    s.execute(delete(Attempt).where(Attempt.id.in_(ids[start:start + 500]))
+                              .execution_options(synchronize_session=False))
+                s.execute(delete(Run).where(Run.status != RunStatus.RUNNING.value, Run.image_digest.in_(list(digests)),
+                                            Run.image_digest.not_in(alive),
+                                            ~select(Attempt.id).where(Attempt.run_id == Run.id).exists())
+                          .execution_options(synchronize_session=False))
+            return ids
 
     def finish_run(self, run_id: int, exit_code: int, status: RunStatus = RunStatus.FINISHED) -> None:
         with self.session() as s:

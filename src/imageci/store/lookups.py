@@ -322,12 +322,23 @@ def tokens(reader: Reader) -> list[TokenInfo]:
     return [_token(row) for row in reader.rows(f"{_TOKEN} ORDER BY namespace, name")]
 
 
-def referenced_blobs(reader: Reader) -> set[str]:
+def referenced_blobs(reader: Reader, *, but_versions: Sequence[int] = (), but_logs: Sequence[int] = (),
+                     but_attempts: Sequence[int] = ()) -> set[str]:
     """Every blob digest the catalog points at: artifacts of any version (in any state), logs, and the
-    consumers' snapshots."""
-    return {str(d) for (d,) in reader.rows(
+    consumers' snapshots. ``but_*``: as if those versions' artifacts, those attempts' logs and those
+    attempts were gone (what retention's dry run would leave)."""
+    found = {str(d) for (d,) in reader.rows(
         "SELECT digest FROM artifacts UNION SELECT log_digest FROM attempts WHERE log_digest IS NOT NULL "
         "UNION SELECT snapshot FROM consumers WHERE snapshot IS NOT NULL", {})}
+    if not (but_versions or but_logs or but_attempts):
+        return found
+    gone_versions, gone_logs = set(but_versions), set(but_logs) | set(but_attempts)
+    kept = {str(d) for vid, d in reader.rows("SELECT version_id, digest FROM artifacts", {})
+            if int(str(vid)) not in gone_versions}
+    kept |= {str(d) for aid, d in reader.rows("SELECT id, log_digest FROM attempts WHERE log_digest IS NOT NULL", {})
+             if int(str(aid)) not in gone_logs}
+    kept |= {str(d) for (d,) in reader.rows("SELECT snapshot FROM consumers WHERE snapshot IS NOT NULL", {})}
+    return kept
 
 
 def products(reader: Reader) -> list[tuple[str, str, bool, int]]:

@@ -26,7 +26,7 @@ from imageci.store.states import (
 # The catalog's vocabulary lives in store.states (no SQLAlchemy); re-exported for the ORM's users.
 __all__ = ["CHANNELS", "DEFAULT_NAMESPACE", "MULTIARCH", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus",
            "State", "as_utc", "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Push", "Run",
-           "Quarantine", "Consumer", "Token", "Version", "VulnFeed", "VulnRecord", "label"]
+           "Quarantine", "Consumer", "Schedule", "Token", "Version", "VulnFeed", "VulnRecord", "label"]
 
 
 class Base(DeclarativeBase):
@@ -56,6 +56,7 @@ class Version(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     definition: Mapped[str | None] = mapped_column(Text)
     build_info: Mapped[str | None] = mapped_column(Text)  # JSON
+    pinned: Mapped[str | None] = mapped_column(Text)  # why it is kept whatever retention says (None: not pinned)
     product: Mapped[Product] = relationship(back_populates="versions")
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="version", cascade="all, delete-orphan")
     events: Mapped[list[Event]] = relationship(back_populates="version", order_by="Event.id")
@@ -200,6 +201,22 @@ class Consumer(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     removed_by: Mapped[str | None] = mapped_column(String(128))
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Schedule(Base):
+    """What `imageci scheduler` knows of one schedule (a definition's `schedule:`, or retention's): its cron
+    expression, when it was first seen, the scheduled time it last fired for and how that went. A fire is
+    claimed by moving ``fired_for`` forward (compare-and-set): two schedulers never fire the same time twice."""
+
+    __tablename__ = "schedules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(1024), unique=True)  # pipeline:/abs/image.yaml | retention
+    cron: Mapped[str] = mapped_column(String(255))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fired_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(Text, default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer)
 
 
 class VulnFeed(Base):

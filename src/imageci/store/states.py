@@ -22,6 +22,7 @@ class State(enum.StrEnum):
     TESTING = "testing"
     STABLE = "stable"
     INACTIVE = "inactive"
+    DELETED = "deleted"  # its bytes were deleted by retention; its record, events and attempts are kept
 
 
 class RunStatus(enum.StrEnum):
@@ -36,7 +37,8 @@ TRANSITIONS: dict[State, set[State]] = {
     State.CREATED: {State.TESTING, State.INACTIVE},
     State.TESTING: {State.STABLE, State.INACTIVE},
     State.STABLE: {State.INACTIVE},
-    State.INACTIVE: {State.TESTING},  # re-publish for another round of testing
+    State.INACTIVE: {State.TESTING, State.DELETED},  # re-publish for another round of testing; retention
+    State.DELETED: set(),
 }
 
 # A channel lists the versions in these states, newest serial first.
