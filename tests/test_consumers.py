@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from imageci.app import consumers
@@ -230,3 +231,67 @@ def test_check_consumer_reads_declared_runtimes_before_running(greeter: tuple[En
     assert bad.returncode == 2 and "runtime.txt:1: expected python-VERSION" in bad.stderr
     absent = env.cli("check-consumer", _label(env, 1), str(tmp_path / "nowhere"))
     assert absent.returncode == 2 and "no such directory" in absent.stderr
+
+
+def test_a_servers_consumers_run_on_a_laptop_and_its_gate_judges_them(greeter: tuple[Env, Path],
+                                                                     tmp_path: Path) -> None:
+    """The consumers registered on a server run wherever its versions are tested (the snapshot fetched by
+    digest), their attempts count on the server, and the server's gate names the culprit; a project's
+    pre-deploy check reads the version's packages through the server."""
+    import os
+    import sys
+
+    from test_server import API, _token, start_server
+
+    env, project = greeter
+    assert env.cli("consumers", "add", "app", "--image", "img", "--suite", str(project), "--command",
+                   "./check.sh", "--gating").returncode == 0
+    assert env.cli("import", "img", str(_greeter_image(tmp_path / "v2.tar", "2.0-1", "Hello,")), "--suite",
+                   str(tmp_path / "suite")).returncode == 0
+    v1, v2 = _label(env, 1), _label(env, 2)
+    running = start_server(env.home)
+    server = next(running)
+    try:
+        tester = _token(server, "laptop", "default", "read,test")
+        laptop = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+        laptop |= {"IMAGECI_HOME": str(tmp_path / "laptop"), "IMAGECI_SERVER": server.url, "IMAGECI_TOKEN": tester,
+                   "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+
+        def remote(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "imageci.cli", *args], capture_output=True, text=True,
+                                  env=laptop, timeout=600)
+
+        listed = remote("consumers", "list", "--json")
+        assert [r["name"] for r in json.loads(listed.stdout)] == ["app"]
+        ran = remote("test", v2)
+        assert ran.returncode == 1 and "fail  consumer:app [sandbox]" in ran.stdout, ran.stdout + ran.stderr
+        assert "also ran on the stable version" not in ran.stdout  # the server judges; nothing runs on stable here
+        gate = remote("gate", v2)
+        assert gate.returncode == 5 and "a regression cannot be ruled out" in gate.stdout
+        assert f"(imageci run {v1} consumer:app)" in gate.stdout
+        assert remote("run", v1, "consumer:app").returncode == 0
+        gate = remote("gate", v2, "--json")
+        [section] = [s for s in json.loads(gate.stdout)["sections"] if s["name"] == "consumers"]
+        assert not section["holds"]
+        assert "  likely cause: greeter 1.4-1 → 2.0-1 (the log names /usr/bin/greet)" in section["details"]
+
+        # a token that may only read sees consumers, may not add or remove them
+        reader = _token(server, "reader", "default", "read")
+        refused = httpx.delete(f"{server.url}{API}/consumers/app", headers={"Authorization": f"Bearer {reader}"})
+        assert refused.status_code == 403 and "promote" in refused.json()["error"]
+        snapshot = httpx.get(f"{server.url}{API}/consumers/app/snapshot", headers={"Authorization": f"Bearer {reader}"})
+        assert snapshot.status_code == 200 and snapshot.headers["etag"].strip('"') in json.loads(listed.stdout)[0][
+            "snapshot"]
+        assert httpx.get(f"{server.url}{API}/consumers/app/snapshot").status_code == 404  # anonymous: not there
+
+        # the pre-deploy check, through the server
+        (project / ".tool-versions").write_text("nodejs 20.11\n")
+        check = remote("check-consumer", "img:stable", str(project), "--command", "./check.sh")
+        assert check.returncode == 11 and ".tool-versions:1 wants node 20.11; the image has no node" in check.stderr
+        (project / ".tool-versions").unlink()
+        check = remote("check-consumer", "img:stable", str(project), "--command", "./check.sh", "--json")
+        assert check.returncode == 0 and json.loads(check.stdout)["verdict"] == "pass", check.stderr
+        check = remote("check-consumer", "img:testing", str(project), "--command", "./check.sh")
+        assert check.returncode == 1 and "/usr/bin/greet world printed: Hello, world" in check.stdout
+    finally:
+        next(running, None)

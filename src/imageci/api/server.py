@@ -386,6 +386,16 @@ def create_app(settings: Settings, *, local_dashboard: bool = False) -> FastAPI:
         signed_in(caller)
         return consumers.add(s, body, by=caller)
 
+    @api.get(f"{API}/consumers/{{name}}/snapshot", tags=["images"], response_class=FileResponse,
+             responses={200: {"content": {"application/x-tar": {}}}})
+    def consumer_snapshot(name: Annotated[str, FastPath(pattern=NAME_RE)], s: SessionDep,
+                          caller: Caller) -> FileResponse:
+        """A consumer's newest snapshot (a tar: ``suite/`` and ``wheelhouse/``), for a remote run or a worker to
+        run the same suite; ``ETag`` = its sha256."""
+        digest, path = consumers.snapshot_path(s, name, viewer=caller)
+        return BlobResponse(path, filename=f"{name}.tar", media_type="application/x-tar",
+                            headers={"ETag": f'"{digest}"', "Cache-Control": "private, max-age=31536000, immutable"})
+
     @api.delete(f"{API}/consumers/{{name}}", response_model=consumers.ConsumerRow, tags=["images"])
     def consumer_remove(name: Annotated[str, FastPath(pattern=NAME_RE)], s: SessionDep,
                         caller: Caller) -> consumers.ConsumerRow:

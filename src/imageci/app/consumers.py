@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -32,6 +33,7 @@ from imageci.errors import ImageciError, UnknownReferenceError, UsageError
 from imageci.policy.consumergate import ConsumerVerdict, Side, judge
 from imageci.policy.sections import GateSection
 from imageci.store import lookups
+from imageci.store.blobs import BlobWriter
 from imageci.store.models import Attempt, Consumer, State, Version, label
 from imageci.store.snapshots import pack_tree, unpack_tree
 from imageci.store.states import as_utc, utcnow
@@ -212,6 +214,43 @@ def listing(session: Session, product: str | None = None, *, removed: bool = Fal
 
 
 # ---- running -------------------------------------------------------------------------------------
+
+class ConsumerOrigin(Protocol):
+    """A server whose consumers a run here (remote `test`/`pipeline`, a worker) runs (``ApiClient``)."""
+
+    def consumer_rows(self, product: str) -> list[ConsumerRow]: ...
+
+    def consumer_snapshot(self, name: str, into: BlobWriter) -> None: ...
+
+
+def snapshot_path(session: Session, name: str, *, viewer: Principal = LOCAL) -> tuple[str, Path]:
+    """A consumer's newest snapshot blob (sha256, path), if ``viewer`` may see its product."""
+    for c, product in session.catalog.consumers():
+        if c.name != name or c.snapshot is None:
+            continue
+        found = next((p for p in lookups.products(session.reader) if p[0] == product), None)
+        if found is not None and viewer.sees_product(found[1], found[2]):
+            return c.snapshot, session.store.verified_path(c.snapshot)
+    raise UnknownReferenceError(f"no consumer named {name!r}")
+
+
+def fetched_checks(session: Session, origin: ConsumerOrigin, product: str,
+                   names: list[str] | None = None) -> list[ConsumerCheck]:
+    """The consumers the server has registered for ``product`` (only those named, when ``names``), as checks
+    here: each snapshot fetched by digest (checked while it streams) into this home, so the evidence they
+    record is keyed exactly as the server's gate reads it."""
+    out = []
+    for row in origin.consumer_rows(product):
+        if row.snapshot is None or row.removed is not None or (names is not None and row.name not in names):
+            continue
+        digest = row.snapshot.removeprefix("sha256:")
+        if not session.store.has(digest):
+            origin.consumer_snapshot(row.name, session.store.writer(digest))
+        out.append(ConsumerCheck(ConsumerSpec(name=row.name, tree=_tree(session, digest), command=row.command,
+                                              setup=row.setup, timeout=row.timeout, snapshot=digest,
+                                              gating=row.gating)))
+    return out
+
 
 def checks_for(session: Session, version: Version, names: list[str] | None = None) -> list[ConsumerCheck]:
     """The consumers of the version's product as checks (only those named, when ``names``), each from a

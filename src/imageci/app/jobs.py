@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from imageci.app.consumers import ConsumerOrigin
 from imageci.app.livelogs import LiveAppended, LiveChunk
 from imageci.app.livestream import LiveStreamer
 from imageci.app.mirroring import Origin, fetch
@@ -31,6 +32,7 @@ from imageci.app.recording import AttemptIn, AttemptRecorded, RunState
 from imageci.app.session import Session
 from imageci.app.versions import config_of, suite_dir_of
 from imageci.checks.base import Check
+from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
 from imageci.checks.suite import suite_checks
 from imageci.definitions.limits import LimitPolicy, Limits
 from imageci.definitions.suite import load_suite
@@ -59,7 +61,7 @@ class Prepared:
     image: ImageHandle
 
 
-class JobOrigin(Origin, Protocol):
+class JobOrigin(Origin, ConsumerOrigin, Protocol):
     """The server a worker serves (``client.remote.ApiClient``)."""
 
     def run_state(self, run: int) -> RunState: ...
@@ -81,6 +83,7 @@ class WorkerContext:
     budget: Budget = field(default_factory=lambda: Budget(default_budget()))
     backends: dict[str, Backend] = field(default_factory=dict)
     _versions: dict[str, Prepared] = field(default_factory=dict)
+    _consumers: dict[str, Check] = field(default_factory=dict)
     _running: dict[int, float] = field(default_factory=dict)  # run → until when its "running" is believed
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -125,6 +128,22 @@ class WorkerContext:
             image = Engine(self.session.catalog, self.session.store, {}).image_handle(version, config)
             self._versions[key] = Prepared(version, checks, image)
             return self._versions[key]
+
+    def consumer(self, job: Job, prepared: Prepared) -> Check | None:
+        """A consumer's suite the server registered for the job's product, at the snapshot the job names (fetched
+        by digest once)."""
+        from imageci.app.consumers import fetched_checks
+
+        name = job.test.removeprefix(CONSUMER_PREFIX)
+        key = f"{job.test}@{job.test_digest}"
+        with self._lock:
+            if key not in self._consumers:
+                found = self.patient(lambda: fetched_checks(self.session, self.origin, prepared.version.product.name,
+                                                            [name]))
+                if not found:
+                    return None
+                self._consumers[key] = found[0]
+            return self._consumers[key]
 
     def patient(self, call: Callable[[], T]) -> T:
         """``call``, tried again while the server is unavailable (with backoff, up to ``patience``)."""
@@ -172,12 +191,13 @@ def run_job(ctx: WorkerContext, job: Job) -> JobDone:
     if state is not None and state.status != "running":
         return _dropped(ctx, f"run {job.run} is {state.status}")
     prepared = ctx.version(job)
-    check = prepared.checks.get(job.test)
+    check = prepared.checks.get(job.test) if not job.test.startswith(CONSUMER_PREFIX) else ctx.consumer(job, prepared)
     if check is None:
         raise ImageciError(f"{job.image}'s suite has no test {job.test!r}")
     if check.digest != job.test_digest:
         raise ImageciError(f"{job.test} in {job.image}'s suite has digest {check.digest}, the job "
-                           f"{job.test_digest}: only the version's own suite runs on workers")
+                           f"{job.test_digest}: only the version's own suite (and the server's consumers, at their "
+                           "newest snapshot) run on workers")
     engine = Engine(ctx.session.catalog, ctx.session.store, {job.testbed: ctx.backend(job.testbed)},
                     owner=str(ctx.session.owner.lock_path), budget=ctx.budget,
                     limits=LimitPolicy(override=Limits(**job.limits)))

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from imageci.app import notify
 from imageci.app.building import build
+from imageci.app.consumers import ConsumerOrigin
 from imageci.app.gating import GateStatus, Promotion, gate, promote
 from imageci.app.mirroring import Origin, fetch, portable_reproducer, report
 from imageci.app.planning import TestRequest
@@ -99,7 +100,7 @@ def pipeline(session: Session, definition: Path, request: TestRequest, *, force_
     return outcome
 
 
-class Server(Destination, Origin, Protocol):
+class Server(Destination, Origin, ConsumerOrigin, Protocol):
     """A server that takes the version, its results, and decides its promotion (``ApiClient``)."""
 
     def gate(self, ref: str) -> GateStatus: ...
@@ -135,7 +136,7 @@ def pipeline_via(session: Session, server: Server, url: str, definition: Path, r
     detail, local = fetch(session, server, published.image)
     version = session.catalog.resolve(local)
     ran = run_tests(session, _test_request(session, request, version, local).model_copy(update={"rerun_all": True}),
-                    on_plan=on_plan, on_event=on_event)
+                    on_plan=on_plan, on_event=on_event, consumers_from=server)
     ran.reproducer = portable_reproducer(session, ran, detail, url)
     outcome = RemotePipelineOutcome(built, published, ran)
     outcome.recorded = report(session, server, detail, ran.report.run_id, int(ran.exit_code)).run

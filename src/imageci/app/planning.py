@@ -10,14 +10,18 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from imageci.app.session import Session
+
+if TYPE_CHECKING:
+    from imageci.app.consumers import ConsumerOrigin
 from imageci.app.versions import config_of, suite_dir_of
 from imageci.checks.base import Check
 from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
+from imageci.checks.consumer import ConsumerCheck
 from imageci.checks.dep8 import dep8_checks
 from imageci.checks.depcache import DependencyCache
 from imageci.checks.structure import structure_checks
@@ -128,35 +132,34 @@ def suite_of(session: Session, version: Version, override: Path | None = None, *
 
 
 def _consumer_checks(session: Session, version: Version, request: TestRequest, named: list[str],
-                     executor: Executor) -> list[Check]:
+                     executor: Executor, origin: ConsumerOrigin | None) -> list[Check]:
     """The consumers' suites this run takes: those named (consumer:NAME), else all of the product's when the
-    whole suite runs (not with --tests, nor --dep8/--structure/--testinfra alone, nor --no-consumers)."""
+    whole suite runs (not with --tests, nor --dep8/--structure/--testinfra alone, nor --no-consumers). With
+    ``origin``, the consumers are the server's (a remote run of one of its versions)."""
     from imageci.app import consumers
 
+    def found_for(names: list[str] | None) -> list[ConsumerCheck]:
+        if origin is not None:
+            return consumers.fetched_checks(session, origin, version.product.name, names)
+        return consumers.checks_for(session, version, names)
+
     if named:
-        found = consumers.checks_for(session, version, named)
+        found = found_for(named)
         unknown = sorted(set(named) - {c.spec.name for c in found})
         if unknown:
-            have = [c.name for c, _p in session.catalog.consumers(version.product.name)]
+            have = [c.spec.name for c in found_for(None)]
             raise UsageError(f"no consumer {', '.join(unknown)} of {version.product.name}; its consumers: "
                              f"{', '.join(have) or 'none'} (imageci consumers list)")
     elif request.consumers and not request.tests and (not request.extra or request.suite is not None):
-        found = consumers.checks_for(session, version)
+        found = found_for(None)
     else:
-        return []
-    if found and executor == "celery":
-        if named:
-            raise UsageError("consumers' suites run with --executor local (workers take each test from the "
-                             "version's own suite)")
-        log.warning("%d consumer suite(s) of %s not run: consumers run with --executor local (imageci test %s "
-                    "--executor local --tests %s)", len(found), version.product.name, version.product.name,
-                    found[0].id)
         return []
     return list(found)
 
 
-def plan_tests(session: Session, request: TestRequest) -> TestPlan:
-    """The run ``request`` asks for; bad input fails here, before anything runs."""
+def plan_tests(session: Session, request: TestRequest, *, consumers_from: ConsumerOrigin | None = None) -> TestPlan:
+    """The run ``request`` asks for; bad input fails here, before anything runs. ``consumers_from``: the
+    server whose registered consumers run (a remote run of a version fetched from it)."""
     override = parse_assignments(request.limits)
     version = session.catalog.resolve(request.ref)
     if version.state == State.DELETED:
@@ -175,7 +178,7 @@ def plan_tests(session: Session, request: TestRequest) -> TestPlan:
         if not request.tests or named:
             checks += suite_checks(suite, None if request.extra else (named or None), config)
     executor: Executor = request.executor or ("celery" if session.settings.executor == "celery" else "local")
-    checks += _consumer_checks(session, version, request, consumers, executor)
+    checks += _consumer_checks(session, version, request, consumers, executor, consumers_from)
     for path in request.structure:
         checks += structure_checks(load_structure(path), config)
     for path in request.testinfra:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -22,6 +23,9 @@ from imageci.reports.reproducer import RunSpec, write_reproducer
 from imageci.reports.tap import write_tap
 from imageci.store.models import Attempt, State, label
 from imageci.testbeds.registry import make_backend
+
+if TYPE_CHECKING:
+    from imageci.app.consumers import ConsumerOrigin
 
 PlanFn = Callable[[TestPlan], None]
 StatusFn = Callable[[str], None]
@@ -133,17 +137,20 @@ def _recorded_options(request: TestRequest, plan: TestPlan) -> dict[str, object]
 
 
 def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None = None,
-              on_event: AttemptFn | None = None, on_status: StatusFn | None = None) -> RunOutcome:
+              on_event: AttemptFn | None = None, on_status: StatusFn | None = None,
+              consumers_from: ConsumerOrigin | None = None) -> RunOutcome:
     """Plan and execute; ``on_plan`` sees the plan before anything runs, ``on_event`` every attempt,
-    ``on_status`` the jobs' progress on workers."""
-    plan = plan_tests(session, request)
+    ``on_status`` the jobs' progress on workers. ``consumers_from``: the server whose consumers run (a
+    remote run; the server judges them, so nothing runs on this home's stable version)."""
+    plan = plan_tests(session, request, consumers_from=consumers_from)
     if on_plan is not None:
         on_plan(plan)
     outcome = execute(session, plan, on_event, on_status)
     if outcome.exit_code != ExitCode.INTERRUPTED:
         notify.new_failures(session, outcome.report)
-    if outcome.exit_code != ExitCode.INTERRUPTED and plan.version.state == State.TESTING and any(
-            c.id.startswith(CONSUMER_PREFIX) for c in plan.checks):
+    ran_consumers = any(c.id.startswith(CONSUMER_PREFIX) for c in plan.checks)
+    if (consumers_from is None and ran_consumers and outcome.exit_code != ExitCode.INTERRUPTED
+            and plan.version.state == State.TESTING):
         outcome.baseline = _consumer_baseline(session, plan, on_plan, on_event, on_status)
     return outcome
 

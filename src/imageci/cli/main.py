@@ -315,7 +315,7 @@ def _run(request: TestRequest) -> None:
         detail, local = mirroring.fetch(session, client, request.ref)
     # Every test runs (no reuse of a local pass): the server records what ran for it.
     outcome = run_tests(session, request.model_copy(update={"ref": local, "rerun_all": True}), on_plan=show_plan,
-                        on_event=show_event)
+                        on_event=show_event, consumers_from=client)
     outcome.reproducer = mirroring.portable_reproducer(session, outcome, detail, remote.url)
     show_outcome(outcome)
     with console.status(f"recording the run on {remote.url}…"):

@@ -33,6 +33,7 @@ from imageci.errors import ServerUnavailable, UsageError
 if TYPE_CHECKING:
     import httpx
 
+    from imageci.app.consumers import ConsumerRow
     from imageci.app.gating import GateStatus, Promotion
     from imageci.app.livelogs import LiveAppended, LiveChunk, LiveLog
     from imageci.app.publishing import Published, PublishRequest
@@ -251,6 +252,31 @@ class ApiClient:
         except httpx.HTTPError as exc:
             into.abort()
             raise ServerUnavailable(f"download of {filename} from {self.remote.url} failed: {exc}") from None
+        except BaseException:
+            into.abort()
+            raise
+
+    def consumer_rows(self, product: str) -> list[ConsumerRow]:
+        from imageci.app.consumers import ConsumerRow
+
+        return self.get("/consumers", list[ConsumerRow], product=product)  # type: ignore[no-any-return]
+
+    def consumer_snapshot(self, name: str, into: BlobWriter) -> None:
+        """Stream a consumer's snapshot into ``into`` (which checks its sha256 on commit)."""
+        import httpx
+
+        try:
+            with self.http.stream("GET", f"{API}/consumers/{quote(name)}/snapshot") as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise error_of(r.status_code, f"consumer {name}'s snapshot: HTTP {r.status_code} {r.text[:300]}")
+                for chunk in r.iter_bytes(1 << 20):
+                    into.write(chunk)
+            into.commit()
+        except httpx.HTTPError as exc:
+            into.abort()
+            raise ServerUnavailable(f"download of consumer {name}'s snapshot from {self.remote.url} failed: "
+                                    f"{exc}") from None
         except BaseException:
             into.abort()
             raise

@@ -63,6 +63,6 @@ def judge(name: str, gating: bool, new: Side, old: Side | None) -> ConsumerVerdi
         why, blocks = f"{new.describe()}; it {old.describe()} too: reported, not blocking", False
     else:
         why = (f"{new.describe()}; it {old.describe()}, so a regression cannot be ruled out "
-               f"(imageci test {old.image} --tests consumer:{name})")
+               f"(imageci run {old.image} consumer:{name})")
         blocks = gating
     return ConsumerVerdict(name, gating, new, old, blocks and gating, regression, why)
