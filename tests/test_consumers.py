@@ -283,6 +283,15 @@ def test_a_servers_consumers_run_on_a_laptop_and_its_gate_judges_them(greeter: t
         assert snapshot.status_code == 200 and snapshot.headers["etag"].strip('"') in json.loads(listed.stdout)[0][
             "snapshot"]
         assert httpx.get(f"{server.url}{API}/consumers/app/snapshot").status_code == 404  # anonymous: not there
+        # over the API a consumer is a git URL the server fetches: never a path on the server's machine
+        maint = {"Authorization": f"Bearer {_token(server, 'maint', 'default', 'promote')}"}
+        body = {"name": "sneaky", "product": "img", "command": "true"}
+        for source in ({"suite": "/etc"}, {"git": "/srv/repo", "ref": "main"}, {"git": "file:///etc", "ref": "x"},
+                       {"git": "https://git.example.org/app.git", "ref": "main", "wheelhouse": "/root"}):
+            posted = httpx.post(f"{server.url}{API}/consumers", headers=maint, json={**body, **source})
+            assert posted.status_code == 400, (source, posted.text)
+        assert "run `imageci consumers add` on the server's machine" in httpx.post(
+            f"{server.url}{API}/consumers", headers=maint, json={**body, "suite": "/etc"}).json()["error"]
 
         # the pre-deploy check, through the server
         (project / ".tool-versions").write_text("nodejs 20.11\n")

@@ -330,3 +330,26 @@ def test_a_running_job_streams_its_log_and_it_can_be_followed(fleet: Fleet) -> N
         assert anonymous.status_code == 404  # as for any run it may not see
     finally:
         fleet.stop_worker("live")
+
+
+def test_a_consumers_suite_runs_on_a_worker_at_the_servers_snapshot(fleet: Fleet) -> None:
+    """A consumer registered on the server runs as a job like the version's own tests: the worker fetches its
+    snapshot by digest and records the attempt the server's gate reads."""
+    project = write_suite(fleet.root / "consumer", {"check.sh": "#!/bin/sh\necho consumed on $(uname -m)\n"})
+    added = fleet.cli("consumers", "add", "downstream", "--image", "bb-slow", "--suite", str(project), "--command",
+                      "./check.sh", "--gating")
+    assert added.returncode == 0, added.stderr
+    fleet.start_worker("consumers", "sandbox,arch:amd64")
+    try:
+        ran = fleet.cli("test", "bb-slow:testing", "--executor", "celery", "--rerun-all")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        mine = fleet.attempts("bb-slow:testing", _run_id(ran.stdout))
+        [consumer] = [a for a in mine if a["test"] == "consumer:downstream"]
+        assert consumer["verdict"] == "pass" and consumer["worker"], mine
+        assert "consumed on x86_64" in fleet.cli("log", "bb-slow:testing", "consumer:downstream").stdout
+        gate = fleet.cli("gate", "bb-slow:testing", "--json")
+        [section] = [s for s in json.loads(gate.stdout)["sections"] if s["name"] == "consumers"]
+        assert section["holds"] and section["summary"] == "1 consumer(s), 1 passed"
+    finally:
+        fleet.stop_worker("consumers")
+        assert fleet.cli("consumers", "remove", "downstream").returncode == 0

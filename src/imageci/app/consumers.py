@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import shutil
 import subprocess
 import tarfile
@@ -105,7 +106,8 @@ def _row(c: Consumer, product: str) -> ConsumerRow:
 
 def _git(args: list[str], what: str) -> bytes:
     try:
-        done = subprocess.run(["git", *args], capture_output=True, timeout=600, check=False)
+        done = subprocess.run(["git", *args], capture_output=True, timeout=600, check=False,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"})
     except FileNotFoundError:
         raise UsageError("git is not installed (scripts/host-setup.sh installs it)") from None
     if done.returncode != 0:
@@ -169,6 +171,21 @@ def _tree(session: Session, snapshot: str) -> Path:
 
 # ---- registering -----------------------------------------------------------------------------------
 
+REMOTE_SCHEMES = ("https://", "http://", "ssh://", "git://")
+
+
+def _remote_source(request: ConsumerRequest) -> None:
+    """Over the API a consumer comes from a git repository the server fetches by URL: a path would let a token
+    read the server's own files into a snapshot anyone in the namespace can download."""
+    if request.suite is not None or request.wheelhouse is not None:
+        raise UsageError("a directory (--suite, --wheelhouse) is read on the machine that registers it: run "
+                         "`imageci consumers add` on the server's machine, or register a git repository URL "
+                         "(--git https://… --ref …)")
+    if not (request.git or "").startswith(REMOTE_SCHEMES):
+        raise UsageError(f"over the API, --git is a repository URL ({', '.join(REMOTE_SCHEMES)}), not a path on "
+                         f"the server's machine (got {request.git!r})")
+
+
 def add(session: Session, request: ConsumerRequest, *, by: Principal = LOCAL) -> ConsumerRow:
     """Register a consumer of ``request.product`` (scope ``promote`` in its namespace); its first snapshot
     is taken now, so a bad source is refused here."""
@@ -176,6 +193,8 @@ def add(session: Session, request: ConsumerRequest, *, by: Principal = LOCAL) ->
     if info.name != request.product:
         raise UnknownReferenceError(f"unknown image {request.product!r}")
     by.require(Scope.PROMOTE, info.namespace, f"register consumers of {info.name}")
+    if by != LOCAL:
+        _remote_source(request)
     source = request.git or request.suite or ""
     if request.suite is not None:
         source = str(Path(request.suite).resolve())
