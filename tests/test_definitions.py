@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from imageci.build.inputs import MirrorState, image_inputs, input_hash
-from imageci.definitions.image import load_definition
+from imageci.definitions.image import Retention, load_definition
 from imageci.errors import SourceError, UsageError
 
 from conftest import EXAMPLE, Env
@@ -80,6 +80,8 @@ def test_input_hash_tracks_image_inputs_only(tmp_path: Path) -> None:
     assert h == input_hash(base, mirror)
     # The gate, description and retention do not change the bytes: same hash.
     assert input_hash(base.model_copy(update={"description": "x", "keep": 9}), mirror) == h
+    assert input_hash(base.model_copy(update={"schedule": "0 4 * * *",
+                                              "retention": Retention(testing_days=3, keep_days=9)}), mirror) == h
     # Packages, customize steps and the mirror's state do.
     assert input_hash(base.model_copy(update={"packages": ["tzdata", "less"]}), mirror) != h
     newer = MirrorState(mirror.url, mirror.suite, "Sun, 12 Jul 2026 10:16:37 UTC", 1)
