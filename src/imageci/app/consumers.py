@@ -225,8 +225,10 @@ def remove(session: Session, name: str, *, by: Principal = LOCAL) -> ConsumerRow
 
 def listing(session: Session, product: str | None = None, *, removed: bool = False,
             viewer: Principal = LOCAL) -> list[ConsumerRow]:
-    """The consumers of the products ``viewer`` may see (of ``product``)."""
-    visible = {n for n, ns, pub, _c in lookups.products(session.reader) if viewer.sees_product(ns, pub)}
+    """The consumers of the products ``viewer`` may see (of ``product``); none without a token (a public
+    product's consumers are its namespace's business)."""
+    visible = {n for n, ns, pub, _c in lookups.products(session.reader)
+               if viewer.sees_product(ns, pub) and not viewer.anonymous}
     if product is not None and product not in visible:
         raise UnknownReferenceError(f"unknown image {product!r}")
     return [_row(c, p) for c, p in session.catalog.consumers(product, removed=removed) if p in visible]
@@ -248,7 +250,7 @@ def snapshot_path(session: Session, name: str, *, viewer: Principal = LOCAL) -> 
         if c.name != name or c.snapshot is None:
             continue
         found = next((p for p in lookups.products(session.reader) if p[0] == product), None)
-        if found is not None and viewer.sees_product(found[1], found[2]):
+        if found is not None and viewer.sees_product(found[1], found[2]) and not viewer.anonymous:
             return c.snapshot, session.store.verified_path(c.snapshot)
     raise UnknownReferenceError(f"no consumer named {name!r}")
 
