@@ -99,7 +99,8 @@ def test_a_gating_consumer_blocks_the_version_that_broke_it_and_names_the_packag
     assert "consumer:app [sandbox]" in ran.stdout and "/usr/bin/greet world printed: Hello, world" in ran.stdout
     # app had no verdict on stable at its snapshot: it ran there too, and passed
     v1, v2 = _label(env, 1), _label(env, 2)
-    assert "also ran on the stable version" in ran.stdout and f"testing {v1}" in ran.stdout
+    assert f"also ran on the stable version {v1}" in ran.stdout
+    assert ran.stdout.index("pass  consumer:app [sandbox]") > ran.stdout.index(f"stable version {v1}")
 
     gate = env.cli("gate", _label(env, 2))
     assert gate.returncode == 5, gate.stdout

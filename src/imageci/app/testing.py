@@ -151,12 +151,11 @@ def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None 
     ran_consumers = any(c.id.startswith(CONSUMER_PREFIX) for c in plan.checks)
     if (consumers_from is None and ran_consumers and outcome.exit_code != ExitCode.INTERRUPTED
             and plan.version.state == State.TESTING):
-        outcome.baseline = _consumer_baseline(session, plan, on_plan, on_event, on_status)
+        outcome.baseline = _consumer_baseline(session, plan, on_status)
     return outcome
 
 
-def _consumer_baseline(session: Session, plan: TestPlan, on_plan: PlanFn | None, on_event: AttemptFn | None,
-                       on_status: StatusFn | None) -> RunOutcome | None:
+def _consumer_baseline(session: Session, plan: TestPlan, on_status: StatusFn | None) -> RunOutcome | None:
     """Consumers that failed on the version and have no verdict on the current stable version at their newest
     snapshot run there too: the gate can then tell a regression from a suite that fails anyway."""
     from imageci.app import consumers
@@ -170,7 +169,4 @@ def _consumer_baseline(session: Session, plan: TestPlan, on_plan: PlanFn | None,
         "ref": label(stable), "tests": [f"{CONSUMER_PREFIX}{n}" for n in names], "suite": None, "dep8": [],
         "dep8_packages": [], "structure": [], "testinfra": [], "junit": None, "tap": None, "rerun_all": False,
         "testbeds": list(g.testbeds) if g is not None else plan.testbeds})
-    baseline = plan_tests(session, request)
-    if on_plan is not None:
-        on_plan(baseline)
-    return execute(session, baseline, on_event, on_status)
+    return execute(session, plan_tests(session, request), None, on_status)

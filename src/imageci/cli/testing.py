@@ -48,6 +48,12 @@ def show_outcome(outcome: RunOutcome) -> None:
     console.print(f"run {report.run_id}: {summary} → exit {int(report.exit_code)}; re-run it: {outcome.reproducer}",
                   highlight=False)
     if outcome.baseline is not None:
-        console.print("consumers that failed also ran on the stable version, to tell whether this version broke them:",
-                      highlight=False)
-        show_outcome(outcome.baseline)
+        base = outcome.baseline.report
+        console.print(f"consumers that failed also ran on the stable version {label(base.version)}, to tell whether "
+                      "this version broke them:", highlight=False)
+        for r in base.results:
+            colour = COLOURS.get(r.verdict, "white")
+            why = f" — {escape(r.reason)}" if r.reason and r.verdict != "pass" else ""
+            console.print(f"  [{colour}]{r.verdict:5}[/] {escape(r.test_id)} {escape(f'[{r.testbed}]')}{why}",
+                          highlight=False)
+        console.print(f"run {base.run_id} ({label(base.version)}): exit {int(base.exit_code)}", highlight=False)
