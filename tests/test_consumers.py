@@ -194,6 +194,29 @@ def test_a_suite_from_git_with_setup_and_a_wheelhouse(greeter: tuple[Env, Path],
     unknown = env.cli("run", _label(env, 1), "consumer:nobody")
     assert unknown.returncode == 2 and "no consumer nobody of img; its consumers: fromgit" in unknown.stderr
 
+    # a tree with a link out of it is refused; a directory suite is taken without its .git
+    subprocess.run([*git, "checkout", "-q", "-b", "evil"], check=True)
+    (repo / "ci" / "consumer" / "secret").symlink_to("/etc/shadow")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "evil"], check=True)
+    evil = env.cli("consumers", "add", "e", "--image", "img", "--git", str(repo), "--ref", "evil", "--command", "t")
+    assert evil.returncode == 2 and "cannot be taken as a suite" in evil.stderr, evil.stderr
+    outside = env.cli("consumers", "add", "d", "--image", "img", "--suite", str(repo / "ci" / "consumer"),
+                      "--command", "t")
+    assert outside.returncode == 2 and "a symlink out of the suite (/etc/shadow)" in outside.stderr
+    (repo / "ci" / "consumer" / "secret").unlink()
+    (repo / "ci" / "consumer" / "secret").symlink_to("check.sh")
+    plain = env.cli("consumers", "add", "plain", "--image", "img", "--suite", str(repo / "ci" / "consumer"),
+                    "--command", "test ! -e .git && test -L secret && echo copied-as-link")
+    assert plain.returncode == 0, plain.stderr
+    (repo / "ci" / "consumer" / ".git").mkdir()
+    again = env.cli("consumers", "add", "plain2", "--image", "img", "--suite", str(repo / "ci" / "consumer"),
+                    "--command", "test ! -e .git && echo no-git")
+    assert again.returncode == 0, again.stderr
+    for name, word in (("plain", "copied-as-link"), ("plain2", "no-git")):
+        assert env.cli("run", _label(env, 1), f"consumer:{name}").returncode == 0
+        assert word in env.cli("log", _label(env, 1), f"consumer:{name}").stdout
+
 
 def test_registering_needs_scope_promote_in_the_products_namespace(greeter: tuple[Env, Path]) -> None:
     env, project = greeter
@@ -203,8 +226,14 @@ def test_registering_needs_scope_promote_in_the_products_namespace(greeter: tupl
         consumers.add(s, request, by=Principal(name="r", namespace="default", scopes=frozenset({Scope.READ})))
     with pytest.raises(UsageError):
         consumers.add(s, request, by=Principal(name="o", namespace="elsewhere", scopes=frozenset({Scope.ADMIN})))
-    row = consumers.add(s, request, by=Principal(name="maint", namespace="default", scopes=frozenset({Scope.PROMOTE})))
-    assert row.added_by == "maint"
+    maint = Principal(name="maint", namespace="default", scopes=frozenset({Scope.PROMOTE}))
+    with pytest.raises(UsageError, match="read on the machine that registers it"):
+        consumers.add(s, request, by=maint)  # a token may not read the server's directories
+    with pytest.raises(UsageError, match="repository URL"):
+        consumers.add(s, request.model_copy(update={"suite": None, "git": str(project), "ref": "main"}), by=maint)
+    assert s.catalog.consumers() == []
+    row = consumers.add(s, request)
+    assert row.product == "img" and row.gating
     with pytest.raises(UsageError, match="exists"):
         consumers.add(s, request)
     s.close()

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from imageci.app import access, inventory, mirroring
 from imageci.app.access import LOCAL
+from imageci.app.consumers import copy_dir
 from imageci.app.planning import TestPlan, TestRequest
 from imageci.app.session import Session
 from imageci.app.testing import AttemptFn, PlanFn, RunOutcome, execute
@@ -117,15 +118,10 @@ def run_check(session: Session, request: CheckRequest, server: mirroring.Origin 
     version = session.catalog.resolve(ref)
     session.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=session.settings.tmp_dir, prefix="check-consumer-") as tmp:
-        import shutil
-
         root = Path(tmp) / "snapshot"
-        shutil.copytree(_project(request), root / "suite", symlinks=True,
-                        ignore=shutil.ignore_patterns(".git"))
+        copy_dir(_project(request), root / "suite", "the project")
         if request.wheelhouse is not None:
-            if not request.wheelhouse.is_dir():
-                raise UsageError(f"--wheelhouse {request.wheelhouse}: no such directory")
-            shutil.copytree(request.wheelhouse, root / "wheelhouse", symlinks=True)
+            copy_dir(request.wheelhouse, root / "wheelhouse", "--wheelhouse")
         snapshot = pack_tree(root, session.store).digest
     tree = unpack_tree(session.store, snapshot, session.settings.home / "consumers" / "snapshots")
     check = ConsumerCheck(ConsumerSpec(name=_name(request.project), tree=tree, command=request.command,

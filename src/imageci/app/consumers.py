@@ -133,15 +133,22 @@ def _git_tree(session: Session, repo: str, ref: str, subdir: str | None, dest: P
     tree = f"{commit}:{subdir}" if subdir else commit
     data = _git([*where, "archive", "--format=tar", tree], f"{repo}: no directory {subdir!r} at {ref}")
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        tar.extractall(dest, filter="data")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:  # a link out of the tree, an absolute path: refused
+        raise UsageError(f"{repo} at {ref}: its tree cannot be taken as a suite: {exc}") from None
     return commit
 
 
-def _copy_dir(src: Path, dest: Path, what: str) -> None:
+def copy_dir(src: Path, dest: Path, what: str) -> None:
+    """``src`` copied to ``dest`` (links as links; ``.git`` left out), or a usage error saying why not."""
     if not src.is_dir():
         raise UsageError(f"{what} {src}: no such directory")
-    shutil.copytree(src, dest, symlinks=True)
+    try:
+        shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    except (OSError, shutil.Error) as exc:
+        raise UsageError(f"{what} {src} cannot be copied: {exc}") from None
 
 
 def take_snapshot(session: Session, c: Consumer | ConsumerRequest) -> tuple[str, str | None]:
@@ -158,9 +165,9 @@ def take_snapshot(session: Session, c: Consumer | ConsumerRequest) -> tuple[str,
         if ref is not None:
             revision = _git_tree(session, source, ref, subdir, root / "suite")
         else:
-            _copy_dir(Path(source), root / "suite", "suite")
+            copy_dir(Path(source), root / "suite", "suite")
         if c.wheelhouse:
-            _copy_dir(Path(c.wheelhouse), root / "wheelhouse", "wheelhouse")
+            copy_dir(Path(c.wheelhouse), root / "wheelhouse", "wheelhouse")
         declared_runtimes(root / "suite")  # a bad constraint file is a file:line error now, not at gate time
         return pack_tree(root, session.store).digest, revision
 
