@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := examples/debian-bookworm-minimal/image.yaml
+# `make test` runs the tests on this many processes (pytest-xdist; 0: in this one process)
+TEST_WORKERS ?= 2
 
 .PHONY: setup host-setup test-host-setup venv run test unit lint bench clean
 
@@ -37,11 +39,11 @@ run: | out
 
 ## unit + integration tests with the real tools (mmdebstrap, bwrap, overlayfs, PostgreSQL); as root
 test: test-host-setup venv
-	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## the tests that need no root (pure logic, catalog, CLI parsing, formats), as any user
 unit: venv
-	$(BIN)/python -m pytest -q -m "not root" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not root" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -193,6 +193,24 @@ def write_suite(directory: Path, scripts: dict[str, str], suite_yaml: str | None
     return directory
 
 
+# `make test` runs on two xdist workers (``--dist loadgroup``). A test file stays on one worker (its
+# module fixtures are made once); files that boot VMs under TCG share one group, so that they take turns
+# on the CPU instead of starving each other's boots; files that assert what LXD holds share another.
+SHARED_GROUPS = {
+    "tcg": {"test_clouddisk", "test_qemu", "test_multiarch", "test_arch", "test_diskimport", "test_vm_host"},
+    "lxd": {"test_lxd", "test_feeds"},
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            module = item.path.stem
+            group = next((g for g, modules in SHARED_GROUPS.items() if module in modules), module)
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A test marked ``root`` fails (never skips) when not run as root: `make test` is the whole
     suite; `make unit` deselects these (``-m "not root"``) for a run as an ordinary user."""

@@ -161,7 +161,12 @@ def cache_file(cache_dir: Path | None, key: str, path: Path) -> None:
     entry = cache_dir / key if cache_dir is not None else None
     if entry is None or not entry.is_dir():
         return
-    tmp = entry / f".{path.name}.tmp"
+    try:  # a name of its own: two builders of the same inputs may both be storing it
+        fd, name = tempfile.mkstemp(dir=entry, prefix=f".{path.name}.")
+    except OSError:
+        return
+    os.close(fd)
+    tmp = Path(name)
     try:
         shutil.copyfile(path, tmp)
         os.replace(tmp, entry / path.name)
