@@ -24,7 +24,7 @@ from urllib.parse import quote
 import anyio
 from fastapi import Body, FastAPI, Header, Query, Request, Response
 from fastapi import Path as FastPath
-from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageci import __version__
 from imageci.api.deps import MAX_ID, BlobResponse, Caller, SessionDep, json_rows, signed_in
+from imageci.api.problems import document_problems, problem, validation_message
 from imageci.api.schemas import (
     BlobStored,
     Health,
@@ -144,6 +145,7 @@ def create_app(settings: Settings, *, local_dashboard: bool = False) -> FastAPI:
     api = FastAPI(title="imageci", version=__version__, lifespan=lifespan,
                   description="Continuous integration for OS and container images: the team server.")
     api.state.settings = settings
+    document_problems(api)
 
     api.add_middleware(RequestLog)
     add_dashboard(api, settings, local=local_dashboard)
@@ -156,9 +158,8 @@ def create_app(settings: Settings, *, local_dashboard: bool = False) -> FastAPI:
             access_log.error(json.dumps({"request_id": rid, "error": str(exc), "kind": type(exc).__name__}))
         if is_page(request):
             return error_page(request, status, str(exc))
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(Problem(error=str(exc), status=status, request_id=rid).model_dump(), status_code=status,
-                            headers=headers)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        return problem(request, status, str(exc), headers)
 
     @api.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
@@ -166,13 +167,16 @@ def create_app(settings: Settings, *, local_dashboard: bool = False) -> FastAPI:
             problems = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())[1:])}: {e.get('msg', '')}"
                                  for e in exc.errors())
             return error_page(request, 400, f"bad request: {problems}")
-        return await request_validation_exception_handler(request, exc)
+        return problem(request, 400, f"bad request: {validation_message(exc)}")
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404 and "text/html" in request.headers.get("accept", ""):
             return error_page(request, 404, f"there is no page at {request.url.path[:200]}")
-        return await http_exception_handler(request, exc)
+        if exc.status_code < 400:
+            return await http_exception_handler(request, exc)
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return problem(request, exc.status_code, message, dict(exc.headers or {}))
 
     if local_dashboard:
         return api
