@@ -83,3 +83,44 @@ def test_jobs_must_be_positive(tmp_path: Path) -> None:
         res = subprocess.run([sys.executable, "-m", "imageci.cli", "test", "any-image", "-j", bad],
                              capture_output=True, text=True, env={**os.environ, "IMAGECI_HOME": str(tmp_path)})
         assert res.returncode == 2 and "-j" in res.stderr
+
+
+def _images(env: dict[str, str], *wrap: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*wrap, sys.executable, "-m", "imageci.cli", "images"], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("IMAGECI_DB_URL", "nonsense"), ("IMAGECI_DB_URL", "postgresql://u:hunter2@[bad/db"),
+    ("IMAGECI_DB_URL", "postgresql://u:hunter2@db:port/x"), ("IMAGECI_BROKER_URL", "redis://:hunter2@mq:99999/0"),
+    ("IMAGECI_BROKER_URL", "redis://"), ("IMAGECI_SERVER", "http://"), ("IMAGECI_WEBHOOK_URL", "https://[::1/x"),
+    ("IMAGECI_SMTP_URL", "smtp://u:hunter2@mail:twenty-five")])
+def test_an_unusable_url_is_one_line_naming_it_without_its_secret(tmp_path: Path, name: str, value: str) -> None:
+    res = _images({"IMAGECI_HOME": str(tmp_path / "home"), name: value})
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith(f"error: {name} must be") and len(res.stderr.strip().splitlines()) == 1
+    assert "hunter2" not in res.stderr
+
+
+@pytest.mark.root  # a read-only bind mount
+def test_an_unusable_home_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A home under a regular file, on a read-only file system, not writable; a catalog file under a
+    regular file: each a usage error (exit 2) that names the setting, never a traceback or 'damaged'."""
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "ro").mkdir()
+    cases = {"under a file": ({"IMAGECI_HOME": str(tmp_path / "file" / "home")}, (), "Not a directory"),
+             "db under a file": ({"IMAGECI_HOME": str(tmp_path / "h"),
+                                  "IMAGECI_DB_URL": f"sqlite:///{tmp_path / 'file' / 'catalog.db'}"}, (),
+                                 "is not a directory")}
+    for what, (env, wrap, said) in cases.items():
+        res = _images(env, *wrap)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, (what, res.stderr)
+        assert said in res.stderr and len(res.stderr.strip().splitlines()) == 1, (what, res.stderr)
+        assert ("IMAGECI_DB_URL" if "db" in what else "IMAGECI_HOME") in res.stderr
+    for home in (tmp_path / "ro" / "home", tmp_path / "ro"):  # made there, or there and not writable
+        script = (f"mount --bind -o ro {tmp_path / 'ro'} {tmp_path / 'ro'} && "
+                  f"IMAGECI_HOME={home} exec {sys.executable} -m imageci.cli images")
+        res = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert f"IMAGECI_HOME {home} cannot be used" in res.stderr
+        assert "Read-only file system" in res.stderr or "not writable" in res.stderr

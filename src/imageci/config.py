@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from imageci.definitions.limits import parse_size
 from imageci.errors import UsageError
@@ -46,9 +47,12 @@ VARIABLES: dict[str, str] = {
     "IMAGECI_MAIL_TO": "who gets the notifications by e-mail (comma-separated)",
 }
 # never pinned, never printed: a token, and a broker URL that may carry a password
-SECRET_VARIABLES = frozenset({"IMAGECI_TOKEN", "IMAGECI_BROKER_URL", "IMAGECI_WEBHOOK_SECRET", "IMAGECI_SMTP_URL"})
+SECRET_VARIABLES = frozenset({"IMAGECI_TOKEN", "IMAGECI_BROKER_URL", "IMAGECI_WEBHOOK_SECRET", "IMAGECI_SMTP_URL",
+                              "IMAGECI_DB_URL"})
 EXECUTORS = ("local", "celery")
 BROKER_SCHEMES = ("redis://", "rediss://", "redis+socket://")  # Celery's Redis transport
+DB_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://")
+HTTP_SCHEMES = ("http://", "https://")
 
 
 def default_home(env: Mapping[str, str] | None = None) -> Path:
@@ -72,6 +76,21 @@ def _parse(env: Mapping[str, str], name: str, kind: Callable[[str], T], what: st
         got = "a value that is not" if name in SECRET_VARIABLES else repr(raw)  # a secret is never echoed
         raise UsageError(f"{name} must be {what} (got {got})")
     return value
+
+
+def url_of(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    """A parser of a URL with one of ``schemes``: a host (but for ``sqlite``) and a port that is a number,
+    or ValueError."""
+
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)  # ValueError: a broken IPv6 host
+        if not raw.startswith(schemes) or parts.port == 0:  # .port: ValueError for a port that is no number
+            raise ValueError(raw)
+        if not parts.hostname and not raw.startswith(("sqlite:", "redis+socket:")):
+            raise ValueError(raw)
+        return raw
+
+    return parse
 
 
 def _or(value: T | None, default: T) -> T:
@@ -138,7 +157,8 @@ class Settings:
         cache, hosts = env.get("IMAGECI_BUILD_CACHE"), env.get("IMAGECI_HOSTS")
         return cls(
             home=home,
-            db_url=env.get("IMAGECI_DB_URL") or f"sqlite:///{home / 'catalog.db'}",
+            db_url=_parse(env, "IMAGECI_DB_URL", url_of(DB_SCHEMES), "a database URL (sqlite:///PATH or "
+                          "postgresql://USER@HOST[:PORT]/NAME)") or f"sqlite:///{home / 'catalog.db'}",
             jobs=_parse(env, "IMAGECI_JOBS", int, "a whole number ≥ 1", lambda v: v >= 1) or (os.cpu_count() or 1),
             build_cache=Path(cache) if cache else None,
             actor=env.get("IMAGECI_ACTOR") or None,
@@ -150,23 +170,28 @@ class Settings:
                                     lambda v: v > 0),
             cpu_budget=_parse(env, "IMAGECI_CPU_BUDGET", float, "a number of CPUs > 0", lambda v: v > 0),
             max_upload=_parse(env, "IMAGECI_MAX_UPLOAD", parse_size, "a size such as 8G") or 32 << 30,
-            server=_parse(env, "IMAGECI_SERVER", str, "an http:// or https:// URL",
-                          lambda v: v.startswith(("http://", "https://"))),
+            server=_parse(env, "IMAGECI_SERVER", url_of(HTTP_SCHEMES), "an http:// or https:// URL"),
             token=env.get("IMAGECI_TOKEN") or None,
             executor=_parse(env, "IMAGECI_EXECUTOR", str, "local or celery", lambda v: v in EXECUTORS) or "local",
-            broker_url=_parse(env, "IMAGECI_BROKER_URL", str, "a redis:// or rediss:// URL",
-                              lambda v: v.startswith(BROKER_SCHEMES)),
+            broker_url=_parse(env, "IMAGECI_BROKER_URL", url_of(BROKER_SCHEMES), "a redis://HOST[:PORT][/DB] or "
+                              "rediss:// URL"),
             visibility_timeout=_parse(env, "IMAGECI_VISIBILITY_TIMEOUT", int, "a whole number of seconds ≥ 10",
                                       lambda v: v >= 10) or 3600,
-            webhook_url=_parse(env, "IMAGECI_WEBHOOK_URL", str, "an http:// or https:// URL",
-                               lambda v: v.startswith(("http://", "https://"))),
+            webhook_url=_parse(env, "IMAGECI_WEBHOOK_URL", url_of(HTTP_SCHEMES), "an http:// or https:// URL"),
             webhook_secret=env.get("IMAGECI_WEBHOOK_SECRET") or None,
-            smtp_url=_parse(env, "IMAGECI_SMTP_URL", str, "an smtp:// or smtp+starttls:// URL",
-                            lambda v: v.startswith(("smtp://", "smtp+starttls://"))),
+            smtp_url=_parse(env, "IMAGECI_SMTP_URL", url_of(("smtp://", "smtp+starttls://")),
+                            "an smtp:// or smtp+starttls:// URL"),
             mail_from=env.get("IMAGECI_MAIL_FROM") or None,
             mail_to=tuple(a.strip() for a in (env.get("IMAGECI_MAIL_TO") or "").split(",") if a.strip()),
         )
 
     def ensure(self) -> None:
+        """The home's directories, made if missing; a home that cannot be used is a usage error naming
+        IMAGECI_HOME (under a regular file, not writable, a read-only file system), never a traceback."""
         for d in (self.home, self.store_dir, self.tmp_dir, self.rootfs_cache, self.runs_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"IMAGECI_HOME {self.home} cannot be used: {d}: {exc.strerror or exc}") from None
+            if not os.access(d, os.W_OK | os.X_OK):
+                raise UsageError(f"IMAGECI_HOME {self.home} cannot be used: {d} is not writable by this user")

@@ -12,7 +12,7 @@ import enum
 class ExitCode(enum.IntEnum):
     OK = 0  # everything asked for succeeded (flaky tests count as passing)
     FAILED = 1  # at least one test failed (and none errored)
-    USAGE = 2  # bad usage or bad input: arguments, definition, suite file, unknown image reference
+    USAGE = 2  # bad usage or bad input: arguments, definition, suite file, unknown image reference, a bad setting
     ERROR = 3  # a testbed or the harness broke (not the image's fault)
     NO_TESTS = 4  # nothing ran: every selected test was skipped, or none was selected
     GATE_REFUSED = 5  # promotion refused: the gate does not hold

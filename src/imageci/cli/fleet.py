@@ -18,13 +18,15 @@ BrokerOpt = Annotated[str | None, typer.Option("--broker", metavar="URL", help="
 def _settings(broker: str | None) -> Settings:
     from dataclasses import replace
 
-    from imageci.config import BROKER_SCHEMES, Settings
+    from imageci.config import BROKER_SCHEMES, Settings, url_of
     from imageci.errors import UsageError
 
     settings = Settings.load()
     if broker is not None:
-        if not broker.startswith(BROKER_SCHEMES):
-            raise UsageError(f"--broker must be a redis:// URL (got {broker!r})")
+        try:
+            url_of(BROKER_SCHEMES)(broker)
+        except ValueError:
+            raise UsageError("--broker must be a redis://HOST[:PORT][/DB] or rediss:// URL") from None
         settings = replace(settings, broker_url=broker)
     if not settings.broker_url:
         raise UsageError("no broker: pass --broker redis://HOST:PORT/DB or set IMAGECI_BROKER_URL")

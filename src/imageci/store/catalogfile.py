@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imageci.errors import CatalogUnusableError
+from imageci.errors import CatalogUnusableError, UsageError
 
 # The newest schema revision (migrations/versions/); a test keeps it equal to Alembic's head.
 # Opening an up-to-date catalog compares with it and never imports Alembic.
@@ -36,6 +36,9 @@ def check_path(path: Path, *, header: bool = True) -> None:
     that has the database open, opening and closing the file through another descriptor would
     drop every POSIX lock SQLite holds on it (a server's requests)."""
     if not path.exists():
+        if not path.parent.is_dir():  # SQLite would call the catalog damaged: it is the setting that is wrong
+            raise UsageError(f"IMAGECI_DB_URL: the catalog's directory {path.parent} is not a directory "
+                             "(make it, or point IMAGECI_DB_URL elsewhere)")
         return
     if not path.is_file():
         raise CatalogUnusableError(f"the catalog {path} is not a regular file. {restore_hint(path)}")
