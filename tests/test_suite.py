@@ -19,6 +19,20 @@ def test_example_suite_has_at_least_ten_checks() -> None:
             "locale", "tzdata"} <= names
 
 
+def test_example_checks_of_the_pristine_image_declare_it() -> None:
+    """A check of the image as built (machine-id, host keys: a booted systemd or sshd writes them) needs
+    ``pristine``, so a booted testbed (LXD, qemu, podman with isolation-container) skips it instead of
+    failing a good image, as the built-in hygiene checks do."""
+    from imageci.capabilities import PRISTINE
+    from imageci.checks.builtin import BUILTINS
+
+    suite = load_suite(EXAMPLE / "suite")
+    hygiene = [t for t in suite.tests if "hygiene" in t.tags]
+    assert {t.name for t in hygiene} >= {"machine-id-empty", "no-ssh-host-keys"}
+    assert [t.name for t in hygiene if PRISTINE not in t.needs] == []
+    assert PRISTINE in BUILTINS["machine-id-uninitialized"].needs
+
+
 def test_metadata_from_header_and_suite_yaml(tmp_path: Path) -> None:
     d = write_suite(tmp_path / "s", {
         "a.sh": "#!/bin/sh\n# imageci-timeout: 7\n# imageci-tags: x, y\n# imageci-needs: root\n"

@@ -1,6 +1,7 @@
 #!/bin/sh
 # imageci-description: /etc/machine-id is absent, empty or "uninitialized" (each boot makes its own)
 # imageci-tags: hygiene
+# imageci-needs: pristine
 set -eu
 for f in /etc/machine-id /var/lib/dbus/machine-id; do
   [ -e "$f" ] || continue

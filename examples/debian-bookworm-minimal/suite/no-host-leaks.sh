@@ -1,6 +1,7 @@
 #!/bin/sh
 # imageci-description: the build host's resolv.conf and hostname did not leak into the image
 # imageci-tags: hygiene
+# imageci-needs: pristine
 set -eu
 # A container runtime bind-mounts its own /etc/hostname and /etc/resolv.conf:
 # those files are the testbed's, not the image's, and are not judged here.
