@@ -58,6 +58,33 @@ def test_exec_reports_exit_code_and_streams(bed: SandboxTestbed) -> None:
     assert bed.exec(["sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME"]).stdout == b"bookworm\n"
 
 
+LOCALHOST_SERVICE = r"""
+perl -MIO::Socket::INET -e '
+  my $l = IO::Socket::INET->new(LocalAddr => "localhost", LocalPort => 8123, Listen => 1, ReuseAddr => 1) or die "listen: $@";
+  if (fork() == 0) { my $c = $l->accept; print $c "hello from localhost\n"; exit 0 }
+  my $s = IO::Socket::INET->new(PeerAddr => "localhost:8123") or die "connect: $@"; print scalar <$s>; wait'
+"""
+
+
+def test_localhost_and_the_hostname_resolve_without_changing_the_image(bed: SandboxTestbed,
+                                                                        handle: ImageHandle) -> None:
+    """A minbase image ships no /etc/hosts: the testbed gets its own, as podman gives one, so a service on
+    ``localhost`` is reached by that name; the image's tree has no such file afterwards."""
+    lower = bed.lower
+    assert not (lower / "etc" / "hosts").exists() and not (lower / "etc" / "hostname").exists()
+    r = bed.exec(["sh", "-c", "getent ahosts localhost | cut -d' ' -f1 | sort -u; getent hosts imageci-sandbox; "
+                              "cat /etc/hostname; hostname"])
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.decode().split("\n")[:4] == ["127.0.0.1", "::1", "127.0.1.1       imageci-sandbox",
+                                                   "imageci-sandbox"]
+    served = bed.exec(["sh", "-c", LOCALHOST_SERVICE], timeout=60)
+    assert (served.exit_code, served.stdout) == (0, b"hello from localhost\n"), served.stderr
+    assert bed.exec(["sh", "-c", "echo 10.9.9.9 extra >> /etc/hosts && getent hosts extra"]).exit_code == 0
+    bed.revert()  # a fresh testbed has a fresh hosts file; the image still has none
+    assert bed.exec(["sh", "-c", "grep -c extra /etc/hosts"]).stdout == b"0\n"
+    assert not (lower / "etc" / "hosts").exists() and not (lower / "etc" / "hostname").exists()
+
+
 def test_each_testbed_is_fresh_and_revert_discards_changes(backend: SandboxBackend, handle: ImageHandle) -> None:
     with backend.create(handle) as a:
         assert a.exec(["sh", "-c", "echo dirty > /etc/dirty && rm /etc/os-release"]).exit_code == 0

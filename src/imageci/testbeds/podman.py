@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -109,10 +110,10 @@ def explain_failure(stderr: str) -> str | None:
 
 
 def _run(argv: Sequence[str], *, timeout: float | None = 120, check: bool = True, input: bytes | None = None,
-         env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+         env: Mapping[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     try:
         res = subprocess.run(list(argv), capture_output=True, timeout=timeout, input=input,
-                             env=dict(env) if env is not None else None)
+                             env=dict(env) if env is not None else None, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         raise TestbedError(f"podman did not answer within {timeout}s: {' '.join(argv[:4])}") from exc
     if check and res.returncode != 0:
@@ -148,20 +149,37 @@ class ImageStore:
         return {**os.environ, "CONTAINERS_STORAGE_CONF": str(self.conf)}
 
     def ensure(self, image: ImageHandle) -> str:
-        """The image's tag, pulled into the store if it is not there yet."""
-        podman = podman_path()
-        tag = f"localhost/imageci/{image.name}:{image.digest[:12]}"
+        """The image's tag, copied into the store if it is not there yet.
+
+        skopeo copies the layout into the store under our own name: ``podman pull oci:PATH`` names the
+        image after PATH, which is no valid reference for a home with a dot-directory, capitals or spaces
+        (``~/.local/share/imageci``); the layout is named relative to its folder, so that no character of
+        the home's path is parsed as part of the reference."""
+        tag = f"localhost/imageci/{reference_name(image.name)}:{image.digest[:12]}"
         with self._lock:
             env = self.env()
-            if _run([podman, "image", "exists", tag], check=False, env=env).returncode == 0:
+            if _run([podman_path(), "image", "exists", tag], check=False, env=env).returncode == 0:
                 return tag
             layout = self.root / "oci" / image.digest
             write_layout(layout, image.rootfs_tar, image.digest, tag=image.digest[:12],
                          architecture=image.architecture, config=image.config or image_config(image.name, image.digest))
-            out = _run([podman, "pull", "-q", f"oci:{layout}:{image.digest[:12]}"], timeout=600, env=env)
-            image_id = out.stdout.decode().strip().splitlines()[-1]
-            _run([podman, "tag", image_id, tag], env=env)
+            _run([skopeo_path(), "copy", "-q", f"oci:{layout.name}:{image.digest[:12]}", f"containers-storage:{tag}"],
+                 timeout=600, env=env, cwd=layout.parent)
         return tag
+
+
+def reference_name(name: str) -> str:
+    """``name`` as a path component of an image reference (lowercase alphanumerics joined by one ``.``,
+    ``_`` or ``-``): a product name may hold runs of dots a reference may not."""
+    component = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return component or "image"
+
+
+def skopeo_path() -> str:
+    found = shutil.which("skopeo")
+    if found is None:
+        raise HostSetupError(f"skopeo is not installed (podman testbed images are copied with it): {SETUP_HINT}")
+    return found
 
 
 class PodmanTestbed(Testbed):

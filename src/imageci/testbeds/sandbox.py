@@ -59,9 +59,11 @@ from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbe
 from imageci.testbeds.disks import DiskSlot, disk_pool
 from imageci.testbeds.hostarch import why_cannot_run
 from imageci.testbeds.limits import LimitGroup, cgroup_mode, group_prefix, limit_notes
+from imageci.testbeds.names import HOSTNAME_PATH, HOSTS_PATH, hosts_text
 from imageci.testbeds.output import pump, stream_keep
 from imageci.testbeds.seccomp import filter_fd
 
+HOSTNAME = "imageci-sandbox"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MNT_DETACH = 2
 # Docker's default capability set
@@ -149,6 +151,7 @@ class SandboxTestbed(Testbed):
         self.network = network
         self._netns: int | None = None
         self._listener: socket.socket | None = None
+        self._names: list[str] = []
 
     def capabilities(self) -> frozenset[str]:
         """The backend's words; ``network`` and ``archive`` only when this testbed was made with them."""
@@ -181,6 +184,7 @@ class SandboxTestbed(Testbed):
             assert self.limits.disk is not None
             self.slot = disk_pool(self.tmp).acquire(self.limits.disk)
             self._mount_layers(None)
+            self._names = self._write_names()
             if self.archive is not None:
                 self._netns, self._listener = new_namespace()
                 proxy().serve(self._listener, self.archive)
@@ -196,6 +200,24 @@ class SandboxTestbed(Testbed):
         work.mkdir()
         _mount_overlay([layer, self.lower] if layer is not None else [self.lower], upper, work, self.dir / "merged")
         self.merged = self.dir / "merged"
+
+    def _write_names(self) -> list[str]:
+        """This testbed's ``/etc/hosts`` and ``/etc/hostname`` (see :mod:`names`), beside the tree, as
+        bwrap arguments that bind them over the image's (which stay as built); none where the image has
+        a link or a directory there."""
+        assert self.dir is not None
+        args: list[str] = []
+        for path, text in ((HOSTS_PATH, None), (HOSTNAME_PATH, f"{HOSTNAME}\n")):
+            inside = self._host_path(path, follow_last=False)
+            if inside.is_symlink() or inside.exists() and not inside.is_file() or not inside.parent.is_dir():
+                continue
+            if text is None:
+                image = inside.read_text(errors="replace") if inside.is_file() else ""
+                text = hosts_text(HOSTNAME, image)
+            mine = self.dir / path.rsplit("/", 1)[1]
+            mine.write_text(text)
+            args += ["--bind", str(mine), path]
+        return args
 
     def _write_apt_conf(self) -> None:
         conf = self._host_path(APT_CONF, follow_last=False)
@@ -231,7 +253,7 @@ class SandboxTestbed(Testbed):
                                text=True)
             if r.returncode != 0:
                 raise TestbedError(f"cannot save the sandbox's layer: {r.stderr.strip()}")
-            for rel in (APT_CONF, *exclude):
+            for rel in (APT_CONF, HOSTS_PATH, HOSTNAME_PATH, *exclude):  # ours, or mount points bwrap made
                 gone = tmp / rel.lstrip("/")
                 if gone.is_dir() and not gone.is_symlink():
                     safe_rmtree(gone)
@@ -284,8 +306,8 @@ class SandboxTestbed(Testbed):
         assert self.merged is not None
         cmd = [self.bwrap, "--bind", str(self.merged), "/", "--proc", "/proc", "--dev", "/dev",
                "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
-               "--hostname", "imageci-sandbox", "--die-with-parent", "--new-session",
-               "--json-status-fd", str(status_fd), "--chdir", cwd, "--clearenv"]
+               "--hostname", HOSTNAME, "--die-with-parent", "--new-session",
+               "--json-status-fd", str(status_fd), "--chdir", cwd, "--clearenv", *self._names]
         if not self.privileged:
             cmd += hardening_args()
         if seccomp_fd is not None:
