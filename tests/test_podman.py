@@ -21,7 +21,7 @@ from imageci.engine.runner import Engine
 from imageci.owners import process_owner
 from imageci.store.models import Version
 from imageci.testbeds.base import ImageHandle
-from imageci.testbeds.podman import LABEL, PodmanBackend, PodmanTestbed, explain_failure
+from imageci.testbeds.podman import PodmanBackend, PodmanTestbed, explain_failure
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 
@@ -152,8 +152,7 @@ def test_cli_suite_on_podman(image_env: tuple[Env, Version], tmp_path: Path) -> 
                 "--suite", str(EXAMPLE / "suite"), "--rerun-all")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "17 pass" in res.stdout  # 13 scripts + 4 built-ins
-    assert subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}=1"],
-                          capture_output=True, text=True).stdout.strip() == ""
+    assert live_containers(e.home) == []  # this home's containers, not the whole host's
     mine = process_owner(e.settings.tmp_dir).token  # this pytest process's own testbeds share the home
     assert [p for p in (e.settings.tmp_dir / "disks").iterdir() if not p.name.startswith(mine)] == []
 

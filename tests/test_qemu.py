@@ -83,6 +83,7 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
                        "test \"$(systemctl is-system-running)\" = running && test \"$(id -u)\" = 0\n",
         "d-fills-disk.sh": "#!/bin/sh\nfallocate -l $(( $(stat -f -c '%a*%S' /) - 262144 )) /var/tmp/big\n"
                            "dd if=/dev/zero of=/var/tmp/more bs=1M count=8\n",
+        "e-localhost.sh": "#!/bin/sh\ngetent hosts localhost && grep -qx \"$(hostname)\" /etc/hostname\n",
     })
     for name in ("systemd-running.sh", "service-starts.sh"):
         (d / name).write_bytes((VM_DEF.parent / "suite" / name).read_bytes())
@@ -104,7 +105,7 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
     assert _got(report)["d-fills-disk"][1].startswith("disk limit (2 GiB) reached"), _got(report)
     assert _got(report)["archive-probe/download"] == (Verdict.PASS, "")
     assert {k: v[0] for k, v in _got(report).items() if k not in ("d-fills-disk", "archive-probe/download")} == {
-        "a-dirty": Verdict.PASS, "b-clean": Verdict.PASS, "c-booted": Verdict.PASS,
+        "a-dirty": Verdict.PASS, "b-clean": Verdict.PASS, "c-booted": Verdict.PASS, "e-localhost": Verdict.PASS,
         "systemd-running": Verdict.PASS, "service-starts": Verdict.PASS, "boot-multi-user": Verdict.PASS,
         "no-failed-units": Verdict.PASS, "console-clean": Verdict.PASS, "login-works": Verdict.PASS,
         "no-ssh-host-keys": Verdict.SKIP, "testinfra:test_vm/test_sshd": Verdict.PASS}, _got(report)

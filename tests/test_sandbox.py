@@ -60,7 +60,8 @@ def test_exec_reports_exit_code_and_streams(bed: SandboxTestbed) -> None:
 
 LOCALHOST_SERVICE = r"""
 perl -MIO::Socket::INET -e '
-  my $l = IO::Socket::INET->new(LocalAddr => "localhost", LocalPort => 8123, Listen => 1, ReuseAddr => 1) or die "listen: $@";
+  my $l = IO::Socket::INET->new(LocalAddr => "localhost", LocalPort => 8123, Listen => 1, ReuseAddr => 1)
+    or die "listen: $@";
   if (fork() == 0) { my $c = $l->accept; print $c "hello from localhost\n"; exit 0 }
   my $s = IO::Socket::INET->new(PeerAddr => "localhost:8123") or die "connect: $@"; print scalar <$s>; wait'
 """

@@ -57,6 +57,7 @@ from imageci.rootpath import resolve_in_root
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
 from imageci.testbeds.hostarch import why_cannot_run
 from imageci.testbeds.lxdfeed import RunFeed
+from imageci.testbeds.names import PROVIDE_SCRIPT
 from imageci.testbeds.output import pump, stream_keep
 
 HOME_KEY = "user.imageci.home"
@@ -251,6 +252,8 @@ class LxdTestbed(Testbed):
             time.sleep(0.1)
         else:
             raise TestbedError(f"the LXD container did not answer within {READY_TIMEOUT:.0f}s ({state})")
+        # localhost resolves where the image ships no /etc/hosts (the instance's files; the image keeps its bytes)
+        self.client.run(["exec", self._name(), "-T", "-n", "--", "sh", "-c", PROVIDE_SCRIPT], check=False, timeout=30)
         while self.systemd and time.monotonic() < deadline:
             r = self.client.run(["exec", self._name(), "-T", "-n", "--", "systemctl", "is-system-running"],
                                 check=False, timeout=30)

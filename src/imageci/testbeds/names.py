@@ -36,9 +36,10 @@ def hosts_text(hostname: str, image_hosts: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def provide_script(hostname: str) -> str:
-    """A shell script for a booted testbed: write ``/etc/hosts`` and ``/etc/hostname`` only where the
-    image has none (an image that ships them is tested as it ships)."""
-    hosts = hosts_text(hostname).replace("\t", " ")
-    return (f"[ -e {HOSTS_PATH} ] || [ -L {HOSTS_PATH} ] || printf '%s' '{hosts}' > {HOSTS_PATH}; "
-            f"[ -e {HOSTNAME_PATH} ] || [ -L {HOSTNAME_PATH} ] || echo '{hostname}' > {HOSTNAME_PATH}; true")
+# For a booted testbed: write ``/etc/hosts`` and ``/etc/hostname`` only where the image has none (an image
+# that ships them is tested as it ships), naming the host name the instance booted with.
+PROVIDE_SCRIPT = (
+    "h=$(cat /proc/sys/kernel/hostname); "
+    f"[ -e {HOSTS_PATH} ] || [ -L {HOSTS_PATH} ] || "
+    f"printf '127.0.0.1 localhost\\n::1 localhost ip6-localhost ip6-loopback\\n127.0.1.1 %s\\n' \"$h\" > {HOSTS_PATH}; "
+    f"[ -e {HOSTNAME_PATH} ] || [ -L {HOSTNAME_PATH} ] || echo \"$h\" > {HOSTNAME_PATH}; true")

@@ -70,6 +70,7 @@ from imageci.testbeds.accel import AccelCache, qemu_binary, vm_arch
 from imageci.testbeds.archive import APT_CONF, GUEST_ADDRESS, apt_conf
 from imageci.testbeds.base import Backend, CloudSeed, Cost, ExecResult, ImageHandle, PowerOff, Testbed
 from imageci.testbeds.limits import limit_notes as describe_limits
+from imageci.testbeds.names import PROVIDE_SCRIPT
 from imageci.testbeds.ssh import SshTestbed
 from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
 from imageci.testbeds.vmboot import VmMaker
@@ -209,6 +210,7 @@ class QemuTestbed(Testbed):
             self.vm, self.ssh, self.dir = self.backend.fresh_vm(self.image, self.shape)
             self.restored = self.backend.snapshot
             self.ssh.limits = self.limits  # the output limit applies to the test's commands
+            self.ssh.exec(["sh", "-c", PROVIDE_SCRIPT], timeout=60)  # localhost resolves without an /etc/hosts
             if self.archive:
                 self.ssh.exec(["sh", "-c", f"mkdir -p {os.path.dirname(APT_CONF)} && cat > {APT_CONF}"],
                               stdin=apt_conf(GUEST_ADDRESS).encode(), timeout=60)
