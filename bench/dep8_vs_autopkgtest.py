@@ -1,7 +1,8 @@
 """Benchmark: the DEP-8 suites of gzip, sed and less on the same image, plus
 bench/dep8-parity/hello (a suite that exercises @ without udebs, @builddeps@
-with build-essential, test-name, ordinary-user tests and the apt archive without
-needs-internet), imageci (sandbox testbed) vs `autopkgtest -U ... -- unshare --tarball`.
+with build-essential, test-name, ordinary-user tests, the apt archive without
+needs-internet and tests started by their absolute path) and bench/dep8-parity/builder
+(build-needed: the tree built with dpkg-buildpackage before its test), imageci (sandbox testbed) vs `autopkgtest -U ... -- unshare --tarball`.
 
 The peer gets the image tarball plus the host's /etc/resolv.conf (the image
 ships none, by design; autopkgtest needs the network to install its own
@@ -42,7 +43,8 @@ from imageci.testbeds.registry import make_backend  # noqa: E402
 
 PACKAGES = ["gzip", "sed", "less"]
 BUILDDEPS = ["bzip2", "libyaml", "json-c"]  # tests that compile against the packages' -dev files
-LOCAL = [Path(__file__).resolve().parent / "dep8-parity" / "hello"]  # binaries from the archive (-B)
+# binaries from the archive (-B); builder's test needs its tree built (build-needed)
+LOCAL = [Path(__file__).resolve().parent / "dep8-parity" / name for name in ("hello", "builder")]
 PEER_VERDICTS = {"PASS": "pass", "FAIL": "fail", "SKIP": "skip", "FLAKY": "flaky", "NEUTRAL": "pass"}
 
 

@@ -45,6 +45,8 @@ VARIABLES: dict[str, str] = {
     "IMAGECI_SMTP_URL": "smtp://[USER:PASSWORD@]HOST[:PORT] or smtp+starttls://…: notifications by e-mail",
     "IMAGECI_MAIL_FROM": "the notifications' From address",
     "IMAGECI_MAIL_TO": "who gets the notifications by e-mail (comma-separated)",
+    "IMAGECI_GIT_HOSTS": "the only hosts (HOST or HOST:PORT, comma-separated) git repositories are fetched from; "
+                         "unset: any host with public addresses only",
 }
 # never pinned, never printed: a token, and a broker URL that may carry a password
 SECRET_VARIABLES = frozenset({"IMAGECI_TOKEN", "IMAGECI_BROKER_URL", "IMAGECI_WEBHOOK_SECRET", "IMAGECI_SMTP_URL",
@@ -121,6 +123,7 @@ class Settings:
     smtp_url: str | None = field(default=None, repr=False)  # may carry a password
     mail_from: str | None = None
     mail_to: tuple[str, ...] = ()
+    git_hosts: str | None = None  # None: any host whose addresses are all public (app/egress.py)
 
     @property
     def store_dir(self) -> Path:
@@ -183,6 +186,7 @@ class Settings:
                             "an smtp:// or smtp+starttls:// URL"),
             mail_from=env.get("IMAGECI_MAIL_FROM") or None,
             mail_to=tuple(a.strip() for a in (env.get("IMAGECI_MAIL_TO") or "").split(",") if a.strip()),
+            git_hosts=env.get("IMAGECI_GIT_HOSTS") or None,
         )
 
     def ensure(self) -> None:

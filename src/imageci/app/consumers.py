@@ -23,7 +23,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field, model_validator
 
-from imageci.app import access, inventory
+from imageci.app import access, egress, inventory
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.session import Session
 from imageci.app.versions import gate_of
@@ -104,10 +104,10 @@ def _row(c: Consumer, product: str) -> ConsumerRow:
 
 # ---- snapshots -----------------------------------------------------------------------------------
 
-def _git(args: list[str], what: str) -> bytes:
+def _git(args: list[str], what: str, env: dict[str, str] | None = None) -> bytes:
     try:
         done = subprocess.run(["git", *args], capture_output=True, timeout=600, check=False,
-                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"})
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", **(env or {})})
     except FileNotFoundError:
         raise UsageError("git is not installed (scripts/host-setup.sh installs it)") from None
     if done.returncode != 0:
@@ -128,7 +128,7 @@ def _git_tree(session: Session, repo: str, ref: str, subdir: str | None, dest: P
             cache.parent.mkdir(parents=True, exist_ok=True)
             _git(["init", "-q", "--bare", str(cache)], f"{cache}: git init")
         where = ["-C", str(cache)]
-        _git([*where, "fetch", "-q", "--depth", "1", "--", repo, ref], f"{repo}: fetching {ref!r}")
+        _fetch(session, repo, ref, where)
         commit = _git([*where, "rev-parse", "--verify", "FETCH_HEAD^{commit}"], f"{repo}: {ref!r}").decode().strip()
     tree = f"{commit}:{subdir}" if subdir else commit
     data = _git([*where, "archive", "--format=tar", tree], f"{repo}: no directory {subdir!r} at {ref}")
@@ -139,6 +139,20 @@ def _git_tree(session: Session, repo: str, ref: str, subdir: str | None, dest: P
     except (tarfile.TarError, OSError) as exc:  # a link out of the tree, an absolute path: refused
         raise UsageError(f"{repo} at {ref}: its tree cannot be taken as a suite: {exc}") from None
     return commit
+
+
+def _fetch(session: Session, repo: str, ref: str, where: list[str]) -> None:
+    """``ref`` of the repository at URL ``repo`` into the bare cache, only from where the egress rule allows
+    (see :mod:`egress`); any failure is one message, whatever the network said."""
+    try:
+        dest = egress.destination(egress.EgressPolicy.parse(session.settings.git_hosts), repo)
+        scheme = repo.split("://", 1)[0] if "://" in repo else "ssh"
+        only = ["-c", "protocol.allow=never", "-c", f"protocol.{scheme}.allow=always"]
+        depth = ["--depth", "1"] if dest.shallow else []
+        _git([*only, *dest.config, *where, "fetch", "-q", *depth, "--", dest.url, ref],
+             f"{repo}: fetching {ref!r}", dest.env)
+    except Exception as exc:  # noqa: BLE001 - refused, unreachable, not git: the caller learns nothing more
+        raise egress.fetch_refused(repo, exc) from None
 
 
 def copy_dir(src: Path, dest: Path, what: str) -> None:

@@ -3,7 +3,8 @@
 A test passes only if it exits 0 and, unless ``allow-stderr``, writes nothing
 to stderr. ``skippable`` turns exit 77 into a skip. Restrictions become the
 capabilities a testbed must offer (a mismatch is a skip with the reason);
-unknown restrictions are skipped, as the spec asks. ``Depends`` are installed
+unknown restrictions are skipped, as the spec asks. ``build-needed`` builds the
+tree in the testbed first, as autopkgtest does (its build dependencies installed). ``Depends`` are installed
 in the testbed with apt when missing; when they cannot be, the result is
 ``skip`` with ``skip-not-installable`` and ``error`` otherwise (never ``fail``).
 """
@@ -66,7 +67,11 @@ NEEDS = {"needs-root": ROOT, "isolation-container": ISOLATION_CONTAINER, "isolat
          "needs-internet": NETWORK, "breaks-testbed": REVERT, "needs-reboot": REBOOT}
 # restrictions that change how the result is judged, not where the test runs
 BEHAVIOUR = {"allow-stderr", "skippable", "flaky", "superficial", "rw-build-tree", "skip-not-installable",
-             "hint-testsuite-triggers", "needs-recommends"}
+             "hint-testsuite-triggers", "needs-recommends", "build-needed"}
+BUILD_NEEDED = "build-needed"
+# autopkgtest's build of a tree whose tests need it built: patches kept applied for the tests
+BUILD_COMMAND = ('DEB_BUILD_OPTIONS="parallel=$(nproc) $DEB_BUILD_OPTIONS" dpkg-buildpackage -us -uc -b && '
+                 "dpkg-source --before-build .")
 
 
 def dependency_names(depends: str, suite: Dep8Suite) -> list[list[str]]:
@@ -155,7 +160,10 @@ class Dep8Check(Check):
         return None
 
     def _install(self, testbed: Testbed) -> tuple[Outcome | None, bytes]:
-        relations = dependency_names(self.test.depends, self.suite)
+        depends = self.test.depends
+        if BUILD_NEEDED in self.test.restrictions:  # the build's own needs, as autopkgtest installs them
+            depends = ", ".join(x for x in (depends, *self.suite.build_depends, "build-essential, fakeroot") if x)
+        relations = dependency_names(depends, self.suite)
         if not relations:
             return None, b""
         probe = " ".join(shlex.quote(a) for rel in relations for a in rel)
@@ -199,7 +207,14 @@ class Dep8Check(Check):
             prepare += f" && chmod +x {q(tree + '/' + self.test.path)}"
         if user:  # autopkgtest gives every file it copies into the testbed to its ordinary user
             prepare += f" && chown -R {q(user)} {q(tree)}"
+        if BUILD_NEEDED in self.test.restrictions:  # the build writes its packages beside the tree
+            prepare += f" && chmod 1777 {SRC_DIR}"
         testbed.exec(["sh", "-c", prepare], timeout=300)
+        if BUILD_NEEDED in self.test.restrictions:
+            unbuilt, build_log = _build(testbed, tree, user)
+            install_log += build_log
+            if unbuilt is not None:
+                return Outcome(unbuilt.verdict, unbuilt.reason, unbuilt.exit_code, install_log)
         # the environment autopkgtest gives a test (adt_testbed.py)
         script = ("set -e; export USER=$(id -nu); . /etc/profile >/dev/null 2>&1 || true; "
                   ". ~/.profile >/dev/null 2>&1 || true; "
@@ -217,7 +232,8 @@ class Dep8Check(Check):
         if self.test.command is not None:
             script += f"bash -ec {q(self.test.command)} 2>&3 3>&-; exit $?"
         else:
-            script += f"./{q(self.test.path or '')} 2>&3 3>&-; exit $?"
+            # by its absolute path in the tree, as autopkgtest starts it: a test may find its data by "$0"
+            script += f"{q(tree + '/' + (self.test.path or ''))} 2>&3 3>&-; exit $?"
         can_reboot = REBOOT in testbed.capabilities()
         rounds: list[tuple[str, ExecResult]] = []
         mark = ""
@@ -254,6 +270,24 @@ class Dep8Check(Check):
             first = stderr.decode("utf-8", "replace").strip().splitlines()[0][:200]
             return Outcome(Verdict.FAIL, f"stderr: {first}", code, log)
         return Outcome(Verdict.PASS, "", code, log)
+
+
+def _build(testbed: Testbed, tree: str, user: str | None) -> tuple[Outcome | None, bytes]:
+    """Build the tree in the testbed the way autopkgtest does for ``build-needed`` (``dpkg-buildpackage
+    -us -uc -b``, then ``dpkg-source --before-build``), as the ordinary user when there is one; a tree
+    that does not build fails the test, with the build's output as its log."""
+    script = f"set -e; cd {shlex.quote(tree)}; export DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8; {BUILD_COMMAND}"
+    argv = ["su", "-s", "/bin/sh", user, "-c", script] if user else ["sh", "-c", script]
+    r = testbed.exec(argv, cwd=tree, timeout=DEFAULT_TIMEOUT)
+    who = f" as {user}" if user else " as root"
+    if r.timed_out:
+        return (Outcome(Verdict.FAIL, f"the tree's build (build-needed) timed out after {DEFAULT_TIMEOUT}s"),
+                format_log(f"# build-needed: {BUILD_COMMAND}{who}: timed out", r.stdout, r.stderr))
+    log = format_log(f"# build-needed: {BUILD_COMMAND}{who}: exit {r.exit_code}", r.stdout, r.stderr)
+    if r.exit_code != 0:
+        return Outcome(Verdict.FAIL, f"the tree did not build (build-needed): dpkg-buildpackage exit {r.exit_code}",
+                       r.exit_code), log
+    return None, log
 
 
 def _offer_reboot(testbed: Testbed) -> bytes:
