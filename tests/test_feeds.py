@@ -80,6 +80,13 @@ def feeds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Feeds]:
     for marker, name in (("one", "tiny"), ("two", "tiny"), ("apps", "elsewhere")):
         done = _cli(home, "import", name, str(busybox_rootfs(base / f"{marker}.tar", marker)))
         assert done.returncode == 0, done.stdout + done.stderr
+    with tarfile.open(busybox_rootfs(base / "noinit-src.tar", "noinit")) as src, \
+            tarfile.open(base / "noinit.tar", "w") as dest:  # `lxc launch` could not start it: no /sbin/init
+        for member in src:
+            if member.name != "sbin/init":
+                dest.addfile(member, src.extractfile(member) if member.isfile() else None)
+    done = _cli(home, "import", "noinit", str(base / "noinit.tar"))
+    assert done.returncode == 0, done.stdout + done.stderr
     settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=1, build_cache=None)
     cat = Catalog.open(settings.db_url)
     one, two = cat.versions("tiny")
@@ -136,6 +143,11 @@ def test_the_feed_lists_each_channel_in_the_simplestreams_format(feeds: Feeds) -
     assert entry["format"] == "products:1.0" and entry["products"] == ["busybox:1.35:amd64:tiny"]
     products = _products(feeds, f"/lxd/default/testing/{reader}")
     assert list(products) == ["busybox:1.35:amd64:tiny"]  # `bare` (no squashfs) is absent, not half-listed
+    # and `noinit`, which has its LXD form but no /sbin/init: `imageci images` says why it is not listed
+    listed = {r["name"]: r["lxd_feed"] for r in json.loads(_cli(feeds.home, "images", "--json").stdout)}
+    assert listed["noinit"] == "not listed: no /sbin/init (lxc launch cannot start it)"
+    assert listed["bare"] == "not listed: no LXD form" and listed["tiny"] == "listed"
+    assert "not listed: no /sbin/init" in _cli(feeds.home, "images", "noinit").stdout
     tiny = products["busybox:1.35:amd64:tiny"]
     assert isinstance(tiny, dict)
     assert {k: tiny[k] for k in ("aliases", "os", "release", "release_title", "arch", "variant")} == {

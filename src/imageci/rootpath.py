@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 MAX_LINKS = 40  # as the kernel's own limit on links followed in one lookup
@@ -15,10 +16,11 @@ class PathEscape(ValueError):
     pass
 
 
-def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
-    """``path`` inside ``root`` the way the kernel would resolve it inside a chroot: absolute links
-    are re-rooted, ``..`` stops at the root; a missing part is kept as a name (a destination to
-    create). Raises :class:`PathEscape` on a link loop."""
+def resolve_parts(path: str, link_of: Callable[[str], str | None], *, follow_last: bool = True) -> list[str]:
+    """``path`` resolved the way the kernel would inside a chroot, as the names from the root down;
+    ``link_of(rel)`` is the target of the link at ``rel`` ("a/b"), None where there is none. Absolute
+    links are re-rooted, ``..`` stops at the root; a missing part is kept as a name. Raises
+    :class:`PathEscape` on a link loop."""
     parts = [p for p in path.split("/") if p and p != "."]
     resolved: list[str] = []
     hops = 0
@@ -28,18 +30,51 @@ def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
             if resolved:
                 resolved.pop()
             continue
-        candidate = root.joinpath(*resolved, part)
-        if os.path.islink(candidate) and (parts or follow_last):
+        target = link_of("/".join([*resolved, part])) if (parts or follow_last) else None
+        if target is not None:
             hops += 1
             if hops > MAX_LINKS:
                 raise PathEscape(f"too many levels of symbolic links in {path!r}")
-            target = os.readlink(candidate)
             if target.startswith("/"):
                 resolved = []
             parts = [p for p in target.split("/") if p and p != "."] + parts
             continue
         resolved.append(part)
-    return root.joinpath(*resolved)
+    return resolved
+
+
+def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
+    """``path`` inside the unpacked tree ``root`` (see :func:`resolve_parts`)."""
+
+    def link_of(rel: str) -> str | None:
+        candidate = root / rel
+        return os.readlink(candidate) if os.path.islink(candidate) else None
+
+    return root.joinpath(*resolve_parts(path, link_of, follow_last=follow_last))
+
+
+def tar_has_file(tarball: Path, path: str) -> bool:
+    """Whether ``path`` is a regular file in the root file system tarball, its links followed inside the
+    tarball (read from its headers alone: nothing is unpacked)."""
+    import tarfile
+
+    entries: dict[str, tarfile.TarInfo] = {}
+    try:
+        with tarfile.open(tarball) as tar:
+            for info in tar:
+                entries[os.path.normpath(info.name.lstrip("/")).removeprefix("./")] = info
+    except (tarfile.TarError, OSError):
+        return False
+
+    def link_of(rel: str) -> str | None:
+        info = entries.get(rel)
+        return info.linkname if info is not None and info.issym() else None
+
+    try:
+        found = entries.get("/".join(resolve_parts(path, link_of)))
+    except PathEscape:
+        return False
+    return found is not None and (found.isfile() or found.islnk())
 
 
 def resolve(root: Path, rel: str) -> Path | None:

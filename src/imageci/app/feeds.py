@@ -8,7 +8,9 @@ simplestreams format; the API serves it and the files.
 - A follower's token (bound to a channel) has only its channel's feed.
 - A version is listed only when it is committed, on the channel, and has its
   whole LXD form (metadata, squashfs and a fingerprint computed from them);
-  anything less is absent, never half-listed.
+  anything less is absent, never half-listed. A version whose image has no
+  ``/sbin/init`` is absent too (``lxc launch`` could not start it); ``imageci
+  images`` says why a version is not listed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from imageci.app.access import Principal
 from imageci.app.session import Session
+from imageci.build.lxdimage import feed_state
 from imageci.build.simplestreams import FTYPES, Feed, FeedItem, FeedProduct, FeedVersion, product_key, version_items
 from imageci.errors import UnknownReferenceError
 from imageci.store import lookups
@@ -49,8 +52,8 @@ def lxd_feed(session: Session, namespace: str, channel: str, *, by: Principal) -
     for row in _rows(session, by, namespace, channel):
         v = row.version
         info = json.loads(row.build_info).get("lxd")
-        if not isinstance(info, dict) or not isinstance(info.get("fingerprint"), str):
-            continue  # made before it had a fingerprint, or published without its LXD form
+        if feed_state(info) != "listed":
+            continue  # no LXD form, or no /sbin/init: `lxc launch` could not start it
         items = version_items(v.name, v.serial, ((a.kind, a.filename, a.digest, a.size) for a in row.artifacts),
                               str(info["fingerprint"]))
         os_name, release, variant = str(info["os"]), str(info["release"]), str(info["variant"])

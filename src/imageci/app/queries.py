@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from imageci.app import access
 from imageci.app.access import LOCAL, Principal
 from imageci.app.session import Session
+from imageci.build.lxdimage import feed_state
 from imageci.errors import UnknownReferenceError, UsageError
 from imageci.store import lookups
 from imageci.store.blobs import CorruptBlobError
@@ -69,6 +70,7 @@ class ImageRow(Row):
     digest: str  # sha256:<hex>
     created: str  # ISO 8601, seconds
     size: int  # bytes of the rootfs
+    lxd_feed: str = "listed"  # on its channel's LXD feed, or why not ("not listed: no /sbin/init …")
 
 
 def bulk(fn: F) -> F:
@@ -87,9 +89,11 @@ def images(session: Session, name: str | None = None, *, viewer: Principal = LOC
              if viewer.sees(v.namespace, v.public, v.state)]
     if name and not found:
         access.resolve(session.reader, viewer, name)  # raises (with close names for the local operator)
+    lxd = lookups.lxd_infos(session.reader, name)
     return [ImageRow(name=v.name, namespace=v.namespace, public=v.public, version=v.serial, state=v.state,
                      channels=channels_of(v.state),
-                     digest=f"sha256:{v.digest}", created=v.created_at.isoformat(timespec="seconds"), size=size)
+                     digest=f"sha256:{v.digest}", created=v.created_at.isoformat(timespec="seconds"), size=size,
+                     lxd_feed=feed_state(lxd.get(v.id)))
             for v, size in found]
 
 

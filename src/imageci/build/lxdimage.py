@@ -31,15 +31,17 @@ from pathlib import Path
 import yaml
 
 from imageci.errors import ImageciError
+from imageci.rootpath import resolve_in_root, tar_has_file
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import NewArtifact
-from imageci.store.states import INCUS_METADATA, LXD_METADATA, SQUASHFS
+from imageci.store.states import INCUS_METADATA, LXD_METADATA, ROOTFS, SQUASHFS
 
 # Debian's architecture names → the kernel's, which LXD's metadata.yaml uses.
 LXD_ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64", "armhf": "armv7l", "armel": "armv6l", "i386": "i686",
                      "ppc64el": "ppc64le", "s390x": "s390x", "riscv64": "riscv64", "mips64el": "mips64",
                      "loong64": "loongarch64"}
 FILENAMES = {LXD_METADATA: "lxd.tar.xz", INCUS_METADATA: "incus.tar.xz", SQUASHFS: "root.squashfs"}
+INIT = "/sbin/init"  # what an LXD container boots: a version without it is left out of the feed
 SQUASHFS_OPTIONS = ["-comp", "zstd", "-Xcompression-level", "3"]  # as small as gzip here, 15× faster to make
 
 
@@ -58,9 +60,10 @@ class LxdImage:
     description: str
     created: int  # SOURCE_DATE_EPOCH
 
-    def info(self, fingerprint: str) -> dict[str, str]:
+    def info(self, fingerprint: str, bootable: bool) -> dict[str, str]:
         """The version's ``build_info["lxd"]``: what the feed lists without opening a tarball."""
-        return {"os": self.os, "release": self.release, "variant": self.variant, "fingerprint": fingerprint}
+        return {"os": self.os, "release": self.release, "variant": self.variant, "fingerprint": fingerprint,
+                "bootable": "yes" if bootable else "no"}
 
 
 def lxd_architecture(debian: str) -> str:
@@ -123,7 +126,7 @@ def make_artifacts(store: BlobStore, tree: Path, image: LxdImage) -> tuple[list[
     artifacts = [NewArtifact(kind, FILENAMES[kind], meta_blob.digest, meta_blob.size)
                  for kind in (LXD_METADATA, INCUS_METADATA)]
     artifacts.append(NewArtifact(SQUASHFS, FILENAMES[SQUASHFS], squash.digest, squash.size))
-    return artifacts, image.info(combined)
+    return artifacts, image.info(combined, resolve_in_root(tree, INIT).is_file())
 
 
 def newest_mtime(tree: Path) -> int:
@@ -153,12 +156,23 @@ def checked_info(store: BlobStore, artifacts: list[NewArtifact], claimed: object
     from the stored bytes (a client's word for it is not taken); None when the version has no complete
     LXD form, or its fields are not plain short text (it is then absent from the feed)."""
     kinds = {a.kind: a for a in artifacts}
-    meta, squash = kinds.get(LXD_METADATA), kinds.get(SQUASHFS)
-    if meta is None or squash is None or not isinstance(claimed, dict):
+    meta, squash, rootfs = kinds.get(LXD_METADATA), kinds.get(SQUASHFS), kinds.get(ROOTFS)
+    if meta is None or squash is None or rootfs is None or not isinstance(claimed, dict):
         return None
     fields = {k: claimed.get(k) for k in ("os", "release", "variant")}
     if not all(isinstance(v, str) and 0 < len(v) <= 64 and v.isprintable() and "," not in v and ":" not in v
                for v in fields.values()):
         return None
     combined = fingerprint(store.path(meta.digest).read_bytes(), store.path(squash.digest))
-    return {**{k: str(v) for k, v in fields.items()}, "fingerprint": combined}
+    bootable = tar_has_file(store.path(rootfs.digest), INIT)
+    return {**{k: str(v) for k, v in fields.items()}, "fingerprint": combined, "bootable": "yes" if bootable else "no"}
+
+
+def feed_state(info: object) -> str:
+    """Whether the LXD feed lists a version, from its ``build_info["lxd"]``: ``listed``, or why not."""
+    if not isinstance(info, dict) or not isinstance(info.get("fingerprint"), str):
+        reason = info.get("error") if isinstance(info, dict) and isinstance(info.get("error"), str) else None
+        return f"not listed: no LXD form{f' ({reason})' if reason else ''}"
+    if info.get("bootable") == "no":
+        return f"not listed: no {INIT} (lxc launch cannot start it)"
+    return "listed"

@@ -257,9 +257,9 @@ def images(name: Annotated[str | None, typer.Argument(help="only this product")]
     if as_json:
         print_json(rows)
         return
-    write_columns(("name", "version", "state", "channels", "digest", "size", "created"),
+    write_columns(("name", "version", "state", "channels", "digest", "size", "created", "lxd feed"),
                   ((r.name, r.version, r.state, ",".join(r.channels) or "-", r.digest[:19], f"{r.size / 1e6:.1f} MB",
-                    r.created) for r in rows))
+                    r.created, r.lxd_feed) for r in rows))
 
 
 def _fresh(value: str | None) -> Fresh | None:

@@ -8,6 +8,7 @@ so a reference resolves the same way on every path and every database."""
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 from imageci.errors import UnknownReferenceError
 from imageci.store.reading import Reader, stamp
 from imageci.store.refs import ImageRef, parse_ref
-from imageci.store.states import CHANNELS, ROOTFS, RunStatus
+from imageci.store.states import CHANNELS, LXD_METADATA, ROOTFS, SQUASHFS, RunStatus
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,23 @@ def versions(reader: Reader, name: str | None = None) -> list[tuple[VersionInfo,
                        f"WHERE a.version_id = v.id AND a.kind = '{ROOTFS}') FROM versions v "
                        f"JOIN products p ON p.id = v.product_id {where} ORDER BY p.name, v.serial", params)
     return [(_version(row[:9]), int(row[9])) for row in rows]
+
+
+def lxd_infos(reader: Reader, name: str | None = None) -> dict[int, object]:
+    """Each version's ``build_info["lxd"]`` (of product ``name``), by version id (None where it has none, or
+    lacks the squashfs and metadata artifacts of its LXD form)."""
+    conditions = [f"(SELECT COUNT(DISTINCT a.kind) FROM artifacts a WHERE a.version_id = v.id "
+                  f"AND a.kind IN ('{SQUASHFS}', '{LXD_METADATA}')) = 2", *(["p.name = :name"] if name else [])]
+    rows = reader.rows(f"SELECT v.id, v.build_info FROM versions v JOIN products p ON p.id = v.product_id "
+                       f"WHERE {' AND '.join(conditions)}", {"name": name} if name else {})
+    out: dict[int, object] = {}
+    for version_id, text in rows:
+        try:
+            info = json.loads(text or "{}")
+        except ValueError:
+            info = {}
+        out[int(version_id)] = info.get("lxd") if isinstance(info, dict) else None
+    return out
 
 
 @dataclass(frozen=True)
