@@ -104,7 +104,7 @@ def main() -> None:
             procs.append(subprocess.Popen([*CLI, "worker", "--server", url, "--capabilities", "sandbox", "-c", "1"],
                                           env={**env, "IMAGECI_HOME": str(root / f"worker{n}"), "IMAGECI_TOKEN": token},
                                           stdout=subprocess.DEVNULL, stderr=log.open("wb")))
-            wait(f"worker {n}", lambda log=log: " ready: " in log.read_text())  # type: ignore[misc]
+            wait(f"worker {n}", lambda log=log: " ready: " in log.read_text())
         test = [*CLI, "test", "bench:testing", "--rerun-all"]
         timed([*test, "--executor", "celery"], env)  # warm-up: the workers fetch the version
         timed([*test, "--executor", "local", "-j", "2"], env)

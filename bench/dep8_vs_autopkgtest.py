@@ -2,7 +2,8 @@
 bench/dep8-parity/hello (a suite that exercises @ without udebs, @builddeps@
 with build-essential, test-name, ordinary-user tests, the apt archive without
 needs-internet and tests started by their absolute path) and bench/dep8-parity/builder
-(build-needed: the tree built with dpkg-buildpackage before its test), imageci (sandbox testbed) vs `autopkgtest -U ... -- unshare --tarball`.
+(build-needed: the tree built with dpkg-buildpackage before its test), imageci
+(sandbox testbed) vs `autopkgtest -U ... -- unshare --tarball`.
 
 The peer gets the image tarball plus the host's /etc/resolv.conf (the image
 ships none, by design; autopkgtest needs the network to install its own

@@ -55,10 +55,11 @@ def main() -> None:
         qemu = qemu_binary() or "qemu-system-x86_64"
 
         t0 = time.monotonic()
-        template = backend.template(image)  # cold boot to ready (KVM demoted if it cannot boot), then save
+        template = backend.pool.template(image)  # cold boot to ready (KVM demoted if it cannot boot), then save
         cold = backend.last_boot[image.digest]
         save = time.monotonic() - t0 - cold
         accel = backend.accel()
+        assert assets.kernel is not None and assets.initrd is not None  # a rootfs VM: booted by its kernel
         floor = plain_boot(qemu, assets.kernel, assets.initrd, assets.disk, accel)
         restores = restore_times(backend, image)
         restore = statistics.median(restores)

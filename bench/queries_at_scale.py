@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -191,7 +192,7 @@ def in_process(home: Path, ref: str, n: int) -> dict[str, float]:
     settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=2, build_cache=None)
     session = Session.open(settings)
     version = session.catalog.resolve(ref)
-    calls = {"results": lambda: queries.results(session, ref),
+    calls: dict[str, Callable[[], object]] = {"results": lambda: queries.results(session, ref),
              "flaky": lambda: queries.flaky(session, None, timedelta(days=3650)),
              "gate": lambda: gate(session, version),
              "images": lambda: queries.images(session)}

@@ -29,6 +29,7 @@ from sqlalchemy import update
 
 from imageci.app import retention
 from imageci.app.session import Session
+from imageci.app.upkeep import UNREFERENCED_GRACE
 from imageci.config import Settings
 from imageci.store import lookups
 from imageci.store.catalog import NewArtifact
@@ -101,7 +102,7 @@ def main() -> None:
 
         peer = BlobStore(twin)
         t0 = time.monotonic()
-        swept = peer.remove_unreferenced(referenced, (now - retention.UNREFERENCED_GRACE).timestamp())
+        swept = peer.remove_unreferenced(referenced, (now - UNREFERENCED_GRACE).timestamp())
         sweep_s = time.monotonic() - t0
         assert {f"sha256:{d}" for d in swept} == set(done.blobs_deleted)
         n = args.products * args.versions

@@ -78,7 +78,7 @@ def compare(config: Path = CONFIG) -> tuple[dict[str, str], dict[str, str], floa
         image = engine.image_handle(version)
         checks = structure_checks(load_structure(config), image_config(image.name, image.digest))
         t0 = time.monotonic()
-        report = engine.run(version, checks, ["sandbox"], rerun_all=True)  # type: ignore[arg-type]
+        report = engine.run(version, checks, ["sandbox"], rerun_all=True)
         ours = time.monotonic() - t0
         mine = {peer_name(r.test_id): r.verdict.value for r in report.results}
         with tempfile.TemporaryDirectory() as tmp:
