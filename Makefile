@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 EXAMPLE := examples/debian-bookworm-minimal/image.yaml
 # `make test` runs the tests on this many processes (pytest-xdist; 0: in this one process)
 TEST_WORKERS ?= 2
+# The tests' temporary directories, and so every home they make, live under a path such as users' homes
+# have: a dot-directory, capitals, spaces, and deep enough that a socket's path would not fit in an
+# address. pytest empties it at the start of each run; a passing test's directories go when it ends.
+TEST_TMP ?= /tmp/imageci-tests/.Local Share/Imageci Test Homes Under A Long Path
 
 .PHONY: setup host-setup test-host-setup venv run test unit lint bench clean
 
@@ -39,11 +43,14 @@ run: | out
 
 ## unit + integration tests with the real tools (mmdebstrap, bwrap, overlayfs, PostgreSQL); as root
 test: test-host-setup venv
-	$(BIN)/python -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	mkdir -p "$$(dirname "$(TEST_TMP)")"
+	$(BIN)/python -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup --basetemp "$(TEST_TMP)" $(PYTEST_ARGS)
 
 ## the tests that need no root (pure logic, catalog, CLI parsing, formats), as any user
 unit: venv
-	$(BIN)/python -m pytest -q -m "not root" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	mkdir -p "$$(dirname "$(TEST_TMP)")"
+	$(BIN)/python -m pytest -q -m "not root" -n $(TEST_WORKERS) --dist loadgroup --basetemp "$(TEST_TMP)" \
+		$(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -26,7 +26,8 @@ def test_every_variable_is_read_into_settings(tmp_path: Path) -> None:
            "IMAGECI_BROKER_URL": "redis://:pw@127.0.0.1:6379/1", "IMAGECI_VISIBILITY_TIMEOUT": "7200",
            "IMAGECI_WEBHOOK_URL": "http://127.0.0.1:9/hook", "IMAGECI_WEBHOOK_SECRET": "hooksecret",
            "IMAGECI_SMTP_URL": "smtp://u:mailpw@127.0.0.1:2525", "IMAGECI_MAIL_FROM": "ci@example.org",
-           "IMAGECI_MAIL_TO": "a@example.org, b@example.org", "IMAGECI_GIT_HOSTS": "git.example.org,127.0.0.1:9"}
+           "IMAGECI_MAIL_TO": "a@example.org, b@example.org", "IMAGECI_GIT_HOSTS": "git.example.org,127.0.0.1:9",
+           "IMAGECI_CACHE_BUDGET": "5G"}
     assert set(env) == set(VARIABLES)
     s = Settings.load(env=env)
     assert (s.home, s.db_url, s.jobs, s.build_cache, s.actor, s.hosts) == (
@@ -41,7 +42,7 @@ def test_every_variable_is_read_into_settings(tmp_path: Path) -> None:
         "http://127.0.0.1:9/hook", "hooksecret", "smtp://u:mailpw@127.0.0.1:2525", "ci@example.org",
         ("a@example.org", "b@example.org"))
     assert "hooksecret" not in repr(s) and "mailpw" not in repr(s)
-    assert s.git_hosts == "git.example.org,127.0.0.1:9"
+    assert s.git_hosts == "git.example.org,127.0.0.1:9" and s.cache_budget == 5 << 30
     d = Settings.load(env={"IMAGECI_HOME": str(tmp_path / "d")})
     assert (d.qemu_accel, d.warm_vms, d.tcg_multiplier, d.memory_budget_mb, d.actor) == ("auto", 1, 3.0, None, None)
     assert d.hosts == d.home / "hosts.yaml" and d.jobs == (os.cpu_count() or 1) and d.max_upload == 32 << 30

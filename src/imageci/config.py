@@ -45,6 +45,7 @@ VARIABLES: dict[str, str] = {
     "IMAGECI_SMTP_URL": "smtp://[USER:PASSWORD@]HOST[:PORT] or smtp+starttls://…: notifications by e-mail",
     "IMAGECI_MAIL_FROM": "the notifications' From address",
     "IMAGECI_MAIL_TO": "who gets the notifications by e-mail (comma-separated)",
+    "IMAGECI_CACHE_BUDGET": "the most each cache of a home (and the build cache) may hold, e.g. 20G; gc trims",
     "IMAGECI_GIT_HOSTS": "the only hosts (HOST or HOST:PORT, comma-separated) git repositories are fetched from; "
                          "unset: any host with public addresses only",
 }
@@ -123,6 +124,7 @@ class Settings:
     smtp_url: str | None = field(default=None, repr=False)  # may carry a password
     mail_from: str | None = None
     mail_to: tuple[str, ...] = ()
+    cache_budget: int = 20 << 30  # bytes each cache may hold (app/caches.py)
     git_hosts: str | None = None  # None: any host whose addresses are all public (app/egress.py)
 
     @property
@@ -187,6 +189,7 @@ class Settings:
             mail_from=env.get("IMAGECI_MAIL_FROM") or None,
             mail_to=tuple(a.strip() for a in (env.get("IMAGECI_MAIL_TO") or "").split(",") if a.strip()),
             git_hosts=env.get("IMAGECI_GIT_HOSTS") or None,
+            cache_budget=_or(_parse(env, "IMAGECI_CACHE_BUDGET", parse_size, "a size such as 20G"), 20 << 30),
         )
 
     def ensure(self) -> None:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
+from imageci.app import caches
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.session import Session
 from imageci.app.upkeep import UNREFERENCED_GRACE
@@ -44,6 +45,7 @@ class RetentionReport(BaseModel):
     attempts_removed: int = 0
     blobs_deleted: list[str] = []  # sha256:…
     bytes_freed: int = 0
+    caches: list[str] = []  # what was trimmed from caches over their budget (IMAGECI_CACHE_BUDGET), or why not
 
 
 def policy_of(versions: list[Version]) -> tuple[Retention, int]:
@@ -115,6 +117,7 @@ def retention(session: Session, *, name: str | None = None, dry_run: bool = Fals
     if not dry_run:
         for blob in blobs:
             _drop_caches(session, blob)
+        report.caches = caches.trim_home(session)
     return report
 
 

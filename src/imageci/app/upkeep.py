@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, Field
 
-from imageci.app import livelogs
+from imageci.app import caches, livelogs
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.session import Session
 from imageci.build.caches import verify_caches
@@ -46,6 +46,7 @@ def verify(session: Session, *, by: Principal = LOCAL) -> VerifyOutcome:
 class GcOutcome(BaseModel):
     removed: list[str]
     live: int  # live imageci processes whose resources were kept
+    caches: list[str] = []  # what was trimmed from caches over their budget (IMAGECI_CACHE_BUDGET), or why not
 
 
 # A blob no version or log references is garbage once it is this old: younger, it may be part of a
@@ -65,9 +66,14 @@ def gc(session: Session, *, force: bool = False, by: Principal = LOCAL) -> GcOut
         removed.append(f"removed unreferenced blob sha256:{digest}")
     if swept := livelogs.sweep(session):
         removed.append(f"removed the live logs of {swept} ended run(s)")
-    return GcOutcome(removed=removed, live=live)
+    return GcOutcome(removed=removed, live=live, caches=caches.trim_home(session))
 
 
 def doctor(session: Session) -> list[Finding]:
-    """What this host can run and why not."""
-    return check_host(session.settings.home)
+    """What this host can run and why not; and each cache's size against its budget."""
+    found = check_host(session.settings.home)
+    for c in caches.usage(session.settings):
+        state = "over budget: `imageci gc` trims it" if c.over else "within budget"
+        found.append(Finding("caches", c.name, not c.over, f"{c.size / 1e6:.1f} MB in {c.entries} entries of "
+                             f"{c.budget / 1e9:.1f} GB (IMAGECI_CACHE_BUDGET), {state}; {c.path}"))
+    return found

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imageci import cacheuse
 from imageci.build.inputs import MirrorState, builder_id
 from imageci.definitions.image import ImageDefinition, RunStep, WriteStep, package_applies
 from imageci.errors import BuildError
@@ -131,6 +132,7 @@ def from_cache(cache_dir: Path, key: str, workdir: Path, epoch: int) -> BuildOut
     names = ("rootfs.tar", "manifest.tsv", "build.log")
     if not all((entry / n).is_file() for n in names):
         return None
+    cacheuse.touch(entry)  # used now: the least recently used entries go first when the cache is over budget
     for n in names:
         shutil.copyfile(entry / n, workdir / n)
     return BuildOutput(rootfs=workdir / "rootfs.tar", manifest=workdir / "manifest.tsv", log=workdir / "build.log",

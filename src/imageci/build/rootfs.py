@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from imageci import cacheuse
 from imageci.errors import UsageError
 from imageci.fs import safe_rmtree, walk
 
@@ -230,6 +231,7 @@ def unpacked_rootfs(archive: Path, digest: str, cache_dir: Path) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists() and final.is_dir():
             problems = quick_check(final, manifest)
+            cacheuse.touch(marker)  # used now (trimming removes the least recently used first)
             if not problems:
                 with _checked_lock:
                     _checked.add(key)

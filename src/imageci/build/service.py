@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tempfile
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imageci import cacheuse
 from imageci.build import bootdisk, inputs, lxdimage
 from imageci.build.mmdebstrap import BuildPlan, cache_file, cached_file, from_cache, run_mmdebstrap, to_cache
 from imageci.build.oci import image_config
@@ -86,6 +88,9 @@ def _build_one(loaded: LoadedDefinition, d: ImageDefinition, settings: Settings,
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     token = process_owner(settings.tmp_dir).token
     workdir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix=f"build-{token}-{d.name}-"))
+    in_use = contextlib.ExitStack()  # the shared build cache is not trimmed while this build reads or adds to it
+    if settings.build_cache:
+        in_use.enter_context(cacheuse.using(settings.build_cache))
     try:
         plan = BuildPlan(definition=d, mirror=mirror, workdir=workdir)
         spec, ids = bootdisk.plan_disk(plan, key)
@@ -144,6 +149,7 @@ def _build_one(loaded: LoadedDefinition, d: ImageDefinition, settings: Settings,
         return BuildResult(version, skipped=False, identical=False, input_hash=key, seconds=out.seconds,
                            from_cache=out.cached)
     finally:
+        in_use.close()
         safe_rmtree(workdir)
 
 

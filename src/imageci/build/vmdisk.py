@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from imageci import cacheuse
 from imageci.errors import TestbedError
 from imageci.fs import safe_rmtree
 from imageci.hosttools import host_tool
@@ -115,6 +116,7 @@ def vm_assets(root: Path, digest: str, cache_dir: Path, free_space: int = HEADRO
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists():
             problems = asset_problems(marker)
+            cacheuse.touch(marker)  # used now (trimming removes the least recently used first)
             if not problems:
                 with _checked_lock:
                     _checked.add(final)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from imageci import cacheuse
 from imageci.capabilities import ARCHIVE, NETWORK
 from imageci.checks.base import Outcome, format_log
 from imageci.testbeds.base import ExecResult, Testbed
@@ -59,12 +60,16 @@ class DependencyCache:
             return None
         if max_age is not None and time.time() - marker.stat().st_mtime > max_age:
             return None
+        cacheuse.touch(entry)  # used now (trimming removes the least recently used first)
         return entry
 
     def layer(self, key: str) -> Path | None:
         """The saved install of this set on this image state (a directory a testbed stacks), if any."""
         path = self.root / "layers" / key
-        return path if path.is_dir() else None
+        if not path.is_dir():
+            return None
+        cacheuse.touch(path)
+        return path
 
     def put_layer(self, key: str, testbed: Testbed) -> None:
         """Save what the testbed wrote since its reset (the install) as this set's layer."""

@@ -26,6 +26,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from imageci import unixsock
 from imageci.checks.base import Check, Outcome, format_log
 from imageci.definitions.limits import Limits
 from imageci.definitions.testinfra import SOCKET_ENV, TestinfraTest, load_testinfra, pytest_argv, read_message
@@ -45,7 +46,7 @@ class ExecBridge:
         self.path = directory / "exec.sock"
         self.commands = 0
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(str(self.path))
+        unixsock.bind(self._sock, self.path)  # any length of path
         os.chmod(self.path, 0o600)
         self._sock.listen(8)
         self._thread = threading.Thread(target=self._serve, name="imageci-exec-bridge", daemon=True)

@@ -13,11 +13,13 @@ import base64
 import json
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import testinfra.backend
 from testinfra.backend import base
 
+from imageci import unixsock
 from imageci.definitions.testinfra import CONNECTION, SOCKET_ENV, read_message
 
 
@@ -33,7 +35,7 @@ class ImageciBackend(base.BaseBackend):  # type: ignore[misc]  # testinfra is un
         if not path:
             raise RuntimeError(f"imageci:// hosts work only under imageci (${SOCKET_ENV} is not set)")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.connect(path)
+            unixsock.connect(sock, Path(path))  # any length of path
             sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
             data = read_message(sock)
         if not data:

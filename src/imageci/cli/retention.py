@@ -50,6 +50,8 @@ def retention(name: Annotated[str | None, typer.Argument(help="only this product
                   f"{sum(a.action == 'deleted' for a in report.actions)} deleted; {report.logs_dropped} log(s) and "
                   f"{report.attempts_removed} result(s) dropped; {len(report.blobs_deleted)} blob(s) "
                   f"({_size(report.bytes_freed)}) {'would be ' if dry_run else ''}deleted", highlight=False)
+    for line in report.caches:
+        console.print(line, highlight=False)
 
 
 @handle_errors

@@ -77,11 +77,13 @@ def gc(force: Annotated[bool, typer.Option("--force", help="even while another i
     """Remove what a crashed or killed imageci left behind: sandboxes and their
     mounts, disks, VMs, containers, build directories, cgroups; mark its runs aborted.
     Only this home's resources, and only those no live imageci holds. Also blobs no
-    version or log references, once an hour old (uploads never committed)."""
+    version or log references, once an hour old (uploads never committed). Caches over their
+    budget (IMAGECI_CACHE_BUDGET) are trimmed, least recently used first, while no other imageci
+    uses the home."""
     from imageci.cli.sources import source
 
     out = source().gc(force)
-    for line in out.removed:
+    for line in [*out.removed, *out.caches]:
         console.print(line, highlight=False)
     kept = f"; kept what {out.live} live imageci process(es) hold" if out.live else ""
     console.print(f"{len(out.removed)} leftover(s) removed{kept}")

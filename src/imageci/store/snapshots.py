@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from imageci import cacheuse
 from imageci.errors import ImageciError, UsageError
 from imageci.exitcodes import ExitCode
 from imageci.fs import safe_rmtree
@@ -82,6 +83,7 @@ def unpack_tree(store: BlobStore, digest: str, cache: Path) -> Path:
     """The snapshot ``digest`` as a directory under ``cache`` (extracted once, verified first)."""
     dest = cache / digest
     if dest.is_dir():
+        cacheuse.touch(dest)  # used now (trimming removes the least recently used first)
         return dest
     cache.mkdir(parents=True, exist_ok=True)
     blob = store.verified_path(digest)

@@ -7,6 +7,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from imageci import unixsock
+
 
 class QmpError(Exception):
     pass
@@ -16,7 +18,11 @@ class Qmp:
     def __init__(self, path: Path, timeout: float = 30) -> None:
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
+        try:
+            unixsock.connect(self.sock, path)  # a deep home's path is longer than a socket address may be
+        except BaseException:
+            self.sock.close()
+            raise
         self.file = self.sock.makefile("rw", encoding="utf-8")
         json.loads(self.file.readline())  # greeting
         self.command("qmp_capabilities")

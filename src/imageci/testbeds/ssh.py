@@ -88,7 +88,7 @@ class SshTestbed(Testbed):
     def _ssh(self) -> list[str]:
         argv = ["ssh", "-T", "-p", str(self.cfg.port), "-o", "BatchMode=yes",
                 "-o", f"ConnectTimeout={self.cfg.connect_timeout}", "-o", "StrictHostKeyChecking=accept-new",
-                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "LogLevel=ERROR",
+                "-o", f"UserKnownHostsFile=\"{self.known_hosts}\"", "-o", "LogLevel=ERROR",
                 "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3"]
         if self.cfg.key:
             argv += ["-i", str(Path(self.cfg.key).expanduser()), "-o", "IdentitiesOnly=yes"]

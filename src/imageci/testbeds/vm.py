@@ -183,12 +183,12 @@ class Vm:
                 "-serial", f"file:{self.console}", *self._boot_args(), *self._drives(),
                 "-netdev", f"user,id=n0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:{self.port}-:22{self._guestfwd()}",
                 "-device", f"virtio-net-pci,netdev=n0,mac={MAC},romfile=", "-device", "virtio-rng-pci",
-                "-qmp", f"unix:{self.qmp_path},server=on,wait=off", "-no-reboot"]
+                "-qmp", f"unix:{self.qmp_path.name},server=on,wait=off", "-no-reboot"]  # in cwd: see Qmp
         if incoming is not None:
             argv += ["-incoming", f"exec:cat {shlex.quote(str(incoming))}"]
         with open(self.workdir / "qemu.err", "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True)
+                                         start_new_session=True, cwd=self.workdir)
         guard_console(self.console, self.alive)
         if self.firmware is not None:
             guard_console(self.firmware_log, self.alive)
