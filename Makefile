@@ -3,6 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# tmt, the peer of bench/podman_vs_tmt.py (its own venv: its dependencies are not ours)
+TMT_VERSION := 1.78.0
+TMT := $(VENV)-tmt/bin/tmt
 EXAMPLE := examples/debian-bookworm-minimal/image.yaml
 # `make test` runs the tests on this many processes (pytest-xdist; 0: in this one process)
 TEST_WORKERS ?= 2
@@ -42,7 +45,7 @@ out:
 run: | out
 
 ## unit + integration tests with the real tools (mmdebstrap, bwrap, overlayfs, PostgreSQL); as root
-test: test-host-setup venv
+test: test-host-setup venv $(TMT)
 	mkdir -p "$$(dirname "$(TEST_TMP)")"
 	$(BIN)/python -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup --basetemp "$(TEST_TMP)" $(PYTEST_ARGS)
 
@@ -52,13 +55,17 @@ unit: venv
 	$(BIN)/python -m pytest -q -m "not root" -n $(TEST_WORKERS) --dist loadgroup --basetemp "$(TEST_TMP)" \
 		$(PYTEST_ARGS)
 
+$(TMT):
+	test -x $(VENV)-tmt/bin/python || $(PYTHON) -m venv $(VENV)-tmt
+	$(VENV)-tmt/bin/pip install -q "tmt==$(TMT_VERSION)"
+
 lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	# the benchmarks too (strict, as the package): a refactor that breaks one fails here, not in `make bench`
 	cd bench && MYPYPATH=../src:../tests ../$(BIN)/mypy --config-file ../pyproject.toml --explicit-package-bases *.py
 
-bench: setup
+bench: setup $(TMT)
 	$(BIN)/python bench/sandbox_overhead.py
 	$(BIN)/python bench/build_overhead.py
 	$(BIN)/python bench/qemu_boot.py
@@ -76,8 +83,7 @@ bench: setup
 	$(BIN)/python bench/dashboard_at_scale.py
 	$(BIN)/python bench/bom_vs_syft.py
 	$(BIN)/python bench/vulns_at_scale.py
-	test -x $(VENV)-tmt/bin/tmt || ($(PYTHON) -m venv $(VENV)-tmt && $(VENV)-tmt/bin/pip install -q tmt)
-	IMAGECI_TMT=$(VENV)-tmt/bin/tmt $(BIN)/python bench/podman_vs_tmt.py
+	IMAGECI_TMT=$(TMT) $(BIN)/python bench/podman_vs_tmt.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV)-tmt out .pytest_cache .mypy_cache .ruff_cache

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import built_example, fresh_home  # noqa: E402
+from common import built_example, fresh_home, sized  # noqa: E402
 
 from imageci.build.rootfs import unpacked_rootfs  # noqa: E402
 from imageci.fs import safe_rmtree  # noqa: E402
@@ -59,7 +59,7 @@ def synthetic_root(dest: Path, count: int = 1000) -> Path:
 
 def ours(root: Path) -> tuple[float, set[str], float]:
     times = []
-    for _ in range(5):
+    for _ in range(sized(5, 1)):
         t0 = time.perf_counter()
         bom = extract_bom(root)
         times.append(time.perf_counter() - t0)
@@ -72,7 +72,7 @@ def ours(root: Path) -> tuple[float, set[str], float]:
 
 def syft(root: Path) -> tuple[float, set[str], float]:
     times, found = [], set()
-    for _ in range(3):
+    for _ in range(sized(3, 1)):
         t0 = time.perf_counter()
         done = subprocess.run([str(SYFT), "scan", f"dir:{root}", "-o", "json", "-q"], capture_output=True, text=True,
                               check=True, env={**os.environ, "SYFT_CHECK_FOR_APP_UPDATE": "false"})
@@ -90,7 +90,7 @@ def main() -> None:
     try:
         version = built_example(settings, catalog, store)
         example = unpacked_rootfs(store.path(version.digest), version.digest, settings.rootfs_cache)
-        big = synthetic_root(work / "synthetic")
+        big = synthetic_root(work / "synthetic", sized(1000, 20))
         line = ""
         for label, root in (("example image", example), ("synthetic", big)):
             t_ours, p_ours, peak = ours(root)

@@ -31,6 +31,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from common import sized  # noqa: E402
+
 from imageci.app import tokens  # noqa: E402
 from imageci.app.access import LOCAL  # noqa: E402
 from imageci.app.session import Session  # noqa: E402
@@ -66,7 +68,7 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--tests", type=int, default=sized(200, 4))
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="imageci-bench-celery-"))
     procs: list[subprocess.Popen[bytes]] = []

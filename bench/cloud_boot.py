@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, fresh_home, restore_times, time_to_prompt  # noqa: E402
+from common import REPO, fresh_home, restore_times, sized, time_to_prompt  # noqa: E402
 
 from imageci.build.service import build_image  # noqa: E402
 from imageci.definitions.image import load_definition  # noqa: E402
@@ -95,7 +95,7 @@ def main() -> None:
         accel = backend.accel()
         seed = backend.maker.seed().path
         floor = plain_boot(qemu, image.disk, seed, accel)
-        restores = restore_times(backend, image)
+        restores = restore_times(backend, image, sized(3, 1))
         restore = statistics.median(restores)
         backend.shutdown()
         to_login = login[0] if login else float("nan")

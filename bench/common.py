@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,18 @@ from imageci.testbeds.qemu import QemuBackend
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "debian-bookworm-minimal" / "image.yaml"
+# `--quick`: tiny sizes, so that CI runs every benchmark (tests/test_bench.py) and a refactor cannot break one
+# unseen; its figures mean nothing then
+QUICK = "--quick" in sys.argv[1:]
+if QUICK:
+    sys.argv.remove("--quick")
+
+
+def sized(full: int, quick: int) -> int:
+    """``full`` for a measurement, ``quick`` under ``--quick``."""
+    return quick if QUICK else full
+
+
 BUILD_CACHE = Path(os.environ.get("IMAGECI_TEST_BUILD_CACHE", Path.home() / ".cache" / "imageci" / "test-builds"))
 
 

@@ -31,7 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import pct  # noqa: E402
+from common import pct, sized  # noqa: E402
 
 from imageci.checks.suite import suite_checks  # noqa: E402
 from imageci.config import Settings  # noqa: E402
@@ -128,9 +128,9 @@ def server_ms(client: httpx.Client, path: str, n: int, headers: dict[str, str]) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--attempts", type=int, default=1_000_000)
-    parser.add_argument("--tests", type=int, default=300)
-    parser.add_argument("-n", type=int, default=25, help="requests per figure")
+    parser.add_argument("--attempts", type=int, default=sized(1_000_000, 2_000))
+    parser.add_argument("--tests", type=int, default=sized(300, 10))
+    parser.add_argument("-n", type=int, default=sized(25, 2), help="requests per figure")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"

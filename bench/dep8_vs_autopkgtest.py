@@ -16,6 +16,8 @@ dependency set installs it and saves the install as a layer) and warm (every
 set comes from its saved layer: nothing is installed); autopkgtest installs
 every test's dependencies each time.
 
+`--quick` (what tests/test_dep8_parity.py runs): gzip and the two local trees only.
+
 Last line: `dep8: imageci X s vs autopkgtest Y s (ratio Z), verdicts identical: True`
 (with ``--builddeps``: `dep8 builddeps: imageci cold X s, warm W s vs autopkgtest Y s
 (ratios A, B), verdicts identical: True`).
@@ -23,6 +25,7 @@ Last line: `dep8: imageci X s vs autopkgtest Y s (ratio Z), verdicts identical: 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -33,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BUILD_CACHE, built_example, fresh_home  # noqa: E402
+from common import BUILD_CACHE, QUICK, built_example, fresh_home  # noqa: E402
 
 from imageci.checks.dep8 import dep8_checks  # noqa: E402
 from imageci.checks.depcache import DependencyCache  # noqa: E402
@@ -115,9 +118,10 @@ def main() -> None:
         print(f"dep8 builddeps: imageci cold {ours:.1f} s, warm {warm[0]:.1f} s vs autopkgtest {theirs:.1f} s "
               f"(ratios {ours / theirs:.3f}, {warm[0] / theirs:.3f}), verdicts identical: {mine == peer}")
         return
-    mine, peer, ours, theirs = compare()
+    mine, peer, ours, theirs = compare(["gzip"] if QUICK else PACKAGES)  # --quick: tests/test_dep8_parity.py
     print(f"imageci    : {ours:.1f} s  {mine}")
     print(f"autopkgtest: {theirs:.1f} s  {peer}")
+    print(f"verdicts: {json.dumps({'imageci': mine, 'autopkgtest': peer}, sort_keys=True)}")
     print(f"dep8: imageci {ours:.1f} s vs autopkgtest {theirs:.1f} s (ratio {ours / theirs:.3f}), "
           f"verdicts identical: {mine == peer}")
 

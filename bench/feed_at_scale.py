@@ -26,7 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import pct  # noqa: E402
+from common import pct, sized  # noqa: E402
 from server_api import free_port, wait_for  # noqa: E402
 
 from imageci.app import feeds, tokens  # noqa: E402
@@ -62,14 +62,14 @@ def seed(home: Path, products: int = 10, per_product: int = 50) -> None:
 
 def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="imageci-bench-feed-"))
-    seed(home)
+    seed(home, sized(10, 2), sized(50, 3))
     settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=2, build_cache=None)
     session = Session.open(settings)
     token = tokens.create(session, "bench", "default", "read", by=LOCAL).secret
     timings: dict[str, list[float]] = {"testing": [], "stable": []}
     size = 0
     for channel, took in timings.items():
-        for _ in range(21):
+        for _ in range(sized(21, 2)):
             t0 = time.monotonic()
             body = json.dumps(simplestreams.images(feeds.lxd_feed(session, "default", channel, by=LOCAL)))
             took.append(time.monotonic() - t0)
@@ -87,7 +87,7 @@ def main() -> None:
         wait_for(f"{url}/healthz", server)
         http: list[float] = []
         with httpx.Client(base_url=url, timeout=60) as client:
-            for _ in range(21):
+            for _ in range(sized(21, 2)):
                 t0 = time.monotonic()
                 r = client.get(f"/lxd/default/testing/{token}/streams/v1/images.json")
                 http.append(time.monotonic() - t0)

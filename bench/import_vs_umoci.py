@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import built_example, fresh_home  # noqa: E402
+from common import built_example, fresh_home, sized  # noqa: E402
 
 
 def _layer(entries: list[tuple[str, bytes | None]]) -> bytes:
@@ -58,7 +58,8 @@ def write_image(layout: Path, base: Path) -> None:
     plain = [base.read_bytes(),
              _layer([("usr/share/doc", None), ("usr/share/doc/.wh..wh..opq", b""),
                      ("usr/share/doc/README", b"docs removed\n"), ("etc/.wh.issue.net", b"")]),
-             _layer([("opt", None), ("opt/app", None)] + [(f"opt/app/f{i:05d}", os.urandom(512)) for i in range(5000)])]
+             _layer([("opt", None), ("opt/app", None)]
+                    + [(f"opt/app/f{i:05d}", os.urandom(512)) for i in range(sized(5000, 50))])]
 
     def put(data: bytes) -> dict[str, object]:
         digest = hashlib.sha256(data).hexdigest()
@@ -86,7 +87,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="imageci-bench-import-"))
     write_image(work / "layout", store.path(version.digest))
     ours, theirs = [], []
-    for n in range(3):
+    for n in range(sized(3, 1)):
         home = work / f"home-{n}"
         env = {**os.environ, "IMAGECI_HOME": str(home)}
         env.pop("IMAGECI_DB_URL", None)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import pct  # noqa: E402
+from common import pct, sized  # noqa: E402
 
 from imageci.config import Settings  # noqa: E402
 from imageci.engine.runner import Engine  # noqa: E402
@@ -65,7 +65,7 @@ def lxc(*args: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-n", type=int, default=15, help="instances per side")
+    parser.add_argument("-n", type=int, default=sized(15, 1), help="instances per side")
     args = parser.parse_args()
     subprocess.run([str(REPO / "scripts" / "lxd-up.sh")], check=True, stdout=subprocess.DEVNULL)
     work = Path(tempfile.mkdtemp(prefix="imageci-bench-lxd-"))

@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import built_example, fresh_home  # noqa: E402
+from common import built_example, fresh_home, sized  # noqa: E402
 
 from imageci.checks.script import ScriptCheck  # noqa: E402
 from imageci.definitions.suite import load_suite  # noqa: E402
 from imageci.engine.runner import Engine  # noqa: E402
 from imageci.fs import safe_rmtree  # noqa: E402
-from imageci.testbeds.registry import make_backend  # noqa: E402
+from imageci.testbeds.podman import PodmanBackend  # noqa: E402
 
 PLAN = """\
 discover:
@@ -41,14 +41,16 @@ execute:
 """
 
 
-def run_tmt(tmt: str, tag: str) -> float:
+def run_tmt(tmt: str, tag: str, storage: dict[str, str]) -> float:
+    """One tmt run of the plan in a container of ``tag``, from the same podman storage (``storage``: its
+    environment) imageci keeps its images in."""
     with tempfile.TemporaryDirectory() as tree, tempfile.TemporaryDirectory() as runs:
         subprocess.run([tmt, "init", tree], check=True, capture_output=True)
         Path(tree, "plan.fmf").write_text(PLAN)
         workdir = Path(runs) / "run"
         t = time.monotonic()
         res = subprocess.run([tmt, "--root", tree, "run", "--id", str(workdir), "--all", "provision", "--how",
-                              "container", "--image", tag], capture_output=True, text=True)
+                              "container", "--image", tag], capture_output=True, text=True, env=storage)
         took = time.monotonic() - t
         if res.returncode != 0:
             raise SystemExit(f"tmt failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
@@ -62,21 +64,21 @@ def main() -> None:
     settings, catalog, store = fresh_home("podman")
     try:
         version = built_example(settings, catalog, store)
-        backend = make_backend("podman", settings)
+        backend = PodmanBackend(settings.home, settings.rootfs_cache)
         engine = Engine(catalog, store, {"podman": backend}, jobs=1)
-        tag = backend.images.ensure(engine.image_handle(version))  # type: ignore[attr-defined]
+        tag = backend.store.ensure(engine.image_handle(version))
         suite = settings.home / "suite"
         suite.mkdir()
         (suite / "trivial.sh").write_text("#!/bin/sh\ntrue\n")
         (suite / "trivial.sh").chmod(0o755)
         check = ScriptCheck(load_suite(suite).tests[0])
         ours = []
-        for _ in range(5):
+        for _ in range(sized(5, 1)):
             t = time.monotonic()
             report = engine.run(version, [check], ["podman"], rerun_all=True)
             ours.append(time.monotonic() - t)
             assert report.results[0].verdict == "pass", report.results[0].reason
-        theirs = [run_tmt(tmt, tag) for _ in range(2)]
+        theirs = [run_tmt(tmt, tag, backend.store.env()) for _ in range(sized(2, 1))]
         a, b = statistics.median(ours), statistics.median(theirs)
         print(f"imageci podman testbed: {', '.join(f'{x:.2f}' for x in ours)} s (median {a:.2f} s)")
         print(f"tmt provision container: {', '.join(f'{x:.1f}' for x in theirs)} s (median {b:.1f} s)")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, built_example, fresh_home, restore_times, time_to_prompt  # noqa: E402
+from common import REPO, built_example, fresh_home, restore_times, sized, time_to_prompt  # noqa: E402
 
 from imageci.build.service import build_image  # noqa: E402
 from imageci.definitions.image import load_definition  # noqa: E402
@@ -61,7 +61,7 @@ def main() -> None:
         accel = backend.accel()
         assert assets.kernel is not None and assets.initrd is not None  # a rootfs VM: booted by its kernel
         floor = plain_boot(qemu, assets.kernel, assets.initrd, assets.disk, accel)
-        restores = restore_times(backend, image)
+        restores = restore_times(backend, image, sized(3, 1))
         restore = statistics.median(restores)
         state_mb = template.state.stat().st_size / 1e6
         backend.shutdown()

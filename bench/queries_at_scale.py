@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import pct  # noqa: E402
+from common import pct, sized  # noqa: E402
 
 from imageci.config import Settings  # noqa: E402
 from imageci.store import lookups  # noqa: E402
@@ -213,10 +213,10 @@ def in_process(home: Path, ref: str, n: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--versions", type=int, default=500)
-    ap.add_argument("--tests", type=int, default=100)
-    ap.add_argument("--attempts", type=int, default=1_000_000, help="in all")
-    ap.add_argument("-n", type=int, default=5, help="runs per command")
+    ap.add_argument("--versions", type=int, default=sized(500, 5))
+    ap.add_argument("--tests", type=int, default=sized(100, 5))
+    ap.add_argument("--attempts", type=int, default=sized(1_000_000, 500), help="in all")
+    ap.add_argument("-n", type=int, default=sized(5, 1), help="runs per command")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="imageci-bench-queries-"))
     t0 = time.monotonic()

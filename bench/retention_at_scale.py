@@ -25,6 +25,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from common import sized
 from sqlalchemy import update
 
 from imageci.app import retention
@@ -72,8 +73,8 @@ def seed(settings: Settings, products: int, versions: int, rng: random.Random) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--products", type=int, default=20)
-    ap.add_argument("--versions", type=int, default=250)
+    ap.add_argument("--products", type=int, default=sized(20, 2))
+    ap.add_argument("--versions", type=int, default=sized(250, 10))
     args = ap.parse_args()
     rng = random.Random(16)
     with tempfile.TemporaryDirectory(prefix="imageci-bench-retention-") as tmp:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import built_example, fresh_home, pct  # noqa: E402
+from common import built_example, fresh_home, pct, sized  # noqa: E402
 
 from imageci.build.rootfs import unpacked_rootfs  # noqa: E402
 from imageci.checks.script import ScriptCheck  # noqa: E402
@@ -32,7 +32,7 @@ from imageci.testbeds.registry import make_backend  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("-n", type=int, default=100)
+    ap.add_argument("-n", type=int, default=sized(100, 4))
     ap.add_argument("-j", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
     settings, catalog, store = fresh_home("sandbox")

@@ -35,7 +35,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import pct  # noqa: E402
+from common import pct, sized  # noqa: E402
 from queries_at_scale import seed  # noqa: E402
 
 from imageci.app import queries, tokens  # noqa: E402
@@ -106,10 +106,10 @@ def curl_speed(url: str, headers: list[str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--attempts", type=int, default=1_000_000, help="seeded into the catalog")
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--per-client", type=int, default=250)
-    ap.add_argument("--download-mib", type=int, default=256)
+    ap.add_argument("--attempts", type=int, default=sized(1_000_000, 1_000), help="seeded into the catalog")
+    ap.add_argument("--clients", type=int, default=sized(8, 2))
+    ap.add_argument("--per-client", type=int, default=sized(250, 5))
+    ap.add_argument("--download-mib", type=int, default=sized(256, 1))
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="imageci-bench-server-"))
     ref, _digest = seed(home, 500, 100, args.attempts // 500)

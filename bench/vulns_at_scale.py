@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bom_vs_syft import synthetic_root  # noqa: E402
+from common import sized  # noqa: E402
 
 from imageci.app import vulns  # noqa: E402
 from imageci.app.session import Session  # noqa: E402
@@ -28,7 +29,7 @@ from imageci.config import Settings  # noqa: E402
 from imageci.fs import safe_rmtree  # noqa: E402
 from imageci.supply.extract import extract_bom  # noqa: E402
 
-SOURCES, PER_SOURCE = 10_000, 5
+SOURCES, PER_SOURCE = sized(10_000, 50), 5
 URGENCY = ["low", "medium", "high", "unimportant", "not yet assigned"]
 
 
@@ -58,13 +59,13 @@ def main() -> None:
     settings.ensure()
     session = Session.open(settings)
     try:
-        root = synthetic_root(work / "root")
+        root = synthetic_root(work / "root", sized(1000, 20))
         records = tracker_feed(work / "tracker.json")
         t0 = time.perf_counter()
         vulns.import_feed(session, work / "tracker.json")
         imported = time.perf_counter() - t0
         times, found = [], 0
-        for _ in range(5):
+        for _ in range(sized(5, 1)):
             t0 = time.perf_counter()
             bom = extract_bom(root)
             findings = vulns._findings(session, bom)[0]
