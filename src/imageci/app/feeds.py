@@ -21,7 +21,7 @@ from pathlib import Path
 
 from imageci.app.access import Principal
 from imageci.app.session import Session
-from imageci.build.lxdimage import feed_state
+from imageci.build.lxdform import feed_state
 from imageci.build.simplestreams import FTYPES, Feed, FeedItem, FeedProduct, FeedVersion, product_key, version_items
 from imageci.errors import UnknownReferenceError
 from imageci.store import lookups

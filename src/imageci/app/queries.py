@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from imageci.app import access
 from imageci.app.access import LOCAL, Principal
 from imageci.app.session import Session
-from imageci.build.lxdimage import feed_state
+from imageci.build.lxdform import feed_state
 from imageci.errors import UnknownReferenceError, UsageError
 from imageci.store import lookups
 from imageci.store.blobs import CorruptBlobError

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from imageci.build.lxdform import INIT
 from imageci.errors import ImageciError
 from imageci.rootpath import resolve_in_root, tar_has_file
 from imageci.store.blobs import BlobStore
@@ -41,7 +42,6 @@ LXD_ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64", "armhf": "armv7l", "
                      "ppc64el": "ppc64le", "s390x": "s390x", "riscv64": "riscv64", "mips64el": "mips64",
                      "loong64": "loongarch64"}
 FILENAMES = {LXD_METADATA: "lxd.tar.xz", INCUS_METADATA: "incus.tar.xz", SQUASHFS: "root.squashfs"}
-INIT = "/sbin/init"  # what an LXD container boots: a version without it is left out of the feed
 SQUASHFS_OPTIONS = ["-comp", "zstd", "-Xcompression-level", "3"]  # as small as gzip here, 15× faster to make
 
 
@@ -167,12 +167,3 @@ def checked_info(store: BlobStore, artifacts: list[NewArtifact], claimed: object
     bootable = tar_has_file(store.path(rootfs.digest), INIT)
     return {**{k: str(v) for k, v in fields.items()}, "fingerprint": combined, "bootable": "yes" if bootable else "no"}
 
-
-def feed_state(info: object) -> str:
-    """Whether the LXD feed lists a version, from its ``build_info["lxd"]``: ``listed``, or why not."""
-    if not isinstance(info, dict) or not isinstance(info.get("fingerprint"), str):
-        reason = info.get("error") if isinstance(info, dict) and isinstance(info.get("error"), str) else None
-        return f"not listed: no LXD form{f' ({reason})' if reason else ''}"
-    if info.get("bootable") == "no":
-        return f"not listed: no {INIT} (lxc launch cannot start it)"
-    return "listed"
