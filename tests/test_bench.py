@@ -18,8 +18,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.root]  # they build, boot and start 
 BENCH = REPO / "bench"
 # run in quick mode by a test of their own, which also checks what they find
 ELSEWHERE = {"dep8_vs_autopkgtest.py": "tests/test_dep8_parity.py"}
-# xdist groups: VMs take turns on the CPU with the other TCG boots; LXD's tests share the daemon's state
-GROUPS = {"qemu_boot.py": "tcg", "cloud_boot.py": "tcg", "lxd_fresh_instance.py": "lxd"}
+# xdist groups: LXD's tests share the daemon's state; the VM benchmarks run beside (not after) the TCG tests'
+# group, which is already the longest one
+GROUPS = {"lxd_fresh_instance.py": "lxd"}
 SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name != "common.py" and p.name not in ELSEWHERE)
 
 
