@@ -146,7 +146,7 @@ def _fetch(session: Session, repo: str, ref: str, where: list[str]) -> None:
     (see :mod:`egress`); any failure is one message, whatever the network said."""
     try:
         dest = egress.destination(egress.EgressPolicy.parse(session.settings.git_hosts), repo)
-        scheme = repo.split("://", 1)[0] if "://" in repo else "ssh"
+        scheme = dest.url.split("://", 1)[0] if "://" in dest.url else "ssh"  # after redirects (http → https)
         only = ["-c", "protocol.allow=never", "-c", f"protocol.{scheme}.allow=always"]
         depth = ["--depth", "1"] if dest.shallow else []
         _git([*only, *dest.config, *where, "fetch", "-q", *depth, "--", dest.url, ref],
