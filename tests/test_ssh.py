@@ -47,8 +47,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostConfig]:
     shutil.copy(d / "client_key.pub", d / "authorized_keys")
     port = _free_port()
     (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\n"
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey \"{d / 'host_key'}\"\nPidFile \"{d / 'sshd.pid'}\"\n"
+        f"AuthorizedKeysFile \"{d / 'authorized_keys'}\"\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n")
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE)
