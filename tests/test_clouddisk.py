@@ -291,7 +291,7 @@ def _without_cloud_init(e: Env, version: Version, tmp_path: Path) -> Path:
                                       check=True).stdout)["partitiontable"]
     root = next(p for p in table["partitions"] if p["node"].endswith("1") and not p["node"].endswith("11"))
     (tmp_path / "empty").write_bytes(b"")
-    (tmp_path / "cmds").write_text(f"cd /etc/cloud\nwrite {tmp_path / 'empty'} cloud-init.disabled\n")
+    (tmp_path / "cmds").write_text(f"cd /etc/cloud\nwrite \"{tmp_path / 'empty'}\" cloud-init.disabled\n")
     subprocess.run(["debugfs", "-w", "-f", str(tmp_path / "cmds"), f"{raw}?offset={root['start'] * 512}"],
                    capture_output=True, check=True)
     subprocess.run(["qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", str(raw), str(out)], check=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -120,8 +121,9 @@ def test_an_unusable_home_is_one_line_naming_it(tmp_path: Path) -> None:
         assert said in res.stderr and len(res.stderr.strip().splitlines()) == 1, (what, res.stderr)
         assert ("IMAGECI_DB_URL" if "db" in what else "IMAGECI_HOME") in res.stderr
     for home in (tmp_path / "ro" / "home", tmp_path / "ro"):  # made there, or there and not writable
-        script = (f"mount --bind -o ro {tmp_path / 'ro'} {tmp_path / 'ro'} && "
-                  f"IMAGECI_HOME={home} exec {sys.executable} -m imageci.cli images")
+        ro = shlex.quote(str(tmp_path / "ro"))
+        script = (f"mount --bind -o ro {ro} {ro} && "
+                  f"IMAGECI_HOME={shlex.quote(str(home))} exec {sys.executable} -m imageci.cli images")
         res = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=120)
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
         assert f"IMAGECI_HOME {home} cannot be used" in res.stderr

@@ -85,8 +85,9 @@ class DiskFacts:
                 **({"notes": list(self.notes)} if self.notes else {})}
 
 
-def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,), cwd: Path | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=cwd)
     if done.returncode not in ok:
         raise UsageError(f"{what}: {(done.stderr or done.stdout).strip()[-600:] or f'exit {done.returncode}'}")
     return done
@@ -179,7 +180,9 @@ def _fsck(image: Path) -> None:
 def _dump(image: Path, tree: Path, workdir: Path) -> None:
     """The filesystem's files into ``tree`` (an empty directory), modes, owners and times as recorded."""
     debugfs = host_tool("debugfs", "e2fsprogs")
-    _run([debugfs, "-R", f"rdump / {tree}", str(image)], "reading the root filesystem failed")
+    # debugfs splits its command line on spaces: name the destination by a path without any (a home's may have)
+    _run([debugfs, "-R", f"rdump / {tree.name}", str(image)], "reading the root filesystem failed",
+         cwd=tree.parent)
     # rdump drops setuid, setgid and sticky bits: list every directory once and set each entry again
     dirs = ["/"]
     for dirpath, names, _files in os.walk(tree):  # real directories only: never through a symlink, which
