@@ -105,7 +105,7 @@ def test_the_cloud_example_builds_a_bootable_disk(cloud: tuple[Env, Version], tm
     # the root partition is the version's rootfs, and its fstab and grub.cfg name it by UUID
     probe = subprocess.run(["blkid", "-p", "-O", str(parts["1"]["start"] * 512), "-o", "export", str(raw)],
                            capture_output=True, text=True, check=True).stdout
-    fields = dict(line.split("=", 1) for line in probe.split())
+    fields = dict(line.split("=", 1) for line in probe.splitlines() if "=" in line)
     assert fields["TYPE"] == "ext4" and fields["UUID"] == info["root_uuid"]
     tree = e.settings.rootfs_cache / kinds[ROOTFS].digest
     assert f"UUID={info['root_uuid']} / ext4" in (tree / "etc/fstab").read_text()

@@ -150,8 +150,9 @@ def test_fresh_per_suite_reuses_testbeds_except_for_destructive_tests(image_env:
     d = write_suite(tmp_path / "suite", {
         "a-write.sh": f"#!/bin/sh\n# {tag}\necho a > /root/shared\n",
         "b-sees.sh": f"#!/bin/sh\n# {tag}\ngrep -qx a /root/shared\n",
-        "c-breaks.sh": f"#!/bin/sh\n# imageci-destructive: true\n# {tag}\ntest ! -e /root/shared && rm -rf /etc\n",
-        "d-after.sh": f"#!/bin/sh\n# {tag}\ntest -d /etc && grep -qx a /root/shared\n",
+        # (not /etc: the testbed's own /etc/hosts is a mount point there, as in a container)
+        "c-breaks.sh": f"#!/bin/sh\n# imageci-destructive: true\n# {tag}\ntest ! -e /root/shared && rm -rf /usr\n",
+        "d-after.sh": f"#!/bin/sh\n# {tag}\ntest -d /usr/bin && grep -qx a /root/shared\n",
     })
     checks = [ScriptCheck(s) for s in load_suite(d).tests]
     engine = Engine(e.catalog, e.store, {"sandbox": make_backend("sandbox", e.settings)}, jobs=1, fresh="suite")

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -98,11 +99,16 @@ def test_a_built_image_has_its_bom_and_syft_finds_the_same_packages(env: Env, tm
 
 def _rpm_root(tmp_path: Path) -> Path:
     require_tool(shutil.which("rpmbuild") is not None and shutil.which("rpm") is not None, "rpm")
-    top = tmp_path / "rpmbuild"
-    done = subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(DATA / "imageci-hello.spec")],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    [rpm_file] = list((top / "RPMS").rglob("*.rpm"))
+    # rpmbuild's %install scripts take paths unquoted: its top directory must have no spaces (a test home may)
+    top = Path(tempfile.mkdtemp(prefix="imageci-rpmbuild-"))
+    try:
+        done = subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(DATA / "imageci-hello.spec")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        [built] = list((top / "RPMS").rglob("*.rpm"))
+        rpm_file = shutil.copy(built, tmp_path / built.name)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
     root = tmp_path / "rpm-root"
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "os-release").write_text('ID=fedora\nVERSION_ID=40\nPRETTY_NAME="Fedora Linux 40"\n')

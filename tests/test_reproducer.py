@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -28,9 +29,9 @@ def test_reproducer_reruns_the_same_test_revision_with_the_same_options(image_en
     res = e.cli("run", ref, broken, "--suite", str(d), "--testbed", "sandbox", "--retries", "1",
                 "--fresh", "suite", "--jobs", "1")
     assert res.returncode == 1, res.stdout + res.stderr
-    found = re.search(r"re-run it: (\S+reproduce\.sh)", res.stdout)
+    found = re.search(r"re-run it: (.+reproduce\.sh'?)$", res.stdout, re.MULTILINE)
     assert found, res.stdout
-    script = Path(found.group(1))
+    script = Path(shlex.split(found.group(1))[0])
     assert script.parent.parent == e.settings.runs_dir and oct(script.stat().st_mode & 0o777) == "0o700"
     text = script.read_text()
     assert f"sha256:{version.digest}" in text and "--retries 1" in text and "--fresh suite" in text
@@ -64,7 +65,7 @@ def test_a_test_named_like_an_option_is_reproduced(image_env: tuple[Env, Version
     ref = f"{version.product.name}@{version.serial}"
     res = e.cli("run", ref, "--suite", str(d), "--testbed", "sandbox", "--rerun-all", "--", "--help")
     assert res.returncode == 0, res.stdout + res.stderr
-    script = Path(re.search(r"re-run it: (\S+reproduce\.sh)", res.stdout).group(1))  # type: ignore[union-attr]
+    script = Path(shlex.split(re.search(r"re-run it: (.+)$", res.stdout, re.MULTILINE).group(1))[0])  # type: ignore[union-attr]
     assert script.read_text().rstrip().endswith('"$@" -- --help')
     junit = tmp_path / "r.xml"
     again = subprocess.run([str(script), "--junit", str(junit)], capture_output=True, text=True, env=e.env(),

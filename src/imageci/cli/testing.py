@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from rich.markup import escape
 
 from imageci.app.planning import TestPlan
@@ -45,8 +47,9 @@ def show_outcome(outcome: RunOutcome) -> None:
     if report.interrupted:
         console.print("[yellow]interrupted[/]: running tests were stopped, their testbeds removed; "
                       "finished attempts are recorded")
-    console.print(f"run {report.run_id}: {summary} → exit {int(report.exit_code)}; re-run it: {outcome.reproducer}",
-                  highlight=False)
+    again = escape(shlex.quote(str(outcome.reproducer)))  # a home's path may hold spaces: paste it as it is
+    console.print(f"run {report.run_id}: {summary} → exit {int(report.exit_code)}; re-run it: {again}",
+                  highlight=False, soft_wrap=True)
     if outcome.baseline is not None:
         base = outcome.baseline.report
         console.print(f"consumers that failed also ran on the stable version {label(base.version)}, to tell whether "
