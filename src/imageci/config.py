@@ -21,7 +21,7 @@ from imageci.owners import home_id
 
 T = TypeVar("T")
 
-# Every variable and what it sets (the README's table lists the same; the reproducer pins them).
+# Every variable and what it sets (docs/configuration.md's table lists the same; the reproducer pins them).
 VARIABLES: dict[str, str] = {
     "IMAGECI_HOME": "home: catalog, store, caches",
     "IMAGECI_DB_URL": "catalog database URL",

@@ -1,6 +1,6 @@
 """Process exit codes of the ``imageci`` command. Each one means one thing.
 
-They are documented in the README; tests assert them. Worst wins when a run
+They are documented in docs/configuration.md; tests assert them. Worst wins when a run
 has several outcomes: ERROR > FAILED > NO_TESTS.
 """
 

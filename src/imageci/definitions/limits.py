@@ -1,6 +1,6 @@
 """Resource limits a test runs under, and how tests ask for more.
 
-Every testbed enforces them (see the README's testbed table):
+Every testbed enforces them (see the testbed table in docs/testbeds.md):
 
 ``memory``  bytes of RAM (a VM's RAM on qemu); going over is an OOM kill
 ``pids``    processes and threads at once; going over makes fork() fail

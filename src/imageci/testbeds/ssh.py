@@ -61,7 +61,7 @@ class HostsFile(BaseModel):
 def load_host(path: Path, name: str) -> HostConfig:
     """Host ``name`` from the hosts file at ``path`` (Settings.hosts)."""
     if not path.exists():
-        raise UsageError(f"no hosts file at {path}: declare ssh hosts there (see README, 'ssh testbed')")
+        raise UsageError(f"no hosts file at {path}: declare ssh hosts there (see docs/testbeds.md, the ssh testbed)")
     hosts = validate(HostsFile, load_yaml(path)).hosts
     if name not in hosts:
         raise UsageError(f"{path}: no host named {name!r}; hosts: {', '.join(sorted(hosts)) or 'none'}")
