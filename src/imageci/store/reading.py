@@ -7,7 +7,7 @@ as tuples. Two implementations run the same statements:
   writes), on an existing, up-to-date SQLite catalog. It never imports SQLAlchemy, so the query
   commands (``images``, ``results``, ``events``, ``flaky``) start in a fraction
   of the time the ORM's import takes.
-- ``store.catalog.SqlAlchemyReader``: any database SQLAlchemy reaches
+- ``store.catalog.SqlAlchemyReader`` (store/catalog/base.py): any database SQLAlchemy reaches
   (PostgreSQL), through the catalog's engine.
 
 ``SqliteReader.open`` answers None (the caller opens the full catalog, which
