@@ -47,7 +47,7 @@ run: | out
 ## unit + integration tests with the real tools (mmdebstrap, bwrap, overlayfs, PostgreSQL); as root
 test: test-host-setup venv $(TMT)
 	mkdir -p "$$(dirname "$(TEST_TMP)")"
-	$(BIN)/python -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup --basetemp "$(TEST_TMP)" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup --basetemp "$(TEST_TMP)" $(PYTEST_ARGS)
 
 ## the tests that need no root (pure logic, catalog, CLI parsing, formats), as any user
 unit: venv
