@@ -47,6 +47,8 @@ run: | out
 ## unit + integration tests with the real tools (mmdebstrap, bwrap, overlayfs, PostgreSQL); as root
 test: test-host-setup venv $(TMT)
 	mkdir -p "$$(dirname "$(TEST_TMP)")"
+	# what an earlier run left (a mount pytest cannot remove would stop this one): unmounted and removed
+	$(BIN)/python -c 'import sys, pathlib, imageci.fs as f; f.safe_rmtree(pathlib.Path(sys.argv[1]))' "$(TEST_TMP)"
 	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup --basetemp "$(TEST_TMP)" $(PYTEST_ARGS)
 
 ## the tests that need no root (pure logic, catalog, CLI parsing, formats), as any user

@@ -126,9 +126,13 @@ def _run(argv: Sequence[str], *, timeout: float | None = 120, check: bool = True
 
 
 def storage_conf(graphroot: Path, runroot: Path, image_stores: Sequence[Path] = ()) -> str:
+    """A podman storage of this home's own. ``skip_mount_home``: containers/storage would otherwise bind-mount
+    its ``overlay`` directory onto itself and leave that mount behind for ever, a mount point in the home
+    that nothing can remove (``imageci gc``, a home's removal, a test's clean-up)."""
     stores = ", ".join(json.dumps(str(p)) for p in image_stores)
     return (f'[storage]\ndriver = "overlay"\ngraphroot = {json.dumps(str(graphroot))}\n'
-            f'runroot = {json.dumps(str(runroot))}\n\n[storage.options]\nadditionalimagestores = [{stores}]\n')
+            f'runroot = {json.dumps(str(runroot))}\n\n[storage.options]\nadditionalimagestores = [{stores}]\n\n'
+            '[storage.options.overlay]\nskip_mount_home = "true"\n')
 
 
 class ImageStore:
