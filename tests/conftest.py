@@ -292,3 +292,19 @@ def host_is_unharmed() -> Iterator[None]:
 
     for dev in ("/dev/null", "/dev/zero"):
         assert stat.S_ISCHR(os.stat(dev).st_mode), f"{dev} on the host was replaced by this test"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run that passed leaves nothing: its session-wide homes (built images, VM disks: gigabytes) go too,
+    not only each passing test's directory (``tmp_path_retention_policy``). After a failure everything
+    stays for a look, until the next run (`make test` empties TEST_TMP first). Under xdist each worker
+    removes its own directory, and the controller the rest."""
+    from imageci.fs import safe_rmtree
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or session.testsfailed or exitstatus != 0:
+        return
+    try:
+        safe_rmtree(factory.getbasetemp())  # unmounts first: nothing mounted below is crossed
+    except Exception as exc:  # noqa: BLE001 - cleaning up never fails a run that passed
+        print(f"could not remove the run's temporary directory: {exc}", file=sys.stderr)
