@@ -16,10 +16,11 @@ import shlex
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from imageci.app import access
 from imageci.app.access import LOCAL, Principal
+from imageci.app.operations import RefArgs, operation
 from imageci.app.planning import TestRequest, plan_tests
 from imageci.app.session import Session
 from imageci.engine.routing import route
@@ -130,3 +131,13 @@ def github_matrix(plan: CiPlan, max_jobs: int = GITHUB_MATRIX_MAX) -> dict[str, 
                         "requires": sorted({w for e in es for w in e.requires}),
                         "run": _run_line(plan, tests, tb, junit).replace('"$IMAGECI_REF"', shlex.quote(plan.image))})
     return {"include": include}
+
+
+class PlanArgs(RefArgs):
+    testbed: list[str] | None = Field(default=None, max_length=64, description="these testbeds, not the suite's")
+
+
+@operation("GET", "/images/{ref}/plan", request=PlanArgs, answer=CiPlan, tag="images", name="plan")
+def plan_op(session: Session, req: PlanArgs, by: Principal) -> CiPlan:
+    """The version's suite × testbeds as another CI system's jobs would run them (`imageci ci`)."""
+    return ci_plan(session, req.ref, req.testbed, by=by)

@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pydantic import Field
+
 from imageci.app import access, inventory
 from imageci.app.access import LOCAL, Principal
+from imageci.app.operations import RefArgs, operation
 from imageci.app.session import Session
 from imageci.definitions.image import ComplianceGate
 from imageci.errors import ImageciError
@@ -63,3 +66,16 @@ def gate_section(session: Session, version: VersionInfo, policy: ComplianceGate)
     except ImageciError as exc:
         return GateSection("compliance", False, f"not evaluated: {exc}")
     return evaluate_compliance(policy, result)
+
+
+class ComplianceArgs(RefArgs):
+    profile: str | None = Field(default=None, max_length=255, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                description="another profile of the built-in content")
+
+
+@operation("GET", "/images/{ref}/compliance", request=ComplianceArgs, answer=ComplianceReport, tag="images",
+           name="compliance")
+def compliance_op(session: Session, req: ComplianceArgs, by: Principal) -> ComplianceReport:
+    """The version's OpenSCAP evaluation with imageci's Debian 12 baseline (``profile``: another of
+    its profiles): score and per-rule results, stored with the version."""
+    return report(session, req.ref, profile=req.profile, viewer=by)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from imageci.app import access, egress, inventory
 from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.operations import operation
 from imageci.app.session import Session
 from imageci.app.versions import gate_of
 from imageci.checks.consumer import ConsumerCheck, ConsumerSpec, consumer_digest, consumer_test_id
@@ -420,3 +421,39 @@ def baseline_needed(session: Session, version: Version) -> tuple[Version, list[s
     if not judged or stable is None:
         return None
     return stable, [v.name for v in judged]
+
+
+class ConsumerListArgs(BaseModel):
+    product: str | None = None
+    removed: bool = False
+
+
+class ConsumerAddArgs(BaseModel):
+    body: ConsumerRequest
+
+
+class ConsumerName(BaseModel):
+    name: str = Field(pattern=NAME_RE)
+
+
+@operation("GET", "/consumers", request=ConsumerListArgs, answer=list[ConsumerRow], tag="images",
+           name="consumer_list")
+def consumer_list(session: Session, req: ConsumerListArgs, by: Principal) -> list[ConsumerRow]:
+    """The consumers registered for the products the caller may see (removed ones too with ``removed``)."""
+    return listing(session, req.product, removed=req.removed, viewer=by)
+
+
+@operation("POST", "/consumers", request=ConsumerAddArgs, answer=ConsumerRow, tag="images", status=201,
+           needs_token=True, name="consumer_add")
+def consumer_add(session: Session, req: ConsumerAddArgs, by: Principal) -> ConsumerRow:
+    """Register a consumer of a product (scope ``promote`` in its namespace): its suite (a directory or git
+    repository as this server's machine reaches it) runs with every run of the product's suite here; a
+    gating one blocks a promotion that breaks it."""
+    return add(session, req.body, by=by)
+
+
+@operation("DELETE", "/consumers/{name}", request=ConsumerName, answer=ConsumerRow, tag="images",
+           needs_token=True, name="consumer_remove")
+def consumer_remove(session: Session, req: ConsumerName, by: Principal) -> ConsumerRow:
+    """Remove a consumer (scope ``promote``); it stays listed with ``removed``."""
+    return remove(session, req.name, by=by)

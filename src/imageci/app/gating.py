@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from imageci.app import access, compliance, consumers, notify, repro, vulns
 from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.operations import RefArgs, operation
 from imageci.app.planning import flake_policy, suite_of
 from imageci.app.session import Session
 from imageci.app.versions import Sibling, gate_of, keep_of, siblings
@@ -184,3 +185,49 @@ def prune(session: Session, *, older_than: timedelta, name: str | None = None, d
                           allowed=lambda v: by.may(Scope.PROMOTE, v.product.namespace))
     return [Pruned(image=label(v), digest=f"sha256:{v.digest}", created=v.created_at.isoformat(timespec="seconds"))
             for v in done]
+
+
+
+class PromoteRequest(BaseModel):
+    to: str = "stable"
+    force: bool = False
+    reason: str = ""  # required with force; audited
+
+
+class PromoteArgs(RefArgs):
+    body: PromoteRequest
+
+
+class PruneRequest(BaseModel):
+    older_than: str = Field(default="3d", max_length=32, description="an age: 3d, 12h, 90m")
+    name: str | None = Field(default=None, max_length=63, description="only this product")
+    dry_run: bool = False
+
+
+class PruneArgs(BaseModel):
+    body: PruneRequest
+
+
+@operation("GET", "/images/{ref}/gate", request=RefArgs, answer=GateStatus, tag="images", name="gate")
+def gate_op(session: Session, req: RefArgs, by: Principal) -> GateStatus:
+    """The version's gate evaluated now: which requirements are met, which are not and why."""
+    return gate_status(session, req.ref, viewer=by)
+
+
+@operation("POST", "/images/{ref}/promote", request=PromoteArgs, answer=Promotion, tag="images",
+           needs_token=True, errors={409: "the gate does not hold"}, name="promote")
+def promote_op(session: Session, req: PromoteArgs, by: Principal) -> Promotion:
+    """testing → stable when the gate holds (evaluated here, on the server's evidence), or forced
+    with a reason; audited as the token's name. Needs scope ``promote`` in the product's namespace."""
+    b = req.body
+    return promotion_row(promote(session, req.ref, to=b.to, force=b.force, reason=b.reason, by=by))
+
+
+@operation("POST", "/prune", request=PruneArgs, answer=list[Pruned], tag="images", needs_token=True, name="prune")
+def prune_op(session: Session, req: PruneArgs, by: Principal) -> list[Pruned]:
+    """Retire ``testing`` versions older than ``older_than`` whose newest run did not pass, in the
+    products the caller may promote in; ``dry_run`` only says which."""
+    from imageci.definitions.durations import duration_arg
+
+    b = req.body
+    return prune(session, older_than=duration_arg(b.older_than), name=b.name, dry_run=b.dry_run, by=by)

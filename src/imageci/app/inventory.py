@@ -14,10 +14,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from imageci.app import access
 from imageci.app.access import LOCAL, Principal
+from imageci.app.operations import RefArgs, operation
 from imageci.app.session import Session, log
 from imageci.build.rootfs import unpacked_rootfs
 from imageci.errors import ImageciError, UsageError
@@ -192,3 +193,28 @@ def record(session: Session, label: str) -> str | None:
         log.warning("%s: no BOM: %s", label, exc)
         return f"{label}: no BOM: {exc}"
     return None
+
+
+class BomArgs(RefArgs):
+    format: BomFormat = Field(default=BomFormat.JSON, description="json (imageci's), spdx or cyclonedx")
+
+
+class DiffArgs(BaseModel):
+    before: str = Field(min_length=1, max_length=300)
+    after: str = Field(min_length=1, max_length=300)
+
+
+@operation("GET", "/images/{ref}/bom", request=BomArgs, answer=dict[str, Any], tag="images", name="bom")
+def bom_op(session: Session, req: BomArgs, by: Principal) -> dict[str, Any]:
+    """The packages installed in the version, read from its root file system without running it:
+    ``json`` (imageci's), ``spdx`` (SPDX 2.3) or ``cyclonedx`` (CycloneDX 1.6)."""
+    if req.format == BomFormat.TABLE:
+        raise UsageError("format 'table' is for terminals: ask for json, spdx or cyclonedx")
+    return bom_document(session, req.ref, req.format, viewer=by)
+
+
+@operation("GET", "/diff", request=DiffArgs, answer=VersionDiff, tag="images", name="diff")
+def diff_op(session: Session, req: DiffArgs, by: Principal) -> VersionDiff:
+    """What changed from one version to another: packages added, removed, upgraded, downgraded, and
+    files changed outside package management."""
+    return diff(session, req.before, req.after, viewer=by)

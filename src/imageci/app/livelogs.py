@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.operations import RunArgs, operation
 from imageci.app.session import Session
 from imageci.errors import UnknownReferenceError, UsageError
 from imageci.fs import safe_rmtree
@@ -149,3 +150,21 @@ def sweep(session: Session, grace: float | None = None) -> int:
             safe_rmtree(d)
             removed += 1
     return removed
+
+
+class LiveArgs(RunArgs):
+    body: LiveChunk
+
+
+@operation("POST", "/runs/{run_id}/live", request=LiveArgs, answer=LiveAppended, tag="runs", name="live_append")
+def live_append(session: Session, req: LiveArgs, by: Principal) -> LiveAppended:
+    """Append what a running job printed to its live log (scope ``test``), from ``offset``: a retried
+    append is written once; one past the end is not accepted and says where the log ends. Once the
+    run ended nothing is kept (``size`` 0, not accepted)."""
+    return append(session, req.run_id, req.body, by=by)
+
+
+@operation("GET", "/runs/{run_id}/live", request=RunArgs, answer=list[LiveLog], tag="runs", name="live_list")
+def live_list(session: Session, req: RunArgs, by: Principal) -> list[LiveLog]:
+    """The live logs of a run's jobs (an ended run's for a while: its attempts have the logs)."""
+    return logs(session, req.run_id, viewer=by)

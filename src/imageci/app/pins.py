@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from imageci.app import access
 from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.operations import RefArgs, operation
 from imageci.app.session import Session
 from imageci.store.models import label
 
@@ -30,3 +31,20 @@ def pin(session: Session, ref: str, reason: str | None, *, by: Principal = LOCAL
     v = session.catalog.pin(info.id, reason.strip() if reason is not None else None,
                             actor=None if by == LOCAL else by.name)
     return PinRow(image=label(v), digest=f"sha256:{v.digest}", state=v.state, pinned=v.pinned)
+
+
+class PinArgs(RefArgs):
+    body: PinRequest
+
+
+@operation("POST", "/images/{ref}/pin", request=PinArgs, answer=PinRow, tag="images", needs_token=True, name="pin")
+def pin_op(session: Session, req: PinArgs, by: Principal) -> PinRow:
+    """Pin a version (scope ``promote``): retention never retires nor deletes it; audited."""
+    return pin(session, req.ref, req.body.reason, by=by)
+
+
+@operation("DELETE", "/images/{ref}/pin", request=RefArgs, answer=PinRow, tag="images", needs_token=True,
+           name="unpin")
+def unpin_op(session: Session, req: RefArgs, by: Principal) -> PinRow:
+    """Unpin a version (scope ``promote``); audited."""
+    return pin(session, req.ref, None, by=by)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from imageci.app.access import LOCAL, Principal, Scope, check_name
+from imageci.app.operations import Args, NoArgs, operation
 from imageci.app.session import Session
 from imageci.errors import UnknownReferenceError
 from imageci.store import lookups
@@ -40,3 +41,26 @@ def configure(session: Session, name: str, *, namespace: str | None = None, publ
         by.require(Scope.ADMIN, namespace, f"move product {name!r} to namespace {namespace!r}")
     done = session.catalog.set_product(name, namespace=namespace, public=public)
     return next(row for row in listing(session) if row.name == done.name)
+
+
+class ProductChange(BaseModel):
+    namespace: str | None = Field(default=None, max_length=63, description="move it to this namespace")
+    public: bool | None = Field(default=None, description="readable without a token")
+
+
+class ProductArgs(Args):
+    name: str
+    body: ProductChange
+
+
+@operation("GET", "/products", request=NoArgs, answer=list[ProductRow], tag="images", name="product_list")
+def product_list(session: Session, _req: NoArgs, by: Principal) -> list[ProductRow]:
+    """The products the caller may know of: public ones and those of its namespace."""
+    return listing(session, by=by)
+
+
+@operation("PATCH", "/products/{name}", request=ProductArgs, answer=ProductRow, tag="access", needs_token=True,
+           name="product_change")
+def product_change(session: Session, req: ProductArgs, by: Principal) -> ProductRow:
+    """Move a product to another namespace and/or make it public or private (admin of both)."""
+    return configure(session, req.name, namespace=req.body.namespace, public=req.body.public, by=by)

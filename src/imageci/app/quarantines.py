@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from imageci.app import access
 from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.operations import MAX_ID, operation
 from imageci.app.overview import overview
 from imageci.app.planning import suite_of
 from imageci.app.session import Session
@@ -139,3 +140,40 @@ def entries(session: Session, *, viewer: Principal = LOCAL, today: date | None =
         if name in seen:
             rows.append(_catalog_row(q, name, day))
     return rows
+
+
+class QuarantineListArgs(BaseModel):
+    product: str | None = None
+    lifted: bool = False
+
+
+class QuarantineAddArgs(BaseModel):
+    body: QuarantineRequest
+
+
+class LiftArgs(BaseModel):
+    entry_id: int = Field(ge=1, le=MAX_ID)
+    body: LiftRequest
+
+
+@operation("GET", "/quarantine", request=QuarantineListArgs, answer=list[QuarantineRow], tag="images",
+           name="quarantine_list")
+def quarantine_list(session: Session, req: QuarantineListArgs, by: Principal) -> list[QuarantineRow]:
+    """Quarantine entries of the products the caller may see: each newest suite's ``quarantine.yaml``
+    and those kept here (lifted ones too with ``lifted``)."""
+    return entries(session, viewer=by, product=req.product, lifted=req.lifted)
+
+
+@operation("POST", "/quarantine", request=QuarantineAddArgs, answer=QuarantineRow, tag="images", status=201,
+           needs_token=True, name="quarantine_add")
+def quarantine_add(session: Session, req: QuarantineAddArgs, by: Principal) -> QuarantineRow:
+    """Keep a quarantine entry for a product (scope ``promote`` in its namespace): its tests' failures
+    warn (or they are skipped) until it expires or is lifted; audited as the token's name."""
+    return add(session, req.body, by=by)
+
+
+@operation("POST", "/quarantine/{entry_id}/lift", request=LiftArgs, answer=QuarantineRow, tag="images",
+           needs_token=True, name="quarantine_lift")
+def quarantine_lift(session: Session, req: LiftArgs, by: Principal) -> QuarantineRow:
+    """Lift a quarantine entry kept here (scope ``promote``); it stays listed with ``lifted``."""
+    return lift(session, req.entry_id, req.body.reason, by=by)

@@ -16,10 +16,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from imageci.app import access
 from imageci.app.access import LOCAL, Principal
+from imageci.app.operations import Args, RefArgs, RunArgs, operation
 from imageci.app.session import Session
 from imageci.build.lxdform import feed_state
 from imageci.errors import UnknownReferenceError, UsageError
@@ -305,3 +306,61 @@ def flaky(session: Session, name: str | None = None, since: timedelta = timedelt
                      attempts=[FlakyAttempt(attempt=n, verdict=v) for n, v in e.attempts])
             for e in lookups.transient_failures(session.reader, name, utcnow() - since)
             if viewer.sees(e.namespace, e.public, e.state)]
+
+
+class ImagesArgs(Args):
+    name: str | None = Field(default=None, description="only this product")
+
+
+class ResultsArgs(RefArgs):
+    test: list[str] | None = Field(default=None, description="only these tests")
+
+
+class FlakyArgs(Args):
+    name: str | None = Field(default=None, description="only this product")
+    since: str = Field(default="30d", description="how far back: 30d, 12h, 90m")
+
+
+@operation("GET", "/images", request=ImagesArgs, answer=list[ImageRow], tag="images")
+def images_op(session: Session, req: ImagesArgs, by: Principal) -> list[ImageRow]:
+    """Every version the caller may see (of product ``name``): state, channels, digest."""
+    return images(session, req.name, viewer=by)
+
+
+@operation("GET", "/images/{ref}/results", request=ResultsArgs, answer=Results, tag="images")
+def results_op(session: Session, req: ResultsArgs, by: Principal) -> Results:
+    """Every recorded attempt for a version (only the ``test`` ones, when given) and their runs; each
+    attempt's ``log`` is the URL of its log here."""
+    return results(session, req.ref, req.test, viewer=by)
+
+
+@operation("GET", "/images/{ref}/events", request=RefArgs, answer=list[EventRow], tag="images")
+def events_op(session: Session, req: RefArgs, by: Principal) -> list[EventRow]:
+    """A version's audit trail: state changes and runs, oldest first."""
+    return events(session, req.ref, viewer=by)
+
+
+@operation("GET", "/images/{ref}", request=RefArgs, answer=VersionDetail, tag="images", name="version")
+def version_op(session: Session, req: RefArgs, by: Principal) -> VersionDetail:
+    """One version: digest, state, namespace, architecture, definition, artifacts."""
+    return version_detail(session, req.ref, viewer=by)
+
+
+@operation("GET", "/images/{ref}/artifacts", request=RefArgs, answer=list[ArtifactRow], tag="images")
+def artifacts_op(session: Session, req: RefArgs, by: Principal) -> list[ArtifactRow]:
+    """A version's artifacts: kind, file name, sha256, size."""
+    return artifacts(session, req.ref, viewer=by)
+
+
+@operation("GET", "/flaky", request=FlakyArgs, answer=list[FlakyRow], tag="images")
+def flaky_op(session: Session, req: FlakyArgs, by: Principal) -> list[FlakyRow]:
+    """Transient failures the caller may see: tests that failed, then passed within one run."""
+    from imageci.definitions.durations import duration_arg
+
+    return flaky(session, req.name, duration_arg(req.since), viewer=by)
+
+
+@operation("GET", "/runs/{run_id}", request=RunArgs, answer=Results, tag="runs", name="run")
+def run_op(session: Session, req: RunArgs, by: Principal) -> Results:
+    """One run: its version, status, and every attempt it recorded."""
+    return run(session, req.run_id, viewer=by)

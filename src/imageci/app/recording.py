@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from imageci.app import access, livelogs
 from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.operations import RunArgs, operation
 from imageci.app.session import Session
 from imageci.errors import UnknownReferenceError, UsageError
 from imageci.store import lookups
@@ -156,3 +157,32 @@ def run_state(session: Session, run_id: int, *, by: Principal = LOCAL) -> RunSta
     found = lookups.run_of(session.reader, run_id)
     assert found is not None and found[2] is not None
     return RunState(run=run_id, status=run.status, image=found[2].label, digest=f"sha256:{digest}")
+
+
+class FinishArgs(RunArgs):
+    body: RunEnd
+
+
+class BatchArgs(RunArgs):
+    body: list[AttemptIn] = Field(max_length=MAX_BATCH)
+
+
+@operation("POST", "/runs/{run_id}/attempts/batch", request=BatchArgs, answer=list[AttemptRecorded], tag="runs",
+           name="attempts_record")
+def attempts_record(session: Session, req: BatchArgs, by: Principal) -> list[AttemptRecorded]:
+    """Record up to 1000 attempts of a running run in one transaction, each with its own ``key``
+    (idempotency): a retried batch records only what is missing."""
+    return record_attempts(session, req.run_id, req.body, by=by)
+
+
+@operation("POST", "/runs/{run_id}/finish", request=FinishArgs, answer=RunEnded, tag="runs", name="run_finish")
+def run_finish(session: Session, req: FinishArgs, by: Principal) -> RunEnded:
+    """End a run with its exit code."""
+    return finish_run(session, req.run_id, req.body, by=by)
+
+
+@operation("GET", "/runs/{run_id}/state", request=RunArgs, answer=RunState, tag="runs", name="run_state")
+def run_state_op(session: Session, req: RunArgs, by: Principal) -> RunState:
+    """Whether a run still takes attempts and the digest it tests (scope ``test``): what a worker
+    asks before it runs a job of it."""
+    return run_state(session, req.run_id, by=by)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from imageci.app import caches
 from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.operations import Args, operation
 from imageci.app.session import Session
 from imageci.app.upkeep import UNREFERENCED_GRACE
 from imageci.app.versions import definition_of
@@ -138,3 +139,20 @@ def _drop_caches(session: Session, digest: str) -> None:
         for extra in cache.glob(f"{digest}.*") if cache.is_dir() else ():
             if extra.is_file():
                 extra.unlink(missing_ok=True)
+
+
+class RetentionRequest(BaseModel):
+    name: str | None = Field(default=None, max_length=63, description="only this product")
+    dry_run: bool = False
+
+
+class RetentionArgs(Args):
+    body: RetentionRequest
+
+
+@operation("POST", "/retention", request=RetentionArgs, answer=RetentionReport, tag="operations",
+           needs_token=True, name="retention")
+def retention_op(session: Session, req: RetentionArgs, by: Principal) -> RetentionReport:
+    """Apply every product's retention policy (or ``name``'s), scope ``admin``: versions retired and
+    deleted, old logs and results dropped, blobs nothing references deleted; ``dry_run`` only says so."""
+    return retention(session, name=req.body.name, dry_run=req.body.dry_run, by=by)

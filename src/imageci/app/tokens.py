@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 
 from imageci.app.access import Principal, Scope, check_name, parse_scopes
+from imageci.app.operations import NoArgs, operation
 from imageci.app.session import Session
 from imageci.errors import Unauthenticated, UsageError
 from imageci.store import lookups
@@ -107,3 +108,59 @@ def authenticate(session: Session, secret: str | None) -> Principal | None:
         raise Unauthenticated(f"token {info.name!r} expired at {info.expires_at.isoformat(timespec='seconds')}")
     return Principal(name=info.name, namespace=info.namespace,
                      scopes=frozenset(Scope(s) for s in info.scopes.split(",")), channel=info.channel)
+
+
+class WhoAmI(BaseModel):
+    name: str
+    namespace: str | None
+    scopes: list[str]
+    channel: str | None
+    anonymous: bool
+
+
+class TokenRequest(BaseModel):
+    name: str
+    namespace: str
+    scopes: str = "read"  # comma-separated: read,publish,test,promote,admin
+    channel: str | None = None
+    expires: str | None = None  # a duration, e.g. 90d
+
+
+class TokenArgs(BaseModel):
+    body: TokenRequest
+
+
+class TokenName(BaseModel):
+    name: str
+
+
+@operation("GET", "/whoami", request=NoArgs, answer=WhoAmI, tag="access")
+def whoami(_session: Session, _req: NoArgs, by: Principal) -> WhoAmI:
+    """The principal this request acts as (from its token; anonymous without one)."""
+    return WhoAmI(name=by.name, namespace=by.namespace, scopes=sorted(by.scopes), channel=by.channel,
+                  anonymous=by.anonymous)
+
+
+@operation("GET", "/tokens", request=NoArgs, answer=list[TokenRow], tag="access", needs_token=True,
+           name="token_list")
+def token_list(session: Session, _req: NoArgs, by: Principal) -> list[TokenRow]:
+    """The tokens of the namespaces the caller administers (never their secrets)."""
+    return listing(session, by=by)
+
+
+@operation("POST", "/tokens", request=TokenArgs, answer=NewToken, tag="access", status=201, needs_token=True,
+           name="token_create")
+def token_create(session: Session, req: TokenArgs, by: Principal) -> NewToken:
+    """A new token (admin of its namespace); its secret is in this response and nowhere else."""
+    from imageci.definitions.durations import duration_arg
+
+    b = req.body
+    return create(session, b.name, b.namespace, b.scopes, channel=b.channel, by=by,
+                  expires=duration_arg(b.expires) if b.expires else None)
+
+
+@operation("DELETE", "/tokens/{name}", request=TokenName, answer=TokenRow, tag="access", needs_token=True,
+           name="token_revoke")
+def token_revoke(session: Session, req: TokenName, by: Principal) -> TokenRow:
+    """Revoke a token (admin of its namespace): requests with it are refused from now on."""
+    return revoke(session, req.name, by=by)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from imageci.app import caches, livelogs
 from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.operations import Args, NoArgs, operation
 from imageci.app.session import Session
 from imageci.build.caches import verify_caches
 from imageci.engine.gc import collect_garbage
@@ -77,3 +78,22 @@ def doctor(session: Session) -> list[Finding]:
         found.append(Finding("caches", c.name, not c.over, f"{c.size / 1e6:.1f} MB in {c.entries} entries of "
                              f"{c.budget / 1e9:.1f} GB (IMAGECI_CACHE_BUDGET), {state}; {c.path}"))
     return found
+
+
+class GcArgs(Args):
+    force: bool = Field(default=False, description="even while another imageci process uses the home (over "
+                                                   "the API always: the server is one)")
+
+
+@operation("POST", "/verify", request=NoArgs, answer=VerifyOutcome, tag="operations", needs_token=True,
+           name="verify")
+def verify_op(session: Session, _req: NoArgs, by: Principal) -> VerifyOutcome:
+    """Re-hash every blob of the server's store and check its caches (scope ``admin``)."""
+    return verify(session, by=by)
+
+
+@operation("POST", "/gc", request=GcArgs, answer=GcOutcome, tag="operations", needs_token=True, name="gc")
+def gc_op(session: Session, req: GcArgs, by: Principal) -> GcOutcome:
+    """Remove what dead imageci processes left on the server, and blobs nothing references that are
+    past their grace (scope ``admin``); never what a live process holds."""
+    return gc(session, force=req.force or by != LOCAL, by=by)

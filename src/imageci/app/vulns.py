@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from imageci.app import inventory
 from imageci.app.access import LOCAL, Principal, Scope
+from imageci.app.operations import NoArgs, RefArgs, operation
 from imageci.app.session import Session
 from imageci.definitions.image import VulnGate
 from imageci.errors import Forbidden, UsageError
@@ -107,3 +108,16 @@ def gate_section(session: Session, version: VersionInfo, policy: VulnGate, today
         return GateSection("vulnerabilities", False, f"no BOM to match: {exc}")
     found, _releases, names = _findings(session, bom)
     return evaluate_vulns(policy, found, names, today)
+
+
+@operation("GET", "/vulndb", request=NoArgs, answer=list[FeedRow], tag="vulnerabilities", needs_token=True,
+           name="vulndb")
+def vulndb_op(session: Session, _req: NoArgs, _by: Principal) -> list[FeedRow]:
+    """The imported vulnerability feeds."""
+    return feeds(session)
+
+
+@operation("GET", "/images/{ref}/vulns", request=RefArgs, answer=VulnReport, tag="images", name="vulns")
+def vulns_op(session: Session, req: RefArgs, by: Principal) -> VulnReport:
+    """The version's known vulnerabilities according to the imported feeds, most severe first."""
+    return report(session, req.ref, viewer=by)

@@ -31,12 +31,13 @@ def gitlab(ref: RefArg, testbed: TestbedOpt = None,
            = False) -> None:
     """Print a GitLab CI child pipeline: one job per test × testbed, each running `imageci run REF TEST`
     against the server and uploading its JUnit report (`trigger: include: artifact:` runs it)."""
-    from imageci.app.ciplans import gitlab_pipeline
+    from imageci.app.ciplans import PlanArgs, gitlab_pipeline, plan_op
     from imageci.cli.sources import Server, source
 
     src = source()
     server = server_url or (src.client.remote.url if isinstance(src, Server) else None)
-    console.print(gitlab_pipeline(src.ci_plan(ref, testbed), server=server, tags=tags), end="", markup=False,
+    plan = src.call(plan_op, PlanArgs(ref=ref, testbed=testbed))
+    console.print(gitlab_pipeline(plan, server=server, tags=tags), end="", markup=False,
                   highlight=False, soft_wrap=True)
 
 
@@ -48,7 +49,7 @@ def github(ref: RefArg, testbed: TestbedOpt = None,
            = 256) -> None:
     """Print a GitHub Actions matrix (JSON, for `strategy.matrix: ${{ fromJSON(...) }}`): one entry per test ×
     testbed with the `imageci run` command line it runs."""
-    from imageci.app.ciplans import github_matrix
+    from imageci.app.ciplans import PlanArgs, github_matrix, plan_op
     from imageci.cli.sources import source
 
-    print(json.dumps(github_matrix(source().ci_plan(ref, testbed), max_jobs), indent=1))
+    print(json.dumps(github_matrix(source().call(plan_op, PlanArgs(ref=ref, testbed=testbed)), max_jobs), indent=1))

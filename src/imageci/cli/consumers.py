@@ -44,7 +44,7 @@ def add(name: Annotated[str, typer.Argument(help="the consumer's name; its test 
     """Register a consumer of an image (scope promote in its namespace); its first snapshot is taken now."""
     from pydantic import ValidationError
 
-    from imageci.app.consumers import ConsumerRequest
+    from imageci.app.consumers import ConsumerAddArgs, ConsumerRequest, consumer_add
     from imageci.cli.sources import source
     from imageci.errors import UsageError
 
@@ -55,7 +55,7 @@ def add(name: Annotated[str, typer.Argument(help="the consumer's name; its test 
                                   gating=gating)
     except ValidationError as exc:
         raise UsageError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
-    row = source().consumer_add(request)
+    row = source().call(consumer_add, ConsumerAddArgs(body=request))
     if as_json:
         print_json(row)
         return
@@ -70,10 +70,11 @@ def listing(image: Annotated[str | None, typer.Argument(help="only this product'
             removed: Annotated[bool, typer.Option("--removed", help="also the removed ones")] = False,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The registered consumers: product, source, command, gating, newest snapshot."""
+    from imageci.app.consumers import ConsumerListArgs, consumer_list
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
 
-    rows = source().consumers(image, removed)
+    rows = source().call(consumer_list, ConsumerListArgs(product=image, removed=removed))
     if as_json:
         print_json(rows)
         return
@@ -87,9 +88,10 @@ def listing(image: Annotated[str | None, typer.Argument(help="only this product'
 @handle_errors
 def remove(name: Annotated[str, typer.Argument(help="the consumer's name")]) -> None:
     """Remove a consumer (scope promote); it is kept, marked removed, and no longer runs nor gates."""
+    from imageci.app.consumers import ConsumerName, consumer_remove
     from imageci.cli.sources import source
 
-    row = source().consumer_remove(name)
+    row = source().call(consumer_remove, ConsumerName.model_construct(name=name))
     console.print(f"removed consumer {row.name} of {row.product}", highlight=False)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -56,7 +57,7 @@ def _sigterm(_signo: int, _frame: object) -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """Map ImageciError → its exit code, Ctrl-C/SIGTERM → 130, with a clear message."""
+    """Map ImageciError → its exit code, an invalid request → 2, Ctrl-C/SIGTERM → 130, with a clear message."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -66,6 +67,11 @@ def handle_errors(fn: F) -> F:
         except ImageciError as exc:
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(int(exc.exit_code)) from None
+        except ValidationError as exc:  # an operation's request built from the arguments
+            problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'] if x != 'body') or 'input'}: {e['msg']}"
+                                 for e in exc.errors()[:10])
+            err_console.print(f"[bold red]error:[/] {escape(problems)}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(int(ExitCode.USAGE)) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted: temporary state cleaned up[/]")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

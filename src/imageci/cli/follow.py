@@ -5,14 +5,19 @@ from __future__ import annotations
 import time
 from typing import BinaryIO
 
+from imageci.app.queries import Results, ResultsArgs, results_op
 from imageci.cli.sources import Source
 from imageci.errors import UsageError
 
 POLL = 0.5  # seconds between reads
 
 
+def _results(src: Source, ref: str, tests: list[str] | None) -> Results:
+    return src.call(results_op, ResultsArgs(ref=ref, test=tests))
+
+
 def _running_run(src: Source, ref: str, run: int | None) -> int | None:
-    runs = src.results(ref, None).runs
+    runs = _results(src, ref, None).runs
     if run is not None:
         if not any(r.run == run for r in runs):
             raise UsageError(f"{ref} has no run {run}")
@@ -24,9 +29,9 @@ def _running_run(src: Source, ref: str, run: int | None) -> int | None:
 def _recorded(src: Source, ref: str, test: str, run: int) -> bool:
     """Whether the run recorded an attempt of ``test`` (or ended)."""
     try:
-        res = src.results(ref, [test])
+        res = _results(src, ref, [test])
     except UsageError:  # no results for the test yet
-        res = src.results(ref, None)
+        res = _results(src, ref, None)
         return not any(r.run == run and r.status == "running" for r in res.runs)
     return any(a.run == run for a in res.attempts) or not any(r.run == run and r.status == "running"
                                                               for r in res.runs)

@@ -41,9 +41,10 @@ def bom(ref: RefArg,
                                                     "(default: standard output)")] = None) -> None:
     """The packages installed in a version (dpkg, apk, rpm), read from its root file system without
     running it: name, version, architecture, source package, licenses, package URL."""
+    from imageci.app.inventory import BomArgs, bom_op
     from imageci.cli.sources import source
 
-    doc = source().bom(ref, BomFormat.JSON if form == BomFormat.TABLE else form)
+    doc = source().call(bom_op, BomArgs(ref=ref, format=BomFormat.JSON if form == BomFormat.TABLE else form))
     if form != BomFormat.TABLE:
         _write(doc, output)
         return
@@ -67,9 +68,10 @@ def diff(before: Annotated[str, typer.Argument(help="the older version (NAME@SER
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """What changed from BEFORE to AFTER: packages added, removed, upgraded and downgraded, and files
     changed outside package management (path, size, mode, sha256)."""
+    from imageci.app.inventory import DiffArgs, diff_op
     from imageci.cli.sources import source
 
-    changes = source().diff(before, after)
+    changes = source().call(diff_op, DiffArgs.model_construct(before=before, after=after))
     if as_json:
         print_json(changes)
         return

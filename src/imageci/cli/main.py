@@ -250,10 +250,11 @@ def push(ref: RefArg,
 def images(name: Annotated[str | None, typer.Argument(help="only this product")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """List products, versions, their states and channels."""
+    from imageci.app.queries import ImagesArgs, images_op
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
 
-    rows = source().images(name)
+    rows = source().call(images_op, ImagesArgs(name=name))
     if as_json:
         print_json(rows)
         return
@@ -360,10 +361,11 @@ RUN_NOTES = {"aborted": "the imageci process running it died; what it recorded i
 def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help="only these tests")] = None,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every recorded attempt for an image: verdict, duration, log path."""
+    from imageci.app.queries import ResultsArgs, results_op
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
 
-    res = source().results(ref, tests)
+    res = source().call(results_op, ResultsArgs(ref=ref, test=tests))
     if as_json:
         print_json(res.model_dump(mode="json", include={"image", "digest", "architecture", "runs", "attempts"}))
         return
@@ -413,9 +415,11 @@ def promote(ref: RefArg,
             reason: Annotated[str, typer.Option("--reason", help="why (required with --force; audited)")] = "",
             ) -> None:
     """Promote a version to stable; refused unless its gate holds."""
+    from imageci.app.gating import PromoteArgs, PromoteRequest, promote_op
     from imageci.cli.sources import source
 
-    promoted = source().promote(ref, to, force, reason)
+    promoted = source().call(promote_op, PromoteArgs(ref=ref, body=PromoteRequest(to=to, force=force,
+                                                                                  reason=reason)))
     console.print(f"[green]promoted[/] {promoted.image} to stable" + (" (forced)" if promoted.forced else ""))
     for other in promoted.also:
         console.print(f"[green]promoted[/] {other} to stable with it (the same build, another architecture)")
@@ -428,10 +432,12 @@ def promote(ref: RefArg,
 def gate(ref: RefArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Evaluate a version's gate now: each requirement met or not, and why. Exit 0 when it holds,
     5 when it does not (or the image defines no gate)."""
+    from imageci.app.gating import gate_op
+    from imageci.app.operations import RefArgs
     from imageci.cli.sources import source
     from imageci.exitcodes import ExitCode
 
-    status = source().gate(ref)
+    status = source().call(gate_op, RefArgs(ref=ref))
     if as_json:
         print_json(status)
     else:
@@ -528,11 +534,14 @@ def _pipeline_via(session: Session, definition: Path, request: TestRequest, forc
 @handle_errors
 def events(ref: RefArg) -> None:
     """The audit trail of a version: every state change, who, when, why."""
+    from imageci.app.operations import RefArgs
+    from imageci.app.queries import events_op
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
 
+    rows = source().call(events_op, RefArgs(ref=ref))
     write_columns(("at", "event", "actor", "reason"),
-                  ((e.at.isoformat(timespec="seconds"), e.event, e.actor, e.reason) for e in source().events(ref)))
+                  ((e.at.isoformat(timespec="seconds"), e.event, e.actor, e.reason) for e in rows))
 
 
 @app.command()
@@ -541,11 +550,13 @@ def prune(older_than: Annotated[str, typer.Option("--older-than", help="age, e.g
           name: Annotated[str | None, typer.Option("--name", help="only this product")] = None,
           dry_run: Annotated[bool, typer.Option("--dry-run")] = False) -> None:
     """Retire testing versions older than a cutoff that never had a passing run."""
+    from imageci.app.gating import PruneArgs, PruneRequest, prune_op
     from imageci.cli.sources import source
     from imageci.definitions.durations import duration_arg
 
     duration_arg(older_than)  # a bad age is refused here, the same with or without a server
-    pruned = source().prune(older_than, name, dry_run)
+    pruned = source().call(prune_op, PruneArgs(body=PruneRequest.model_construct(older_than=older_than, name=name,
+                                                                                 dry_run=dry_run)))
     for v in pruned:
         console.print(f"{'would retire' if dry_run else 'retired'} {v.image}", highlight=False)
     console.print(f"{len(pruned)} version(s) {'to prune' if dry_run else 'pruned'}")
@@ -557,10 +568,11 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
           since: Annotated[str, typer.Option("--since", help="how far back, e.g. 30d")] = "30d",
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every transient failure: tests that failed and then passed within one run, with the attempt numbers."""
+    from imageci.app.queries import FlakyArgs, flaky_op
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
 
-    rows = source().flaky(name, since)
+    rows = source().call(flaky_op, FlakyArgs(name=name, since=since))
     if as_json:
         print_json(rows)
         return

@@ -37,7 +37,7 @@ def add(product: Annotated[str, typer.Argument(help="the product (image name)")]
     """Quarantine a product's tests until EXPIRES (scope promote in its namespace); prints the entry's id."""
     from pydantic import ValidationError
 
-    from imageci.app.quarantines import QuarantineRequest
+    from imageci.app.quarantines import QuarantineAddArgs, QuarantineRequest, quarantine_add
     from imageci.cli.sources import source
     from imageci.errors import UsageError
 
@@ -49,7 +49,7 @@ def add(product: Annotated[str, typer.Argument(help="the product (image name)")]
         if isinstance(exc, ValidationError):
             raise UsageError("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
         raise UsageError(f"--expires must be a date, YYYY-MM-DD (got {expires!r})") from None
-    row = source().quarantine_add(request)
+    row = source().call(quarantine_add, QuarantineAddArgs(body=request))
     if as_json:
         print_json(row)
         return
@@ -63,10 +63,11 @@ def listing(product: Annotated[str | None, typer.Argument(help="only this produc
             lifted: Annotated[bool, typer.Option("--lifted", help="also the lifted catalog entries")] = False,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every quarantine entry: those of each product's newest suite (FILE:LINE) and the catalog's (#ID)."""
+    from imageci.app.quarantines import QuarantineListArgs, quarantine_list
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
 
-    rows = source().quarantines(product, lifted)
+    rows = source().call(quarantine_list, QuarantineListArgs(product=product, lifted=lifted))
     if as_json:
         print_json(rows)
         return
@@ -81,7 +82,8 @@ def listing(product: Annotated[str | None, typer.Argument(help="only this produc
 def lift(entry: Annotated[int, typer.Argument(help="the catalog entry's id (#ID in `quarantine list`)", min=1)],
          reason: Annotated[str, typer.Option("--reason", help="why (kept with the entry)")] = "") -> None:
     """Lift a catalog quarantine entry (scope promote); it is kept, marked lifted."""
+    from imageci.app.quarantines import LiftArgs, LiftRequest, quarantine_lift
     from imageci.cli.sources import source
 
-    row = source().quarantine_lift(entry, reason)
+    row = source().call(quarantine_lift, LiftArgs.model_construct(entry_id=entry, body=LiftRequest(reason=reason)))
     console.print(f"lifted quarantine #{row.id} ({row.test} on {row.product})", highlight=False)

@@ -36,10 +36,12 @@ def retention(name: Annotated[str | None, typer.Argument(help="only this product
     versions that never passed retired, stable ones beyond `keep` retired, inactive ones older than keep_days
     deleted (bytes; the record stays), old logs and results dropped, then every blob nothing references
     deleted. Pinned versions and versions with a run in progress are never touched."""
+    from imageci.app.retention import RetentionArgs, RetentionRequest, retention_op
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
 
-    report = source().retention(name, dry_run)
+    report = source().call(retention_op, RetentionArgs(body=RetentionRequest.model_construct(name=name,
+                                                                                            dry_run=dry_run)))
     if as_json:
         print_json(report)
         return
@@ -58,18 +60,21 @@ def retention(name: Annotated[str | None, typer.Argument(help="only this product
 def pin(ref: Annotated[str, typer.Argument(help="NAME@VERSION, NAME:CHANNEL")],
         reason: Annotated[str, typer.Option("--reason", help="why it is kept, e.g. 'release 2026.11'")]) -> None:
     """Pin a version (scope promote): never pruned, retired by `keep` or retention, nor deleted; audited."""
+    from imageci.app.pins import PinArgs, PinRequest, pin_op
     from imageci.cli.sources import source
 
-    row = source().pin(ref, reason)
+    row = source().call(pin_op, PinArgs(ref=ref, body=PinRequest.model_construct(reason=reason)))
     console.print(f"pinned {row.image} ({row.state}): {row.pinned}", highlight=False)
 
 
 @handle_errors
 def unpin(ref: Annotated[str, typer.Argument(help="NAME@VERSION, NAME:CHANNEL")]) -> None:
     """Unpin a version (scope promote): retention applies to it again; audited."""
+    from imageci.app.operations import RefArgs
+    from imageci.app.pins import unpin_op
     from imageci.cli.sources import source
 
-    row = source().pin(ref, None)
+    row = source().call(unpin_op, RefArgs(ref=ref))
     console.print(f"unpinned {row.image} ({row.state})", highlight=False)
 
 

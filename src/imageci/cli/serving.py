@@ -28,7 +28,7 @@ def login(server: Annotated[str, typer.Argument(help="the server's URL, e.g. htt
           token: Annotated[str | None, typer.Option("--token", help="the token (default: read from stdin or "
                                                     "asked for, not echoed)")] = None) -> None:
     """Remember a server and its token (checked against the server first) for later commands."""
-    from imageci.api.schemas import WhoAmI
+    from imageci.app.tokens import WhoAmI
     from imageci.client.remote import ApiClient, Remote, check_url, save_login
 
     if token is None:
@@ -66,7 +66,7 @@ def serve(listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", h
           = None) -> None:
     """Serve the HTTP API (under /api/v1; OpenAPI at /openapi.json) and the channels' LXD feeds (under
     /lxd) over this home's catalog and store, until Ctrl-C / SIGTERM (requests in flight finish first)."""
-    from imageci.api.server import serve as run_server
+    from imageci.api.app import serve as run_server
     from imageci.config import Settings
     from imageci.errors import UsageError
 
@@ -98,7 +98,7 @@ def dashboard(listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT
     import ipaddress
     import socket
 
-    from imageci.api.server import serve as run_server
+    from imageci.api.app import serve as run_server
     from imageci.config import Settings
     from imageci.errors import UsageError
 
@@ -147,12 +147,15 @@ def token_create(name: Annotated[str, typer.Option("--name", help="who or what u
                  expires: Annotated[str | None, typer.Option("--expires", help="lifetime, e.g. 90d (default: "
                                                              "until revoked)")] = None) -> None:
     """Create a token and print its secret (once: only its hash is kept)."""
+    from imageci.app.tokens import TokenArgs, TokenRequest
+    from imageci.app.tokens import token_create as op
     from imageci.cli.sources import source
     from imageci.definitions.durations import duration_arg
 
     if expires:
         duration_arg(expires)
-    made = source().token_create(name, namespace, scope, channel, expires)
+    made = source().call(op, TokenArgs(body=TokenRequest(name=name, namespace=namespace, scopes=scope,
+                                                                   channel=channel, expires=expires)))
     sys.stdout.write(made.secret + "\n")
     t = made.token
     until = f", expires {t.expires.isoformat(timespec='seconds')}" if t.expires else ""
@@ -165,10 +168,12 @@ def token_create(name: Annotated[str, typer.Option("--name", help="who or what u
 @handle_errors
 def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every token: namespace, scopes, channel, expiry, revocation (never secrets)."""
+    from imageci.app.operations import NoArgs
+    from imageci.app.tokens import token_list as op
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
 
-    rows = source().tokens()
+    rows = source().call(op, NoArgs())
     if as_json:
         print_json(rows)
         return
@@ -183,9 +188,11 @@ def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 @handle_errors
 def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
     """Revoke a token: every later request with it is refused (HTTP 401)."""
+    from imageci.app.tokens import TokenName
+    from imageci.app.tokens import token_revoke as op
     from imageci.cli.sources import source
 
-    t = source().token_revoke(name)
+    t = source().call(op, TokenName(name=name))
     console.print(f"token {t.name!r} revoked", highlight=False)
 
 
@@ -196,9 +203,11 @@ def product(name: Annotated[str, typer.Argument(help="the product (image name)")
             public: Annotated[bool | None, typer.Option("--public/--private", help="readable without a token, or "
                                                         "only by its namespace's tokens")] = None) -> None:
     """Show a product, or set its namespace and visibility (an admin of both namespaces)."""
+    from imageci.app.products import ProductArgs, ProductChange, product_change
     from imageci.cli.sources import source
 
-    row = source().product(name, namespace, public)
+    row = source().call(product_change, ProductArgs(name=name, body=ProductChange(namespace=namespace,
+                                                                                  public=public)))
     console.print(f"{row.name}: namespace {row.namespace!r}, {'public' if row.public else 'private'}, "
                   f"{row.versions} version(s)", highlight=False)
 
@@ -207,10 +216,12 @@ def product(name: Annotated[str, typer.Argument(help="the product (image name)")
 @handle_errors
 def products(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The products you may see: namespace, public or private, number of versions."""
+    from imageci.app.operations import NoArgs
+    from imageci.app.products import product_list
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
 
-    rows = source().products()
+    rows = source().call(product_list, NoArgs())
     if as_json:
         print_json(rows)
         return

@@ -22,10 +22,12 @@ def verify() -> None:
     with what it was made from; exit 7 if anything is corrupt (changed caches are discarded)."""
     from rich.markup import escape
 
+    from imageci.app.operations import NoArgs
+    from imageci.app.upkeep import verify_op
     from imageci.cli.sources import source
     from imageci.exitcodes import ExitCode
 
-    out = source().verify()
+    out = source().call(verify_op, NoArgs())
     for digest in out.corrupt:
         err_console.print(f"[red]corrupt[/] sha256:{digest}", highlight=False)
     for line in out.changed:
@@ -80,9 +82,10 @@ def gc(force: Annotated[bool, typer.Option("--force", help="even while another i
     version or log references, once an hour old (uploads never committed). Caches over their
     budget (IMAGECI_CACHE_BUDGET) are trimmed, least recently used first, while no other imageci
     uses the home."""
+    from imageci.app.upkeep import GcArgs, gc_op
     from imageci.cli.sources import source
 
-    out = source().gc(force)
+    out = source().call(gc_op, GcArgs(force=force))
     for line in [*out.removed, *out.caches]:
         console.print(line, highlight=False)
     kept = f"; kept what {out.live} live imageci process(es) hold" if out.live else ""

@@ -46,9 +46,11 @@ def import_(file: Annotated[Path, typer.Argument(help="the feed: tracker JSON, a
 @handle_errors
 def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The imported feeds: name, format, file, records, when and by whom."""
+    from imageci.app.operations import NoArgs
+    from imageci.app.vulns import vulndb_op
     from imageci.cli.sources import source
 
-    rows = source().vulndb_feeds()
+    rows = source().call(vulndb_op, NoArgs())
     if as_json:
         print_json(rows)
         return
@@ -65,9 +67,11 @@ def vulns(ref: Annotated[str, typer.Argument(help="NAME@SERIAL, NAME:CHANNEL or 
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """A version's known vulnerabilities from the imported feeds: id, severity, source package and
     the installed packages built from it, installed and fixed version. Most severe first."""
+    from imageci.app.operations import RefArgs
+    from imageci.app.vulns import vulns_op
     from imageci.cli.sources import source
 
-    found = source().vulns(ref)
+    found = source().call(vulns_op, RefArgs(ref=ref))
     if as_json:
         print_json(found)
         return

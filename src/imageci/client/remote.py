@@ -25,10 +25,11 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, TypeAdapter
 
-from imageci.api.schemas import error_of
+from imageci.app.operations import BODY, Operation
 from imageci.app.publishing import Published, PublishRequest
 from imageci.config import Settings
 from imageci.errors import ServerUnavailable, UsageError
+from imageci.server.statuses import error_of
 
 if TYPE_CHECKING:
     import httpx
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 API = "/api/v1"
 M = TypeVar("M")
+Ans = TypeVar("Ans")
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,16 @@ class ApiClient:
     @staticmethod
     def ref(ref: str) -> str:
         return quote(ref, safe=":@")
+
+    def call(self, op: Operation[Any, Ans], req: BaseModel) -> Ans:
+        """Ask the server for operation ``op`` with request ``req``: its answer, read back as its type."""
+        values = req.model_dump(mode="json", exclude_none=True)
+        path = op.path.format(**{f: quote(str(values.pop(f)), safe=":@") for f in op.path_fields})
+        body = values.pop(BODY, None) if op.has_body else None
+        kw: dict[str, Any] = {"params": values} if values else {}
+        if op.has_body:
+            kw["json"] = body
+        return self._call(op.method, path, op.answer, **kw)  # type: ignore[no-any-return]
 
     def get(self, path: str, as_type: type[M] | Any, **params: Any) -> Any:
         return self._call("GET", path, as_type, params={k: v for k, v in params.items() if v is not None})

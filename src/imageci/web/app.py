@@ -4,7 +4,7 @@ error pages. ``imageci serve`` adds it next to the API (tokens as the API's);
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -29,3 +29,10 @@ def is_page(request: Request) -> bool:
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
     return pages.error_page(request, status, message)
+
+
+def page_for(request: Request, status: int, message: str, any_browser: bool) -> Response | None:
+    """The error page for a request of a page (or, ``any_browser``, of anything a browser asked for)."""
+    if is_page(request) or any_browser:
+        return error_page(request, status, message)
+    return None

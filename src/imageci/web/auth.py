@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
-from imageci.api.deps import acting_as, header_secret
 from imageci.app.access import LOCAL, Principal
 from imageci.app.session import Session
 from imageci.errors import Forbidden, Unauthenticated
+from imageci.server.deps import acting_as, header_secret
 
 COOKIE = "imageci_token"
 

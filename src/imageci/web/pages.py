@@ -16,7 +16,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from imageci.api.deps import MAX_ID, BlobResponse, SessionDep
 from imageci.app import (
     access,
     gating,
@@ -34,11 +33,13 @@ from imageci.app.access import Principal, Scope
 from imageci.app.compare import compare
 from imageci.app.logpages import PAGE, log_page
 from imageci.app.matrix import cell, matrix
+from imageci.app.operations import MAX_ID
 from imageci.app.overview import overview
 from imageci.app.queries import rows_in_bulk
 from imageci.app.session import Session
 from imageci.definitions.durations import duration_arg
 from imageci.errors import ImageciError, UnknownReferenceError, UsageError
+from imageci.server.deps import BlobResponse, SessionDep
 from imageci.store.blobs import CorruptBlobError
 from imageci.store.states import utcnow
 from imageci.web.auth import COOKIE, check_form, check_origin, csrf_token, viewer

@@ -7,17 +7,29 @@ its OpenAPI document, so that a client reads one shape whatever went wrong.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imageci.api.schemas import Problem
+from imageci.errors import ImageciError
+from imageci.server.requestlog import access_log
+from imageci.server.statuses import status_of
 
 PROBLEM_REF = "#/components/schemas/Problem"
+
+
+class Problem(BaseModel):
+    error: str  # what went wrong, for people
+    status: int
+    request_id: str
 
 
 def problem(request: Request, status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -65,3 +77,43 @@ def document_problems(api: FastAPI) -> None:
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
+
+
+# The dashboard's page for a request that failed (request, status, message, whether a browser's request for
+# anything gets one), or None: the problem body.
+PageFor = Callable[[Request, int, str, bool], Response | None]
+
+
+def install_error_handlers(api: FastAPI, page_for: PageFor) -> None:
+    """Every error answered in one shape: an application error with its status (``statuses``), a request
+    that fails validation as 400, Starlette's own (404, 405) as problems too; ``page_for`` gives a
+    browser its page instead."""
+
+    @api.exception_handler(ImageciError)
+    async def app_error(request: Request, exc: ImageciError) -> Response:
+        status = status_of(exc)
+        if status >= 500:
+            access_log.error(json.dumps({"request_id": getattr(request.state, "request_id", ""), "error": str(exc),
+                                         "kind": type(exc).__name__}))
+        page = page_for(request, status, str(exc), False)
+        if page is not None:
+            return page
+        return problem(request, status, str(exc), {"WWW-Authenticate": "Bearer"} if status == 401 else {})
+
+    @api.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        fields = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())[1:])}: {e.get('msg', '')}"
+                           for e in exc.errors())
+        page = page_for(request, 400, f"bad request: {fields}", False)
+        return page if page is not None else problem(request, 400, f"bad request: {validation_message(exc)}")
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and "text/html" in request.headers.get("accept", ""):
+            page = page_for(request, 404, f"there is no page at {request.url.path[:200]}", True)
+            if page is not None:
+                return page
+        if exc.status_code < 400:
+            return await http_exception_handler(request, exc)
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return problem(request, exc.status_code, message, dict(exc.headers or {}))

@@ -18,8 +18,6 @@ from imageci.app.access import ANONYMOUS, Principal
 from imageci.app.session import Session
 from imageci.errors import Unauthenticated
 
-MAX_ID = (1 << 63) - 1
-
 
 async def session(request: Request) -> AsyncIterator[Session]:
     """The request's session on the server's catalog and store (opened once, at start). Async: it
