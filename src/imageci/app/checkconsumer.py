@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
 from imageci.app import access, inventory, mirroring
 from imageci.app.access import LOCAL
 from imageci.app.consumers import copy_dir
+from imageci.app.inventory import BomArgs, bom_op
+from imageci.app.operations import Asks
 from imageci.app.planning import TestPlan, TestRequest
 from imageci.app.session import Session
 from imageci.app.testing import AttemptFn, PlanFn, RunOutcome, execute
@@ -60,11 +61,7 @@ class CheckOutcome(BaseModel):
     run: int | None = None  # the local run that recorded it
 
 
-class BomSource(Protocol):
-    def get(self, path: str, as_type: Any, **params: Any) -> Any: ...
-
-    def ref(self, ref: str) -> str: ...
-
+BomSource = Asks  # a server that has the version's BOM
 
 def _project(request: CheckRequest) -> Path:
     if not request.project.is_dir():
@@ -80,7 +77,7 @@ def check_runtimes(session: Session, request: CheckRequest, server: BomSource | 
         _subject, bom = inventory.bom(session, request.ref)
         image, digest = info.label, f"sha256:{info.digest}"
     else:
-        doc = server.get(f"/images/{server.ref(request.ref)}/bom", dict[str, Any], format="json")
+        doc = server.call(bom_op, BomArgs(ref=request.ref))
         image, digest = str(doc.pop("image")), str(doc.pop("digest"))
         doc.pop("architecture", None)
         bom = Bom.model_validate(doc)

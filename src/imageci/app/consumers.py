@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from imageci.app import access, egress, inventory
 from imageci.app.access import LOCAL, Principal, Scope
-from imageci.app.operations import operation
+from imageci.app.operations import Asks, operation
 from imageci.app.session import Session
 from imageci.app.versions import gate_of
 from imageci.checks.consumer import ConsumerCheck, ConsumerSpec, consumer_digest, consumer_test_id
@@ -258,10 +258,8 @@ def listing(session: Session, product: str | None = None, *, removed: bool = Fal
 
 # ---- running -------------------------------------------------------------------------------------
 
-class ConsumerOrigin(Protocol):
+class ConsumerOrigin(Asks, Protocol):
     """A server whose consumers a run here (remote `test`/`pipeline`, a worker) runs (``ApiClient``)."""
-
-    def consumer_rows(self, product: str) -> list[ConsumerRow]: ...
 
     def consumer_snapshot(self, name: str, into: BlobWriter) -> None: ...
 
@@ -277,13 +275,17 @@ def snapshot_path(session: Session, name: str, *, viewer: Principal = LOCAL) -> 
     raise UnknownReferenceError(f"no consumer named {name!r}")
 
 
+def _listed(origin: ConsumerOrigin, product: str) -> list[ConsumerRow]:
+    return origin.call(consumer_list, ConsumerListArgs(product=product))
+
+
 def fetched_checks(session: Session, origin: ConsumerOrigin, product: str,
                    names: list[str] | None = None) -> list[ConsumerCheck]:
     """The consumers the server has registered for ``product`` (only those named, when ``names``), as checks
     here: each snapshot fetched by digest (checked while it streams) into this home, so the evidence they
     record is keyed exactly as the server's gate reads it."""
     out = []
-    for row in origin.consumer_rows(product):
+    for row in _listed(origin, product):
         if row.snapshot is None or row.removed is not None or (names is not None and row.name not in names):
             continue
         digest = row.snapshot.removeprefix("sha256:")

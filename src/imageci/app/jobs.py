@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from imageci.app.consumers import ConsumerOrigin
-from imageci.app.livelogs import LiveAppended, LiveChunk
 from imageci.app.livestream import LiveStreamer
 from imageci.app.mirroring import Origin, fetch
-from imageci.app.recording import AttemptIn, AttemptRecorded, RunState
+from imageci.app.operations import RunArgs
+from imageci.app.recording import AttemptIn, AttemptRecorded, RunState, run_state_op
 from imageci.app.session import Session
 from imageci.app.versions import config_of, suite_dir_of
 from imageci.checks.base import Check
@@ -64,11 +64,9 @@ class Prepared:
 class JobOrigin(Origin, ConsumerOrigin, Protocol):
     """The server a worker serves (``client.remote.ApiClient``)."""
 
-    def run_state(self, run: int) -> RunState: ...
 
     def record(self, run: int, body: AttemptIn, key: str) -> AttemptRecorded: ...
 
-    def live(self, run: int, chunk: LiveChunk) -> LiveAppended: ...
 
 
 @dataclass
@@ -105,7 +103,7 @@ class WorkerContext:
         (a run that ended since refuses the attempt, and the job is dropped then)."""
         if self._running.get(job.run, 0.0) > time.monotonic():
             return None
-        state = self.patient(lambda: self.origin.run_state(job.run))
+        state = self.patient(lambda: self.origin.call(run_state_op, RunArgs(run_id=job.run)))
         if state.status == "running" and state.digest == f"sha256:{job.digest}":
             self._running[job.run] = time.monotonic() + RUNNING_TTL
         return state

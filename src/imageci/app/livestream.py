@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
 
-from imageci.app.livelogs import MAX_CHUNK, MAX_LIVE, LiveAppended, LiveChunk
+from imageci.app.livelogs import MAX_CHUNK, MAX_LIVE, LiveArgs, LiveChunk, live_append
+from imageci.app.operations import Asks
 from imageci.errors import ImageciError
 
 log = logging.getLogger("imageci.worker")
 INTERVAL = 1.0  # seconds between sends
 
 
-class LiveSink(Protocol):
-    def live(self, run: int, chunk: LiveChunk) -> LiveAppended: ...
-
+LiveSink = Asks  # the server the live log goes to
 
 class LiveStreamer:
     """Collects one job's output and sends it to ``sink``; use as a context manager."""
@@ -67,9 +65,9 @@ class LiveStreamer:
         if not data:
             return
         try:
-            answer = self.sink.live(self.run, LiveChunk(key=self.key, test=self.test, testbed=self.testbed,
-                                                        worker=self.worker, offset=self._sent,
-                                                        data=data.decode(errors="replace")))
+            chunk = LiveChunk(key=self.key, test=self.test, testbed=self.testbed, worker=self.worker,
+                              offset=self._sent, data=data.decode(errors="replace"))
+            answer = self.sink.call(live_append, LiveArgs.model_construct(run_id=self.run, body=chunk))
         except ImageciError as exc:  # the server is down or refuses: the attempt's log is the record
             log.debug("live log of %s not sent: %s", self.test, exc)
             return

@@ -12,8 +12,19 @@ import socket
 from pathlib import Path
 from typing import Protocol
 
-from imageci.app.queries import VersionDetail
-from imageci.app.recording import AttemptIn, AttemptRecorded, RunEnd, RunEnded, RunStart, RunStarted
+from imageci.app.operations import Asks, RefArgs
+from imageci.app.queries import VersionDetail, version_op
+from imageci.app.recording import (
+    AttemptIn,
+    BatchArgs,
+    FinishArgs,
+    RunEnd,
+    RunEnded,
+    RunStart,
+    RunStarted,
+    attempts_record,
+    run_finish,
+)
 from imageci.app.session import Session
 from imageci.app.testing import RunOutcome
 from imageci.errors import UsageError
@@ -24,18 +35,13 @@ from imageci.store.blobs import BlobWriter
 BATCH = 200  # attempts per request when reporting
 
 
-class Origin(Protocol):
+class Origin(Asks, Protocol):
     """The server a version comes from and its results go to (``client.remote.ApiClient``)."""
-
-    def version(self, ref: str) -> VersionDetail: ...
 
     def download(self, ref: str, filename: str, into: BlobWriter) -> None: ...
 
     def start_run(self, ref: str, body: RunStart, key: str) -> RunStarted: ...
 
-    def record_batch(self, run: int, bodies: list[AttemptIn]) -> list[AttemptRecorded]: ...
-
-    def finish(self, run: int, body: RunEnd) -> RunEnded: ...
 
 
 def fetch(session: Session, origin: Origin, ref: str) -> tuple[VersionDetail, str]:
@@ -43,7 +49,7 @@ def fetch(session: Session, origin: Origin, ref: str) -> tuple[VersionDetail, st
     Only artifacts this store lacks are downloaded; the same bytes fetched again are the same version."""
     from imageci.store.catalog import NewArtifact
 
-    detail = origin.version(ref)
+    detail = origin.call(version_op, RefArgs(ref=ref))
     digest = detail.digest.removeprefix("sha256:")
     for a in detail.artifacts:
         if not session.store.has(a.digest):
@@ -85,11 +91,11 @@ def report(session: Session, origin: Origin, detail: VersionDetail, run_id: int,
                                verdict=verdict, reason=a.reason, log=log,  # type: ignore[arg-type]
                                key=f"{prefix}:attempt:{a.id}"))
         if len(batch) == BATCH:
-            origin.record_batch(started.run, batch)
+            origin.call(attempts_record, BatchArgs.model_construct(run_id=started.run, body=batch))
             batch = []
     if batch:
-        origin.record_batch(started.run, batch)
-    return origin.finish(started.run, RunEnd(exit_code=exit_code))
+        origin.call(attempts_record, BatchArgs.model_construct(run_id=started.run, body=batch))
+    return origin.call(run_finish, FinishArgs(run_id=started.run, body=RunEnd(exit_code=exit_code)))
 
 
 def portable_reproducer(session: Session, outcome: RunOutcome, detail: VersionDetail, server: str) -> Path:

@@ -26,7 +26,7 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,6 +90,13 @@ class Operation(Generic[Req, Ans]):
     @property
     def has_body(self) -> bool:
         return BODY in self.request.model_fields
+
+
+class Asks(Protocol):
+    """Something that answers operations: a server (``client.remote.ApiClient``) or this home
+    (``cli.sources.Local``)."""
+
+    def call(self, op: Operation[Any, Ans], req: BaseModel) -> Ans: ...
 
 
 REGISTRY: dict[str, Operation[Any, Any]] = {}

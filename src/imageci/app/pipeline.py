@@ -1,17 +1,25 @@
-"""build → publish to testing → test on the gate's testbeds → promote when the gate holds."""
+"""build → publish to testing → test on the gate's testbeds → promote when the gate holds.
+
+One workflow, on this home or with a server: with a server (``Server``, an
+``ApiClient``) the version is built here, published there, tested here with
+every attempt recorded there, and the server judges the gate on its evidence
+and promotes. ``test_via`` is the same for a version already on a server
+(``imageci run``/``test`` with ``--server``). Both answer with the same
+outcome, so every interface prints them one way."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from imageci.app import notify
 from imageci.app.building import build
 from imageci.app.consumers import ConsumerOrigin
-from imageci.app.gating import GateStatus, Promotion, gate, promote
+from imageci.app.gating import PromoteArgs, PromoteRequest, gate, gate_op, promote, promote_op
 from imageci.app.mirroring import Origin, fetch, portable_reproducer, report
+from imageci.app.operations import RefArgs
 from imageci.app.planning import TestRequest
 from imageci.app.publishing import Destination, Published, push
 from imageci.app.session import Session
@@ -21,9 +29,13 @@ from imageci.build.service import BuildResult
 from imageci.definitions.image import load_definition
 from imageci.errors import GateRefused, UsageError
 from imageci.exitcodes import ExitCode
-from imageci.policy.gate import GateResult
-from imageci.policy.promote import PromotionResult
 from imageci.store.models import State, Version, label
+
+StepFn = Callable[[str], None]  # what the workflow is doing now ("fetching X from URL…")
+
+
+class Server(Destination, Origin, ConsumerOrigin, Protocol):
+    """A server that takes the version, its results, and decides its promotion (``ApiClient``)."""
 
 
 def pipeline_exit(run: ExitCode, *, promoted: bool, already_stable: bool) -> ExitCode:
@@ -40,14 +52,19 @@ def pipeline_exit(run: ExitCode, *, promoted: bool, already_stable: bool) -> Exi
 class PipelineOutcome:
     build: BuildResult
     run: RunOutcome
-    gate: GateResult | None = None  # None when the run was interrupted
-    promotion: PromotionResult | None = None
+    image: str  # NAME@SERIAL as judged: here, or on the server
+    server: str | None = None  # the server's URL (None: this home)
+    published: Published | None = None  # on the server
+    recorded: int | None = None  # the run's id on the server
+    promoted: bool = False
+    retired: list[str] = field(default_factory=list)  # versions that left stable for it
+    refused: str | None = None  # why it was not promoted (the gate's explanation)
+    interrupted: bool = False
     already_stable: bool = False
 
     @property
     def exit_code(self) -> ExitCode:
-        return pipeline_exit(self.run.exit_code, promoted=self.promotion is not None,
-                             already_stable=self.already_stable)
+        return pipeline_exit(self.run.exit_code, promoted=self.promoted, already_stable=self.already_stable)
 
 
 def _test_request(session: Session, request: TestRequest, version: Version, ref: str) -> TestRequest:
@@ -58,7 +75,7 @@ def _test_request(session: Session, request: TestRequest, version: Version, ref:
 
 
 def _build(session: Session, definition: Path, request: TestRequest, force_build: bool,
-           on_build_line: Callable[[str], None] | None, on_built: Callable[[BuildResult], None] | None) -> BuildResult:
+           on_build_line: StepFn | None, on_built: Callable[[BuildResult], None] | None) -> BuildResult:
     loaded = load_definition(definition)
     if loaded.definition.tests is None:
         raise UsageError(f"{definition}: the definition has no 'tests' section; nothing can gate it")
@@ -72,88 +89,102 @@ def _build(session: Session, definition: Path, request: TestRequest, force_build
     return built
 
 
+@dataclass
+class Hooks:
+    """What an interface shows while the workflow runs."""
+
+    on_build_line: StepFn | None = None
+    on_built: Callable[[BuildResult], None] | None = None
+    on_plan: PlanFn | None = None
+    on_event: AttemptFn | None = None
+    on_step: StepFn | None = None
+
+    def step(self, what: str) -> None:
+        if self.on_step is not None:
+            self.on_step(what)
+
+
 def pipeline(session: Session, definition: Path, request: TestRequest, *, force_build: bool = False,
-             on_build_line: Callable[[str], None] | None = None, on_built: Callable[[BuildResult], None] | None = None,
-             on_plan: PlanFn | None = None, on_event: AttemptFn | None = None) -> PipelineOutcome:
+             server: Server | None = None, url: str | None = None, hooks: Hooks | None = None) -> PipelineOutcome:
     """``request`` gives the test options (its ``ref`` is ignored: the version just built is tested);
     without ``testbeds`` the gate's testbeds are used. ``request.suite`` is recorded as the version's
     suite (the gate judges it); DEP-8 trees and structure or testinfra files run next to the suite.
-    Promotes when the gate holds."""
-    built = _build(session, definition, request, force_build, on_build_line, on_built)
+    Promotes when the gate holds: here, or on ``server`` (at ``url``) on its evidence."""
+    hooks = hooks or Hooks()
+    built = _build(session, definition, request, force_build, hooks.on_build_line, hooks.on_built)
+    if server is not None:
+        return _pipeline_via(session, server, url or "", built, request, hooks)
     ref = label(built.version)
-    ran = run_tests(session, _test_request(session, request, built.version, ref), on_plan=on_plan,
-                    on_event=on_event)
-    outcome = PipelineOutcome(built, ran)
+    ran = run_tests(session, _test_request(session, request, built.version, ref), on_plan=hooks.on_plan,
+                    on_event=hooks.on_event)
+    outcome = PipelineOutcome(built, ran, image=ref)
     if ran.exit_code == ExitCode.INTERRUPTED:
+        outcome.interrupted = True
         return outcome
     version = session.catalog.resolve(ref)
-    outcome.gate = gate(session, version, quarantine=request.quarantine)
+    judged = gate(session, version, quarantine=request.quarantine)
     if version.state == State.STABLE:
         outcome.already_stable = True
-    elif outcome.gate is not None and outcome.gate.holds:
+    elif judged is not None and judged.holds:
         try:  # judged again, on the results there when it commits
-            outcome.promotion = promote(session, ref, quarantine=request.quarantine)
+            done = promote(session, ref, quarantine=request.quarantine)
+            outcome.promoted, outcome.retired = True, [label(v) for v in done.retired]
         except GateRefused:
-            outcome.gate = gate(session, session.catalog.resolve(ref), quarantine=request.quarantine)
-    elif outcome.gate is not None:
-        notify.promotion_blocked(session.settings, version, outcome.gate.explain())
+            again = gate(session, session.catalog.resolve(ref), quarantine=request.quarantine)
+            outcome.refused = again.explain() if again is not None else "no gate is defined for this image"
+    else:
+        outcome.refused = judged.explain() if judged is not None else "no gate is defined for this image"
+        if judged is not None:
+            notify.promotion_blocked(session.settings, version, judged.explain())
     return outcome
 
 
-class Server(Destination, Origin, ConsumerOrigin, Protocol):
-    """A server that takes the version, its results, and decides its promotion (``ApiClient``)."""
-
-    def gate(self, ref: str) -> GateStatus: ...
-
-    def promote(self, ref: str) -> Promotion: ...
-
-
-@dataclass
-class RemotePipelineOutcome:
-    build: BuildResult
-    published: Published
-    run: RunOutcome
-    recorded: int | None = None  # the run's id on the server
-    gate: GateStatus | None = None
-    promotion: Promotion | None = None
-    refused: str | None = None  # why the server did not promote
-    already_stable: bool = False
-
-    @property
-    def exit_code(self) -> ExitCode:
-        return pipeline_exit(self.run.exit_code, promoted=self.promotion is not None,
-                             already_stable=self.already_stable)
-
-
-def pipeline_via(session: Session, server: Server, url: str, definition: Path, request: TestRequest, *,
-                 force_build: bool = False, on_build_line: Callable[[str], None] | None = None,
-                 on_built: Callable[[BuildResult], None] | None = None, on_plan: PlanFn | None = None,
-                 on_event: AttemptFn | None = None) -> RemotePipelineOutcome:
-    """The pipeline with a server: build here, publish there, test here (recorded there), and let the
-    server judge the gate on its evidence and promote."""
-    built = _build(session, definition, request, force_build, on_build_line, on_built)
+def _pipeline_via(session: Session, server: Server, url: str, built: BuildResult, request: TestRequest,
+                  hooks: Hooks) -> PipelineOutcome:
+    hooks.step(f"publishing {label(built.version)} on {url}…")
     published = push(session, label(built.version), server)
-    detail, local = fetch(session, server, published.image)
-    version = session.catalog.resolve(local)
-    ran = run_tests(session, _test_request(session, request, version, local).model_copy(update={"rerun_all": True}),
-                    on_plan=on_plan, on_event=on_event, consumers_from=server)
-    ran.reproducer = portable_reproducer(session, ran, detail, url)
-    outcome = RemotePipelineOutcome(built, published, ran)
-    outcome.recorded = report(session, server, detail, ran.report.run_id, int(ran.exit_code)).run
+    ran, recorded, _image = test_via(session, server, url, request.model_copy(update={"ref": published.image}), hooks,
+                             gate_testbeds=True)
+    outcome = PipelineOutcome(built, ran, image=published.image, server=url, published=published,
+                              recorded=recorded)
     if ran.exit_code == ExitCode.INTERRUPTED:
+        outcome.interrupted = True
         return outcome
-    outcome.gate = server.gate(published.image)
-    if outcome.gate.state == State.STABLE:
+    status = server.call(gate_op, RefArgs(ref=published.image))
+    if status.state == State.STABLE:
         outcome.already_stable = True
-    elif outcome.gate.holds:
+    elif status.holds:
         try:
-            outcome.promotion = server.promote(published.image)
+            done = server.call(promote_op, PromoteArgs(ref=published.image, body=PromoteRequest()))
+            outcome.promoted, outcome.retired = True, done.retired
         except GateRefused as exc:
             outcome.refused = str(exc)
     else:
-        outcome.refused = outcome.gate.explanation
-        lines = outcome.refused.splitlines()
-        notify.notify(session.settings, "promotion-blocked", published.image, version.product.name,
-                      outcome.gate.digest, f"{published.image} was not promoted: {lines[0]}",
+        outcome.refused = status.explanation
+        lines = status.explanation.splitlines()
+        notify.notify(session.settings, "promotion-blocked", published.image, built.version.product.name,
+                      status.digest, f"{published.image} was not promoted: {lines[0]}",
                       [ln.strip() for ln in lines[1:]])
     return outcome
+
+
+def test_via(session: Session, server: Server, url: str, request: TestRequest, hooks: Hooks | None = None, *,
+             gate_testbeds: bool = False) -> tuple[RunOutcome, int, str]:
+    """Test the server's version ``request.ref`` here: fetched into this home (only the artifacts it lacks),
+    every test run (no reuse of a local pass: the server records what ran for it), the server's consumers
+    too, then the run and every attempt recorded there. ``gate_testbeds``: without ``testbeds``, the
+    gate's. Returns the run here, its id on the server and the version's NAME@SERIAL there."""
+    if (request.executor or session.settings.executor) == "celery":
+        raise UsageError(f"--executor celery runs on the server's machine, with its home (workers record into "
+                         f"its catalog); against {url} the tests run here (--executor local)")
+    hooks = hooks or Hooks()
+    hooks.step(f"fetching {request.ref} from {url}…")
+    detail, local = fetch(session, server, request.ref)
+    if gate_testbeds:
+        request = _test_request(session, request, session.catalog.resolve(local), local)
+    ran = run_tests(session, request.model_copy(update={"ref": local, "rerun_all": True}), on_plan=hooks.on_plan,
+                    on_event=hooks.on_event, consumers_from=server)
+    ran.reproducer = portable_reproducer(session, ran, detail, url)
+    hooks.step(f"recording the run on {url}…")
+    ended = report(session, server, detail, ran.report.run_id, int(ran.exit_code))
+    return ran, ended.run, f"{detail.name}@{detail.version}"

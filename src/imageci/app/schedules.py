@@ -94,11 +94,11 @@ def _pipeline(session: Session, definition: Path) -> tuple[int, str]:
     ref = f"{v.product.name}@{v.serial}"
     if outcome.already_stable:
         return int(outcome.exit_code), f"{ref}: {what}; already stable"
-    if outcome.promotion is not None:
+    if outcome.promoted:
         return int(outcome.exit_code), f"{ref}: {what}; promoted to stable"
-    if outcome.gate is None:
+    if outcome.interrupted:
         return int(outcome.exit_code), f"{ref}: {what}; run interrupted"
-    return int(outcome.exit_code), f"{ref}: {what}; not promoted: {outcome.gate.explain().splitlines()[0]}"
+    return int(outcome.exit_code), f"{ref}: {what}; not promoted: {(outcome.refused or '').splitlines()[0]}"
 
 
 def _retention(session: Session) -> tuple[int, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import BinaryIO
 
+from imageci.app.livelogs import live_list
+from imageci.app.operations import RunArgs
 from imageci.app.queries import Results, ResultsArgs, results_op
 from imageci.cli.sources import Source
 from imageci.errors import UsageError
@@ -47,7 +49,8 @@ def follow_log(src: Source, ref: str, test: str, run: int | None, out: BinaryIO)
     key, offset = None, 0
     while True:
         done = _recorded(src, ref, test, found)  # before the last read: nothing printed after it is lost
-        mine = sorted((x for x in src.live_logs(found) if x.test == test), key=lambda x: x.updated)
+        listed = src.call(live_list, RunArgs(run_id=found))
+        mine = sorted((x for x in listed if x.test == test), key=lambda x: x.updated)
         if mine and mine[-1].key != key:
             if key is not None:
                 out.write(f"\n[imageci: {test} started again on {mine[-1].worker or 'another worker'}]\n".encode())

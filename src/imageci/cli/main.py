@@ -22,7 +22,7 @@ from imageci.cli import (
     upkeep,
     vulns,
 )
-from imageci.cli.context import COLOURS, console, err_console, handle_errors, print_json, show_warnings
+from imageci.cli.context import COLOURS, console, handle_errors, print_json, show_warnings
 
 # Commands import what they use when they run: `imageci --version` and the queries start fast.
 if TYPE_CHECKING:
@@ -293,35 +293,22 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
 
 
 def _run(request: TestRequest) -> None:
+    from imageci.app.pipeline import test_via
     from imageci.app.session import Session
     from imageci.app.testing import run_tests
-    from imageci.cli import sources
-    from imageci.cli.testing import show_event, show_outcome, show_plan, show_status
-    from imageci.client.remote import ApiClient, find_remote
+    from imageci.cli.sources import remote_client
+    from imageci.cli.testing import Steps, show_event, show_outcome, show_plan, show_status
 
     session = Session.open()
-    remote = find_remote(sources.server_option, session.settings)
-    if remote is None:
+    client = remote_client(session.settings)
+    if client is None:
         outcome = run_tests(session, request, on_plan=show_plan, on_event=show_event, on_status=show_status)
         show_outcome(outcome)
         raise typer.Exit(int(outcome.exit_code))
-    from imageci.app import mirroring
-    from imageci.errors import UsageError
-
-    if (request.executor or session.settings.executor) == "celery":
-        raise UsageError(f"--executor celery runs on the server's machine, with its home (workers record into "
-                         f"its catalog); against {remote.url} the tests run here (--executor local)")
-    client = ApiClient(remote)
-    with console.status(f"fetching {request.ref} from {remote.url}…"):
-        detail, local = mirroring.fetch(session, client, request.ref)
-    # Every test runs (no reuse of a local pass): the server records what ran for it.
-    outcome = run_tests(session, request.model_copy(update={"ref": local, "rerun_all": True}), on_plan=show_plan,
-                        on_event=show_event, consumers_from=client)
-    outcome.reproducer = mirroring.portable_reproducer(session, outcome, detail, remote.url)
+    with Steps() as steps:
+        outcome, recorded, image = test_via(session, client, client.remote.url, request, steps.hooks())
     show_outcome(outcome)
-    with console.status(f"recording the run on {remote.url}…"):
-        ended = mirroring.report(session, client, detail, outcome.report.run_id, int(outcome.exit_code))
-    console.print(f"recorded on {remote.url}: run {ended.run} of {detail.name}@{detail.version}", highlight=False)
+    console.print(f"recorded on {client.remote.url}: run {recorded} of {image}", highlight=False)
     raise typer.Exit(int(outcome.exit_code))
 
 
@@ -461,72 +448,16 @@ def pipeline(definition: DefArg,
     from imageci.app.pipeline import pipeline as run_pipeline
     from imageci.app.session import Session
     from imageci.cli.sources import remote_client
-    from imageci.cli.testing import show_event, show_outcome, show_plan
-    from imageci.store.models import label
+    from imageci.cli.testing import Steps, show_pipeline
 
     request = _request("", None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
                        quarantine, structure, testinfra, limit, consumers=consumers)
     session = Session.open()
-    if remote_client(session.settings) is not None:
-        _pipeline_via(session, definition, request, force_build)
-    with console.status(f"building {definition}…") as status:
-        def on_line(line: str) -> None:
-            if line.startswith(("I:", "W:", "E:")):
-                status.update(f"building {definition.name}: {line[:100]}")
-
-        def on_built(result: BuildResult) -> None:
-            status.stop()
-            _show_build(result)
-
-        outcome = run_pipeline(session, definition, request, force_build=force_build, on_build_line=on_line,
-                               on_built=on_built, on_plan=show_plan, on_event=show_event)
-    show_outcome(outcome.run)
-    ref = label(outcome.run.plan.version)
-    if outcome.already_stable:
-        console.print(f"{ref} is already stable")
-    elif outcome.promotion is not None:
-        console.print(f"[green]gate holds[/]: promoted {ref} to [bold]stable[/]")
-        for old in outcome.promotion.retired:
-            console.print(f"retired {label(old)} (inactive)")
-    elif outcome.gate is not None:
-        err_console.print(outcome.gate.explain(), markup=False, highlight=False, soft_wrap=True)
-        err_console.print(f"[red]not promoted[/]: {ref} stays on testing")
-    raise typer.Exit(int(outcome.exit_code))
-
-
-def _pipeline_via(session: Session, definition: Path, request: TestRequest, force_build: bool) -> None:
-    """The pipeline with a server: built and tested here, published, recorded and promoted there."""
-    from imageci.app.pipeline import pipeline_via
-    from imageci.cli.sources import remote_client
-    from imageci.cli.testing import show_event, show_outcome, show_plan
-
     client = remote_client(session.settings)
-    assert client is not None
-    with console.status(f"building {definition}…") as status:
-        def on_line(line: str) -> None:
-            if line.startswith(("I:", "W:", "E:")):
-                status.update(f"building {definition.name}: {line[:100]}")
-
-        def on_built(result: BuildResult) -> None:
-            status.stop()
-            _show_build(result)
-
-        outcome = pipeline_via(session, client, client.remote.url, definition, request, force_build=force_build,
-                               on_build_line=on_line, on_built=on_built, on_plan=show_plan, on_event=show_event)
-    ref = outcome.published.image
-    console.print(f"published {ref} ({outcome.published.digest[:19]}) on {client.remote.url}", highlight=False)
-    show_outcome(outcome.run)
-    if outcome.recorded is not None:
-        console.print(f"recorded on {client.remote.url}: run {outcome.recorded} of {ref}", highlight=False)
-    if outcome.already_stable:
-        console.print(f"{ref} is already stable")
-    elif outcome.promotion is not None:
-        console.print(f"[green]gate holds[/]: promoted {ref} to [bold]stable[/]")
-        for old in outcome.promotion.retired:
-            console.print(f"retired {old} (inactive)")
-    elif outcome.refused is not None:
-        err_console.print(outcome.refused, highlight=False, markup=False)
-        err_console.print(f"[red]not promoted[/]: {ref} stays on testing")
+    with Steps(f"building {definition}…", building=definition.name, on_built=_show_build) as steps:
+        outcome = run_pipeline(session, definition, request, force_build=force_build, server=client,
+                               url=client.remote.url if client else None, hooks=steps.hooks())
+    show_pipeline(outcome)
     raise typer.Exit(int(outcome.exit_code))
 
 

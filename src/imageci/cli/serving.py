@@ -28,14 +28,15 @@ def login(server: Annotated[str, typer.Argument(help="the server's URL, e.g. htt
           token: Annotated[str | None, typer.Option("--token", help="the token (default: read from stdin or "
                                                     "asked for, not echoed)")] = None) -> None:
     """Remember a server and its token (checked against the server first) for later commands."""
-    from imageci.app.tokens import WhoAmI
+    from imageci.app.operations import NoArgs
+    from imageci.app.tokens import whoami
     from imageci.client.remote import ApiClient, Remote, check_url, save_login
 
     if token is None:
         token = typer.prompt("token", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline().strip()
     remote = Remote(check_url(server), token or None)
     client = ApiClient(remote)
-    who = client.get("/whoami", WhoAmI)
+    who = client.call(whoami, NoArgs())
     if who.anonymous:
         from imageci.errors import UsageError
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from imageci.app.livelogs import LiveLog
     from imageci.app.operations import Operation
     from imageci.app.vulns import ImportedFeed
     from imageci.client.remote import ApiClient
@@ -35,9 +34,6 @@ class Source(ABC):
     def log(self, ref: str, test: str, run: int | None, attempt: int | None) -> bytes: ...
 
     @abstractmethod
-    def live_logs(self, run: int) -> list[LiveLog]: ...
-
-    @abstractmethod
     def live_read(self, run: int, key: str, offset: int) -> bytes: ...
 
     @abstractmethod
@@ -56,12 +52,6 @@ class Local(Source):
         from imageci.app.session import Session
 
         return queries.log_path(Session.open(), ref, test, run=run, attempt=attempt).read_bytes()
-
-    def live_logs(self, run: int) -> list[LiveLog]:
-        from imageci.app import livelogs
-        from imageci.app.session import Session
-
-        return livelogs.logs(Session.open(), run)
 
     def live_read(self, run: int, key: str, offset: int) -> bytes:
         from imageci.app import livelogs
@@ -85,9 +75,6 @@ class Server(Source):
 
     def log(self, ref: str, test: str, run: int | None, attempt: int | None) -> bytes:
         return self.client.get_bytes(f"/images/{self.client.ref(ref)}/log", test=test, run=run, attempt=attempt)
-
-    def live_logs(self, run: int) -> list[LiveLog]:
-        return self.client.live_logs(run)
 
     def live_read(self, run: int, key: str, offset: int) -> bytes:
         return self.client.live_read(run, key, offset)

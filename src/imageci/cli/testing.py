@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
 from imageci.app.planning import TestPlan
 from imageci.app.testing import AttemptEvent, RunOutcome
-from imageci.cli.context import COLOURS, console
+from imageci.cli.context import COLOURS, console, err_console
 from imageci.store.models import label
+
+if TYPE_CHECKING:
+    from imageci.app.pipeline import Hooks, PipelineOutcome
+    from imageci.build.service import BuildResult
 
 
 def show_plan(plan: TestPlan) -> None:
@@ -60,3 +67,64 @@ def show_outcome(outcome: RunOutcome) -> None:
             console.print(f"  [{colour}]{r.verdict:5}[/] {escape(r.test_id)} {escape(f'[{r.testbed}]')}{why}",
                           highlight=False)
         console.print(f"run {base.run_id} ({label(base.version)}): exit {int(base.exit_code)}", highlight=False)
+
+
+class Steps:
+    """A spinner that says what a workflow does (building, fetching, recording), out of the way while
+    the plan and the attempts print."""
+
+    def __init__(self, first: str = "", *, building: str = "",
+                 on_built: Callable[[BuildResult], None] | None = None) -> None:
+        self.status = console.status(first or "…")
+        self.building, self.on_built = building, on_built
+        self.first = first
+
+    def __enter__(self) -> Steps:
+        if self.first:
+            self.status.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.status.stop()
+
+    def step(self, what: str) -> None:
+        self.status.update(what)
+        self.status.start()
+
+    def _line(self, line: str) -> None:
+        if line.startswith(("I:", "W:", "E:")):
+            self.status.update(f"building {self.building}: {line[:100]}")
+
+    def _built(self, result: BuildResult) -> None:
+        self.status.stop()
+        if self.on_built is not None:
+            self.on_built(result)
+
+    def _plan(self, plan: TestPlan) -> None:
+        self.status.stop()
+        show_plan(plan)
+
+    def hooks(self) -> Hooks:
+        from imageci.app.pipeline import Hooks
+
+        return Hooks(on_build_line=self._line, on_built=self._built, on_plan=self._plan, on_event=show_event,
+                     on_step=self.step)
+
+
+def show_pipeline(outcome: PipelineOutcome) -> None:
+    """A pipeline's end: published where, the run, recorded where, promoted or why not."""
+    ref = outcome.image
+    if outcome.published is not None:
+        console.print(f"published {ref} ({outcome.published.digest[:19]}) on {outcome.server}", highlight=False)
+    show_outcome(outcome.run)
+    if outcome.recorded is not None:
+        console.print(f"recorded on {outcome.server}: run {outcome.recorded} of {ref}", highlight=False)
+    if outcome.already_stable:
+        console.print(f"{ref} is already stable")
+    elif outcome.promoted:
+        console.print(f"[green]gate holds[/]: promoted {ref} to [bold]stable[/]")
+        for old in outcome.retired:
+            console.print(f"retired {old} (inactive)")
+    elif outcome.refused is not None:
+        err_console.print(outcome.refused, markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"[red]not promoted[/]: {ref} stays on testing")

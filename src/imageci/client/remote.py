@@ -34,12 +34,8 @@ from imageci.server.statuses import error_of
 if TYPE_CHECKING:
     import httpx
 
-    from imageci.app.consumers import ConsumerRow
-    from imageci.app.gating import GateStatus, Promotion
-    from imageci.app.livelogs import LiveAppended, LiveChunk, LiveLog
     from imageci.app.publishing import Published, PublishRequest
-    from imageci.app.queries import VersionDetail
-    from imageci.app.recording import AttemptIn, AttemptRecorded, RunEnd, RunEnded, RunStart, RunStarted, RunState
+    from imageci.app.recording import AttemptIn, AttemptRecorded, RunStart, RunStarted
     from imageci.store.blobs import BlobWriter
 
 API = "/api/v1"
@@ -162,15 +158,6 @@ class ApiClient:
             kw["json"] = body
         return self._call(op.method, path, op.answer, **kw)  # type: ignore[no-any-return]
 
-    def get(self, path: str, as_type: type[M] | Any, **params: Any) -> Any:
-        return self._call("GET", path, as_type, params={k: v for k, v in params.items() if v is not None})
-
-    def delete(self, path: str, as_type: type[M] | Any) -> Any:
-        return self._call("DELETE", path, as_type)
-
-    def patch(self, path: str, as_type: type[M] | Any, body: dict[str, Any]) -> Any:
-        return self._call("PATCH", path, as_type, json=body)
-
     def post(self, path: str, as_type: type[M] | Any, body: BaseModel | dict[str, Any]) -> Any:
         payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
         return self._call("POST", path, as_type, json=payload)
@@ -233,22 +220,6 @@ class ApiClient:
         return True, f"ready; acting as {me.get('name')} (namespace {me.get('namespace')}, scopes " \
                      f"{','.join(me.get('scopes') or []) or 'none'})"
 
-    def gate(self, ref: str) -> GateStatus:
-        from imageci.app.gating import GateStatus
-
-        return self.get(f"/images/{self.ref(ref)}/gate", GateStatus)  # type: ignore[no-any-return]
-
-    def promote(self, ref: str, *, force: bool = False, reason: str = "") -> Promotion:
-        from imageci.app.gating import Promotion
-
-        return self.post(f"/images/{self.ref(ref)}/promote", Promotion,  # type: ignore[no-any-return]
-                         {"to": "stable", "force": force, "reason": reason})
-
-    def version(self, ref: str) -> VersionDetail:
-        from imageci.app.queries import VersionDetail
-
-        return self.get(f"/images/{self.ref(ref)}", VersionDetail)  # type: ignore[no-any-return]
-
     def download(self, ref: str, filename: str, into: BlobWriter) -> None:
         """Stream one artifact into ``into`` (which checks its size and sha256 on commit)."""
         import httpx
@@ -267,11 +238,6 @@ class ApiClient:
         except BaseException:
             into.abort()
             raise
-
-    def consumer_rows(self, product: str) -> list[ConsumerRow]:
-        from imageci.app.consumers import ConsumerRow
-
-        return self.get("/consumers", list[ConsumerRow], product=product)  # type: ignore[no-any-return]
 
     def consumer_snapshot(self, name: str, into: BlobWriter) -> None:
         """Stream a consumer's snapshot into ``into`` (which checks its sha256 on commit)."""
@@ -304,33 +270,6 @@ class ApiClient:
 
         return self._call("POST", f"/runs/{run}/attempts", AttemptRecorded,  # type: ignore[no-any-return]
                           json=body.model_dump(mode="json"), headers={"Idempotency-Key": key})
-
-    def record_batch(self, run: int, bodies: list[AttemptIn]) -> list[AttemptRecorded]:
-        from imageci.app.recording import AttemptRecorded
-
-        return self._call("POST", f"/runs/{run}/attempts/batch", list[AttemptRecorded],  # type: ignore[no-any-return]
-                          json=[b.model_dump(mode="json") for b in bodies])
-
-    def finish(self, run: int, body: RunEnd) -> RunEnded:
-        from imageci.app.recording import RunEnded
-
-        return self.post(f"/runs/{run}/finish", RunEnded, body)  # type: ignore[no-any-return]
-
-    def run_state(self, run: int) -> RunState:
-        from imageci.app.recording import RunState
-
-        return self.get(f"/runs/{run}/state", RunState)  # type: ignore[no-any-return]
-
-    def live(self, run: int, chunk: LiveChunk) -> LiveAppended:
-        from imageci.app.livelogs import LiveAppended
-
-        return self._call("POST", f"/runs/{run}/live", LiveAppended,  # type: ignore[no-any-return]
-                          json=chunk.model_dump(mode="json"))
-
-    def live_logs(self, run: int) -> list[LiveLog]:
-        from imageci.app.livelogs import LiveLog
-
-        return self._call("GET", f"/runs/{run}/live", list[LiveLog])  # type: ignore[no-any-return]
 
     def live_read(self, run: int, key: str, offset: int) -> bytes:
         return self._request("GET", f"/runs/{run}/live/{quote(key)}", params={"offset": offset}).content
