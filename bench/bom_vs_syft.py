@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import built_example, fresh_home, sized  # noqa: E402
 
-from imageci.build.rootfs import unpacked_rootfs  # noqa: E402
+from imageci.formats.rootfs import unpacked_rootfs  # noqa: E402
 from imageci.fs import safe_rmtree  # noqa: E402
 from imageci.supply.extract import extract_bom  # noqa: E402
 from imageci.supply.packages import canonical_purl  # noqa: E402

@@ -31,10 +31,10 @@ from imageci.build.service import build_image  # noqa: E402
 from imageci.definitions.image import load_definition  # noqa: E402
 from imageci.engine.runner import Engine  # noqa: E402
 from imageci.fs import safe_rmtree  # noqa: E402
-from imageci.testbeds.accel import qemu_binary  # noqa: E402
-from imageci.testbeds.cloudseed import MAC  # noqa: E402
-from imageci.testbeds.qemu import QemuBackend  # noqa: E402
-from imageci.testbeds.vm import LOGIN_PROMPT, ovmf_files  # noqa: E402
+from imageci.testbeds.vm.accel import qemu_binary  # noqa: E402
+from imageci.testbeds.vm.cloudseed import MAC  # noqa: E402
+from imageci.testbeds.vm.process import LOGIN_PROMPT, ovmf_files  # noqa: E402
+from imageci.testbeds.vm.qemu import QemuBackend  # noqa: E402
 
 CLOUD_DEF = REPO / "examples" / "debian-bookworm-cloud" / "image.yaml"
 

@@ -17,7 +17,7 @@ from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Version
 from imageci.testbeds.base import ImageHandle
-from imageci.testbeds.qemu import QemuBackend
+from imageci.testbeds.vm.qemu import QemuBackend
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "debian-bookworm-minimal" / "image.yaml"
@@ -57,7 +57,7 @@ def pct(values: list[float], q: float) -> float:
 def time_to_prompt(argv: list[str], console: Path, timeout: float = 900) -> float:
     """Start ``argv`` (a qemu writing its serial console to ``console``): seconds until the console
     shows a login prompt. The process is killed afterwards."""
-    from imageci.testbeds.vm import LOGIN_PROMPT
+    from imageci.testbeds.vm.process import LOGIN_PROMPT
 
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -76,7 +76,7 @@ def time_to_prompt(argv: list[str], console: Path, timeout: float = 900) -> floa
 
 def restore_times(backend: QemuBackend, image: ImageHandle, n: int = 3) -> list[float]:
     """Seconds to a fresh VM from the image's snapshot (open until SSH answers), ``n`` times."""
-    from imageci.testbeds.qemu import QemuTestbed
+    from imageci.testbeds.vm.qemu import QemuTestbed
 
     times = []
     for _ in range(n):

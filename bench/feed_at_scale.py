@@ -32,8 +32,8 @@ from server_api import free_port, wait_for  # noqa: E402
 from imageci.app import feeds, tokens  # noqa: E402
 from imageci.app.access import LOCAL  # noqa: E402
 from imageci.app.session import Session  # noqa: E402
-from imageci.build import simplestreams  # noqa: E402
 from imageci.config import Settings  # noqa: E402
+from imageci.formats import simplestreams  # noqa: E402
 from imageci.store.catalog import Catalog, NewArtifact  # noqa: E402
 from imageci.store.models import State  # noqa: E402
 

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import built_example, fresh_home, pct, sized  # noqa: E402
 
-from imageci.build.rootfs import unpacked_rootfs  # noqa: E402
 from imageci.checks.script import ScriptCheck  # noqa: E402
 from imageci.definitions.suite import load_suite  # noqa: E402
 from imageci.engine.runner import Engine  # noqa: E402
+from imageci.formats.rootfs import unpacked_rootfs  # noqa: E402
 from imageci.fs import safe_rmtree  # noqa: E402
 from imageci.testbeds.registry import make_backend  # noqa: E402
 

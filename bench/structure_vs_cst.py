@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import built_example, fresh_home  # noqa: E402
 
-from imageci.build.oci import image_config, write_layout  # noqa: E402
 from imageci.checks.structure import structure_checks  # noqa: E402
 from imageci.definitions.structure import load_structure  # noqa: E402
 from imageci.engine.runner import Engine  # noqa: E402
+from imageci.formats.oci import image_config, write_layout  # noqa: E402
 from imageci.fs import safe_rmtree  # noqa: E402
 from imageci.testbeds.base import ImageHandle  # noqa: E402
 from imageci.testbeds.registry import make_backend  # noqa: E402

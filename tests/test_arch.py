@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from imageci.build.oci import write_layout
 from imageci.checks.dep8 import Dep8Check
 from imageci.definitions.dep8 import Dep8Suite, Dep8Test
 from imageci.engine.runner import Engine
 from imageci.exitcodes import ExitCode
+from imageci.formats.oci import write_layout
+from imageci.hostarch import host_architecture, runnable_architectures, why_cannot_run
 from imageci.store.catalog import NewArtifact
 from imageci.store.models import Version
-from imageci.testbeds.accel import vm_arch
-from imageci.testbeds.hostarch import host_architecture, runnable_architectures, why_cannot_run
-from imageci.testbeds.qemu import QemuBackend
 from imageci.testbeds.registry import make_backend
 from imageci.testbeds.sandbox import SandboxBackend
+from imageci.testbeds.vm.accel import vm_arch
+from imageci.testbeds.vm.qemu import QemuBackend
 from imageci.verdicts import Verdict
 
 from conftest import Env, FailsFirst, make_env

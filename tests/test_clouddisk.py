@@ -28,7 +28,7 @@ from imageci.errors import SourceError
 from imageci.store.catalog import NewArtifact
 from imageci.store.models import Version
 from imageci.store.states import DISK, ROOTFS
-from imageci.testbeds.qemu import QemuBackend
+from imageci.testbeds.vm.qemu import QemuBackend
 from imageci.verdicts import Verdict
 
 from conftest import BUILD_CACHE, REPO, Env, build_example, write_suite

@@ -27,8 +27,8 @@ import yaml
 from imageci.app import tokens
 from imageci.app.access import LOCAL
 from imageci.app.session import Session
-from imageci.build import lxdimage
 from imageci.config import Settings
+from imageci.formats import lxdimage
 from imageci.rootpath import os_release
 from imageci.store.catalog import Catalog, NewArtifact
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from imageci.build.layers import DamagedImageError, Layer, flatten
 from imageci.build.ocisource import parse_source, read_layout
+from imageci.formats.layers import DamagedImageError, Layer, flatten
 from imageci.store.models import OCI_CONFIG, Version
 from imageci.supply.packages import canonical_purl
 

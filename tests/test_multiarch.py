@@ -18,9 +18,9 @@ from imageci.checks.builtin import BuiltinCheck
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine
-from imageci.testbeds.accel import qemu_binary
-from imageci.testbeds.hostarch import why_cannot_run
-from imageci.testbeds.qemu import QemuBackend
+from imageci.hostarch import why_cannot_run
+from imageci.testbeds.vm.accel import qemu_binary
+from imageci.testbeds.vm.qemu import QemuBackend
 from imageci.verdicts import Verdict
 
 from conftest import REPO, Env, make_env, require_tool, write_suite

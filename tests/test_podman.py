@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from imageci.build.oci import write_layout
 from imageci.checks.base import Check
 from imageci.checks.builtin import BuiltinCheck
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine
+from imageci.formats.oci import write_layout
 from imageci.fs import mounts_below
 from imageci.owners import process_owner
 from imageci.store.models import Version

@@ -19,8 +19,8 @@ from imageci.definitions.dep8 import load_dep8
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine, RunReport
 from imageci.store.models import Version
-from imageci.testbeds.accel import qemu_binary as find_qemu
-from imageci.testbeds.qemu import QemuBackend
+from imageci.testbeds.vm.accel import qemu_binary as find_qemu
+from imageci.testbeds.vm.qemu import QemuBackend
 from imageci.verdicts import Verdict
 
 from conftest import REPO, Env, build_example, require_tool, write_suite

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imageci.build.rootfs import HostileArchiveError, safe_extract
+from imageci.formats.rootfs import HostileArchiveError, safe_extract
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
@@ -102,7 +102,7 @@ def _dir(name: str) -> tuple[tarfile.TarInfo, None]:
 @pytest.mark.root  # the rootfs keeps root ownership
 def test_a_changed_cache_is_unpacked_again_and_verify_compares_it_with_the_blob(tmp_path: Path,
                                                                               caplog: pytest.LogCaptureFixture) -> None:
-    from imageci.build import rootfs
+    from imageci.formats import rootfs
 
     archive = _tree_tar(tmp_path / "r.tar")
     cache, digest = tmp_path / "cache", "d" * 64
@@ -126,7 +126,7 @@ def test_a_changed_cache_is_unpacked_again_and_verify_compares_it_with_the_blob(
 def test_vm_assets_record_their_hashes(tmp_path: Path) -> None:
     import json
 
-    from imageci.build.vmdisk import ASSET_FILES, asset_problems
+    from imageci.formats.vmdisk import ASSET_FILES, asset_problems
     from imageci.store.blobs import hash_file
 
     d = tmp_path / "digest-2048m-v2"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from imageci.testbeds.accel import AccelCache, AccelProbe
-from imageci.testbeds.qemu import QemuBackend
+from imageci.testbeds.vm.accel import AccelCache, AccelProbe
+from imageci.testbeds.vm.qemu import QemuBackend
 
 
 def test_accel_probe_is_cached_and_can_be_demoted(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_accel_probe_is_cached_and_can_be_demoted(tmp_path: Path) -> None:
 
 
 def test_a_vm_s_endless_console_output_is_kept_bounded_on_the_host(tmp_path: Path) -> None:
-    from imageci.testbeds.vmconsole import CONSOLE_KEEP, bound_file, console_tail
+    from imageci.testbeds.vm.vmconsole import CONSOLE_KEEP, bound_file, console_tail
 
     console = tmp_path / "console.log"
     with console.open("ab") as fh:  # as qemu appends the guest's serial output

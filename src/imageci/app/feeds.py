@@ -21,9 +21,9 @@ from pathlib import Path
 
 from imageci.app.access import Principal
 from imageci.app.session import Session
-from imageci.build.lxdform import feed_state
-from imageci.build.simplestreams import FTYPES, Feed, FeedItem, FeedProduct, FeedVersion, product_key, version_items
 from imageci.errors import UnknownReferenceError
+from imageci.formats.lxdform import feed_state
+from imageci.formats.simplestreams import FTYPES, Feed, FeedItem, FeedProduct, FeedVersion, product_key, version_items
 from imageci.store import lookups
 from imageci.store.states import CHANNELS, LXD_METADATA, SQUASHFS
 

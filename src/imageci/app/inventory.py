@@ -20,8 +20,8 @@ from imageci.app import access
 from imageci.app.access import LOCAL, Principal
 from imageci.app.operations import RefArgs, operation
 from imageci.app.session import Session, log
-from imageci.build.rootfs import unpacked_rootfs
 from imageci.errors import ImageciError, UsageError
+from imageci.formats.rootfs import unpacked_rootfs
 from imageci.store import lookups
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import NewArtifact

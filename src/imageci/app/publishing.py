@@ -95,7 +95,7 @@ def blob_writer(session: Session, by: Principal, digest: str, size: int | None) 
 def publish(session: Session, req: PublishRequest, *, by: Principal = LOCAL) -> Published:
     """Register the version whose artifacts were uploaded, on ``testing``, in one transaction. A new
     product is made in ``by``'s namespace; an existing one must be in a namespace ``by`` publishes to."""
-    from imageci.build import lxdimage
+    from imageci.formats import lxdimage
     from imageci.store.catalog import NewArtifact
 
     _may_publish(by)
@@ -127,7 +127,7 @@ def publish(session: Session, req: PublishRequest, *, by: Principal = LOCAL) -> 
         if len(disks) > 1 or disks[0].digest != image or not any(a.kind == ROOTFS for a in artifacts):
             raise UsageError(f"a disk image has one {DISK!r} artifact, whose digest is the image's "
                              f"(sha256:{image}), and a {ROOTFS!r} artifact")
-        from imageci.build.diskimport import check_qcow2
+        from imageci.formats.qcow2 import check_qcow2
 
         disk = session.store.path(image)
         try:

@@ -32,9 +32,9 @@ from imageci.app import access
 from imageci.app.access import LOCAL, Principal
 from imageci.app.session import Session
 from imageci.app.versions import config_of
-from imageci.build.oci import write_layout
 from imageci.build.ocipush import Destination, copy_to, parse_destination
 from imageci.errors import UsageError
+from imageci.formats.oci import write_layout
 from imageci.fs import safe_rmtree
 from imageci.owners import process_owner
 from imageci.store.models import Version, label

@@ -22,8 +22,8 @@ from imageci.app import access
 from imageci.app.access import LOCAL, Principal
 from imageci.app.operations import Args, RefArgs, RunArgs, operation
 from imageci.app.session import Session
-from imageci.build.lxdform import feed_state
 from imageci.errors import UnknownReferenceError, UsageError
+from imageci.formats.lxdform import feed_state
 from imageci.store import lookups
 from imageci.store.blobs import CorruptBlobError
 from imageci.store.lookups import AttemptInfo, VersionInfo

@@ -75,7 +75,7 @@ def repro(session: Session, ref: str, *, mirror: str | None = None, snapshot: bo
             mine = inventory.bom(session, version.label)[1]
             tree = workdir / "tree"
             tree.mkdir()
-            from imageci.build.rootfs import safe_extract
+            from imageci.formats.rootfs import safe_extract
 
             safe_extract(out.rootfs, tree)
             again = extract_bom(tree)

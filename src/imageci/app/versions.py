@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.app.session import Session
-from imageci.build.oci import ImageConfig, image_config
 from imageci.definitions.image import Gate, ImageDefinition, load_definition, parse_definition
 from imageci.errors import ImageciError, UsageError
+from imageci.formats.oci import ImageConfig, image_config
 from imageci.store.models import MULTIARCH, OCI_CONFIG, SUITE, State, Version, label
 from imageci.store.snapshots import unpack_tree
 from imageci.store.states import DISK

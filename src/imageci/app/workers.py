@@ -12,10 +12,10 @@ from pydantic import BaseModel
 from imageci.config import Settings
 from imageci.engine.routing import EXTRAS, Offer
 from imageci.errors import UsageError
-from imageci.testbeds.accel import VM_ARCHES, qemu_binary
+from imageci.hostarch import host_architecture, runnable_architectures
 from imageci.testbeds.gpu import why_no_gpu
-from imageci.testbeds.hostarch import host_architecture, runnable_architectures
 from imageci.testbeds.hostcheck import check_host
+from imageci.testbeds.vm.accel import VM_ARCHES, qemu_binary
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from imageci.errors import UsageError
+from imageci.formats.qcow2 import check_qcow2, run_tool
 from imageci.hosttools import host_tool
 
-QCOW2_MAGIC = b"QFI\xfb"
-MAX_VIRTUAL_SIZE = 256 << 30
 SECTOR = 512
 CHUNK = 1 << 20
 TYPE_ESP = {"C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "ef"}
@@ -46,14 +45,6 @@ EXT = ("ext2", "ext3", "ext4")
 # ELF e_machine → Debian architecture
 ELF_ARCH = {62: "amd64", 183: "arm64", 3: "i386", 40: "armhf", 243: "riscv64", 21: "ppc64el", 22: "s390x"}
 LS_P = re.compile(r"^/(\d+)/(\d+)/(\d+)/(\d+)/(.*)/(\d*)/$")
-
-
-def is_qcow2(path: Path) -> bool:
-    try:
-        with path.open("rb") as fh:
-            return fh.read(4) == QCOW2_MAGIC
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -83,42 +74,6 @@ class DiskFacts:
                 "partitions": {"root": self.root.number,
                                **{k: p.number for p in self.partitions for k in ["esp"] if p.type in TYPE_ESP}},
                 **({"notes": list(self.notes)} if self.notes else {})}
-
-
-def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,), cwd: Path | None = None
-         ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=cwd)
-    if done.returncode not in ok:
-        raise UsageError(f"{what}: {(done.stderr or done.stdout).strip()[-600:] or f'exit {done.returncode}'}")
-    return done
-
-
-def check_qcow2(path: Path) -> int:
-    """Refuse a qcow2 that is hostile or damaged; its virtual size."""
-    qemu_img = host_tool("qemu-img", "qemu-utils")
-    info = json.loads(_run([qemu_img, "info", "--output=json", "-f", "qcow2", str(path)],
-                           f"{path} is not a readable qcow2").stdout)
-    if info.get("backing-filename") or info.get("full-backing-filename"):
-        raise UsageError(f"{path} is an overlay of {info.get('backing-filename')!r}: imageci imports a standalone "
-                         "disk (qemu-img convert -O qcow2 it first), never one that reads other files")
-    specific = (info.get("format-specific") or {}).get("data") or {}
-    if specific.get("data-file"):
-        raise UsageError(f"{path} keeps its data in another file ({specific['data-file']!r}): refused")
-    if info.get("encrypted") or specific.get("encrypt"):
-        raise UsageError(f"{path} is encrypted: imageci cannot read or boot it unattended")
-    size = int(info.get("virtual-size") or 0)
-    if not 0 < size <= MAX_VIRTUAL_SIZE:
-        raise UsageError(f"{path} has a virtual size of {size} bytes (at most {MAX_VIRTUAL_SIZE >> 30} GiB)")
-    done = _run([qemu_img, "check", "--output=json", "-f", "qcow2", str(path)],
-                f"qemu-img check could not read {path}", ok=(0, 2, 3))
-    try:
-        report = json.loads(done.stdout or "{}")
-    except json.JSONDecodeError:
-        report = {}
-    if done.returncode == 2 or report.get("corruptions") or report.get("check-errors"):
-        raise UsageError(f"{path} is damaged: qemu-img check found {report.get('corruptions', '?')} corruption(s) "
-                         f"and {report.get('check-errors', 0)} error(s); nothing was imported")
-    return size
 
 
 def _table(raw: Path) -> tuple[str, tuple[Partition, ...]]:
@@ -181,7 +136,7 @@ def _dump(image: Path, tree: Path, workdir: Path) -> None:
     """The filesystem's files into ``tree`` (an empty directory), modes, owners and times as recorded."""
     debugfs = host_tool("debugfs", "e2fsprogs")
     # debugfs splits its command line on spaces: name the destination by a path without any (a home's may have)
-    _run([debugfs, "-R", f"rdump / {tree.name}", str(image)], "reading the root filesystem failed",
+    run_tool([debugfs, "-R", f"rdump / {tree.name}", str(image)], "reading the root filesystem failed",
          cwd=tree.parent)
     # rdump drops setuid, setgid and sticky bits: list every directory once and set each entry again
     dirs = ["/"]
@@ -194,7 +149,7 @@ def _dump(image: Path, tree: Path, workdir: Path) -> None:
             raise UsageError(f"the root filesystem has a directory name imageci does not read back: {d!r}")
     script = workdir / "ls.cmds"
     script.write_text("".join(f"ls -p {d}\n" for d in dirs))
-    listing = _run([debugfs, "-f", str(script), str(image)], "listing the root filesystem failed").stdout
+    listing = run_tool([debugfs, "-f", str(script), str(image)], "listing the root filesystem failed").stdout
     current = ""
     for line in listing.splitlines():
         if line.startswith("debugfs: ls -p "):
@@ -245,7 +200,7 @@ def read_disk(qcow2: Path, workdir: Path, tree: Path) -> tuple[DiskFacts, str]:
     """Check ``qcow2``, dump its root filesystem into ``tree``; what the disk is, and its architecture."""
     size = check_qcow2(qcow2)
     raw = workdir / "disk.raw"
-    _run([host_tool("qemu-img", "qemu-utils"), "convert", "-f", "qcow2", "-O", "raw", str(qcow2), str(raw)],
+    run_tool([host_tool("qemu-img", "qemu-utils"), "convert", "-f", "qcow2", "-O", "raw", str(qcow2), str(raw)],
          f"reading {qcow2} failed")
     try:
         label, parts = _table(raw)
@@ -288,5 +243,5 @@ def read_disk(qcow2: Path, workdir: Path, tree: Path) -> tuple[DiskFacts, str]:
 
 def tar_tree(tree: Path, out: Path) -> None:
     """``tree`` as an uncompressed tarball (sorted, numeric owners) at ``out``."""
-    _run([host_tool("tar", "tar"), "--sort=name", "--numeric-owner", "-C", str(tree), "-cf", str(out), "."],
+    run_tool([host_tool("tar", "tar"), "--sort=name", "--numeric-owner", "-C", str(tree), "-cf", str(out), "."],
          f"packing {shlex.quote(str(tree))} failed")

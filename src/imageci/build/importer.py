@@ -34,16 +34,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from imageci.build import lxdimage
-from imageci.build.diskimport import is_qcow2, read_disk, tar_tree
-from imageci.build.layers import DamagedImageError, flatten
-from imageci.build.oci import ImageConfig
+from imageci.build.diskimport import read_disk, tar_tree
 from imageci.build.ocisource import SourceSpec, materialize, parse_source, read_layout
-from imageci.build.rootfs import discard_unpacked, unpacked_rootfs
 from imageci.config import Settings
 from imageci.definitions.image import NAME_RE
 from imageci.errors import UsageError
+from imageci.formats import lxdimage
+from imageci.formats.layers import DamagedImageError, flatten
+from imageci.formats.oci import ImageConfig
+from imageci.formats.qcow2 import is_qcow2
+from imageci.formats.rootfs import discard_unpacked, unpacked_rootfs
 from imageci.fs import safe_rmtree
+from imageci.hostarch import host_architecture
 from imageci.owners import process_owner
 from imageci.rootpath import os_release
 from imageci.store.blobs import BlobStore, hash_file
@@ -51,7 +53,6 @@ from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import OCI_CONFIG, SUITE, Version
 from imageci.store.snapshots import pack_tree
 from imageci.store.states import DISK
-from imageci.testbeds.hostarch import host_architecture
 
 CHUNK = 1 << 20
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imageci.build.layers import DamagedImageError, Layer
 from imageci.errors import HostSetupError, UsageError
+from imageci.formats.layers import DamagedImageError, Layer
 
 OCI_TRANSPORTS = ("oci:", "oci-archive:", "docker-archive:", "docker://")
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from imageci import cacheuse
-from imageci.build import bootdisk, inputs, lxdimage
+from imageci.build import bootdisk, inputs
 from imageci.build.mmdebstrap import BuildPlan, cache_file, cached_file, from_cache, run_mmdebstrap, to_cache
-from imageci.build.oci import image_config
-from imageci.build.rootfs import unpacked_rootfs
 from imageci.config import Settings
 from imageci.definitions.image import ImageDefinition, LoadedDefinition
 from imageci.errors import UsageError
+from imageci.formats import lxdimage
+from imageci.formats.oci import image_config
+from imageci.formats.rootfs import unpacked_rootfs
 from imageci.fs import safe_rmtree
 from imageci.owners import process_owner
 from imageci.store.blobs import BlobStore

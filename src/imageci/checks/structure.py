@@ -28,7 +28,6 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from imageci.build.oci import ImageConfig
 from imageci.checks.base import Check, Outcome, format_log
 from imageci.definitions.limits import Limits
 from imageci.definitions.structure import (
@@ -41,6 +40,7 @@ from imageci.definitions.structure import (
     StructureSpec,
     go_regex,
 )
+from imageci.formats.oci import ImageConfig
 from imageci.testbeds.base import Testbed
 from imageci.verdicts import Verdict
 

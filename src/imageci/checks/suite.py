@@ -3,7 +3,6 @@ container-structure-test files and testinfra modules it lists."""
 
 from __future__ import annotations
 
-from imageci.build.oci import ImageConfig
 from imageci.checks.base import Check
 from imageci.checks.builtin import GROUPS, builtin_checks
 from imageci.checks.script import ScriptCheck
@@ -11,6 +10,7 @@ from imageci.checks.structure import structure_checks
 from imageci.checks.testinfra import checks_from_testinfra
 from imageci.definitions.structure import load_structure
 from imageci.definitions.suite import Suite
+from imageci.formats.oci import ImageConfig
 
 
 def suite_checks(suite: Suite, names: list[str] | None = None, config: ImageConfig | None = None) -> list[Check]:

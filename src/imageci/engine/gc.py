@@ -28,10 +28,10 @@ from imageci.errors import UsageError
 from imageci.fs import mounts_below, safe_rmtree
 from imageci.homelock import HomeLock
 from imageci.owners import OWNERS_DIR, alive, dead_owner_locks, lock_alive, token_of
-from imageci.testbeds.disks import unmount_slot
 from imageci.testbeds.limits import CGROOT, group_prefix
 from imageci.testbeds.lxd import remove_instances
 from imageci.testbeds.podman import remove_containers
+from imageci.testbeds.vm.disks import unmount_slot
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
-from imageci.build.oci import ImageConfig
 from imageci.checks.base import Check, Outcome
 from imageci.definitions.limits import DEFAULTS, LimitPolicy, Limits
 from imageci.engine.aggregate import aggregate, exit_code_for
@@ -25,6 +24,7 @@ from imageci.engine.jobs import JobDone
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import ImageciError
 from imageci.exitcodes import ExitCode
+from imageci.formats.oci import ImageConfig
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Attempt, RunStatus, Version, utcnow

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, Path, Request
 from imageci.app import feeds
 from imageci.app.access import Principal
 from imageci.app.session import Session
-from imageci.build import simplestreams
 from imageci.errors import UnknownReferenceError
+from imageci.formats import simplestreams
 from imageci.server.deps import BlobResponse, SessionDep, acting_as, principal
 
 router = APIRouter(tags=["feeds"])

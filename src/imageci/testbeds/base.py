@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from imageci.build.oci import ImageConfig
 from imageci.definitions.limits import DEFAULTS, Limits
+from imageci.formats.oci import ImageConfig
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.errors import ImageciError
+from imageci.hostarch import binfmt_architectures
 from imageci.hosttools import find_tool
 from imageci.testbeds import lxd
-from imageci.testbeds.accel import AccelCache, qemu_binary
 from imageci.testbeds.gpu import nvidia_gpus, why_no_gpu
-from imageci.testbeds.hostarch import binfmt_architectures
 from imageci.testbeds.limits import cgroup_mode
 from imageci.testbeds.seccomp import filter_bytes
-from imageci.testbeds.vm import OVMF
+from imageci.testbeds.vm.accel import AccelCache, qemu_binary
+from imageci.testbeds.vm.process import OVMF
 
 # what disk images need on the host: building them, and the seed a booted one reads
 DISK_TOOLS = (("mcopy", "mtools"), ("mkfs.fat", "dosfstools"), ("sfdisk", "fdisk"), ("grub-mkimage", "grub-common"))

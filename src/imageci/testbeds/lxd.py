@@ -48,14 +48,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from imageci.build.rootfs import unpacked_rootfs
 from imageci.capabilities import ISOLATION_CONTAINER, REVERT, ROOT, arch
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
+from imageci.formats.rootfs import unpacked_rootfs
+from imageci.hostarch import why_cannot_run
 from imageci.owners import home_id, process_owner
 from imageci.rootpath import resolve_in_root
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
-from imageci.testbeds.hostarch import why_cannot_run
 from imageci.testbeds.lxdfeed import RunFeed
 from imageci.testbeds.names import PROVIDE_SCRIPT
 from imageci.testbeds.output import pump, stream_keep

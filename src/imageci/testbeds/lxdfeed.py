@@ -25,9 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from imageci.build import simplestreams
-from imageci.build.simplestreams import Feed, FeedProduct, FeedVersion, product_key, version_items
 from imageci.errors import HostSetupError, TestbedError
+from imageci.formats import simplestreams
+from imageci.formats.simplestreams import Feed, FeedProduct, FeedVersion, product_key, version_items
 from imageci.testbeds.base import ImageHandle, LxdForm
 
 

@@ -40,8 +40,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from imageci.build.oci import image_config, write_layout
-from imageci.build.rootfs import unpacked_rootfs
 from imageci.capabilities import (
     ARCHIVE,
     GPU,
@@ -57,15 +55,17 @@ from imageci.capabilities import (
 )
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
+from imageci.formats.oci import image_config, write_layout
+from imageci.formats.rootfs import unpacked_rootfs
+from imageci.hostarch import why_cannot_run
 from imageci.owners import home_id, process_owner
 from imageci.rootpath import resolve_in_root
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, listen_in, proxy
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
-from imageci.testbeds.disks import DiskSlot, disk_pool
 from imageci.testbeds.gpu import CDI_DEVICE, why_no_gpu
-from imageci.testbeds.hostarch import why_cannot_run
 from imageci.testbeds.limits import LimitGroup, limit_notes, process_groups
 from imageci.testbeds.output import pump, stream_keep
+from imageci.testbeds.vm.disks import DiskSlot, disk_pool
 
 LABEL = "io.imageci.testbed"
 HOME_LABEL = "io.imageci.home"

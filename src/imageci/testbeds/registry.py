@@ -9,9 +9,9 @@ from imageci.errors import UsageError
 from imageci.testbeds.base import Backend
 from imageci.testbeds.lxd import LxdBackend, LxdVmBackend
 from imageci.testbeds.podman import PodmanBackend
-from imageci.testbeds.qemu import QemuBackend
 from imageci.testbeds.sandbox import SandboxBackend
 from imageci.testbeds.ssh import SshBackend, load_host
+from imageci.testbeds.vm.qemu import QemuBackend
 
 _FACTORIES: dict[str, Callable[[Settings], Backend]] = {
     "sandbox": lambda s: SandboxBackend(s.rootfs_cache, s.tmp_dir / "sandboxes"),

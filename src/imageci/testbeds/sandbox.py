@@ -47,21 +47,21 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from imageci.build.rootfs import unpacked_rootfs
 from imageci.capabilities import ARCHIVE, LIMITS, NETWORK, PRISTINE, PRIVILEGED, REVERT, ROOT, access, arch
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
+from imageci.formats.rootfs import unpacked_rootfs
 from imageci.fs import safe_rmtree
+from imageci.hostarch import why_cannot_run
 from imageci.owners import home_id, process_owner
 from imageci.rootpath import resolve_in_root
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, new_namespace, proxy
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
-from imageci.testbeds.disks import DiskSlot, disk_pool
-from imageci.testbeds.hostarch import why_cannot_run
 from imageci.testbeds.limits import LimitGroup, cgroup_mode, group_prefix, limit_notes
 from imageci.testbeds.names import HOSTNAME_PATH, HOSTS_PATH, hosts_text
 from imageci.testbeds.output import pump, stream_keep
 from imageci.testbeds.seccomp import filter_fd
+from imageci.testbeds.vm.disks import DiskSlot, disk_pool
 
 HOSTNAME = "imageci-sandbox"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

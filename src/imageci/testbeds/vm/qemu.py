@@ -47,8 +47,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from imageci.build.rootfs import unpacked_rootfs
-from imageci.build.vmdisk import VmAssets, find_kernel
 from imageci.capabilities import (
     ARCHIVE,
     CLOUD_INIT,
@@ -65,17 +63,19 @@ from imageci.capabilities import (
 )
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import TestbedError
+from imageci.formats.rootfs import unpacked_rootfs
+from imageci.formats.vmdisk import VmAssets, find_kernel
 from imageci.fs import safe_rmtree
-from imageci.testbeds.accel import AccelCache, qemu_binary, vm_arch
 from imageci.testbeds.archive import APT_CONF, GUEST_ADDRESS, apt_conf
 from imageci.testbeds.base import Backend, CloudSeed, Cost, ExecResult, ImageHandle, PowerOff, Testbed
 from imageci.testbeds.limits import limit_notes as describe_limits
 from imageci.testbeds.names import PROVIDE_SCRIPT
 from imageci.testbeds.ssh import SshTestbed
-from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
-from imageci.testbeds.vmboot import VmMaker
-from imageci.testbeds.vmconsole import console_tail
-from imageci.testbeds.vmpool import SnapshotPool
+from imageci.testbeds.vm.accel import AccelCache, qemu_binary, vm_arch
+from imageci.testbeds.vm.process import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
+from imageci.testbeds.vm.vmboot import VmMaker
+from imageci.testbeds.vm.vmconsole import console_tail
+from imageci.testbeds.vm.vmpool import SnapshotPool
 
 
 class QemuBackend(Backend):

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from imageci.build.lxdform import INIT
 from imageci.errors import ImageciError
+from imageci.formats.lxdform import INIT
 from imageci.rootpath import resolve_in_root, tar_has_file
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import NewArtifact

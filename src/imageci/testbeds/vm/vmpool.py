@@ -14,8 +14,8 @@ from pathlib import Path
 from imageci.fs import safe_rmtree
 from imageci.testbeds.base import ImageHandle
 from imageci.testbeds.ssh import SshTestbed
-from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
-from imageci.testbeds.vmboot import VmMaker
+from imageci.testbeds.vm.process import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
+from imageci.testbeds.vm.vmboot import VmMaker
 
 
 @dataclass

@@ -15,20 +15,20 @@ import threading
 import time
 from pathlib import Path
 
-from imageci.build.diskimport import check_qcow2
-from imageci.build.rootfs import unpacked_rootfs
-from imageci.build.vmdisk import VmAssets, vm_assets
 from imageci.errors import HostSetupError, TestbedError, UsageError
+from imageci.formats.qcow2 import check_qcow2
+from imageci.formats.rootfs import unpacked_rootfs
+from imageci.formats.vmdisk import VmAssets, vm_assets
 from imageci.fs import safe_rmtree
+from imageci.hostarch import host_architecture
 from imageci.owners import process_owner
-from imageci.testbeds.accel import AccelCache, AccelProbe, qemu_binary, vm_arch
 from imageci.testbeds.archive import archive_hosts, host_listener, proxy
 from imageci.testbeds.base import ImageHandle
-from imageci.testbeds.cloudseed import Seed, make_seed
-from imageci.testbeds.guestdns import GuestDns
-from imageci.testbeds.hostarch import host_architecture
 from imageci.testbeds.ssh import SshTestbed
-from imageci.testbeds.vm import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
+from imageci.testbeds.vm.accel import AccelCache, AccelProbe, qemu_binary, vm_arch
+from imageci.testbeds.vm.cloudseed import Seed, make_seed
+from imageci.testbeds.vm.guestdns import GuestDns
+from imageci.testbeds.vm.process import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
 
 
 class VmMaker:

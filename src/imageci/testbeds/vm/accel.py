@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from imageci.testbeds.hostarch import host_architecture
+from imageci.hostarch import host_architecture
 
 PROBE_EXIT = 0x31  # qemu exits with (value << 1) | 1
 CACHE_SECONDS = 7 * 24 * 3600

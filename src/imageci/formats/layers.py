@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from imageci.build.rootfs import HostileArchiveError
 from imageci.errors import UsageError
+from imageci.formats.rootfs import HostileArchiveError
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"

@@ -19,17 +19,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imageci.build.vmdisk import VmAssets
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
+from imageci.formats.vmdisk import VmAssets
 from imageci.testbeds import relay
-from imageci.testbeds.accel import VmArch
 from imageci.testbeds.archive import GUEST_ADDRESS
 from imageci.testbeds.archive import PORT as ARCHIVE_PORT
-from imageci.testbeds.cloudseed import MAC
-from imageci.testbeds.qmp import Qmp, QmpError
 from imageci.testbeds.ssh import HostConfig, SshTestbed
-from imageci.testbeds.vmconsole import console_tail, guard_console
+from imageci.testbeds.vm.accel import VmArch
+from imageci.testbeds.vm.cloudseed import MAC
+from imageci.testbeds.vm.qmp import Qmp, QmpError
+from imageci.testbeds.vm.vmconsole import console_tail, guard_console
 
 # SeaBIOS with nothing bootable; OVMF giving up on the disks (falling back to network boot, which these VMs
 # never use; its shell)

@@ -33,9 +33,9 @@ import yaml
 
 from imageci.errors import TestbedError
 from imageci.hosttools import host_tool
-from imageci.testbeds import guestdns
 from imageci.testbeds.base import CloudSeed
-from imageci.testbeds.guestdns import GUEST_SERVER
+from imageci.testbeds.vm import guestdns
+from imageci.testbeds.vm.guestdns import GUEST_SERVER
 
 SEED_FILE = "/var/lib/imageci/seed"
 HOST_ADDRESS = "10.0.2.2"  # the host on the user-mode network: the default route's gateway
