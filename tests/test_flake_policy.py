@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from imageci.app.gating import evidence_of
+from imageci.app.waivers import policy_for
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.quarantine import load_quarantine
 from imageci.definitions.suite import load_suite
 from imageci.engine.runner import Engine
 from imageci.errors import SourceError
-from imageci.policy.flake import make_waiver, policy_for
+from imageci.policy.flake import make_waiver
 from imageci.policy.gate import evaluate_gate
 from imageci.store.models import Version, utcnow
 from imageci.testbeds.registry import make_backend
@@ -117,7 +119,7 @@ def test_quarantine_warn_skip_scope_and_expiry_in_a_run(image_env: tuple[Env, Ve
     checks = [ScriptCheck(t) for t in suite.tests]
     q = load_quarantine(d / "quarantine.yaml")
     waiver = policy_for(e.catalog, version.product.name, [c.id for c in checks], q, arch="amd64", grace=None)
-    gate = evaluate_gate(e.catalog, version, checks, ["sandbox"], waiver)
+    gate = evaluate_gate(evidence_of(e.catalog, version, checks), checks, ["sandbox"], waiver)
     assert sorted(t for t, _, _ in gate.missing) == ["expired", "scoped"]
     assert sorted(t for t, _ in gate.satisfied) == ["fine", "skipped", "warned"]
 

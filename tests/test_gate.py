@@ -2,7 +2,9 @@
 
 The property tests generate random histories of attempts (on these bytes and
 on others, with this test content and with older content), waivers (quarantine
-warn/skip, grace) and known-flaky marks, and check the gate on a real catalog.
+warn/skip, grace) and known-flaky marks, and check the gate's rule, a pure
+function of the evidence (no database); the tests on a real catalog check that
+the evidence it is given is the attempts on these bytes.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from imageci.app.gating import evidence_of
 from imageci.checks.base import Outcome
 from imageci.definitions.limits import Limits
 from imageci.definitions.quarantine import Quarantine
@@ -48,6 +51,18 @@ class Req:
         raise AssertionError("the gate never runs tests")
 
 
+@dataclass(frozen=True)
+class Seen:
+    """A recorded attempt as the gate reads it."""
+
+    test_id: str
+    testbed: str
+    test_digest: str
+    verdict: str
+    exit_code: int | None
+    reason: str = ""
+
+
 @pytest.fixture(scope="module")
 def cat(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     return Catalog.open(f"sqlite:///{tmp_path_factory.mktemp('gate') / 'c.db'}")
@@ -76,12 +91,12 @@ def test_grace_never_waives_a_test_that_never_ran(cat: Catalog) -> None:
     _record(cat, run, v.digest, "a", "da", "sandbox", Verdict.PASS, 0)
     grace = make_waiver(Quarantine(), arch="amd64", grace=timedelta(days=7), first_seen={})
     assert grace("b", "sandbox") is not None  # b counts as new…
-    gate = evaluate_gate(cat, v, [a, b], ["sandbox"], grace)
+    gate = evaluate_gate(evidence_of(cat, v, [a, b]), [a, b], ["sandbox"], grace)
     assert not gate.holds  # …but it has no evidence
     assert gate.missing == [("b", "sandbox", "never run on these bytes with this test content")]
     # a failed run of b inside its grace period is evidence, and the waiver excuses the failure
     _record(cat, run, v.digest, "b", "db", "sandbox", Verdict.FAIL, 1)
-    assert evaluate_gate(cat, v, [a, b], ["sandbox"], grace).holds
+    assert evaluate_gate(evidence_of(cat, v, [a, b]), [a, b], ["sandbox"], grace).holds
 
 
 def test_evidence_about_other_bytes_or_older_test_content_does_not_count(cat: Catalog) -> None:
@@ -90,16 +105,16 @@ def test_evidence_about_other_bytes_or_older_test_content_does_not_count(cat: Ca
     run = cat.start_run(v.digest, v.id, {})
     _record(cat, run, other.digest, "smoke", "new-content", "sandbox", Verdict.PASS, 0)  # other bytes
     _record(cat, run, v.digest, "smoke", "old-content", "sandbox", Verdict.PASS, 0)  # the test changed since
-    gate = evaluate_gate(cat, v, [check], ["sandbox"])
+    gate = evaluate_gate(evidence_of(cat, v, [check]), [check], ["sandbox"])
     assert not gate.holds and "never run" in gate.missing[0][2]
     skip = make_waiver(Quarantine(), arch="amd64", grace=timedelta(days=1), first_seen={})
-    assert not evaluate_gate(cat, v, [check], ["sandbox"], skip).holds
+    assert not evaluate_gate(evidence_of(cat, v, [check]), [check], ["sandbox"], skip).holds
     # a harness skip is not evidence either, even for a test marked flaky or waived
     _record(cat, run, v.digest, "smoke", "new-content", "sandbox", Verdict.SKIP, None)
     flaky = Req("smoke", "new-content", flaky=True)
-    assert not evaluate_gate(cat, v, [flaky], ["sandbox"], skip).holds
+    assert not evaluate_gate(evidence_of(cat, v, [flaky]), [flaky], ["sandbox"], skip).holds
     _record(cat, run, v.digest, "smoke", "new-content", "sandbox", Verdict.SKIP, SKIP_EXIT_CODE)
-    assert evaluate_gate(cat, v, [check], ["sandbox"]).holds  # the test itself said "does not apply"
+    assert evaluate_gate(evidence_of(cat, v, [check]), [check], ["sandbox"]).holds  # "does not apply here"
 
 
 # ---- properties over random histories -------------------------------------------------------
@@ -118,46 +133,44 @@ TEST = st.tuples(
 )
 
 
-def _evaluate(cat: Catalog, tests: list[tuple[list[tuple[bool, bool, str, tuple[Verdict, int | None]]], str | None,
-                                               bool]], *, noise: bool = True) -> tuple[bool, dict[str, set[str]]]:
-    v, other = _version(cat), _version(cat)
-    run = cat.start_run(v.digest, v.id, {})
-    checks, waivers, evidence = [], {}, {}
+def _evaluate(tests: list[tuple[list[tuple[bool, bool, str, tuple[Verdict, int | None]]], str | None, bool]], *,
+              noise: bool = True) -> tuple[bool, dict[str, set[str]]]:
+    """The gate over a random history; attempts on other bytes are another version's: never its evidence."""
+    checks, waivers, evidence, seen = [], {}, {}, []
     for i, (attempts, mode, flaky) in enumerate(tests):
         tid = f"t{i}"
         checks.append(Req(tid, f"c{i}", flaky=flaky))
         if mode is not None:
             waivers[tid] = Waiver(mode, f"waived ({mode})")  # type: ignore[arg-type]
         for mine, current, tb, (verdict, code) in attempts:
-            if not noise and not (mine and current):
+            if not mine or (not noise and not current):
                 continue
-            _record(cat, run, v.digest if mine else other.digest, tid, f"c{i}" if current else f"old{i}", tb,
-                    verdict, code)
-            if mine and current:
+            seen.append(Seen(tid, tb, f"c{i}" if current else f"old{i}", verdict.value, code))
+            if current:
                 evidence.setdefault(tid, set()).add(tb)
-    gate = evaluate_gate(cat, v, checks, list(TESTBEDS), lambda t, _tb: waivers.get(t))
+    gate = evaluate_gate(seen, checks, list(TESTBEDS), lambda t, _tb: waivers.get(t))
     return gate.holds, evidence
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None)
 @given(st.lists(TEST, min_size=1, max_size=3))
-def test_the_gate_holds_only_with_evidence_for_every_requirement(cat: Catalog, tests: list) -> None:  # type: ignore[type-arg]
-    holds, evidence = _evaluate(cat, tests)
+def test_the_gate_holds_only_with_evidence_for_every_requirement(tests: list) -> None:  # type: ignore[type-arg]
+    holds, evidence = _evaluate(tests)
     if holds:
         for i in range(len(tests)):
             assert evidence.get(f"t{i}") == set(TESTBEDS), f"t{i} had no evidence on some testbed"
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None)
 @given(st.lists(TEST, min_size=1, max_size=3))
-def test_attempts_on_other_bytes_or_content_never_change_the_verdict(cat: Catalog, tests: list) -> None:  # type: ignore[type-arg]
-    assert _evaluate(cat, tests)[0] == _evaluate(cat, tests, noise=False)[0]
+def test_attempts_with_older_test_content_never_change_the_verdict(tests: list) -> None:  # type: ignore[type-arg]
+    assert _evaluate(tests)[0] == _evaluate(tests, noise=False)[0]
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.lists(ATTEMPT, max_size=5), st.just(None), st.just(False)), min_size=1, max_size=3))
-def test_without_waivers_a_requirement_needs_a_pass_or_a_self_skip(cat: Catalog, tests: list) -> None:  # type: ignore[type-arg]
-    holds, _ = _evaluate(cat, tests)
+def test_without_waivers_a_requirement_needs_a_pass_or_a_self_skip(tests: list) -> None:  # type: ignore[type-arg]
+    holds, _ = _evaluate(tests)
     expected = True
     for attempts, _mode, _flaky in tests:
         for tb in TESTBEDS:
@@ -168,10 +181,10 @@ def test_without_waivers_a_requirement_needs_a_pass_or_a_self_skip(cat: Catalog,
     assert holds == expected
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None)
 @given(st.lists(TEST, min_size=1, max_size=3))
-def test_a_pass_on_these_bytes_meets_a_requirement_whatever_else_happened(cat: Catalog, tests: list) -> None:  # type: ignore[type-arg]
+def test_a_pass_on_these_bytes_meets_a_requirement_whatever_else_happened(tests: list) -> None:  # type: ignore[type-arg]
     passing = [(attempts + [(True, True, tb, (Verdict.PASS, 0)) for tb in TESTBEDS], mode, flaky)
                for attempts, mode, flaky in tests]
-    assert _evaluate(cat, passing)[0]
+    assert _evaluate(passing)[0]
 

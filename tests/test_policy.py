@@ -1,16 +1,19 @@
-"""Promotion, retention and pruning on a real catalog."""
+"""Promotion, retention and pruning: the rules (``policy``, pure) and their application to a real catalog
+(``app.promotion``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
+from imageci.app.promotion import promote, prune
 from imageci.errors import GateRefused, UsageError
 from imageci.policy.gate import GateResult
-from imageci.policy.promote import promote, prune
+from imageci.policy.promote import beyond_keep, promotion_reason, prunable
 from imageci.store import lookups
 from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import State, Version, utcnow
@@ -70,3 +73,30 @@ def test_prune_retires_old_testing_versions_that_never_passed(cat: Catalog) -> N
     states = {v.id: v.state for v in cat.versions("demo")}
     assert states == {old_failed.id: "inactive", old_passed.id: "testing", fresh.id: "testing"}
     assert lookups.events(cat.reader(), old_failed.id)[-1].actor == "janitor"
+
+
+@dataclass(frozen=True)
+class Stable:
+    serial: str
+    pinned: str | None = None
+
+
+def test_the_promotion_rules_without_a_catalog() -> None:
+    assert promotion_reason("demo@1", "testing", HOLDS, force=False, reason="", last_attempt=7) == \
+        "gate held (evidence up to attempt 7)"
+    assert promotion_reason("demo@1", "testing", FAILS, force=True, reason="hotfix", last_attempt=7) == \
+        "forced: hotfix"
+    for state, why in (("stable", "already stable"), ("inactive", "only testing versions")):
+        with pytest.raises(UsageError, match=why):
+            promotion_reason("demo@1", state, HOLDS, force=False, reason="", last_attempt=None)
+    with pytest.raises(GateRefused, match="no gate is defined"):
+        promotion_reason("demo@1", "testing", None, force=False, reason="", last_attempt=None)
+    versions = [Stable("20260101.1"), Stable("20260102.1", pinned="release"), Stable("20260103.1"),
+                Stable("20260104.1")]
+    assert beyond_keep(versions, 2) == [versions[0]]  # the pinned one stays whatever keep says
+    assert beyond_keep(versions, 4) == []
+    now = utcnow()
+    assert prunable(now - timedelta(days=5), now - timedelta(days=3), None, [1, None])
+    assert not prunable(now - timedelta(days=5), now - timedelta(days=3), None, [1, 0])  # it passed once
+    assert not prunable(now - timedelta(days=5), now - timedelta(days=3), "kept", [])  # pinned
+    assert not prunable(now - timedelta(days=1), now - timedelta(days=3), None, [])  # young

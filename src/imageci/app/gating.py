@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,16 +12,17 @@ from imageci.app import access, compliance, consumers, notify, repro, vulns
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import RefArgs, operation
 from imageci.app.planning import flake_policy, suite_of
+from imageci.app.promotion import PromotionResult
+from imageci.app.promotion import promote as promote_version
+from imageci.app.promotion import prune as prune_versions
 from imageci.app.session import Session
 from imageci.app.versions import Sibling, gate_of, keep_of, siblings
+from imageci.checks.base import Check
 from imageci.checks.suite import suite_checks
 from imageci.errors import Forbidden, GateRefused, UsageError
 from imageci.policy.gate import ArchGate, GateResult, evaluate_gate, required_checks
-from imageci.policy.promote import PromotionResult
-from imageci.policy.promote import promote as promote_version
-from imageci.policy.promote import prune as prune_versions
-from imageci.store.catalog import EvidenceChanged
-from imageci.store.models import State, Version, label, utcnow
+from imageci.store.catalog import Catalog, EvidenceChanged
+from imageci.store.models import Attempt, State, Version, label, utcnow
 
 EVIDENCE_RETRIES = 5
 
@@ -67,6 +69,11 @@ class Promotion(BaseModel):
     also: list[str] = []  # NAME-ARCH@SERIAL: the other architectures' versions, promoted with it
 
 
+def evidence_of(catalog: Catalog, version: Version, checks: Sequence[Check]) -> list[Attempt]:
+    """The attempts recorded on ``version``'s bytes for ``checks``, oldest first: what its gate judges."""
+    return catalog.attempts(version.digest, [c.id for c in checks])
+
+
 def _own_gate(session: Session, version: Version, quarantine: Path | None) -> GateResult | None:
     g = gate_of(version)
     if g is None:
@@ -74,7 +81,8 @@ def _own_gate(session: Session, version: Version, quarantine: Path | None) -> Ga
     suite = suite_of(session, version, warn=False)
     checks = suite_checks(suite)
     waiver = flake_policy(session, version, suite, checks, quarantine, warn=False)
-    result = evaluate_gate(session.catalog, version, required_checks(checks, g.tests), g.testbeds, waiver)
+    required = required_checks(checks, g.tests)
+    result = evaluate_gate(evidence_of(session.catalog, version, required), required, g.testbeds, waiver)
     sections = []
     if (consumed := consumers.gate_section(session, version)) is not None:
         sections.append(consumed)

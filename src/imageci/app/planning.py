@@ -19,6 +19,7 @@ from imageci.app.session import Session
 if TYPE_CHECKING:
     from imageci.app.consumers import ConsumerOrigin
 from imageci.app.versions import config_of, suite_dir_of
+from imageci.app.waivers import policy_for
 from imageci.checks.base import Check
 from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
 from imageci.checks.consumer import ConsumerCheck
@@ -34,7 +35,7 @@ from imageci.definitions.structure import load_structure
 from imageci.definitions.suite import Suite, load_suite
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import UsageError
-from imageci.policy.flake import expired_warnings, policy_for
+from imageci.policy.flake import expired_warnings
 from imageci.store import lookups
 from imageci.store.catalog import VersionDeleted
 from imageci.store.models import SUITE, State, Version, as_utc, label

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from imageci.capabilities import GPU, KVM
 from imageci.config import Settings
 from imageci.engine.routing import EXTRAS, Offer
 from imageci.errors import UsageError
@@ -52,12 +53,12 @@ def detect_offer(settings: Settings) -> tuple[Offer, list[OfferNote]]:
     extras: set[str] = set()
     kvm = ok.get(("qemu", "KVM"))
     if kvm is not None and kvm.ok:
-        extras.add("kvm")
-    notes.append(OfferNote(word="kvm", offered="kvm" in extras, why=kvm.detail if kvm else "no qemu"))
+        extras.add(KVM)
+    notes.append(OfferNote(word=KVM, offered=KVM in extras, why=kvm.detail if kvm else "no qemu"))
     gpu = why_no_gpu()
     if gpu is None:
-        extras.add("gpu")
-    notes.append(OfferNote(word="gpu", offered=gpu is None, why=gpu or "nvidia-smi -L lists GPUs; CDI spec found"))
+        extras.add(GPU)
+    notes.append(OfferNote(word=GPU, offered=gpu is None, why=gpu or "nvidia-smi -L lists GPUs; CDI spec found"))
     return Offer(frozenset(pairs), frozenset(extras)), notes
 
 

@@ -16,7 +16,16 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from imageci.capabilities import ARCHIVE, ISOLATION_CONTAINER, ISOLATION_MACHINE, NETWORK, REBOOT, REVERT, ROOT
+from imageci.capabilities import (
+    ARCH_PREFIX,
+    ARCHIVE,
+    ISOLATION_CONTAINER,
+    ISOLATION_MACHINE,
+    NETWORK,
+    REBOOT,
+    REVERT,
+    ROOT,
+)
 from imageci.checks.base import Check, Outcome, format_log
 from imageci.checks.depcache import DependencyCache, ensure_lists, install
 from imageci.definitions.dep8 import Dep8Suite, Dep8Test
@@ -153,7 +162,7 @@ class Dep8Check(Check):
         arches = self.test.architecture
         if not arches:
             return None
-        mine = next((c.removeprefix("arch:") for c in testbed.capabilities() if c.startswith("arch:")), "")
+        mine = next((c.removeprefix(ARCH_PREFIX) for c in testbed.capabilities() if c.startswith(ARCH_PREFIX)), "")
         allowed = [a for a in arches if not a.startswith("!")]
         if any(a == f"!{mine}" for a in arches) or (allowed and mine not in allowed and "any" not in allowed):
             return f"Architecture: {' '.join(arches)} excludes {mine}"

@@ -1,7 +1,7 @@
-"""Flake policy: from the quarantine file, the product's quarantine entries kept
-in the catalog, and the grace period for new tests to the waivers the engine
-and the gate apply. (The flaky report is a catalog
-query: ``store.lookups.transient_failures``.)
+"""Flake policy: from quarantine entries (a suite's file and the product's entries
+kept in the catalog, gathered by ``app.waivers``) and the grace period for new
+tests to the waivers the engine and the gate apply. (The flaky report is a
+catalog query: ``store.lookups.transient_failures``.)
 
 Order: a quarantine entry in force wins; otherwise a test whose first run on
 this product is younger than the suite's ``grace`` only warns. Expired
@@ -10,31 +10,11 @@ quarantine entries stop applying; :func:`expired_warnings` names them.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from imageci.definitions.quarantine import Located, Quarantine, QuarantineEntry
+from imageci.definitions.quarantine import Quarantine
 from imageci.engine.waivers import Waiver, WaiverFn
-from imageci.store.catalog import Catalog
-from imageci.store.models import Quarantine as QuarantineRow
-from imageci.store.models import utcnow
-
-CATALOG_SOURCE = "catalog quarantine"  # Located.path of a catalog entry; its line is the entry's id
-
-
-def entry_of(row: QuarantineRow) -> QuarantineEntry:
-    """A catalog entry as the quarantine file's entries are read."""
-    return QuarantineEntry(test=row.test, tracker=row.tracker, expires=row.expires, mode=row.mode,  # type: ignore[arg-type]
-                           testbeds=tuple(json.loads(row.testbeds)) if row.testbeds else None,
-                           arch=tuple(json.loads(row.arch)) if row.arch else None, reason=row.reason)
-
-
-def with_catalog(catalog: Catalog, product: str, quarantine: Quarantine) -> Quarantine:
-    """``quarantine`` (a suite's file) and, after it, the entries kept in the catalog for ``product`` that were
-    not lifted."""
-    kept = tuple(Located(entry_of(row), CATALOG_SOURCE, row.id) for row, _name in catalog.quarantines(product))
-    return Quarantine(quarantine.entries + kept) if kept else quarantine
+from imageci.store.states import utcnow
 
 
 def make_waiver(quarantine: Quarantine, *, arch: str, grace: timedelta | None = None,
@@ -55,17 +35,6 @@ def make_waiver(quarantine: Quarantine, *, arch: str, grace: timedelta | None = 
         return None
 
     return waiver
-
-
-def policy_for(catalog: Catalog, product: str, test_ids: Sequence[str], quarantine: Quarantine, *,
-               arch: str, grace: timedelta | None) -> WaiverFn | None:
-    """The waivers of ``product``'s tests: ``quarantine`` (its suite's file) with its catalog entries, and
-    ``grace`` for new tests."""
-    quarantine = with_catalog(catalog, product, quarantine)
-    if not quarantine.entries and grace is None:
-        return None
-    seen = catalog.first_seen(product, test_ids) if grace is not None else {}
-    return make_waiver(quarantine, arch=arch, grace=grace, first_seen=seen)
 
 
 def expired_warnings(quarantine: Quarantine, today: datetime | None = None) -> list[str]:

@@ -23,14 +23,50 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
-from imageci.checks.base import Check
 from imageci.engine.waivers import Waiver, WaiverFn
 from imageci.errors import UsageError
 from imageci.policy.sections import GateSection
-from imageci.store.catalog import Catalog
-from imageci.store.models import Attempt, Version
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
+
+R = TypeVar("R", bound="Required")
+
+
+class Required(Protocol):
+    """A test the gate requires (a ``checks.base.Check``): its id, its content's digest, whether it is
+    known to be flaky."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def flaky(self) -> bool: ...
+
+
+class Seen(Protocol):
+    """One recorded attempt on the version's bytes (a catalog ``Attempt``)."""
+
+    @property
+    def test_id(self) -> str: ...
+
+    @property
+    def testbed(self) -> str: ...
+
+    @property
+    def test_digest(self) -> str: ...
+
+    @property
+    def verdict(self) -> str: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    @property
+    def reason(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +115,7 @@ class GateResult:
         return "\n".join(lines)
 
 
-def required_checks(checks: Sequence[Check], tests: str | Sequence[str]) -> list[Check]:
+def required_checks(checks: Sequence[R], tests: str | Sequence[str]) -> list[R]:
     if tests == "all":
         return list(checks)
     by_id = {c.id: c for c in checks}
@@ -92,11 +128,11 @@ def required_checks(checks: Sequence[Check], tests: str | Sequence[str]) -> list
 RAN = (Verdict.PASS, Verdict.FAIL, Verdict.FLAKY)
 
 
-def _self_skipped(attempt: Attempt) -> bool:
+def _self_skipped(attempt: Seen) -> bool:
     return attempt.verdict == Verdict.SKIP and attempt.exit_code == SKIP_EXIT_CODE
 
 
-def unmet(attempts: Sequence[Attempt], known_flaky: bool, waiver: Waiver | None) -> str | None:
+def unmet(attempts: Sequence[Seen], known_flaky: bool, waiver: Waiver | None) -> str | None:
     """Why a requirement is not met by ``attempts`` (its evidence: these bytes, this test content,
     this testbed, oldest first), or None when it is."""
     if not attempts:
@@ -115,11 +151,12 @@ def unmet(attempts: Sequence[Attempt], known_flaky: bool, waiver: Waiver | None)
     return why
 
 
-def evaluate_gate(catalog: Catalog, version: Version, checks: Sequence[Check],
-                  testbeds: Sequence[str], waiver: WaiverFn | None = None) -> GateResult:
+def evaluate_gate(attempts: Sequence[Seen], checks: Sequence[Required], testbeds: Sequence[str],
+                  waiver: WaiverFn | None = None) -> GateResult:
+    """The gate of a version whose recorded ``attempts`` (on its bytes, oldest first) are these."""
     result = GateResult(holds=True)
-    evidence: dict[tuple[str, str, str], list[Attempt]] = {}
-    for a in catalog.attempts(version.digest, [c.id for c in checks]):  # oldest first, kept so in each group
+    evidence: dict[tuple[str, str, str], list[Seen]] = {}
+    for a in attempts:  # oldest first, kept so in each group
         evidence.setdefault((a.test_id, a.testbed, a.test_digest), []).append(a)
     for check in checks:
         for tb in testbeds:

@@ -49,10 +49,12 @@ from pathlib import Path
 from typing import Any
 
 from imageci.capabilities import ISOLATION_CONTAINER, REVERT, ROOT, arch
+from imageci.config import Settings
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.formats.rootfs import unpacked_rootfs
 from imageci.hostarch import why_cannot_run
+from imageci.leftovers import Sweep
 from imageci.owners import home_id, process_owner
 from imageci.rootpath import resolve_in_root
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
@@ -475,3 +477,10 @@ def remove_instances(home: Path, dead: Callable[[str], bool]) -> list[str]:
             client.delete_instance(str(inst["name"]))
             removed.append(str(inst["name"]))
     return removed
+
+
+def sweep(settings: Settings, sweep: Sweep) -> None:
+    """``imageci gc``: a dead owner's run feeds and LXD instances."""
+    sweep.dead_trees(settings.tmp_dir, "lxdfeed-")
+    for name in remove_instances(settings.home, lambda token: sweep.dead(token or None)):
+        sweep.done.append(f"removed LXD instance {name}")

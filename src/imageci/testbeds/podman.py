@@ -53,19 +53,21 @@ from imageci.capabilities import (
     access,
     arch,
 )
+from imageci.config import Settings
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.formats.oci import image_config, write_layout
 from imageci.formats.rootfs import unpacked_rootfs
 from imageci.hostarch import why_cannot_run
+from imageci.leftovers import Sweep
 from imageci.owners import home_id, process_owner
 from imageci.rootpath import resolve_in_root
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, listen_in, proxy
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
+from imageci.testbeds.disks import DiskSlot, dead_slots, disk_pool
 from imageci.testbeds.gpu import CDI_DEVICE, why_no_gpu
 from imageci.testbeds.limits import LimitGroup, limit_notes, process_groups
 from imageci.testbeds.output import pump, stream_keep
-from imageci.testbeds.vm.disks import DiskSlot, disk_pool
 
 LABEL = "io.imageci.testbed"
 HOME_LABEL = "io.imageci.home"
@@ -425,3 +427,10 @@ def remove_containers(storage_conf_path: Path) -> list[str]:
     for name in names:
         subprocess.run([podman, "rm", "-f", "-t", "0", name], capture_output=True, env=env)
     return names
+
+
+def sweep(settings: Settings, sweep: Sweep) -> None:
+    """``imageci gc``: the containers in a dead owner's disk slots (before ``disks.sweep`` unmounts them)."""
+    for slot in dead_slots(settings.tmp_dir / "disks", sweep):
+        for name in remove_containers(slot / "storage.conf"):
+            sweep.done.append(f"removed container {name}")

@@ -6,11 +6,14 @@ from collections.abc import Callable
 
 from imageci.config import Settings
 from imageci.errors import UsageError
+from imageci.leftovers import Sweep
+from imageci.testbeds import disks, lxd, podman, sandbox
 from imageci.testbeds.base import Backend
 from imageci.testbeds.lxd import LxdBackend, LxdVmBackend
 from imageci.testbeds.podman import PodmanBackend
 from imageci.testbeds.sandbox import SandboxBackend
 from imageci.testbeds.ssh import SshBackend, load_host
+from imageci.testbeds.vm import qemu
 from imageci.testbeds.vm.qemu import QemuBackend
 
 _FACTORIES: dict[str, Callable[[Settings], Backend]] = {
@@ -46,3 +49,8 @@ def make_backend(name: str, settings: Settings) -> Backend:
     except KeyError:
         raise UsageError(f"unknown testbed {name!r}; available: {', '.join(backend_names())}") from None
     return factory(settings)
+
+
+# ``imageci gc``: each backend removes what its dead owners left (podman's containers before their disk slots)
+SWEEPERS: tuple[Callable[[Settings, Sweep], None], ...] = (sandbox.sweep, qemu.sweep, lxd.sweep, podman.sweep,
+                                                           disks.sweep)

@@ -48,20 +48,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from imageci.capabilities import ARCHIVE, LIMITS, NETWORK, PRISTINE, PRIVILEGED, REVERT, ROOT, access, arch
+from imageci.config import Settings
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
 from imageci.formats.rootfs import unpacked_rootfs
 from imageci.fs import safe_rmtree
 from imageci.hostarch import why_cannot_run
+from imageci.leftovers import Sweep
 from imageci.owners import home_id, process_owner
 from imageci.rootpath import resolve_in_root
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, new_namespace, proxy
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
+from imageci.testbeds.disks import DiskSlot, disk_pool
 from imageci.testbeds.limits import LimitGroup, cgroup_mode, group_prefix, limit_notes
 from imageci.testbeds.names import HOSTNAME_PATH, HOSTS_PATH, hosts_text
 from imageci.testbeds.output import pump, stream_keep
 from imageci.testbeds.seccomp import filter_fd
-from imageci.testbeds.vm.disks import DiskSlot, disk_pool
 
 HOSTNAME = "imageci-sandbox"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -454,3 +456,8 @@ class SandboxBackend(Backend):
         archive = archive_hosts(lower) if reach == ARCHIVE else None
         return SandboxTestbed(image, lower, self.workroot, limits=limits, privileged=PRIVILEGED in needs,
                               archive=archive, network=reach == NETWORK)
+
+
+def sweep(settings: Settings, sweep: Sweep) -> None:
+    """``imageci gc``: a dead owner's sandboxes (their processes, their overlay mounts)."""
+    sweep.dead_trees(settings.tmp_dir / "sandboxes", "sb-")

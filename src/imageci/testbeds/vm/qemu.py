@@ -61,11 +61,13 @@ from imageci.capabilities import (
     access,
     arch,
 )
+from imageci.config import Settings
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import TestbedError
 from imageci.formats.rootfs import unpacked_rootfs
 from imageci.formats.vmdisk import VmAssets, find_kernel
 from imageci.fs import safe_rmtree
+from imageci.leftovers import Sweep
 from imageci.testbeds.archive import APT_CONF, GUEST_ADDRESS, apt_conf
 from imageci.testbeds.base import Backend, CloudSeed, Cost, ExecResult, ImageHandle, PowerOff, Testbed
 from imageci.testbeds.limits import limit_notes as describe_limits
@@ -366,3 +368,8 @@ class QemuTestbed(Testbed):
         if self.dir is not None:
             safe_rmtree(self.dir)
             self.dir = None
+
+
+def sweep(settings: Settings, sweep: Sweep) -> None:
+    """``imageci gc``: a dead owner's VMs (their qemu processes) and their disks."""
+    sweep.dead_trees(settings.tmp_dir / "vms", "run-")

@@ -20,9 +20,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from imageci.config import Settings
 from imageci.errors import TestbedError
 from imageci.fs import safe_rmtree
 from imageci.hosttools import host_tool
+from imageci.leftovers import Sweep
 from imageci.owners import process_owner
 
 NEARLY_FULL = 1 << 20  # less free space than this after a command: the disk limit was reached
@@ -144,3 +146,26 @@ def disk_pool(tmp_dir: Path) -> DiskPool:
 def _close_all() -> None:
     for pool in list(_pools.values()):
         pool.close()
+
+
+def dead_slots(disks: Path, sweep: Sweep) -> list[Path]:
+    """The mounted slots under ``disks`` whose owner is dead."""
+    found = []
+    for entry in sorted(disks.iterdir()) if disks.is_dir() else []:
+        token = entry.name.split("-", 1)[0]
+        if entry.suffix != ".img" and sweep.dead(token if len(token) == 12 else None):
+            found.append(entry)
+    return found
+
+
+def sweep(settings: Settings, sweep: Sweep) -> None:
+    """``imageci gc``: a dead owner's disk slots, unmounted, and their images."""
+    disks = settings.tmp_dir / "disks"
+    for entry in dead_slots(disks, sweep):
+        sweep.kill_users(entry)
+        unmount_slot(entry, entry.with_name(f"{entry.name}.img"))
+        sweep.done.append(f"removed disk {entry}")
+    for image in sorted(disks.glob("*.img")) if disks.is_dir() else []:
+        if not image.with_suffix("").exists() and sweep.dead(image.stem.split("-", 1)[0]):
+            image.unlink(missing_ok=True)
+            sweep.done.append(f"removed {image}")
