@@ -25,7 +25,8 @@ from imageci.owners import home_id, process_owner
 from imageci.store.catalog import NewArtifact
 from imageci.store.models import Version
 from imageci.testbeds.base import ImageHandle
-from imageci.testbeds.lxd import HOME_KEY, LXD_CACHE, OWNER_KEY, LxdBackend
+from imageci.testbeds.lxd import LxdBackend
+from imageci.testbeds.lxdclient import HOME_KEY, LXD_CACHE, OWNER_KEY
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 

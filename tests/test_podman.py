@@ -22,7 +22,8 @@ from imageci.fs import mounts_below
 from imageci.owners import process_owner
 from imageci.store.models import Version
 from imageci.testbeds.base import ImageHandle
-from imageci.testbeds.podman import PodmanBackend, PodmanTestbed, explain_failure
+from imageci.testbeds.podman import PodmanBackend, PodmanTestbed
+from imageci.testbeds.podmanstore import explain_failure
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 

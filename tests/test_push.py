@@ -15,7 +15,7 @@ from pathlib import Path
 
 from imageci.exitcodes import ExitCode
 from imageci.store.models import Version
-from imageci.testbeds.podman import storage_conf
+from imageci.testbeds.podmanstore import storage_conf
 
 from conftest import Env, busybox_rootfs, docker_registry
 

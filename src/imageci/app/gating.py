@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from imageci.app import access, compliance, consumers, notify, repro, vulns
+from imageci.app import access, compliance, consumerruns, notify, repro, vulns
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import RefArgs, operation
 from imageci.app.planning import flake_policy, suite_of
@@ -84,7 +84,7 @@ def _own_gate(session: Session, version: Version, quarantine: Path | None) -> Ga
     required = required_checks(checks, g.tests)
     result = evaluate_gate(evidence_of(session.catalog, version, required), required, g.testbeds, waiver)
     sections = []
-    if (consumed := consumers.gate_section(session, version)) is not None:
+    if (consumed := consumerruns.gate_section(session, version)) is not None:
         sections.append(consumed)
     if g.vulnerabilities is not None or g.compliance is not None or g.reproducible:
         info = access.resolve(session.reader, LOCAL, label(version))

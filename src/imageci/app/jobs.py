@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from imageci.app.consumers import ConsumerOrigin
+from imageci.app.consumerruns import ConsumerOrigin
 from imageci.app.livestream import LiveStreamer
 from imageci.app.mirroring import Origin, fetch
 from imageci.app.operations import RunArgs
@@ -130,7 +130,7 @@ class WorkerContext:
     def consumer(self, job: Job, prepared: Prepared) -> Check | None:
         """A consumer's suite the server registered for the job's product, at the snapshot the job names (fetched
         by digest once)."""
-        from imageci.app.consumers import fetched_checks
+        from imageci.app.consumerruns import fetched_checks
 
         name = job.test.removeprefix(CONSUMER_PREFIX)
         key = f"{job.test}@{job.test_digest}"

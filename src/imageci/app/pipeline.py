@@ -16,7 +16,7 @@ from typing import Protocol
 
 from imageci.app import notify
 from imageci.app.building import build
-from imageci.app.consumers import ConsumerOrigin
+from imageci.app.consumerruns import ConsumerOrigin
 from imageci.app.gating import PromoteArgs, PromoteRequest, gate, gate_op, promote, promote_op
 from imageci.app.mirroring import Origin, fetch, portable_reproducer, report
 from imageci.app.operations import RefArgs

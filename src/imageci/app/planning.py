@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imageci.app.session import Session
 
 if TYPE_CHECKING:
-    from imageci.app.consumers import ConsumerOrigin
+    from imageci.app.consumerruns import ConsumerOrigin
 from imageci.app.versions import config_of, suite_dir_of
 from imageci.app.waivers import policy_for
 from imageci.checks.base import Check
@@ -137,12 +137,12 @@ def _consumer_checks(session: Session, version: Version, request: TestRequest, n
     """The consumers' suites this run takes: those named (consumer:NAME), else all of the product's when the
     whole suite runs (not with --tests, nor --dep8/--structure/--testinfra alone, nor --no-consumers). With
     ``origin``, the consumers are the server's (a remote run of one of its versions)."""
-    from imageci.app import consumers
+    from imageci.app import consumerruns
 
     def found_for(names: list[str] | None) -> list[ConsumerCheck]:
         if origin is not None:
-            return consumers.fetched_checks(session, origin, version.product.name, names)
-        return consumers.checks_for(session, version, names)
+            return consumerruns.fetched_checks(session, origin, version.product.name, names)
+        return consumerruns.checks_for(session, version, names)
 
     if named:
         found = found_for(named)

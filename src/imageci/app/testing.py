@@ -25,7 +25,7 @@ from imageci.store.models import Attempt, State, label
 from imageci.testbeds.registry import make_backend
 
 if TYPE_CHECKING:
-    from imageci.app.consumers import ConsumerOrigin
+    from imageci.app.consumerruns import ConsumerOrigin
 
 PlanFn = Callable[[TestPlan], None]
 StatusFn = Callable[[str], None]
@@ -158,9 +158,9 @@ def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None 
 def _consumer_baseline(session: Session, plan: TestPlan, on_status: StatusFn | None) -> RunOutcome | None:
     """Consumers that failed on the version and have no verdict on the current stable version at their newest
     snapshot run there too: the gate can then tell a regression from a suite that fails anyway."""
-    from imageci.app import consumers
+    from imageci.app import consumerruns
 
-    needed = consumers.baseline_needed(session, session.catalog.resolve(label(plan.version)))
+    needed = consumerruns.baseline_needed(session, session.catalog.resolve(label(plan.version)))
     if needed is None:
         return None
     stable, names = needed

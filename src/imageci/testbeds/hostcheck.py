@@ -11,7 +11,7 @@ from pathlib import Path
 from imageci.errors import ImageciError
 from imageci.hostarch import binfmt_architectures
 from imageci.hosttools import find_tool
-from imageci.testbeds import lxd
+from imageci.testbeds import lxdclient
 from imageci.testbeds.gpu import nvidia_gpus, why_no_gpu
 from imageci.testbeds.limits import cgroup_mode
 from imageci.testbeds.seccomp import filter_bytes
@@ -102,7 +102,7 @@ def check_host(home: Path, refresh: bool = True) -> list[Finding]:
                            "OVMF, mtools, dosfstools, sfdisk, grub-mkimage present" if ovmf and not missing else
                            "missing: " + ", ".join([*([] if ovmf else ["OVMF (ovmf)"]), *missing])
                            + " — scripts/host-setup.sh"))
-    ok, detail, vm = lxd.describe(home)
+    ok, detail, vm = lxdclient.describe(home)
     out.append(Finding("lxd", "LXD daemon", ok, detail))
     if ok:
         out.append(Finding("lxd", "LXD virtual machines (lxd-vm)", vm,

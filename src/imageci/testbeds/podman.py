@@ -27,14 +27,10 @@ turns podman's cryptic refusals into errors that name the fix.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import re
-import resource
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -56,136 +52,29 @@ from imageci.capabilities import (
 from imageci.config import Settings
 from imageci.definitions.limits import DEFAULTS, Limits
 from imageci.errors import HostSetupError, TestbedError
-from imageci.formats.oci import image_config, write_layout
 from imageci.formats.rootfs import unpacked_rootfs
 from imageci.hostarch import why_cannot_run
 from imageci.leftovers import Sweep
 from imageci.owners import home_id, process_owner
-from imageci.rootpath import resolve_in_root
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, listen_in, proxy
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
 from imageci.testbeds.disks import DiskSlot, dead_slots, disk_pool
 from imageci.testbeds.gpu import CDI_DEVICE, why_no_gpu
+from imageci.testbeds.imageinit import has_systemd
 from imageci.testbeds.limits import LimitGroup, limit_notes, process_groups
 from imageci.testbeds.output import pump, stream_keep
+from imageci.testbeds.podmanstore import (
+    ImageStore,
+    explain_failure,
+    podman_path,
+    run_podman,
+    runtime_flags,
+    storage_conf,
+)
 
 LABEL = "io.imageci.testbed"
 HOME_LABEL = "io.imageci.home"
 OWNER_LABEL = "io.imageci.owner"
-SETUP_HINT = "run scripts/host-setup.sh (installs podman + runc and writes /etc/containers/containers.conf.d/" \
-             "50-imageci.conf)"
-
-
-def podman_path() -> str:
-    path = shutil.which("podman")
-    if not path:
-        raise HostSetupError(f"podman is not installed: {SETUP_HINT}")
-    return path
-
-
-def runtime_flags(nproc: int = 4096) -> list[str]:
-    """runc, and rlimits no higher than what this host allows: the open-files
-    limit is this process's own hard limit; the process limit is the testbed's
-    pids budget (podman's conmon may run with a lower nproc than we do)."""
-    flags = ["--runtime", shutil.which("runc") or "runc"]
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    nofile = hard if hard != resource.RLIM_INFINITY else soft
-    if nofile != resource.RLIM_INFINITY:
-        flags += ["--ulimit", f"nofile={nofile}:{nofile}"]
-    _, hard_nproc = resource.getrlimit(resource.RLIMIT_NPROC)
-    if hard_nproc != resource.RLIM_INFINITY:
-        nproc = min(nproc, hard_nproc)
-    return [*flags, "--ulimit", f"nproc={nproc}:{nproc}"]
-
-
-def explain_failure(stderr: str) -> str | None:
-    """Map podman/runtime errors that mean 'host misconfigured' to the fix."""
-    s = stderr.lower()
-    if "setting rlimit" in s:
-        return ("podman could not set the container's rlimits (they exceed this host's limits): "
-                f"{SETUP_HINT}, or lower default_ulimits in containers.conf")
-    if "crun" in s and "cgroup" in s:
-        return f"crun cannot run on this host's cgroup layout; podman must use runc: {SETUP_HINT}"
-    if "executable file `runc` not found" in s or "no such file or directory: runc" in s:
-        return f"runc is not installed: {SETUP_HINT}"
-    return None
-
-
-def _run(argv: Sequence[str], *, timeout: float | None = 120, check: bool = True, input: bytes | None = None,
-         env: Mapping[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    try:
-        res = subprocess.run(list(argv), capture_output=True, timeout=timeout, input=input,
-                             env=dict(env) if env is not None else None, cwd=cwd)
-    except subprocess.TimeoutExpired as exc:
-        raise TestbedError(f"podman did not answer within {timeout}s: {' '.join(argv[:4])}") from exc
-    if check and res.returncode != 0:
-        err = res.stderr.decode("utf-8", "replace").strip()
-        hint = explain_failure(err)
-        if hint:
-            raise HostSetupError(hint)
-        raise TestbedError(f"{' '.join(argv[:3])} failed ({res.returncode}): {err[-800:]}")
-    return res
-
-
-def storage_conf(graphroot: Path, runroot: Path, image_stores: Sequence[Path] = ()) -> str:
-    """A podman storage of this home's own. ``skip_mount_home``: containers/storage would otherwise bind-mount
-    its ``overlay`` directory onto itself and leave that mount behind for ever, a mount point in the home
-    that nothing can remove (``imageci gc``, a home's removal, a test's clean-up)."""
-    stores = ", ".join(json.dumps(str(p)) for p in image_stores)
-    return (f'[storage]\ndriver = "overlay"\ngraphroot = {json.dumps(str(graphroot))}\n'
-            f'runroot = {json.dumps(str(runroot))}\n\n[storage.options]\nadditionalimagestores = [{stores}]\n\n'
-            '[storage.options.overlay]\nskip_mount_home = "true"\n')
-
-
-class ImageStore:
-    """This home's podman image store: one OCI image per image digest."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root  # $IMAGECI_HOME/podman
-        self.graphroot = root / "storage"
-        self.conf = root / "storage.conf"
-        self._lock = threading.Lock()
-
-    def env(self) -> dict[str, str]:
-        if not self.conf.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.conf.with_suffix(".tmp")
-            tmp.write_text(storage_conf(self.graphroot, self.root / "run"))
-            os.replace(tmp, self.conf)
-        return {**os.environ, "CONTAINERS_STORAGE_CONF": str(self.conf)}
-
-    def ensure(self, image: ImageHandle) -> str:
-        """The image's tag, copied into the store if it is not there yet.
-
-        skopeo copies the layout into the store under our own name: ``podman pull oci:PATH`` names the
-        image after PATH, which is no valid reference for a home with a dot-directory, capitals or spaces
-        (``~/.local/share/imageci``); the layout is named relative to its folder, so that no character of
-        the home's path is parsed as part of the reference."""
-        tag = f"localhost/imageci/{reference_name(image.name)}:{image.digest[:12]}"
-        with self._lock:
-            env = self.env()
-            if _run([podman_path(), "image", "exists", tag], check=False, env=env).returncode == 0:
-                return tag
-            layout = self.root / "oci" / image.digest
-            write_layout(layout, image.rootfs_tar, image.digest, tag=image.digest[:12],
-                         architecture=image.architecture, config=image.config or image_config(image.name, image.digest))
-            _run([skopeo_path(), "copy", "-q", f"oci:{layout.name}:{image.digest[:12]}", f"containers-storage:{tag}"],
-                 timeout=600, env=env, cwd=layout.parent)
-        return tag
-
-
-def reference_name(name: str) -> str:
-    """``name`` as a path component of an image reference (lowercase alphanumerics joined by one ``.``,
-    ``_`` or ``-``): a product name may hold runs of dots a reference may not."""
-    component = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return component or "image"
-
-
-def skopeo_path() -> str:
-    found = shutil.which("skopeo")
-    if found is None:
-        raise HostSetupError(f"skopeo is not installed (podman testbed images are copied with it): {SETUP_HINT}")
-    return found
 
 
 class PodmanTestbed(Testbed):
@@ -243,15 +132,15 @@ class PodmanTestbed(Testbed):
                                          [self.store.graphroot]))
             self.env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)}
             self.container = name
-            _run(self.run_argv(name, owner), env=self.env)
-            pid = _run([self.podman, "inspect", "--format", "{{.State.Pid}}", name], env=self.env)
+            run_podman(self.run_argv(name, owner), env=self.env)
+            pid = run_podman([self.podman, "inspect", "--format", "{{.State.Pid}}", name], env=self.env)
             self._pid = int(pid.stdout.decode().strip() or 0)
             if self.systemd:
                 self._wait_for_systemd()
             if self.archive is not None and not self.network:
                 self._listener = listen_in(self._pid)
                 proxy().serve(self._listener, self.archive)
-                _run([self.podman, "exec", name, "sh", "-c", f"mkdir -p {os.path.dirname(APT_CONF)} && "
+                run_podman([self.podman, "exec", name, "sh", "-c", f"mkdir -p {os.path.dirname(APT_CONF)} && "
                       f"cat > {APT_CONF}"], input=APT_CONF_TEXT.encode(), env=self.env)
         except BaseException:
             self.close()
@@ -282,8 +171,8 @@ class PodmanTestbed(Testbed):
         deadline = time.monotonic() + timeout
         state = ""
         while time.monotonic() < deadline:
-            r = _run([self.podman, "exec", self._name(), "systemctl", "is-system-running"], check=False, timeout=30,
-                     env=self.env)
+            r = run_podman([self.podman, "exec", self._name(), "systemctl", "is-system-running"], check=False,
+                           timeout=30, env=self.env)
             state = r.stdout.decode().strip()
             if state in ("running", "degraded"):
                 return
@@ -315,7 +204,7 @@ class PodmanTestbed(Testbed):
 
         def stop() -> None:
             # Killing `podman exec` leaves its process running in the container: stop the container.
-            _run([self.podman, "kill", self._name()], check=False, timeout=60, env=self.env)
+            run_podman([self.podman, "kill", self._name()], check=False, timeout=60, env=self.env)
             self._broken = "the container was stopped after a command ran past its timeout or output limit"
 
         try:
@@ -348,12 +237,12 @@ class PodmanTestbed(Testbed):
 
     def copy_in(self, src: Path, dest: str) -> None:
         parent = os.path.dirname(dest.rstrip("/")) or "/"
-        _run([self.podman, "exec", self._name(), "mkdir", "-p", parent], env=self.env)
-        _run([self.podman, "cp", str(src), f"{self._name()}:{dest}"], env=self.env)
+        run_podman([self.podman, "exec", self._name(), "mkdir", "-p", parent], env=self.env)
+        run_podman([self.podman, "cp", str(src), f"{self._name()}:{dest}"], env=self.env)
 
     def copy_out(self, src: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        _run([self.podman, "cp", f"{self._name()}:{src}", str(dest)], env=self.env)
+        run_podman([self.podman, "cp", f"{self._name()}:{src}", str(dest)], env=self.env)
 
     def revert(self) -> None:
         self.close()
@@ -365,7 +254,7 @@ class PodmanTestbed(Testbed):
             self._listener = None
         name, self.container, self._broken, self._pid = self.container, None, "", 0
         if name is not None:
-            _run([self.podman, "rm", "-f", "-t", "0", name], check=False, timeout=120, env=self.env)
+            run_podman([self.podman, "rm", "-f", "-t", "0", name], check=False, timeout=120, env=self.env)
         if self.slot is not None:
             slot, self.slot = self.slot, None
             disk_pool(self.tmp).release(slot)
@@ -380,11 +269,6 @@ class PodmanBackend(Backend):
         self.tmp = home / "tmp"
         self.rootfs_cache = rootfs_cache
 
-    def has_systemd(self, image: ImageHandle) -> bool:
-        root = unpacked_rootfs(image.rootfs_tar, image.digest, self.rootfs_cache)
-        init = resolve_in_root(root, "/sbin/init")  # the image's symlinks, never the host's
-        return init.is_file() and init.name == "systemd"
-
     def why_not(self, image: ImageHandle) -> str | None:
         return why_cannot_run(image.architecture)
 
@@ -395,7 +279,7 @@ class PodmanBackend(Backend):
 
     def capabilities(self, image: ImageHandle) -> frozenset[str]:
         caps = {ROOT, REVERT, NETWORK, ARCHIVE, PRISTINE, PRIVILEGED, arch(image.architecture), LIMITS}
-        if self.has_systemd(image):
+        if has_systemd(image, self.rootfs_cache):
             caps.add(ISOLATION_CONTAINER)
         if self.no_gpu is None:
             caps.add(GPU)

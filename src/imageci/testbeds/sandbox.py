@@ -6,17 +6,11 @@ testbed gets its own overlayfs upper directory on a disk slot of its own size
 ``/proc/self/fd`` paths, so the test's ``/proc/mounts`` shows no host path.
 
 Each command runs under bubblewrap in new mount, pid, ipc, uts, cgroup and
-network namespaces (only loopback, unless the test asks for the network), the
-way container runtimes run untrusted code by default:
-
-- capabilities dropped to Docker's default set (``DEFAULT_CAPS``), with
-  no_new_privs (setuid programs and file capabilities grant nothing);
-- a seccomp filter after Docker's default profile (``testbeds/seccomp.py``);
-- ``/proc/sys``, ``/proc/sysrq-trigger``, ``/proc/bus``, ``/proc/fs`` and
-  ``/proc/irq`` read-only, and ``/proc/kcore``, ``/proc/keys``,
-  ``/proc/timer_list``, ``/proc/sched_debug`` and friends masked;
-- memory and pids limits per command (cgroups), whose OOM and fork-refusal
-  counters name the limit in the verdict when one struck.
+network namespaces (only loopback, unless the test asks for the network),
+hardened the way container runtimes run untrusted code by default
+(``testbeds/hardening.py``, ``testbeds/seccomp.py``), with memory and pids
+limits per command (cgroups) whose OOM and fork-refusal counters name the limit
+in the verdict when one struck.
 
 A testbed made for ``archive`` (DEP-8 tests) keeps one private network
 namespace for all its commands, where the archive proxy listens
@@ -33,8 +27,6 @@ process group and bwrap's pid namespace).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
@@ -60,6 +52,12 @@ from imageci.rootpath import resolve_in_root
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, new_namespace, proxy
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
 from imageci.testbeds.disks import DiskSlot, disk_pool
+from imageci.testbeds.hardening import (
+    bwrap_path,
+    hardening_args,
+    mount_overlay,
+    umount,
+)
 from imageci.testbeds.limits import LimitGroup, cgroup_mode, group_prefix, limit_notes
 from imageci.testbeds.names import HOSTNAME_PATH, HOSTS_PATH, hosts_text
 from imageci.testbeds.output import pump, stream_keep
@@ -67,62 +65,6 @@ from imageci.testbeds.seccomp import filter_fd
 
 HOSTNAME = "imageci-sandbox"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-MNT_DETACH = 2
-# Docker's default capability set
-DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
-                "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
-PROC_READ_ONLY = ("sys", "sysrq-trigger", "bus", "fs", "irq")
-PROC_MASKED = ("kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "asound", "acpi", "scsi")
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _mount_overlay(lowers: Sequence[Path], upper: Path, work: Path, merged: Path) -> None:
-    """Mount the overlay (``lowers`` top first) through /proc/self/fd paths: the mount options the
-    test can read in /proc/mounts then name no host directory."""
-    fds: list[int] = []
-    try:
-        for d in (*lowers, upper, work):
-            fds.append(os.open(d, os.O_PATH | os.O_DIRECTORY))
-        lower = ":".join(f"/proc/self/fd/{fd}" for fd in fds[:-2])
-        opts = f"lowerdir={lower},upperdir=/proc/self/fd/{fds[-2]},workdir=/proc/self/fd/{fds[-1]}"
-        if _libc.mount(b"overlay", str(merged).encode(), b"overlay", 0, opts.encode()) != 0:
-            err = ctypes.get_errno()
-            raise TestbedError(f"overlayfs mount failed: {os.strerror(err)} (the sandbox testbed needs root "
-                               "and a kernel with overlayfs)")
-    except FileNotFoundError as exc:
-        raise TestbedError(f"overlayfs mount failed: {exc.filename} does not exist") from exc
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def _umount(path: Path) -> None:
-    _libc.umount2(str(path).encode(), MNT_DETACH)
-
-
-def bwrap_path() -> str:
-    path = shutil.which("bwrap")
-    if not path:
-        raise HostSetupError("bubblewrap is not installed: run scripts/host-setup.sh (apt-get install bubblewrap)")
-    return path
-
-
-def hardening_args() -> list[str]:
-    """bwrap options that run a command the way container runtimes do by default."""
-    args = ["--cap-drop", "ALL"]
-    for cap in DEFAULT_CAPS:
-        args += ["--cap-add", f"CAP_{cap}"]
-    for entry in PROC_READ_ONLY:
-        if os.path.exists(f"/proc/{entry}"):
-            args += ["--ro-bind", f"/proc/{entry}", f"/proc/{entry}"]
-    for entry in PROC_MASKED:
-        path = f"/proc/{entry}"
-        if os.path.isdir(path):
-            args += ["--tmpfs", path, "--remount-ro", path]
-        elif os.path.exists(path):
-            args += ["--ro-bind", "/dev/null", path]
-    return args
 
 
 class SandboxTestbed(Testbed):
@@ -200,7 +142,7 @@ class SandboxTestbed(Testbed):
         upper, work = self.slot.path / "upper", self.slot.path / "work"
         upper.mkdir()
         work.mkdir()
-        _mount_overlay([layer, self.lower] if layer is not None else [self.lower], upper, work, self.dir / "merged")
+        mount_overlay([layer, self.lower] if layer is not None else [self.lower], upper, work, self.dir / "merged")
         self.merged = self.dir / "merged"
 
     def _write_names(self) -> list[str]:
@@ -236,7 +178,7 @@ class SandboxTestbed(Testbed):
         with self._lock:
             if self._running:
                 raise TestbedError("cannot reset a sandbox while commands run in it")
-        _umount(self.merged)
+        umount(self.merged)
         self.merged = None
         safe_rmtree(self.slot.path / "upper")
         safe_rmtree(self.slot.path / "work")
@@ -276,7 +218,7 @@ class SandboxTestbed(Testbed):
             self._netns = None
         if self.dir is not None:
             if self.merged is not None:
-                _umount(self.merged)
+                umount(self.merged)
             safe_rmtree(self.dir)
         if self.slot is not None:
             disk_pool(self.tmp).release(self.slot)

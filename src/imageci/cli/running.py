@@ -1,0 +1,134 @@
+"""`imageci run`, `test` and `pipeline`: tests run here, of a version on this home or on a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from imageci.cli.building import show_build
+from imageci.cli.context import console, handle_errors
+from imageci.cli.options import (
+    ConsumersOpt,
+    DefArg,
+    Dep8Opt,
+    Dep8PkgOpt,
+    ExecutorOpt,
+    FreshOpt,
+    JobsOpt,
+    JunitOpt,
+    LimitOpt,
+    QuarantineOpt,
+    RefArg,
+    RerunOpt,
+    RetriesOpt,
+    StructureOpt,
+    SuiteOpt,
+    TapOpt,
+    TestbedOpt,
+    TestinfraOpt,
+)
+
+if TYPE_CHECKING:
+    from imageci.app.planning import Fresh, TestRequest
+
+
+def _fresh(value: str | None) -> Fresh | None:
+    from imageci.errors import UsageError
+
+    if value == "test":
+        return "test"
+    if value == "suite":
+        return "suite"
+    if value is None:
+        return None
+    raise UsageError(f"--fresh must be 'test' or 'suite' (got {value!r})")
+
+
+def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: list[str] | None, jobs: int | None,
+             retries: int, rerun_all: bool, junit: Path | None, tap: Path | None, fresh: str | None,
+             dep8: list[Path] | None, dep8_package: list[str] | None, quarantine: Path | None,
+             structure: list[Path] | None, testinfra: list[Path] | None, limit: list[str] | None,
+             executor: str | None = None, consumers: bool = True) -> TestRequest:
+    from imageci.app.planning import TestRequest
+    from imageci.errors import UsageError
+
+    if executor not in (None, "local", "celery"):
+        raise UsageError(f"--executor must be 'local' or 'celery' (got {executor!r})")
+    return TestRequest(ref=ref, tests=tests, suite=suite, testbeds=testbed or [], jobs=jobs, retries=retries,
+                       rerun_all=rerun_all, junit=junit, tap=tap, fresh=_fresh(fresh), dep8=dep8 or [],
+                       dep8_packages=dep8_package or [], quarantine=quarantine, structure=structure or [],
+                       testinfra=testinfra or [], limits=limit or [],
+                       executor=executor, consumers=consumers)  # type: ignore[arg-type]
+
+
+def _run(request: TestRequest) -> None:
+    from imageci.app.pipeline import test_via
+    from imageci.app.session import Session
+    from imageci.app.testing import run_tests
+    from imageci.cli.sources import remote_client
+    from imageci.cli.testing import Steps, show_event, show_outcome, show_plan, show_status
+
+    session = Session.open()
+    client = remote_client(session.settings)
+    if client is None:
+        outcome = run_tests(session, request, on_plan=show_plan, on_event=show_event, on_status=show_status)
+        show_outcome(outcome)
+        raise typer.Exit(int(outcome.exit_code))
+    with Steps() as steps:
+        outcome, recorded, image = test_via(session, client, client.remote.url, request, steps.hooks())
+    show_outcome(outcome)
+    console.print(f"recorded on {client.remote.url}: run {recorded} of {image}", highlight=False)
+    raise typer.Exit(int(outcome.exit_code))
+
+
+@handle_errors
+def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names from the image's suite")],
+        suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
+        rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
+        dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
+        structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None,
+        executor: ExecutorOpt = None) -> None:
+    """Run one or several tests against an image."""
+    _run(_request(ref, tests, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
+                  quarantine, structure, testinfra, limit, executor))
+
+
+@handle_errors
+def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None,
+         retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None,
+         fresh: FreshOpt = None, dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None,
+         quarantine: QuarantineOpt = None, structure: StructureOpt = None, testinfra: TestinfraOpt = None,
+         limit: LimitOpt = None, executor: ExecutorOpt = None, consumers: ConsumersOpt = True) -> None:
+    """Run the image's whole suite and its consumers' suites (or, with --dep8/--dep8-package/--structure/
+    --testinfra alone, only those). A gating consumer that fails on a testing version also runs on the stable
+    version, so the gate can tell whether this version broke it."""
+    _run(_request(ref, None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
+                  quarantine, structure, testinfra, limit, executor, consumers))
+
+
+@handle_errors
+def pipeline(definition: DefArg,
+             force_build: Annotated[bool, typer.Option("--force-build", help="rebuild even if unchanged")] = False,
+             suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: JobsOpt = None, retries: RetriesOpt = 0,
+             rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
+             dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
+             structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None,
+             consumers: ConsumersOpt = True) -> None:
+    """build → publish to testing → test the gate suite (and the consumers' suites) → promote to stable if the
+    gate holds."""
+    from imageci.app.pipeline import pipeline as run_pipeline
+    from imageci.app.session import Session
+    from imageci.cli.sources import remote_client
+    from imageci.cli.testing import Steps, show_pipeline
+
+    request = _request("", None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
+                       quarantine, structure, testinfra, limit, consumers=consumers)
+    session = Session.open()
+    client = remote_client(session.settings)
+    with Steps(f"building {definition}…", building=definition.name, on_built=show_build) as steps:
+        outcome = run_pipeline(session, definition, request, force_build=force_build, server=client,
+                               url=client.remote.url if client else None, hooks=steps.hooks())
+    show_pipeline(outcome)
+    raise typer.Exit(int(outcome.exit_code))
