@@ -23,7 +23,8 @@ from imageci.checks.script import ScriptCheck
 from imageci.definitions.dep8 import load_dep8
 from imageci.definitions.image import load_definition
 from imageci.definitions.suite import load_suite
-from imageci.engine.runner import Engine, RunReport
+from imageci.engine.results import RunReport
+from imageci.engine.runner import Engine
 from imageci.errors import SourceError
 from imageci.store.catalog import NewArtifact
 from imageci.store.models import Version

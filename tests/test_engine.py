@@ -9,7 +9,8 @@ import pytest
 from imageci.checks.script import ScriptCheck
 from imageci.definitions.suite import load_suite
 from imageci.engine.budget import Budget
-from imageci.engine.runner import Engine, RunReport
+from imageci.engine.results import RunReport
+from imageci.engine.runner import Engine
 from imageci.exitcodes import ExitCode
 from imageci.store.models import Version
 from imageci.testbeds.base import Cost

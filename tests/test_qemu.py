@@ -17,7 +17,8 @@ from imageci.checks.script import ScriptCheck
 from imageci.checks.testinfra import checks_from_testinfra
 from imageci.definitions.dep8 import load_dep8
 from imageci.definitions.suite import load_suite
-from imageci.engine.runner import Engine, RunReport
+from imageci.engine.results import RunReport
+from imageci.engine.runner import Engine
 from imageci.store.models import Version
 from imageci.testbeds.vm.accel import qemu_binary as find_qemu
 from imageci.testbeds.vm.qemu import QemuBackend

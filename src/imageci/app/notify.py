@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from imageci.app.session import Session
 from imageci.config import Settings
-from imageci.engine.runner import RunReport
+from imageci.engine.results import RunReport
 from imageci.store.models import Attempt, State, Version, label
 from imageci.store.states import utcnow
 from imageci.verdicts import Verdict

@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,9 @@ from imageci.store import lookups
 from imageci.store.blobs import BlobWriter
 from imageci.store.refs import parse_ref
 from imageci.store.states import DEFAULT_NAMESPACE, DERIVED, DISK, ROOTFS
+
+if TYPE_CHECKING:
+    from imageci.store.catalog import NewArtifact
 
 DIGEST = re.compile(r"^(sha256:)?[0-9a-f]{64}$")
 FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")  # one path component, never "..", "/" or NUL
@@ -92,22 +95,14 @@ def blob_writer(session: Session, by: Principal, digest: str, size: int | None) 
     return session.store.writer(_hex(digest, "blob"), size, limit)
 
 
-def publish(session: Session, req: PublishRequest, *, by: Principal = LOCAL) -> Published:
-    """Register the version whose artifacts were uploaded, on ``testing``, in one transaction. A new
-    product is made in ``by``'s namespace; an existing one must be in a namespace ``by`` publishes to."""
-    from imageci.formats import lxdimage
+def _uploaded(session: Session, req: PublishRequest) -> list[NewArtifact]:
+    """The request's artifacts, each a plain file name whose blob was uploaded with that size (derived
+    kinds are left out: read here from the bytes when asked for, a client's word is not taken)."""
     from imageci.store.catalog import NewArtifact
 
-    _may_publish(by)
-    ref = parse_ref(req.name)
-    if ref.name != req.name:
-        raise UsageError(f"bad image name {req.name!r}: lowercase letters, digits, '.' and '-'")
-    image = _hex(req.digest, "digest")
-    if not ARCH.fullmatch(req.architecture):
-        raise UsageError(f"bad architecture {req.architecture!r}")
     artifacts = []
     for a in req.artifacts:
-        if a.kind in DERIVED:  # read here from the bytes when asked for: a client's word is not taken
+        if a.kind in DERIVED:
             continue
         if not FILENAME.fullmatch(a.filename):
             raise UsageError(f"bad artifact file name {a.filename[:80]!r}: one plain file name (letters, digits, "
@@ -122,8 +117,13 @@ def publish(session: Session, req: PublishRequest, *, by: Principal = LOCAL) -> 
             raise UsageError(f"artifact {a.filename}: blob sha256:{digest} has {path.stat().st_size} bytes, "
                              f"not {a.size}")
         artifacts.append(NewArtifact(a.kind, a.filename, digest, a.size))
+    return artifacts
+
+
+def _check_image_bytes(session: Session, artifacts: list[NewArtifact], image: str) -> None:
+    """The image digest is its rootfs's, or its disk's (a disk image, checked before anything boots it)."""
     disks = [a for a in artifacts if a.kind == DISK]
-    if disks:  # a disk image: its digest is the disk's; the disk is checked here before anything boots it
+    if disks:
         if len(disks) > 1 or disks[0].digest != image or not any(a.kind == ROOTFS for a in artifacts):
             raise UsageError(f"a disk image has one {DISK!r} artifact, whose digest is the image's "
                              f"(sha256:{image}), and a {ROOTFS!r} artifact")
@@ -136,6 +136,22 @@ def publish(session: Session, req: PublishRequest, *, by: Principal = LOCAL) -> 
             raise UsageError(str(exc).replace(str(disk), f"the disk sha256:{image[:12]}")) from None
     elif not any(a.digest == image and a.kind == ROOTFS for a in artifacts):
         raise UsageError(f"the image digest sha256:{image} must be that of its {ROOTFS!r} artifact")
+
+
+def publish(session: Session, req: PublishRequest, *, by: Principal = LOCAL) -> Published:
+    """Register the version whose artifacts were uploaded, on ``testing``, in one transaction. A new
+    product is made in ``by``'s namespace; an existing one must be in a namespace ``by`` publishes to."""
+    from imageci.formats import lxdimage
+
+    _may_publish(by)
+    ref = parse_ref(req.name)
+    if ref.name != req.name:
+        raise UsageError(f"bad image name {req.name!r}: lowercase letters, digits, '.' and '-'")
+    image = _hex(req.digest, "digest")
+    if not ARCH.fullmatch(req.architecture):
+        raise UsageError(f"bad architecture {req.architecture!r}")
+    artifacts = _uploaded(session, req)
+    _check_image_bytes(session, artifacts, image)
     names = [a.filename for a in artifacts]
     if len(set(names)) != len(names):
         raise UsageError("artifact file names must be unique")

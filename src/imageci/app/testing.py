@@ -16,7 +16,8 @@ from imageci.app.session import Session
 from imageci.app.versions import config_of, gate_of
 from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
 from imageci.engine.budget import Budget, default_budget
-from imageci.engine.runner import Dispatcher, Engine, EventFn, RunReport, TestResult
+from imageci.engine.results import RunReport, TestResult
+from imageci.engine.runner import Dispatcher, Engine, EventFn
 from imageci.exitcodes import ExitCode
 from imageci.reports.junit import write_junit
 from imageci.reports.reproducer import RunSpec, write_reproducer

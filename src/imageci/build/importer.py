@@ -48,7 +48,7 @@ from imageci.fs import safe_rmtree
 from imageci.hostarch import host_architecture
 from imageci.owners import process_owner
 from imageci.rootpath import os_release
-from imageci.store.blobs import BlobStore, hash_file
+from imageci.store.blobs import Blob, BlobStore, hash_file
 from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import OCI_CONFIG, SUITE, Version
 from imageci.store.snapshots import pack_tree
@@ -103,6 +103,36 @@ def _arch_of(wanted: str | None, found: str | None, source: str) -> str:
     return found or wanted or host_architecture()
 
 
+def _store_rootfs(spec: SourceSpec, disk: Path | None, name: str, workdir: Path, settings: Settings,
+                  store: BlobStore, wanted: tuple[str | None, bool], on_step: Callable[[str], None]
+                  ) -> tuple[Blob, Path, tuple[dict[str, Any], dict[str, Any], str, int]]:
+    """The image's root file system as one tarball, checked entry by entry (unpacked once) and stored:
+    its blob, its unpacked tree, and (config, build info, architecture, layers). ``wanted``: the
+    architecture asked for, and whether a registry's TLS certificate is verified."""
+    architecture, tls_verify = wanted
+    fd, tmp_name = tempfile.mkstemp(dir=store.tmp, prefix=store.tmp_prefix + "import-")
+    os.close(fd)
+    rootfs_tar = Path(tmp_name)
+    try:
+        if disk is not None:
+            config, info, arch = _disk_rootfs(disk, name, workdir, rootfs_tar, architecture, on_step)
+            layers = 0
+        else:
+            config, info, arch, layers = _rootfs(spec, name, workdir, rootfs_tar, architecture, tls_verify, on_step)
+        rootfs = hash_file(rootfs_tar)
+        on_step("checking every entry (unpacking it once)")
+        try:
+            tree = unpacked_rootfs(rootfs_tar, rootfs.digest, settings.rootfs_cache)
+        except UsageError:  # refused: neither the tree nor the bytes are kept
+            discard_unpacked(settings.rootfs_cache, rootfs.digest)
+            (settings.rootfs_cache / f"{rootfs.digest}.lock").unlink(missing_ok=True)
+            raise
+        store.adopt(rootfs_tar, rootfs)
+    finally:
+        rootfs_tar.unlink(missing_ok=True)
+    return rootfs, tree, (config, info, arch, layers)
+
+
 def import_image(name: str, source: str, settings: Settings, catalog: Catalog, store: BlobStore, *,
                  architecture: str | None = None, suite: Path | None = None, tls_verify: bool = True,
                  on_step: Callable[[str], None] = lambda _s: None) -> ImportResult:
@@ -118,28 +148,9 @@ def import_image(name: str, source: str, settings: Settings, catalog: Catalog, s
     token = process_owner(settings.tmp_dir).token
     workdir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix=f"build-{token}-import-"))
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=store.tmp, prefix=store.tmp_prefix + "import-")
-        os.close(fd)
-        rootfs_tar = Path(tmp_name)
         disk = Path(spec.location) if spec.transport == "tarball" and is_qcow2(Path(spec.location)) else None
-        try:
-            if disk is not None:
-                config, info, arch = _disk_rootfs(disk, name, workdir, rootfs_tar, architecture, on_step)
-                layers = 0
-            else:
-                config, info, arch, layers = _rootfs(spec, name, workdir, rootfs_tar, architecture, tls_verify,
-                                                     on_step)
-            rootfs = hash_file(rootfs_tar)
-            on_step("checking every entry (unpacking it once)")
-            try:
-                tree = unpacked_rootfs(rootfs_tar, rootfs.digest, settings.rootfs_cache)
-            except UsageError:  # refused: neither the tree nor the bytes are kept
-                discard_unpacked(settings.rootfs_cache, rootfs.digest)
-                (settings.rootfs_cache / f"{rootfs.digest}.lock").unlink(missing_ok=True)
-                raise
-            store.adopt(rootfs_tar, rootfs)
-        finally:
-            rootfs_tar.unlink(missing_ok=True)
+        rootfs, tree, (config, info, arch, layers) = _store_rootfs(spec, disk, name, workdir, settings, store,
+                                                                   (architecture, tls_verify), on_step)
         snapshot = [] if suite is None else [_suite_artifact(store, suite)]
         disk_artifact = []
         digest = rootfs.digest

@@ -13,16 +13,24 @@ from typing import Any
 
 from imageci import cacheuse
 from imageci.build import bootdisk, inputs
-from imageci.build.mmdebstrap import BuildPlan, cache_file, cached_file, from_cache, run_mmdebstrap, to_cache
+from imageci.build.mmdebstrap import (
+    BuildOutput,
+    BuildPlan,
+    cache_file,
+    cached_file,
+    from_cache,
+    run_mmdebstrap,
+    to_cache,
+)
 from imageci.config import Settings
-from imageci.definitions.image import ImageDefinition, LoadedDefinition
+from imageci.definitions.image import DiskSpec, ImageDefinition, LoadedDefinition
 from imageci.errors import UsageError
 from imageci.formats import lxdimage
 from imageci.formats.oci import image_config
 from imageci.formats.rootfs import unpacked_rootfs
 from imageci.fs import safe_rmtree
 from imageci.owners import process_owner
-from imageci.store.blobs import BlobStore
+from imageci.store.blobs import Blob, BlobStore
 from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import MULTIARCH, OCI_CONFIG, SUITE, Version
 from imageci.store.snapshots import pack_tree
@@ -106,32 +114,13 @@ def _build_one(loaded: LoadedDefinition, d: ImageDefinition, settings: Settings,
         manifest = store.put_file(out.manifest)
         log = store.put_file(out.log)
         tree = unpacked_rootfs(store.path(rootfs.digest), rootfs.digest, settings.rootfs_cache)
-        disk = None
-        if spec is not None:
-            made = cached_file(settings.build_cache, key, "disk.qcow2") if out.cached else None
-            if made is None:
-                if on_line:
-                    on_line(f"making the {spec.size} disk image ({', '.join(spec.firmware)})")
-                made = workdir / "disk.qcow2"
-                bootdisk.make_disk(tree, spec, ids, made, workdir, out.source_date_epoch)
-                cache_file(settings.build_cache, key, made)
-            disk = store.put_file(made) if made.parent != workdir else store.move_file(made)
+        disk = None if spec is None else _disk(settings, store, key, (spec, ids), tree, out, workdir, on_line)
         digest = disk.digest if disk is not None else rootfs.digest
         same = catalog.find_by_digest(d.name, digest)
         if same is not None and same.state not in ("inactive", "deleted"):
             return BuildResult(_with_tests(catalog, store, loaded, suite, same, group), skipped=False,
                                identical=True, input_hash=key, seconds=out.seconds, from_cache=out.cached)
-        info: dict[str, Any] = {
-            "builder": inputs.builder_id(),
-            "mirror": {"url": mirror.url, "suite": mirror.suite, "date": mirror.date},
-            "source_date_epoch": out.source_date_epoch,
-            "command": out.command,
-            "seconds": round(out.seconds, 3),
-            "from_cache": out.cached,
-            "definition_path": str(loaded.path),
-        }
-        if group is not None:
-            info[MULTIARCH] = group
+        info = _build_info(loaded, mirror, out, group)
         extra = []
         if spec is not None and disk is not None:
             info["disk"] = bootdisk.disk_info(spec, ids)
@@ -152,6 +141,37 @@ def _build_one(loaded: LoadedDefinition, d: ImageDefinition, settings: Settings,
     finally:
         in_use.close()
         safe_rmtree(workdir)
+
+
+def _disk(settings: Settings, store: BlobStore, key: str, planned: tuple[DiskSpec, bootdisk.DiskIds],
+          tree: Path, out: BuildOutput, workdir: Path, on_line: Callable[[str], None] | None) -> Blob:
+    """The version's bootable disk (``format: disk``): from the build cache, or made from ``tree`` now."""
+    spec, ids = planned
+    made = cached_file(settings.build_cache, key, "disk.qcow2") if out.cached else None
+    if made is None:
+        if on_line:
+            on_line(f"making the {spec.size} disk image ({', '.join(spec.firmware)})")
+        made = workdir / "disk.qcow2"
+        bootdisk.make_disk(tree, spec, ids, made, workdir, out.source_date_epoch)
+        cache_file(settings.build_cache, key, made)
+    return store.put_file(made) if made.parent != workdir else store.move_file(made)
+
+
+def _build_info(loaded: LoadedDefinition, mirror: inputs.MirrorState, out: BuildOutput,
+                group: dict[str, Any] | None) -> dict[str, Any]:
+    """How the version was built, recorded with it (``imageci repro`` rebuilds from this)."""
+    info: dict[str, Any] = {
+        "builder": inputs.builder_id(),
+        "mirror": {"url": mirror.url, "suite": mirror.suite, "date": mirror.date},
+        "source_date_epoch": out.source_date_epoch,
+        "command": out.command,
+        "seconds": round(out.seconds, 3),
+        "from_cache": out.cached,
+        "definition_path": str(loaded.path),
+    }
+    if group is not None:
+        info[MULTIARCH] = group
+    return info
 
 
 def _config_artifact(store: BlobStore, name: str, digest: str) -> NewArtifact:

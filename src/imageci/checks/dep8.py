@@ -209,7 +209,20 @@ class Dep8Check(Check):
         testbed.copy_in(self.suite.root, tree)
         user, user_log = self._normal_user(testbed)
         install_log += user_log
+        self._prepare(testbed, tree, user)
+        if BUILD_NEEDED in self.test.restrictions:
+            unbuilt, build_log = _build(testbed, tree, user)
+            install_log += build_log
+            if unbuilt is not None:
+                return Outcome(unbuilt.verdict, unbuilt.reason, unbuilt.exit_code, install_log)
         as_root = "needs-root" in self.test.restrictions
+        rounds, install_log, too_many = self._rounds(testbed, self._script(tree, user if as_root else None), tree,
+                                                     None if as_root else user, install_log)
+        if too_many is not None:
+            return too_many
+        return self._judge(testbed, rounds, install_log, f" as {user}" if user and not as_root else " as root")
+
+    def _prepare(self, testbed: Testbed, tree: str, user: str | None) -> None:
         q = shlex.quote
         prepare = f"mkdir -p -m 1777 {ARTIFACTS}"
         if self.test.path:
@@ -219,12 +232,11 @@ class Dep8Check(Check):
         if BUILD_NEEDED in self.test.restrictions:  # the build writes its packages beside the tree
             prepare += f" && chmod 1777 {SRC_DIR}"
         testbed.exec(["sh", "-c", prepare], timeout=300)
-        if BUILD_NEEDED in self.test.restrictions:
-            unbuilt, build_log = _build(testbed, tree, user)
-            install_log += build_log
-            if unbuilt is not None:
-                return Outcome(unbuilt.verdict, unbuilt.reason, unbuilt.exit_code, install_log)
-        # the environment autopkgtest gives a test (adt_testbed.py)
+
+    def _script(self, tree: str, normal_user: str | None) -> str:
+        """The shell that runs the test with the environment autopkgtest gives one (adt_testbed.py);
+        ``normal_user``: the ordinary user a root test is told of."""
+        q = shlex.quote
         script = ("set -e; export USER=$(id -nu); . /etc/profile >/dev/null 2>&1 || true; "
                   ". ~/.profile >/dev/null 2>&1 || true; "
                   f"export AUTOPKGTEST_ARTIFACTS={ARTIFACTS} ADT_ARTIFACTS={ARTIFACTS}; "
@@ -233,16 +245,22 @@ class Dep8Check(Check):
                   "unset LANGUAGE LC_CTYPE LC_NUMERIC LC_TIME LC_COLLATE LC_MONETARY LC_MESSAGES LC_PAPER LC_NAME "
                   "LC_ADDRESS LC_TELEPHONE LC_MEASUREMENT LC_IDENTIFICATION LC_ALL; "
                   f"cd {q(tree)}; ")
-        if as_root and user:
-            script += f"export AUTOPKGTEST_NORMAL_USER={q(user)} ADT_NORMAL_USER={q(user)}; "
+        if normal_user:
+            script += f"export AUTOPKGTEST_NORMAL_USER={q(normal_user)} ADT_NORMAL_USER={q(normal_user)}; "
         # The test runs as a child of this shell (autopkgtest-reboot kills it; the shell reports 128+9),
         # whose own stderr is silenced so its "Killed" notice is not taken for the test's stderr.
         script += f"echo $$ > {PID_FILE}; exec 3>&2 2>/dev/null; "
         if self.test.command is not None:
-            script += f"bash -ec {q(self.test.command)} 2>&3 3>&-; exit $?"
-        else:
-            # by its absolute path in the tree, as autopkgtest starts it: a test may find its data by "$0"
-            script += f"{q(tree + '/' + (self.test.path or ''))} 2>&3 3>&-; exit $?"
+            return script + f"bash -ec {q(self.test.command)} 2>&3 3>&-; exit $?"
+        # by its absolute path in the tree, as autopkgtest starts it: a test may find its data by "$0"
+        return script + f"{q(tree + '/' + (self.test.path or ''))} 2>&3 3>&-; exit $?"
+
+    def _rounds(self, testbed: Testbed, script: str, tree: str, run_as: str | None, install_log: bytes
+                ) -> tuple[list[tuple[str, ExecResult]], bytes, Outcome | None]:
+        """Run the test, again after each reboot it asks for (``autopkgtest-reboot MARK``); ``run_as``: the
+        ordinary user it runs as (None: root). A test that asks for too many reboots fails. Returns the
+        rounds, ``install_log`` with what offering reboots logged, and the failure if there was one."""
+        q = shlex.quote
         can_reboot = REBOOT in testbed.capabilities()
         rounds: list[tuple[str, ExecResult]] = []
         mark = ""
@@ -250,17 +268,21 @@ class Dep8Check(Check):
             if can_reboot:
                 install_log += _offer_reboot(testbed)
             marked = (f"export AUTOPKGTEST_REBOOT_MARK={q(mark)} ADT_REBOOT_MARK={q(mark)}; " if mark else "") + script
-            argv = ["su", "-s", "/bin/bash", user, "-c", marked] if user and not as_root else ["bash", "-c", marked]
+            argv = ["su", "-s", "/bin/bash", run_as, "-c", marked] if run_as else ["bash", "-c", marked]
             res = testbed.exec(argv, cwd=tree, timeout=DEFAULT_TIMEOUT)
             rounds.append((mark, res))
             mark = _reboot_mark(testbed) if can_reboot and res.exit_code in KILLED else ""
             if not mark:
-                break
+                return rounds, install_log, None
             if len(rounds) > MAX_REBOOTS:
-                return Outcome(Verdict.FAIL, f"asked for more than {MAX_REBOOTS} reboots", res.exit_code,
-                               install_log + _rounds_log(rounds))
+                return rounds, install_log, Outcome(Verdict.FAIL, f"asked for more than {MAX_REBOOTS} reboots",
+                                                    res.exit_code, install_log + _rounds_log(rounds))
             testbed.reboot()
-        who = f" as {user}" if user and not as_root else " as root"
+
+    def _judge(self, testbed: Testbed, rounds: list[tuple[str, ExecResult]], install_log: bytes, who: str
+               ) -> Outcome:
+        """The verdict of the test's last round, as autopkgtest gives it."""
+        res = rounds[-1][1]
         header = f"# DEP-8 {self.id} on {testbed.name}{who}: "
         if res.timed_out:
             return Outcome(Verdict.FAIL, f"timed out after {DEFAULT_TIMEOUT}s", None,

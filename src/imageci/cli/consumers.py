@@ -3,12 +3,16 @@ home, or on the server); `imageci check-consumer`: a project's pre-deploy check 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from imageci.cli.context import console, err_console, handle_errors, print_json
+
+if TYPE_CHECKING:
+    from imageci.app.checkconsumer import RuntimeReport
 
 consumers_app = typer.Typer(help="Consumers: projects that build on an image and register their suites. Every run "
                             "of the image's suite runs theirs too; a gating one blocks a promotion that breaks "
@@ -123,41 +127,17 @@ def check_consumer(
     Exit 0: it passed; 1: it failed; 3: the testbed broke."""
     from imageci.app import checkconsumer
     from imageci.app.session import Session
-    from imageci.cli import sources
+    from imageci.cli.sources import remote_client
     from imageci.cli.testing import show_event, show_outcome, show_plan
-    from imageci.client.remote import ApiClient, find_remote
-    from imageci.exitcodes import ExitCode
 
     session = Session.open()
-    remote = find_remote(sources.server_option, session.settings)
+    client = remote_client(session.settings)
     request = checkconsumer.CheckRequest(ref=ref, project=project, command=command, setup=setup,
                                          wheelhouse=wheelhouse, testbeds=testbed or [], timeout=timeout,
                                          run_anyway=run_anyway, junit=junit)
-    client = ApiClient(remote) if remote is not None else None
-    if client is not None:
-        with console.status(f"reading {ref} on {client.remote.url}…"):
-            runtimes = checkconsumer.check_runtimes(session, request, client)
-    else:
-        runtimes = checkconsumer.check_runtimes(session, request, None)
-    if not as_json:
-        console.print(f"{runtimes.image} ({runtimes.digest[:19]}): {runtimes.summary}", highlight=False)
-        for line in runtimes.unmet:
-            err_console.print(f"  [red]unmet[/]: {line}", highlight=False)
-        for line in runtimes.met:
-            console.print(f"  [green]met[/]: {line}", highlight=False)
-        for line in runtimes.ignored:
-            console.print(f"  [dim]not checked: {line}[/]", highlight=False)
-    if runtimes.unmet and not run_anyway:
-        if as_json:
-            print_json(checkconsumer.CheckOutcome(runtimes=runtimes, exit_code=int(ExitCode.RUNTIME_UNMET)))
-        else:
-            err_console.print("[red]not run[/]: the image does not meet a runtime the project declares "
-                              "(--run-anyway runs it still)")
-        raise typer.Exit(int(ExitCode.RUNTIME_UNMET))
-    if command is None:
-        if as_json:
-            print_json(checkconsumer.CheckOutcome(runtimes=runtimes, exit_code=0))
-        raise typer.Exit(0)
+    with console.status(f"reading {ref} on {client.remote.url}…") if client else contextlib.nullcontext():
+        runtimes = checkconsumer.check_runtimes(session, request, client)
+    _runtimes_verdict(runtimes, as_json, blocked=bool(runtimes.unmet) and not run_anyway, idle=command is None)
     outcome = checkconsumer.run_check(session, request, client, on_plan=None if as_json else show_plan,
                                       on_event=None if as_json else show_event)
     if as_json:
@@ -167,3 +147,28 @@ def check_consumer(
     else:
         show_outcome(outcome)
     raise typer.Exit(int(outcome.exit_code))
+
+
+def _runtimes_verdict(runtimes: RuntimeReport, as_json: bool, *, blocked: bool, idle: bool) -> None:
+    """Show the runtime check; exit 11 when it ``blocked`` the run (a runtime unmet), 0 when there is
+    nothing to run (``idle``: no command)."""
+    from imageci.app import checkconsumer
+    from imageci.exitcodes import ExitCode
+
+    if not as_json:
+        console.print(f"{runtimes.image} ({runtimes.digest[:19]}): {runtimes.summary}", highlight=False)
+        for line in runtimes.unmet:
+            err_console.print(f"  [red]unmet[/]: {line}", highlight=False)
+        for line in runtimes.met:
+            console.print(f"  [green]met[/]: {line}", highlight=False)
+        for line in runtimes.ignored:
+            console.print(f"  [dim]not checked: {line}[/]", highlight=False)
+    if not blocked and not idle:
+        return
+    code = int(ExitCode.RUNTIME_UNMET) if blocked else 0
+    if as_json:
+        print_json(checkconsumer.CheckOutcome(runtimes=runtimes, exit_code=code))
+    elif code:
+        err_console.print("[red]not run[/]: the image does not meet a runtime the project declares "
+                          "(--run-anyway runs it still)")
+    raise typer.Exit(code)

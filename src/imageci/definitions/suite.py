@@ -232,6 +232,20 @@ def _merge(*metas: TestMeta) -> dict[str, object]:
     return out
 
 
+def _script_spec(name: str, path: Path, merged: dict[str, object], limits: Limits) -> ScriptTestSpec:
+    """One script test: its metadata (defaults, header, suite file merged) and the digest of all it is."""
+    meta = TestMeta.model_validate(merged)
+    h = hashlib.sha256()
+    h.update(path.read_bytes())
+    h.update(repr(sorted(merged.items())).encode())
+    h.update(b"executable" if os.access(path, os.X_OK) else b"not executable")
+    return ScriptTestSpec(name=name, path=path, executable=os.access(path, os.X_OK),
+                          timeout=meta.timeout or DEFAULT_TIMEOUT, tags=tuple(meta.tags or ()),
+                          needs=tuple(meta.needs or ()), flaky=bool(meta.flaky), description=meta.description or "",
+                          testbeds=tuple(meta.testbeds or ()), destructive=bool(meta.destructive), limits=limits,
+                          digest=h.hexdigest())
+
+
 def load_suite(directory: Path) -> Suite:
     directory = directory.resolve()
     if not directory.is_dir():
@@ -261,26 +275,7 @@ def load_suite(directory: Path) -> Suite:
         if src is not None:
             warnings += _unknown_needs((spec.tests.get(name) or TestMeta()).needs,
                                        f"{suite_file}:{src.line_of(('tests', name, 'needs'))}")
-        meta = TestMeta.model_validate(merged)
-        content = path.read_bytes()
-        h = hashlib.sha256()
-        h.update(content)
-        h.update(repr(sorted(merged.items())).encode())
-        h.update(b"executable" if os.access(path, os.X_OK) else b"not executable")
-        tests.append(ScriptTestSpec(
-            name=name,
-            path=path,
-            executable=os.access(path, os.X_OK),
-            timeout=meta.timeout or DEFAULT_TIMEOUT,
-            tags=tuple(meta.tags or ()),
-            needs=tuple(meta.needs or ()),
-            flaky=bool(meta.flaky),
-            description=meta.description or "",
-            testbeds=tuple(meta.testbeds or ()),
-            destructive=bool(meta.destructive),
-            limits=_merge_limits(header, spec.tests.get(name, TestMeta())),
-            digest=h.hexdigest(),
-        ))
+        tests.append(_script_spec(name, path, merged, _merge_limits(header, spec.tests.get(name, TestMeta()))))
     unknown = sorted(set(spec.tests) - seen.keys())
     if unknown:
         src = load_yaml(suite_file)

@@ -25,7 +25,7 @@ from imageci.testbeds.base import ImageHandle
 if TYPE_CHECKING:
     from celery import Celery
 
-    from imageci.engine.runner import TestResult
+    from imageci.engine.results import TestResult
 
 StatusFn = Callable[[str], None]
 INSPECT_EVERY = 3.0  # seconds between looks at the live workers (while jobs wait)

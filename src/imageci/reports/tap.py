@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from imageci.engine.runner import RunReport
+from imageci.engine.results import RunReport
 from imageci.fs import write_file_atomically
 from imageci.verdicts import Verdict
 

@@ -12,14 +12,17 @@ gets unless a test asks for ``privileged``:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from imageci.errors import HostSetupError, TestbedError
+from imageci.testbeds.limits import LimitGroup
 
 MNT_DETACH = 2
 
@@ -84,3 +87,11 @@ def hardening_args() -> list[str]:
         elif os.path.exists(path):
             args += ["--ro-bind", "/dev/null", path]
     return args
+
+
+def kill_tree(proc: subprocess.Popen[bytes], limits: LimitGroup | None) -> None:
+    """Kill everything a command started: its cgroup's processes, and its process group."""
+    if limits is not None:
+        limits.kill_all()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, 9)

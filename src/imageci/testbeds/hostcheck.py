@@ -40,6 +40,11 @@ def _version(argv: list[str]) -> str | None:
 
 
 def check_host(home: Path, refresh: bool = True) -> list[Finding]:
+    """What this host can run, one finding per part (``imageci doctor``)."""
+    return [*_builder_and_sandbox(), *_podman(), *_qemu(home, refresh), *_others(home)]
+
+
+def _builder_and_sandbox() -> list[Finding]:
     out: list[Finding] = []
     root = os.geteuid() == 0
     out.append(Finding("sandbox", "root", root, "running as root" if root else
@@ -76,21 +81,27 @@ def check_host(home: Path, refresh: bool = True) -> list[Finding]:
     out.append(Finding("sandbox", "cgroup limits", mode is not None,
                        f"cgroup {mode}: memory and pids limits applied" if mode
                        else "cgroups not writable: tests run without memory/pids limits"))
+    return out
+
+
+def _podman() -> list[Finding]:
     pod = shutil.which("podman")
-    if pod:
-        info = subprocess.run([pod, "info", "--format", "{{.Host.OCIRuntime.Name}} cgroups {{.Host.CgroupsVersion}}"],
-                              capture_output=True, text=True, timeout=60)
-        conf = Path("/etc/containers/containers.conf.d/50-imageci.conf")
-        runtime_ok = info.returncode == 0 and shutil.which("runc") is not None
-        detail = info.stdout.strip() if info.returncode == 0 else info.stderr.strip()[-200:]
-        if not conf.exists():
-            detail += "; no containers.conf drop-in (scripts/host-setup.sh writes one; imageci passes runc + rlimits)"
-        out.append(Finding("podman", "podman + runc", runtime_ok, detail))
-    else:
-        out.append(Finding("podman", "podman + runc", False, "not installed: scripts/host-setup.sh"))
+    if not pod:
+        return [Finding("podman", "podman + runc", False, "not installed: scripts/host-setup.sh")]
+    info = subprocess.run([pod, "info", "--format", "{{.Host.OCIRuntime.Name}} cgroups {{.Host.CgroupsVersion}}"],
+                          capture_output=True, text=True, timeout=60)
+    conf = Path("/etc/containers/containers.conf.d/50-imageci.conf")
+    runtime_ok = info.returncode == 0 and shutil.which("runc") is not None
+    detail = info.stdout.strip() if info.returncode == 0 else info.stderr.strip()[-200:]
+    if not conf.exists():
+        detail += "; no containers.conf drop-in (scripts/host-setup.sh writes one; imageci passes runc + rlimits)"
+    return [Finding("podman", "podman + runc", runtime_ok, detail)]
+
+
+def _qemu(home: Path, refresh: bool) -> list[Finding]:
     qemu = qemu_binary()
-    out.append(Finding("qemu", "qemu-system-x86_64", qemu is not None,
-                       _version([qemu, "--version"]) or "" if qemu else "not installed: scripts/host-setup.sh"))
+    out = [Finding("qemu", "qemu-system-x86_64", qemu is not None,
+                   _version([qemu, "--version"]) or "" if qemu else "not installed: scripts/host-setup.sh")]
     if qemu:
         kvm = AccelCache(home / "host-probes.json").get(refresh=refresh)
         verdict = "used: " if kvm.kvm else "not used, VMs run under TCG (slower; test timeouts are multiplied): "
@@ -102,8 +113,12 @@ def check_host(home: Path, refresh: bool = True) -> list[Finding]:
                            "OVMF, mtools, dosfstools, sfdisk, grub-mkimage present" if ovmf and not missing else
                            "missing: " + ", ".join([*([] if ovmf else ["OVMF (ovmf)"]), *missing])
                            + " — scripts/host-setup.sh"))
+    return out
+
+
+def _others(home: Path) -> list[Finding]:
     ok, detail, vm = lxdclient.describe(home)
-    out.append(Finding("lxd", "LXD daemon", ok, detail))
+    out = [Finding("lxd", "LXD daemon", ok, detail)]
     if ok:
         out.append(Finding("lxd", "LXD virtual machines (lxd-vm)", vm,
                            "the daemon runs VMs" if vm else "the daemon has no qemu driver (KVM and "

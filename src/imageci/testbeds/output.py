@@ -96,35 +96,75 @@ class Pumped:
     written: int  # bytes written to stdout + stderr in all
 
 
+class _Pump:
+    """One command's pipes, pumped: stdin fed, stdout and stderr captured (and shown to the watcher)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], stdin: bytes | None, keep: int) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        self.proc = proc
+        self.out, self.err = Capture(keep), Capture(keep)
+        self.streams = {proc.stdout.fileno(): self.out, proc.stderr.fileno(): self.err}
+        self.names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+        self.watcher = _watcher.get()
+        self.sel = selectors.DefaultSelector()
+        for fd in self.streams:
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ)
+        self.pending = memoryview(stdin or b"")
+        self.in_fd = -1
+        if proc.stdin is not None:
+            if stdin:
+                self.in_fd = proc.stdin.fileno()
+                os.set_blocking(self.in_fd, False)
+                self.sel.register(self.in_fd, selectors.EVENT_WRITE)
+            else:
+                proc.stdin.close()
+
+    def write(self) -> None:
+        try:
+            n = os.write(self.in_fd, self.pending[:CHUNK])
+        except BlockingIOError:
+            return
+        except BrokenPipeError:
+            n = len(self.pending)
+        self.pending = self.pending[n:]
+        if not self.pending and self.proc.stdin is not None:
+            self.sel.unregister(self.in_fd)
+            self.proc.stdin.close()
+
+    def read(self, fd: int) -> int:
+        """Read what ``fd`` has; the bytes written in all so far."""
+        try:
+            data = os.read(fd, CHUNK)
+        except BlockingIOError:
+            data = None
+        if data == b"":
+            self.sel.unregister(fd)
+        elif data:
+            self.streams[fd].feed(data)
+            if self.watcher is not None:
+                with suppress(Exception):  # a watcher never changes what the test does
+                    self.watcher(self.names[fd], data)
+        return self.out.total + self.err.total
+
+    def close(self) -> None:
+        self.sel.close()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None and not f.closed:
+                f.close()
+
+
 def pump(proc: subprocess.Popen[bytes], stdin: bytes | None, *, timeout: float | None, keep: int,
          max_output: int | None, stop: Callable[[], None], drain: float = 10.0) -> Pumped:
     """Feed ``stdin``, read stdout and stderr until both close, and wait for ``proc``.
     On timeout or too much output, ``stop()`` kills the command (its whole tree);
     what it wrote until then is kept."""
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = Capture(keep), Capture(keep)
-    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
-    names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
-    watcher = _watcher.get()
-    sel = selectors.DefaultSelector()
-    for fd in streams:
-        os.set_blocking(fd, False)
-        sel.register(fd, selectors.EVENT_READ)
-    pending = memoryview(stdin or b"")
-    in_fd = -1
-    if proc.stdin is not None:
-        if stdin:
-            in_fd = proc.stdin.fileno()
-            os.set_blocking(in_fd, False)
-            sel.register(in_fd, selectors.EVENT_WRITE)
-        else:
-            proc.stdin.close()
-    started = time.monotonic()
-    deadline = started + timeout if timeout else None
+    p = _Pump(proc, stdin, keep)
+    deadline = time.monotonic() + timeout if timeout else None
     stopped_at: float | None = None
     timed_out = exceeded = False
     try:
-        while sel.get_map():
+        while p.sel.get_map():
             now = time.monotonic()
             if stopped_at is None and deadline is not None and now >= deadline:
                 timed_out = True
@@ -134,38 +174,13 @@ def pump(proc: subprocess.Popen[bytes], stdin: bytes | None, *, timeout: float |
             if stopped_at is not None and now - stopped_at > drain:
                 break  # something outside the command's tree holds the pipes: give up on them
             wait = 0.5 if deadline is None or stopped_at is not None else max(0.0, min(0.5, deadline - now))
-            for key, _ in sel.select(wait):
-                fd = int(key.fd)
-                if fd == in_fd:
-                    try:
-                        n = os.write(fd, pending[:CHUNK])
-                    except (BrokenPipeError, BlockingIOError) as exc:
-                        if isinstance(exc, BlockingIOError):
-                            continue
-                        n = len(pending)
-                    pending = pending[n:]
-                    if not pending and proc.stdin is not None:
-                        sel.unregister(fd)
-                        proc.stdin.close()
-                    continue
-                try:
-                    data = os.read(fd, CHUNK)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    sel.unregister(fd)
-                    continue
-                streams[fd].feed(data)
-                if watcher is not None:
-                    with suppress(Exception):  # a watcher never changes what the test does
-                        watcher(names[fd], data)
-                if max_output is not None and out.total + err.total > max_output:
+            for key, _ in p.sel.select(wait):
+                if int(key.fd) == p.in_fd:
+                    p.write()
+                elif p.read(int(key.fd)) > (max_output if max_output is not None else float("inf")):
                     exceeded = True
     finally:
-        sel.close()
-        for f in (proc.stdin, proc.stdout, proc.stderr):
-            if f is not None and not f.closed:
-                f.close()
+        p.close()
     if stopped_at is None:  # the streams closed; the command may still run (until its deadline)
         try:
             proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -177,4 +192,4 @@ def pump(proc: subprocess.Popen[bytes], stdin: bytes | None, *, timeout: float |
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    return Pumped(out.value(), err.value(), timed_out, exceeded, out.total + err.total)
+    return Pumped(p.out.value(), p.err.value(), timed_out, exceeded, p.out.total + p.err.total)

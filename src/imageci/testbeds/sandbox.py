@@ -18,10 +18,9 @@ namespace for all its commands, where the archive proxy listens
 
 ``needs: [privileged]`` keeps every capability, loads no seccomp filter and
 leaves ``/proc`` writable (its sysctl writes reach the host kernel); the
-namespaces, limits and disk budget still apply.
-
-A timeout or too much output kills the whole process tree (cgroup, or the
-process group and bwrap's pid namespace).
+namespaces, limits and disk budget still apply. A timeout or too much output
+kills the whole process tree (cgroup, or the process group and bwrap's pid
+namespace).
 """
 
 from __future__ import annotations
@@ -55,6 +54,7 @@ from imageci.testbeds.disks import DiskSlot, disk_pool
 from imageci.testbeds.hardening import (
     bwrap_path,
     hardening_args,
+    kill_tree,
     mount_overlay,
     umount,
 )
@@ -229,7 +229,7 @@ class SandboxTestbed(Testbed):
         with self._lock:
             running = list(self._running)
         for proc in running:
-            self._kill_tree(proc, None)
+            kill_tree(proc, None)
         with self._close_lock:
             self._release()
 
@@ -299,9 +299,9 @@ class SandboxTestbed(Testbed):
             try:
                 res = pump(proc, stdin, timeout=timeout, keep=stream_keep(self.limits),
                            max_output=self.limits.output,
-                           stop=lambda: self._kill_tree(proc, limits if has_limits else None))
+                           stop=lambda: kill_tree(proc, limits if has_limits else None))
             except BaseException:
-                self._kill_tree(proc, limits if has_limits else None)
+                kill_tree(proc, limits if has_limits else None)
                 raise
             with os.fdopen(rfd, "rb") as status_pipe:
                 status = status_pipe.read().decode("utf-8", "replace")
@@ -335,13 +335,6 @@ class SandboxTestbed(Testbed):
                                 output_stopped=output_exceeded):
             self._note(note)
 
-    @staticmethod
-    def _kill_tree(proc: subprocess.Popen[bytes], limits: LimitGroup | None) -> None:
-        if limits is not None:
-            limits.kill_all()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-
     # -- files -------------------------------------------------------------------
     def _host_path(self, path: str, follow_last: bool = True) -> Path:
         if self.merged is None:
@@ -372,9 +365,7 @@ class SandboxTestbed(Testbed):
 
 def sandbox_capabilities(image: ImageHandle) -> frozenset[str]:
     caps = {ROOT, REVERT, NETWORK, ARCHIVE, PRISTINE, PRIVILEGED, arch(image.architecture)}
-    if cgroup_mode():
-        caps.add(LIMITS)
-    return frozenset(caps)
+    return frozenset(caps | {LIMITS} if cgroup_mode() else caps)
 
 
 class SandboxBackend(Backend):
