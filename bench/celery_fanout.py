@@ -66,6 +66,27 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     return took
 
 
+def _start_server_and_workers(root: Path, env: dict[str, str], api_port: int, token: str,
+                              procs: list[subprocess.Popen[bytes]]) -> None:
+    """`imageci serve` on ``api_port`` and two workers of one slot each (their homes under ``root``)."""
+    procs.append(subprocess.Popen([*CLI, "serve", "--listen", f"127.0.0.1:{api_port}"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    url = f"http://127.0.0.1:{api_port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(url + "/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+    wait("imageci serve", up)
+    for n in range(2):
+        log = root / f"worker{n}.log"
+        procs.append(subprocess.Popen([*CLI, "worker", "--server", url, "--capabilities", "sandbox", "-c", "1"],
+                                      env={**env, "IMAGECI_HOME": str(root / f"worker{n}"), "IMAGECI_TOKEN": token},
+                                      stdout=subprocess.DEVNULL, stderr=log.open("wb")))
+        wait(f"worker {n}", lambda log=log: " ready: " in log.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=sized(200, 4))
@@ -91,22 +112,7 @@ def main() -> None:
                                        "--appendonly", "yes", "--save", "", "--dir", str(root / "redis")],
                                       stdout=subprocess.DEVNULL))
         wait("redis", lambda: socket.socket().connect_ex(("127.0.0.1", redis_port)) == 0)
-        procs.append(subprocess.Popen([*CLI, "serve", "--listen", f"127.0.0.1:{api_port}"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        url = f"http://127.0.0.1:{api_port}"
-
-        def up() -> bool:
-            try:
-                return httpx.get(url + "/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-        wait("imageci serve", up)
-        for n in range(2):
-            log = root / f"worker{n}.log"
-            procs.append(subprocess.Popen([*CLI, "worker", "--server", url, "--capabilities", "sandbox", "-c", "1"],
-                                          env={**env, "IMAGECI_HOME": str(root / f"worker{n}"), "IMAGECI_TOKEN": token},
-                                          stdout=subprocess.DEVNULL, stderr=log.open("wb")))
-            wait(f"worker {n}", lambda log=log: " ready: " in log.read_text())
+        _start_server_and_workers(root, env, api_port, token, procs)
         test = [*CLI, "test", "bench:testing", "--rerun-all"]
         timed([*test, "--executor", "celery"], env)  # warm-up: the workers fetch the version
         timed([*test, "--executor", "local", "-j", "2"], env)

@@ -30,6 +30,23 @@ from imageci.fs import safe_rmtree  # noqa: E402
 from imageci.testbeds.registry import make_backend  # noqa: E402
 
 
+def _bwrap_floor(lower: Path, n: int, jobs: int) -> tuple[list[float], float]:
+    """The floor: bwrap alone, same rootfs, same namespaces, same concurrency; each run's time and the wall."""
+    bwrap = shutil.which("bwrap") or "bwrap"
+    argv = [bwrap, "--ro-bind", str(lower), "/", "--proc", "/proc", "--dev", "/dev", "--unshare-ipc",
+            "--unshare-pid", "--unshare-uts", "--unshare-net", "--die-with-parent", "--", "true"]
+
+    def one_bwrap(_: int) -> float:
+        t = time.monotonic()
+        subprocess.run(argv, check=True)
+        return time.monotonic() - t
+
+    with ThreadPoolExecutor(jobs) as pool:
+        t0 = time.monotonic()
+        times = list(pool.map(one_bwrap, range(n)))
+        return times, time.monotonic() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=sized(100, 4))
@@ -52,21 +69,7 @@ def main() -> None:
         (suite / "suite.yaml").write_text("defaults: {needs: [privileged]}\n")
         privileged = [ScriptCheck(s) for s in load_suite(suite).tests]
 
-        # floor: bwrap alone, same rootfs, same namespaces, same concurrency
-        bwrap = shutil.which("bwrap") or "bwrap"
-        argv = [bwrap, "--ro-bind", str(lower), "/", "--proc", "/proc", "--dev", "/dev", "--unshare-ipc",
-                "--unshare-pid", "--unshare-uts", "--unshare-net", "--die-with-parent", "--", "true"]
-
-        def one_bwrap(_: int) -> float:
-            t = time.monotonic()
-            subprocess.run(argv, check=True)
-            return time.monotonic() - t
-
-        with ThreadPoolExecutor(args.j) as pool:
-            t0 = time.monotonic()
-            floor_times = list(pool.map(one_bwrap, range(args.n)))
-            floor_wall = time.monotonic() - t0
-
+        floor_times, floor_wall = _bwrap_floor(lower, args.n, args.j)
         t0 = time.monotonic()
         report = engine.run(version, checks, ["sandbox"], rerun_all=True)
         wall = time.monotonic() - t0

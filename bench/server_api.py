@@ -104,13 +104,9 @@ def curl_speed(url: str, headers: list[str]) -> float:
     return float(out.stdout)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--attempts", type=int, default=sized(1_000_000, 1_000), help="seeded into the catalog")
-    ap.add_argument("--clients", type=int, default=sized(8, 2))
-    ap.add_argument("--per-client", type=int, default=sized(250, 5))
-    ap.add_argument("--download-mib", type=int, default=sized(256, 1))
-    args = ap.parse_args()
+def _setup(args: argparse.Namespace) -> tuple[Path, str, str, str, list[float]]:
+    """A home seeded with ``args.attempts`` attempts and a download of ``args.download_mib`` MiB: (home, the
+    seeded reference, an admin token, the download's serial, in-process results latencies)."""
     home = Path(tempfile.mkdtemp(prefix="imageci-bench-server-"))
     ref, _digest = seed(home, 500, 100, args.attempts // 500)
     settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=2, build_cache=None)
@@ -131,21 +127,46 @@ def main() -> None:
         queries.results(session, ref)
         local.append(time.monotonic() - t0)
     session.close()
+    return home, ref, token, big.serial, local
 
+
+def _serve(env: dict[str, str], *extra: str) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "imageci.cli", "serve", "--listen", f"127.0.0.1:{port}",
+                               *extra], env=env, stderr=subprocess.DEVNULL)
+    wait_for(f"http://127.0.0.1:{port}/healthz", server)
+    return f"http://127.0.0.1:{port}", server
+
+
+def _results_latency(url: str, token: str, ref: str) -> tuple[list[float], int]:
+    lat = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+        for _ in range(21):
+            t0 = time.monotonic()
+            r = http.get(f"{API}/images/{ref}/results")
+            lat.append(time.monotonic() - t0)
+            r.raise_for_status()
+    return lat, len(r.json()["attempts"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--attempts", type=int, default=sized(1_000_000, 1_000), help="seeded into the catalog")
+    ap.add_argument("--clients", type=int, default=sized(8, 2))
+    ap.add_argument("--per-client", type=int, default=sized(250, 5))
+    ap.add_argument("--download-mib", type=int, default=sized(256, 1))
+    args = ap.parse_args()
+    home, ref, token, serial, local = _setup(args)
     env = {**os.environ, "IMAGECI_HOME": str(home)}
     env.pop("IMAGECI_DB_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "imageci.cli", "serve", "--listen", f"127.0.0.1:{port}"],
-                              env=env, stderr=subprocess.DEVNULL)
+    url, server = _serve(env)
     static_port = free_port()
     static = subprocess.Popen([sys.executable, "-m", "http.server", str(static_port), "--bind", "127.0.0.1",
                                "--directory", str(home)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(f"{url}/healthz", server)
         wait_for(f"http://127.0.0.1:{static_port}/", static)
-        wall, lat = ingest(url, token, "download:testing", args.clients, args.per_client)
         n = args.clients * args.per_client
+        wall, lat = ingest(url, token, "download:testing", args.clients, args.per_client)
         single = n / wall
         print(f"ingestion, a POST per attempt: {n} attempts from {args.clients} clients in {wall:.2f}s = "
               f"{single:.0f} attempts/s; p50 {pct(lat, 50) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms")
@@ -153,27 +174,17 @@ def main() -> None:
         rate = n / wall
         print(f"ingestion, batches of 50: {n} attempts in {wall:.2f}s = {rate:.0f} attempts/s; "
               f"p50 {pct(lat, 50) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms per batch")
-        http_lat = []
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
-            for _ in range(21):
-                t0 = time.monotonic()
-                r = http.get(f"{API}/images/{ref}/results")
-                http_lat.append(time.monotonic() - t0)
-                r.raise_for_status()
-        print(f"results of {ref} ({len(r.json()['attempts'])} attempts): HTTP p50 {pct(http_lat, 50) * 1000:.1f} ms, "
+        http_lat, count = _results_latency(url, token, ref)
+        print(f"results of {ref} ({count} attempts): HTTP p50 {pct(http_lat, 50) * 1000:.1f} ms, "
               f"in process p50 {pct(local, 50) * 1000:.1f} ms")
-        ours = max(curl_speed(f"{url}{API}/images/download@{big.serial}/artifacts/rootfs.tar",
+        ours = max(curl_speed(f"{url}{API}/images/download@{serial}/artifacts/rootfs.tar",
                               ["-H", f"Authorization: Bearer {token}"]) for _ in range(3))
         plain = max(curl_speed(f"http://127.0.0.1:{static_port}/payload.bin", []) for _ in range(3))
         print(f"download of {args.download_mib} MiB: imageci {ours / 1e6:.0f} MB/s, python -m http.server "
               f"{plain / 1e6:.0f} MB/s")
         server.terminate()
         server.wait(timeout=30)
-        port2 = free_port()
-        url2 = f"http://127.0.0.1:{port2}"
-        server = subprocess.Popen([sys.executable, "-m", "imageci.cli", "serve", "--listen", f"127.0.0.1:{port2}",
-                                   "--workers", "2"], env=env, stderr=subprocess.DEVNULL)
-        wait_for(f"{url2}/healthz", server)
+        url2, server = _serve(env, "--workers", "2")
         wall, lat2 = ingest(url2, token, "download:testing", args.clients, args.per_client)
         workers2 = n / wall
         print(f"ingestion, a POST per attempt, `serve --workers 2`: {workers2:.0f} attempts/s; "

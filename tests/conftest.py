@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -32,6 +33,10 @@ from imageci.store.catalog import Catalog
 from imageci.store.models import Version
 from imageci.testbeds import base
 from imageci.verdicts import Verdict
+
+if TYPE_CHECKING:
+    from dashkit import Site
+    from serverkit import Server
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "debian-bookworm-minimal"
@@ -199,6 +204,7 @@ def write_suite(directory: Path, scripts: dict[str, str], suite_yaml: str | None
 SHARED_GROUPS = {
     "tcg": {"test_clouddisk", "test_qemu", "test_multiarch", "test_arch", "test_diskimport", "test_vm_host"},
     "lxd": {"test_lxd", "test_feeds"},
+    "dashboard": {"test_dashboard", "test_dashboard_browser"},  # one seeded site (real sandbox runs) for both
 }
 
 
@@ -308,3 +314,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         safe_rmtree(factory.getbasetemp())  # unmounts first: nothing mounted below is crossed
     except Exception as exc:  # noqa: BLE001 - cleaning up never fails a run that passed
         print(f"could not remove the run's temporary directory: {exc}", file=sys.stderr)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`imageci serve` over a seeded home, one per test module (uploads limited to 1 MiB)."""
+    from serverkit import start_server
+
+    yield from start_server(tmp_path_factory.mktemp("server") / "home", IMAGECI_MAX_UPLOAD="1M")
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The dashboard over a catalog seeded by real sandbox runs (``dashkit.make_site``), once per process:
+    the dashboard's test files share an xdist group."""
+    from dashkit import make_site
+
+    yield from make_site(tmp_path_factory)

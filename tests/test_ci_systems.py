@@ -23,7 +23,7 @@ from imageci.app.session import Session
 from imageci.config import Settings
 
 from conftest import REPO, busybox_rootfs, require_tool, write_suite
-from test_server import start_server
+from serverkit import start_server
 
 pytestmark = pytest.mark.root
 SUITE = {"passes": "#!/bin/sh\ntrue\n", "fails": "#!/bin/sh\necho nope\nexit 1\n",

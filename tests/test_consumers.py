@@ -10,7 +10,9 @@ import io
 import json
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -22,6 +24,9 @@ from imageci.app.session import Session
 from imageci.errors import Forbidden, UsageError
 
 from conftest import Env, busybox_rootfs, write_suite
+
+if TYPE_CHECKING:
+    from serverkit import Server
 
 pytestmark = pytest.mark.root
 
@@ -153,8 +158,8 @@ def test_removing_a_consumer_stops_it_running_and_gating(greeter: tuple[Env, Pat
     assert env.cli("consumers", "remove", "app").returncode == 2
 
 
-def test_a_suite_from_git_with_setup_and_a_wheelhouse(greeter: tuple[Env, Path], tmp_path: Path) -> None:
-    env, _project = greeter
+def _suite_repo(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A git repository whose ``ci/consumer`` holds a suite (and a README that is not part of it)."""
     repo = tmp_path / "repo"
     write_suite(repo / "ci" / "consumer", {"check.sh": "#!/bin/sh\n[ -f ready ] && [ \"$PIP_NO_INDEX\" = 1 ] && "
                                                        "ls \"$PIP_FIND_LINKS\" | grep -q demo-1.0 && echo from-git\n"})
@@ -163,6 +168,12 @@ def test_a_suite_from_git_with_setup_and_a_wheelhouse(greeter: tuple[Env, Path],
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "suite"], check=True)
+    return repo, git
+
+
+def test_a_suite_from_git_with_setup_and_a_wheelhouse(greeter: tuple[Env, Path], tmp_path: Path) -> None:
+    env, _project = greeter
+    repo, git = _suite_repo(tmp_path)
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     (wheels / "demo-1.0-py3-none-any.whl").write_bytes(b"PK\x05\x06" + b"\x00" * 18)
@@ -177,8 +188,12 @@ def test_a_suite_from_git_with_setup_and_a_wheelhouse(greeter: tuple[Env, Path],
     assert ran.returncode == 0, ran.stdout + ran.stderr
     log = env.cli("log", _label(env, 1), "consumer:fromgit").stdout
     assert "--- setup: exit 0" in log and "from-git" in log
+    _bad_sources_are_refused(env, repo, tmp_path)
+    _links_out_are_refused_and_dot_git_left_out(env, repo, git)
 
-    # a bad ref, a missing directory, a broken runtime file: refused with the reason, nothing registered
+
+def _bad_sources_are_refused(env: Env, repo: Path, tmp_path: Path) -> None:
+    """A bad ref, a missing directory, a broken runtime file: refused with the reason, nothing registered."""
     bad = env.cli("consumers", "add", "x", "--image", "img", "--git", str(repo), "--ref", "nope", "--command", "true")
     assert bad.returncode == 2 and "no commit 'nope'" in bad.stderr
     gone = env.cli("consumers", "add", "y", "--image", "img", "--suite", str(tmp_path / "absent"), "--command", "t")
@@ -194,7 +209,8 @@ def test_a_suite_from_git_with_setup_and_a_wheelhouse(greeter: tuple[Env, Path],
     unknown = env.cli("run", _label(env, 1), "consumer:nobody")
     assert unknown.returncode == 2 and "no consumer nobody of img; its consumers: fromgit" in unknown.stderr
 
-    # a tree with a link out of it is refused; a directory suite is taken without its .git
+def _links_out_are_refused_and_dot_git_left_out(env: Env, repo: Path, git: list[str]) -> None:
+    """A tree with a link out of it is refused; a directory suite is taken without its .git."""
     subprocess.run([*git, "checkout", "-q", "-b", "evil"], check=True)
     (repo / "ci" / "consumer" / "secret").symlink_to("/etc/shadow")
     subprocess.run([*git, "add", "."], check=True)
@@ -271,7 +287,7 @@ def test_a_servers_consumers_run_on_a_laptop_and_its_gate_judges_them(greeter: t
     import os
     import sys
 
-    from test_server import API, _token, start_server
+    from serverkit import _token, start_server
 
     env, project = greeter
     assert env.cli("consumers", "add", "app", "--image", "img", "--suite", str(project), "--command",
@@ -305,32 +321,42 @@ def test_a_servers_consumers_run_on_a_laptop_and_its_gate_judges_them(greeter: t
         assert not section["holds"]
         assert "  likely cause: greeter 1.4-1 → 2.0-1 (the log names /usr/bin/greet)" in section["details"]
 
-        # a token that may only read sees consumers, may not add or remove them
-        reader = _token(server, "reader", "default", "read")
-        refused = httpx.delete(f"{server.url}{API}/consumers/app", headers={"Authorization": f"Bearer {reader}"})
-        assert refused.status_code == 403 and "promote" in refused.json()["error"]
-        snapshot = httpx.get(f"{server.url}{API}/consumers/app/snapshot", headers={"Authorization": f"Bearer {reader}"})
-        assert snapshot.status_code == 200 and snapshot.headers["etag"].strip('"') in json.loads(listed.stdout)[0][
-            "snapshot"]
-        assert httpx.get(f"{server.url}{API}/consumers/app/snapshot").status_code == 404  # anonymous: not there
-        # over the API a consumer is a git URL the server fetches: never a path on the server's machine
-        maint = {"Authorization": f"Bearer {_token(server, 'maint', 'default', 'promote')}"}
-        body = {"name": "sneaky", "product": "img", "command": "true"}
-        for source in ({"suite": "/etc"}, {"git": "/srv/repo", "ref": "main"}, {"git": "file:///etc", "ref": "x"},
-                       {"git": "https://git.example.org/app.git", "ref": "main", "wheelhouse": "/root"}):
-            posted = httpx.post(f"{server.url}{API}/consumers", headers=maint, json={**body, **source})
-            assert posted.status_code == 400, (source, posted.text)
-        assert "run `imageci consumers add` on the server's machine" in httpx.post(
-            f"{server.url}{API}/consumers", headers=maint, json={**body, "suite": "/etc"}).json()["error"]
-
-        # the pre-deploy check, through the server
-        (project / ".tool-versions").write_text("nodejs 20.11\n")
-        check = remote("check-consumer", "img:stable", str(project), "--command", "./check.sh")
-        assert check.returncode == 11 and ".tool-versions:1 wants node 20.11; the image has no node" in check.stderr
-        (project / ".tool-versions").unlink()
-        check = remote("check-consumer", "img:stable", str(project), "--command", "./check.sh", "--json")
-        assert check.returncode == 0 and json.loads(check.stdout)["verdict"] == "pass", check.stderr
-        check = remote("check-consumer", "img:testing", str(project), "--command", "./check.sh")
-        assert check.returncode == 1 and "/usr/bin/greet world printed: Hello, world" in check.stdout
+        _consumers_over_the_api(server, listed.stdout)
+        _pre_deploy_check_through_the_server(remote, project)
     finally:
         next(running, None)
+
+
+def _consumers_over_the_api(server: Server, listed: str) -> None:
+    """A token that may only read sees consumers, may not add or remove them; over the API a consumer is a
+    git URL the server fetches, never a path on the server's machine."""
+    from serverkit import API, _token
+
+    reader = _token(server, "reader", "default", "read")
+    refused = httpx.delete(f"{server.url}{API}/consumers/app", headers={"Authorization": f"Bearer {reader}"})
+    assert refused.status_code == 403 and "promote" in refused.json()["error"]
+    snapshot = httpx.get(f"{server.url}{API}/consumers/app/snapshot", headers={"Authorization": f"Bearer {reader}"})
+    assert snapshot.status_code == 200 and snapshot.headers["etag"].strip('"') in json.loads(listed)[0][
+        "snapshot"]
+    assert httpx.get(f"{server.url}{API}/consumers/app/snapshot").status_code == 404  # anonymous: not there
+    # over the API a consumer is a git URL the server fetches: never a path on the server's machine
+    maint = {"Authorization": f"Bearer {_token(server, 'maint', 'default', 'promote')}"}
+    body = {"name": "sneaky", "product": "img", "command": "true"}
+    for source in ({"suite": "/etc"}, {"git": "/srv/repo", "ref": "main"}, {"git": "file:///etc", "ref": "x"},
+                   {"git": "https://git.example.org/app.git", "ref": "main", "wheelhouse": "/root"}):
+        posted = httpx.post(f"{server.url}{API}/consumers", headers=maint, json={**body, **source})
+        assert posted.status_code == 400, (source, posted.text)
+    assert "run `imageci consumers add` on the server's machine" in httpx.post(
+        f"{server.url}{API}/consumers", headers=maint, json={**body, "suite": "/etc"}).json()["error"]
+
+
+def _pre_deploy_check_through_the_server(remote: Callable[..., subprocess.CompletedProcess[str]],
+                                         project: Path) -> None:
+    (project / ".tool-versions").write_text("nodejs 20.11\n")
+    check = remote("check-consumer", "img:stable", str(project), "--command", "./check.sh")
+    assert check.returncode == 11 and ".tool-versions:1 wants node 20.11; the image has no node" in check.stderr
+    (project / ".tool-versions").unlink()
+    check = remote("check-consumer", "img:stable", str(project), "--command", "./check.sh", "--json")
+    assert check.returncode == 0 and json.loads(check.stdout)["verdict"] == "pass", check.stderr
+    check = remote("check-consumer", "img:testing", str(project), "--command", "./check.sh")
+    assert check.returncode == 1 and "/usr/bin/greet world printed: Hello, world" in check.stdout

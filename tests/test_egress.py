@@ -18,7 +18,7 @@ import pytest
 from imageci.app.egress import EgressPolicy, Refused, destination
 
 from conftest import free_port
-from test_server import API, _token, start_server
+from serverkit import API, _token, start_server
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "169.254.169.254", "10.1.2.3", "192.168.0.1",

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from imageci.definitions.limits import DEFAULTS, LimitPolicy, LimitRule, Limits, parse_assignments, parse_size
+from imageci.definitions.limits import DEFAULTS, LimitPolicy, LimitRule, Limits, parse_assignments
 from imageci.definitions.suite import load_suite
 from imageci.errors import SourceError, UsageError
+from imageci.sizes import parse_size
 from imageci.store.models import Version
 
 from conftest import IMAGECI, REPO, Env, write_suite

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from imageci.definitions.limits import parse_size
 from imageci.errors import UsageError
 from imageci.owners import home_id
+from imageci.sizes import parse_size
 
 T = TypeVar("T")
 

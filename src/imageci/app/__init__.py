@@ -1,11 +1,9 @@
-"""The application layer: every operation an interface offers (CLI today; the API,
-dashboard and workers next), taking and returning typed objects.
+"""The application layer: every operation an interface offers, declared once
+(``operations``: typed request and answer, its HTTP route, who may call it), and
+the workflows that combine them (``pipeline``: build → publish → test → promote,
+here or with a server; ``testing``: a run; ``jobs``: a worker's job).
 
-Interfaces parse, call one function here and present what it returns; the
-plan, the gate and the verdict rules live below this layer and are called
-only from here. Modules: ``session`` (settings, catalog, store, this
-process's owner), ``versions`` (what a version carries), ``building``,
-``planning`` and ``testing`` (a run), ``gating`` (gate, promote, prune),
-``pipeline``, ``queries`` (images, results, events, flaky) and ``upkeep``
-(verify, gc, doctor).
-"""
+Interfaces (cli, api, web, feeds, worker) parse, call an operation here and
+present what it returns. Below it: policy (the rules, pure), engine (running a
+plan), checks, testbeds, build, formats, store, definitions. It never imports an
+interface or ``server``."""

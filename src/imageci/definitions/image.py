@@ -18,9 +18,9 @@ from pydantic import (
     model_validator,
 )
 
-from imageci.definitions.limits import parse_size
 from imageci.definitions.yamlsource import load_yaml, validate
 from imageci.errors import SourceError, UsageError
+from imageci.sizes import parse_size
 
 NAME_RE = r"^[a-z0-9][a-z0-9.-]{0,62}$"
 

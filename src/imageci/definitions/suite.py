@@ -29,9 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from imageci.capabilities import KNOWN, is_known
 from imageci.definitions.durations import parse_duration
 from imageci.definitions.limits import KEYS as LIMIT_KEYS
-from imageci.definitions.limits import LimitPolicy, LimitRule, Limits, parse_size
+from imageci.definitions.limits import LimitPolicy, LimitRule, Limits
 from imageci.definitions.yamlsource import load_yaml, validate
 from imageci.errors import SourceError
+from imageci.sizes import parse_size
 
 SUITE_FILE = "suite.yaml"
 QUARANTINE_FILE = "quarantine.yaml"  # flake policy (definitions.quarantine), not a test

@@ -1,0 +1,4 @@
+"""The rules, pure: the gate (evidence on exactly these bytes), promotion and pruning, flake
+waivers, retention, vulnerability and compliance gates. Each decides from facts passed in — no
+catalog, no database — so each is read in one place and tested without one; ``app`` gathers the
+facts and applies the decisions."""

@@ -1,2 +1,2 @@
-"""`imageci worker`: a Celery worker that runs jobs (interfaces layer: it only wires the Celery task to
-``app.jobs.run_job``)."""
+"""`imageci worker`: a Celery worker that runs jobs (an interface: it only wires the Celery task to
+``app.jobs``, talking to its server through ``client``)."""
