@@ -184,7 +184,7 @@ def test_pipeline_takes_the_test_options_and_records_its_suite(tmp_path: Path) -
     tap = tmp_path / "out.tap"
     outcome = pipeline(s, EXAMPLE / "image.yaml", TestRequest(ref="", suite=suite, testbeds=["sandbox"],
                                                               fresh="suite", tap=tap))
-    assert outcome.exit_code == ExitCode.OK and outcome.promotion is not None
+    assert outcome.exit_code == ExitCode.OK and outcome.promoted
     assert [r.test_id for r in outcome.run.report.results] == ["ok"] and outcome.run.plan.fresh == "suite"
     assert "ok 1 - ok" in tap.read_text()
     stored = suite_dir_of(s, s.catalog.resolve(f"{NAME}:stable"))
