@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from imageci.client.remote import ApiClient
 
 
+def register(main: typer.Typer) -> None:
+    main.command()(build)
+    main.command()(publish)
+    main.command('import')(import_)
+    main.command()(push)
+
+
 def _build(session: Session, definition: Path, force: bool, only: set[str] | None = None) -> list[BuildResult]:
     from imageci.app import building
 

@@ -34,6 +34,12 @@ if TYPE_CHECKING:
     from imageci.app.planning import Fresh, TestRequest
 
 
+def register(main: typer.Typer) -> None:
+    main.command()(run)
+    main.command()(test)
+    main.command()(pipeline)
+
+
 def _fresh(value: str | None) -> Fresh | None:
     from imageci.errors import UsageError
 

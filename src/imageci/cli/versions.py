@@ -12,6 +12,17 @@ from imageci.cli.context import COLOURS, console, handle_errors, print_json
 from imageci.cli.options import RefArg
 
 
+def register(main: typer.Typer) -> None:
+    main.command()(images)
+    main.command()(results)
+    main.command()(log)
+    main.command()(promote)
+    main.command()(gate)
+    main.command()(events)
+    main.command()(prune)
+    main.command()(flaky)
+
+
 @handle_errors
 def images(name: Annotated[str | None, typer.Argument(help="only this product")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
