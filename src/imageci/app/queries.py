@@ -364,3 +364,27 @@ def flaky_op(session: Session, req: FlakyArgs, by: Principal) -> list[FlakyRow]:
 def run_op(session: Session, req: RunArgs, by: Principal) -> Results:
     """One run: its version, status, and every attempt it recorded."""
     return run(session, req.run_id, viewer=by)
+
+
+class RunsArgs(Args):
+    name: str = Field(min_length=1, max_length=63, description="the product")
+    limit: int = Field(default=20, ge=1, le=1000, description="the newest this many")
+
+
+class ProductRun(RunRow):
+    image: str  # NAME@SERIAL
+
+
+@operation("GET", "/runs", request=RunsArgs, answer=list[ProductRun], tag="runs")
+def runs_op(session: Session, req: RunsArgs, by: Principal) -> list[ProductRun]:
+    """The newest runs of a product's versions the caller may see, newest first: the version, status,
+    exit code, who ran it and when."""
+    found = [(v, r) for v, _size in lookups.versions(session.reader, req.name)
+             if by.sees(v.namespace, v.public, v.state) for r in lookups.runs(session.reader, v.digest)]
+    if not found:
+        access.resolve(session.reader, by, req.name)  # unknown (or unseen): said as for any reference
+    newest = sorted(found, key=lambda vr: vr[1].id, reverse=True)[:req.limit]
+    return [ProductRun(image=v.label, run=r.id, status=r.status, exit_code=r.exit_code, actor=r.actor,
+                       started=r.started_at.isoformat(timespec="seconds"),
+                       ended=r.ended_at.isoformat(timespec="seconds") if r.ended_at else None,
+                       tests=len(json.loads(r.options).get("tests", [])), attempts=0) for v, r in newest]

@@ -1,4 +1,4 @@
-"""Commands about versions: `images`, `results`, `log`, `promote`, `gate`, `events`, `prune`, `flaky`;
+"""Commands about versions: `images`, `results`, `log`, `promote`, `gate`, `events`, `prune`, `flaky`, `runs`;
 each asks the operation of this home or of the configured server (``cli.sources``)."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ def register(main: typer.Typer) -> None:
     main.command()(events)
     main.command()(prune)
     main.command()(flaky)
+    main.command()(runs)
 
 
 @handle_errors
@@ -179,3 +180,21 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
                    for r in rows))
     tests = {(r.test, r.testbed) for r in rows}
     console.print(f"{len(rows)} transient failure(s) of {len(tests)} test(s) in the last {since}")
+
+
+@handle_errors
+def runs(name: Annotated[str, typer.Argument(help="the product")],
+         limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="the newest this many")] = 20,
+         as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """The newest runs of a product, newest first: the version, status, exit code, who ran it, when."""
+    from imageci.app.queries import RunsArgs, runs_op
+    from imageci.cli.columns import write_columns
+    from imageci.cli.sources import source
+
+    rows = source().call(runs_op, RunsArgs(name=name, limit=limit))
+    if as_json:
+        print_json(rows)
+        return
+    write_columns(("run", "image", "status", "exit", "actor", "started", "ended"),
+                  ((str(r.run), r.image, r.status, "-" if r.exit_code is None else str(r.exit_code), r.actor,
+                    r.started, r.ended or "-") for r in rows))
