@@ -199,22 +199,3 @@ def test_plan_decides_without_running_or_recording_and_execute_carries_it_out(im
     again = engine.plan(image, checks, ["sandbox"])
     assert again.items[0].cached is not None and not again.items[0].runs  # the pass is reused next time
     assert engine.plan(image, checks, ["sandbox"], rerun_all=True).items[0].runs
-
-
-def test_the_longest_tests_start_first(image_env: tuple[Env, Version], tmp_path: Path) -> None:
-    """On one slot, a run starts its tests by their last recorded length, longest first; a test never run
-    here starts in the plan's order, after the ones known to be long."""
-    e, version = image_env
-    d = write_suite(tmp_path / "suite", {"a-quick.sh": f"#!/bin/sh\n# {tmp_path.name}\ntrue\n",
-                                         "b-slow.sh": f"#!/bin/sh\n# {tmp_path.name}\nsleep 1.5\n",
-                                         "c-medium.sh": f"#!/bin/sh\n# {tmp_path.name}\nsleep 0.5\n"})
-    checks = [ScriptCheck(s) for s in load_suite(d).tests]
-    first = _engine(e, jobs=1).run(version, checks, ["sandbox"], rerun_all=True)
-    started = [r.test_id for r in sorted(first.results, key=lambda r: r.attempts[0].started_at)]
-    assert started == ["a-quick", "b-slow", "c-medium"]  # nothing known yet: the plan's order
-    (d / "d-new.sh").write_text(f"#!/bin/sh\n# {tmp_path.name}\ntrue\n")
-    (d / "d-new.sh").chmod(0o755)
-    checks = [ScriptCheck(s) for s in load_suite(d).tests]
-    again = _engine(e, jobs=1).run(version, checks, ["sandbox"], rerun_all=True)
-    started = [r.test_id for r in sorted(again.results, key=lambda r: r.attempts[0].started_at)]
-    assert started[:2] == ["b-slow", "c-medium"] and set(started[2:]) == {"a-quick", "d-new"}

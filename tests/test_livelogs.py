@@ -11,17 +11,23 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+from pydantic import BaseModel
 
 from imageci.app import importing, livelogs
+from imageci.app.access import LOCAL
 from imageci.app.livelogs import LiveAppended, LiveChunk
 from imageci.app.livestream import LiveStreamer, whole_utf8
+from imageci.app.operations import Operation
 from imageci.app.session import Session
 from imageci.store.states import RunStatus
 from imageci.testbeds.output import pump, watching
 
 from conftest import Env, tiny_rootfs
+
+Ans = TypeVar("Ans")
 
 KEY = "job-0001.abcd"
 
@@ -71,15 +77,16 @@ def test_appends_by_offset_once_bounded_and_gone_when_the_run_ends(run: tuple[Se
 
 
 class _Server:
-    """The server's side, in process: each send goes to ``livelogs.append`` on the real home."""
+    """The server's side, in process: each send is the ``live_append`` operation on the real home."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.sends = 0
 
-    def live(self, run: int, chunk: LiveChunk) -> LiveAppended:
+    def call(self, op: Operation[Any, Ans], req: BaseModel) -> Ans:
+        assert op is livelogs.live_append
         self.sends += 1
-        return livelogs.append(self.session, run, chunk)
+        return op.run(self.session, req, LOCAL)
 
 
 def test_the_streamer_sends_what_commands_print_as_it_comes(run: tuple[Session, int]) -> None:

@@ -20,12 +20,10 @@ from imageci.checks.base import Check, Outcome
 from imageci.definitions.limits import DEFAULTS, LimitPolicy, Limits
 from imageci.engine.budget import Budget, default_budget
 from imageci.engine.jobs import JobDone
-from imageci.engine.order import longest_first
 from imageci.engine.results import RunReport, TestResult
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import ImageciError
 from imageci.formats.oci import ImageConfig
-from imageci.store import lookups
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Attempt, RunStatus, Version, utcnow
@@ -274,7 +272,7 @@ class Engine:
             elif item.decided is not None:
                 now = utcnow()
                 self._record(run_id, image, item.result, item.decided, now, now)
-        todo = longest_first(schedule.to_run, lookups.last_durations(self.catalog.reader(), version.product.name))
+        todo = schedule.to_run
         interrupted = False
         try:
             self._pool(run_id, image, todo)

@@ -381,17 +381,3 @@ def test_attempts(reader: Reader, name: str, test_id: str) -> list[TestAttempt]:
                 "JOIN versions v ON v.digest = a.image_digest JOIN products p ON p.id = v.product_id "
                 "WHERE a.test_id = :test AND p.name = :name ORDER BY v.serial, a.id",
                 {"test": test_id, "name": name})]
-
-
-
-
-def last_durations(reader: Reader, name: str, limit: int = 5000) -> dict[tuple[str, str], float]:
-    """Seconds the latest attempt of each (test id, testbed) took on any version of product ``name`` (of
-    its newest ``limit`` attempts): what the engine expects of them next time."""
-    found: dict[tuple[str, str], float] = {}
-    for test, bed, start, end in reader.rows(
-            "SELECT a.test_id, a.testbed, a.started_at, a.ended_at FROM attempts a "
-            "JOIN versions v ON v.digest = a.image_digest JOIN products p ON p.id = v.product_id "
-            "WHERE p.name = :name ORDER BY a.id DESC LIMIT :limit", {"name": name, "limit": limit}):
-        found.setdefault((str(test), str(bed)), (stamp(end) - stamp(start)).total_seconds())
-    return found
