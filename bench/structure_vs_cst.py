@@ -96,6 +96,7 @@ def main() -> None:
     mine, peer, ours, theirs = compare()
     print(f"imageci                 : {ours:.1f} s  {sorted(mine.items())}")
     print(f"container-structure-test: {theirs:.1f} s  {sorted(peer.items())}")
+    print("verdicts: " + json.dumps({"imageci": mine, "container-structure-test": peer}, sort_keys=True))
     print(f"structure: imageci {ours:.1f} s vs container-structure-test {theirs:.1f} s (ratio {ours / theirs:.3f}), "
           f"verdicts identical: {mine == peer}")
 
