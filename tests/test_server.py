@@ -4,11 +4,13 @@ application layer as the CLI; tokens, scopes, namespaces and channel followers; 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -249,3 +251,35 @@ def test_the_scope_by_namespace_matrix(server: Server) -> None:
                 made = httpx.post(f"{server.url}{API}/tokens", headers=auth,
                                   json={"name": f"mx-child-{scope}-{ns}", "namespace": "infra"}).status_code
                 assert made == (201 if may["admin"] else 403), (scope, ns, "admin")
+
+
+def test_a_query_declared_once_answers_alike_here_through_the_server_and_over_http(server: Server,
+                                                                                   tmp_path: Path) -> None:
+    """`imageci runs NAME` (``app.queries.runs_op``): the CLI on the server's home, the CLI through the
+    server and the API give the same rows, newest first; a product the token may not see is unknown."""
+    reader = _token(server, "runs-reader", "infra", "read")
+    local_env = {**os.environ, "IMAGECI_HOME": str(server.home)}
+    local_env.pop("IMAGECI_DB_URL", None)
+    far = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+    remote = far | {"IMAGECI_HOME": str(tmp_path / "elsewhere"), "IMAGECI_SERVER": server.url, "IMAGECI_TOKEN": reader,
+                    "XDG_CONFIG_HOME": str(tmp_path / "config")}
+
+    def cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "imageci.cli", *argv], capture_output=True, text=True, env=env)
+
+    here = cli(local_env, "runs", "infra-base", "--json")
+    there = cli(remote, "runs", "infra-base", "--json")
+    assert here.returncode == there.returncode == 0, here.stderr + there.stderr
+    rows = json.loads(here.stdout)
+    assert json.loads(there.stdout) == rows
+    assert server.get(f"{API}/runs?name=infra-base", reader).json() == rows
+    assert [r["run"] for r in rows] == sorted((r["run"] for r in rows), reverse=True) and len(rows) == 2
+    assert {r["image"].split("@")[0] for r in rows} == {"infra-base"} and {r["status"] for r in rows} == {"finished"}
+    assert [r["run"] for r in json.loads(cli(remote, "runs", "infra-base", "--limit", "1", "--json").stdout)] == \
+        [rows[0]["run"]]
+    table = cli(remote, "runs", "infra-base").stdout
+    assert table.splitlines()[0].split() == ["RUN", "IMAGE", "STATUS", "EXIT", "ACTOR", "STARTED", "ENDED"]
+    hidden = cli(remote, "runs", "team-app")  # another namespace: as if it did not exist
+    assert hidden.returncode == 2 and "unknown image reference 'team-app'" in hidden.stderr
+    assert server.get(f"{API}/runs?name=team-app").status_code == 404
+    assert server.get(f"{API}/runs?name=infra-base&limit=0", reader).status_code == 400
