@@ -104,17 +104,24 @@ def test_the_cloud_example_builds_a_bootable_disk(cloud: tuple[Env, Version], tm
                              env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}, check=True).stdout
     assert "BOOTX64.EFI" in listing.upper()
     # the root partition is the version's rootfs, and its fstab and grub.cfg name it by UUID
-    probe = subprocess.run(["blkid", "-p", "-O", str(parts["1"]["start"] * 512), "-o", "export", str(raw)],
-                           capture_output=True, text=True, check=True).stdout
-    fields = dict(line.split("=", 1) for line in probe.splitlines() if "=" in line)
+    fields = _probe(raw, parts["1"]["start"])
     assert fields["TYPE"] == "ext4" and fields["UUID"] == info["root_uuid"]
     tree = e.settings.rootfs_cache / kinds[ROOTFS].digest
     assert f"UUID={info['root_uuid']} / ext4" in (tree / "etc/fstab").read_text()
+    esp = _probe(raw, parts["15"]["start"])  # and the ESP is the one its /boot/efi line names
+    assert esp["TYPE"] == "vfat" and f"UUID={esp['UUID']} /boot/efi vfat" in (tree / "etc/fstab").read_text()
     assert f"root=UUID={info['root_uuid']}" in (tree / "boot/grub/grub.cfg").read_text()
     # the MBR carries GRUB's boot code and points at the core image in the BIOS boot partition
     mbr = raw.read_bytes()[:512]
     assert mbr[510:] == b"\x55\xaa"
     assert int.from_bytes(mbr[0x5C:0x64], "little") == parts["14"]["start"]
+
+
+def _probe(raw: Path, sector: int) -> dict[str, str]:
+    """What blkid finds in the partition starting at ``sector``."""
+    probe = subprocess.run(["blkid", "-p", "-O", str(sector * 512), "-o", "export", str(raw)],
+                           capture_output=True, text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in probe.splitlines() if "=" in line)
 
 
 def _log(e: Env, r: object) -> bytes:

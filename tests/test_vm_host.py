@@ -22,6 +22,33 @@ def test_accel_probe_is_cached_and_can_be_demoted(tmp_path: Path) -> None:
     assert backend.accel() == "tcg" and backend.timeout_multiplier() > 1
 
 
+# what qemu 7.2 prints (and then pauses the guest, never exiting) on a nested KVM host that cannot
+# emulate the x87 start-up every firmware and kernel runs
+KVM_STOP = """KVM internal error. Suberror: 1
+extra data[0]: 0x0000000000000001
+emulation failure
+EAX=00000000 EBX=00807000 ECX=00000001 EDX=00807154
+"""
+
+
+def test_a_guest_kvm_stopped_is_hopeless_at_once_and_the_probe_says_so(tmp_path: Path) -> None:
+    from imageci.formats.vmdisk import VmAssets
+    from imageci.testbeds.vm.accel import VM_ARCHES, kvm_stopped, probe_kvm
+    from imageci.testbeds.vm.process import Vm
+
+    assert kvm_stopped("qemu-system-x86_64: warning: host doesn't support requested feature\n") is None
+    assert kvm_stopped(KVM_STOP) == "KVM internal error. Suberror: 1"
+    vm = Vm("qemu-system-x86_64", VM_ARCHES["amd64"], VmAssets(tmp_path, tmp_path, tmp_path), tmp_path / "d",
+            tmp_path, tmp_path / "key", accel="kvm")
+    (tmp_path / "qemu.err").write_text(KVM_STOP)
+    assert "KVM stopped the guest (KVM internal error. Suberror: 1)" in (vm.never_boots() or "")
+    vm.accel = "tcg"  # the same words from a TCG guest are not KVM's
+    assert vm.never_boots() is None
+    # the probe runs the same x87 start-up: where KVM stops it, it says so (never "hung for 10 s")
+    probe = probe_kvm()
+    assert probe.kvm or "did not finish" not in probe.why, probe.why
+
+
 def test_a_vm_s_endless_console_output_is_kept_bounded_on_the_host(tmp_path: Path) -> None:
     from imageci.testbeds.vm.vmconsole import CONSOLE_KEEP, bound_file, console_tail
 

@@ -28,7 +28,9 @@ newest kernel, with the console on ``ttyS0`` and ``tty0``.
 The raw file becomes a compressed qcow2 (one coroutine: the same raw bytes
 give the same qcow2 bytes). Partition, filesystem and volume identifiers are
 derived from the build's input hash, and the ext4 filesystem's clock is
-``SOURCE_DATE_EPOCH``.
+``SOURCE_DATE_EPOCH``. When what this writes from the same inputs changes,
+``build.inputs.DISK_WRITER`` goes up, so the input hash (and the build cache
+key) changes with it.
 """
 
 from __future__ import annotations
@@ -139,8 +141,6 @@ def disk_info(spec: DiskSpec, ids: DiskIds) -> dict[str, object]:
                            **({"esp": 15} if "uefi" in spec.firmware else {})}}
 
 
-
-
 def _run(argv: list[str], what: str, env: dict[str, str] | None = None, stdin: str | None = None) -> None:
     done = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -203,8 +203,9 @@ def _esp(raw: Path, tree: Path, ids: DiskIds, workdir: Path, early: Path, epoch:
     efi = workdir / "BOOTX64.EFI"
     _grub_image(tree, "x86_64-efi", efi, MODULES_UEFI, early)
     os.utime(efi, (epoch, epoch))
-    _run([host_tool("mkfs.fat", "dosfstools"), "-F", "32", "-s", "1", "-S", "512", "-n", "EFI", "-i", ids.esp_volume,
-          "--invariant", "--offset", str(ESP[0]), str(raw), str(ESP[1] * SECTOR // 1024)],
+    # --invariant before -i: it fixes the volume id too (1234-ABCD), and the last word wins
+    _run([host_tool("mkfs.fat", "dosfstools"), "--invariant", "-F", "32", "-s", "1", "-S", "512", "-n", "EFI",
+          "-i", ids.esp_volume, "--offset", str(ESP[0]), str(raw), str(ESP[1] * SECTOR // 1024)],
          "making the EFI system partition")
     image = f"{raw}@@{ESP[0] * SECTOR}"
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1", SOURCE_DATE_EPOCH=str(epoch))

@@ -24,6 +24,9 @@ from imageci.definitions.image import ImageDefinition
 from imageci.errors import BuildError
 
 # Fields that do not change the bytes of the image.
+# build.bootdisk's version, in a disk image's input hash: bump it when the same inputs make other disk
+# bytes (2: the ESP has the volume id its fstab line names)
+DISK_WRITER = 2
 NON_INPUT_FIELDS = {"description", "keep", "tests", "retention", "schedule"}  # not what the bytes are made of
 
 
@@ -80,9 +83,11 @@ def image_inputs(definition: ImageDefinition) -> dict[str, object]:
 
 
 def input_hash(definition: ImageDefinition, mirror: MirrorState) -> str:
-    doc = {
+    doc: dict[str, object] = {
         "definition": image_inputs(definition),
         "builder": builder_id(),
         "mirror": {"url": mirror.url, "suite": mirror.suite, "date": mirror.date},
     }
+    if definition.format == "disk":
+        doc["disk_writer"] = DISK_WRITER
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -1,16 +1,21 @@
 """Which qemu accelerator this host can really use.
 
 /dev/kvm existing is not proof: nested KVM guests can hang at early boot. The
-probe actually boots something under KVM — a 5-byte firmware that writes to
-qemu's debug-exit port — and only trusts KVM when qemu exits with the code
-that program chose. A full guest boot that still hangs under KVM demotes KVM
-for this host too (``record``). Results are cached in the imageci home.
+probe actually boots something under KVM — an 8-byte firmware that starts the
+x87 unit as every firmware and kernel does (``fwait; fninit``: some nested KVM
+hosts cannot emulate it and stop the guest with "KVM internal error") and then
+writes to qemu's debug-exit port — and only trusts KVM when qemu exits with the
+code that program chose. qemu's own complaint ends the probe at once. A full
+guest boot that still hangs under KVM demotes KVM for this host too
+(``record``; a guest KVM stops is seen at once by ``kvm_stopped``). Results are
+cached in the imageci home.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +27,7 @@ from imageci.hostarch import host_architecture
 
 PROBE_EXIT = 0x31  # qemu exits with (value << 1) | 1
 CACHE_SECONDS = 7 * 24 * 3600
+KVM_STOPPED = re.compile(r"KVM internal error[^\n]*|kvm run failed[^\n]*")  # qemu's words when KVM stops a guest
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,36 @@ class AccelProbe:
 
 
 def _firmware(path: Path) -> None:
-    """64 KiB BIOS image whose reset vector runs: mov al,0x31; out 0xf4,al; hlt."""
+    """64 KiB BIOS image whose reset vector runs: fwait; fninit; mov al,0x31; out 0xf4,al; hlt."""
     image = bytearray(b"\xf4" * 0x10000)
-    image[0xFFF0:0xFFF5] = bytes([0xB0, PROBE_EXIT, 0xE6, 0xF4, 0xF4])
+    image[0xFFF0:0xFFF8] = bytes([0x9B, 0xDB, 0xE3, 0xB0, PROBE_EXIT, 0xE6, 0xF4, 0xF4])
     path.write_bytes(bytes(image))
+
+
+def kvm_stopped(qemu_stderr: str) -> str | None:
+    """What qemu said when KVM stopped its guest (it stays paused, never exits), if it did."""
+    found = KVM_STOPPED.search(qemu_stderr)
+    return found.group(0).strip() if found else None
+
+
+def _run_probe(argv: list[str], err: Path, timeout: float) -> int | str:
+    """The probe's exit code, or why it never exited: KVM stopped it, or it ran past ``timeout``."""
+    with err.open("wb") as fh:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fh)
+    deadline = time.monotonic() + timeout
+    try:
+        while (code := proc.poll()) is None:
+            stopped = kvm_stopped(err.read_text("utf-8", "replace"))
+            if stopped is not None:
+                return f"KVM stopped a probe guest: {stopped}"
+            if time.monotonic() > deadline:
+                return f"a guest under KVM did not finish an 8-instruction boot in {timeout:.0f}s"
+            time.sleep(0.02)
+        return code
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass(frozen=True)
@@ -83,14 +115,13 @@ def probe_kvm(timeout: float = 10) -> AccelProbe:
         _firmware(fw)
         argv = [qemu, "-machine", "pc,accel=kvm", "-bios", str(fw), "-display", "none", "-nodefaults",
                 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-serial", "none", "-monitor", "none"]
-        try:
-            res = subprocess.run(argv, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return AccelProbe(False, f"a guest under KVM did not finish a 5-instruction boot in {timeout:.0f}s", now)
-    if res.returncode == (PROBE_EXIT << 1) | 1:
+        code = _run_probe(argv, Path(tmp) / "qemu.err", timeout)
+        said = (Path(tmp) / "qemu.err").read_text("utf-8", "replace").strip().splitlines()
+    if isinstance(code, str):
+        return AccelProbe(False, code, now)
+    if code == (PROBE_EXIT << 1) | 1:
         return AccelProbe(True, "a probe guest booted under KVM", now)
-    err = res.stderr.decode("utf-8", "replace").strip().splitlines()
-    return AccelProbe(False, f"KVM probe failed: {err[-1] if err else f'exit {res.returncode}'}", now)
+    return AccelProbe(False, f"KVM probe failed: {said[-1] if said else f'exit {code}'}", now)
 
 
 class AccelCache:

@@ -26,7 +26,7 @@ from imageci.testbeds import relay
 from imageci.testbeds.archive import GUEST_ADDRESS
 from imageci.testbeds.archive import PORT as ARCHIVE_PORT
 from imageci.testbeds.ssh import HostConfig, SshTestbed
-from imageci.testbeds.vm.accel import VmArch
+from imageci.testbeds.vm.accel import VmArch, kvm_stopped
 from imageci.testbeds.vm.cloudseed import MAC
 from imageci.testbeds.vm.qmp import Qmp, QmpError
 from imageci.testbeds.vm.vmconsole import console_tail, guard_console
@@ -123,6 +123,13 @@ class Vm:
             return self.console.stat().st_size
         except OSError:
             return 0
+
+    def never_boots(self) -> str | None:
+        """Why this VM will never boot: its firmware found nothing to boot, or KVM stopped it."""
+        stopped = kvm_stopped(console_tail(self.workdir / "qemu.err", 4000)) if self.accel == "kvm" else None
+        if stopped is not None:
+            return f"KVM stopped the guest ({stopped}): this host cannot run it under KVM"
+        return self.nothing_to_boot()
 
     def nothing_to_boot(self) -> str | None:
         """Why this VM will never boot, when its firmware said it found nothing to boot."""
@@ -275,7 +282,7 @@ def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True) -> SshTes
     since = vm.console_size()  # a login prompt of an earlier boot (before a reboot) does not count
     while True:
         if not vm.alive():
-            why = vm.nothing_to_boot() or "qemu exited before the VM was ready: " + console_tail(
+            why = vm.never_boots() or "qemu exited before the VM was ready: " + console_tail(
                 vm.workdir / "qemu.err", 500).strip()
             raise BootError(why, vm.boot_log())
         try:
@@ -286,7 +293,7 @@ def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True) -> SshTes
             if login_at is None and vm.console_size() > since and LOGIN_PROMPT.search(
                     console_tail(vm.console, min(400, vm.console_size() - since))):
                 login_at = now
-            hopeless = vm.nothing_to_boot()
+            hopeless = vm.never_boots()
             if hopeless is None and login_at is not None and now - login_at > LOGIN_GRACE_S:
                 hopeless = (f"the guest reached its login prompt but SSH did not answer {LOGIN_GRACE_S:.0f}s later: "
                             "it has no address on the network (DHCP, cloud-init's network config), no sshd, "
