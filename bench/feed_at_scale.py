@@ -34,6 +34,7 @@ from imageci.app.access import LOCAL  # noqa: E402
 from imageci.app.session import Session  # noqa: E402
 from imageci.config import Settings  # noqa: E402
 from imageci.formats import simplestreams  # noqa: E402
+from imageci.fs import safe_rmtree  # noqa: E402
 from imageci.store.catalog import Catalog, NewArtifact  # noqa: E402
 from imageci.store.models import State  # noqa: E402
 
@@ -99,6 +100,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        safe_rmtree(home)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ loading every attempt`.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import random
 import sqlite3
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import pct, sized  # noqa: E402
 
 from imageci.config import Settings  # noqa: E402
+from imageci.fs import safe_rmtree  # noqa: E402
 from imageci.store import lookups  # noqa: E402
 from imageci.store.blobs import BlobStore  # noqa: E402
 from imageci.store.catalog import Catalog, NewArtifact  # noqa: E402
@@ -219,6 +221,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=sized(5, 1), help="runs per command")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="imageci-bench-queries-"))
+    atexit.register(safe_rmtree, home)  # however the benchmark ends
     t0 = time.monotonic()
     ref, _digest = seed(home, args.versions, args.tests, args.attempts // args.versions)
     print(f"seeded {args.attempts} attempts over {args.versions} versions in {time.monotonic() - t0:.1f}s "

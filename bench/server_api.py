@@ -21,6 +21,7 @@ download E MB/s vs F MB/s static (ratio R)`.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import secrets
 import socket
@@ -42,6 +43,7 @@ from imageci.app import queries, tokens  # noqa: E402
 from imageci.app.access import LOCAL  # noqa: E402
 from imageci.app.session import Session  # noqa: E402
 from imageci.config import Settings  # noqa: E402
+from imageci.fs import safe_rmtree  # noqa: E402
 from imageci.store.catalog import NewArtifact  # noqa: E402
 
 API = "/api/v1"
@@ -108,6 +110,7 @@ def _setup(args: argparse.Namespace) -> tuple[Path, str, str, str, list[float]]:
     """A home seeded with ``args.attempts`` attempts and a download of ``args.download_mib`` MiB: (home, the
     seeded reference, an admin token, the download's serial, in-process results latencies)."""
     home = Path(tempfile.mkdtemp(prefix="imageci-bench-server-"))
+    atexit.register(safe_rmtree, home)  # however the benchmark ends
     ref, _digest = seed(home, 500, 100, args.attempts // 500)
     settings = Settings(home=home, db_url=f"sqlite:///{home / 'catalog.db'}", jobs=2, build_cache=None)
     session = Session.open(settings)

@@ -141,14 +141,14 @@ def test_vm_that_never_becomes_ready_is_an_error_with_its_console(vm: tuple[Env,
     """Deterministic: the guest's sshd is masked, so it can never become ready however fast or
     loaded the host is; the timeout only bounds the wait (long enough for the kernel to print)."""
     e, version = vm
-    never = QemuBackend(e.home, e.settings.rootfs_cache, boot_timeout=60, snapshot=False, accel="tcg",
+    never = QemuBackend(e.home, e.settings.rootfs_cache, boot_timeout=30, snapshot=False, accel="tcg",
                         kernel_args="systemd.mask=ssh.service systemd.mask=ssh.socket")
     d = write_suite(tmp_path / "s", {"t.sh": "#!/bin/sh\ntrue\n"})
     started = time.monotonic()
     report = _run(e, never, version, d)
     assert time.monotonic() - started < 240  # an error, not a hang
     result = report.results[0]
-    assert result.verdict == Verdict.ERROR and "did not answer on SSH within 60s" in result.reason
+    assert result.verdict == Verdict.ERROR and "did not answer on SSH within 30s" in result.reason
     log = e.store.read_bytes(result.attempts[0].log_digest)  # type: ignore[arg-type]
     assert b"--- console" in log
     assert re.search(rb"\[\s*\d+\.\d+\] ", log)  # the kernel had started printing: its log is kept
