@@ -8,7 +8,7 @@ TMT_VERSION := 1.78.0
 TMT := $(VENV)-tmt/bin/tmt
 EXAMPLE := examples/debian-bookworm-minimal/image.yaml
 # `make test` runs the tests on this many processes (pytest-xdist; 0: in this one process)
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 # The tests' temporary directories, and so every home they make, live under a path such as users' homes
 # have: a dot-directory, capitals, spaces, and deep enough that a socket's path would not fit in an
 # address. pytest empties it at the start of each run; a passing test's directories go when it ends.
@@ -49,12 +49,12 @@ test: test-host-setup venv $(TMT)
 	mkdir -p "$$(dirname "$(TEST_TMP)")"
 	# what an earlier run left (a mount pytest cannot remove would stop this one): unmounted and removed
 	$(BIN)/python -c 'import sys, pathlib, imageci.fs as f; f.safe_rmtree(pathlib.Path(sys.argv[1]))' "$(TEST_TMP)"
-	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup --basetemp "$(TEST_TMP)" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --basetemp "$(TEST_TMP)" $(PYTEST_ARGS)
 
 ## the tests that need no root (pure logic, catalog, CLI parsing, formats), as any user
 unit: venv
 	mkdir -p "$$(dirname "$(TEST_TMP)")"
-	$(BIN)/python -m pytest -q -m "not root" -n $(TEST_WORKERS) --dist loadgroup --basetemp "$(TEST_TMP)" \
+	$(BIN)/python -m pytest -q -m "not root" -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --basetemp "$(TEST_TMP)" \
 		$(PYTEST_ARGS)
 
 $(TMT):

@@ -34,6 +34,8 @@ from imageci.store.models import Version
 from imageci.testbeds import base
 from imageci.verdicts import Verdict
 
+from testplan import pytest_collection_modifyitems, pytest_xdist_make_scheduler, tcg_turn  # noqa: F401
+
 if TYPE_CHECKING:
     from dashkit import Site
     from serverkit import Server
@@ -196,38 +198,6 @@ def write_suite(directory: Path, scripts: dict[str, str], suite_yaml: str | None
     if suite_yaml is not None:
         (directory / "suite.yaml").write_text(suite_yaml)
     return directory
-
-
-# `make test` runs on two xdist workers (``--dist loadgroup``). A test file stays on one worker (its
-# module fixtures are made once; test_harness checks that groups hold). The files that boot small VMs
-# under TCG share one group; the two cloud disk files are groups of their own; files that assert what
-# LXD holds share another.
-SHARED_GROUPS = {
-    "tcg": {"test_qemu", "test_multiarch", "test_arch", "test_diskimport", "test_vm_host"},
-    "lxd": {"test_lxd", "test_feeds"},
-    "dashboard": {"test_dashboard", "test_dashboard_browser"},  # one seeded site (real sandbox runs) for both
-}
-# The longest groups start first, in this order: xdist hands each worker two groups at the start
-# (the 1st and 3rd to one, the 2nd and 4th to the other), so the two cloud disk files run on different
-# workers, never one after the other on the same, and the short groups fill in around them.
-LONGEST_FIRST = ("test_clouddisk", "tcg", "test_dep8_parity", "test_clouddisk_faults",
-                 "bench-cloud_boot.py", "bench-qemu_boot.py")
-
-
-def _group(item: pytest.Item) -> str:
-    mark = item.get_closest_marker("xdist_group")
-    return str(mark.args[0]) if mark is not None and mark.args else ""
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            module = item.path.stem
-            group = next((g for g, modules in SHARED_GROUPS.items() if module in modules), module)
-            item.add_marker(pytest.mark.xdist_group(group))
-    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: files stay whole, in order
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

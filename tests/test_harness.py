@@ -1,5 +1,5 @@
-"""The test suite's own machinery: `make test` runs two pytest-xdist workers with ``--dist
-loadgroup``, and the module fixtures and VM turns that conftest.SHARED_GROUPS promise hold only
+"""The test suite's own machinery: `make test` runs pytest-xdist workers with ``--dist
+loadgroup``, and the module fixtures and VM turns that testplan.SHARED_GROUPS promise hold only
 while a group's tests really stay on one worker (pytest 9.2 silently broke that: xdist #1386)."""
 
 from __future__ import annotations
