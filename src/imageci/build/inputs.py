@@ -23,10 +23,10 @@ import imageci
 from imageci.definitions.image import ImageDefinition
 from imageci.errors import BuildError
 
-# Fields that do not change the bytes of the image.
 # build.bootdisk's version, in a disk image's input hash: bump it when the same inputs make other disk
 # bytes (2: the ESP has the volume id its fstab line names)
 DISK_WRITER = 2
+# Fields that do not change the bytes of the image.
 NON_INPUT_FIELDS = {"description", "keep", "tests", "retention", "schedule"}  # not what the bytes are made of
 
 
