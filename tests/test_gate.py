@@ -61,6 +61,7 @@ class Seen:
     verdict: str
     exit_code: int | None
     reason: str = ""
+    known: str | None = None
 
 
 @pytest.fixture(scope="module")

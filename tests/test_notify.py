@@ -117,7 +117,9 @@ def test_a_new_failure_and_a_blocked_promotion_are_notified(env: Env, tmp_path: 
     note = _verified(headers, body)
     assert headers["x-imageci-event"] == "new-failure" and len(headers["x-imageci-delivery"]) == 36
     assert (note["event"], note["image"], note["product"]) == ("new-failure", _label(env, 2), "img")
-    assert note["details"] == ["greets on sandbox: fail (exit 1)"] and isinstance(note["run"], int)
+    told = f"[regression: passed on {_label(env, 1)}: broken by this version]"  # against the stable version
+    assert note["details"] == [f"greets on sandbox: fail (exit 1) {told}"] and isinstance(note["run"], int)
+    assert note["changes"] == {"greets [sandbox]": "regression"}
     [mail] = box.messages
     assert mail["Subject"] == f"[imageci] new failure: {_label(env, 2)}"
     assert mail["To"] == "images@example.org, oncall@example.org" and mail["From"] == "imageci@ci.example.org"
@@ -129,7 +131,7 @@ def test_a_new_failure_and_a_blocked_promotion_are_notified(env: Env, tmp_path: 
     note = _verified(headers, body)
     assert note["event"] == "promotion-blocked" and note["summary"].startswith(f"{_label(env, 2)} was not promoted: "
                                                                               "gate does not hold")
-    assert any(line.startswith("greets on sandbox: latest attempt: fail") for line in note["details"])
+    assert any(line.startswith("greets on sandbox [regression]: latest attempt: fail") for line in note["details"])
     assert box.messages[1]["Subject"] == f"[imageci] promotion blocked: {_label(env, 2)}"
 
     # a tampered body does not verify

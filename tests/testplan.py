@@ -29,7 +29,7 @@ SHARED_GROUPS = {
     "dashboard": {"test_dashboard", "test_dashboard_browser"},  # one seeded site (real sandbox runs) for both
 }
 LONGEST_FIRST = ("test_clouddisk", "tcg", "test_dep8_parity", "test_consumers", "test_clouddisk_faults",
-                 "bench-cloud_boot.py", "test_workers", "test_structure", "test_server_remote", "lxd",
+                 "bench-cloud_boot.py", "test_workers", "test_bisect", "test_structure", "test_server_remote", "lxd",
                  "bench-qemu_boot.py", "test_repro")
 TCG_HEAVY = {"test_clouddisk", "test_clouddisk_faults", "tcg", "bench-cloud_boot.py", "bench-qemu_boot.py"}
 TCG_SLOTS = 2

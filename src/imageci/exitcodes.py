@@ -22,4 +22,6 @@ class ExitCode(enum.IntEnum):
     DENIED = 9  # no valid credentials (unknown, expired or revoked token), or not allowed to do this
     PUSH_FAILED = 10  # `push`: the destination refused or could not be reached; nothing was recorded as pushed
     RUNTIME_UNMET = 11  # `check-consumer`: the image lacks a runtime the project declares; its suite did not run
+    BISECT_UNRELIABLE = 12  # `bisect`: the good end did not pass every time, or the bad end did not fail every time
+    BISECT_INCONCLUSIVE = 13  # `bisect`: no set of changes could be named (or the one found did not confirm)
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; temporary state was cleaned up

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from imageci.app import access, compliance, consumerruns, notify, repro, vulns
+from imageci.app import access, compliance, consumerruns, notify, regressions, repro, vulns
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import RefArgs, operation
 from imageci.app.planning import flake_policy, suite_of
@@ -30,7 +30,8 @@ EVIDENCE_RETRIES = 5
 class Requirement(BaseModel):
     test: str
     testbed: str
-    why: str | None = None  # why it is unmet (None: met)
+    why: str | None = None  # why it is unmet (None: met), or why an allowed failure is accepted
+    change: str | None = None  # on a testing version, against stable: regression, always-failed, fixed, new
 
 
 class ArchStatus(BaseModel):
@@ -56,6 +57,7 @@ class GateStatus(BaseModel):
     holds: bool
     met: list[Requirement]
     unmet: list[Requirement]
+    accepted: list[Requirement] = []  # met only because the gate allows their change (always-failed)
     architectures: list[ArchStatus] = []  # the other architectures built with it (a definition's `architectures`)
     sections: list[SectionStatus] = []  # the gate's parts besides tests: vulnerabilities
     explanation: str
@@ -82,12 +84,15 @@ def _own_gate(session: Session, version: Version, quarantine: Path | None) -> Ga
     checks = suite_checks(suite)
     waiver = flake_policy(session, version, suite, checks, quarantine, warn=False)
     required = required_checks(checks, g.tests)
-    result = evaluate_gate(evidence_of(session.catalog, version, required), required, g.testbeds, waiver)
+    info = access.resolve(session.reader, LOCAL, label(version))
+    reference = regressions.reference_for(session, info)
+    result = evaluate_gate(evidence_of(session.catalog, version, required), required, g.testbeds, waiver,
+                           changes=regressions.changes(session, info) if reference else None, allow=g.allow,
+                           reference=reference.label if reference else None)
     sections = []
     if (consumed := consumerruns.gate_section(session, version)) is not None:
         sections.append(consumed)
     if g.vulnerabilities is not None or g.compliance is not None or g.reproducible:
-        info = access.resolve(session.reader, LOCAL, label(version))
         if g.vulnerabilities is not None:
             sections.append(vulns.gate_section(session, info, g.vulnerabilities, utcnow().date()))
         if g.compliance is not None:
@@ -129,14 +134,18 @@ def gate_status(session: Session, ref: str, *, viewer: Principal = LOCAL) -> Gat
     info = access.resolve(session.reader, viewer, ref)
     version = session.catalog.resolve(f"{info.name}@{info.serial}")
     result = gate(session, version)
+    told = result.changes if result else {}
     return GateStatus(image=label(version), digest=f"sha256:{version.digest}", state=version.state,
                       architecture=version.architecture,
                       defined=result is not None, holds=bool(result and result.holds),
                       architectures=[ArchStatus(architecture=s.architecture, image=s.image, holds=s.why is None,
                                                 why=s.why) for s in (result.siblings if result else [])],
-                      met=[Requirement(test=t, testbed=tb) for t, tb in (result.satisfied if result else [])],
-                      unmet=[Requirement(test=t, testbed=tb, why=why) for t, tb, why in
+                      met=[Requirement(test=t, testbed=tb, change=told.get((t, tb))) for t, tb in
+                           (result.satisfied if result else [])],
+                      unmet=[Requirement(test=t, testbed=tb, why=why, change=told.get((t, tb))) for t, tb, why in
                              (result.missing if result else [])],
+                      accepted=[Requirement(test=t, testbed=tb, why=why, change=told.get((t, tb))) for t, tb, why in
+                                (result.accepted if result else [])],
                       sections=[SectionStatus(name=s.name, holds=s.holds, summary=s.summary, details=s.lines)
                                 for s in (result.sections if result else [])],
                       explanation=result.explain() if result else "no gate is defined for this image")

@@ -91,6 +91,11 @@ def _files(session: Session, version: VersionInfo) -> FileIndex:
     return FileIndex.model_validate(_load(session, _stored(session, version)[FILE_INDEX], FILE_INDEX))
 
 
+def bom_of(session: Session, version: VersionInfo) -> Bom:
+    """The version's BOM (made now if it has none yet)."""
+    return _bom(session, version)
+
+
 def files_of(session: Session, version: VersionInfo) -> FileIndex:
     """The version's file index (made now if it has none yet)."""
     return _files(session, version)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from imageci.app import access, queries
+from imageci.app import access, queries, regressions
 from imageci.app.access import LOCAL, Principal
 from imageci.app.session import Session
 from imageci.engine.aggregate import aggregate
@@ -33,6 +33,7 @@ class Cell(BaseModel):
     run: int | None = None  # the newest run that ran it
     duration: float | None = None  # seconds, the newest attempt
     reason: str = ""  # the newest run's last reason that was not a pass
+    change: str | None = None  # on a testing version, against stable: regression, always-failed, fixed, new
 
 
 class MatrixRow(BaseModel):
@@ -55,6 +56,8 @@ class _Acc:
     verdicts: list[Verdict] | None = None
     reason: str = ""
     duration: float | None = None
+    digest: str = ""  # the test content of the newest attempt
+    change: str | None = None  # against stable
 
 
 def _cells(attempts: Iterable[AttemptInfo]) -> dict[tuple[str, str], _Acc]:
@@ -70,6 +73,7 @@ def _cells(attempts: Iterable[AttemptInfo]) -> dict[tuple[str, str], _Acc]:
         if a.verdict != Verdict.PASS and a.reason:
             cell.reason = a.reason
         cell.duration = round((a.ended_at - a.started_at).total_seconds(), 3)
+        cell.digest = a.test_digest
     return acc
 
 
@@ -86,10 +90,13 @@ def matrix(session: Session, ref: str, *, viewer: Principal = LOCAL, siblings: I
     tests: dict[str, None] = {}
     for source in sources:
         cells = _cells(lookups.attempts(session.reader, source.digest))
+        told_by = regressions.reference_for(session, source)
         beds = sorted({tb for _t, tb in cells} | ({tb for _t, tb in expected} if source is version else set()))
         for (test, tb), acc in cells.items():
             found[(len(columns) + beds.index(tb), test, tb)] = acc
             tests.setdefault(test)
+            if told_by is not None and acc.verdicts:
+                acc.change = told_by.change((test, tb, acc.digest), [v.value for v in acc.verdicts])
         columns += [Column(architecture=source.architecture, testbed=tb, image=source.label) for tb in beds]
     for test, _tb in expected:
         tests.setdefault(test)
@@ -105,7 +112,7 @@ def matrix(session: Session, ref: str, *, viewer: Principal = LOCAL, siblings: I
             verdict = aggregate(got.verdicts)
             counts[verdict.value] += 1
             row.append(Cell(verdict=verdict.value, attempts=got.attempts, runs=got.runs, run=got.last_run,
-                            duration=got.duration, reason=got.reason))
+                            duration=got.duration, reason=got.reason, change=got.change))
         rows.append(MatrixRow(test=test, cells=row))
     return Matrix(image=version.label, columns=columns, rows=rows, counts=counts)
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from imageci.app.session import Session
 from imageci.config import Settings
 from imageci.engine.results import RunReport
+from imageci.policy.reference import Change
 from imageci.store.models import Attempt, State, Version, label
 from imageci.store.states import utcnow
 from imageci.verdicts import Verdict
@@ -45,6 +46,7 @@ class Notification(BaseModel):
     details: list[str] = []
     run: int | None = None
     at: datetime
+    changes: dict[str, str] = {}  # "TEST [TESTBED]" → its change against stable (regression, always-failed, new)
 
 
 def body_of(note: Notification) -> bytes:
@@ -106,12 +108,12 @@ def _mail(settings: Settings, note: Notification) -> str | None:
 
 
 def notify(settings: Settings, event: Event, image: str, product: str, digest: str, summary: str,
-           details: Sequence[str] = (), run: int | None = None) -> list[str]:
+           details: Sequence[str] = (), run: int | None = None, changes: dict[str, str] | None = None) -> list[str]:
     """Send one notification wherever the settings say; the problems of deliveries that failed (also logged)."""
     if settings.webhook_url is None and not (settings.smtp_url and settings.mail_to):
         return []
     note = Notification(event=event, image=image, product=product, digest=digest, summary=summary,
-                        details=list(details), run=run, at=utcnow())
+                        details=list(details), run=run, at=utcnow(), changes=changes or {})
     problems = []
     if settings.webhook_url is not None:
         problems.append(_webhook(settings, note))
@@ -131,9 +133,10 @@ def promotion_blocked(settings: Settings, version: Version, explanation: str) ->
            [ln.strip() for ln in lines[1:]])
 
 
-def new_failures(session: Session, report: RunReport) -> None:
-    """Tests of the run that failed and passed on the product's previous version (on the same testbed): a new
-    failure, worth telling someone."""
+def new_failures(session: Session, report: RunReport, found: dict[tuple[str, str], str] | None = None) -> None:
+    """Tests of the run that failed and passed on the product's previous version (on the same testbed), or on
+    its stable version (a ``regression``): a new failure, worth telling someone. Each line says its change
+    against stable (the results' ``change``, set before this is called), and what bisecting it ``found``."""
     version = report.version
     failed = [r for r in report.results if r.verdict in (Verdict.FAIL, Verdict.ERROR) and not r.waived]
     if not failed:
@@ -148,10 +151,13 @@ def new_failures(session: Session, report: RunReport) -> None:
             for a in attempts:
                 before.setdefault((a.test_id, a.testbed), []).append(a)
             break
-    new = [r for r in failed if (latest := before.get((r.test_id, r.testbed))) and latest[-1].verdict == Verdict.PASS]
+    new = [r for r in failed if r.change == Change.REGRESSION
+           or ((latest := before.get((r.test_id, r.testbed))) and latest[-1].verdict == Verdict.PASS)]
     if not new:
         return
     notify(session.settings, "new-failure", label(version), version.product.name, f"sha256:{version.digest}",
-           f"{len(new)} test(s) that passed on the version before now fail on {label(version)}",
-           [f"{r.test_id} on {r.testbed}: {r.verdict}" + (f" ({r.reason})" if r.reason else "") for r in new],
-           run=report.run_id)
+           f"{len(new)} test(s) that passed on the version before (or on stable) now fail on {label(version)}",
+           [f"{r.test_id} on {r.testbed}: {r.verdict}" + (f" ({r.reason})" if r.reason else "")
+            + (f" [{r.change}: {r.change_why}]" if r.change else "")
+            + (f"; {found[(r.test_id, r.testbed)]}" if found and (r.test_id, r.testbed) in found else "") for r in new],
+           run=report.run_id, changes={f"{r.test_id} [{r.testbed}]": r.change for r in new if r.change})

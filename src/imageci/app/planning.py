@@ -70,6 +70,9 @@ class TestRequest(BaseModel):
     executor: Executor | None = Field(default=None, description="None: the settings' (IMAGECI_EXECUTOR)")
     consumers: bool = Field(default=True, description="with the whole suite, run the product's consumers' suites "
                                                       "too (name one with tests: consumer:NAME)")
+    investigate: bool | None = Field(default=None, description="bisect each regression (None: the suite's choice)")
+    investigate_budget: int = Field(default=60, ge=1, le=10000, description="test runs all of a run's bisections "
+                                                                             "may take together")
 
     @property
     def extra(self) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imageci.app import access
+from imageci.app import access, regressions
 from imageci.app.access import LOCAL, Principal
 from imageci.app.operations import Args, RefArgs, RunArgs, operation
 from imageci.app.session import Session
@@ -159,6 +159,8 @@ class AttemptRow(Row):
     started: str
     log: str | None  # path of the log blob in the store
     worker: str | None = None  # the Celery worker that ran it (None: the process that recorded the run)
+    change: str | None = None  # on a testing version, against stable: regression, always-failed, fixed, new
+    known: str | None = None  # the tracker of the known failure its log matched
 
 
 class RunRow(Row):
@@ -170,6 +172,7 @@ class RunRow(Row):
     ended: str | None
     tests: int  # planned
     attempts: int  # recorded (of the attempts shown)
+    reference_for: str | None = None  # a reference run: the testing version (NAME@SERIAL) whose failures it ran
 
 
 class Results(Row):
@@ -179,6 +182,7 @@ class Results(Row):
     architecture: str | None = None  # the image's (None: from a server before it was reported)
     runs: list[RunRow]
     attempts: list[AttemptRow]
+    reference: str | None = None  # the stable version (NAME@SERIAL) a testing version's verdicts are told against
 
 
 @bulk
@@ -193,11 +197,14 @@ def results(session: Session, ref: str, tests: list[str] | None = None, *, viewe
         if unknown:
             raise UsageError(f"no results for {', '.join(unknown)} on {version.label}; "
                              f"tests with results: {', '.join(sorted(known)) or 'none'}")
+    told = regressions.reference_for(session, version)
     rows = [AttemptRow(run=a.run_id, test=a.test_id, testbed=a.testbed, attempt=a.attempt, verdict=a.verdict,
                        exit_code=a.exit_code, reason=a.reason,
                        duration=round((a.ended_at - a.started_at).total_seconds(), 3),
                        started=a.started_at.isoformat(timespec="seconds"),
-                       log=str(session.store.path(a.log_digest)) if a.log_digest else None, worker=a.worker)
+                       log=str(session.store.path(a.log_digest)) if a.log_digest else None, worker=a.worker,
+                       change=told.change((a.test_id, a.testbed, a.test_digest), [a.verdict]) if told else None,
+                       known=a.known)
             for a in attempts]
     per_run: dict[int, int] = {}
     for a in attempts:
@@ -205,10 +212,12 @@ def results(session: Session, ref: str, tests: list[str] | None = None, *, viewe
     runs = [RunRow(run=r.id, status=r.status, exit_code=r.exit_code, actor=r.actor,
                    started=r.started_at.isoformat(timespec="seconds"),
                    ended=r.ended_at.isoformat(timespec="seconds") if r.ended_at else None,
-                   tests=len(json.loads(r.options).get("tests", [])), attempts=per_run.get(r.id, 0))
+                   tests=len(json.loads(r.options).get("tests", [])), attempts=per_run.get(r.id, 0),
+                   reference_for=json.loads(r.options).get(regressions.REFERENCE_OPTION))
             for r in lookups.runs(session.reader, version.digest) if not tests or r.id in per_run]
     return Results(image=version.label, digest=f"sha256:{version.digest}", state=version.state,
-                   architecture=version.architecture, runs=runs, attempts=rows)
+                   architecture=version.architecture, runs=runs, attempts=rows,
+                   reference=told.label if told else None)
 
 
 def run(session: Session, run_id: int, *, viewer: Principal = LOCAL) -> Results:

@@ -3,31 +3,36 @@ reports (JUnit, TAP) and the run's reproducer are written."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from imageci.app import livelogs, notify
+from imageci.app import knownfailures, livelogs, notify, regressions
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
-from imageci.app.versions import config_of, gate_of
-from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
+from imageci.app.versions import config_of
 from imageci.engine.budget import Budget, default_budget
 from imageci.engine.results import RunReport, TestResult
 from imageci.engine.runner import Dispatcher, Engine, EventFn
+from imageci.errors import ImageciError
 from imageci.exitcodes import ExitCode
+from imageci.policy.reference import Change
 from imageci.reports.junit import write_junit
 from imageci.reports.reproducer import RunSpec, write_reproducer
 from imageci.reports.tap import write_tap
-from imageci.store.models import Attempt, State, label
+from imageci.store import lookups
+from imageci.store.models import Attempt, label
 from imageci.testbeds.registry import make_backend
 
 if TYPE_CHECKING:
+    from imageci.app.bisect import BisectResult
     from imageci.app.consumerruns import ConsumerOrigin
 
+log = logging.getLogger("imageci.app")
 PlanFn = Callable[[TestPlan], None]
 StatusFn = Callable[[str], None]
 
@@ -43,6 +48,7 @@ class AttemptEvent(BaseModel):
     reason: str
     cached: bool  # an earlier pass of these bytes and this test, reused
     worker: str = ""  # the Celery worker that ran it ("" : this process)
+    known: str = ""  # the tracker of the known failure its log matched
 
 
 AttemptFn = Callable[[AttemptEvent], None]
@@ -57,7 +63,7 @@ def _engine_events(on_attempt: AttemptFn | None) -> EventFn | None:
             on_attempt(AttemptEvent(test=result.test_id, testbed=result.testbed, attempt=attempt.attempt,
                                     verdict=attempt.verdict, reason=attempt.reason, cached=what == "cached",
                                     seconds=(attempt.ended_at - attempt.started_at).total_seconds(),
-                                    worker=attempt.worker or ""))
+                                    worker=attempt.worker or "", known=attempt.known or ""))
 
     return relay
 
@@ -68,7 +74,9 @@ class RunOutcome:
     report: RunReport
     reproducer: Path
     spec: RunSpec
-    baseline: RunOutcome | None = None  # consumers run on the stable version too, to tell a regression
+    baseline: RunOutcome | None = None  # the reference run: what failed here, on the stable version
+    reference: str | None = None  # the stable version (NAME@SERIAL) the verdicts were told against
+    investigated: list[BisectResult] = field(default_factory=list)  # the regressions bisected (--investigate)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -95,9 +103,11 @@ def _dispatcher(session: Session, plan: TestPlan, on_status: StatusFn | None) ->
 
 
 def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
-            on_status: StatusFn | None = None) -> RunOutcome:
+            on_status: StatusFn | None = None, *, options: dict[str, object] | None = None,
+            reports: bool = True) -> RunOutcome:
     """Run ``plan``; ``on_event`` sees every attempt, ``on_status`` how jobs on workers go (started where,
-    waiting for what)."""
+    waiting for what); ``options`` are recorded with the run besides how it was asked for. ``reports``:
+    write the JUnit and TAP files the request names (else the caller does, with more to say)."""
     request = plan.request
     backends = {name: make_backend(name, session.settings) for name in plan.testbeds}
     settings = session.settings
@@ -105,23 +115,31 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
                     fresh=plan.fresh,
                     waiver=plan.waiver, owner=str(session.owner.lock_path), limits=plan.limits,
                     budget=Budget(default_budget(settings.memory_budget_mb, settings.cpu_budget)),
-                    dispatcher=_dispatcher(session, plan, on_status))
+                    dispatcher=_dispatcher(session, plan, on_status),
+                    known=knownfailures.matcher(knownfailures.known_for(session, plan.version.product.name,
+                                                                        plan.suite)))
     version = plan.version
     report = engine.run(version, plan.checks, plan.testbeds, retries=request.retries, rerun_all=request.rerun_all,
                         image=engine.image_handle(version, config_of(session, version)),
-                        options=_recorded_options(request, plan))
+                        options={**_recorded_options(request, plan), **(options or {})})
     if plan.executor != "local":
         livelogs.sweep(session)  # the workers' live logs: the attempts have them now
-    if request.junit:
-        write_junit(report, request.junit, lambda r: log_text(session, r))
-    if request.tap:
-        write_tap(report, request.tap)
+    if reports:
+        write_reports(session, request, report)
     spec = RunSpec(report.run_id, label(version), version.digest, plan.suite_dir,
                    [c.id for c in plan.checks] if request.tests else None, plan.testbeds, request.retries, plan.jobs,
                    request.fresh, list(request.dep8), plan.fetched, request.quarantine, list(request.structure),
                    list(request.testinfra), list(request.limits), suite_given=request.suite is not None)
     reproducer = write_reproducer(session.settings.runs_dir / str(report.run_id), spec)
     return RunOutcome(plan, report, reproducer, spec)
+
+
+def write_reports(session: Session, request: TestRequest, report: RunReport) -> None:
+    """The JUnit and TAP files the request names."""
+    if request.junit:
+        write_junit(report, request.junit, lambda r: log_text(session, r))
+    if request.tap:
+        write_tap(report, request.tap)
 
 
 def _recorded_options(request: TestRequest, plan: TestPlan) -> dict[str, object]:
@@ -146,28 +164,70 @@ def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None 
     plan = plan_tests(session, request, consumers_from=consumers_from)
     if on_plan is not None:
         on_plan(plan)
-    outcome = execute(session, plan, on_event, on_status)
+    outcome = execute(session, plan, on_event, on_status, reports=False)
     if outcome.exit_code != ExitCode.INTERRUPTED:
-        notify.new_failures(session, outcome.report)
-    ran_consumers = any(c.id.startswith(CONSUMER_PREFIX) for c in plan.checks)
-    if (consumers_from is None and ran_consumers and outcome.exit_code != ExitCode.INTERRUPTED
-            and plan.version.state == State.TESTING):
-        outcome.baseline = _consumer_baseline(session, plan, on_status)
+        if consumers_from is None:  # (a remote run: the server tells its verdicts against its stable version)
+            outcome.baseline = _reference_run(session, plan, on_status)
+            outcome.reference = _classify(session, outcome.report)
+            outcome.investigated = _investigate(session, plan, outcome.report, outcome.reference, on_status)
+        notify.new_failures(session, outcome.report, {(b.test, b.testbed): f"bisect {b.finding}: {b.explanation}"
+                                                      for b in outcome.investigated})
+    write_reports(session, request, outcome.report)
     return outcome
 
 
-def _consumer_baseline(session: Session, plan: TestPlan, on_status: StatusFn | None) -> RunOutcome | None:
-    """Consumers that failed on the version and have no verdict on the current stable version at their newest
-    snapshot run there too: the gate can then tell a regression from a suite that fails anyway."""
-    from imageci.app import consumerruns
+def _investigate(session: Session, plan: TestPlan, report: RunReport, reference: str | None,
+                 on_status: StatusFn | None) -> list[BisectResult]:
+    """Each regression bisected against the stable version (``investigate``), within the run's budget of
+    test runs; a test that cannot be bisected is said so and skipped."""
+    asked = plan.request.investigate
+    if not (asked if asked is not None else bool(plan.suite and plan.suite.investigate)) or reference is None:
+        return []
+    from imageci.app.bisect import BisectArgs, run_bisect
 
-    needed = consumerruns.baseline_needed(session, session.catalog.resolve(label(plan.version)))
+    budget, out = plan.request.investigate_budget, []
+    for r in report.results:
+        if r.change != Change.REGRESSION or budget <= 0:
+            continue
+        if on_status is not None:
+            on_status(f"bisecting {r.test_id} on {r.testbed}: {reference} .. {label(report.version)}")
+        try:
+            found = run_bisect(session, BisectArgs(ref=label(report.version), test=r.test_id, testbed=r.testbed,
+                                                   good=reference, budget=budget, jobs=plan.jobs))
+        except ImageciError as exc:
+            log.warning("not bisected: %s on %s: %s", r.test_id, r.testbed, exc)
+            continue
+        budget -= found.test_runs
+        out.append(found)
+    return out
+
+
+def _classify(session: Session, report: RunReport) -> str | None:
+    """Each result's change against the current stable version (set on the result); that version's
+    NAME@SERIAL (None: the version is not on testing, or there is no stable version)."""
+    ref = regressions.reference_for(session, lookups.resolve(session.reader, label(report.version)))
+    if ref is None:
+        return None
+    for r in report.results:
+        change = ref.change((r.test_id, r.testbed, r.check.digest), [a.verdict for a in r.attempts])
+        r.change, r.change_why = (change.value, ref.why(change)) if change is not None else ("", "")
+    return ref.label
+
+
+def _reference_run(session: Session, plan: TestPlan, on_status: StatusFn | None) -> RunOutcome | None:
+    """The tests that failed on the version and never ran on the current stable version with the same content
+    run there now, the same checks on the same testbeds (recorded as a reference run): each verdict can then
+    be told a regression or a failure stable had too (``app.regressions``)."""
+    version = lookups.resolve(session.reader, label(plan.version))
+    keys = [(c.id, tb, c.digest) for c in plan.checks for tb in plan.testbeds]
+    needed = regressions.references_needed(session, version, keys)
     if needed is None:
         return None
-    stable, names = needed
-    g = gate_of(plan.version)
-    request = plan.request.model_copy(update={
-        "ref": label(stable), "tests": [f"{CONSUMER_PREFIX}{n}" for n in names], "suite": None, "dep8": [],
-        "dep8_packages": [], "structure": [], "testinfra": [], "junit": None, "tap": None, "rerun_all": False,
-        "testbeds": list(g.testbeds) if g is not None else plan.testbeds})
-    return execute(session, plan_tests(session, request), None, on_status)
+    stable, missing = needed
+    ids = {test for test, _tb, _digest in missing}
+    beds = [tb for tb in plan.testbeds if any(m[1] == tb for m in missing)]
+    request = plan.request.model_copy(update={"ref": stable.label, "junit": None, "tap": None, "rerun_all": False})
+    reference = replace(plan, request=request, version=session.catalog.resolve(stable.label),
+                        checks=[c for c in plan.checks if c.id in ids], testbeds=beds)
+    return execute(session, reference, None, on_status,
+                   options={regressions.REFERENCE_OPTION: label(plan.version)})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imageci.formats.rootfs import compare_with_archive, discard_unpacked
+from imageci.formats.rootfs import compare_with_archive, discard_unpacked, quick_check
 from imageci.formats.vmdisk import asset_problems, discard_assets
 from imageci.store.blobs import BlobStore, CorruptBlobError
 
@@ -21,6 +21,13 @@ def verify_caches(rootfs_cache: Path, vm_cache: Path, store: BlobStore) -> tuple
     for marker in sorted(rootfs_cache.glob("*.complete")) if rootfs_cache.is_dir() else []:
         digest = marker.name.removesuffix(".complete")
         checked += 1
+        if (rootfs_cache / f"{digest}.synthesized").exists():  # a bisection's intermediate: no blob of its own
+            changed = quick_check(rootfs_cache / digest, rootfs_cache / f"{digest}.manifest", ctime=False)
+            if changed:
+                bad.append(f"intermediate image {digest[:12]} (bisection) changed since it was made ({changed[0]}); "
+                           "discarded")
+                discard_unpacked(rootfs_cache, digest)
+            continue
         try:
             blob = store.verified_path(digest)
         except (CorruptBlobError, ValueError):

@@ -14,6 +14,8 @@ from imageci.cli import (
     consumers,
     fleet,
     inventory,
+    investigate,
+    knownfailures,
     quarantine,
     repro,
     retention,
@@ -63,6 +65,8 @@ inventory.register(app)
 vulns.register(app)
 compliance.register(app)
 repro.register(app)
+investigate.register(app)
+knownfailures.register(app)
 
 if __name__ == "__main__":
     app()

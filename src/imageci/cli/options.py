@@ -20,6 +20,10 @@ Dep8Opt = Annotated[list[Path] | None, typer.Option("--dep8", help="a source tre
                                                    "(debian/tests/control) to run; repeatable")]
 Dep8PkgOpt = Annotated[list[str] | None, typer.Option("--dep8-package", help="a Debian source package whose "
                                                       "DEP-8 tests to run (apt-get source); repeatable")]
+InvestigateOpt = Annotated[bool | None, typer.Option("--investigate/--no-investigate", help="bisect each regression "
+                                                   "(imageci bisect; default: the suite's `investigate`)")]
+InvestigateBudgetOpt = Annotated[int, typer.Option("--investigate-budget", min=1, max=10000, help="test runs the "
+                                                   "run's bisections may take together")]
 ConsumersOpt = Annotated[bool, typer.Option("--consumers/--no-consumers", help="also run the image's consumers' "
                                              "suites (imageci consumers list)")]
 QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="quarantine file (default: the suite's "

@@ -16,6 +16,8 @@ from imageci.cli.options import (
     Dep8PkgOpt,
     ExecutorOpt,
     FreshOpt,
+    InvestigateBudgetOpt,
+    InvestigateOpt,
     JobsOpt,
     JunitOpt,
     LimitOpt,
@@ -56,7 +58,8 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
              retries: int, rerun_all: bool, junit: Path | None, tap: Path | None, fresh: str | None,
              dep8: list[Path] | None, dep8_package: list[str] | None, quarantine: Path | None,
              structure: list[Path] | None, testinfra: list[Path] | None, limit: list[str] | None,
-             executor: str | None = None, consumers: bool = True) -> TestRequest:
+             executor: str | None = None, consumers: bool = True, investigate: bool | None = None,
+             investigate_budget: int = 60) -> TestRequest:
     from imageci.app.planning import TestRequest
     from imageci.errors import UsageError
 
@@ -66,7 +69,8 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
                        rerun_all=rerun_all, junit=junit, tap=tap, fresh=_fresh(fresh), dep8=dep8 or [],
                        dep8_packages=dep8_package or [], quarantine=quarantine, structure=structure or [],
                        testinfra=testinfra or [], limits=limit or [],
-                       executor=executor, consumers=consumers)  # type: ignore[arg-type]
+                       executor=executor, consumers=consumers, investigate=investigate,  # type: ignore[arg-type]
+                       investigate_budget=investigate_budget)
 
 
 def _run(request: TestRequest) -> None:
@@ -95,10 +99,12 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
         rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
         dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
         structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None,
-        executor: ExecutorOpt = None) -> None:
+        executor: ExecutorOpt = None, investigate: InvestigateOpt = None,
+        investigate_budget: InvestigateBudgetOpt = 60) -> None:
     """Run one or several tests against an image."""
     _run(_request(ref, tests, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
-                  quarantine, structure, testinfra, limit, executor))
+                  quarantine, structure, testinfra, limit, executor, investigate=investigate,
+                  investigate_budget=investigate_budget))
 
 
 @handle_errors
@@ -106,12 +112,14 @@ def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: 
          retries: RetriesOpt = 0, rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None,
          fresh: FreshOpt = None, dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None,
          quarantine: QuarantineOpt = None, structure: StructureOpt = None, testinfra: TestinfraOpt = None,
-         limit: LimitOpt = None, executor: ExecutorOpt = None, consumers: ConsumersOpt = True) -> None:
+         limit: LimitOpt = None, executor: ExecutorOpt = None, consumers: ConsumersOpt = True,
+         investigate: InvestigateOpt = None, investigate_budget: InvestigateBudgetOpt = 60) -> None:
     """Run the image's whole suite and its consumers' suites (or, with --dep8/--dep8-package/--structure/
-    --testinfra alone, only those). A gating consumer that fails on a testing version also runs on the stable
-    version, so the gate can tell whether this version broke it."""
+    --testinfra alone, only those). A test that fails on a testing version and has no verdict on the stable
+    version runs there too, so each failure is told a regression or an old one."""
     _run(_request(ref, None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
-                  quarantine, structure, testinfra, limit, executor, consumers))
+                  quarantine, structure, testinfra, limit, executor, consumers, investigate=investigate,
+                  investigate_budget=investigate_budget))
 
 
 @handle_errors
@@ -121,7 +129,8 @@ def pipeline(definition: DefArg,
              rerun_all: RerunOpt = False, junit: JunitOpt = None, tap: TapOpt = None, fresh: FreshOpt = None,
              dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
              structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None,
-             consumers: ConsumersOpt = True) -> None:
+             consumers: ConsumersOpt = True, investigate: InvestigateOpt = None,
+             investigate_budget: InvestigateBudgetOpt = 60) -> None:
     """build → publish to testing → test the gate suite (and the consumers' suites) → promote to stable if the
     gate holds."""
     from imageci.app.pipeline import pipeline as run_pipeline
@@ -130,7 +139,8 @@ def pipeline(definition: DefArg,
     from imageci.cli.testing import Steps, show_pipeline
 
     request = _request("", None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
-                       quarantine, structure, testinfra, limit, consumers=consumers)
+                       quarantine, structure, testinfra, limit, consumers=consumers, investigate=investigate,
+                       investigate_budget=investigate_budget)
     session = Session.open()
     client = remote_client(session.settings)
     with Steps(f"building {definition}…", building=definition.name, on_built=show_build) as steps:

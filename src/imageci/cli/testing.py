@@ -12,7 +12,12 @@ from rich.markup import escape
 from imageci.app.planning import TestPlan
 from imageci.app.testing import AttemptEvent, RunOutcome
 from imageci.cli.context import COLOURS, console, err_console
+from imageci.engine.results import RunReport
+from imageci.policy.reference import MARKS, Change
 from imageci.store.models import label
+from imageci.verdicts import Verdict
+
+PASSING = (Verdict.PASS, Verdict.FLAKY, Verdict.SKIP)
 
 if TYPE_CHECKING:
     from imageci.app.pipeline import Hooks, PipelineOutcome
@@ -28,6 +33,7 @@ def show_plan(plan: TestPlan) -> None:
 def show_event(e: AttemptEvent) -> None:
     colour = COLOURS.get(e.verdict, "white")
     extra = " (cached: passed before for these bytes)" if e.cached else (f" — {escape(e.reason)}" if e.reason else "")
+    extra += " " + escape(f"[known failure: {e.known}]") if e.known else ""
     tries = f" try {e.attempt}" if e.attempt > 1 else ""
     bed = escape(f"[{e.testbed}]")
     where = f" on {escape(e.worker)}" if e.worker else ""
@@ -59,14 +65,28 @@ def show_outcome(outcome: RunOutcome) -> None:
                   highlight=False, soft_wrap=True)
     if outcome.baseline is not None:
         base = outcome.baseline.report
-        console.print(f"consumers that failed also ran on the stable version {label(base.version)}, to tell whether "
-                      "this version broke them:", highlight=False)
+        console.print(f"tests that failed and had no verdict there also ran on the stable version "
+                      f"{label(base.version)}, to tell a regression from an old failure (reference run "
+                      f"{base.run_id}):", highlight=False)
         for r in base.results:
             colour = COLOURS.get(r.verdict, "white")
             why = f" — {escape(r.reason)}" if r.reason and r.verdict != "pass" else ""
             console.print(f"  [{colour}]{r.verdict:5}[/] {escape(r.test_id)} {escape(f'[{r.testbed}]')}{why}",
                           highlight=False)
-        console.print(f"run {base.run_id} ({label(base.version)}): exit {int(base.exit_code)}", highlight=False)
+    show_changes(report)
+    for b in outcome.investigated:
+        console.print(f"bisected {escape(b.test)} {escape(f'[{b.testbed}]')}: {b.finding} — {escape(b.explanation)} "
+                      f"(bisection {b.id}, {b.test_runs} test runs)", highlight=False, soft_wrap=True)
+
+
+def show_changes(report: RunReport) -> None:
+    """Each failing test's change against the stable version (and each fixed one), with its mark."""
+    told = [r for r in report.results if r.change and (r.change != Change.NEW or r.verdict not in PASSING)]
+    for r in told:
+        mark = MARKS[Change(r.change)]
+        colour = "red" if r.change == Change.REGRESSION else "green" if r.change == Change.FIXED else "yellow"
+        console.print(f"  {mark} [{colour}]{r.change:13}[/] {escape(r.test_id)} {escape(f'[{r.testbed}]')} — "
+                      f"{escape(r.change_why)}", highlight=False)
 
 
 class Steps:

@@ -52,22 +52,30 @@ def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help=
     from imageci.app.queries import ResultsArgs, results_op
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
+    from imageci.policy.reference import marked
 
     res = source().call(results_op, ResultsArgs(ref=ref, test=tests))
     if as_json:
-        print_json(res.model_dump(mode="json", include={"image", "digest", "architecture", "runs", "attempts"}))
+        print_json(res.model_dump(mode="json", include={"image", "digest", "architecture", "runs", "attempts",
+                                                        "reference"}))
         return
     arch = f", {res.architecture}" if res.architecture else ""
-    console.print(f"{res.image} ({res.state}{arch}) {res.digest[:19]}")
+    told = f"; verdicts told against the stable version {res.reference}" if res.reference else ""
+    console.print(f"{res.image} ({res.state}{arch}) {res.digest[:19]}{told}", highlight=False)
     for run in res.runs:
+        if run.reference_for:
+            console.print(f"run {run.run} is a reference run: what failed on {run.reference_for} and had no verdict "
+                          "here", highlight=False)
         if run.status != "finished":
             console.print(f"[yellow]run {run.run} {run.status}[/] ({run.started} → {run.ended or '…'}): "
                           f"{run.attempts} attempt(s) recorded for {run.tests} planned test(s) — "
                           f"{RUN_NOTES.get(run.status, '')}", highlight=False)
-    write_columns(("run", "test", "testbed", "try", "verdict", "exit", "seconds", "started", "reason / log"),
-                  ((str(a.run), a.test, a.testbed, str(a.attempt), a.verdict,
+    write_columns(("run", "test", "testbed", "try", "verdict", "change", "exit", "seconds", "started",
+                   "reason / log"),
+                  ((str(a.run), a.test, a.testbed, str(a.attempt), a.verdict, marked(a.change),
                     "-" if a.exit_code is None else str(a.exit_code), f"{a.duration:.3f}", a.started,
-                    a.reason or a.log or "") for a in res.attempts),
+                    (a.reason or a.log or "") + (f" [known failure: {a.known}]" if a.known else ""))
+                   for a in res.attempts),
                   colour=lambda column, value: COLOURS.get(value) if column == 4 else None)
 
 
@@ -180,6 +188,11 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
                    for r in rows))
     tests = {(r.test, r.testbed) for r in rows}
     console.print(f"{len(rows)} transient failure(s) of {len(tests)} test(s) in the last {since}")
+    from imageci.app.knowncounts import KnownCountArgs, flaky_known
+
+    for k in source().call(flaky_known, KnownCountArgs(name=name, since=since)):
+        console.print(f"known failure {k.tracker}: {k.failures} failure(s) of {k.test} ({k.product}), the last "
+                      f"{k.last.isoformat(timespec='seconds')}", highlight=False, markup=False)
 
 
 @handle_errors

@@ -105,6 +105,8 @@ class SuiteFile(BaseModel):
                                  "suite directory) whose test functions belong to the suite")
     grace: str | None = Field(default=None, description="new tests only warn for this long after their first run "
                               "(e.g. 7d)")
+    investigate: bool = Field(default=False, description="bisect each regression of a run (imageci bisect), within "
+                                                         "the run's --investigate-budget")
     limits: list[LimitRuleSpec] = Field(default_factory=list, description="limits for tests by id glob (DEP-8, "
                                         "structure and testinfra tests too)")
 
@@ -150,6 +152,7 @@ class Suite(BaseModel):
     testbeds: tuple[str, ...] = ()
     fresh: Literal["test", "suite"] = "test"
     grace: timedelta | None = None
+    investigate: bool = False  # bisect each regression of a run
     structure: tuple[Path, ...] = ()
     testinfra: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()  # file:line notes about likely mistakes (not errors)
@@ -287,7 +290,7 @@ def load_suite(directory: Path) -> Suite:
     builtins = _builtins(spec, suite_file, seen)
     return Suite(name=directory.name, path=directory, tests=tuple(tests), builtins=builtins,
                  testbeds=tuple(spec.testbeds or ()), fresh=spec.fresh,
-                 grace=parse_duration(spec.grace) if spec.grace else None,
+                 grace=parse_duration(spec.grace) if spec.grace else None, investigate=spec.investigate,
                  structure=_listed_files(spec.structure, "structure", "container-structure-test file", directory,
                                          suite_file),
                  testinfra=modules, warnings=tuple(dict.fromkeys(warnings)),

@@ -22,6 +22,9 @@ class TestResult:
     cached: bool = False
     verdict: Verdict = Verdict.SKIP
     waived: str = ""  # a warn-mode waiver's reason: failures do not count
+    change: str = ""  # against the stable version (app.regressions): regression, always-failed, fixed, new
+    change_why: str = ""  # what that means, naming the stable version
+    known_retries: int = 0  # re-runs a known failure its log matched allows (beyond --retries)
 
     @property
     def test_id(self) -> str:

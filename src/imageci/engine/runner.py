@@ -32,6 +32,7 @@ from imageci.testbeds.base import Backend, ImageHandle, LxdFile, LxdForm, Testbe
 from imageci.testbeds.output import bounded
 from imageci.verdicts import Verdict
 
+KnownFn = Callable[[str, bytes], "tuple[str, int] | None"]
 EventFn = Callable[[str, TestResult, Attempt | None], None]
 
 
@@ -97,6 +98,7 @@ class Engine:
     owner: str | None = None  # the lock file this process holds (imageci.owners): a killed run is found by it
     limits: LimitPolicy = field(default_factory=LimitPolicy)  # memory, pids, disk, output, log per test
     dispatcher: Dispatcher | None = None  # None: tests run here, in the pool; else as jobs on workers
+    known: KnownFn | None = None  # a failure's known label and its re-runs (test id, log) → (tracker, retry)
 
     def _emit(self, what: str, result: TestResult, attempt: Attempt | None = None) -> None:
         if self.on_event:
@@ -146,10 +148,20 @@ class Engine:
             run_id=run_id, image_digest=image.digest, test_id=result.check.id, test_digest=result.check.digest,
             testbed=result.testbed, attempt=len(result.attempts) + 1, started_at=started, ended_at=ended,
             exit_code=outcome.exit_code, verdict=outcome.verdict.value, reason=outcome.reason,
-            log_digest=log_digest))
+            log_digest=log_digest, known=self._known(result, outcome)))
         result.attempts.append(attempt)
         self._emit("attempt", result, attempt)
         return attempt
+
+    def _known(self, result: TestResult, outcome: Outcome) -> str | None:
+        """The tracker of the known failure this failing attempt's log matches (None: none)."""
+        if self.known is None or outcome.verdict not in (Verdict.FAIL, Verdict.ERROR):
+            return None
+        found = self.known(result.check.id, outcome.log)
+        if found is None:
+            return None
+        result.known_retries = max(result.known_retries, found[1])
+        return found[0]
 
     def _execute(self, image: ImageHandle, result: TestResult) -> Outcome:
         """Run one attempt in a fresh testbed; with ``fresh="suite"`` a worker
@@ -282,6 +294,7 @@ class Engine:
                 if not again:
                     break
                 self._pool(run_id, image, again)
+            self._known_again(run_id, image, todo, retries)
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -326,6 +339,16 @@ class Engine:
             now = utcnow()
             self._record(run_id, image, result, Outcome(Verdict.ERROR, f"worker error: {why}", None,
                                                         f"{why}\n".encode()), now, now)
+
+    def _known_again(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult], retries: int) -> None:
+        """A failure that a known failure with ``retry`` matched runs again, up to that many times beyond
+        ``retries``, while its newest attempt is still that known failure."""
+        for _ in range(max((r.known_retries for r in todo), default=0)):
+            again = [r for r in todo if r.attempts and r.attempts[-1].known and not any(
+                a.verdict == Verdict.PASS for a in r.attempts) and len(r.attempts) <= retries + r.known_retries]
+            if not again:
+                break
+            self._pool(run_id, image, again)
 
     def _pool(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult]) -> None:
         if not todo:

@@ -144,8 +144,10 @@ def write_manifest(root: Path, manifest: Path) -> None:
     os.replace(tmp, manifest)
 
 
-def quick_check(root: Path, manifest: Path) -> list[TreeProblem]:
-    """Entries whose metadata changed since extraction, and entries added or removed."""
+def quick_check(root: Path, manifest: Path, *, ctime: bool = True) -> list[TreeProblem]:
+    """Entries whose metadata changed since extraction, and entries added or removed. ``ctime=False``:
+    a change of ctime alone is not one (a tree of hard links shares its inodes with others, whose new
+    links change it)."""
     try:
         recorded = json.loads(manifest.read_text())
         if not isinstance(recorded, dict):
@@ -153,6 +155,9 @@ def quick_check(root: Path, manifest: Path) -> list[TreeProblem]:
     except (OSError, ValueError) as exc:
         return [TreeProblem("", f"its manifest is unreadable ({exc})")]
     now = _walk(root)
+    if not ctime:
+        now = {k: v[:-1] for k, v in now.items()}
+        recorded = {k: v[:-1] for k, v in recorded.items() if isinstance(v, list)}
     if now == recorded:
         return []
     problems = [TreeProblem(rel, "removed") for rel in sorted(set(recorded) - set(now))]
@@ -230,7 +235,7 @@ def unpacked_rootfs(archive: Path, digest: str, cache_dir: Path) -> Path:
     with open(cache_dir / f"{digest}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists() and final.is_dir():
-            problems = quick_check(final, manifest)
+            problems = quick_check(final, manifest, ctime=not (cache_dir / f"{digest}.synthesized").exists())
             cacheuse.touch(marker)  # used now (trimming removes the least recently used first)
             if not problems:
                 with _checked_lock:
@@ -260,6 +265,7 @@ def discard_unpacked(cache_dir: Path, digest: str) -> None:
     """Remove an unpacked tree (it is only a cache: the next use unpacks the blob again)."""
     (cache_dir / f"{digest}.complete").unlink(missing_ok=True)
     (cache_dir / f"{digest}.manifest").unlink(missing_ok=True)
+    (cache_dir / f"{digest}.synthesized").unlink(missing_ok=True)  # a bisection's: made again when needed
     safe_rmtree(cache_dir / digest)
     with _checked_lock:
         _checked.discard((cache_dir.resolve(), digest))

@@ -19,6 +19,18 @@ def _clean(text: str) -> str:
     return "".join(ch for ch in text if ch in "\t\n\r" or ord(ch) >= 0x20)
 
 
+def _told(props: ET.Element, r: TestResult) -> None:
+    """A test's change against the stable version and its known-failure label, as its suite's properties
+    (``imageci.change:TEST``, ``imageci.known:TEST``): a test case holds no properties in the format the CI
+    systems validate."""
+    if r.change:
+        ET.SubElement(props, "property", name=f"imageci.change:{r.test_id}",
+                      value=_clean(f"{r.change}: {r.change_why}"))
+    known = next((a.known for a in reversed(r.attempts) if a.known), None)
+    if known:
+        ET.SubElement(props, "property", name=f"imageci.known:{r.test_id}", value=_clean(known))
+
+
 def junit_xml(report: RunReport, log_text: LogFn) -> bytes:
     image = f"{report.version.product.name}@{report.version.serial}"
     root = ET.Element("testsuites", name=f"imageci {image}")
@@ -46,6 +58,7 @@ def junit_xml(report: RunReport, log_text: LogFn) -> bytes:
         for r in results:
             case = ET.SubElement(suite, "testcase", name=r.test_id, classname=f"{report.version.product.name}.{bed}",
                                  time=f"{r.duration:.3f}")
+            _told(props, r)
             excerpt = _clean(log_text(r)[-EXCERPT:])
             if r.verdict == Verdict.FAIL:
                 ET.SubElement(case, "failure", message=_clean(r.reason or "failed"), type="fail").text = excerpt

@@ -1,4 +1,5 @@
-"""TAP version 13, with a YAML diagnostic block per non-passing test."""
+"""TAP version 13, with a YAML diagnostic block per non-passing test (and per test whose verdict changed
+against the stable version)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,16 @@ def tap(report: RunReport) -> str:
         else:
             ok = r.verdict in (Verdict.PASS, Verdict.FLAKY)
             lines.append(f"{'ok' if ok else 'not ok'} {i} - {name}")
-        if r.verdict != Verdict.PASS or r.cached:
+        if r.verdict != Verdict.PASS or r.cached or r.change:
             diag: dict[str, object] = {"verdict": r.verdict.value, "attempts": [a.verdict for a in r.attempts]}
             if r.reason:
                 diag["message"] = r.reason
+            if r.change:  # against the stable version
+                diag["change"] = r.change
+                diag["change_why"] = r.change_why
+            known = [a.known for a in r.attempts if a.known]
+            if known:  # the tracker of the known failure its log matched
+                diag["known"] = known[-1]
             if r.cached:
                 diag["cached_from_run"] = r.attempts[0].run_id
             block = yaml.safe_dump(diag, sort_keys=False).rstrip("\n").splitlines()

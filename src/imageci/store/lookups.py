@@ -124,6 +124,16 @@ def last_promoted_before(reader: Reader, version_id: int) -> VersionInfo | None:
     return _version(rows[0]) if rows else None
 
 
+def stable_for(reader: Reader, version_id: int) -> VersionInfo | None:
+    """The current stable version of the same product and architecture (the newest on ``stable``),
+    when it is not this one: what a verdict on this version is told against."""
+    rows = reader.rows(
+        f"{_VERSION} WHERE v.product_id = (SELECT product_id FROM versions WHERE id = :id) AND v.id != :id "
+        "AND v.architecture = (SELECT architecture FROM versions WHERE id = :id) AND v.state = 'stable' "
+        "ORDER BY v.serial DESC LIMIT 1", {"id": version_id})
+    return _version(rows[0]) if rows else None
+
+
 def versions(reader: Reader, name: str | None = None) -> list[tuple[VersionInfo, int]]:
     """Every version (of product ``name``) by name and serial, with the bytes of its rootfs."""
     where, params = ("WHERE p.name = :name", {"name": name}) if name else ("", {})
@@ -191,15 +201,16 @@ class AttemptInfo:
     log_digest: str | None
     test_digest: str = ""
     worker: str | None = None  # the Celery worker that ran it
+    known: str | None = None  # the tracker of the known failure its log matched
 
 
 def attempts(reader: Reader, image_digest: str) -> list[AttemptInfo]:
     """Every attempt recorded for these bytes, oldest first."""
     return [AttemptInfo(i, run, str(test), str(bed), n, str(verdict), code, str(reason or ""), stamp(start),
-                        stamp(end), log, str(tdigest), worker)
-            for i, run, test, bed, n, verdict, code, reason, start, end, log, tdigest, worker in reader.rows(
+                        stamp(end), log, str(tdigest), worker, known)
+            for i, run, test, bed, n, verdict, code, reason, start, end, log, tdigest, worker, known in reader.rows(
                 "SELECT id, run_id, test_id, testbed, attempt, verdict, exit_code, reason, started_at, ended_at, "
-                "log_digest, test_digest, worker FROM attempts WHERE image_digest = :digest ORDER BY id",
+                "log_digest, test_digest, worker, known FROM attempts WHERE image_digest = :digest ORDER BY id",
                 {"digest": image_digest})]
 
 

@@ -26,7 +26,8 @@ from imageci.store.states import (
 # The catalog's vocabulary lives in store.states (no SQLAlchemy); re-exported for the ORM's users.
 __all__ = ["CHANNELS", "DEFAULT_NAMESPACE", "MULTIARCH", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus",
            "State", "as_utc", "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Push", "Run",
-           "Quarantine", "Consumer", "Schedule", "Token", "Version", "VulnFeed", "VulnRecord", "label"]
+           "Quarantine", "Consumer", "Schedule", "Token", "Version", "VulnFeed", "VulnRecord", "Bisection",
+           "KnownFailureRow", "label"]
 
 
 class Base(DeclarativeBase):
@@ -137,6 +138,7 @@ class Attempt(Base):
     log_digest: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)  # a client's, over the API
     worker: Mapped[str | None] = mapped_column(String(255))  # the Celery worker that ran it (None: the recorder)
+    known: Mapped[str | None] = mapped_column(Text)  # the tracker of the known failure its log matched
 
 
 class Token(Base):
@@ -253,3 +255,38 @@ class VulnRecord(Base):
     fixed: Mapped[str | None] = mapped_column(String(128))  # the first version with the fix (None: none yet)
     severity: Mapped[str] = mapped_column(String(32))  # unimportant | low | medium | high | critical | unknown
     description: Mapped[str] = mapped_column(Text, default="")
+
+
+class Bisection(Base):
+    """What one `imageci bisect` found: the version (bad end) and test it bisected, on which testbed, from
+    which good version, its finding (``culprit``, ``unreliable-ends``, …) and its whole result (JSON)."""
+
+    __tablename__ = "bisections"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    test_id: Mapped[str] = mapped_column(String(255))
+    testbed: Mapped[str] = mapped_column(String(64))
+    good_version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id"))
+    finding: Mapped[str] = mapped_column(String(32))
+    result: Mapped[str] = mapped_column(Text)  # JSON: app.bisect.BisectResult
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KnownFailureRow(Base):
+    """A known failure kept in the catalog for one product (`imageci known-failures add`): the same fields
+    as a suite's known-failures.yaml entry; removing keeps the row."""
+
+    __tablename__ = "known_failures"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    test: Mapped[str] = mapped_column(String(255))  # glob on test ids
+    pattern: Mapped[str] = mapped_column(Text)
+    tracker: Mapped[str] = mapped_column(Text)
+    retry: Mapped[int] = mapped_column(Integer, default=0)
+    expires: Mapped[date | None] = mapped_column(Date)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    removed_by: Mapped[str | None] = mapped_column(String(128))
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

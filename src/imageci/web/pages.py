@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from imageci.app import (
     access,
+    bisect,
     gating,
     history,
     inventory,
@@ -39,6 +40,7 @@ from imageci.app.queries import rows_in_bulk
 from imageci.app.session import Session
 from imageci.definitions.durations import duration_arg
 from imageci.errors import ImageciError, UnknownReferenceError, UsageError
+from imageci.policy.reference import MARKS
 from imageci.server.deps import BlobResponse, SessionDep
 from imageci.store.blobs import CorruptBlobError
 from imageci.store.states import utcnow
@@ -125,7 +127,7 @@ def version(ref: str, request: Request, s: SessionDep, me: Viewer,
     cell_hrefs = [f"/versions/{quote(c.image, safe='@')}/cell?testbed={quote(c.testbed, safe='')}&test="
                   for c in grid.columns]
     return render(request, "version.html", detail=detail, label=label, gate=gate, grid=grid, cell_hrefs=cell_hrefs,
-                  history_href=f"/history/{quote(detail.name, safe='')}?test=", marks=VERDICT_MARK,
+                  history_href=f"/history/{quote(detail.name, safe='')}?test=", marks=VERDICT_MARK, change_marks=MARKS,
                   arch_columns=len({c.architecture for c in grid.columns}) > 1,
                   events=queries.events(s, label, viewer=me), runs=runview.runs(s, label, viewer=me),
                   since=inventory.since_last_passed(s, label, viewer=me),
@@ -147,6 +149,7 @@ def cell_page(ref: str, request: Request, s: SessionDep, me: Viewer, test: TestN
     page = log_page(s, found.image, test, run=newest.run, attempt=newest.attempt, testbed=newest.testbed, viewer=me)
     product = found.image.split("@")[0]
     return render(request, "cell.html", found=found, page=page, product=product,
+                  bisected=bisect.bisections(s, found.image, test, viewer=me),
                   may_quarantine=product in _may_quarantine(request, s, me), today=utcnow().date().isoformat())
 
 

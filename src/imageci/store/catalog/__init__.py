@@ -1,7 +1,7 @@
 """The catalog: products, versions, channels, audited state transitions, runs and test attempts,
-quarantines, consumers, tokens, schedules, vulnerability feeds and retention. One class over SQLAlchemy
-sessions, assembled from one module per topic; callers get ORM objects detached from their session
-(``expire_on_commit=False``)."""
+quarantines, consumers, tokens, schedules, vulnerability feeds, retention, bisections and known failures.
+One class over SQLAlchemy sessions, assembled from one module per topic; callers get ORM objects
+detached from their session (``expire_on_commit=False``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from imageci.store.catalog.base import (
     VersionDeleted,
     current_actor,
 )
+from imageci.store.catalog.bisections import BisectionRows
 from imageci.store.catalog.consumers import ConsumerRows
+from imageci.store.catalog.knownfailures import KnownFailureRows
 from imageci.store.catalog.promotion import PromotionRows
 from imageci.store.catalog.quarantines import QuarantineRows
 from imageci.store.catalog.retention import RetentionRows
@@ -30,5 +32,5 @@ __all__ = ["Catalog", "Evidence", "EvidenceChanged", "NewArtifact", "SqlAlchemyR
 
 
 class Catalog(VersionRows, PromotionRows, RunRows, QuarantineRows, ConsumerRows, TokenRows, ScheduleRows, VulnRows,
-              RetentionRows, CatalogBase):
+              RetentionRows, BisectionRows, KnownFailureRows, CatalogBase):
     """The catalog's every call (each topic's module holds its own)."""

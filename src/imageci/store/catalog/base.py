@@ -63,7 +63,7 @@ class EvidenceChanged(ImageciError):
 
 
 _ATTEMPT_COLUMNS = ("run_id", "image_digest", "test_id", "test_digest", "testbed", "attempt", "started_at",
-                    "ended_at", "exit_code", "verdict", "reason", "log_digest", "idempotency_key", "worker")
+                    "ended_at", "exit_code", "verdict", "reason", "log_digest", "idempotency_key", "worker", "known")
 
 
 

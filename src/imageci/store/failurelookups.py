@@ -1,0 +1,34 @@
+"""What the catalog answers about known failures (portable SQL over a ``store.reading.Reader``): how
+many failing attempts each tracker labelled, per product and test, since a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from imageci.store.reading import Reader, stamp
+
+
+@dataclass(frozen=True)
+class KnownCount:
+    product: str
+    namespace: str
+    public: bool
+    test_id: str
+    tracker: str
+    failures: int
+    last: datetime
+
+
+def known_counts(reader: Reader, name: str | None, since: datetime) -> list[KnownCount]:
+    """Failing attempts labelled with a known failure since ``since`` (of product ``name``), counted by
+    product, test and tracker."""
+    where = " AND p.name = :name" if name is not None else ""
+    params = {"since": reader.time(since), **({"name": name} if name is not None else {})}
+    return [KnownCount(str(product), str(ns), bool(public), str(test), str(known), int(n), stamp(last))
+            for product, ns, public, test, known, n, last in reader.rows(
+                "SELECT p.name, p.namespace, p.public, a.test_id, a.known, COUNT(DISTINCT a.id), MAX(a.started_at) "
+                "FROM attempts a JOIN versions v ON v.digest = a.image_digest JOIN products p ON p.id = v.product_id "
+                f"WHERE a.known IS NOT NULL AND a.started_at >= :since{where} "
+                "GROUP BY p.name, p.namespace, p.public, a.test_id, a.known ORDER BY p.name, a.test_id, a.known",
+                params)]

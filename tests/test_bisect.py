@@ -1,0 +1,183 @@
+"""`imageci bisect` (issue 33.2) on a corpus built here (tests/bisectkit.py): busybox images whose dpkg
+database holds many small packages. One of 50 and one of 200 changed packages breaks the suite, a pair
+breaks it only together, a file outside packages breaks it, a failure is flaky, and a maintainer script's
+work matters: each gives its exact culprit or its exact refusal. Intermediate images are made from the
+two versions' trees and run on the sandbox."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from imageci.build.intermediate import Move, recipe, synthesize
+from imageci.policy.bisection import Search, signature
+
+from bisectkit import WORKS, Pkg, image, many, upgraded
+from conftest import IMAGECI, REPO, Env, write_suite
+from test_notify import Receiver, receiver  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.root
+
+
+def _product(env: Env, tmp_path: Path, name: str, *versions: tuple[dict[str, Pkg], dict[str, bytes]]) -> list[str]:
+    """The versions imported, in order, with the suite; the first tested (it passes: the good end)."""
+    suite = write_suite(tmp_path / f"suite-{name}", {"works": WORKS})
+    refs = []
+    for i, (packages, files) in enumerate(versions):
+        done = env.cli("import", name, str(image(tmp_path / f"{name}-{i}.tar", packages, files)), "--suite",
+                       str(suite))
+        assert done.returncode == 0, done.stderr
+        refs.append(f"{name}@{env.catalog.versions(name)[-1].serial}")
+    first = env.cli("test", refs[0])
+    assert first.returncode == 0, first.stdout + first.stderr
+    return refs
+
+
+def _bisect(env: Env, ref: str, *more: str) -> tuple[int, dict[str, object]]:
+    done = env.cli("bisect", ref, "works", "--json", *more)
+    assert done.stdout.strip(), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def _culprits(result: dict[str, object]) -> list[str]:
+    return [c["package"] or c["key"] for c in result["culprits"]]  # type: ignore[attr-defined,index]
+
+
+def test_the_search_finds_one_and_a_pair_in_few_steps() -> None:
+    for n in (50, 200):
+        units = [f"u{i:03d}" for i in range(n)]
+        for bad in ({"u007"}, {units[-1]}, {"u003", units[n // 2 + 1]}):
+            search = Search(lambda sets, bad=bad: ["fail" if bad <= set(s) else "pass" for s in sets])
+            assert set(search.minimize(units)) == bad
+            if len(bad) == 1:
+                assert len(search.asked) <= math.ceil(math.log2(n)) + 1
+    flaky = Search(lambda sets: ["unresolved" if "u001" in s else "pass" for s in sets])
+    assert flaky.minimize(["u000", "u001"]) == ["u000", "u001"]  # nothing smaller fails as pinned
+
+
+def test_a_failure_signature_ignores_what_changes_from_run_to_run() -> None:
+    a = signature("fail", 1, "# ./works\nbroken: /usr/share/pkg017/status at 0x7f3a2b 12:01:33\n--- stderr ---\n")
+    b = signature("fail", 1, "# ./works\nbroken: /usr/share/pkg017/status at 0x55aa10 13:44:02\n")
+    assert a == b == "fail (exit 1): broken: /usr/share/pkgN/status at N N:N:N"
+    assert signature("fail", 2, "broken: x\n") != signature("fail", 1, "broken: x\n")
+
+
+def test_one_of_fifty_changed_packages_is_named_with_its_changelog(env: Env, tmp_path: Path) -> None:
+    base = many(50)
+    good, bad = _product(env, tmp_path, "c50", (base, {}), (upgraded(base, breaks="pkg017"), {}))
+    code, result = _bisect(env, bad)
+    assert code == 0, result["explanation"]
+    assert result["finding"] == "culprit" and result["confirmed"] is True and result["good"] == good
+    assert _culprits(result) == ["pkg017"] and result["candidates"] == 51  # and the marker file
+    [culprit] = result["culprits"]  # type: ignore[misc]
+    assert culprit["before"] == "1.0-1" and culprit["after"] == "2.0-1" and culprit["source"] == "src004"
+    assert "Break the status file." in culprit["changelog"][0] and "1.0-1" not in culprit["changelog"][0]
+    assert result["signature"] == "fail (exit 1): broken: /usr/share/pkgN/status"
+    assert result["test_runs"] <= 2 * math.log2(50) + 2 * 3 + 4
+    whats = [s["what"] for s in result["steps"]]  # type: ignore[attr-defined,index]
+    assert whats[:3] == ["good end", "bad end", "every change"] and whats[-2:] == [
+        "confirm: good + culprit", "confirm: bad − culprit"]
+    kept = json.loads(env.cli("bisections", bad, "--json").stdout)
+    assert [(k["id"], k["finding"]) for k in kept] == [(result["id"], "culprit")]
+    printed = env.cli("bisect", bad, "works")  # again: its intermediate images are made once
+    assert printed.returncode == 0 and "pkg017 1.0-1 → 2.0-1 (source src004)" in printed.stdout
+    verified = env.cli("verify")  # the intermediates are caches with no blob: not damage
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_one_of_two_hundred_added_removed_and_downgraded_too(env: Env, tmp_path: Path) -> None:
+    base = many(200)
+    later = upgraded({k: v for k, v in base.items() if k >= "pkg010"}, breaks="pkg123")
+    later |= {"newpkg": Pkg("1.0-1"), "pkg199": Pkg("0.9-1", source="src049")}  # added; downgraded
+    _good, bad = _product(env, tmp_path, "c200", (base, {}), (later, {}))
+    code, result = _bisect(env, bad, "-j", "2")
+    assert code == 0, result["explanation"]
+    assert _culprits(result) == ["pkg123"] and result["candidates"] == 202
+    assert result["test_runs"] <= 2 * math.log2(202) + 2 * 3 + 4
+    searched = [s["answer"] for s in result["steps"] if s["what"] == "search"]  # type: ignore[attr-defined,index]
+    assert searched and set(searched) <= {"fail", "pass"}  # two at a time, and no step was unresolved
+
+
+def test_a_pair_that_breaks_only_together_is_found_as_the_pair(env: Env, tmp_path: Path) -> None:
+    base = many(30) | {"pair-a": Pkg("1.0-1"), "pair-b": Pkg("1.0-1")}
+    later = upgraded(base) | {"pair-a": Pkg("2.0-1", status="ok mode-new"), "pair-b": Pkg("2.0-1", status="ok impl-2")}
+    _good, bad = _product(env, tmp_path, "pair", (base, {}), (later, {}))
+    code, result = _bisect(env, bad)
+    assert code == 0, result["explanation"]
+    assert sorted(_culprits(result)) == ["pair-a", "pair-b"]
+
+
+def test_a_file_outside_packages_is_the_files_candidate(env: Env, tmp_path: Path) -> None:
+    base = many(12)
+    _good, bad = _product(env, tmp_path, "conf", (base, {"etc/app.conf": b"good\n"}),
+                          (upgraded(base), {"etc/app.conf": b"bad\n"}))
+    code, result = _bisect(env, bad)
+    assert code == 0, result["explanation"]
+    [culprit] = result["culprits"]  # type: ignore[misc]
+    assert culprit["key"] == "files" and "/etc/app.conf" in culprit["paths"]
+
+
+def test_a_flaky_failure_stops_with_that_finding(env: Env, tmp_path: Path) -> None:
+    base = many(8)
+    _good, bad = _product(env, tmp_path, "flaky", (base, {}), (upgraded(base), {"etc/flaky": b""}))
+    code, result = _bisect(env, bad, "--repeat", "12")  # all 12 fail by chance: 1 in 4096
+    assert code == 12 and result["finding"] == "unreliable-ends"
+    assert "did not fail every time" in result["explanation"] and result["culprits"] == []
+
+
+def test_when_a_maintainer_script_matters_bisect_says_so(env: Env, tmp_path: Path) -> None:
+    """The bad version's postinst switched an alternative (dpkg's own state): no change taken from the trees
+    reproduces it, so good + every change passes and no culprit is named."""
+    base = many(6)
+    _good, bad = _product(env, tmp_path, "alt", (base, {"var/lib/dpkg/alternatives/app": b"good\n"}),
+                          (upgraded(base), {"var/lib/dpkg/alternatives/app": b"broken\n"}))
+    code, result = _bisect(env, bad)
+    assert code == 13 and result["finding"] == "not-reproduced"
+    assert "maintainer scripts" in result["explanation"] and result["culprits"] == []
+
+
+def test_an_intermediate_is_made_from_links_and_leaves_both_trees_as_they_were(env: Env, tmp_path: Path) -> None:
+    base = many(4)
+    later = upgraded(base) | {"extra": Pkg("1.0-1")}
+    good, bad = _product(env, tmp_path, "synth", (base, {"etc/app.conf": b"good\n"}), (later, {}))
+    trees = []
+    for ref in (good, bad):
+        assert env.cli("test", ref).returncode in (0, 1)
+        digest = next(a.digest for a in env.catalog.resolve(ref).artifacts if a.kind == "rootfs")
+        trees.append(digest)
+    cache = env.settings.rootfs_cache
+    before = {d: subprocess.run(["tar", "-C", str(cache / d), "-cf", "-", "."], capture_output=True).stdout
+              for d in trees}
+    moves = [Move("deb:pkg001:amd64", "pkg001", "amd64", "1.0-1", "2.0-1", "src000"),
+             Move("deb:extra:amd64", "extra", "amd64", None, "1.0-1"), Move("files", paths=("/etc/app.conf",))]
+    out = synthesize(cache, trees[0], trees[1], moves)
+    assert out == cache / recipe(trees[0], trees[1], moves)
+    assert (out / "usr/share/pkg001/status").read_text() == "ok 2.0-1"
+    assert (out / "usr/share/pkg000/status").read_text() == "ok 1.0-1"
+    assert (out / "usr/share/extra/status").exists() and not (out / "etc/app.conf").exists()
+    status = (out / "var/lib/dpkg/status").read_text()
+    assert "Package: pkg001\n" in status and "Version: 2.0-1" in status and "Package: extra\n" in status
+    assert (out / "var/lib/dpkg/info/extra.list").exists()
+    for d in trees:  # the ends' trees are untouched (a link shares an inode; nothing was written through)
+        assert subprocess.run(["tar", "-C", str(cache / d), "-cf", "-", "."], capture_output=True).stdout \
+            == before[d]
+
+
+def test_investigate_bisects_each_regression_and_the_notification_names_the_culprit(
+        env: Env, tmp_path: Path, receiver: Receiver) -> None:  # noqa: F811
+    base = many(16)
+    good, bad = _product(env, tmp_path, "inv", (base, {}), (upgraded(base, breaks="pkg009"), {}))
+    assert env.cli("promote", good).returncode == 0
+    ran = subprocess.run([*IMAGECI, "test", bad, "--investigate", "--investigate-budget", "40"],
+                         env={**env.env(), "IMAGECI_WEBHOOK_URL": receiver.url}, capture_output=True, text=True,
+                         cwd=REPO, timeout=600)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "bisected works [sandbox]: culprit — pkg009 1.0-1 → 2.0-1" in ran.stdout
+    [(_headers, body)] = receiver.got
+    note = json.loads(body)
+    assert note["event"] == "new-failure" and note["changes"] == {"works [sandbox]": "regression"}
+    assert any("bisect culprit: pkg009 1.0-1 → 2.0-1" in d for d in note["details"]), note["details"]
