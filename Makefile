@@ -85,6 +85,7 @@ bench: setup $(TMT)
 	$(BIN)/python bench/dashboard_at_scale.py
 	$(BIN)/python bench/bom_vs_syft.py
 	$(BIN)/python bench/vulns_at_scale.py
+	$(BIN)/python bench/bisect_corpus.py
 	IMAGECI_TMT=$(TMT) $(BIN)/python bench/podman_vs_tmt.py
 
 clean:

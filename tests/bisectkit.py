@@ -11,7 +11,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import busybox_rootfs
+from imagekit import busybox_rootfs
 
 APPLETS = ("sh", "cat", "grep", "echo", "test", "[", "true", "ls")
 MTIME = 1760000000
@@ -94,3 +94,27 @@ def upgraded(base: dict[str, Pkg], breaks: str | None = None, version: str = "2.
     return {name: Pkg(version, p.source, "broken" if name == breaks else "",
                       ["Break the status file." if name == breaks else "New upstream release."])
             for name, p in base.items()}
+
+
+def apk_image(path: Path, packages: dict[str, Pkg]) -> Path:
+    """A busybox image whose apk database (``lib/apk/db/installed``) holds ``packages``, each owning
+    /usr/share/NAME/status."""
+    busybox_rootfs(path, path.stem, APPLETS)
+    blocks, members = [], {}
+    for name, p in sorted(packages.items()):
+        blocks.append(f"C:Q1{hashlib.sha1(name.encode()).hexdigest()[:26]}=\nP:{name}\nV:{p.version}\nA:x86_64\n"  # noqa: S324
+                      f"S:1\nI:1\nT:{name}\nU:https://example.org\nL:MIT\no:{p.source or name}\n"
+                      f"F:usr/share/{name}\nR:status\n")
+        members[f"usr/share/{name}/status"] = (p.status or f"ok {p.version}").encode()
+    members["lib/apk/db/installed"] = "\n".join(blocks).encode()
+    dirs = {"lib", "lib/apk", "lib/apk/db", "usr", "usr/share", *(f"usr/share/{n}" for n in packages)}
+    with tarfile.open(path, "a") as tar:
+        for d in sorted(dirs):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, MTIME
+            tar.addfile(info)
+        for name, body in sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(body), 0o644, MTIME
+            tar.addfile(info, io.BytesIO(body))
+    return path

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
 import os
 import shutil
@@ -34,6 +33,8 @@ from imageci.store.models import Version
 from imageci.testbeds import base
 from imageci.verdicts import Verdict
 
+from imagekit import busybox_rootfs as busybox_rootfs  # re-exported: the tests import them from here
+from imagekit import require_tool as require_tool
 from testplan import pytest_collection_modifyitems, pytest_xdist_make_scheduler, tcg_turn  # noqa: F401
 
 if TYPE_CHECKING:
@@ -208,35 +209,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                     "for the tests that do not", pytrace=False)
 
 
-def busybox_rootfs(path: Path, marker: str, applets: tuple[str, ...] = ("sh", "cat", "true", "sleep", "ps"),
-                   busybox: Path = Path("/bin/busybox")) -> Path:
-    """The smallest image LXD boots: static busybox as /sbin/init (with ``applets`` linked in /bin), an
-    inittab, an os-release, and ``marker`` in /etc/imageci-marker. ``busybox``: another architecture's."""
-    require_tool(busybox.is_file(), "busybox-static")
-
-    def entry(name: str, **kw: object) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.mtime, info.mode = 1760000000, 0o755
-        for k, v in kw.items():
-            setattr(info, k, v)
-        return info
-
-    files = {"etc/os-release": b'ID=busybox\nVERSION_ID=1.35\nNAME="BusyBox"\n',
-             "etc/inittab": b"::sysinit:/bin/true\n::respawn:/bin/sleep 3600\n",
-             "etc/imageci-marker": marker.encode()}
-    with tarfile.open(path, "w") as tar:
-        for d in (".", "bin", "sbin", "etc", "dev", "proc", "sys", "tmp", "run", "root"):
-            tar.addfile(entry(d, type=tarfile.DIRTYPE))
-        data = busybox.read_bytes()
-        tar.addfile(entry("bin/busybox", size=len(data)), io.BytesIO(data))
-        for applet in applets:
-            tar.addfile(entry(f"bin/{applet}", type=tarfile.SYMTYPE, linkname="busybox", mode=0o777))
-        tar.addfile(entry("sbin/init", type=tarfile.SYMTYPE, linkname="/bin/busybox", mode=0o777))
-        for name, body in files.items():
-            tar.addfile(entry(name, size=len(body), mode=0o644), io.BytesIO(body))
-    return path
-
-
 @contextlib.contextmanager
 def docker_registry(directory: Path, refuse_anonymous: bool = False) -> Iterator[str]:
     """Debian's docker-registry on a free 127.0.0.1 port, storing under ``directory``: its HOST:PORT.
@@ -262,13 +234,6 @@ def docker_registry(directory: Path, refuse_anonymous: bool = False) -> Iterator
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def require_tool(present: bool, what: str) -> None:
-    """A tool that scripts/host-setup.sh --test installs is part of the test environment:
-    missing, the test fails with the fix; it is never skipped."""
-    if not present:
-        pytest.fail(f"{what} is not installed (scripts/host-setup.sh --test installs it)", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

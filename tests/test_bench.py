@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.root]  # they build, boot and start 
 
 BENCH = REPO / "bench"
 # run in quick mode by a test of their own, which also checks what they find
-ELSEWHERE = {"dep8_vs_autopkgtest.py": "tests/test_dep8_parity.py", "structure_vs_cst.py": "tests/test_structure.py"}
+ELSEWHERE = {"dep8_vs_autopkgtest.py": "tests/test_dep8_parity.py", "structure_vs_cst.py": "tests/test_structure.py",
+             "bisect_corpus.py": "tests/test_bisect.py"}
 # xdist groups: LXD's tests share the daemon's state; the VM benchmarks run beside (not after) the TCG tests'
 # group, which is already the longest one
 GROUPS = {"lxd_fresh_instance.py": "lxd"}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from imageci.build.intermediate import Move, recipe, synthesize
 from imageci.policy.bisection import Search, signature
 
-from bisectkit import WORKS, Pkg, image, many, upgraded
+from bisectkit import WORKS, Pkg, apk_image, image, many, upgraded
 from conftest import IMAGECI, REPO, Env, write_suite
 from test_notify import Receiver, receiver  # noqa: F401 (the fixture)
 
@@ -38,9 +40,13 @@ def _product(env: Env, tmp_path: Path, name: str, *versions: tuple[dict[str, Pkg
 
 
 def _bisect(env: Env, ref: str, *more: str) -> tuple[int, dict[str, object]]:
-    done = env.cli("bisect", ref, "works", "--json", *more)
-    assert done.stdout.strip(), done.stderr
-    return done.returncode, json.loads(done.stdout)
+    """Exit code and result of one bisection (its printed form checked in one test, its JSON kept)."""
+    done = env.cli("bisect", ref, "works", *more)
+    kept = env.cli("bisections", ref, "works", "--json")
+    assert kept.returncode == 0 and json.loads(kept.stdout), done.stdout + done.stderr
+    result: dict[str, object] = json.loads(kept.stdout)[-1]
+    result["printed"] = done.stdout + done.stderr
+    return done.returncode, result
 
 
 def _culprits(result: dict[str, object]) -> list[str]:
@@ -83,8 +89,8 @@ def test_one_of_fifty_changed_packages_is_named_with_its_changelog(env: Env, tmp
         "confirm: good + culprit", "confirm: bad − culprit"]
     kept = json.loads(env.cli("bisections", bad, "--json").stdout)
     assert [(k["id"], k["finding"]) for k in kept] == [(result["id"], "culprit")]
-    printed = env.cli("bisect", bad, "works")  # again: its intermediate images are made once
-    assert printed.returncode == 0 and "pkg017 1.0-1 → 2.0-1 (source src004)" in printed.stdout
+    assert "pkg017 1.0-1 → 2.0-1 (source src004)" in str(result["printed"])
+    assert "culprit: pkg017 1.0-1 → 2.0-1: the good image with it fails as the bad end does" in str(result["printed"])
     verified = env.cli("verify")  # the intermediates are caches with no blob: not damage
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
@@ -102,23 +108,32 @@ def test_one_of_two_hundred_added_removed_and_downgraded_too(env: Env, tmp_path:
     assert searched and set(searched) <= {"fail", "pass"}  # two at a time, and no step was unresolved
 
 
-def test_a_pair_that_breaks_only_together_is_found_as_the_pair(env: Env, tmp_path: Path) -> None:
-    base = many(30) | {"pair-a": Pkg("1.0-1"), "pair-b": Pkg("1.0-1")}
-    later = upgraded(base) | {"pair-a": Pkg("2.0-1", status="ok mode-new"), "pair-b": Pkg("2.0-1", status="ok impl-2")}
-    _good, bad = _product(env, tmp_path, "pair", (base, {}), (later, {}))
-    code, result = _bisect(env, bad)
-    assert code == 0, result["explanation"]
-    assert sorted(_culprits(result)) == ["pair-a", "pair-b"]
-
-
-def test_a_file_outside_packages_is_the_files_candidate(env: Env, tmp_path: Path) -> None:
-    base = many(12)
-    _good, bad = _product(env, tmp_path, "conf", (base, {"etc/app.conf": b"good\n"}),
-                          (upgraded(base), {"etc/app.conf": b"bad\n"}))
-    code, result = _bisect(env, bad)
+def test_an_apk_package_is_found_too(env: Env, tmp_path: Path) -> None:
+    suite = write_suite(tmp_path / "suite", {"works": WORKS})
+    base = many(12, version="1.0-r0")
+    refs = []
+    for i, packages in enumerate((base, upgraded(base, breaks="pkg007", version="2.0-r0"))):
+        done = env.cli("import", "alp", str(apk_image(tmp_path / f"alp-{i}.tar", packages)), "--suite", str(suite))
+        assert done.returncode == 0, done.stderr
+        refs.append(f"alp@{env.catalog.versions('alp')[-1].serial}")
+    assert env.cli("test", refs[0]).returncode == 0
+    code, result = _bisect(env, refs[1])
     assert code == 0, result["explanation"]
     [culprit] = result["culprits"]  # type: ignore[misc]
-    assert culprit["key"] == "files" and "/etc/app.conf" in culprit["paths"]
+    assert culprit["key"] == "apk:pkg007:x86_64" and culprit["after"] == "2.0-r0"
+
+
+def test_the_benchmark_names_every_culprit_where_binary_search_misses_the_pair() -> None:
+    """bench/bisect_corpus.py in its quick mode: one culprit of 20, one of 5, a pair that breaks only together,
+    a file outside packages — each named exactly; a binary search over the changes names one of the pair."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bisect_corpus.py"), "--quick"], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(ln.startswith("pair    : pair-a, pair-b (") for ln in lines), done.stdout
+    assert any(ln.startswith("files   : files (") for ln in lines), done.stdout
+    assert "culprit right in 4/4 cases (binary search 3/4)" in lines[-1], lines[-1]
 
 
 def test_a_flaky_failure_stops_with_that_finding(env: Env, tmp_path: Path) -> None:
@@ -135,7 +150,8 @@ def test_when_a_maintainer_script_matters_bisect_says_so(env: Env, tmp_path: Pat
     base = many(6)
     _good, bad = _product(env, tmp_path, "alt", (base, {"var/lib/dpkg/alternatives/app": b"good\n"}),
                           (upgraded(base), {"var/lib/dpkg/alternatives/app": b"broken\n"}))
-    code, result = _bisect(env, bad)
+    done = env.cli("bisect", bad, "works", "--json")
+    code, result = done.returncode, json.loads(done.stdout)
     assert code == 13 and result["finding"] == "not-reproduced"
     assert "maintainer scripts" in result["explanation"] and result["culprits"] == []
 

@@ -114,12 +114,12 @@ def _good_end(session: Session, bad: Version, test: str, testbed: str) -> Versio
 def _moves(session: Session, good: Version, bad: Version) -> list[Move]:
     a, b = (lookups.resolve(session.reader, label(v)) for v in (good, bad))
     diff = inventory.version_diff(session, a, b)
-    others = sorted({p.type for p in diff.packages if p.type != "deb"})
+    others = sorted({p.type for p in diff.packages if p.type not in ("deb", "apk")})
     if others:
-        raise UsageError(f"bisect makes intermediate images from dpkg's database; {label(bad)} changes "
-                         f"{', '.join(others)} packages, which it cannot take one by one")
+        raise UsageError(f"bisect makes intermediate images from dpkg's and apk's databases; {label(bad)} changes "
+                         f"{', '.join(others)} packages, whose database only their own tool writes")
     sources = {(p.name, p.arch): p.source or p.name for v in (a, b) for p in inventory.bom_of(session, v).packages}
-    moves = [Move(key=f"deb:{p.name}:{p.arch}", name=p.name, arch=p.arch, before=p.before, after=p.after,
+    moves = [Move(key=f"{p.type}:{p.name}:{p.arch}", name=p.name, arch=p.arch, before=p.before, after=p.after,
                   source=sources.get((p.name, p.arch), p.name)) for p in diff.packages]
     if diff.files:
         moves.append(Move(key="files", paths=tuple(f.path for f in diff.files)))

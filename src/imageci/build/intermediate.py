@@ -1,7 +1,9 @@
 """Intermediate images for bisection, made from two unpacked trees without the network and without
 a rebuild: the good tree with some of the changes to the bad tree taken from it — a package's files,
-modes and owners, and its entries in dpkg's database (``info/PKG.*``: ``list``, ``md5sums``,
-``conffiles``, …, and its ``status`` record); or the files changed outside package management.
+modes and owners, and its entries in its package manager's database (dpkg: ``info/PKG.*`` — ``list``,
+``md5sums``, ``conffiles``, … — and its ``status`` record; apk: its block of ``lib/apk/db/installed``,
+whose ``F:``/``R:`` lines list its files); or the files changed outside package management. rpm's
+database is a binary one only rpm writes: its images are refused.
 
 Maintainer scripts are not replayed (an intermediate is what dpkg would have unpacked, not what it
 would have configured), so a bisection first checks that the good tree with *every* change fails as
@@ -34,6 +36,7 @@ from imageci.rootpath import PathEscape, resolve_in_root
 from imageci.supply.records import paragraphs
 
 STATUS = "var/lib/dpkg/status"
+APK_INSTALLED = "lib/apk/db/installed"
 INFO = "var/lib/dpkg/info"
 SYNTH_VERSION = 1  # raised whenever the same inputs would give another tree
 
@@ -106,15 +109,20 @@ def synthesize(cache: Path, good: str, bad: str, moves: Sequence[Move]) -> Path:
 
 
 def _apply(out: Path, good: Path, bad: Path, moves: Sequence[Move]) -> None:
-    packages = [m for m in moves if m.key != "files"]
-    if packages:
-        _status(out, good, bad, packages)
-    for m in packages:
-        before, after = _listed(good, m), _listed(bad, m)
+    debs = [m for m in moves if m.key.startswith("deb:")]
+    apks = [m for m in moves if m.key.startswith("apk:")]
+    if debs:
+        _status(out, good, bad, debs)
+    if apks:
+        _apk_installed(out, good, bad, apks)
+    for m in [*debs, *apks]:
+        before, after = (_listed(good, m), _listed(bad, m)) if m in debs else (_apk_files(good, m), _apk_files(bad, m))
         for path in sorted(before - after, reverse=True):
             _remove(out, path)
         for path in sorted(after):
             _take(out, bad, path)
+        if m in apks:
+            continue
         for info in _info_files(good, m):
             _remove(out, f"{INFO}/{info}")
         for info in _info_files(bad, m):
@@ -240,3 +248,42 @@ def _records(tree: Path) -> Iterator[tuple[tuple[str, str], str]]:
         if record is None:
             continue
         yield (record.get("Package"), record.get("Architecture")), chunk.strip("\n") + "\n"
+
+
+def _apk_blocks(tree: Path) -> dict[str, str]:
+    """apk's installed database: each package's block, by name (in the database's order)."""
+    path = tree / APK_INSTALLED
+    if path.is_symlink() or not path.is_file():
+        raise CannotSynthesize(f"/{APK_INSTALLED} is missing: the image has no apk database to edit")
+    blocks = {}
+    for chunk in (c for c in path.read_text(errors="replace").split("\n\n") if c.strip()):
+        name = next((ln[2:] for ln in chunk.splitlines() if ln.startswith("P:")), "")
+        if name:
+            blocks[name] = chunk.strip("\n") + "\n"
+    return blocks
+
+
+def _apk_files(tree: Path, m: Move) -> set[str]:
+    """The paths apk lists for ``m`` in ``tree``: each ``R:`` file in the ``F:`` directory before it."""
+    block = _apk_blocks(tree).get(m.name, "")
+    out, folder = set(), ""
+    for line in block.splitlines():
+        if line.startswith("F:"):
+            folder = line[2:]
+            out.add(f"/{folder}")
+        elif line.startswith("R:"):
+            out.add(f"/{folder}/{line[2:]}" if folder else f"/{line[2:]}")
+    return out
+
+
+def _apk_installed(out: Path, good: Path, bad: Path, moves: Sequence[Move]) -> None:
+    """apk's installed database: good's blocks, those of ``moves`` replaced by bad's (added, removed)."""
+    blocks, theirs = _apk_blocks(good), _apk_blocks(bad)
+    for m in moves:
+        if m.name in theirs:
+            blocks[m.name] = theirs[m.name]
+        else:
+            blocks.pop(m.name, None)
+    target = out / APK_INSTALLED
+    target.unlink()  # a link into the good tree: never written through
+    target.write_text("\n".join(blocks.values()) + "\n")

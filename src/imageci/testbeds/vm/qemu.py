@@ -328,6 +328,7 @@ class QemuTestbed(Testbed):
                     fresh = wait_ready(vm, left)
                     if self._boot_id(fresh) != before:
                         break
+                    fresh.disconnect()  # the old system, on its way down
                 except BootError:
                     raise
                 except TestbedError:
@@ -339,6 +340,7 @@ class QemuTestbed(Testbed):
                 raise
             raise BootError(f"the VM's reboot failed: {exc}", vm.boot_log()) from exc
         fresh.limits = self.limits
+        ssh.disconnect()
         self.ssh = fresh
 
     def power_off(self, timeout: float) -> PowerOff:
@@ -352,6 +354,7 @@ class QemuTestbed(Testbed):
             time.sleep(0.2)
         seconds = None if vm.alive() else time.monotonic() - started
         said = self._console_since(console_at)
+        ssh.disconnect()
         vm.stop()
         self.ssh = None
         return PowerOff(seconds, said)
@@ -361,6 +364,8 @@ class QemuTestbed(Testbed):
         self.open()
 
     def close(self) -> None:
+        if self.ssh is not None:
+            self.ssh.disconnect()
         if self.vm is not None:
             self.vm.stop()
             self.vm = None

@@ -143,7 +143,8 @@ class SnapshotPool:
             self._stopping = True
             warm = [w for ws in self._warm.values() for w in ws]
             self._warm = {}
-        for vm, _ssh, vdir in warm:
+        for vm, ssh, vdir in warm:
+            ssh.disconnect()
             vm.stop()
             safe_rmtree(vdir)
         deadline = time.monotonic() + 120
