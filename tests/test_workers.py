@@ -38,7 +38,8 @@ SUITE = {"hello": "#!/bin/sh\necho hello from $(uname -m)\n",
          "broken": "#!/bin/sh\necho this one fails\nexit 1\n",
          "nap": "#!/bin/sh\nsleep 1\n"}
 TICKS = "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.5; done\necho done >&2\n"
-VISIBILITY = "10"  # seconds: a job a killed worker held is delivered again after this
+VISIBILITY = "20"  # seconds: a job a killed worker held is delivered again after this; a worker waits half of
+# it for a server that restarts (a loaded CI machine needs more than 5 s to start one)
 
 
 def _wait(what: str, ok: Callable[[], bool], timeout: float = 60) -> None:
