@@ -34,6 +34,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -113,6 +114,7 @@ class SshTestbed(Testbed):
         """The connection every command of this testbed shares. None when it is up, or when it cannot be
         made here (each command then connects on its own); the error when the host did not answer."""
         self._control = Path(tempfile.mkdtemp(prefix="imageci-ctl-"))
+        weakref.finalize(self, shutil.rmtree, self._control, True)  # a testbed dropped unclosed leaves no directory
         try:
             done = subprocess.run(self._ssh(master=True), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, timeout=self.cfg.connect_timeout + 30)
