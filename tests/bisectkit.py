@@ -47,6 +47,20 @@ def _changelog(name: str, source: str, versions: list[tuple[str, str]]) -> bytes
     return gzip.compress(text.encode(), mtime=0)
 
 
+def _append(path: Path, dirs: set[str], members: dict[str, bytes]) -> Path:
+    """Add ``dirs`` and the files ``members`` to the tarball at ``path``."""
+    with tarfile.open(path, "a") as tar:
+        for d in sorted(dirs):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, MTIME
+            tar.addfile(info)
+        for name, body in sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(body), 0o644, MTIME
+            tar.addfile(info, io.BytesIO(body))
+    return path
+
+
 def image(path: Path, packages: dict[str, Pkg], files: dict[str, bytes] | None = None) -> Path:
     """A busybox image whose dpkg database holds ``packages``; ``files``: more, owned by none."""
     busybox_rootfs(path, path.stem, APPLETS)
@@ -72,16 +86,7 @@ def image(path: Path, packages: dict[str, Pkg], files: dict[str, bytes] | None =
         members[f"var/lib/dpkg/info/{name}.md5sums"] = "".join(
             f"{hashlib.md5(body).hexdigest()}  {f}\n" for f, body in owned.items()).encode()  # noqa: S324
     members["var/lib/dpkg/status"] = "\n".join(status).encode()
-    with tarfile.open(path, "a") as tar:
-        for d in sorted(dirs | {str(Path(f).parent) for f in members} - BASE_DIRS):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, MTIME
-            tar.addfile(info)
-        for name, body in sorted(members.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(body), 0o644, MTIME
-            tar.addfile(info, io.BytesIO(body))
-    return path
+    return _append(path, dirs | {str(Path(f).parent) for f in members} - BASE_DIRS, members)
 
 
 def many(n: int, version: str = "1.0-1", per_source: int = 4) -> dict[str, Pkg]:
@@ -108,13 +113,4 @@ def apk_image(path: Path, packages: dict[str, Pkg]) -> Path:
         members[f"usr/share/{name}/status"] = (p.status or f"ok {p.version}").encode()
     members["lib/apk/db/installed"] = "\n".join(blocks).encode()
     dirs = {"lib", "lib/apk", "lib/apk/db", "usr", "usr/share", *(f"usr/share/{n}" for n in packages)}
-    with tarfile.open(path, "a") as tar:
-        for d in sorted(dirs):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, MTIME
-            tar.addfile(info)
-        for name, body in sorted(members.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(body), 0o644, MTIME
-            tar.addfile(info, io.BytesIO(body))
-    return path
+    return _append(path, dirs, members)

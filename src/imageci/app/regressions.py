@@ -9,7 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from imageci.app.session import Session
-from imageci.policy.reference import Change, Status, classify, describe, status_of
+from imageci.policy.reference import MARKS as MARKS  # re-exported: the interfaces show them
+from imageci.policy.reference import Change as Change
+from imageci.policy.reference import Status, classify, describe, status_of
+from imageci.policy.reference import marked as marked
 from imageci.store import lookups
 from imageci.store.lookups import VersionInfo
 from imageci.store.states import State

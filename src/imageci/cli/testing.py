@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from imageci.app.planning import TestPlan
+from imageci.app.regressions import MARKS, Change
 from imageci.app.testing import AttemptEvent, RunOutcome
 from imageci.cli.context import COLOURS, console, err_console
-from imageci.engine.results import RunReport
-from imageci.policy.reference import MARKS, Change
 from imageci.store.models import label
 from imageci.verdicts import Verdict
 
@@ -73,15 +72,15 @@ def show_outcome(outcome: RunOutcome) -> None:
             why = f" — {escape(r.reason)}" if r.reason and r.verdict != "pass" else ""
             console.print(f"  [{colour}]{r.verdict:5}[/] {escape(r.test_id)} {escape(f'[{r.testbed}]')}{why}",
                           highlight=False)
-    show_changes(report)
+    show_changes(outcome)
     for b in outcome.investigated:
         console.print(f"bisected {escape(b.test)} {escape(f'[{b.testbed}]')}: {b.finding} — {escape(b.explanation)} "
                       f"(bisection {b.id}, {b.test_runs} test runs)", highlight=False, soft_wrap=True)
 
 
-def show_changes(report: RunReport) -> None:
+def show_changes(outcome: RunOutcome) -> None:
     """Each failing test's change against the stable version (and each fixed one), with its mark."""
-    told = [r for r in report.results if r.change and (r.change != Change.NEW or r.verdict not in PASSING)]
+    told = [r for r in outcome.report.results if r.change and (r.change != Change.NEW or r.verdict not in PASSING)]
     for r in told:
         mark = MARKS[Change(r.change)]
         colour = "red" if r.change == Change.REGRESSION else "green" if r.change == Change.FIXED else "yellow"

@@ -50,9 +50,9 @@ def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help=
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every recorded attempt for an image: verdict, duration, log path."""
     from imageci.app.queries import ResultsArgs, results_op
+    from imageci.app.regressions import marked
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
-    from imageci.policy.reference import marked
 
     res = source().call(results_op, ResultsArgs(ref=ref, test=tests))
     if as_json:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from imageci.definitions.quarantine import tracker_link
 from imageci.definitions.yamlsource import load_yaml, validate
 
 KNOWN_FILE = "known-failures.yaml"
@@ -55,9 +56,7 @@ class KnownFailure(BaseModel):
     @field_validator("tracker")
     @classmethod
     def _tracker_is_a_link(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")) and "#" not in v:
-            raise ValueError("tracker must be a URL (or an id like debian#123456)")
-        return v
+        return tracker_link(v)
 
 
 class KnownFailuresFile(BaseModel):

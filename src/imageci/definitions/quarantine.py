@@ -30,6 +30,13 @@ from imageci.definitions.suite import QUARANTINE_FILE
 from imageci.definitions.yamlsource import load_yaml, validate
 
 
+def tracker_link(v: str) -> str:
+    """A tracker: a URL, or an id like debian#123456 (quarantine entries and known failures)."""
+    if not v.startswith(("http://", "https://")) and "#" not in v:
+        raise ValueError("tracker must be a URL (or an id like debian#123456)")
+    return v
+
+
 class QuarantineEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     test: str = Field(min_length=1, description="glob on test ids")
@@ -43,9 +50,7 @@ class QuarantineEntry(BaseModel):
     @field_validator("tracker")
     @classmethod
     def _tracker_is_a_link(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")) and "#" not in v:
-            raise ValueError("tracker must be a URL (or an id like debian#123456)")
-        return v
+        return tracker_link(v)
 
 
 class QuarantineFile(BaseModel):

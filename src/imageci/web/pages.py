@@ -37,10 +37,10 @@ from imageci.app.matrix import cell, matrix
 from imageci.app.operations import MAX_ID
 from imageci.app.overview import overview
 from imageci.app.queries import rows_in_bulk
+from imageci.app.regressions import MARKS
 from imageci.app.session import Session
 from imageci.definitions.durations import duration_arg
 from imageci.errors import ImageciError, UnknownReferenceError, UsageError
-from imageci.policy.reference import MARKS
 from imageci.server.deps import BlobResponse, SessionDep
 from imageci.store.blobs import CorruptBlobError
 from imageci.store.states import utcnow
