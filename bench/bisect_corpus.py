@@ -60,12 +60,10 @@ def _cli(home: Path, *args: str) -> None:
 
 def _binary(session: Session, args: BisectArgs) -> tuple[list[str], int]:
     """The peer: the smallest prefix of the changes (in the diff's order) whose intermediate fails."""
-    bad = session.catalog.resolve(args.ref)
-    check = app_bisect._check(session, bad, args.test)
-    good = app_bisect._good_end(session, bad, args.test, "sandbox")
-    b = Bisection(session, args, bad, good, check, "sandbox")
+    t = app_bisect.target(session, args)
+    b = Bisection(session, t)
     app_bisect._ends(b)
-    moves = app_bisect._moves(session, good, bad)
+    moves = app_bisect._moves(session, t.good, t.bad)
     lo, hi = 0, len(moves) - 1
     while lo < hi:
         mid = (lo + hi) // 2

@@ -7,11 +7,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import shutil
+import subprocess
 import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagekit import busybox_rootfs
+from imagekit import busybox_rootfs, require_tool
 
 APPLETS = ("sh", "cat", "grep", "echo", "test", "[", "true", "ls")
 MTIME = 1760000000
@@ -114,3 +117,36 @@ def apk_image(path: Path, packages: dict[str, Pkg]) -> Path:
     members["lib/apk/db/installed"] = "\n".join(blocks).encode()
     dirs = {"lib", "lib/apk", "lib/apk/db", "usr", "usr/share", *(f"usr/share/{n}" for n in packages)}
     return _append(path, dirs, members)
+
+
+def rpm_image(path: Path, packages: dict[str, Pkg]) -> Path:
+    """A busybox image whose rpm database (sqlite, written by this host's rpm) holds ``packages``, each owning
+    /usr/share/NAME/status: one spec whose subpackages they are, built with rpmbuild (every package has the
+    spec's version: the first one's)."""
+    require_tool(shutil.which("rpmbuild") is not None and shutil.which("rpm") is not None, "rpm")
+    version, release = next(iter(packages.values())).version.split("-")
+    spec = [f"Name: corpus\nVersion: {version}\nRelease: {release}\nSummary: corpus\nLicense: MIT\nBuildArch: noarch\n"
+            "%global debug_package %{nil}\n%define __os_install_post %{nil}\n%description\ncorpus\n"]
+    install = ["%install"]
+    for name, p in sorted(packages.items()):
+        spec.append(f"%package -n {name}\nSummary: {name}\n%description -n {name}\n{name}\n")
+        install.append(f"mkdir -p %{{buildroot}}/usr/share/{name}\n"
+                       f"printf '%s' '{p.status or f'ok {p.version}'}' > %{{buildroot}}/usr/share/{name}/status")
+    files = [f"%files -n {name}\n/usr/share/{name}\n" for name in sorted(packages)]
+    top = Path(tempfile.mkdtemp(prefix="imageci-rpmcorpus-"))  # rpmbuild wants a path without spaces
+    try:
+        (top / "corpus.spec").write_text("\n".join([*spec, *install, "", *files]))
+        built = subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(top / "corpus.spec")],
+                               capture_output=True, text=True)
+        assert built.returncode == 0, built.stderr[-2000:]
+        root = top / "root"
+        done = subprocess.run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "--nodeps", "--noscripts",
+                               "-i", *map(str, sorted((top / "RPMS").rglob("*.rpm")))], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        busybox_rootfs(path, path.stem, APPLETS)
+        with tarfile.open(path, "a") as tar:
+            for top_dir in ("usr", "var"):
+                tar.add(root / top_dir, arcname=top_dir, filter=lambda i: None if i.name.endswith(".rpm.lock") else i)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    return path

@@ -9,16 +9,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from imageci.build.intermediate import Move, recipe, synthesize
 from imageci.policy.bisection import Search, signature
 
-from bisectkit import WORKS, Pkg, apk_image, image, many, upgraded
+from bisectkit import WORKS, Pkg, apk_image, image, many, rpm_image, upgraded
 from conftest import IMAGECI, REPO, Env, write_suite
 from test_notify import Receiver, receiver  # noqa: F401 (the fixture)
 
@@ -123,6 +127,26 @@ def test_an_apk_package_is_found_too(env: Env, tmp_path: Path) -> None:
     assert culprit["key"] == "apk:pkg007:x86_64" and culprit["after"] == "2.0-r0"
 
 
+def test_an_rpm_package_is_found_too(env: Env, tmp_path: Path) -> None:
+    """rpm's sqlite database: the moved package's header row taken from the bad image, indexes rebuilt."""
+    suite = write_suite(tmp_path / "suite", {"works": WORKS})
+    base = {f"rpkg{i}": Pkg("1.0-1") for i in range(6)}
+    refs = []
+    for i, packages in enumerate((base, upgraded(base, breaks="rpkg3"))):
+        done = env.cli("import", "rpms", str(rpm_image(tmp_path / f"rpms-{i}.tar", packages)), "--suite", str(suite))
+        assert done.returncode == 0, done.stderr
+        refs.append(f"rpms@{env.catalog.versions('rpms')[-1].serial}")
+    assert env.cli("test", refs[0]).returncode == 0
+    code, result = _bisect(env, refs[1], "--repeat", "2")
+    assert code == 0, result["explanation"]
+    [culprit] = result["culprits"]  # type: ignore[misc]
+    assert culprit["key"] == "rpm:rpkg3:noarch" and (culprit["before"], culprit["after"]) == ("1.0-1", "2.0-1")
+    diff = env.cli("diff", refs[0], refs[1]).stdout  # rpm's files are its packages': not outside them
+    assert "package ~ rpkg3 1.0-1 → 2.0-1" in diff and "/usr/share/rpkg3/status" not in diff
+    culprit_only = next(s for s in result["steps"] if s["what"] == "confirm: good + culprit")  # type: ignore[attr-defined,union-attr]
+    assert culprit_only["answer"] == "fail"
+
+
 def test_the_benchmark_names_every_culprit_where_binary_search_misses_the_pair() -> None:
     """bench/bisect_corpus.py in its quick mode: one culprit of 20, one of 5, a pair that breaks only together,
     a file outside packages — each named exactly; a binary search over the changes names one of the pair."""
@@ -197,3 +221,83 @@ def test_investigate_bisects_each_regression_and_the_notification_names_the_culp
     note = json.loads(body)
     assert note["event"] == "new-failure" and note["changes"] == {"works [sandbox]": "regression"}
     assert any("bisect culprit: pkg009 1.0-1 → 2.0-1" in d for d in note["details"]), note["details"]
+
+
+def test_a_server_bisects_on_request_and_tells_a_remote_run_its_regressions(env: Env, tmp_path: Path) -> None:
+    """Against a server: `imageci test` (run on this machine) gets a reference run on the server's stable
+    version — run here, recorded there — so the server and the output tell the regression; `imageci bisect`
+    asks the server, which bisects in its background and keeps the finding; a bisection whose process died
+    is told aborted."""
+    from serverkit import _token, start_server
+
+    suite = write_suite(tmp_path / "suite", {"works": WORKS})
+    refs = []
+    base = many(8)
+    for i, packages in enumerate((base, upgraded(base, breaks="pkg005"))):
+        done = env.cli("import", "srv", str(image(tmp_path / f"srv-{i}.tar", packages)), "--suite", str(suite))
+        assert done.returncode == 0, done.stderr
+        refs.append(f"srv@{env.catalog.versions('srv')[-1].serial}")
+    good, bad = refs
+    assert env.cli("promote", good, "--force", "--reason", "untested").returncode == 0  # no verdict there yet
+    running = start_server(env.home)
+    server = next(running)
+    try:
+        laptop = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+        laptop |= {"IMAGECI_HOME": str(tmp_path / "laptop"), "IMAGECI_SERVER": server.url,
+                   "IMAGECI_TOKEN": _token(server, "laptop", "default", "test"), "XDG_CONFIG_HOME": str(tmp_path)}
+        started = _a_remote_run_is_told_its_regression(server, laptop, good, bad, tmp_path)
+        _the_server_bisects(server, laptop, good, bad, started)
+    finally:
+        with pytest.raises(StopIteration):
+            next(running)
+    dead = env.catalog.start_bisection(env.catalog.resolve(bad).id, "works", "sandbox", None, json.dumps(
+        {"image": bad, "test": "works", "testbed": "sandbox", "good": None, "finding": "running",
+         "explanation": "bisecting"}), env.catalog.resolve(bad).created_at, owner=str(tmp_path / "gone.lock"))
+    kept = json.loads(env.cli("bisections", bad, "--json").stdout)
+    assert [(k["id"], k["finding"]) for k in kept][-1] == (dead, "aborted") and "died" in kept[-1]["explanation"]
+
+
+def _remote(laptop: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*IMAGECI, *args], env=laptop, capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def _a_remote_run_is_told_its_regression(server: Any, laptop: dict[str, str], good: str, bad: str,
+                                         tmp_path: Path) -> int:
+    """The reference run happens here, once, recorded there; the output, JUnit and the server tell the
+    regression. A second run with --investigate starts the bisection on the server: its id."""
+    junit = tmp_path / "remote.xml"
+    ran = _remote(laptop, "test", bad, "--junit", str(junit))
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert f"testing {bad} " in ran.stdout and f"also ran on the stable version {good}" in ran.stdout
+    assert f"▼ regression    works [sandbox] — passed on {good}: broken by this version" in ran.stdout
+    there = server.get(f"/api/v1/images/{bad}/results", laptop["IMAGECI_TOKEN"]).json()
+    assert there["reference"] == good and {a["test"]: a["change"] for a in there["attempts"]} == {
+        "works": "regression"}
+    reference = server.get(f"/api/v1/images/{good}/results", laptop["IMAGECI_TOKEN"]).json()
+    assert [(r["reference_for"], r["actor"]) for r in reference["runs"]] == [(bad, "laptop")]
+    props = {p.get("name"): p.get("value") for p in ET.parse(junit).getroot().iter("property")}
+    assert props["imageci.change:works"].startswith("regression: ")
+    again = _remote(laptop, "test", bad, "--investigate")  # the regression is bisected on the server
+    assert again.returncode == 1 and "reference run" not in again.stdout  # once per test and version
+    started = re.search(r"bisecting works \[sandbox\] on the server: bisection (\d+)", again.stdout)
+    assert started, again.stdout + again.stderr
+    return int(started.group(1))
+
+
+def _the_server_bisects(server: Any, laptop: dict[str, str], good: str, bad: str, started: int) -> None:
+    """`imageci bisect` with a server: answered with the bisection running there, waited for; a bad request
+    is a 400 problem, an anonymous one 401."""
+    done = _remote(laptop, "bisect", bad, "works", "--repeat", "1", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["id"] >= started  # that one, or (had it ended already) a second
+    assert result["finding"] == "culprit" and _culprits(result) == ["pkg005"] and result["good"] == good
+    assert result["started"] and result["ended"] and result["steps"][0]["what"] == "good end"
+    listed = server.get(f"/api/v1/images/{bad}/bisections", laptop["IMAGECI_TOKEN"]).json()
+    assert {b["id"] for b in listed} == {started, result["id"]}
+    assert {b["finding"] for b in listed} == {"culprit"} and listed[0]["test"] == "works"
+    refused = httpx.post(f"{server.url}/api/v1/images/{bad}/bisections", json={"test": "nope"}, timeout=30,
+                         headers={"Authorization": f"Bearer {laptop['IMAGECI_TOKEN']}"})
+    assert refused.status_code == 400 and "has no test 'nope'" in refused.text
+    anonymous = httpx.post(f"{server.url}/api/v1/images/{bad}/bisections", json={"test": "works"}, timeout=30)
+    assert anonymous.status_code == 401

@@ -354,3 +354,35 @@ def test_a_consumers_suite_runs_on_a_worker_at_the_servers_snapshot(fleet: Fleet
     finally:
         fleet.stop_worker("consumers")
         assert fleet.cli("consumers", "remove", "downstream").returncode == 0
+
+
+def test_a_bisection_runs_its_steps_on_workers_that_make_each_intermediate_image(fleet: Fleet) -> None:
+    """`imageci bisect --executor celery` on the server's home: the ends and every intermediate image run as
+    jobs; the worker makes each intermediate itself from the two versions it fetched (its recipe's digest
+    checked) and records the attempt through the server; the culprit is the local executor's."""
+    import sqlite3
+
+    from bisectkit import WORKS, image, many, upgraded
+
+    suite = write_suite(fleet.root / "bisect-suite", {"works": WORKS})
+    base = many(6)
+    refs = []
+    for i, packages in enumerate((base, upgraded(base, breaks="pkg004"))):
+        done = fleet.cli("import", "bis", str(image(fleet.root / f"bis-{i}.tar", packages)), "--suite", str(suite))
+        assert done.returncode == 0, done.stderr
+        refs.append(re.search(r"imported (bis@\S+)", done.stdout).group(1))  # type: ignore[union-attr]
+    good, bad = refs
+    fleet.start_worker("bisector", "sandbox,arch:amd64", concurrency=2)
+    try:
+        done = fleet.cli("bisect", bad, "works", "--good", good, "--repeat", "1", "-j", "2", "--executor", "celery",
+                         "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = json.loads(done.stdout)
+        assert result["finding"] == "culprit" and [c["package"] for c in result["culprits"]] == ["pkg004"]
+        runs = [r for s in result["steps"] for r in s["runs"]]
+        with sqlite3.connect(fleet.home / "catalog.db") as db:
+            workers = {w for (w,) in db.execute(f"SELECT worker FROM attempts WHERE run_id IN "
+                                                f"({','.join(map(str, runs))})")}
+        assert len(runs) == result["test_runs"] and workers and None not in workers, workers
+    finally:
+        fleet.stop_worker("bisector")

@@ -7,16 +7,17 @@ result is kept in the catalog with the version and the test."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from imageci.app import access, inventory
-from imageci.app.access import LOCAL, Principal
+from imageci.app import inventory
 from imageci.app.bisectruns import TREE_TESTBEDS, Ends, Ran, StepRunner
-from imageci.app.operations import RefArgs, operation
+from imageci.app.operations import RefArgs
 from imageci.app.planning import suite_of
 from imageci.app.session import Session
 from imageci.build.intermediate import Move
@@ -30,15 +31,23 @@ from imageci.store.states import DISK
 from imageci.supply.changelog import entries_between
 
 
-class BisectArgs(RefArgs):
+class BisectRequest(BaseModel):
+    """What to bisect, as a command's options or an API request's body."""
+
     test: str = Field(min_length=1, max_length=255, description="the test (its id in the version's suite)")
-    good: str | None = Field(default=None, description="the good end (default: the newest older version it "
-                                                        "passed on)")
+    good: str | None = Field(default=None, max_length=255, description="the good end (default: the newest older "
+                                                                        "version it passed on)")
     repeat: int = Field(default=3, ge=1, le=20, description="runs of each end, and of each confirmation")
-    testbed: str | None = Field(default=None, description="where to run it: sandbox or qemu (default: where it "
-                                                          "last ran on REF)")
+    testbed: str | None = Field(default=None, max_length=64, description="where to run it: sandbox or qemu "
+                                                                         "(default: where it last ran on REF)")
     jobs: int = Field(default=1, ge=1, le=64, description="steps run at once")
     budget: int | None = Field(default=None, ge=1, le=100000, description="stop after this many test runs")
+
+
+class BisectArgs(RefArgs, BisectRequest):
+    executor: Literal["local", "celery"] | None = Field(
+        default=None, description="where the steps run: here, or as jobs on Celery workers (default: "
+                                  "IMAGECI_EXECUTOR)")
 
 
 class BisectStep(BaseModel):
@@ -67,7 +76,8 @@ class BisectResult(BaseModel):
     test: str
     testbed: str
     good: str | None  # NAME@SERIAL
-    finding: str  # culprit | unconfirmed | unreliable-ends | not-reproduced | no-changes | budget-spent
+    finding: str  # running, then: culprit | unconfirmed | unreliable-ends | not-reproduced | no-changes |
+    #               budget-spent | error | interrupted | aborted (its process died)
     explanation: str
     signature: str = ""  # the bad end's pinned failure
     candidates: int = 0  # changes between the ends
@@ -76,6 +86,8 @@ class BisectResult(BaseModel):
     steps: list[BisectStep] = []
     test_runs: int = 0
     seconds: float = 0.0
+    started: datetime | None = None
+    ended: datetime | None = None  # None while running
 
 
 class BudgetSpent(Exception):
@@ -114,10 +126,10 @@ def _good_end(session: Session, bad: Version, test: str, testbed: str) -> Versio
 def _moves(session: Session, good: Version, bad: Version) -> list[Move]:
     a, b = (lookups.resolve(session.reader, label(v)) for v in (good, bad))
     diff = inventory.version_diff(session, a, b)
-    others = sorted({p.type for p in diff.packages if p.type not in ("deb", "apk")})
+    others = sorted({p.type for p in diff.packages if p.type not in ("deb", "apk", "rpm")})
     if others:
-        raise UsageError(f"bisect makes intermediate images from dpkg's and apk's databases; {label(bad)} changes "
-                         f"{', '.join(others)} packages, whose database only their own tool writes")
+        raise UsageError(f"bisect makes intermediate images from dpkg's, apk's and rpm's databases; {label(bad)} "
+                         f"changes {', '.join(others)} packages")
     sources = {(p.name, p.arch): p.source or p.name for v in (a, b) for p in inventory.bom_of(session, v).packages}
     moves = [Move(key=f"{p.type}:{p.name}:{p.arch}", name=p.name, arch=p.arch, before=p.before, after=p.after,
                   source=sources.get((p.name, p.arch), p.name)) for p in diff.packages]
@@ -126,17 +138,29 @@ def _moves(session: Session, good: Version, bad: Version) -> list[Move]:
     return moves
 
 
+@dataclass(frozen=True)
+class Target:
+    """A bisection's request, checked: the two ends, the test and the testbed."""
+
+    args: BisectArgs
+    bad: Version
+    good: Version
+    check: Check
+    testbed: str
+
+
 class Bisection:
     """One bisection's state: its runner, its steps, its budget."""
 
-    def __init__(self, session: Session, args: BisectArgs, bad: Version, good: Version, check: Check,
-                 testbed: str) -> None:
+    def __init__(self, session: Session, target: Target) -> None:
+        args, good, bad = target.args, target.good, target.bad
         good_info, bad_info = (lookups.resolve(session.reader, label(v)) for v in (good, bad))
         ends = Ends(good, bad, inventory.tree(session, good_info, "bisect").name,
                     inventory.tree(session, bad_info, "bisect").name)
-        self.args, self.check, self.testbed, self.ends = args, check, testbed, ends
-        self.runner = StepRunner(session, check, testbed, ends, args.jobs,
-                                 {"bisect": f"{check.id}: {label(good)} .. {label(bad)}"})
+        self.args, self.check, self.testbed, self.ends = args, target.check, target.testbed, ends
+        self.runner = StepRunner(session, target.check, target.testbed, ends, args.jobs,
+                                 {"bisect": f"{target.check.id}: {label(good)} .. {label(bad)}"},
+                                 executor=args.executor or session.settings.executor)
         self.steps: list[BisectStep] = []
         self.pinned = ""
 
@@ -257,9 +281,8 @@ def _outcome(b: Bisection, session: Session, moves: list[Move]) -> tuple[str, st
                           "time, or the bad image without it did not pass every time", named, False
 
 
-def run_bisect(session: Session, args: BisectArgs) -> BisectResult:
-    """Bisect ``args.test`` between the good end and ``args.ref``; the result is kept in the catalog."""
-    started, clock = utcnow(), time.monotonic()
+def target(session: Session, args: BisectArgs) -> Target:
+    """The request checked (quickly: nothing is unpacked or run): a refusal says what is wrong."""
     bad = session.catalog.resolve(args.ref)
     if any(a.kind == DISK for a in bad.artifacts):
         raise UsageError(f"{label(bad)} is a disk image: bisect makes intermediate root file systems, which "
@@ -270,45 +293,53 @@ def run_bisect(session: Session, args: BisectArgs) -> BisectResult:
     if good.product.name != bad.product.name or good.serial >= bad.serial:
         raise UsageError(f"the good end must be an older version of {bad.product.name} than {label(bad)}, "
                          f"not {label(good)}")
-    b = Bisection(session, args, bad, good, check, testbed)
-    moves: list[Move] = []
-    culprits: list[Culprit] = []
-    confirmed: bool | None = None
-    try:
-        why = _ends(b)
-        if why is not None:
-            finding = "unreliable-ends"
-        else:
-            moves = _moves(session, good, bad)
-            finding, why, culprits, confirmed = _outcome(b, session, moves)
-    except BudgetSpent as exc:
-        finding, why = "budget-spent", str(exc)
-    result = BisectResult(image=label(bad), test=args.test, testbed=testbed, good=label(good), finding=finding,
-                          explanation=why, signature=b.pinned, candidates=len(moves), culprits=culprits,
-                          confirmed=confirmed, steps=b.steps, test_runs=b.runner.runs,
-                          seconds=round(time.monotonic() - clock, 2))
-    result.id = session.catalog.record_bisection(bad.id, args.test, testbed, good.id, finding,
-                                                 result.model_dump_json(), started, utcnow())
+    return Target(args, bad, good, check, testbed)
+
+
+def begin(session: Session, t: Target, *, actor: str | None = None) -> BisectResult:
+    """Keep the bisection of ``t`` as running (owned by this process): what `bisections` shows until it ends."""
+    result = BisectResult(image=label(t.bad), test=t.args.test, testbed=t.testbed, good=label(t.good),
+                          finding="running", explanation="bisecting", started=utcnow())
+    assert t.bad.id is not None and result.started is not None
+    result.id = session.catalog.start_bisection(t.bad.id, t.args.test, t.testbed, t.good.id,
+                                                result.model_dump_json(), result.started,
+                                                owner=str(session.owner.lock_path), actor=actor)
     return result
 
 
-class BisectionsArgs(RefArgs):
-    test: str | None = Field(default=None, max_length=255, description="only this test's")
+def carry_out(session: Session, t: Target, begun: BisectResult) -> BisectResult:
+    """Bisect (the ends, then the search); the finding is kept in the bisection ``begun``. An error or an
+    interruption is kept as such, then raised."""
+    clock = time.monotonic()
+    moves: list[Move] = []
+    culprits: list[Culprit] = []
+    confirmed: bool | None = None
+    b: Bisection | None = None
+    finding, why = "error", ""
+    try:
+        b = Bisection(session, t)
+        unreliable = _ends(b)
+        if unreliable is not None:
+            finding, why = "unreliable-ends", unreliable
+        else:
+            moves = _moves(session, t.good, t.bad)
+            finding, why, culprits, confirmed = _outcome(b, session, moves)
+    except BudgetSpent as exc:
+        finding, why = "budget-spent", str(exc)
+    except BaseException as exc:
+        finding, why = ("interrupted", "interrupted") if isinstance(exc, KeyboardInterrupt) else ("error", str(exc))
+        raise
+    finally:
+        result = begun.model_copy(update=dict(
+            finding=finding, explanation=why, signature=b.pinned if b else "", candidates=len(moves),
+            culprits=culprits, confirmed=confirmed, steps=b.steps if b else [], test_runs=b.runner.runs if b else 0,
+            seconds=round(time.monotonic() - clock, 2), ended=utcnow()))
+        assert begun.id is not None and result.ended is not None
+        session.catalog.finish_bisection(begun.id, finding, result.model_dump_json(), result.ended)
+    return result
 
 
-@operation("GET", "/images/{ref}/bisections", request=BisectionsArgs, answer=list[BisectResult], tag="images")
-def bisections_op(session: Session, req: BisectionsArgs, by: Principal) -> list[BisectResult]:
-    """The bisections kept for a version (of one test), oldest first: each finding, culprit and step."""
-    return bisections(session, req.ref, req.test, viewer=by)
-
-
-def bisections(session: Session, ref: str, test: str | None = None, *,
-               viewer: Principal = LOCAL) -> list[BisectResult]:
-    info = access.resolve(session.reader, viewer, ref)
-    out = []
-    for row in session.catalog.bisections(info.id, test):
-        result = BisectResult.model_validate(json.loads(row.result))
-        result.id = row.id
-        out.append(result)
-    return out
-
+def run_bisect(session: Session, args: BisectArgs) -> BisectResult:
+    """Bisect ``args.test`` between the good end and ``args.ref`` here; the result is kept in the catalog."""
+    t = target(session, args)
+    return carry_out(session, t, begin(session, t))

@@ -17,10 +17,11 @@ from imageci.build.intermediate import Move, recipe, synthesize
 from imageci.checks.base import Check
 from imageci.engine.runner import Engine
 from imageci.policy.bisection import signature
-from imageci.store.models import Product, Version
+from imageci.store.models import Product, Version, label
 from imageci.testbeds.base import ImageHandle
 from imageci.testbeds.registry import make_backend
 
+Todo = tuple[Version, ImageHandle, str, Sequence[Move] | None]  # a run to make: moves None for a version
 TREE_TESTBEDS = ("sandbox", "qemu")  # the testbeds that run an image from its unpacked tree
 
 
@@ -46,24 +47,53 @@ class Ends:
     bad_tree: str
 
 
+def intermediate_image(session: Session, good_tree: str, bad_tree: str, bad: Version, moves: Sequence[Move],
+                       *, make: bool = True) -> tuple[Version, ImageHandle]:
+    """Good + ``moves`` as an image to test (made in the rootfs cache unless ``make`` is false: its workers
+    make it) and the stand-in version its runs are recorded with: the bad end's (a bisection's runs are
+    the bad version's), keyed by the recipe's digest, never on a channel."""
+    cache = session.settings.rootfs_cache
+    digest = recipe(good_tree, bad_tree, moves)
+    if make:
+        synthesize(cache, good_tree, bad_tree, moves)
+    stand_in = Version(id=bad.id, product=Product(name=bad.product.name), serial=f"bisect-{digest[:12]}",
+                       digest=digest, architecture=bad.architecture, artifacts=[])
+    image = ImageHandle(digest=digest, name=bad.product.name, rootfs_tar=Path(cache / f"{digest}.synthesized"),
+                        architecture=bad.architecture, config=config_of(session, bad))
+    return stand_in, image
+
+
 class StepRunner:
-    """Runs ``check`` on ``testbed``, recording each run with ``options`` (what bisection it belongs to)."""
+    """Runs ``check`` on ``testbed``, recording each run with ``options`` (what bisection it belongs to);
+    ``executor`` ``celery``: each run is a job on the workers (the server's home), which make the
+    intermediate images themselves from the two versions."""
 
     def __init__(self, session: Session, check: Check, testbed: str, ends: Ends, jobs: int,
-                 options: dict[str, object]) -> None:
+                 options: dict[str, object], *, executor: str = "local") -> None:
         self.session, self.check, self.testbed, self.ends = session, check, testbed, ends
-        self.jobs, self.options = max(1, jobs), options
+        self.jobs, self.options, self.executor = max(1, jobs), options, executor
         self.backend = make_backend(testbed, session.settings)
         self.runs = 0
         self._lock = threading.Lock()
 
-    def _engine(self) -> Engine:
-        return Engine(self.session.catalog, self.session.store, {self.testbed: self.backend}, jobs=1,
-                      owner=str(self.session.owner.lock_path))
+    def _engine(self, version: Version, moves: Sequence[Move] | None) -> Engine:
+        dispatcher = None
+        if self.executor == "celery":
+            from imageci.app.workers import broker
+            from imageci.engine.fanout import CeleryDispatcher
+            from imageci.engine.jobs import Intermediate
 
-    def _run(self, version: Version, image: ImageHandle, what: str) -> Ran:
-        report = self._engine().run(version, [self.check], [self.testbed], rerun_all=True, image=image,
-                                    options={**self.options, "bisect_step": what})
+            bad = self.ends.bad
+            step = Intermediate(good=label(self.ends.good), good_digest=self.ends.good.digest, bad_digest=bad.digest,
+                                moves=[m.as_dict() for m in moves]) if moves is not None else None
+            dispatcher = CeleryDispatcher(broker(self.session.settings), label(bad if moves is not None else version),
+                                          intermediate=step)
+        return Engine(self.session.catalog, self.session.store, {self.testbed: self.backend}, jobs=1,
+                      owner=str(self.session.owner.lock_path), dispatcher=dispatcher)
+
+    def _run(self, version: Version, image: ImageHandle, what: str, moves: Sequence[Move] | None) -> Ran:
+        report = self._engine(version, moves).run(version, [self.check], [self.testbed], rerun_all=True, image=image,
+                                                  options={**self.options, "bisect_step": what})
         with self._lock:
             self.runs += 1
         attempt = report.results[0].attempts[-1]
@@ -75,8 +105,8 @@ class StepRunner:
 
     def version(self, version: Version, times: int, what: str) -> list[Ran]:
         """``times`` runs of the test on a version of the catalog."""
-        image = self._engine().image_handle(version, config_of(self.session, version))
-        return self._parallel([(version, image, what)] * times)
+        image = self._engine(version, None).image_handle(version, config_of(self.session, version))
+        return self._parallel([(version, image, what, None)] * times)
 
     def intermediate(self, moves: Sequence[Move], times: int, what: str) -> list[Ran]:
         """``times`` runs of the test on good + ``moves`` (made first, once per recipe)."""
@@ -88,19 +118,12 @@ class StepRunner:
             made = list(pool.map(lambda moves: self._made(moves, what), sets))
         return self._parallel(made)
 
-    def _made(self, moves: Sequence[Move], what: str) -> tuple[Version, ImageHandle, str]:
-        cache = self.session.settings.rootfs_cache
-        tree_digest = recipe(self.ends.good_tree, self.ends.bad_tree, moves)
-        synthesize(cache, self.ends.good_tree, self.ends.bad_tree, moves)
-        bad = self.ends.bad
-        stand_in = Version(id=None, product=Product(name=bad.product.name), serial=f"bisect-{tree_digest[:12]}",
-                           digest=tree_digest, architecture=bad.architecture, artifacts=[])
-        image = ImageHandle(digest=tree_digest, name=bad.product.name,
-                            rootfs_tar=Path(cache / f"{tree_digest}.synthesized"), architecture=bad.architecture,
-                            config=config_of(self.session, bad))
-        return stand_in, image, what
+    def _made(self, moves: Sequence[Move], what: str) -> Todo:
+        stand_in, image = intermediate_image(self.session, self.ends.good_tree, self.ends.bad_tree, self.ends.bad,
+                                             moves, make=self.executor != "celery")
+        return stand_in, image, what, moves
 
-    def _parallel(self, todo: Sequence[tuple[Version, ImageHandle, str]]) -> list[Ran]:
+    def _parallel(self, todo: Sequence[Todo]) -> list[Ran]:
         if self.jobs == 1 or len(todo) == 1:
             return [self._run(*t) for t in todo]
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="imageci-bisect") as pool:

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from imageci.app import inventory
+from imageci.app.bisectruns import intermediate_image
 from imageci.app.consumerruns import ConsumerOrigin
 from imageci.app.livestream import LiveStreamer
 from imageci.app.mirroring import Origin, fetch
@@ -31,16 +33,18 @@ from imageci.app.operations import RunArgs
 from imageci.app.recording import AttemptIn, AttemptRecorded, RunState, run_state_op
 from imageci.app.session import Session
 from imageci.app.versions import config_of, suite_dir_of
+from imageci.build.intermediate import Move, recipe
 from imageci.checks.base import Check
 from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
 from imageci.checks.suite import suite_checks
 from imageci.definitions.limits import LimitPolicy, Limits
 from imageci.definitions.suite import load_suite
 from imageci.engine.budget import Budget, default_budget
-from imageci.engine.jobs import TASK, Job, JobDone
+from imageci.engine.jobs import TASK, Intermediate, Job, JobDone
 from imageci.engine.runner import Engine
 from imageci.errors import ImageciError, ServerUnavailable, UsageError
-from imageci.store.models import Version
+from imageci.store import lookups
+from imageci.store.models import Version, label
 from imageci.testbeds.base import Backend, ImageHandle
 from imageci.testbeds.output import watching
 from imageci.testbeds.registry import make_backend
@@ -108,24 +112,37 @@ class WorkerContext:
             self._running[job.run] = time.monotonic() + RUNNING_TTL
         return state
 
-    def version(self, job: Job) -> Prepared:
-        """The job's version in this home (fetched once), its suite's checks by id and its image (the
-        rootfs blob verified once). Two products may hold the same bytes with different suites: the
-        version is known by its name and digest."""
-        key = f"{job.image}@{job.digest}"
+    def version(self, image: str, digest: str) -> Prepared:
+        """The version ``image`` (NAME@SERIAL on the server) in this home (fetched once), its suite's checks
+        by id and its image (the rootfs blob verified once). Two products may hold the same bytes with
+        different suites: the version is known by its name and digest (hex), which the server's must be."""
+        key = f"{image}@{digest}"
         with self._lock:
             if key in self._versions:
                 return self._versions[key]
-            detail, local = self.patient(lambda: fetch(self.session, self.origin, job.image))
-            if detail.digest != f"sha256:{job.digest}":
-                raise ImageciError(f"the server's {job.image} is {detail.digest}, the job tests sha256:{job.digest}")
+            detail, local = self.patient(lambda: fetch(self.session, self.origin, image))
+            if detail.digest != f"sha256:{digest}":
+                raise ImageciError(f"the server's {image} is {detail.digest}, the job tests sha256:{digest}")
             version = self.session.catalog.resolve(local)
             config = config_of(self.session, version)
             suite = load_suite(suite_dir_of(self.session, version))
             checks = {c.id: c for c in suite_checks(suite, None, config)}
-            image = Engine(self.session.catalog, self.session.store, {}).image_handle(version, config)
-            self._versions[key] = Prepared(version, checks, image)
+            handle = Engine(self.session.catalog, self.session.store, {}).image_handle(version, config)
+            self._versions[key] = Prepared(version, checks, handle)
             return self._versions[key]
+
+    def intermediate(self, job: Job, step: Intermediate) -> Prepared:
+        """A bisection's intermediate image, made here from its two versions (fetched from the server): the
+        bad end's checks; its recipe's digest must be the job's."""
+        bad, good = self.version(job.image, step.bad_digest), self.version(step.good, step.good_digest)
+        trees = [inventory.tree(self.session, lookups.resolve(self.session.reader, label(p.version)), "bisect").name
+                 for p in (good, bad)]
+        moves = [Move.of(m) for m in step.moves]
+        if recipe(trees[0], trees[1], moves) != job.digest:
+            raise ImageciError(f"the job's intermediate image {job.digest[:12]} is not what its recipe makes here "
+                               f"from {step.good} and {job.image}")
+        stand_in, image = intermediate_image(self.session, trees[0], trees[1], bad.version, moves)
+        return Prepared(stand_in, bad.checks, image)
 
     def consumer(self, job: Job, prepared: Prepared) -> Check | None:
         """A consumer's suite the server registered for the job's product, at the snapshot the job names (fetched
@@ -188,7 +205,7 @@ def run_job(ctx: WorkerContext, job: Job) -> JobDone:
                            "is the coordinator on the server's home?")
     if state is not None and state.status != "running":
         return _dropped(ctx, f"run {job.run} is {state.status}")
-    prepared = ctx.version(job)
+    prepared = ctx.intermediate(job, job.intermediate) if job.intermediate else ctx.version(job.image, job.digest)
     check = prepared.checks.get(job.test) if not job.test.startswith(CONSUMER_PREFIX) else ctx.consumer(job, prepared)
     if check is None:
         raise ImageciError(f"{job.image}'s suite has no test {job.test!r}")

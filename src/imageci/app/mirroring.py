@@ -25,6 +25,7 @@ from imageci.app.recording import (
     attempts_record,
     run_finish,
 )
+from imageci.app.regressions import REFERENCE_OPTION
 from imageci.app.session import Session
 from imageci.app.testing import RunOutcome
 from imageci.errors import UsageError
@@ -61,7 +62,7 @@ def fetch(session: Session, origin: Origin, ref: str) -> tuple[VersionDetail, st
             detail.name, digest, [NewArtifact(a.kind, a.filename, a.digest.removeprefix("sha256:"), a.size)
                                   for a in detail.artifacts],
             input_hash=None, definition=detail.definition, architecture=detail.architecture,
-            build_info={"fetched_from": f"{detail.name}@{detail.version}"})
+            build_info={"fetched_from": f"{detail.name}@{detail.version}"}, serial=detail.version)
     return detail, f"{detail.name}@{found.serial}"
 
 
@@ -79,7 +80,8 @@ def report(session: Session, origin: Origin, detail: VersionDetail, run_id: int,
     options = json.loads(info.options)
     started = origin.start_run(f"{detail.name}@{detail.version}",
                                RunStart(tests=list(options.get("tests", [])),
-                                        testbeds=list(options.get("testbeds", [])), host=host), f"{prefix}:run")
+                                        testbeds=list(options.get("testbeds", [])), host=host,
+                                        reference_for=options.get(REFERENCE_OPTION)), f"{prefix}:run")
     batch: list[AttemptIn] = []
     for a in lookups.attempts(session.reader, digest):
         if a.run_id != run_id:

@@ -44,8 +44,8 @@ PATH_FIELD = re.compile(r"\{([a-z_]+)\}")
 
 # The app modules that declare operations; the API imports them all to make its routes.
 MODULES = ("queries", "gating", "pins", "inventory", "vulns", "compliance", "ciplans", "quarantines", "consumers",
-           "retention", "upkeep", "products", "tokens", "recording", "livelogs", "bisect", "knownfailures",
-           "knowncounts")
+           "retention", "upkeep", "products", "tokens", "recording", "livelogs", "bisections", "knownfailures",
+           "knowncounts", "regressions")
 
 
 class Args(BaseModel):

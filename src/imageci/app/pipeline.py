@@ -22,6 +22,7 @@ from imageci.app.mirroring import Origin, fetch, portable_reproducer, report
 from imageci.app.operations import RefArgs
 from imageci.app.planning import TestRequest
 from imageci.app.publishing import Destination, Published, push
+from imageci.app.servedreference import told_by_server
 from imageci.app.session import Session
 from imageci.app.testing import AttemptFn, PlanFn, RunOutcome, run_tests
 from imageci.app.versions import gate_of, suite_dir_of
@@ -187,4 +188,5 @@ def test_via(session: Session, server: Server, url: str, request: TestRequest, h
     ran.reproducer = portable_reproducer(session, ran, detail, url)
     hooks.step(f"recording the run on {url}…")
     ended = report(session, server, detail, ran.report.run_id, int(ran.exit_code))
+    told_by_server(session, server, f"{detail.name}@{detail.version}", ran, hooks.step)
     return ran, ended.run, f"{detail.name}@{detail.version}"

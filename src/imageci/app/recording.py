@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from imageci.app import access, livelogs
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import RunArgs, operation
+from imageci.app.regressions import REFERENCE_OPTION
 from imageci.app.session import Session
 from imageci.errors import UnknownReferenceError, UsageError
 from imageci.store import lookups
@@ -28,6 +29,8 @@ class RunStart(BaseModel):
     tests: list[str] = Field(default_factory=list, max_length=100_000)  # what the run plans
     testbeds: list[str] = Field(default_factory=list, max_length=64)
     host: str | None = Field(default=None, max_length=255)  # where it runs
+    reference_for: str | None = Field(default=None, max_length=255, description=(
+        "a reference run: the testing version (NAME@SERIAL) whose failures it tells apart"))
 
 
 class RunStarted(BaseModel):
@@ -98,8 +101,15 @@ def start_run(session: Session, ref: str, body: RunStart, *, by: Principal = LOC
     """A run of the version ``ref`` names, recorded as ``by`` (its audit actor)."""
     version = access.resolve(session.reader, by, ref)
     by.require(Scope.TEST, version.namespace, f"record runs of {version.label}")
+    options: dict[str, object] = {"tests": body.tests, "testbeds": body.testbeds, "remote": True}
+    if body.reference_for is not None:
+        tested = access.resolve(session.reader, by, body.reference_for)
+        if tested.name != version.name:
+            raise UsageError(f"a reference run of {version.label} tells apart failures of {version.name}'s "
+                             f"versions, not of {tested.label}")
+        options[REFERENCE_OPTION] = tested.label
     run_id, created = session.catalog.start_run_once(
-        version.digest, version.id, {"tests": body.tests, "testbeds": body.testbeds, "remote": True},
+        version.digest, version.id, options,
         actor=None if by == LOCAL else by.name, host=body.host or "remote", idempotency_key=_key(key))
     return RunStarted(run=run_id, image=version.label, digest=f"sha256:{version.digest}", created=created)
 

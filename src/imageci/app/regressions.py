@@ -8,6 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
+
+from imageci.app import access
+from imageci.app.access import Principal
+from imageci.app.operations import RefArgs, operation
 from imageci.app.session import Session
 from imageci.policy.reference import MARKS as MARKS  # re-exported: the interfaces show them
 from imageci.policy.reference import Change as Change
@@ -84,3 +89,40 @@ def references_needed(session: Session, version: VersionInfo,
             here.setdefault(key, []).append(a.verdict)
     missing = [k for k, v in here.items() if status_of(v) == "failed" and k not in ref.statuses]
     return (ref.version, sorted(missing)) if missing else None
+
+
+class TestKey(BaseModel):
+    test: str
+    testbed: str
+    test_digest: str
+
+
+class TestChange(TestKey):
+    change: str  # regression | always-failed | fixed | new
+    why: str
+
+
+class ReferenceState(BaseModel):
+    reference: str | None  # the stable version (NAME@SERIAL) the verdicts are told against; None: none is
+    needed: list[TestKey]  # failing here, never run there with this content: what a reference run runs
+    changes: list[TestChange]  # each test's change, as it stands now
+
+
+@operation("GET", "/images/{ref}/references", request=RefArgs, answer=ReferenceState, tag="images",
+           name="references")
+def references_op(session: Session, req: RefArgs, by: Principal) -> ReferenceState:
+    """The stable version a testing version's verdicts are told against, each test's change against it, and
+    the failing tests it has no verdict of (a client that tested the version runs those there, recorded as
+    a reference run, so that a regression can be told from an old failure)."""
+    version = access.resolve(session.reader, by, req.ref)
+    ref = reference_for(session, version)
+    if ref is None or ref.version is None:
+        return ReferenceState(reference=None, needed=[], changes=[])
+    keys = {(a.test_id, a.testbed, a.test_digest) for a in lookups.attempts(session.reader, version.digest)}
+    needed = references_needed(session, version, keys)
+    told = changes(session, version)
+    return ReferenceState(
+        reference=ref.label, needed=[TestKey(test=t, testbed=b, test_digest=d) for t, b, d in
+                                     (needed[1] if needed else [])],
+        changes=[TestChange(test=t, testbed=b, test_digest=d, change=c.value, why=ref.why(c))
+                 for (t, b, d), c in sorted(told.items()) if c is not None])

@@ -4,7 +4,7 @@ reports (JUnit, TAP) and the run's reproducer are written."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -224,10 +224,14 @@ def _reference_run(session: Session, plan: TestPlan, on_status: StatusFn | None)
     if needed is None:
         return None
     stable, missing = needed
+    return execute(session, reference_plan(session, plan, stable.label, missing), None, on_status,
+                   options={regressions.REFERENCE_OPTION: label(plan.version)})
+
+
+def reference_plan(session: Session, plan: TestPlan, stable: str, missing: Sequence[regressions.Key]) -> TestPlan:
+    """``plan`` narrowed to the ``missing`` tests and testbeds, of the version ``stable`` (on this home)."""
     ids = {test for test, _tb, _digest in missing}
     beds = [tb for tb in plan.testbeds if any(m[1] == tb for m in missing)]
-    request = plan.request.model_copy(update={"ref": stable.label, "junit": None, "tap": None, "rerun_all": False})
-    reference = replace(plan, request=request, version=session.catalog.resolve(stable.label),
-                        checks=[c for c in plan.checks if c.id in ids], testbeds=beds)
-    return execute(session, reference, None, on_status,
-                   options={regressions.REFERENCE_OPTION: label(plan.version)})
+    request = plan.request.model_copy(update={"ref": stable, "junit": None, "tap": None, "rerun_all": False})
+    return replace(plan, request=request, version=session.catalog.resolve(stable),
+                   checks=[c for c in plan.checks if c.id in ids], testbeds=beds)

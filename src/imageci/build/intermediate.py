@@ -2,8 +2,8 @@
 a rebuild: the good tree with some of the changes to the bad tree taken from it — a package's files,
 modes and owners, and its entries in its package manager's database (dpkg: ``info/PKG.*`` — ``list``,
 ``md5sums``, ``conffiles``, … — and its ``status`` record; apk: its block of ``lib/apk/db/installed``,
-whose ``F:``/``R:`` lines list its files); or the files changed outside package management. rpm's
-database is a binary one only rpm writes: its images are refused.
+whose ``F:``/``R:`` lines list its files; rpm: its header row in ``rpmdb.sqlite``, ``build.rpmdb``); or
+the files changed outside package management.
 
 Maintainer scripts are not replayed (an intermediate is what dpkg would have unpacked, not what it
 would have configured), so a bisection first checks that the good tree with *every* change fails as
@@ -17,6 +17,7 @@ written."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -28,7 +29,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from imageci.build import rpmdb
 from imageci.errors import UsageError
 from imageci.formats.rootfs import write_manifest
 from imageci.fs import safe_rmtree
@@ -57,6 +60,18 @@ class Move:
     after: str | None = None
     source: str = ""  # its source package: the group it moves with first
     paths: tuple[str, ...] = field(default=(), compare=False)  # for "files": the changed paths
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a job carries it (``engine.jobs.Intermediate``)."""
+        return {**dataclasses.asdict(self), "paths": list(self.paths)}
+
+    @classmethod
+    def of(cls, given: dict[str, Any]) -> Move:
+        """A move a job carried; a refusal (not a traceback) for a malformed one."""
+        try:
+            return cls(**{**given, "paths": tuple(str(p) for p in given.get("paths", ()))})
+        except TypeError as exc:
+            raise CannotSynthesize(f"a malformed change in the job: {exc}") from None
 
     def describe(self) -> str:
         if self.key == "files":
@@ -111,22 +126,31 @@ def synthesize(cache: Path, good: str, bad: str, moves: Sequence[Move]) -> Path:
 def _apply(out: Path, good: Path, bad: Path, moves: Sequence[Move]) -> None:
     debs = [m for m in moves if m.key.startswith("deb:")]
     apks = [m for m in moves if m.key.startswith("apk:")]
+    rpms = [m for m in moves if m.key.startswith("rpm:")]
     if debs:
         _status(out, good, bad, debs)
     if apks:
         _apk_installed(out, good, bad, apks)
-    for m in [*debs, *apks]:
-        before, after = (_listed(good, m), _listed(bad, m)) if m in debs else (_apk_files(good, m), _apk_files(bad, m))
+    owned = (rpmdb.owned_files(good), rpmdb.owned_files(bad)) if rpms else ({}, {})
+    for m in [*debs, *apks, *rpms]:
+        if m in debs:
+            before, after = _listed(good, m), _listed(bad, m)
+        elif m in apks:
+            before, after = _apk_files(good, m), _apk_files(bad, m)
+        else:
+            before, after = (o.get((m.name, m.arch), set()) for o in owned)
         for path in sorted(before - after, reverse=True):
             _remove(out, path)
         for path in sorted(after):
             _take(out, bad, path)
-        if m in apks:
+        if m not in debs:
             continue
         for info in _info_files(good, m):
             _remove(out, f"{INFO}/{info}")
         for info in _info_files(bad, m):
             _take(out, bad, f"{INFO}/{info}")
+    if rpms:  # after the files: the database's own directory is the good one's until now
+        rpmdb.transplant(out, good, bad, [(m.name, m.arch) for m in rpms])
     for m in moves:
         for path in m.paths:
             if _exists(bad, path):

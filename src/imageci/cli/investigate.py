@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import time
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from imageci.cli.context import console, err_console, handle_errors, print_json
+from imageci.cli.options import ExecutorOpt
+from imageci.errors import UsageError
+
+if TYPE_CHECKING:
+    from imageci.app.bisect import BisectRequest, BisectResult
+    from imageci.cli.sources import Server
 
 FINDING_EXIT = {"culprit": 0, "unreliable-ends": 12}  # every other finding: 13 (inconclusive)
+POLL = 1.0  # seconds between looks at a bisection the server carries out
 
 
 def register(main: typer.Typer) -> None:
@@ -28,37 +36,69 @@ def bisect(ref: Annotated[str, typer.Argument(help="the bad version: NAME@SERIAL
            jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="steps run at once")] = 1,
            budget: Annotated[int | None, typer.Option("--budget", min=1, help="stop after this many test "
                                                       "runs")] = None,
+           executor: ExecutorOpt = None,
            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Find the smallest set of package changes (or the files changed outside packages) between the last good
     version and REF that makes TEST fail, testing intermediate images made from the two versions' trees.
-    Exit 0: culprit found and confirmed; 12: an end did not reproduce (flaky); 13: inconclusive."""
-    from imageci.app.bisect import BisectArgs, run_bisect
-    from imageci.app.session import Session
+    With a server (IMAGECI_SERVER), the server bisects (on its workers when its executor is celery) and this
+    waits for its finding. Exit 0: culprit found and confirmed; 12: an end did not reproduce (flaky); 13:
+    inconclusive."""
+    from imageci.app.bisect import BisectArgs, BisectRequest
+    from imageci.cli.sources import Server, source
 
-    session = Session.open()
-    args = BisectArgs(ref=ref, test=test, good=good, repeat=repeat, testbed=testbed, jobs=jobs, budget=budget)
-    with console.status(f"bisecting {test} on {ref}…"):
-        result = run_bisect(session, args)
+    asked = BisectRequest(test=test, good=good, repeat=repeat, testbed=testbed, jobs=jobs, budget=budget)
+    where = source()
+    if isinstance(where, Server):
+        if executor is not None:
+            raise UsageError("--executor: a server bisects on its own executor (IMAGECI_EXECUTOR on its host)")
+        with console.status(f"bisecting {test} on {ref} on the server…"):
+            result = _on_server(where, ref, asked)
+    else:
+        from imageci.app.bisect import run_bisect
+        from imageci.app.session import Session
+
+        args = BisectArgs(ref=ref, executor=executor, **asked.model_dump())  # type: ignore[arg-type]
+        with console.status(f"bisecting {test} on {ref}…"):
+            result = run_bisect(Session.open(), args)
     if as_json:
         print_json(result)
     else:
-        console.print(f"{result.test} on {result.testbed}: {result.good} (good) .. {result.image} (bad), "
-                      f"{result.candidates} change(s); failure: {result.signature or '-'}", highlight=False,
-                      markup=False)
-        for step in result.steps:
-            changes = f" [{len(step.changes)} change(s)]" if step.changes else ""
-            told = f" → {step.answer}" if step.answer else ""
-            console.print(f"  {step.what}{changes}: {', '.join(step.verdicts)}{told}", highlight=False, markup=False)
-        out = console if result.finding == "culprit" else err_console
-        out.print(f"{result.finding}: {result.explanation}", highlight=False, markup=False, soft_wrap=True)
-        for c in result.culprits:
-            console.print(f"  {c.change}" + (f" (source {c.source})" if c.source and c.source != c.package else ""),
-                          highlight=False, markup=False)
-            for entry in c.changelog[:3]:
-                console.print("    " + entry.replace("\n", "\n    "), highlight=False, markup=False)
-        console.print(f"{result.test_runs} test run(s) in {result.seconds:.1f} s (bisection {result.id})",
-                      highlight=False)
+        _show(result)
     raise typer.Exit(FINDING_EXIT.get(result.finding, 13))
+
+
+def _on_server(server: Server, ref: str, asked: BisectRequest) -> BisectResult:
+    """Start the bisection on the server and wait for its finding."""
+    from imageci.app.bisections import BisectionsArgs, BisectStartArgs, bisect_op, bisections_op
+
+    begun = server.call(bisect_op, BisectStartArgs(ref=ref, body=asked))
+    while True:
+        found = [b for b in server.call(bisections_op, BisectionsArgs(ref=begun.image, test=begun.test))
+                 if b.id == begun.id]
+        if not found:
+            raise UsageError(f"the server no longer shows bisection {begun.id}")
+        if found[0].finding != "running":
+            return found[0]
+        time.sleep(POLL)
+
+
+def _show(result: BisectResult) -> None:
+    console.print(f"{result.test} on {result.testbed}: {result.good} (good) .. {result.image} (bad), "
+                  f"{result.candidates} change(s); failure: {result.signature or '-'}", highlight=False,
+                  markup=False)
+    for step in result.steps:
+        changes = f" [{len(step.changes)} change(s)]" if step.changes else ""
+        told = f" → {step.answer}" if step.answer else ""
+        console.print(f"  {step.what}{changes}: {', '.join(step.verdicts)}{told}", highlight=False, markup=False)
+    out = console if result.finding == "culprit" else err_console
+    out.print(f"{result.finding}: {result.explanation}", highlight=False, markup=False, soft_wrap=True)
+    for c in result.culprits:
+        console.print(f"  {c.change}" + (f" (source {c.source})" if c.source and c.source != c.package else ""),
+                      highlight=False, markup=False)
+        for entry in c.changelog[:3]:
+            console.print("    " + entry.replace("\n", "\n    "), highlight=False, markup=False)
+    console.print(f"{result.test_runs} test run(s) in {result.seconds:.1f} s (bisection {result.id})",
+                  highlight=False)
 
 
 @handle_errors
@@ -66,7 +106,7 @@ def bisections(ref: Annotated[str, typer.Argument(help="the version bisected (th
                test: Annotated[str | None, typer.Argument(help="only this test's")] = None,
                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The bisections kept for a version: when, of which test, what each found."""
-    from imageci.app.bisect import BisectionsArgs, bisections_op
+    from imageci.app.bisections import BisectionsArgs, bisections_op
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
 

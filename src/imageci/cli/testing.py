@@ -74,6 +74,10 @@ def show_outcome(outcome: RunOutcome) -> None:
                           highlight=False)
     show_changes(outcome)
     for b in outcome.investigated:
+        if b.finding == "running":
+            console.print(f"bisecting {escape(b.test)} {escape(f'[{b.testbed}]')} on the server: bisection {b.id} "
+                          f"(`imageci bisections {escape(b.image)}` shows what it finds)", highlight=False)
+            continue
         console.print(f"bisected {escape(b.test)} {escape(f'[{b.testbed}]')}: {b.finding} — {escape(b.explanation)} "
                       f"(bisection {b.id}, {b.test_runs} test runs)", highlight=False, soft_wrap=True)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from imageci.checks.base import Check
 from imageci.definitions.limits import Limits
-from imageci.engine.jobs import TASK, Job, JobDone
+from imageci.engine.jobs import TASK, Intermediate, Job, JobDone
 from imageci.engine.routing import Offer, Route, route, waiting_for
 from imageci.testbeds.base import ImageHandle
 
@@ -54,6 +54,7 @@ class CeleryDispatcher:
     image_label: str  # NAME@SERIAL, as the server names the version
     on_status: StatusFn | None = None
     poll: float = 0.05  # seconds between looks at the result backend
+    intermediate: Intermediate | None = None  # the image is a bisection's intermediate: the workers make it
     _offers: list[Offer] | None = field(default=None)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -73,7 +74,7 @@ class CeleryDispatcher:
         task_id = str(uuid.uuid4())
         job = Job(run=run_id, image=self.image_label, digest=image.digest, test=check.id, test_digest=check.digest,
                   testbed=result.testbed, attempt=len(result.attempts) + 1, limits=asdict(limits),
-                  key=f"job:{task_id}", queue=where.queue)
+                  key=f"job:{task_id}", queue=where.queue, intermediate=self.intermediate)
         self.app.send_task(TASK, args=[job.model_dump()], queue=where.queue, task_id=task_id)
         return task_id, _Pending(result, job, where)
 

@@ -3,9 +3,22 @@ worker, and what the worker sends back once the server recorded its attempt."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 TASK = "imageci.job"  # the one Celery task: a worker runs a job (imageci.worker.tasks registers it)
+
+
+class Intermediate(BaseModel):
+    """A bisection's intermediate image (``build.intermediate``): the good end's tree with ``moves`` taken
+    from the bad end's (the job's ``image``). The worker makes it from the two versions, fetched from the
+    server; the job's ``digest`` is its recipe's, which the worker checks."""
+
+    good: str = Field(description="the good end, NAME@SERIAL on the server")
+    good_digest: str = Field(description="its sha256 (hex)")
+    bad_digest: str = Field(description="the bad end's (the job's image) sha256 (hex)")
+    moves: list[dict[str, Any]] = Field(description="the changes taken from the bad end (build.intermediate.Move)")
 
 
 class Job(BaseModel):
@@ -19,6 +32,7 @@ class Job(BaseModel):
     limits: dict[str, int | None] = Field(default_factory=dict, description="the test's resolved limits")
     key: str = Field(description="the attempt's idempotency key: one attempt recorded however often it runs")
     queue: str
+    intermediate: Intermediate | None = Field(default=None, description="a bisection's step: the image to make")
 
 
 class JobDone(BaseModel):

@@ -259,7 +259,8 @@ class VulnRecord(Base):
 
 class Bisection(Base):
     """What one `imageci bisect` found: the version (bad end) and test it bisected, on which testbed, from
-    which good version, its finding (``culprit``, ``unreliable-ends``, …) and its whole result (JSON)."""
+    which good version, its finding (``running`` until it ends; then ``culprit``, ``unreliable-ends``, …)
+    and its whole result (JSON); the host and owner lock of the process that runs it."""
 
     __tablename__ = "bisections"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -271,7 +272,9 @@ class Bisection(Base):
     result: Mapped[str] = mapped_column(Text)  # JSON: app.bisect.BisectResult
     actor: Mapped[str] = mapped_column(String(128), default="")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    host: Mapped[str | None] = mapped_column(String(255))
+    owner: Mapped[str | None] = mapped_column(String(512))
 
 
 class KnownFailureRow(Base):

@@ -55,7 +55,7 @@ def _apk(root: Path, canon: _Canon, owners: dict[str, str]) -> None:
 
 
 def _rpm(root: Path, canon: _Canon, owners: dict[str, str]) -> None:
-    answer = query(root, "[%{FILENAMES}\\t%{NAME}\\n]")
+    answer = query(root, "[%{FILENAMES}\\t%{=NAME}\\n]")  # "=": the one NAME beside each file
     for line in (answer[1] if answer else "").splitlines():
         path, _, package = line.rpartition("\t")
         rel = canon(path)

@@ -123,25 +123,38 @@ class LxdTestbed(Testbed):
         deadline = time.monotonic() + READY_TIMEOUT
         state = "no answer to lxc exec"
         while time.monotonic() < deadline:
-            r = self.client.run(["exec", self._name(), "-T", "-n", "--", "true"], check=False, timeout=30)
-            if r.returncode == 0:
+            r = self._probe(["true"], deadline)
+            if r is not None and r.returncode == 0:
                 break
-            state = r.stderr.decode("utf-8", "replace").strip()[-200:] or state
+            if r is None:
+                state = "lxc exec did not answer"
+            else:
+                state = r.stderr.decode("utf-8", "replace").strip()[-200:] or state
             time.sleep(0.1)
         else:
             raise TestbedError(f"the LXD container did not answer within {READY_TIMEOUT:.0f}s ({state})")
         # localhost resolves where the image ships no /etc/hosts (the instance's files; the image keeps its bytes)
         self.client.run(["exec", self._name(), "-T", "-n", "--", "sh", "-c", PROVIDE_SCRIPT], check=False, timeout=30)
         while self.systemd and time.monotonic() < deadline:
-            r = self.client.run(["exec", self._name(), "-T", "-n", "--", "systemctl", "is-system-running"],
-                                check=False, timeout=30)
-            state = r.stdout.decode().strip()
+            r = self._probe(["systemctl", "is-system-running"], deadline)
+            state = r.stdout.decode().strip() if r is not None else "systemctl did not answer"
             if state in ("running", "degraded"):
                 return
             time.sleep(0.2)
         if self.systemd:
             raise TestbedError(f"systemd in the LXD container did not finish booting within {READY_TIMEOUT:.0f}s "
                                f"(state: {state})")
+
+    def _probe(self, argv: list[str], deadline: float) -> subprocess.CompletedProcess[bytes] | None:
+        """One readiness probe; None when it did not answer in time (a container still starting on a busy
+        host: the next probe may, until ``deadline``)."""
+        try:
+            return self.client.run(["exec", self._name(), "-T", "-n", "--", *argv], check=False,
+                                   timeout=max(1.0, min(30.0, deadline - time.monotonic())))
+        except TestbedError:
+            if self.instance is None or self._broken:
+                raise
+            return None
 
     def _name(self) -> str:
         if self.instance is None:

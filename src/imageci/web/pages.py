@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from imageci.app import (
     access,
-    bisect,
+    bisections,
     gating,
     history,
     inventory,
@@ -149,7 +149,7 @@ def cell_page(ref: str, request: Request, s: SessionDep, me: Viewer, test: TestN
     page = log_page(s, found.image, test, run=newest.run, attempt=newest.attempt, testbed=newest.testbed, viewer=me)
     product = found.image.split("@")[0]
     return render(request, "cell.html", found=found, page=page, product=product,
-                  bisected=bisect.bisections(s, found.image, test, viewer=me),
+                  bisected=bisections.bisections(s, found.image, test, viewer=me),
                   may_quarantine=product in _may_quarantine(request, s, me), today=utcnow().date().isoformat())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,8 @@ from imageci.store.catalog.base import CatalogBase, NewArtifact, SqlAlchemyReade
 from imageci.store.models import DEFAULT_NAMESPACE, TRANSITIONS, Artifact, Event, Product, Push, State, Version, utcnow
 from imageci.store.refs import ImageRef
 
+SERIAL = re.compile(r"[0-9]{8}\.[0-9]{3,6}")  # DATE.N, as _next_serial makes them
+
 
 class VersionRows(CatalogBase):
     @staticmethod
@@ -30,10 +33,12 @@ class VersionRows(CatalogBase):
     def register_version(self, name: str, digest: str, artifacts: Sequence[NewArtifact], *,
                          input_hash: str | None, definition: str | None, build_info: dict[str, Any],
                          architecture: str = "amd64", actor: str | None = None,
-                         publish_to_testing: bool = True, namespace: str = DEFAULT_NAMESPACE) -> Version:
+                         publish_to_testing: bool = True, namespace: str = DEFAULT_NAMESPACE,
+                         serial: str | None = None) -> Version:
         """Record a complete version and (by default) publish it to ``testing``,
         all in one transaction: a version is never visible half-registered. A new product is made
-        in ``namespace``."""
+        in ``namespace``. ``serial``: the one wanted (a version fetched from a server keeps the server's),
+        when it is a serial (DATE.N) and free in the product; else the next one."""
         actor = actor or self.actor
         for attempt in range(5):
             try:
@@ -41,7 +46,10 @@ class VersionRows(CatalogBase):
                     product = self._product(s, name, create=True, namespace=namespace)
                     assert product is not None
                     now = utcnow()
-                    version = Version(product_id=product.id, serial=self._next_serial(s, product, now),
+                    wanted = serial if serial and SERIAL.fullmatch(serial) and attempt == 0 and s.scalar(
+                        select(func.count(Version.id)).where(Version.product_id == product.id,
+                                                             Version.serial == serial)) == 0 else None
+                    version = Version(product_id=product.id, serial=wanted or self._next_serial(s, product, now),
                                       digest=digest, input_hash=input_hash, architecture=architecture,
                                       state=State.CREATED.value,
                                       created_at=now, definition=definition,
