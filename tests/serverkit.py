@@ -62,13 +62,16 @@ def _seed(cat: Catalog) -> None:
                    actor="seed", reason="test")
 
 
-def start_server(home: Path, db_url: str | None = None, *args: str, **extra_env: str) -> Iterator[Server]:
-    """`imageci serve` on a free 127.0.0.1 port over ``home`` (seeded), stopped with SIGTERM."""
+def start_server(home: Path, db_url: str | None = None, *args: str, seed: bool = True,
+                 **extra_env: str) -> Iterator[Server]:
+    """`imageci serve` on a free 127.0.0.1 port over ``home`` (seeded unless ``seed`` is false: the seed's
+    artifacts have no blobs), stopped with SIGTERM."""
     settings = Settings(home=home, db_url=db_url or f"sqlite:///{home / 'catalog.db'}", jobs=1, build_cache=None)
     settings.ensure()
-    cat = Catalog.open(settings.db_url)
-    _seed(cat)
-    cat.close()
+    if seed:
+        cat = Catalog.open(settings.db_url)
+        _seed(cat)
+        cat.close()
     port = free_port()
     env = {**os.environ, "IMAGECI_HOME": str(home), **extra_env}
     env.pop("IMAGECI_DB_URL", None)

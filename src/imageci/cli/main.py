@@ -8,6 +8,7 @@ import typer
 
 from imageci import __version__
 from imageci.cli import (
+    backups,
     building,
     cisystems,
     compliance,
@@ -67,6 +68,7 @@ compliance.register(app)
 repro.register(app)
 investigate.register(app)
 knownfailures.register(app)
+backups.register(app)
 
 if __name__ == "__main__":
     app()
