@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from imageci.config import Settings
+
 from conftest import IMAGECI, REPO, Env, busybox_rootfs, make_env, write_suite
 
 pytestmark = pytest.mark.root
@@ -29,12 +31,27 @@ def _versions(env: Env, tmp_path: Path) -> list[str]:
 
 
 def _views(env: Env, refs: list[str]) -> list[str]:
+    """What `images`, `results` and `events` print about the versions (the home's path made alike)."""
     outputs = []
     for args in (("images",), *(("results", r, "--json") for r in refs), *(("events", r) for r in refs)):
         done = env.cli(*args)
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout.replace(str(env.home), "HOME"))
     return outputs
+
+
+def _database(url: str, name: str) -> str:
+    """A new, empty database on the PostgreSQL server of ``url``."""
+    from sqlalchemy import text
+
+    from imageci.store.database import make_engine
+
+    engine = make_engine(url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return f"{url.rsplit('/', 1)[0]}/{name}"
 
 
 def test_a_backup_taken_while_a_server_runs_restores_the_same_home(env: Env, tmp_path: Path) -> None:
@@ -50,7 +67,7 @@ def test_a_backup_taken_while_a_server_runs_restores_the_same_home(env: Env, tmp
         assert writer.wait(timeout=300) == 1
         assert during.returncode == 0, during.stdout + during.stderr
         quiet = env.cli("backup", str(tmp_path / "quiet"))
-        assert quiet.returncode == 0 and "backed up the catalog" in quiet.stdout, quiet.stderr
+        assert quiet.returncode == 0 and "backed up the sqlite catalog" in quiet.stdout, quiet.stderr
     finally:
         next(running, None)
 
@@ -79,3 +96,24 @@ def test_a_backup_taken_while_a_server_runs_restores_the_same_home(env: Env, tmp
     assert done.returncode == 7, done.stdout + done.stderr
     assert f"missing: blob sha256:{gone.name}" in done.stderr and f"corrupt: blob sha256:{damaged.name}" in done.stderr
     broken.catalog.close()
+
+
+def test_a_postgresql_catalog_is_dumped_and_restored_into_an_empty_database(postgres_url: str, tmp_path: Path) -> None:
+    env = make_env(tmp_path / "home", _database(postgres_url, "backup_source"))
+    refs = _versions(env, tmp_path)
+    done = env.cli("backup", str(tmp_path / "pg"))
+    assert done.returncode == 0 and "backed up the postgresql catalog" in done.stdout, done.stdout + done.stderr
+    assert (tmp_path / "pg" / "catalog.pgdump").is_file() and not (tmp_path / "pg" / "catalog.db").exists()
+    settings = Settings(home=tmp_path / "restored", db_url=_database(postgres_url, "backup_target"), jobs=2,
+                        build_cache=None)
+    restored = Env(settings, None, None)  # type: ignore[arg-type] (the catalog is the restore's to make)
+    done = restored.cli("restore", str(tmp_path / "pg"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _views(restored, refs) == _views(env, refs) and restored.cli("verify").returncode == 0
+    again = restored.cli("restore", str(tmp_path / "pg"))  # never into a database that has tables
+    assert again.returncode == 2 and "restore into an empty database" in again.stderr
+    sqlite_home = make_env(tmp_path / "sqlite-home")
+    other = sqlite_home.cli("restore", str(tmp_path / "pg"))
+    assert other.returncode == 2 and "a backup of a postgresql catalog; this home's is sqlite" in other.stderr
+    sqlite_home.catalog.close()
+    env.catalog.close()

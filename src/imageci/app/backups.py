@@ -4,14 +4,14 @@ while the server keeps running, and put back into an empty home.
 A backup is a new directory:
 
 - ``backup.json``: what it is (format, when, the catalog's schema revision, the blobs' count and bytes);
-- ``catalog.db``: the SQLite catalog as of one transaction (SQLite's online backup: writers go on);
+- ``catalog.db``: the SQLite catalog as of one transaction (SQLite's online backup: writers go on), or
+  ``catalog.pgdump``: a PostgreSQL catalog's ``pg_dump --format=custom`` (a snapshot too);
 - ``blobs.txt``: every blob the copied catalog references (artifacts, logs, consumers' snapshots),
   ``DIGEST SIZE`` per line;
 - ``blobs/sha256/XX/DIGEST``: those blobs, each hashed while it is copied.
 
 A blob the catalog references that the store lacks (or whose bytes do not match its digest) is named in
-the report and the backup's ``backup.json`` — never a traceback; the command then exits 7. A PostgreSQL
-catalog is copied with ``pg_dump`` (docs/operations.md); this command refuses it."""
+the report and the backup's ``backup.json`` — never a traceback; the command then exits 7."""
 
 from __future__ import annotations
 
@@ -26,19 +26,21 @@ from pydantic import BaseModel
 from imageci import __version__
 from imageci.app.session import Session
 from imageci.errors import UsageError
+from imageci.store.accesslookups import referenced_blobs
 from imageci.store.blobs import CHUNK, BlobMismatchError, BlobStore
-from imageci.store.catalogcopy import blobs_of, snapshot
+from imageci.store.catalogcopy import blobs_of, pg_dump, pg_restore, pg_tables, snapshot
 from imageci.store.catalogfile import HEAD
 from imageci.store.database import sqlite_file
 from imageci.store.reading import SqliteReader
 from imageci.store.states import utcnow
 
 FORMAT = 1
-MANIFEST, CATALOG, LISTING = "backup.json", "catalog.db", "blobs.txt"
+MANIFEST, CATALOG, PGDUMP, LISTING = "backup.json", "catalog.db", "catalog.pgdump", "blobs.txt"
 
 
 class BackupReport(BaseModel):
     path: str
+    catalog: str  # sqlite | postgresql
     revision: str  # the catalog's schema revision
     blobs: int  # copied
     bytes: int
@@ -63,25 +65,23 @@ class RestoreReport(BaseModel):
         return not (self.missing or self.corrupt)
 
 
-def _sqlite(session: Session, what: str) -> Path:
-    path = sqlite_file(session.settings.db_url)
-    if path is None:
-        raise UsageError(f"{what} copies a SQLite catalog; this home's is {session.settings.db_url.split(':')[0]}: "
-                         "copy a PostgreSQL catalog with pg_dump and pg_restore (docs/operations.md#backups)")
-    return path
-
-
 def backup(session: Session, dest: Path) -> BackupReport:
     """Copy the catalog (consistent, while others write) and every blob it references into ``dest``."""
-    source = _sqlite(session, "backup")
     session.catalog  # noqa: B018 (opened: created or migrated first, so the copy is of this imageci's schema)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UsageError(f"{dest}: a backup goes into a new (or empty) directory")
     dest.mkdir(parents=True, exist_ok=True)
-    snapshot(source, dest / CATALOG)
-    report = BackupReport(path=str(dest), revision=HEAD, blobs=0, bytes=0, missing=[], corrupt=[])
+    source = sqlite_file(session.settings.db_url)
+    if source is not None:
+        snapshot(source, dest / CATALOG)
+        digests = blobs_of(dest / CATALOG)
+    else:  # the blobs referenced after the dump: every one it references (bar what retention removed since)
+        pg_dump(session.settings.db_url, dest / PGDUMP)
+        digests = referenced_blobs(session.reader)
+    report = BackupReport(path=str(dest), catalog="sqlite" if source else "postgresql", revision=HEAD, blobs=0,
+                          bytes=0, missing=[], corrupt=[])
     listing = []
-    for digest in sorted(blobs_of(dest / CATALOG)):
+    for digest in sorted(digests):
         src = session.store.path(digest)
         if not src.is_file():
             report.missing.append(digest)
@@ -117,19 +117,30 @@ def _copy_checked(src: Path, dest: Path, digest: str) -> int | None:
 def restore(session: Session, source: Path) -> RestoreReport:
     """Put the backup ``source`` into this home, whose catalog must be empty: the catalog (migrated to this
     imageci's schema), then every blob it lists (each checked against its digest)."""
-    target = _sqlite(session, "restore")
     manifest = _manifest(source)
-    _refuse_a_catalog_in_use(target)
-    tmp = target.with_name(f".{target.name}.restoring")
-    shutil.copyfile(source / CATALOG, tmp)
-    for stale in (target, target.with_name(f"{target.name}-wal"), target.with_name(f"{target.name}-shm")):
-        stale.unlink(missing_ok=True)
-    os.replace(tmp, target)
+    target = sqlite_file(session.settings.db_url)
+    kind = "sqlite" if target is not None else "postgresql"
+    if manifest.get("catalog", "sqlite") != kind:
+        raise UsageError(f"{source} is a backup of a {manifest.get('catalog')} catalog; this home's is {kind}: "
+                         "restore it into a home with the same kind of catalog")
+    if target is not None:
+        _refuse_a_catalog_in_use(target)
+        tmp = target.with_name(f".{target.name}.restoring")
+        shutil.copyfile(source / CATALOG, tmp)
+        for stale in (target, target.with_name(f"{target.name}-wal"), target.with_name(f"{target.name}-shm")):
+            stale.unlink(missing_ok=True)
+        os.replace(tmp, target)
+    else:
+        tables = pg_tables(session.settings.db_url)
+        if tables:
+            raise UsageError(f"the database has {len(tables)} table(s): restore into an empty database "
+                             "(createdb NAME); nothing was changed")
+        pg_restore(source / PGDUMP, session.settings.db_url)
     catalog = session.catalog  # opened: migrated from the backup's revision when it is older
     report = RestoreReport(source=str(source), revision=str(manifest.get("revision", "?")), versions=0, blobs=0,
                            missing=[], corrupt=[])
     report.versions = sum(len(catalog.versions(name)) for name in catalog.products())
-    for digest in sorted(blobs_of(target)):
+    for digest in sorted(referenced_blobs(session.reader)):
         if session.store.has(digest):
             continue
         found = source / "blobs" / "sha256" / digest[:2] / digest
@@ -147,8 +158,9 @@ def _manifest(source: Path) -> dict[str, object]:
         manifest = json.loads((source / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         raise UsageError(f"{source}: not an imageci backup ({MANIFEST}: {exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not (source / CATALOG).is_file():
-        raise UsageError(f"{source}: not an imageci backup of format {FORMAT} (no {CATALOG}, or another format)")
+    dump = PGDUMP if isinstance(manifest, dict) and manifest.get("catalog") == "postgresql" else CATALOG
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not (source / dump).is_file():
+        raise UsageError(f"{source}: not an imageci backup of format {FORMAT} (no {dump}, or another format)")
     return manifest
 
 

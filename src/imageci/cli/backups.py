@@ -28,8 +28,9 @@ def _incomplete(missing: list[str], corrupt: list[str]) -> None:
 @handle_errors
 def backup(dest: Annotated[Path, typer.Argument(help="a new (or empty) directory")],
            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Copy this home's SQLite catalog (consistent as of one transaction, while the server and runs go on) and
-    every blob it references into DEST. Exit 0: complete; 7: a referenced blob is missing or damaged (named)."""
+    """Copy this home's catalog (consistent as of one transaction, while the server and runs go on: SQLite's
+    online backup, or pg_dump) and every blob it references into DEST. Exit 0: complete; 7: a referenced
+    blob is missing or damaged (named)."""
     from imageci.app.backups import backup as do_backup
     from imageci.app.session import Session
 
@@ -37,7 +38,7 @@ def backup(dest: Annotated[Path, typer.Argument(help="a new (or empty) directory
     if as_json:
         print_json(report)
     else:
-        console.print(f"backed up the catalog (schema {report.revision}) and {report.blobs} blob(s), "
+        console.print(f"backed up the {report.catalog} catalog (schema {report.revision}) and {report.blobs} blob(s), "
                       f"{report.bytes / 1e6:.1f} MB, to {report.path}", highlight=False, soft_wrap=True)
     _incomplete(report.missing, report.corrupt)
     raise typer.Exit(0 if report.complete else int(ExitCode.STORE_CORRUPT))
