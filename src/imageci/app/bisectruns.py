@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imageci.app.session import Session
 from imageci.app.versions import config_of
@@ -20,6 +21,9 @@ from imageci.policy.bisection import signature
 from imageci.store.models import Product, Version, label
 from imageci.testbeds.base import ImageHandle
 from imageci.testbeds.registry import make_backend
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 Todo = tuple[Version, ImageHandle, str, Sequence[Move] | None]  # a run to make: moves None for a version
 TREE_TESTBEDS = ("sandbox", "qemu")  # the testbeds that run an image from its unpacked tree
@@ -75,6 +79,7 @@ class StepRunner:
         self.backend = make_backend(testbed, session.settings)
         self.runs = 0
         self._lock = threading.Lock()
+        self._broker: Celery | None = None
 
     def _engine(self, version: Version, moves: Sequence[Move] | None) -> Engine:
         dispatcher = None
@@ -83,10 +88,12 @@ class StepRunner:
             from imageci.engine.fanout import CeleryDispatcher
             from imageci.engine.jobs import Intermediate
 
+            with self._lock:  # one Celery application (and its connections) for every step
+                self._broker = self._broker or broker(self.session.settings)
             bad = self.ends.bad
             step = Intermediate(good=label(self.ends.good), good_digest=self.ends.good.digest, bad_digest=bad.digest,
                                 moves=[m.as_dict() for m in moves]) if moves is not None else None
-            dispatcher = CeleryDispatcher(broker(self.session.settings), label(bad if moves is not None else version),
+            dispatcher = CeleryDispatcher(self._broker, label(bad if moves is not None else version),
                                           intermediate=step)
         return Engine(self.session.catalog, self.session.store, {self.testbed: self.backend}, jobs=1,
                       owner=str(self.session.owner.lock_path), dispatcher=dispatcher)

@@ -15,7 +15,7 @@ from imageci.app.mirroring import Origin, fetch, report
 from imageci.app.operations import RefArgs
 from imageci.app.regressions import REFERENCE_OPTION, ReferenceState, references_op
 from imageci.app.session import Session
-from imageci.app.testing import RunOutcome, execute, reference_plan, write_reports
+from imageci.app.testing import RunOutcome, execute, investigating, reference_plan, write_reports
 from imageci.errors import ImageciError
 from imageci.policy.reference import Change
 
@@ -53,8 +53,7 @@ def _apply(state: ReferenceState, ran: RunOutcome) -> None:
 
 def _investigate(server: Origin, tested: str, reference: str, ran: RunOutcome) -> None:
     """Each regression bisected on the server (``investigate``): started there, carried out in its background."""
-    asked = ran.plan.request.investigate
-    if not (asked if asked is not None else bool(ran.plan.suite and ran.plan.suite.investigate)):
+    if not investigating(ran.plan):
         return
     for r in ran.report.results:
         if r.change != Change.REGRESSION:

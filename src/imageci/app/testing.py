@@ -176,12 +176,18 @@ def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None 
     return outcome
 
 
+def investigating(plan: TestPlan) -> bool:
+    """Whether the run's regressions are bisected: ``--investigate``/``--no-investigate``, else the suite's
+    ``investigate``."""
+    asked = plan.request.investigate
+    return asked if asked is not None else bool(plan.suite and plan.suite.investigate)
+
+
 def _investigate(session: Session, plan: TestPlan, report: RunReport, reference: str | None,
                  on_status: StatusFn | None) -> list[BisectResult]:
     """Each regression bisected against the stable version (``investigate``), within the run's budget of
     test runs; a test that cannot be bisected is said so and skipped."""
-    asked = plan.request.investigate
-    if not (asked if asked is not None else bool(plan.suite and plan.suite.investigate)) or reference is None:
+    if not investigating(plan) or reference is None:
         return []
     from imageci.app.bisect import BisectArgs, run_bisect
 
