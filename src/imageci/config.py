@@ -126,6 +126,8 @@ class Settings:
     mail_to: tuple[str, ...] = ()
     cache_budget: int = 20 << 30  # bytes each cache may hold (app/caches.py)
     git_hosts: str | None = None  # None: any host whose addresses are all public (app/egress.py)
+    store_url: str | None = None  # s3://BUCKET/PREFIX: blobs in object storage; None: in the home's store/
+    store_presign: int = 0  # seconds a presigned download URL lives; 0: downloads go through the server
 
     @property
     def store_dir(self) -> Path:
@@ -190,6 +192,9 @@ class Settings:
             mail_to=tuple(a.strip() for a in (env.get("IMAGECI_MAIL_TO") or "").split(",") if a.strip()),
             git_hosts=env.get("IMAGECI_GIT_HOSTS") or None,
             cache_budget=_or(_parse(env, "IMAGECI_CACHE_BUDGET", parse_size, "a size such as 20G"), 20 << 30),
+            store_url=_parse(env, "IMAGECI_STORE_URL", url_of(("s3://",)), "s3://BUCKET or s3://BUCKET/PREFIX"),
+            store_presign=_or(_parse(env, "IMAGECI_STORE_PRESIGN", int, "a whole number of seconds from 0 to 604800",
+                                     lambda v: 0 <= v <= 604800), 0),
         )
 
     def ensure(self) -> None:

@@ -3,9 +3,7 @@ balancers and orchestrators, outside ``/api/v1``."""
 
 from __future__ import annotations
 
-import os
-
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from imageci import __version__
@@ -24,15 +22,15 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-def readyz(s: SessionDep, request: Request) -> Response:
-    """The catalog answers at this imageci's schema and the store is writable."""
+def readyz(s: SessionDep) -> Response:
+    """The catalog answers at this imageci's schema and the store (the home's directory, or the object
+    store) takes writes."""
     try:
         revision = s.reader.rows("SELECT version_num FROM alembic_version")
         catalog = HEAD if revision == [(HEAD,)] else f"schema {revision!r}, not {HEAD}"
     except ImageciError as exc:
         catalog = f"unusable: {exc}"
-    store_dir = request.app.state.settings.store_dir
-    store = "writable" if store_dir.is_dir() and os.access(store_dir, os.W_OK) else "not writable"
+    store = s.store.objects.check()
     ready = catalog == HEAD and store == "writable"
     body = Readiness(status="ready" if ready else "not ready", catalog=catalog, store=store)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as FastPath
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 from imageci.app import consumers, queries
 from imageci.app.operations import MAX_ID
@@ -44,10 +44,16 @@ def log(ref: str, test: Annotated[str, Query(min_length=1, max_length=255)], s: 
 
 
 @router.get(f"{API}/images/{{ref}}/artifacts/{{filename}}", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a Range"}})
-def artifact(ref: str, filename: str, s: SessionDep, caller: Caller) -> FileResponse:
-    """An artifact's bytes, with ``Range`` (206) and ``ETag`` = its sha256 (``If-None-Match`` → 304)."""
-    row, path = queries.artifact_path(s, ref, filename, viewer=caller)
+            responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a Range"},
+                       307: {"description": "to a presigned URL of the object store"}})
+def artifact(ref: str, filename: str, s: SessionDep, caller: Caller) -> Response:
+    """An artifact's bytes, with ``Range`` (206) and ``ETag`` = its sha256 (``If-None-Match`` → 304); where
+    the object store's presigned URLs are on (``IMAGECI_STORE_PRESIGN``), a redirect (307) to one."""
+    row = queries.artifact_row(s, ref, filename, viewer=caller)
+    url = s.store.url(row.digest, row.filename)
+    if url is not None:
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    path = s.store.path(row.digest)
     return BlobResponse(path, filename=row.filename, media_type="application/octet-stream",
                         headers={"ETag": f'"{row.digest.removeprefix("sha256:")}"', "Cache-Control": IMMUTABLE})
 

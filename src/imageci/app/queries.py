@@ -115,12 +115,18 @@ def _artifacts(session: Session, version_id: int) -> list[ArtifactRow]:
             for a in lookups.artifacts(session.reader, version_id)]
 
 
-def artifact_path(session: Session, ref: str, filename: str, *, viewer: Principal = LOCAL) -> tuple[ArtifactRow, Path]:
-    """One artifact of a version and where its bytes are (the store's blob)."""
+def artifact_row(session: Session, ref: str, filename: str, *, viewer: Principal = LOCAL) -> ArtifactRow:
+    """One artifact of a version."""
     found = [a for a in artifacts(session, ref, viewer=viewer) if a.filename == filename]
     if not found:
         raise UnknownReferenceError(f"{ref} has no artifact {filename[:100]!r}")
-    return found[0], session.store.path(found[0].digest)
+    return found[0]
+
+
+def artifact_path(session: Session, ref: str, filename: str, *, viewer: Principal = LOCAL) -> tuple[ArtifactRow, Path]:
+    """One artifact of a version and where its bytes are (the store's blob, as a local file)."""
+    row = artifact_row(session, ref, filename, viewer=viewer)
+    return row, session.store.path(row.digest)
 
 
 class VersionDetail(Row):

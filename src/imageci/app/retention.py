@@ -123,10 +123,7 @@ def retention(session: Session, *, name: str | None = None, dry_run: bool = Fals
 
 
 def _size(session: Session, digest: str) -> int:
-    try:
-        return session.store.path(digest).stat().st_size
-    except FileNotFoundError:
-        return 0
+    return session.store.size(digest) or 0
 
 
 def _drop_caches(session: Session, digest: str) -> None:

@@ -13,7 +13,7 @@ from imageci.config import Settings
 from imageci.homelock import HomeLock
 from imageci.owners import Owner, lock_alive, process_owner
 from imageci.store import lookups
-from imageci.store.blobs import BlobStore
+from imageci.store.blobs import BlobStore, open_store
 from imageci.store.reading import Reader, ReaderPool, SqliteReader
 
 if TYPE_CHECKING:  # the ORM is imported when the catalog is first used: queries never need it
@@ -102,7 +102,7 @@ class Session:
     @property
     def store(self) -> BlobStore:
         if self._store is None:
-            self._store = BlobStore(self.settings.store_dir, self.owner.token)
+            self._store = open_store(self.settings, self.owner.token)
         return self._store
 
     def close(self) -> None:

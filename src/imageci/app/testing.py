@@ -120,7 +120,7 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
                                                                         plan.suite)))
     version = plan.version
     report = engine.run(version, plan.checks, plan.testbeds, retries=request.retries, rerun_all=request.rerun_all,
-                        image=engine.image_handle(version, config_of(session, version)),
+                        config=config_of(session, version),
                         options={**_recorded_options(request, plan), **(options or {})})
     if plan.executor != "local":
         livelogs.sweep(session)  # the workers' live logs: the attempts have them now

@@ -65,6 +65,7 @@ def gc(session: Session, *, force: bool = False, by: Principal = LOCAL) -> GcOut
     cutoff = time.time() - UNREFERENCED_GRACE.total_seconds()
     for digest in session.store.remove_unreferenced(lookups.referenced_blobs(session.reader), cutoff):
         removed.append(f"removed unreferenced blob sha256:{digest}")
+    removed += session.store.objects.sweep(cutoff)  # interrupted uploads the object store still holds
     if swept := livelogs.sweep(session):
         removed.append(f"removed the live logs of {swept} ended run(s)")
     return GcOutcome(removed=removed, live=live, caches=caches.trim_home(session))

@@ -138,7 +138,7 @@ class ApiClient:
             except (ValueError, KeyError, TypeError):
                 message = response.text[:500] or response.reason_phrase
             raise error_of(response.status_code, f"{message} (server {self.remote.url})" if response.status_code >= 500
-                         else message)
+                           else message, retry="retry-after" in response.headers)
         return response
 
     def _call(self, method: str, path: str, as_type: Any, **kw: Any) -> Any:
@@ -225,7 +225,9 @@ class ApiClient:
         import httpx
 
         try:
-            with self.http.stream("GET", f"{API}/images/{self.ref(ref)}/artifacts/{quote(filename)}") as r:
+            # a presigned object store URL it may redirect to is followed (without our Authorization header)
+            with self.http.stream("GET", f"{API}/images/{self.ref(ref)}/artifacts/{quote(filename)}",
+                                  follow_redirects=True) as r:
                 if r.status_code >= 400:
                     r.read()
                     raise error_of(r.status_code, f"{ref} {filename}: HTTP {r.status_code} {r.text[:300]}")

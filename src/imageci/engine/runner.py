@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from imageci.checks.base import Check, Outcome
@@ -27,6 +28,7 @@ from imageci.formats.oci import ImageConfig
 from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog
 from imageci.store.models import Attempt, RunStatus, Version, utcnow
+from imageci.store.objects import CorruptBlobError, Pin, StoreUnavailable
 from imageci.store.states import DISK, INCUS_METADATA, LXD_METADATA, SQUASHFS
 from imageci.testbeds.base import Backend, ImageHandle, LxdFile, LxdForm, Testbed
 from imageci.testbeds.output import bounded
@@ -71,6 +73,14 @@ class Schedule:
         return [i.result for i in self.items if i.runs]
 
 
+def unfetchable(version: Version, checks: Sequence[Check], testbeds: Sequence[str], why: str) -> Schedule:
+    """A schedule whose every item is an ``error``: the image's bytes could not be fetched for any testbed."""
+    image = ImageHandle(digest=version.digest, name=version.product.name, rootfs_tar=Path("/nonexistent"))
+    outcome = Outcome(Verdict.ERROR, f"testbed error: the image could not be fetched: {why}")  # no log: no store
+    return Schedule(image, list(testbeds), [Planned(TestResult(c, tb), decided=outcome) for c in checks
+                                            for tb in testbeds])
+
+
 def _explained(outcome: Outcome, notes: list[str]) -> Outcome:
     """A verdict that a limit may have caused names the limit first."""
     if not notes or outcome.verdict in (Verdict.PASS, Verdict.SKIP):
@@ -109,23 +119,28 @@ class Engine:
         rootfs = next((a for a in version.artifacts if a.kind == "rootfs"), None)
         if rootfs is None:
             raise ImageciError(f"{version.product.name}@{version.serial} has no rootfs artifact")
-        lxd, absent = self._lxd_form(version)
+        pins = [self.store.pin(rootfs.digest)]  # held as long as the handle: a cache keeps them
+        lxd, absent = self._lxd_form(version, pins)
         disk = next((a for a in version.artifacts if a.kind == DISK), None)
+        if disk is not None:
+            pins.append(self.store.pin(disk.digest))
         firmware = json.loads(version.build_info or "{}").get("disk", {}).get("firmware") or []
-        return ImageHandle(digest=version.digest, name=version.product.name,
-                           rootfs_tar=self.store.verified_path(rootfs.digest), architecture=version.architecture,
-                           config=config, lxd=lxd, lxd_absent=absent,
-                           disk=self.store.verified_path(disk.digest) if disk is not None else None,
-                           firmware=tuple(str(f) for f in firmware))
+        return ImageHandle(digest=version.digest, name=version.product.name, rootfs_tar=pins[0].path,
+                           architecture=version.architecture, config=config, lxd=lxd, lxd_absent=absent,
+                           disk=pins[-1].path if disk is not None else None,
+                           firmware=tuple(str(f) for f in firmware), pins=tuple(pins))
 
-    def _lxd_form(self, version: Version) -> tuple[LxdForm | None, str]:
-        """The version's LXD form, or why it has none."""
+    def _lxd_form(self, version: Version, pins: list[Pin]) -> tuple[LxdForm | None, str]:
+        """The version's LXD form (its files pinned in ``pins``), or why it has none."""
         info = json.loads(version.build_info or "{}").get("lxd")
         if not isinstance(info, dict):
             return None, "it was made before versions had an LXD form (build or import it again)"
         if not isinstance(info.get("fingerprint"), str):
             return None, f"it has no LXD form: {info.get('error', 'it was published without one')}"
-        files = tuple(LxdFile(a.kind, a.filename, a.digest, a.size, self.store.path(a.digest))
+        held = {a.digest: self.store.pin(a.digest) for a in version.artifacts
+                if a.kind in (LXD_METADATA, INCUS_METADATA, SQUASHFS)}
+        pins.extend(held.values())
+        files = tuple(LxdFile(a.kind, a.filename, a.digest, a.size, held[a.digest].path)
                       for a in version.artifacts if a.kind in (LXD_METADATA, INCUS_METADATA, SQUASHFS))
         if not {LXD_METADATA, SQUASHFS} <= {f.kind for f in files}:
             return None, "its LXD form is incomplete (no metadata tarball or no squashfs)"
@@ -315,10 +330,16 @@ class Engine:
 
     def run(self, version: Version, checks: Sequence[Check], testbeds: Sequence[str], *, retries: int = 0,
             rerun_all: bool = False, options: dict[str, object] | None = None,
-            image: ImageHandle | None = None) -> RunReport:
-        """:meth:`plan` then :meth:`execute`. ``image``: the version's handle, when the caller made it
-        (with its stored configuration)."""
-        schedule = self.plan(image or self.image_handle(version), checks, testbeds, rerun_all=rerun_all)
+            image: ImageHandle | None = None, config: ImageConfig | None = None) -> RunReport:
+        """:meth:`plan` then :meth:`execute`. ``image``: the version's handle, when the caller made it;
+        else made here with ``config``. An image whose bytes cannot be fetched (the object store is away,
+        an object was changed) is every test's ``error``: the testbed could not be set up, the image is
+        not at fault."""
+        try:
+            image = image or self.image_handle(version, config)
+        except (StoreUnavailable, CorruptBlobError) as exc:
+            return self.execute(version, unfetchable(version, checks, testbeds, str(exc)), options=options)
+        schedule = self.plan(image, checks, testbeds, rerun_all=rerun_all)
         return self.execute(version, schedule, retries=retries, rerun_all=rerun_all, options=options)
 
     def _dispatch(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult]) -> None:

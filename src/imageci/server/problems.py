@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imageci.errors import ImageciError
+from imageci.errors import ImageciError, ServerUnavailable
 from imageci.server.requestlog import access_log
 from imageci.server.statuses import status_of
 
@@ -98,7 +98,8 @@ def install_error_handlers(api: FastAPI, page_for: PageFor) -> None:
         page = page_for(request, status, str(exc), False)
         if page is not None:
             return page
-        return problem(request, status, str(exc), {"WWW-Authenticate": "Bearer"} if status == 401 else {})
+        return problem(request, status, str(exc), {"WWW-Authenticate": "Bearer"} if status == 401
+                       else {"Retry-After": "10"} if isinstance(exc, ServerUnavailable) else {})
 
     @api.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:

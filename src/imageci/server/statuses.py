@@ -10,6 +10,7 @@ from imageci.errors import (
     Forbidden,
     GateRefused,
     ImageciError,
+    ServerUnavailable,
     Unauthenticated,
     UnknownReferenceError,
     UsageError,
@@ -20,7 +21,7 @@ from imageci.store.blobs import BlobTooLargeError
 # them back into the same errors, so the same exit codes). First match wins: subclasses come first.
 STATUSES: tuple[tuple[type[ImageciError], int], ...] = (
     (Unauthenticated, 401), (Forbidden, 403), (UnknownReferenceError, 404), (GateRefused, 409),
-    (BlobTooLargeError, 413), (UsageError, 400), (CatalogUnusableError, 503))
+    (BlobTooLargeError, 413), (UsageError, 400), (CatalogUnusableError, 503), (ServerUnavailable, 503))
 
 
 def status_of(exc: ImageciError) -> int:
@@ -28,7 +29,11 @@ def status_of(exc: ImageciError) -> int:
     return next((status for kind, status in STATUSES if isinstance(exc, kind)), 500)
 
 
-def error_of(status: int, message: str) -> ImageciError:
-    """The application error an HTTP status stands for (422, FastAPI's validation, is bad input too)."""
+def error_of(status: int, message: str, retry: bool = False) -> ImageciError:
+    """The application error an HTTP status stands for (422, FastAPI's validation, is bad input too);
+    ``retry``: the answer said when to try again (``Retry-After``): a 503 that will pass (the object store
+    was away), not an unusable catalog."""
+    if retry and status == 503:
+        return ServerUnavailable(message)
     kind = next((k for k, st in STATUSES if st == status), UsageError if status == 422 else ImageciError)
     return kind(message)

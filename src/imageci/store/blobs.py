@@ -1,34 +1,26 @@
-"""Content-addressed blob store: ``blobs/sha256/ab/<digest>``.
+"""The content-addressed artifact store: blobs named by their sha256.
 
-Writes go to a temporary file in the same filesystem, are fsynced and then
-renamed into place, so a blob path either does not exist or holds exactly the
-bytes its name promises. Reads that hand out a path re-hash first.
+Writes go to a temporary file of this process (hashed as written, fsynced)
+and are committed to the backend only under the digest they hash to, so a
+blob either does not exist or holds exactly the bytes its name promises.
+Reads that hand out a path re-hash first.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from imageci.errors import ImageciError, UsageError
-from imageci.exitcodes import ExitCode
+from imageci.config import Settings
+from imageci.errors import UsageError
+from imageci.store.objects import Blob, CorruptBlobError, LocalObjects, Objects, Pin, hex_digest
+
+__all__ = ["Blob", "BlobStore", "BlobWriter", "CorruptBlobError", "hash_file"]
 
 CHUNK = 1 << 20
-
-
-class CorruptBlobError(ImageciError):
-    exit_code = ExitCode.STORE_CORRUPT
-
-
-@dataclass(frozen=True)
-class Blob:
-    digest: str  # hex sha256
-    size: int
 
 
 def hash_file(path: Path) -> Blob:
@@ -57,7 +49,7 @@ class BlobWriter:
 
     def __init__(self, store: BlobStore, digest: str, size: int | None, limit: int | None) -> None:
         self.store, self.expected, self.size, self.limit = store, digest.removeprefix("sha256:"), size, limit
-        store.path(self.expected)  # a well-formed digest, or ValueError
+        hex_digest(self.expected)  # a well-formed digest, or ValueError
         fd, name = tempfile.mkstemp(dir=store.tmp, prefix=store.tmp_prefix)
         self.tmp = Path(name)
         self.fh = os.fdopen(fd, "wb")
@@ -98,35 +90,43 @@ class BlobWriter:
 
 
 class BlobStore:
-    def __init__(self, root: Path, owner: str = "") -> None:
+    """The artifact store every operation uses: blobs written through a temporary file of this process
+    (hashed as written), committed to a backend (``store/objects.py``: a local directory, or object
+    storage with a local read-through cache) and read back as verified local files."""
+
+    def __init__(self, root: Path, owner: str = "", objects: Objects | None = None) -> None:
         """``owner`` (a token, imageci.owners) names this process's temporary files, so
         ``imageci gc`` removes only those of dead processes."""
         self.root = root
-        self.blobs = root / "blobs" / "sha256"
         self.tmp = root / "tmp"
         self.tmp_prefix = f"put-{owner}-" if owner else "put-"
-        self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.objects: Objects = objects or LocalObjects(root / "blobs" / "sha256")
 
     def path(self, digest: str) -> Path:
-        digest = digest.removeprefix("sha256:")
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-            raise ValueError(f"not a sha256 digest: {digest!r}")
-        return self.blobs / digest[:2] / digest
+        """A local file with the blob's bytes (fetched into the cache first, where blobs are remote); a path
+        that does not exist when the blob is missing."""
+        return self.objects.local(digest)
+
+    def pin(self, digest: str) -> Pin:
+        """The blob's verified local file, kept (never evicted from a cache) until the pin is released:
+        a run pins the files its testbeds read. A missing or corrupt blob is a CorruptBlobError."""
+        held = self.objects.pin(digest)
+        self.verified_path(digest)  # the pinned file: it cannot go between this check and the run
+        return held
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        return self.objects.has(digest)
 
-    def _commit(self, tmp_path: Path, digest: str) -> Path:
-        final = self.path(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            tmp_path.unlink()
-            os.utime(final)  # wanted again now: gc's grace for unreferenced blobs starts again
-        else:
-            os.chmod(tmp_path, 0o444)
-            os.replace(tmp_path, final)
-        return final
+    def size(self, digest: str) -> int | None:
+        return self.objects.size(digest)
+
+    def url(self, digest: str, filename: str) -> str | None:
+        """A short-lived URL to fetch the blob from the object store itself, where that is configured."""
+        return self.objects.url(digest, filename)
+
+    def _commit(self, tmp_path: Path, digest: str) -> None:
+        self.objects.commit(tmp_path, Blob(digest, tmp_path.stat().st_size))
 
     def writer(self, digest: str, size: int | None = None, limit: int | None = None) -> BlobWriter:
         """A writer for an upload of the blob ``digest`` (of ``size`` bytes, at most ``limit``)."""
@@ -202,41 +202,46 @@ class BlobStore:
         return data
 
     def iter_digests(self) -> Iterator[str]:
-        for sub in sorted(self.blobs.iterdir()):
-            if sub.is_dir():
-                for f in sorted(sub.iterdir()):
-                    yield f.name
+        for digest, _when in self.objects.listing():
+            yield digest
 
     def remove_unreferenced(self, referenced: set[str], older_than: float, *, dry_run: bool = False) -> list[str]:
         """Remove blobs no one references that were stored before ``older_than`` (a time.time()):
         uploads never committed, refused imports, what retention let go. A younger blob may be part of a
         publish or build still on its way to its commit. ``dry_run``: only say which."""
         removed = []
-        for digest in list(self.iter_digests()):
-            path = self.path(digest)
-            if digest in referenced:
+        for digest, stored in list(self.objects.listing()):
+            if digest in referenced or stored >= older_than:
                 continue
-            try:
-                if path.stat().st_mtime >= older_than:
-                    continue
-                if not dry_run:
-                    path.unlink()
-            except FileNotFoundError:
-                continue
+            if not dry_run:
+                self.objects.delete(digest)
             removed.append(digest)
         return removed
 
     def touch(self, digest: str) -> None:
         """Mark a blob as wanted now (a publish found it already here): gc's grace starts again."""
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(self.path(digest))
+        self.objects.touch(digest)
 
     def verify_all(self) -> tuple[int, list[str]]:
-        """Re-hash every blob; return (count checked, digests that are corrupt)."""
+        """Re-hash every blob where the backend keeps it; return (count checked, digests that are corrupt)."""
         bad, n = [], 0
         for digest in self.iter_digests():
             n += 1
-            if hash_file(self.path(digest)).digest != digest:
+            if not self.objects.intact(digest):
                 bad.append(digest)
         return n, bad
 
+
+def open_store(settings: Settings, owner: str = "") -> BlobStore:
+    """The store ``settings`` name: the home's directory, or the object store of ``IMAGECI_STORE_URL`` with
+    a read-through cache in the home (within ``IMAGECI_CACHE_BUDGET``)."""
+    root = settings.store_dir
+    if not settings.store_url:
+        return BlobStore(root, owner)
+    from imageci.store.blobcache import ReadCache
+    from imageci.store.s3objects import S3Objects
+
+    tmp_prefix = f"put-{owner}-" if owner else "put-"
+    cache = ReadCache(root / "cache" / "sha256", settings.cache_budget)
+    objects = S3Objects(settings.store_url, cache, root / "tmp", tmp_prefix, settings.store_presign)
+    return BlobStore(root, owner, objects)

@@ -85,6 +85,7 @@ class ImageHandle:
     lxd_absent: str = "it has no LXD form"  # why not, when it has none
     disk: Path | None = None  # a disk image version's verified qcow2 (booted through its firmware), else None
     firmware: tuple[str, ...] = ()  # what the disk boots with: "uefi", "bios" (most preferred first)
+    pins: tuple[object, ...] = ()  # the store's holds on these files (a cache never evicts them while held)
 
 
 @dataclass(frozen=True)
