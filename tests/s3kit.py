@@ -62,8 +62,8 @@ class S3Server:
                 "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer.grpc']}",
                 "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}", f"-s3.config={config}",
                 "-s3.port.iceberg=0", "-s3.port.lance=0"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,  # noqa: SIM115
-                                     stderr=open(self.base / "weed.log", "ab"), start_new_session=True)
+        with open(self.base / "weed.log", "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         self._wait_ready()
 
     def _wait_ready(self) -> None:
