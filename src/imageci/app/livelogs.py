@@ -1,7 +1,9 @@
 """A running job's log as it is written. A worker appends what its test prints
-while it runs; the server keeps it, bounded, in its home (never in the catalog:
-the attempt's log is the record) until the run ends; anyone who may read the
-run follows it (``imageci log REF TEST --follow``, ``GET /runs/{id}/live``).
+while it runs; the server keeps it, bounded, in the catalog's ``live_logs``
+(so every replica of the server appends to and serves the same log; the
+attempt's log, in the store, is the record) until the run has ended a while;
+anyone who may read the run follows it (``imageci log REF TEST --follow``,
+``GET /runs/{id}/live``).
 
 An append names the offset it starts at, so a retried request is written
 once; an append past the end is refused with the size the server has, and
@@ -10,12 +12,9 @@ the worker sends from there.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import re
 import time
-from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -23,9 +22,8 @@ from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import RunArgs, operation
 from imageci.app.session import Session
 from imageci.errors import UnknownReferenceError, UsageError
-from imageci.fs import safe_rmtree
 from imageci.store import lookups
-from imageci.store.states import RunStatus
+from imageci.store.states import LiveMeta, RunStatus
 
 MAX_LIVE = 4 << 20  # bytes of one job's live log; the attempt's log has the rest (head and tail)
 MAX_CHUNK = 1 << 20
@@ -57,14 +55,8 @@ class LiveLog(BaseModel):
     updated: float  # when it last grew (Unix time)
 
 
-def _dir(session: Session, run_id: int) -> Path:
-    return session.settings.home / "live" / f"run-{run_id}"
-
-
-def _paths(session: Session, run_id: int, key: str) -> tuple[Path, Path]:
-    name = hashlib.sha256(key.encode()).hexdigest()[:32]
-    d = _dir(session, run_id)
-    return d / f"{name}.log", d / f"{name}.json"
+def _name(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _run(session: Session, run_id: int, by: Principal, scope: Scope | None) -> str:
@@ -84,38 +76,17 @@ def append(session: Session, run_id: int, chunk: LiveChunk, *, by: Principal = L
         raise UsageError("a live log's key is 8 to 128 letters, digits, '.', '_', ':' or '-'")
     if _run(session, run_id, by, Scope.TEST) != RunStatus.RUNNING.value:
         return LiveAppended(size=0, accepted=False)
-    log, meta = _paths(session, run_id, chunk.key)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # serve --workers N: one writer at a time
-        size = fh.tell()
-        if chunk.offset > size:
-            return LiveAppended(size=size, accepted=False)
-        if not meta.exists():
-            meta.write_text(json.dumps({"key": chunk.key, "test": chunk.test, "testbed": chunk.testbed,
-                                        "worker": chunk.worker}))
-        data = chunk.data.encode()[size - chunk.offset:] if chunk.offset < size else chunk.data.encode()
-        room = MAX_LIVE - size
-        if data and room > 0:
-            fh.write(data[:room])
-            if len(data) > room:
-                fh.write(CUT.format(MAX_LIVE).encode())
-        return LiveAppended(size=fh.tell(), accepted=True)
+    meta = LiveMeta(chunk.key, chunk.test, chunk.testbed, chunk.worker)
+    size, accepted = session.catalog.live_append(run_id, _name(chunk.key), meta, chunk.offset, chunk.data.encode(),
+                                                 MAX_LIVE, CUT.format(MAX_LIVE).encode())
+    return LiveAppended(size=size, accepted=accepted)
 
 
 def logs(session: Session, run_id: int, *, viewer: Principal = LOCAL) -> list[LiveLog]:
     """The live logs of a run's jobs (an ended run's, until swept: its attempts have the logs)."""
     _run(session, run_id, viewer, None)
-    out = []
-    for meta in sorted(_dir(session, run_id).glob("*.json")):
-        try:
-            info = json.loads(meta.read_text())
-            stat = meta.with_suffix(".log").stat()
-        except (OSError, ValueError):
-            continue
-        out.append(LiveLog(key=info["key"], test=info["test"], testbed=info["testbed"], worker=info.get("worker"),
-                           size=stat.st_size, updated=stat.st_mtime))
-    return out
+    return [LiveLog(key=r.key, test=r.test, testbed=r.testbed, worker=r.worker, size=r.size, updated=r.updated)
+            for r in session.catalog.live_logs(run_id)]
 
 
 def read(session: Session, run_id: int, key: str, offset: int = 0, *, viewer: Principal = LOCAL,
@@ -124,32 +95,14 @@ def read(session: Session, run_id: int, key: str, offset: int = 0, *, viewer: Pr
     _run(session, run_id, viewer, None)
     if not KEY.fullmatch(key):
         raise UsageError("a live log's key is 8 to 128 letters, digits, '.', '_', ':' or '-'")
-    log, _meta = _paths(session, run_id, key)
-    try:
-        with open(log, "rb") as fh:
-            fh.seek(max(0, offset))
-            return fh.read(max(0, min(limit, MAX_CHUNK)))
-    except FileNotFoundError:
-        return b""
+    return session.catalog.live_read(run_id, _name(key), max(0, offset), max(0, min(limit, MAX_CHUNK)))
 
 
 def sweep(session: Session, grace: float | None = None) -> int:
     """Remove the live logs of runs that ended (their attempts have the logs) and were not written for
     ``grace`` seconds (default ``GRACE``); how many runs'."""
-    base = session.settings.home / "live"
     cutoff = time.time() - (GRACE if grace is None else grace)
-    removed = 0
-    for d in base.glob("run-*") if base.is_dir() else []:
-        try:
-            run_id = int(d.name.removeprefix("run-"))
-            newest = max((f.stat().st_mtime for f in d.iterdir()), default=d.stat().st_mtime)
-        except (ValueError, OSError):
-            continue
-        found = lookups.run_of(session.reader, run_id)
-        if (found is None or found[0].status != RunStatus.RUNNING.value) and newest <= cutoff:
-            safe_rmtree(d)
-            removed += 1
-    return removed
+    return session.catalog.live_sweep(cutoff, lookups.running_ids(session.reader))
 
 
 class LiveArgs(RunArgs):

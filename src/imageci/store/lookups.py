@@ -254,6 +254,12 @@ def running(reader: Reader, host: str) -> list[tuple[int, str | None]]:
         {"running": RunStatus.RUNNING.value, "host": host})]
 
 
+def running_ids(reader: Reader) -> set[int]:
+    """The ids of every run still marked running, on any host."""
+    return {int(i) for i, in reader.rows("SELECT id FROM runs WHERE status = :running",
+                                         {"running": RunStatus.RUNNING.value})}
+
+
 @dataclass(frozen=True)
 class EventInfo:
     from_state: str | None

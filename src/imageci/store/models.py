@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from imageci.store.states import (
@@ -27,7 +39,7 @@ from imageci.store.states import (
 __all__ = ["CHANNELS", "DEFAULT_NAMESPACE", "MULTIARCH", "OCI_CONFIG", "ROOTFS", "SUITE", "TRANSITIONS", "RunStatus",
            "State", "as_utc", "channels_of", "utcnow", "Artifact", "Attempt", "Base", "Event", "Product", "Push", "Run",
            "Quarantine", "Consumer", "Schedule", "Token", "Version", "VulnFeed", "VulnRecord", "Bisection",
-           "KnownFailureRow", "label"]
+           "KnownFailureRow", "LiveLogRow", "LiveChunk", "SiteKey", "label"]
 
 
 class Base(DeclarativeBase):
@@ -293,3 +305,35 @@ class KnownFailureRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     removed_by: Mapped[str | None] = mapped_column(String(128))
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LiveLogRow(Base):
+    """A running job's live log (app/livelogs.py): in the catalog, so every replica of the server appends to
+    and reads the same one."""
+
+    __tablename__ = "live_logs"
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_live_logs_run_name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer, index=True)
+    name: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(128))
+    test: Mapped[str] = mapped_column(String(255))
+    testbed: Mapped[str] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    updated: Mapped[float] = mapped_column(Float)
+
+
+class LiveChunk(Base):
+    __tablename__ = "live_chunks"
+    live_log_id: Mapped[int] = mapped_column(ForeignKey("live_logs.id", ondelete="CASCADE"), primary_key=True)
+    offset: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SiteKey(Base):
+    """A secret every replica of the server shares (the dashboard's CSRF key), made once."""
+
+    __tablename__ = "site_keys"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)

@@ -5,6 +5,7 @@ SQLAlchemy, so the query commands' read path (``store.reading``) starts fast."""
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 
@@ -76,3 +77,13 @@ REPRO = "repro"  # repro.json: the newest `imageci repro` result (app.repro.Repr
 REPRO_REPORT = "repro-report"  # repro-report.txt: diffoscope's report when the rebuild differed
 # made from the image's bytes where they are stored; a client's are never uploaded nor taken
 DERIVED = frozenset({BOM, FILE_INDEX, COMPLIANCE, REPRO, REPRO_REPORT})
+
+
+@dataclass(frozen=True)
+class LiveMeta:
+    """Who writes a live log: the job's key, its test and testbed, and the worker."""
+
+    key: str
+    test: str
+    testbed: str
+    worker: str | None

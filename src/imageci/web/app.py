@@ -10,13 +10,11 @@ from fastapi.staticfiles import StaticFiles
 
 from imageci.config import Settings
 from imageci.web import pages
-from imageci.web.auth import site_key
 from imageci.web.render import environment
 
 
 def add_dashboard(app: FastAPI, settings: Settings, *, local: bool = False) -> None:
     app.state.web_env = environment()
-    app.state.web_key = site_key(settings.home)
     app.state.web_local = local
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")

@@ -5,7 +5,7 @@
   may send ``Authorization: Bearer`` instead, as to the API. Without either,
   the request is anonymous and sees public products only.
 - Every form that changes state carries a CSRF token: an HMAC of the cookie's
-  token under a key kept in the home (``web.key``, made once, mode 0600), so a
+  token under a key kept in the catalog (``site_keys``, made once, shared by every replica), so a
   page of another site can neither read nor forge it; the form's ``Origin``,
   when the browser sends one, must be this server's.
 - ``imageci dashboard`` serves the local home read-only: every request acts
@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -31,20 +28,14 @@ from imageci.server.deps import acting_as, header_secret
 COOKIE = "imageci_token"
 
 
-def site_key(home: Path) -> bytes:
-    """The home's key for CSRF tokens (created on first use, readable by its owner only)."""
-    path = home / "web.key"
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        key = secrets.token_bytes(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            return path.read_bytes()
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-        return key
+def site_key(request: Request) -> bytes:
+    """The key of CSRF tokens: in the catalog (``site_keys``), made by whichever replica of the server asks
+    first, so a form one replica served is accepted by another; read once per process."""
+    state = request.app.state
+    key: bytes | None = getattr(state, "web_key", None)
+    if key is None:
+        key = state.web_key = state.home.catalog.site_key("csrf")
+    return key
 
 
 async def viewer(request: Request, session: Session) -> Principal:
@@ -68,7 +59,7 @@ def csrf_token(request: Request) -> str:
     token = request.cookies.get(COOKIE)
     if not token:
         return ""
-    return hmac.new(request.app.state.web_key, f"csrf:{token}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(site_key(request), f"csrf:{token}".encode(), hashlib.sha256).hexdigest()
 
 
 def check_origin(request: Request) -> None:

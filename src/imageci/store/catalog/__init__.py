@@ -23,6 +23,7 @@ from imageci.store.catalog.quarantines import QuarantineRows
 from imageci.store.catalog.retention import RetentionRows
 from imageci.store.catalog.runs import RunRows
 from imageci.store.catalog.schedules import ScheduleRows
+from imageci.store.catalog.shared import SharedRows
 from imageci.store.catalog.tokens import TokenRows
 from imageci.store.catalog.versions import VersionRows
 from imageci.store.catalog.vulns import VulnRows
@@ -32,5 +33,5 @@ __all__ = ["Catalog", "Evidence", "EvidenceChanged", "NewArtifact", "SqlAlchemyR
 
 
 class Catalog(VersionRows, PromotionRows, RunRows, QuarantineRows, ConsumerRows, TokenRows, ScheduleRows, VulnRows,
-              RetentionRows, BisectionRows, KnownFailureRows, CatalogBase):
+              RetentionRows, BisectionRows, KnownFailureRows, SharedRows, CatalogBase):
     """The catalog's every call (each topic's module holds its own)."""
