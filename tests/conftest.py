@@ -38,6 +38,7 @@ from imagekit import require_tool as require_tool
 from testplan import pytest_collection_modifyitems, pytest_xdist_make_scheduler, tcg_turn  # noqa: F401
 
 if TYPE_CHECKING:
+    from s3kit import S3Server
     from dashkit import Site
     from serverkit import Server
 
@@ -148,6 +149,16 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server (SeaweedFS) on 127.0.0.1 for this test process; each test keeps its blobs
+    under a prefix of its own in one bucket. Its tests share an xdist group, so one server serves them."""
+    from s3kit import seaweedfs
+
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 class FailsFirst(Check):

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,9 +20,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
 
 BUCKET = "imageci"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
 KEY, SECRET = "imageci-test", "imageci-test-secret"
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,7 @@ import pytest
 from imageci.config import Settings
 from imageci.store.blobs import BlobStore, CorruptBlobError, open_store
 from imageci.store.objects import StoreUnavailable
-from tests.s3kit import BUCKET, S3Server, seaweedfs
-
-pytestmark = [pytest.mark.xdist_group("s3")]
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server
-
+from s3kit import BUCKET, S3Server
 
 def _store(s3: S3Server, home: Path, monkeypatch: pytest.MonkeyPatch, prefix: str,
            budget: int = 1 << 30, endpoint: str | None = None) -> BlobStore:

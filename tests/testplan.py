@@ -27,6 +27,7 @@ SHARED_GROUPS = {
     "tcg": {"test_qemu", "test_multiarch", "test_arch", "test_diskimport", "test_vm_host"},
     "lxd": {"test_lxd", "test_feeds"},
     "dashboard": {"test_dashboard", "test_dashboard_browser"},  # one seeded site (real sandbox runs) for both
+    "s3": {"test_objectstore", "test_replicas", "test_store_faults"},  # one SeaweedFS for all three
 }
 LONGEST_FIRST = ("test_clouddisk", "tcg", "test_dep8_parity", "test_consumers", "test_clouddisk_faults",
                  "bench-cloud_boot.py", "test_workers", "test_bisect", "test_structure", "test_server_remote", "lxd",

@@ -23,7 +23,7 @@ from imageci.app.operations import Asks
 from imageci.app.planning import TestPlan, TestRequest
 from imageci.app.session import Session
 from imageci.app.testing import AttemptFn, PlanFn, RunOutcome, execute
-from imageci.app.versions import gate_of
+from imageci.app.versions import config_of, gate_of
 from imageci.checks.consumer import ConsumerCheck, ConsumerSpec
 from imageci.definitions.limits import LimitPolicy
 from imageci.definitions.runtimes import declared_runtimes
@@ -127,7 +127,7 @@ def run_check(session: Session, request: CheckRequest, server: mirroring.Origin 
     testbeds = request.testbeds or (list(g.testbeds) if g is not None else ["sandbox"])
     test_request = TestRequest(ref=ref, tests=[check.id], testbeds=testbeds, junit=request.junit, consumers=False)
     plan = TestPlan(request=test_request, version=version, checks=[check], testbeds=testbeds, fresh="test", jobs=1,
-                    limits=LimitPolicy(), waiver=None)
+                    limits=LimitPolicy(), waiver=None, config=config_of(session, version))
     if on_plan is not None:
         on_plan(plan)
     return execute(session, plan, on_event)

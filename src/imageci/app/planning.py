@@ -35,10 +35,12 @@ from imageci.definitions.structure import load_structure
 from imageci.definitions.suite import Suite, load_suite
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import UsageError
+from imageci.formats.oci import ImageConfig, image_config
 from imageci.policy.flake import expired_warnings
 from imageci.store import lookups
 from imageci.store.catalog import VersionDeleted
 from imageci.store.models import SUITE, State, Version, as_utc, label
+from imageci.store.objects import CorruptBlobError, StoreUnavailable
 
 log = logging.getLogger("imageci.app")
 
@@ -95,6 +97,8 @@ class TestPlan:
     suite: Suite | None = None
     fetched: list[Path] = field(default_factory=list)  # source trees fetched for --dep8-package
     executor: Executor = "local"
+    config: ImageConfig | None = None  # the image's runtime configuration, as the checks were made with
+    unfetched: str = ""  # why the image's bytes could not be fetched (then every test is an error of the testbed)
 
 
 def flake_policy(session: Session, version: Version, suite: Suite | None, checks: list[Check],
@@ -172,7 +176,7 @@ def plan_tests(session: Session, request: TestRequest, *, consumers_from: Consum
         raise VersionDeleted(f"{label(version)} was deleted by retention" + (
             f" on {as_utc(deleted.at):%Y-%m-%d} ({deleted.reason})" if deleted else "") +
             ": its bytes are gone; its record, events and results are kept")
-    config = config_of(session, version)
+    config, unfetched = _config(session, version)
     checks: list[Check] = []
     suite: Suite | None = None
     named = [t for t in request.tests or [] if not t.startswith(CONSUMER_PREFIX)]
@@ -207,4 +211,14 @@ def plan_tests(session: Session, request: TestRequest, *, consumers_from: Consum
         jobs=request.jobs or session.settings.jobs,
         limits=suite.limit_policy(override) if suite else LimitPolicy(override=override),
         waiver=flake_policy(session, version, suite, checks, request.quarantine),
-        suite_dir=suite.path if suite else None, suite=suite, fetched=fetched, executor=executor)
+        suite_dir=suite.path if suite else None, suite=suite, fetched=fetched, executor=executor, config=config,
+        unfetched=unfetched)
+
+
+def _config(session: Session, version: Version) -> tuple[ImageConfig, str]:
+    """The version's configuration; while its blob cannot be fetched, imageci's default and why (the run
+    still plans its tests, and records each as an error of the testbed: nothing can run without the image)."""
+    try:
+        return config_of(session, version), ""
+    except (StoreUnavailable, CorruptBlobError) as exc:
+        return image_config(version.product.name, version.digest), str(exc)

@@ -14,7 +14,6 @@ from pydantic import BaseModel
 from imageci.app import knownfailures, livelogs, notify, regressions
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
-from imageci.app.versions import config_of
 from imageci.engine.budget import Budget, default_budget
 from imageci.engine.results import RunReport, TestResult
 from imageci.engine.runner import Dispatcher, Engine, EventFn
@@ -120,7 +119,7 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
                                                                         plan.suite)))
     version = plan.version
     report = engine.run(version, plan.checks, plan.testbeds, retries=request.retries, rerun_all=request.rerun_all,
-                        config=config_of(session, version),
+                        config=plan.config, unfetched=plan.unfetched,
                         options={**_recorded_options(request, plan), **(options or {})})
     if plan.executor != "local":
         livelogs.sweep(session)  # the workers' live logs: the attempts have them now

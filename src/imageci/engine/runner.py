@@ -330,12 +330,14 @@ class Engine:
 
     def run(self, version: Version, checks: Sequence[Check], testbeds: Sequence[str], *, retries: int = 0,
             rerun_all: bool = False, options: dict[str, object] | None = None,
-            image: ImageHandle | None = None, config: ImageConfig | None = None) -> RunReport:
+            image: ImageHandle | None = None, config: ImageConfig | None = None, unfetched: str = "") -> RunReport:
         """:meth:`plan` then :meth:`execute`. ``image``: the version's handle, when the caller made it;
-        else made here with ``config``. An image whose bytes cannot be fetched (the object store is away,
-        an object was changed) is every test's ``error``: the testbed could not be set up, the image is
-        not at fault."""
+        else made here with ``config``. An image whose bytes cannot be fetched (the object store is away, an
+        object was changed; ``unfetched`` says why, when the caller already knows) is every test's ``error``:
+        the testbed could not be set up, the image is not at fault."""
         try:
+            if unfetched:
+                raise StoreUnavailable(unfetched)
             image = image or self.image_handle(version, config)
         except (StoreUnavailable, CorruptBlobError) as exc:
             return self.execute(version, unfetchable(version, checks, testbeds, str(exc)), options=options)
