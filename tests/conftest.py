@@ -38,8 +38,8 @@ from imagekit import require_tool as require_tool
 from testplan import pytest_collection_modifyitems, pytest_xdist_make_scheduler, tcg_turn  # noqa: F401
 
 if TYPE_CHECKING:
-    from s3kit import S3Server
     from dashkit import Site
+    from s3kit import S3Server
     from serverkit import Server
 
 REPO = Path(__file__).resolve().parent.parent

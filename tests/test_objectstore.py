@@ -15,7 +15,9 @@ import pytest
 from imageci.config import Settings
 from imageci.store.blobs import BlobStore, CorruptBlobError, open_store
 from imageci.store.objects import StoreUnavailable
+
 from s3kit import BUCKET, S3Server
+
 
 def _store(s3: S3Server, home: Path, monkeypatch: pytest.MonkeyPatch, prefix: str,
            budget: int = 1 << 30, endpoint: str | None = None) -> BlobStore:

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imageci.app import importing
 from imageci.app.session import Session
 from imageci.config import Settings
 from imageci.fs import safe_rmtree
