@@ -78,6 +78,8 @@ bench: setup $(TMT)
 	$(BIN)/python bench/server_api.py
 	$(BIN)/python bench/import_vs_umoci.py
 	$(BIN)/python bench/feed_at_scale.py
+	$(BIN)/python bench/object_store.py
+	$(BIN)/python bench/replicas_ingest.py
 	$(BIN)/python bench/retention_at_scale.py
 	$(BIN)/python bench/lxd_fresh_instance.py
 	$(BIN)/python bench/structure_vs_cst.py

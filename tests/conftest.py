@@ -124,31 +124,10 @@ def image_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, V
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private PostgreSQL server on 127.0.0.1, started for this test session."""
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    require_tool(bool(bins), "PostgreSQL")
-    bindir = bins[-1].parent
-    import socket
-    import tempfile
+    from pgkit import postgres
 
-    base = Path(tempfile.mkdtemp(prefix="imageci-pg-"))
-    data = base / "data"
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        shutil.chown(base, "postgres", "postgres")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"), "-o",
-                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+    with postgres() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
 
 BUCKET = "imageci"
 
@@ -96,7 +100,7 @@ class S3Server:
             self.proc.wait(timeout=30)
         self.proc = None
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> S3Client:
         import boto3
 
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET,

@@ -12,6 +12,7 @@ import pytest
 from imageci.config import Settings
 
 from conftest import IMAGECI, REPO, Env, busybox_rootfs, make_env, write_suite
+from pgkit import database
 
 pytestmark = pytest.mark.root
 SUITE = {"ok": "#!/bin/sh\necho all good\n", "bad": "#!/bin/sh\necho nope\nexit 1\n"}
@@ -38,20 +39,6 @@ def _views(env: Env, refs: list[str]) -> list[str]:
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout.replace(str(env.home), "HOME"))
     return outputs
-
-
-def _database(url: str, name: str) -> str:
-    """A new, empty database on the PostgreSQL server of ``url``."""
-    from sqlalchemy import text
-
-    from imageci.store.database import make_engine
-
-    engine = make_engine(url)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return f"{url.rsplit('/', 1)[0]}/{name}"
 
 
 def test_a_backup_taken_while_a_server_runs_restores_the_same_home(env: Env, tmp_path: Path) -> None:
@@ -99,12 +86,12 @@ def test_a_backup_taken_while_a_server_runs_restores_the_same_home(env: Env, tmp
 
 
 def test_a_postgresql_catalog_is_dumped_and_restored_into_an_empty_database(postgres_url: str, tmp_path: Path) -> None:
-    env = make_env(tmp_path / "home", _database(postgres_url, "backup_source"))
+    env = make_env(tmp_path / "home", database(postgres_url, "backup_source"))
     refs = _versions(env, tmp_path)
     done = env.cli("backup", str(tmp_path / "pg"))
     assert done.returncode == 0 and "backed up the postgresql catalog" in done.stdout, done.stdout + done.stderr
     assert (tmp_path / "pg" / "catalog.pgdump").is_file() and not (tmp_path / "pg" / "catalog.db").exists()
-    settings = Settings(home=tmp_path / "restored", db_url=_database(postgres_url, "backup_target"), jobs=2,
+    settings = Settings(home=tmp_path / "restored", db_url=database(postgres_url, "backup_target"), jobs=2,
                         build_cache=None)
     restored = Env(settings, None, None)  # type: ignore[arg-type] (the catalog is the restore's to make)
     done = restored.cli("restore", str(tmp_path / "pg"))

@@ -19,9 +19,9 @@ from imageci.app.session import Session
 from imageci.config import Settings
 
 from conftest import busybox_rootfs
+from pgkit import database
 from s3kit import S3Server
 from serverkit import API, _token, start_server
-from test_backups import _database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.root]
 
@@ -41,7 +41,7 @@ def _laptop_version(tmp_path: Path) -> tuple[Settings, str]:
 
 def test_two_replicas_on_one_database_and_one_bucket_act_as_one_server(postgres_url: str, s3: S3Server,
                                                                        tmp_path: Path) -> None:
-    db = _database(postgres_url, "replicas")
+    db = database(postgres_url, "replicas")
     laptop, ref = _laptop_version(tmp_path)
     a_run = start_server(tmp_path / "replica-a", db, seed=False, **s3.env("replicas"))
     a = next(a_run)

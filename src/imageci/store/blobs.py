@@ -16,7 +16,7 @@ from pathlib import Path
 
 from imageci.config import Settings
 from imageci.errors import UsageError
-from imageci.store.objects import Blob, CorruptBlobError, LocalObjects, Objects, Pin, hex_digest
+from imageci.store.objects import Blob, CorruptBlobError, LocalObjects, Objects, Pin, Streaming, hex_digest
 
 __all__ = ["Blob", "BlobStore", "BlobWriter", "CorruptBlobError", "hash_file"]
 
@@ -55,6 +55,7 @@ class BlobWriter:
         self.fh = os.fdopen(fd, "wb")
         self.hash = hashlib.sha256()
         self.written = 0
+        self.streamed = store.objects.stream(self.expected)  # object storage: sent while it arrives
 
     def write(self, chunk: bytes) -> None:
         self.written += len(chunk)
@@ -66,6 +67,12 @@ class BlobWriter:
             raise BlobMismatchError(f"upload longer than the {self.size} bytes announced")
         self.hash.update(chunk)
         self.fh.write(chunk)
+        if self.streamed is not None:
+            try:
+                self.streamed.write(chunk)
+            except BaseException:
+                self.abort()
+                raise
 
     def commit(self) -> Blob:
         try:
@@ -77,7 +84,8 @@ class BlobWriter:
             self.fh.flush()
             os.fsync(self.fh.fileno())
             self.fh.close()
-            self.store._commit(self.tmp, got)
+            self.store._commit(self.tmp, got, self.streamed)
+            self.streamed = None
             return Blob(got, self.written)
         except BaseException:
             self.abort()
@@ -87,6 +95,9 @@ class BlobWriter:
         if not self.fh.closed:
             self.fh.close()
         self.tmp.unlink(missing_ok=True)
+        streamed, self.streamed = self.streamed, None
+        if streamed is not None:
+            streamed.abort()
 
 
 class BlobStore:
@@ -125,8 +136,8 @@ class BlobStore:
         """A short-lived URL to fetch the blob from the object store itself, where that is configured."""
         return self.objects.url(digest, filename)
 
-    def _commit(self, tmp_path: Path, digest: str) -> None:
-        self.objects.commit(tmp_path, Blob(digest, tmp_path.stat().st_size))
+    def _commit(self, tmp_path: Path, digest: str, streamed: Streaming | None = None) -> None:
+        self.objects.commit(tmp_path, Blob(digest, tmp_path.stat().st_size), streamed)
 
     def writer(self, digest: str, size: int | None = None, limit: int | None = None) -> BlobWriter:
         """A writer for an upload of the blob ``digest`` (of ``size`` bytes, at most ``limit``)."""

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from imageci.errors import ImageciError, ServerUnavailable
 from imageci.exitcodes import ExitCode
@@ -66,13 +66,25 @@ def hex_digest(digest: str) -> str:
     return digest
 
 
+class Streaming(Protocol):
+    """An upload's bytes on their way to the backend while they arrive (committed by the backend's commit)."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class Objects(Protocol):
     """A backend of the artifact store: where committed blobs are kept."""
 
     location: str  # what ``readyz`` and ``doctor`` name (never a secret)
 
-    def commit(self, tmp: Path, blob: Blob) -> None:
-        """Keep ``tmp`` (hashed by the caller: its digest is ``blob.digest``) as that blob; ``tmp`` is gone after."""
+    def stream(self, digest: str) -> Streaming | None:
+        """Where an upload's bytes may go while they arrive (object storage: a multipart upload), or None."""
+
+    def commit(self, tmp: Path, blob: Blob, streamed: Any = None) -> None:
+        """Keep ``tmp`` (hashed by the caller: its digest is ``blob.digest``) as that blob; ``tmp`` is gone after.
+        ``streamed``: what :meth:`stream` gave, fed the same bytes: made visible now."""
 
     def local(self, digest: str) -> Path:
         """A local file with the blob's bytes (fetched and hashed first, where the blob is remote); a path
@@ -119,7 +131,10 @@ class LocalObjects:
         digest = hex_digest(digest)
         return self.root / digest[:2] / digest
 
-    def commit(self, tmp: Path, blob: Blob) -> None:
+    def stream(self, digest: str) -> Streaming | None:
+        return None
+
+    def commit(self, tmp: Path, blob: Blob, streamed: Any = None) -> None:
         final = self.local(blob.digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():

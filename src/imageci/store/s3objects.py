@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("imageci.store")
 CHUNK = 1 << 20
 PART = 32 << 20  # multipart above this size, in parts of this size
+STREAM_PART = 8 << 20  # an upload streamed as it arrives: parts of this size
+IN_FLIGHT = 3  # parts of one streamed upload sent or waiting at once (memory: IN_FLIGHT × STREAM_PART)
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -77,25 +79,31 @@ class S3Objects:
         self.bucket, self.prefix = parse_url(url)
         self.location = f"s3://{self.bucket}/{self.prefix}"
         self.cache, self.tmp, self.tmp_prefix, self.presign = cache, tmp, tmp_prefix, presign
+        # checksums only where S3 requires them: every fetch is hashed (sha256) before its bytes are used
         config = Config(signature_version="s3v4", connect_timeout=5, read_timeout=60,
-                        retries={"mode": "standard", "max_attempts": 3})
+                        retries={"mode": "standard", "max_attempts": 3},
+                        request_checksum_calculation="when_required", response_checksum_validation="when_required")
         self.client: S3Client = boto3.session.Session().client("s3", config=config)
 
     def key(self, digest: str) -> str:
         digest = hex_digest(digest)
         return f"{self.prefix}blobs/sha256/{digest[:2]}/{digest}"
 
-    def commit(self, tmp: Path, blob: Blob) -> None:
+    def stream(self, digest: str) -> Streamed:
+        """An upload sent to the bucket as its bytes arrive (a multipart upload, invisible until completed)."""
+        return Streamed(self.client, self.bucket, self.key(digest), hex_digest(digest))
+
+    def commit(self, tmp: Path, blob: Blob, streamed: Streamed | None = None) -> None:
         from boto3.s3.transfer import TransferConfig
 
-        try:
-            if self._head(blob.digest) is None:
+        try:  # stored even when the object exists (same name, same bytes): its last-modified time is now (gc)
+            if streamed is not None:
+                streamed.complete()
+            else:
                 with _calls("store a blob"):
                     self.client.upload_file(str(tmp), self.bucket, self.key(blob.digest),
                                             ExtraArgs={"Metadata": {"sha256": blob.digest}},
                                             Config=TransferConfig(multipart_threshold=PART, multipart_chunksize=PART))
-            else:
-                self.touch(blob.digest)
             self.cache.add(tmp, blob.digest)  # here already: a build or a test on this machine reads it next
         finally:
             tmp.unlink(missing_ok=True)
@@ -216,3 +224,69 @@ class S3Objects:
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
                     removed.append(f"aborted an interrupted upload of {up['Key']}")
         return removed
+
+
+class Streamed:
+    """One upload streamed to the bucket while it arrives: parts of ``STREAM_PART`` bytes sent from a thread
+    as they fill (at most ``IN_FLIGHT`` at once), completed — made visible — only by :meth:`complete`, which
+    the writer calls after the whole upload hashed to its name; :meth:`abort` leaves nothing."""
+
+    def __init__(self, client: S3Client, bucket: str, key: str, digest: str) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self.client, self.bucket, self.key, self.digest = client, bucket, key, digest
+        self.buf = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[Future[dict[str, Any]]] = []
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="s3-part")
+
+    def write(self, chunk: bytes) -> None:
+        self.buf += chunk
+        while len(self.buf) >= STREAM_PART:
+            piece = bytes(self.buf[:STREAM_PART])
+            del self.buf[:STREAM_PART]
+            self._send(piece)
+
+    def _send(self, piece: bytes) -> None:
+        with _calls("store a blob"):
+            if self.upload_id is None:
+                self.upload_id = self.client.create_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, Metadata={"sha256": self.digest})["UploadId"]
+            pending = [f for f in self.parts if not f.done()]
+            if len(pending) >= IN_FLIGHT:
+                pending[0].result()
+            self.parts.append(self.pool.submit(self._part, len(self.parts) + 1, piece))
+
+    def _part(self, number: int, piece: bytes) -> dict[str, Any]:
+        assert self.upload_id is not None
+        with _calls("store a blob"):
+            done = self.client.upload_part(Bucket=self.bucket, Key=self.key, PartNumber=number,
+                                           UploadId=self.upload_id, Body=piece)
+        return {"PartNumber": number, "ETag": done["ETag"]}
+
+    def complete(self) -> None:
+        try:
+            with _calls("store a blob"):
+                if self.upload_id is None:  # smaller than one part: one PUT
+                    self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buf),
+                                           Metadata={"sha256": self.digest})
+                    return
+                if self.buf:
+                    self._send(bytes(self.buf))
+                parts = [f.result() for f in self.parts]
+                self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                                      MultipartUpload={"Parts": parts})  # type: ignore[typeddict-item]
+                self.upload_id = None
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self.pool.shutdown(wait=False)
+
+    def abort(self) -> None:
+        """Nothing of this upload stays in the bucket (what a dead process left, ``gc`` aborts)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.upload_id is not None:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            self.upload_id = None
