@@ -28,7 +28,7 @@ def test_every_variable_is_read_into_settings(tmp_path: Path) -> None:
            "IMAGECI_WEBHOOK_URL": "http://127.0.0.1:9/hook", "IMAGECI_WEBHOOK_SECRET": "hooksecret",
            "IMAGECI_SMTP_URL": "smtp://u:mailpw@127.0.0.1:2525", "IMAGECI_MAIL_FROM": "ci@example.org",
            "IMAGECI_MAIL_TO": "a@example.org, b@example.org", "IMAGECI_GIT_HOSTS": "git.example.org,127.0.0.1:9",
-           "IMAGECI_CACHE_BUDGET": "5G"}
+           "IMAGECI_CACHE_BUDGET": "5G", "IMAGECI_STORE_URL": "s3://images/prod", "IMAGECI_STORE_PRESIGN": "300"}
     assert set(env) == set(VARIABLES)
     s = Settings.load(env=env)
     assert (s.home, s.db_url, s.jobs, s.build_cache, s.actor, s.hosts) == (
@@ -37,6 +37,7 @@ def test_every_variable_is_read_into_settings(tmp_path: Path) -> None:
         "tcg", 0, 2.5, 2048, 1.5)
     assert (s.server, s.token) == ("https://ci.example", "ici_secret") and "ici_secret" not in repr(s)
     assert s.max_upload == 8 << 30
+    assert (s.store_url, s.store_presign) == ("s3://images/prod", 300)
     assert (s.executor, s.broker_url, s.visibility_timeout) == ("celery", "redis://:pw@127.0.0.1:6379/1", 7200)
     assert "pw@" not in repr(s)
     assert (s.webhook_url, s.webhook_secret, s.smtp_url, s.mail_from, s.mail_to) == (

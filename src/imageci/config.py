@@ -48,6 +48,9 @@ VARIABLES: dict[str, str] = {
     "IMAGECI_CACHE_BUDGET": "the most each cache of a home (and the build cache) may hold, e.g. 20G; gc trims",
     "IMAGECI_GIT_HOSTS": "the only hosts (HOST or HOST:PORT, comma-separated) git repositories are fetched from; "
                          "unset: any host with public addresses only",
+    "IMAGECI_STORE_URL": "s3://BUCKET[/PREFIX]: blobs in S3-compatible object storage (AWS_* as every AWS SDK); "
+                         "unset: in the home",
+    "IMAGECI_STORE_PRESIGN": "seconds a presigned download URL of the object store lives (0: through the server)",
 }
 # never pinned, never printed: a token, and a broker URL that may carry a password
 SECRET_VARIABLES = frozenset({"IMAGECI_TOKEN", "IMAGECI_BROKER_URL", "IMAGECI_WEBHOOK_SECRET", "IMAGECI_SMTP_URL",

@@ -123,11 +123,6 @@ def artifact_row(session: Session, ref: str, filename: str, *, viewer: Principal
     return found[0]
 
 
-def artifact_path(session: Session, ref: str, filename: str, *, viewer: Principal = LOCAL) -> tuple[ArtifactRow, Path]:
-    """One artifact of a version and where its bytes are (the store's blob, as a local file)."""
-    row = artifact_row(session, ref, filename, viewer=viewer)
-    return row, session.store.path(row.digest)
-
 
 class VersionDetail(Row):
     name: str

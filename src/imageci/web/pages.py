@@ -165,7 +165,8 @@ def log(ref: str, request: Request, s: SessionDep, me: Viewer, test: TestName,
 
 @router.get("/versions/{ref}/artifacts/{filename}")
 def artifact(ref: str, filename: str, s: SessionDep, me: Viewer) -> BlobResponse:
-    row, path = queries.artifact_path(s, ref, filename, viewer=me)
+    row = queries.artifact_row(s, ref, filename, viewer=me)
+    path = s.store.path(row.digest)
     if not path.is_file():
         raise CorruptBlobError(f"the artifact {row.filename} ({row.digest}) is missing from the store")
     return BlobResponse(path, filename=row.filename, media_type="application/octet-stream",
