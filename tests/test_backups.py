@@ -13,6 +13,7 @@ from imageci.config import Settings
 
 from conftest import IMAGECI, REPO, Env, busybox_rootfs, make_env, write_suite
 from pgkit import database
+from s3kit import BUCKET, S3Server
 
 pytestmark = pytest.mark.root
 SUITE = {"ok": "#!/bin/sh\necho all good\n", "bad": "#!/bin/sh\necho nope\nexit 1\n"}
@@ -104,3 +105,24 @@ def test_a_postgresql_catalog_is_dumped_and_restored_into_an_empty_database(post
     assert other.returncode == 2 and "a backup of a postgresql catalog; this home's is sqlite" in other.stderr
     sqlite_home.catalog.close()
     env.catalog.close()
+
+
+def test_a_home_on_object_storage_is_backed_up_and_restored_into_another_bucket_prefix(
+        s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in s3.env("backup-source").items():
+        monkeypatch.setenv(k, v)  # the CLI's processes inherit them
+    env = make_env(tmp_path / "home")
+    refs = _versions(env, tmp_path)
+    done = env.cli("backup", str(tmp_path / "b"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = {line.split()[0] for line in (tmp_path / "b" / "blobs.txt").read_text().splitlines()}
+    monkeypatch.setenv("IMAGECI_STORE_URL", "s3://imageci/backup-target")  # a new database and an empty prefix
+    restored = make_env(tmp_path / "restored")
+    done = restored.cli("restore", str(tmp_path / "b"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    there = s3.client().list_objects_v2(Bucket=BUCKET, Prefix="backup-target/")["Contents"]
+    assert {o["Key"].rsplit("/", 1)[-1] for o in there} == {d.removeprefix("sha256:") for d in listed}
+    verified = restored.cli("verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert _views(restored, refs) == _views(env, refs)
+    restored.catalog.close()

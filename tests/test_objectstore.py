@@ -109,3 +109,31 @@ def test_an_unreachable_store_is_refused_cleanly_and_keeps_nothing(s3: S3Server,
     assert not list((tmp_path / "a" / "store" / "tmp").iterdir())
     assert not store.has(hashlib.sha256(b"not stored").hexdigest())
     assert away.objects.check() != "writable" and store.objects.check() == "writable"
+
+
+def test_retention_deletes_exactly_the_unreferenced_objects_from_the_bucket(s3: S3Server, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from imageci.app import retention
+    from imageci.app.session import Session
+
+    from test_retention import NOW, populate
+
+    for k, v in s3.env("retention").items():
+        monkeypatch.setenv(k, v)
+    settings = Settings.load(tmp_path / "home", env=os.environ)
+    settings.ensure()
+    s = Session.open(settings)
+    try:
+        w = populate(s)
+        before = set(s.store.iter_digests())
+        retention.retention(s, now=NOW)
+        # an object's age is the bucket's own (it cannot be back-dated): at the fake time, years ahead, even the
+        # young upload is past its grace; everything else is as on a local store (tests/test_retention.py)
+        gone = {w.blob[n] for n in ("v1", "v4", "v1-log", "v4-log", "v5-log", "v9-log", "abandoned-upload",
+                                    "young-upload")}
+        listed = s3.client().list_objects_v2(Bucket=BUCKET, Prefix="retention/")["Contents"]
+        assert {o["Key"].rsplit("/", 1)[-1] for o in listed} == before - gone
+        cached = {p.name for p in (tmp_path / "home" / "store" / "cache").rglob("*") if p.is_file()}
+        assert not cached & gone  # what was deleted is not served from a cache either
+    finally:
+        s.close()

@@ -104,3 +104,26 @@ def _dashboard_sign_in_on_one_form_on_the_other(a: str, b: str, token: str, ref:
         assert bad.status_code == 403
         form = httpx.post(f"{b}/logout", data={"csrf": csrf.group(1)}, cookies=cookie, headers={"Origin": b})
         assert form.status_code == 303, form.text  # B accepts the CSRF token A made: one key
+
+
+def test_downloads_redirect_to_a_short_lived_presigned_url_when_configured(s3: S3Server, tmp_path: Path) -> None:
+    import hashlib
+
+    from serverkit import put_blob
+
+    for server in start_server(tmp_path / "server", None, seed=False, IMAGECI_STORE_PRESIGN="60",
+                               **s3.env("presigned")):
+        pub = _token(server, "presign-pub", "default", "admin")
+        rootfs = b"presigned bytes " * 4096
+        digest = hashlib.sha256(rootfs).hexdigest()
+        assert put_blob(server, pub, rootfs).status_code == 201
+        body = {"name": "presigned", "digest": digest, "artifacts": [
+            {"kind": "rootfs", "filename": "rootfs.tar", "digest": digest, "size": len(rootfs)}]}
+        auth = {"Authorization": f"Bearer {pub}"}
+        assert httpx.post(f"{server.url}{API}/versions", json=body, headers=auth).status_code == 201
+        moved = httpx.get(f"{server.url}{API}/images/presigned:testing/artifacts/rootfs.tar", headers=auth)
+        assert moved.status_code == 307 and moved.headers["location"].startswith(s3.endpoint)
+        assert "X-Amz-Signature=" in moved.headers["location"] and "X-Amz-Expires=60" in moved.headers["location"]
+        got = httpx.get(moved.headers["location"])  # the store itself answers, no token of ours
+        assert got.status_code == 200 and got.content == rootfs
+        assert httpx.get(f"{server.url}{API}/images/presigned:testing/artifacts/rootfs.tar").status_code == 404

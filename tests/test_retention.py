@@ -77,9 +77,8 @@ class World:
         self.s.catalog.promote_on(self.v[name].id, None, actor="ci", reason="test")
 
 
-@pytest.fixture
-def world(env: Env) -> Iterator[World]:
-    s = Session.open(env.settings)
+def populate(s: Session) -> World:
+    """Nine versions of ``base`` at the ages, states, runs and pins the retention tests judge."""
     w = World(s)
     w.version("v1", 200, shared=True)
     w.run("v1", 200, 0)
@@ -104,6 +103,13 @@ def world(env: Env) -> Iterator[World]:
     s.catalog.pin(w.v["v2"].id, "release 1.0", actor="maint")
     w.put("young-upload", 10 / (24 * 60))  # uploaded 10 minutes ago, not yet committed: kept
     w.put("abandoned-upload", 2)  # two days old and never committed: deleted
+    return w
+
+
+@pytest.fixture
+def world(env: Env) -> Iterator[World]:
+    s = Session.open(env.settings)
+    w = populate(s)
     yield w
     s.close()
 
