@@ -80,7 +80,7 @@ def fetch(server: Server, token: str, ref: str, files: list[tuple[str, str, Path
     t0 = time.monotonic()
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as http:
         for _kind, filename, path in files:
-            with http.stream("GET", f"{API}/images/{ref}/artifacts/{filename}") as r:
+            with http.stream("GET", f"{API}/images/{ref}/artifacts/{filename}", follow_redirects=True) as r:
                 assert r.status_code == 200, r.read()
                 n = sum(len(chunk) for chunk in r.iter_bytes(1 << 20))
             assert n == path.stat().st_size
@@ -119,13 +119,19 @@ def main() -> None:
                 lp, lf = measure(local, files, "local")
             for remote in start_server(tmp / "s3", None, seed=False, **s3.env("bench")):
                 sp, sf = measure(remote, files, "s3", s3)
+            for signed in start_server(tmp / "presigned", None, seed=False, IMAGECI_STORE_PRESIGN="300",
+                                       **s3.env("bench")):
+                _pp, pf = measure(signed, files, "presigned", s3)
         local_rate, s3_rate = 2 * size / (lp + lf), 2 * size / (sp + sf)
         print(f"{size:.1f} MB in {len(files)} artifact(s); best of 3")
+        print(f"fetch with presigned URLs (IMAGECI_STORE_PRESIGN; the client fetches from the store itself): "
+              f"{size / pf:.0f} MB/s")
         print(f"object store: publish+fetch {s3_rate:.0f} MB/s vs {local_rate:.0f} MB/s local directory "
               f"(ratio {s3_rate / local_rate:.2f}); publish {size / sp:.0f} vs {size / lp:.0f} MB/s, "
               f"fetch {size / sf:.0f} vs {size / lf:.0f} MB/s")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
