@@ -29,7 +29,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from common import QUICK, built_example, fresh_home  # noqa: E402
+from common import QUICK, built_example, fresh_home, sized  # noqa: E402
 
 from imageci.fs import safe_rmtree  # noqa: E402
 
@@ -92,7 +92,7 @@ def measure(server: Server, files: list[tuple[str, str, Path]], tag: str,
     """Best seconds of 3 to publish (each time a new product) and to fetch."""
     token = _token(server, f"bench-{tag}", "default", "admin")
     pubs, fetches = [], []
-    for i in range(3):
+    for i in range(sized(3, 1)):
         name = f"bench-{tag}-{i}"
         pubs.append(publish(server, token, files, name))
         fetches.append(fetch(server, token, f"{name}:testing", files))
@@ -109,6 +109,27 @@ def _forget(server: Server, files: list[tuple[str, str, Path]], s3: S3Server | N
             s3.client().delete_object(Bucket=BUCKET, Key=f"bench/blobs/sha256/{digest[:2]}/{digest}")
 
 
+def store_alone(s3: S3Server, files: list[tuple[str, str, Path]]) -> tuple[float, float]:
+    """Best seconds of 3 for boto3 itself to put every file into the bucket and get it back (no imageci in the
+    way): the ceiling any client of this store has on this machine."""
+    from boto3.s3.transfer import TransferConfig
+
+    client, puts, gets = s3.client(), [], []
+    config = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=2)
+    for i in range(sized(3, 1)):
+        t0 = time.monotonic()
+        for _kind, filename, path in files:
+            client.upload_file(str(path), BUCKET, f"alone/{i}/{filename}", Config=config)
+        puts.append(time.monotonic() - t0)
+        t0 = time.monotonic()
+        for _kind, filename, _path in files:
+            body = client.get_object(Bucket=BUCKET, Key=f"alone/{i}/{filename}")["Body"]
+            for _chunk in body.iter_chunks(1 << 20):
+                pass
+        gets.append(time.monotonic() - t0)
+    return min(puts), min(gets)
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="imageci-bench-objstore-"))
     try:
@@ -122,8 +143,11 @@ def main() -> None:
             for signed in start_server(tmp / "presigned", None, seed=False, IMAGECI_STORE_PRESIGN="300",
                                        **s3.env("bench")):
                 _pp, pf = measure(signed, files, "presigned", s3)
+            ap, ag = store_alone(s3, files)
         local_rate, s3_rate = 2 * size / (lp + lf), 2 * size / (sp + sf)
         print(f"{size:.1f} MB in {len(files)} artifact(s); best of 3")
+        print(f"the store alone (boto3 put and get, no imageci): put {size / ap:.0f} MB/s, get {size / ag:.0f} MB/s; "
+              f"as a ratio to the local directory, at most {(lp + lf) / (ap + ag):.2f}")
         print(f"fetch with presigned URLs (IMAGECI_STORE_PRESIGN; the client fetches from the store itself): "
               f"{size / pf:.0f} MB/s")
         print(f"object store: publish+fetch {s3_rate:.0f} MB/s vs {local_rate:.0f} MB/s local directory "

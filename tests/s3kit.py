@@ -68,7 +68,7 @@ class S3Server:
         p = self.ports
         args = [weed(), "server", f"-dir={self.base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-master.port={p['master']}", f"-master.port.grpc={p['master.grpc']}", "-master.telemetry=false",
-                "-master.volumeSizeLimitMB=64", "-volume.max=0",  # 0: as many 64 MB volumes as the disk holds
+                "-master.volumeSizeLimitMB=64", "-volume.max=0", "-filer.maxMB=32",  # volumes: as many as fit
                 f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume.grpc']}",
                 "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer.grpc']}",
                 "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}", f"-s3.config={config}",
