@@ -79,10 +79,7 @@ class S3Server:
 
     def _wait_ready(self) -> None:
         """Until the bucket can be made and written (the volume server has joined)."""
-        import boto3
-
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET,
-                          region_name="us-east-1")
+        s3 = self.client()
         deadline = time.monotonic() + 60
         while True:
             assert self.proc is not None and self.proc.poll() is None, (self.base / "weed.log").read_text()[-3000:]

@@ -110,7 +110,7 @@ class BlobStore:
         ``imageci gc`` removes only those of dead processes."""
         self.root = root
         self.tmp = root / "tmp"
-        self.tmp_prefix = f"put-{owner}-" if owner else "put-"
+        self.tmp_prefix = temp_prefix(owner)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.objects: Objects = objects or LocalObjects(root / "blobs" / "sha256")
 
@@ -252,7 +252,11 @@ def open_store(settings: Settings, owner: str = "") -> BlobStore:
     from imageci.store.blobcache import ReadCache
     from imageci.store.s3objects import S3Objects
 
-    tmp_prefix = f"put-{owner}-" if owner else "put-"
     cache = ReadCache(root / "cache" / "sha256", settings.cache_budget)
-    objects = S3Objects(settings.store_url, cache, root / "tmp", tmp_prefix, settings.store_presign)
+    objects = S3Objects(settings.store_url, cache, root / "tmp", temp_prefix(owner), settings.store_presign)
     return BlobStore(root, owner, objects)
+
+
+def temp_prefix(owner: str) -> str:
+    """How a process's temporary files in the store begin: its owner token, so gc removes only a dead one's."""
+    return f"put-{owner}-" if owner else "put-"
