@@ -88,6 +88,7 @@ bench: setup $(TMT)
 	$(BIN)/python bench/bom_vs_syft.py
 	$(BIN)/python bench/vulns_at_scale.py
 	$(BIN)/python bench/bisect_corpus.py
+	$(BIN)/python bench/debugging.py
 	IMAGECI_TMT=$(TMT) $(BIN)/python bench/podman_vs_tmt.py
 
 clean:

@@ -187,7 +187,7 @@ def loading_everything(db_url: str, since: datetime) -> tuple[float, int]:
 
 def in_process(home: Path, ref: str, n: int) -> dict[str, float]:
     """p50 seconds of each query operation called in this process (after one warm-up call)."""
-    from imageci.app import queries
+    from imageci.app import flakiness, queries
     from imageci.app.gating import gate
     from imageci.app.session import Session
 
@@ -195,7 +195,7 @@ def in_process(home: Path, ref: str, n: int) -> dict[str, float]:
     session = Session.open(settings)
     version = session.catalog.resolve(ref)
     calls: dict[str, Callable[[], object]] = {"results": lambda: queries.results(session, ref),
-             "flaky": lambda: queries.flaky(session, None, timedelta(days=3650)),
+             "flaky": lambda: flakiness.flaky(session, None, timedelta(days=3650)),
              "gate": lambda: gate(session, version),
              "images": lambda: queries.images(session)}
     figures = {}

@@ -191,6 +191,12 @@ def write_suite(directory: Path, scripts: dict[str, str], suite_yaml: str | None
     return directory
 
 
+# a unit that fails (no D-Bus in a minimal image: systemctl over systemd's private socket, as root)
+UNIT_FAILS = ("#!/bin/sh\nprintf '[Unit]\\nDescription=fails on purpose\\n[Service]\\nType=oneshot\\n"
+              "ExecStart=/bin/false\\n' > /etc/systemd/system/imageci-fails.service\n"
+              "systemctl daemon-reload\nsystemctl start imageci-fails || true\n")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A test marked ``root`` fails (never skips) when not run as root: `make test` is the whole
     suite; `make unit` deselects these (``-m "not root"``) for a run as an ordinary user."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imageci.app import building, gating, queries, upkeep
+from imageci.app import building, flakiness, gating, queries, upkeep
 from imageci.app.pipeline import pipeline
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
@@ -167,7 +167,7 @@ def test_every_command_through_the_layer(env: Env, session: Session, tmp_path: P
     assert trail[:2] == ["- → created", "created → testing"] and trail[-1] == "testing → stable"
     assert any(e.startswith("run ") and e.endswith(" finished") for e in trail)
 
-    assert queries.flaky(session, None, timedelta(days=1)) == []  # flaky
+    assert flakiness.flaky(session, None, timedelta(days=1)) == []  # flaky
     assert gating.prune(session, older_than=timedelta(0), dry_run=True) == []  # prune: stable is never pruned
     checked = upkeep.verify(session)  # verify
     assert checked.ok and checked.blobs > 0

@@ -21,7 +21,7 @@ ELSEWHERE = {"dep8_vs_autopkgtest.py": "tests/test_dep8_parity.py", "structure_v
              "bisect_corpus.py": "tests/test_bisect.py"}
 # xdist groups: LXD's tests share the daemon's state; the VM benchmarks run beside (not after) the TCG tests'
 # group, which is already the longest one
-GROUPS = {"lxd_fresh_instance.py": "lxd"}
+GROUPS = {"lxd_fresh_instance.py": "lxd", "debugging.py": "lxd"}
 SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name != "common.py" and p.name not in ELSEWHERE)
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +32,7 @@ from imageci.testbeds.lxdclient import HOME_KEY, LXD_CACHE, OWNER_KEY
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 
-from conftest import REPO, Env, build_example, busybox_rootfs, make_env, require_tool, write_suite
+from conftest import REPO, UNIT_FAILS, Env, build_example, busybox_rootfs, make_env, require_tool, write_suite
 
 pytestmark = pytest.mark.root  # the LXD daemon runs as root
 
@@ -186,6 +188,31 @@ def test_gc_deletes_a_dead_owner_s_instance_and_keeps_others(tiny: tuple[Env, Ve
         other.finish()
 
 
+def test_a_failing_test_s_container_is_held_entered_released_and_ends_with_its_time(
+        tiny: tuple[Env, Version], tmp_path: Path) -> None:
+    """--hold-on-failure on lxd: the failing test's container, entered by the printed command, released; held
+    again for a few seconds, gone after them. `imageci shell` in a fresh container of the version."""
+    e, version = tiny
+    ref = f"tiny@{version.serial}"
+    suite = write_suite(tmp_path / "s", {"fails.sh": "#!/bin/sh\necho 'what the test saw' > /tmp/evidence\nexit 1\n"})
+    for duration in ("10m", "4s"):
+        done = e.cli("run", ref, "fails", "--suite", str(suite), "--testbed", "lxd", "--rerun-all",
+                     f"--hold-on-failure={duration}")
+        printed = re.search(r"held fails \[lxd\] until \S+: enter it with imageci attach (\d+) ", done.stdout)
+        assert done.returncode == 1 and printed, done.stdout + done.stderr
+        assert len(instances_of(e.home)) == 1
+        entered = e.cli("attach", printed.group(1), "--", "sh", "-c", "cat /tmp/evidence; exit 5")
+        assert entered.returncode == 5 and entered.stdout == "what the test saw\n", entered
+        if duration == "10m":
+            assert e.cli("release", printed.group(1)).returncode == 0
+    deadline = time.monotonic() + 60
+    while instances_of(e.home) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert instances_of(e.home) == [] and json.loads(e.cli("held", "--json").stdout) == []
+    shell = e.cli("shell", ref, "--testbed", "lxd", "--", "sh", "-c", "grep -q lxd- /etc/imageci-marker; exit 4")
+    assert shell.returncode == 4 and instances_of(e.home) == [], shell
+
+
 def test_what_cannot_run_on_lxd_is_skipped_with_the_reason(tiny: tuple[Env, Version], env: Env) -> None:
     e, version = tiny
     engine = Engine(e.catalog, e.store, {"lxd-vm": make_backend("lxd-vm", e.settings)})
@@ -210,8 +237,10 @@ def test_what_cannot_run_on_lxd_is_skipped_with_the_reason(tiny: tuple[Env, Vers
 
 
 @pytest.mark.slow
-def test_a_systemd_image_passes_its_suite_and_the_builtins_on_lxd(image_env: tuple[Env, Version]) -> None:
-    """The VM example's own suite (scripts + built-ins as its suite.yaml configures them), on lxd."""
+def test_a_systemd_image_passes_its_suite_and_the_builtins_on_lxd(image_env: tuple[Env, Version],
+                                                                  tmp_path: Path) -> None:
+    """The VM example's own suite (scripts + built-ins as its suite.yaml configures them), on lxd; then the
+    machine's own complaints (a failed unit, a core dump) each in its own test's window in one container."""
     e, _ = image_env
     vm = build_example(e, VM_DEF)
     ref = f"{vm.product.name}@{vm.serial}"
@@ -224,6 +253,16 @@ def test_a_systemd_image_passes_its_suite_and_the_builtins_on_lxd(image_env: tup
     assert got == {**{t: ("pass", "") for t in passed},
                    "no-ssh-host-keys": ("skip", "test skipped itself (exit 77)"),  # a booted system made its keys
                    "console-clean": ("skip", "testbed lxd lacks: isolation-machine")}
+    suite = write_suite(tmp_path / "suite", {
+        "a-unit-fails.sh": UNIT_FAILS,
+        "b-crash.sh": "#!/bin/sh\nulimit -c unlimited\ncd /var/tmp\nsh -c 'kill -SEGV $$'\nexit 0\n",
+        "c-quiet.sh": "#!/bin/sh\ntrue\n"}, "fresh: suite\n")  # one container for the three
+    done = e.cli("test", ref, "--testbed", "lxd", "--suite", str(suite), "--rerun-all", "-j", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    attempts = json.loads(e.cli("results", ref, "--json", "a-unit-fails", "b-crash", "c-quiet").stdout)["attempts"]
+    found = {a["test"]: [(f["kind"], f["text"]) for f in a["findings"]] for a in attempts}
+    assert found == {"a-unit-fails": [("failed-unit", "imageci-fails.service failed: fails on purpose")],
+                     "b-crash": [("coredump", "core dump: /var/tmp/core")], "c-quiet": []}
     assert instances_of(e.home) == []
     # what the run pulled is gone (the image is this home's unless another run tests the same bytes right now)
     assert json.loads(vm.build_info or "{}")["lxd"]["fingerprint"] not in fingerprints()

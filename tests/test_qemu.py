@@ -3,13 +3,20 @@ KVM only where a real boot proves it works)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from imageci.app.holds import Holding
+from imageci.app.session import Session
+from imageci.app.shells import shell
+from imageci.checks import complaints
 from imageci.checks.base import Check
 from imageci.checks.builtin import BuiltinCheck
 from imageci.checks.dep8 import dep8_checks
@@ -24,7 +31,8 @@ from imageci.testbeds.vm.accel import qemu_binary as find_qemu
 from imageci.testbeds.vm.qemu import QemuBackend
 from imageci.verdicts import Verdict
 
-from conftest import REPO, Env, build_example, require_tool, write_suite
+from conftest import REPO, UNIT_FAILS, Env, build_example, require_tool, write_suite
+from test_holds import on_a_terminal
 
 VM_DEF = REPO / "examples" / "debian-bookworm-vm" / "image.yaml"
 pytestmark = [pytest.mark.slow, pytest.mark.root]  # reads the whole rootfs to make a disk
@@ -85,6 +93,10 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
         "d-fills-disk.sh": "#!/bin/sh\nfallocate -l $(( $(stat -f -c '%a*%S' /) - 262144 )) /var/tmp/big\n"
                            "dd if=/dev/zero of=/var/tmp/more bs=1M count=8\n",
         "e-localhost.sh": "#!/bin/sh\ngetent hosts localhost && grep -qx \"$(hostname)\" /etc/hostname\n",
+        # the machine's own complaints, each in its own test's window (checks.complaints)
+        "f-warns.sh": "#!/bin/sh\necho '<4>imageci: a warning from a test' > /dev/kmsg\n",
+        "g-unit-fails.sh": UNIT_FAILS,
+        "h-crash.sh": "#!/bin/sh\nulimit -c unlimited\ncd /var/tmp\nsh -c 'kill -SEGV $$'\nexit 0\n",
     })
     for name in ("systemd-running.sh", "service-starts.sh"):
         (d / name).write_bytes((VM_DEF.parent / "suite" / name).read_bytes())
@@ -105,15 +117,48 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
     report = _run(e, qemu, version, d, jobs=1, extra=[*builtins, *checks_from_testinfra(module), *dep8])
     assert _got(report)["d-fills-disk"][1].startswith("disk limit (2 GiB) reached"), _got(report)
     assert _got(report)["archive-probe/download"] == (Verdict.PASS, "")
+    found = {r.test_id: complaints.decoded(r.attempts[-1].findings) for r in report.results}
+    assert ("oops", "kernel: imageci: a warning from a test") in {(f.kind, f.text) for f in found["f-warns"]}
+    assert "imageci-fails.service failed" in {f.text.split(":")[0] for f in found["g-unit-fails"]
+                                              if f.kind == "failed-unit"}, found
+    assert [f.text for f in found["h-crash"] if f.kind == "coredump"] == ["core dump: /var/tmp/core"], found
+    assert not [(t, f) for t, fs in found.items() for f in fs if t not in ("f-warns", "g-unit-fails", "h-crash")
+                and ("imageci" in f.text or f.kind == "coredump")], found  # nobody else's window
     assert {k: v[0] for k, v in _got(report).items() if k not in ("d-fills-disk", "archive-probe/download")} == {
+        "f-warns": Verdict.PASS, "g-unit-fails": Verdict.PASS, "h-crash": Verdict.PASS,
         "a-dirty": Verdict.PASS, "b-clean": Verdict.PASS, "c-booted": Verdict.PASS, "e-localhost": Verdict.PASS,
         "systemd-running": Verdict.PASS, "service-starts": Verdict.PASS, "boot-multi-user": Verdict.PASS,
         "no-failed-units": Verdict.PASS, "console-clean": Verdict.PASS, "login-works": Verdict.PASS,
         "no-ssh-host-keys": Verdict.SKIP, "testinfra:test_vm/test_sshd": Verdict.PASS}, _got(report)
     assert "lacks: pristine" in _got(report)["no-ssh-host-keys"][1]  # a booted VM made its host keys
-    assert qemu.cold_boots == 1  # ten fresh VMs, one boot: the rest were snapshot restores
+    assert qemu.cold_boots == 1  # thirteen fresh VMs, one boot: the rest were snapshot restores
     assert qemu.warm_made >= 1  # restores made ahead of the tests that took them
     assert "isolation-machine" in qemu.capabilities(Engine(e.catalog, e.store, {}).image_handle(version))
+
+
+def test_a_failing_test_s_vm_is_held_entered_and_released_and_a_shell_gets_a_fresh_one(
+        vm: tuple[Env, Version], qemu: QemuBackend, tmp_path: Path) -> None:
+    """--hold-on-failure on qemu (the app's Holding on this module's warm backend): the failing test's VM is
+    entered by the printed command, with and without a terminal, then released; `imageci shell` in a fresh VM."""
+    e, version = vm
+    session = Session.open(e.settings)
+    holding = Holding(session, timedelta(minutes=10))
+    engine = Engine(e.catalog, e.store, {"qemu": qemu}, jobs=1, hold=holding.take)
+    d = write_suite(tmp_path / "s", {"fails.sh": "#!/bin/sh\necho 'what the test saw' > /root/evidence\nexit 1\n"})
+    report = engine.run(version, [ScriptCheck(s) for s in load_suite(d).tests], ["qemu"], rerun_all=True)
+    [row] = holding.detach(report.run_id, engine.backends)
+    assert (row.test, row.testbed, row.command) == ("fails", "qemu", f"imageci attach {row.id}")
+    entered = e.cli("attach", str(row.id), "--", "sh", "-c", "cat /root/evidence; exit 5")
+    assert entered.returncode == 5 and entered.stdout == "what the test saw\n", entered
+    code, shown = on_a_terminal(e, "attach", str(row.id), typed=b"test -t 0 && echo on-a-tty-$((6*7)); exit 3\n")
+    assert code == 3 and b"on-a-tty-42" in shown, shown
+    assert e.cli("release", str(row.id)).returncode == 0 and json.loads(e.cli("held", "--json").stdout) == []
+    out = tmp_path / "out"
+    with open(out, "wb") as fh, open(os.devnull, "rb") as nothing:
+        code = shell(session, f"{version.product.name}@{version.serial}",
+                     lambda run: run(False, (nothing.fileno(), fh.fileno(), fh.fileno())), testbed="qemu",
+                     argv=["sh", "-c", "test ! -e /root/evidence && systemctl is-system-running; exit 4"], backend=qemu)
+    assert code == 4 and out.read_text() == "running\n"
 
 
 def test_a_test_that_powers_off_the_vm(vm: tuple[Env, Version], qemu: QemuBackend, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from imageci.app.consumerruns import ConsumerOrigin
 from imageci.app.livestream import LiveStreamer
 from imageci.app.mirroring import Origin, fetch
 from imageci.app.operations import RunArgs
-from imageci.app.recording import AttemptIn, AttemptRecorded, RunState, run_state_op
+from imageci.app.recording import AttemptIn, AttemptRecorded, MachineFinding, RunState, run_state_op
 from imageci.app.session import Session
 from imageci.app.versions import config_of, suite_dir_of
 from imageci.build.intermediate import Move, recipe
@@ -215,7 +215,8 @@ def run_job(ctx: WorkerContext, job: Job) -> JobDone:
                            "newest snapshot) run on workers")
     engine = Engine(ctx.session.catalog, ctx.session.store, {job.testbed: ctx.backend(job.testbed)},
                     owner=str(ctx.session.owner.lock_path), budget=ctx.budget,
-                    limits=LimitPolicy(override=Limits(**job.limits)))
+                    limits=LimitPolicy(override=Limits(**job.limits)), complaints=job.complaints,
+                    fail_on=frozenset(job.fail_on))
     # Each delivery streams to its own live log: a job started again elsewhere does not write into the old one.
     with LiveStreamer(ctx.origin, job.run, f"{job.key[:110]}.{secrets.token_hex(4)}", job.test, job.testbed,
                       ctx.name) as live, \
@@ -225,7 +226,8 @@ def run_job(ctx: WorkerContext, job: Job) -> JobDone:
     body = AttemptIn(test=job.test, test_digest=job.test_digest, testbed=job.testbed, attempt=job.attempt,
                      started=started, ended=ended, exit_code=outcome.exit_code,
                      verdict=outcome.verdict.value,  # type: ignore[arg-type]
-                     reason=outcome.reason, log=kept.decode(errors="replace") if kept else None, worker=ctx.name)
+                     reason=outcome.reason, log=kept.decode(errors="replace") if kept else None, worker=ctx.name,
+                     findings=[MachineFinding(kind=f.kind, text=f.text) for f in outcome.findings])  # type: ignore[arg-type]
     try:
         recorded = ctx.patient(lambda: ctx.origin.record(job.run, body, job.key))
     except UsageError as exc:

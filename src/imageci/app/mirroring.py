@@ -18,6 +18,7 @@ from imageci.app.recording import (
     AttemptIn,
     BatchArgs,
     FinishArgs,
+    MachineFinding,
     RunEnd,
     RunEnded,
     RunStart,
@@ -28,6 +29,7 @@ from imageci.app.recording import (
 from imageci.app.regressions import REFERENCE_OPTION
 from imageci.app.session import Session
 from imageci.app.testing import RunOutcome
+from imageci.checks import complaints
 from imageci.errors import UsageError
 from imageci.reports.reproducer import write_portable_reproducer
 from imageci.store import lookups
@@ -91,7 +93,9 @@ def report(session: Session, origin: Origin, detail: VersionDetail, run_id: int,
         batch.append(AttemptIn(test=a.test_id, test_digest=a.test_digest, testbed=a.testbed, attempt=a.attempt,
                                started=a.started_at, ended=a.ended_at, exit_code=a.exit_code,
                                verdict=verdict, reason=a.reason, log=log,  # type: ignore[arg-type]
-                               key=f"{prefix}:attempt:{a.id}"))
+                               key=f"{prefix}:attempt:{a.id}",
+                               findings=[MachineFinding(kind=f.kind, text=f.text)  # type: ignore[arg-type]
+                                         for f in complaints.decoded(a.findings)]))
         if len(batch) == BATCH:
             origin.call(attempts_record, BatchArgs.model_construct(run_id=started.run, body=batch))
             batch = []

@@ -43,9 +43,9 @@ BODY = "body"  # the request field that travels as the JSON body
 PATH_FIELD = re.compile(r"\{([a-z_]+)\}")
 
 # The app modules that declare operations; the API imports them all to make its routes.
-MODULES = ("queries", "gating", "pins", "inventory", "vulns", "compliance", "ciplans", "quarantines", "consumers",
-           "retention", "upkeep", "products", "tokens", "recording", "livelogs", "bisections", "knownfailures",
-           "knowncounts", "regressions")
+MODULES = ("queries", "flakiness", "gating", "pins", "inventory", "vulns", "compliance", "ciplans", "quarantines",
+           "consumers", "retention", "upkeep", "products", "tokens", "recording", "livelogs", "bisections",
+           "knownfailures", "knowncounts", "regressions")
 
 
 class Args(BaseModel):

@@ -9,6 +9,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -75,6 +76,8 @@ class TestRequest(BaseModel):
     investigate: bool | None = Field(default=None, description="bisect each regression (None: the suite's choice)")
     investigate_budget: int = Field(default=60, ge=1, le=10000, description="test runs all of a run's bisections "
                                                                              "may take together")
+    hold: timedelta | None = Field(default=None, description="keep each failing test's testbed this long for a "
+                                   "person to enter (`imageci attach`); None: removed at once")
 
     @property
     def extra(self) -> bool:
@@ -200,6 +203,9 @@ def plan_tests(session: Session, request: TestRequest, *, consumers_from: Consum
         if unknown:
             raise UsageError(f"no such test: {', '.join(unknown)}; available: {', '.join(by_id)}")
         checks = [by_id[t] for t in named] + [c for c in checks if c.id.startswith(CONSUMER_PREFIX)]
+    if executor == "celery" and request.hold:
+        raise UsageError("--hold-on-failure keeps testbeds on this host: run with --executor local (workers do not "
+                         "hold testbeds yet)")
     if executor == "celery" and (request.extra or request.suite is not None):
         raise UsageError("with --executor celery only the version's own suite runs (workers take each test from "
                          "the suite stored with the version); --suite, --dep8, --dep8-package, --structure and "

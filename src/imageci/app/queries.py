@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -21,13 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from imageci.app import access, regressions
 from imageci.app.access import LOCAL, Principal
 from imageci.app.operations import Args, RefArgs, RunArgs, operation
+from imageci.app.recording import MachineFinding
 from imageci.app.session import Session
+from imageci.checks import complaints
+from imageci.checks.complaints import KINDS
 from imageci.errors import UnknownReferenceError, UsageError
 from imageci.formats.lxdform import feed_state
 from imageci.store import lookups
 from imageci.store.blobs import CorruptBlobError
 from imageci.store.lookups import AttemptInfo, VersionInfo
-from imageci.store.states import channels_of, utcnow
+from imageci.store.states import channels_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 _paused = 0
@@ -162,6 +165,7 @@ class AttemptRow(Row):
     worker: str | None = None  # the Celery worker that ran it (None: the process that recorded the run)
     change: str | None = None  # on a testing version, against stable: regression, always-failed, fixed, new
     known: str | None = None  # the tracker of the known failure its log matched
+    findings: list[MachineFinding] = []  # the machine's own complaints in its window
 
 
 class RunRow(Row):
@@ -174,6 +178,8 @@ class RunRow(Row):
     tests: int  # planned
     attempts: int  # recorded (of the attempts shown)
     reference_for: str | None = None  # a reference run: the testing version (NAME@SERIAL) whose failures it ran
+    repeats: int | None = None  # the run this one repeats (``imageci rerun``)
+    repeated_by: list[int] = []  # the runs that repeat this one
 
 
 class Results(Row):
@@ -184,6 +190,11 @@ class Results(Row):
     runs: list[RunRow]
     attempts: list[AttemptRow]
     reference: str | None = None  # the stable version (NAME@SERIAL) a testing version's verdicts are told against
+
+
+def _findings(text: str | None) -> list[MachineFinding]:
+    return [MachineFinding(kind=f.kind, text=f.text) for f in complaints.decoded(text)  # type: ignore[arg-type]
+            if f.kind in KINDS]
 
 
 @bulk
@@ -205,17 +216,19 @@ def results(session: Session, ref: str, tests: list[str] | None = None, *, viewe
                        started=a.started_at.isoformat(timespec="seconds"),
                        log=str(session.store.path(a.log_digest)) if a.log_digest else None, worker=a.worker,
                        change=told.change((a.test_id, a.testbed, a.test_digest), [a.verdict]) if told else None,
-                       known=a.known)
+                       known=a.known, findings=_findings(a.findings))
             for a in attempts]
     per_run: dict[int, int] = {}
     for a in attempts:
         per_run[a.run_id] = per_run.get(a.run_id, 0) + 1
+    every_run = lookups.runs(session.reader, version.digest)
     runs = [RunRow(run=r.id, status=r.status, exit_code=r.exit_code, actor=r.actor,
                    started=r.started_at.isoformat(timespec="seconds"),
                    ended=r.ended_at.isoformat(timespec="seconds") if r.ended_at else None,
                    tests=len(json.loads(r.options).get("tests", [])), attempts=per_run.get(r.id, 0),
-                   reference_for=json.loads(r.options).get(regressions.REFERENCE_OPTION))
-            for r in lookups.runs(session.reader, version.digest) if not tests or r.id in per_run]
+                   reference_for=json.loads(r.options).get(regressions.REFERENCE_OPTION), repeats=r.repeats,
+                   repeated_by=[o.id for o in every_run if o.repeats == r.id])
+            for r in every_run if not tests or r.id in per_run]
     return Results(image=version.label, digest=f"sha256:{version.digest}", state=version.state,
                    architecture=version.architecture, runs=runs, attempts=rows,
                    reference=told.label if told else None)
@@ -293,42 +306,12 @@ def events(session: Session, ref: str, *, viewer: Principal = LOCAL) -> list[Eve
     return sorted(rows, key=lambda row: row.at)
 
 
-class FlakyAttempt(Row):
-    attempt: int
-    verdict: str
-
-
-class FlakyRow(Row):
-    image: str
-    run: int
-    test: str
-    testbed: str
-    failed_attempts: list[int]
-    attempts: list[FlakyAttempt]
-
-
-@bulk
-def flaky(session: Session, name: str | None = None, since: timedelta = timedelta(days=30), *,
-          viewer: Principal = LOCAL) -> list[FlakyRow]:
-    """Every transient failure since ``since`` ago: a test that failed and then passed in one run."""
-    return [FlakyRow(image=f"{e.product}@{e.serial}", run=e.run_id, test=e.test_id, testbed=e.testbed,
-                     failed_attempts=e.failed_attempts,
-                     attempts=[FlakyAttempt(attempt=n, verdict=v) for n, v in e.attempts])
-            for e in lookups.transient_failures(session.reader, name, utcnow() - since)
-            if viewer.sees(e.namespace, e.public, e.state)]
-
-
 class ImagesArgs(Args):
     name: str | None = Field(default=None, description="only this product")
 
 
 class ResultsArgs(RefArgs):
     test: list[str] | None = Field(default=None, description="only these tests")
-
-
-class FlakyArgs(Args):
-    name: str | None = Field(default=None, description="only this product")
-    since: str = Field(default="30d", description="how far back: 30d, 12h, 90m")
 
 
 @operation("GET", "/images", request=ImagesArgs, answer=list[ImageRow], tag="images")
@@ -360,14 +343,6 @@ def version_op(session: Session, req: RefArgs, by: Principal) -> VersionDetail:
 def artifacts_op(session: Session, req: RefArgs, by: Principal) -> list[ArtifactRow]:
     """A version's artifacts: kind, file name, sha256, size."""
     return artifacts(session, req.ref, viewer=by)
-
-
-@operation("GET", "/flaky", request=FlakyArgs, answer=list[FlakyRow], tag="images")
-def flaky_op(session: Session, req: FlakyArgs, by: Principal) -> list[FlakyRow]:
-    """Transient failures the caller may see: tests that failed, then passed within one run."""
-    from imageci.definitions.durations import duration_arg
-
-    return flaky(session, req.name, duration_arg(req.since), viewer=by)
 
 
 @operation("GET", "/runs/{run_id}", request=RunArgs, answer=Results, tag="runs", name="run")

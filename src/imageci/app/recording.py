@@ -6,6 +6,7 @@ is recorded once; scope ``test`` in the product's namespace is needed."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Literal
@@ -40,6 +41,13 @@ class RunStarted(BaseModel):
     created: bool  # False: this idempotency key had started it already
 
 
+class MachineFinding(BaseModel):
+    """One of the machine's own complaints in an attempt's window (``checks.complaints``)."""
+
+    kind: Literal["oops", "coredump", "failed-unit", "denial"]
+    text: str = Field(max_length=1000)
+
+
 class AttemptIn(BaseModel):
     test: str = Field(min_length=1, max_length=255)
     test_digest: str = Field(min_length=1, max_length=64)
@@ -53,6 +61,8 @@ class AttemptIn(BaseModel):
     log: str | None = Field(default=None, max_length=MAX_LOG)
     key: str | None = Field(default=None, description="its idempotency key, in a batch")
     worker: str | None = Field(default=None, max_length=255, description="the worker that ran it")
+    findings: list[MachineFinding] = Field(default_factory=list, max_length=100,
+                                      description="the machine's own complaints in the attempt's window")
 
 
 class AttemptRecorded(BaseModel):
@@ -146,7 +156,8 @@ def record_attempts(session: Session, run_id: int, bodies: list[AttemptIn], *,
             run_id=run_id, image_digest=digest, test_id=body.test, test_digest=body.test_digest,
             testbed=body.testbed, attempt=body.attempt, started_at=as_utc(body.started),
             ended_at=as_utc(body.ended), exit_code=body.exit_code, verdict=body.verdict, reason=body.reason,
-            log_digest=log, idempotency_key=_key(body.key), worker=body.worker))
+            log_digest=log, idempotency_key=_key(body.key), worker=body.worker,
+            findings=json.dumps([f.model_dump() for f in body.findings]) if body.findings else None))
     return [AttemptRecorded(id=i, created=created) for i, created in session.catalog.record_attempts_once(rows)]
 
 

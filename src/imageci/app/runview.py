@@ -33,6 +33,8 @@ class RunView(BaseModel):
     counts: dict[str, int]  # attempts by verdict
     attempts: list[queries.AttemptRow]
     live: list[livelogs.LiveLog]
+    repeats: int | None = None  # the run this one repeats (``imageci rerun``)
+    repeated_by: list[int] = []  # the runs that repeat it
 
 
 def run_view(session: Session, run_id: int, *, viewer: Principal = LOCAL) -> RunView:
@@ -53,7 +55,8 @@ def run_view(session: Session, run_id: int, *, viewer: Principal = LOCAL) -> Run
                    ended=row.ended if row else None, options=options,
                    planned=max(len(tests) * max(len(beds), 1), len(pairs)), done=len(pairs), counts=counts,
                    attempts=found.attempts,
-                   live=livelogs.logs(session, run_id, viewer=viewer) if info[0].status == "running" else [])
+                   live=livelogs.logs(session, run_id, viewer=viewer) if info[0].status == "running" else [],
+                   repeats=row.repeats if row else None, repeated_by=row.repeated_by if row else [])
 
 
 def reproducer(session: Session, run_id: int, server: str, *, viewer: Principal = LOCAL) -> str:

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from imageci.app import knownfailures, livelogs, notify, regressions
+from imageci.app.holds import Holding, HoldRow
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
+from imageci.checks import complaints
 from imageci.engine.budget import Budget, default_budget
 from imageci.engine.results import RunReport, TestResult
 from imageci.engine.runner import Dispatcher, Engine, EventFn
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from imageci.app.consumerruns import ConsumerOrigin
 
 log = logging.getLogger("imageci.app")
+REQUEST_OPTION = "request"  # how the run was asked for (a TestRequest, as JSON): what `imageci rerun` repeats
 PlanFn = Callable[[TestPlan], None]
 StatusFn = Callable[[str], None]
 
@@ -48,9 +51,11 @@ class AttemptEvent(BaseModel):
     cached: bool  # an earlier pass of these bytes and this test, reused
     worker: str = ""  # the Celery worker that ran it ("" : this process)
     known: str = ""  # the tracker of the known failure its log matched
+    findings: list[str] = []  # the machine's own complaints in its window, "KIND: TEXT" each
 
 
 AttemptFn = Callable[[AttemptEvent], None]
+HeldFn = Callable[[list[HoldRow]], None]  # the testbeds just held, as soon as they are
 
 
 def _engine_events(on_attempt: AttemptFn | None) -> EventFn | None:
@@ -62,7 +67,8 @@ def _engine_events(on_attempt: AttemptFn | None) -> EventFn | None:
             on_attempt(AttemptEvent(test=result.test_id, testbed=result.testbed, attempt=attempt.attempt,
                                     verdict=attempt.verdict, reason=attempt.reason, cached=what == "cached",
                                     seconds=(attempt.ended_at - attempt.started_at).total_seconds(),
-                                    worker=attempt.worker or "", known=attempt.known or ""))
+                                    worker=attempt.worker or "", known=attempt.known or "",
+                                    findings=[f"{f.kind}: {f.text}" for f in complaints.decoded(attempt.findings)]))
 
     return relay
 
@@ -76,6 +82,7 @@ class RunOutcome:
     baseline: RunOutcome | None = None  # the reference run: what failed here, on the stable version
     reference: str | None = None  # the stable version (NAME@SERIAL) the verdicts were told against
     investigated: list[BisectResult] = field(default_factory=list)  # the regressions bisected (--investigate)
+    held: list[HoldRow] = field(default_factory=list)  # failing tests' testbeds held (--hold-on-failure)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -98,12 +105,14 @@ def _dispatcher(session: Session, plan: TestPlan, on_status: StatusFn | None) ->
     from imageci.app.workers import broker
     from imageci.engine.fanout import CeleryDispatcher
 
-    return CeleryDispatcher(broker(session.settings), label(plan.version), on_status=on_status)
+    return CeleryDispatcher(broker(session.settings), label(plan.version), on_status=on_status,
+                            complaints=plan.suite.complaints if plan.suite else True,
+                            fail_on=plan.suite.fail_on if plan.suite else frozenset())
 
 
 def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
             on_status: StatusFn | None = None, *, options: dict[str, object] | None = None,
-            reports: bool = True) -> RunOutcome:
+            reports: bool = True, repeats: int | None = None, on_held: HeldFn | None = None) -> RunOutcome:
     """Run ``plan``; ``on_event`` sees every attempt, ``on_status`` how jobs on workers go (started where,
     waiting for what); ``options`` are recorded with the run besides how it was asked for. ``reports``:
     write the JUnit and TAP files the request names (else the caller does, with more to say)."""
@@ -111,16 +120,22 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
     backends = {name: make_backend(name, session.settings) for name in plan.testbeds}
     settings = session.settings
     engine = Engine(session.catalog, session.store, backends, jobs=plan.jobs, on_event=_engine_events(on_event),
-                    fresh=plan.fresh,
+                    fresh=plan.fresh, complaints=plan.suite.complaints if plan.suite else True,
+                    fail_on=plan.suite.fail_on if plan.suite else frozenset(),
                     waiver=plan.waiver, owner=str(session.owner.lock_path), limits=plan.limits,
                     budget=Budget(default_budget(settings.memory_budget_mb, settings.cpu_budget)),
                     dispatcher=_dispatcher(session, plan, on_status),
                     known=knownfailures.matcher(knownfailures.known_for(session, plan.version.product.name,
                                                                         plan.suite)))
+    holding = Holding(session, request.hold) if request.hold else None
+    engine.hold = holding.take if holding else None
     version = plan.version
     report = engine.run(version, plan.checks, plan.testbeds, retries=request.retries, rerun_all=request.rerun_all,
                         config=plan.config, unfetched=plan.unfetched,
-                        options={**_recorded_options(request, plan), **(options or {})})
+                        options={**_recorded_options(request, plan), **(options or {})}, repeats=repeats)
+    held = holding.detach(report.run_id, backends) if holding else []
+    if held and on_held is not None:
+        on_held(held)
     if plan.executor != "local":
         livelogs.sweep(session)  # the workers' live logs: the attempts have them now
     if reports:
@@ -130,7 +145,7 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
                    request.fresh, list(request.dep8), plan.fetched, request.quarantine, list(request.structure),
                    list(request.testinfra), list(request.limits), suite_given=request.suite is not None)
     reproducer = write_reproducer(session.settings.runs_dir / str(report.run_id), spec)
-    return RunOutcome(plan, report, reproducer, spec)
+    return RunOutcome(plan, report, reproducer, spec, held=held)
 
 
 def write_reports(session: Session, request: TestRequest, report: RunReport) -> None:
@@ -144,7 +159,7 @@ def write_reports(session: Session, request: TestRequest, report: RunReport) -> 
 def _recorded_options(request: TestRequest, plan: TestPlan) -> dict[str, object]:
     """What the run's record says of how it was asked for, besides its tests and testbeds (a reproducer made
     from the record needs it): the executor, whether tests were named, whether the suite came from files."""
-    options: dict[str, object] = {}
+    options: dict[str, object] = {REQUEST_OPTION: request.model_dump(mode="json", exclude={"junit", "tap", "hold"})}
     if plan.executor != "local":
         options["executor"] = plan.executor
     if request.tests:
@@ -156,14 +171,14 @@ def _recorded_options(request: TestRequest, plan: TestPlan) -> dict[str, object]
 
 def run_tests(session: Session, request: TestRequest, *, on_plan: PlanFn | None = None,
               on_event: AttemptFn | None = None, on_status: StatusFn | None = None,
-              consumers_from: ConsumerOrigin | None = None) -> RunOutcome:
+              consumers_from: ConsumerOrigin | None = None, on_held: HeldFn | None = None) -> RunOutcome:
     """Plan and execute; ``on_plan`` sees the plan before anything runs, ``on_event`` every attempt,
     ``on_status`` the jobs' progress on workers. ``consumers_from``: the server whose consumers run (a
     remote run; the server judges them, so nothing runs on this home's stable version)."""
     plan = plan_tests(session, request, consumers_from=consumers_from)
     if on_plan is not None:
         on_plan(plan)
-    outcome = execute(session, plan, on_event, on_status, reports=False)
+    outcome = execute(session, plan, on_event, on_status, reports=False, on_held=on_held)
     if outcome.exit_code != ExitCode.INTERRUPTED:
         if consumers_from is None:  # (a remote run: the server tells its verdicts against its stable version)
             outcome.baseline = _reference_run(session, plan, on_status)
@@ -237,6 +252,7 @@ def reference_plan(session: Session, plan: TestPlan, stable: str, missing: Seque
     """``plan`` narrowed to the ``missing`` tests and testbeds, of the version ``stable`` (on this home)."""
     ids = {test for test, _tb, _digest in missing}
     beds = [tb for tb in plan.testbeds if any(m[1] == tb for m in missing)]
-    request = plan.request.model_copy(update={"ref": stable, "junit": None, "tap": None, "rerun_all": False})
+    request = plan.request.model_copy(update={"ref": stable, "junit": None, "tap": None, "rerun_all": False,
+                                              "hold": None})
     return replace(plan, request=request, version=session.catalog.resolve(stable),
                    checks=[c for c in plan.checks if c.id in ids], testbeds=beds)

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, Field
 
-from imageci.app import caches, livelogs
+from imageci.app import caches, holds, livelogs
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import Args, NoArgs, operation
 from imageci.app.session import Session
@@ -66,6 +66,7 @@ def gc(session: Session, *, force: bool = False, by: Principal = LOCAL) -> GcOut
     for digest in session.store.remove_unreferenced(lookups.referenced_blobs(session.reader), cutoff):
         removed.append(f"removed unreferenced blob sha256:{digest}")
     removed += session.store.objects.sweep(cutoff)  # interrupted uploads the object store still holds
+    removed += holds.sweep(session)  # (their testbeds went with the dead owners' leftovers above)
     if swept := livelogs.sweep(session):
         removed.append(f"removed the live logs of {swept} ended run(s)")
     return GcOutcome(removed=removed, live=live, caches=caches.trim_home(session))

@@ -12,11 +12,21 @@ from imageci.verdicts import Verdict
 
 
 @dataclass(frozen=True)
+class Finding:
+    """One of the machine's own complaints in a test's window (``checks.complaints``): its kind
+    (oops, coredump, failed-unit, denial) and what the machine said."""
+
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     verdict: Verdict
     reason: str = ""
     exit_code: int | None = None
     log: bytes = b""
+    findings: tuple[Finding, ...] = ()  # the machine's complaints in the test's window
 
 
 class Check(ABC):

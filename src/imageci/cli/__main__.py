@@ -1,3 +1,3 @@
-from imageci.cli.main import app
+from imageci.cli.main import entry
 
-app(prog_name="imageci")
+entry()

@@ -13,6 +13,7 @@ from imageci.cli import (
     cisystems,
     compliance,
     consumers,
+    debugging,
     fleet,
     inventory,
     investigate,
@@ -69,6 +70,22 @@ repro.register(app)
 investigate.register(app)
 knownfailures.register(app)
 backups.register(app)
+debugging.register(app)
+
+HOLD = "--hold-on-failure"
+
+
+def entry() -> None:
+    """The ``imageci`` command: ``--hold-on-failure`` alone means its default duration (the option's value is
+    optional, ``--hold-on-failure=DURATION``), then the commands above."""
+    import sys
+
+    end = sys.argv.index("--") if "--" in sys.argv else len(sys.argv)  # a command's own words stay its own
+    sys.argv[:end] = [f"{HOLD}={DEFAULT_HOLD}" if a == HOLD else a for a in sys.argv[:end]]
+    app(prog_name="imageci")
+
+
+DEFAULT_HOLD = "1h"
 
 if __name__ == "__main__":
-    app()
+    entry()

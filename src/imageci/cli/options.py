@@ -41,3 +41,7 @@ ExecutorOpt = Annotated[str | None, typer.Option("--executor", help="'local': ru
                                                  "local)")]
 FreshOpt = Annotated[str | None, typer.Option("--fresh", help="'test': a new testbed per test; 'suite': reuse "
                                               "one between non-destructive tests (default: the suite's choice)")]
+HoldOpt = Annotated[str | None, typer.Option("--hold-on-failure", metavar="[=DURATION]", help="keep each failing "
+                                             "test's testbed for a person (default 1h, at most 24h; "
+                                             "--hold-on-failure=30m) and print the command that enters it "
+                                             "(`imageci attach ID`); `imageci held` lists them")]

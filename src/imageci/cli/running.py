@@ -16,6 +16,7 @@ from imageci.cli.options import (
     Dep8PkgOpt,
     ExecutorOpt,
     FreshOpt,
+    HoldOpt,
     InvestigateBudgetOpt,
     InvestigateOpt,
     JobsOpt,
@@ -40,6 +41,7 @@ def register(main: typer.Typer) -> None:
     main.command()(run)
     main.command()(test)
     main.command()(pipeline)
+    main.command()(rerun)
 
 
 def _fresh(value: str | None) -> Fresh | None:
@@ -59,8 +61,10 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
              dep8: list[Path] | None, dep8_package: list[str] | None, quarantine: Path | None,
              structure: list[Path] | None, testinfra: list[Path] | None, limit: list[str] | None,
              executor: str | None = None, consumers: bool = True, investigate: bool | None = None,
-             investigate_budget: int = 60) -> TestRequest:
+             investigate_budget: int = 60, hold: str | None = None) -> TestRequest:
+    from imageci.app.holds import hold_duration
     from imageci.app.planning import TestRequest
+    from imageci.definitions.durations import duration_arg
     from imageci.errors import UsageError
 
     if executor not in (None, "local", "celery"):
@@ -70,7 +74,8 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
                        dep8_packages=dep8_package or [], quarantine=quarantine, structure=structure or [],
                        testinfra=testinfra or [], limits=limit or [],
                        executor=executor, consumers=consumers, investigate=investigate,  # type: ignore[arg-type]
-                       investigate_budget=investigate_budget)
+                       investigate_budget=investigate_budget,
+                       hold=hold_duration(duration_arg(hold)) if hold else None)
 
 
 def _run(request: TestRequest) -> None:
@@ -78,16 +83,18 @@ def _run(request: TestRequest) -> None:
     from imageci.app.session import Session
     from imageci.app.testing import run_tests
     from imageci.cli.sources import remote_client
-    from imageci.cli.testing import Steps, show_event, show_outcome, show_plan, show_status
+    from imageci.cli.testing import Steps, show_event, show_held, show_outcome, show_plan, show_status
 
     session = Session.open()
     client = remote_client(session.settings)
     if client is None:
-        outcome = run_tests(session, request, on_plan=show_plan, on_event=show_event, on_status=show_status)
+        outcome = run_tests(session, request, on_plan=show_plan, on_event=show_event, on_status=show_status,
+                            on_held=show_held)
         show_outcome(outcome)
         raise typer.Exit(int(outcome.exit_code))
     with Steps() as steps:
         outcome, recorded, image = test_via(session, client, client.remote.url, request, steps.hooks())
+    show_held(outcome.held)  # (held here, where the tests ran)
     show_outcome(outcome)
     console.print(f"recorded on {client.remote.url}: run {recorded} of {image}", highlight=False)
     raise typer.Exit(int(outcome.exit_code))
@@ -100,11 +107,11 @@ def run(ref: RefArg, tests: Annotated[list[str], typer.Argument(help="test names
         dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None, quarantine: QuarantineOpt = None,
         structure: StructureOpt = None, testinfra: TestinfraOpt = None, limit: LimitOpt = None,
         executor: ExecutorOpt = None, investigate: InvestigateOpt = None,
-        investigate_budget: InvestigateBudgetOpt = 60) -> None:
+        investigate_budget: InvestigateBudgetOpt = 60, hold_on_failure: HoldOpt = None) -> None:
     """Run one or several tests against an image."""
     _run(_request(ref, tests, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
                   quarantine, structure, testinfra, limit, executor, investigate=investigate,
-                  investigate_budget=investigate_budget))
+                  investigate_budget=investigate_budget, hold=hold_on_failure))
 
 
 @handle_errors
@@ -113,13 +120,14 @@ def test(ref: RefArg, suite: SuiteOpt = None, testbed: TestbedOpt = None, jobs: 
          fresh: FreshOpt = None, dep8: Dep8Opt = None, dep8_package: Dep8PkgOpt = None,
          quarantine: QuarantineOpt = None, structure: StructureOpt = None, testinfra: TestinfraOpt = None,
          limit: LimitOpt = None, executor: ExecutorOpt = None, consumers: ConsumersOpt = True,
-         investigate: InvestigateOpt = None, investigate_budget: InvestigateBudgetOpt = 60) -> None:
+         investigate: InvestigateOpt = None, investigate_budget: InvestigateBudgetOpt = 60,
+         hold_on_failure: HoldOpt = None) -> None:
     """Run the image's whole suite and its consumers' suites (or, with --dep8/--dep8-package/--structure/
     --testinfra alone, only those). A test that fails on a testing version and has no verdict on the stable
     version runs there too, so each failure is told a regression or an old one."""
     _run(_request(ref, None, suite, testbed, jobs, retries, rerun_all, junit, tap, fresh, dep8, dep8_package,
                   quarantine, structure, testinfra, limit, executor, consumers, investigate=investigate,
-                  investigate_budget=investigate_budget))
+                  investigate_budget=investigate_budget, hold=hold_on_failure))
 
 
 @handle_errors
@@ -147,4 +155,41 @@ def pipeline(definition: DefArg,
         outcome = run_pipeline(session, definition, request, force_build=force_build, server=client,
                                url=client.remote.url if client else None, hooks=steps.hooks())
     show_pipeline(outcome)
+    raise typer.Exit(int(outcome.exit_code))
+
+
+@handle_errors
+def rerun(run_id: Annotated[int, typer.Argument(metavar="RUN", min=1, help="the run to repeat (`imageci runs`, "
+                                                "`imageci results`)")],
+          failed: Annotated[bool, typer.Option("--failed", help="only the tests that did not pass (failed or an "
+                                               "error on some testbed); what passed elsewhere is reused")] = False,
+          testbed: TestbedOpt = None, jobs: JobsOpt = None, hold_on_failure: HoldOpt = None) -> None:
+    """Run the tests of an earlier run again on the same bytes and the same test content, as a new run that
+    names the one it repeats (`results` and the dashboard link the two). Exit codes as `imageci run`; 0 when
+    --failed finds nothing that failed."""
+    from dataclasses import replace
+
+    from imageci.app.holds import hold_duration
+    from imageci.app.reruns import plan_rerun
+    from imageci.app.session import Session
+    from imageci.app.testing import execute
+    from imageci.cli.sources import remote_client
+    from imageci.cli.testing import show_event, show_held, show_outcome, show_plan, show_status
+    from imageci.definitions.durations import duration_arg
+    from imageci.errors import UsageError
+
+    session = Session.open()
+    if remote_client(session.settings) is not None:
+        raise UsageError("imageci rerun repeats the runs of this home; unset IMAGECI_SERVER (or `imageci logout`) "
+                         "to use it")
+    again = plan_rerun(session, run_id, failed=failed, testbeds=testbed, jobs=jobs)
+    if again.plan is None:
+        console.print(f"nothing failed in run {run_id}: nothing to re-run", highlight=False)
+        raise typer.Exit(0)
+    hold = hold_duration(duration_arg(hold_on_failure)) if hold_on_failure else None
+    plan = replace(again.plan, request=again.plan.request.model_copy(update={"hold": hold}))
+    show_plan(plan)
+    outcome = execute(session, plan, show_event, show_status, repeats=run_id, on_held=show_held)
+    show_outcome(outcome)
+    console.print(f"run {outcome.report.run_id} repeats run {run_id}", highlight=False)
     raise typer.Exit(int(outcome.exit_code))

@@ -19,6 +19,7 @@ from imageci.verdicts import Verdict
 PASSING = (Verdict.PASS, Verdict.FLAKY, Verdict.SKIP)
 
 if TYPE_CHECKING:
+    from imageci.app.holds import HoldRow
     from imageci.app.pipeline import Hooks, PipelineOutcome
     from imageci.build.service import BuildResult
 
@@ -33,11 +34,19 @@ def show_event(e: AttemptEvent) -> None:
     colour = COLOURS.get(e.verdict, "white")
     extra = " (cached: passed before for these bytes)" if e.cached else (f" — {escape(e.reason)}" if e.reason else "")
     extra += " " + escape(f"[known failure: {e.known}]") if e.known else ""
+    extra += "".join(" " + escape(f"[{f}]") for f in e.findings)
     tries = f" try {e.attempt}" if e.attempt > 1 else ""
     bed = escape(f"[{e.testbed}]")
     where = f" on {escape(e.worker)}" if e.worker else ""
     console.print(f"  [{colour}]{e.verdict:5}[/] {escape(e.test)} {bed}{tries} "
                   f"{'' if e.cached else f'{e.seconds:.2f}s'}{where}{extra}", highlight=False)
+
+
+def show_held(rows: list[HoldRow]) -> None:
+    """Each testbed just held, and the one command that enters it."""
+    for h in rows:
+        console.print(f"[yellow]held[/] {escape(h.test)} {escape(f'[{h.testbed}]')} until {h.until}: enter it with "
+                      f"[bold]{escape(h.command)}[/] (remove it now: imageci release {h.id})", highlight=False)
 
 
 def show_status(line: str) -> None:

@@ -66,6 +66,8 @@ def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help=
         if run.reference_for:
             console.print(f"run {run.run} is a reference run: what failed on {run.reference_for} and had no verdict "
                           "here", highlight=False)
+        if run.repeats:
+            console.print(f"run {run.run} repeats run {run.repeats}", highlight=False)
         if run.status != "finished":
             console.print(f"[yellow]run {run.run} {run.status}[/] ({run.started} → {run.ended or '…'}): "
                           f"{run.attempts} attempt(s) recorded for {run.tests} planned test(s) — "
@@ -74,7 +76,8 @@ def results(ref: RefArg, tests: Annotated[list[str] | None, typer.Argument(help=
                    "reason / log"),
                   ((str(a.run), a.test, a.testbed, str(a.attempt), a.verdict, marked(a.change),
                     "-" if a.exit_code is None else str(a.exit_code), f"{a.duration:.3f}", a.started,
-                    (a.reason or a.log or "") + (f" [known failure: {a.known}]" if a.known else ""))
+                    (a.reason or a.log or "") + (f" [known failure: {a.known}]" if a.known else "")
+                    + "".join(f" [{f.kind}: {f.text}]" for f in a.findings))
                    for a in res.attempts),
                   colour=lambda column, value: COLOURS.get(value) if column == 4 else None)
 
@@ -175,7 +178,7 @@ def flaky(name: Annotated[str | None, typer.Argument(help="only this product")] 
           since: Annotated[str, typer.Option("--since", help="how far back, e.g. 30d")] = "30d",
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every transient failure: tests that failed and then passed within one run, with the attempt numbers."""
-    from imageci.app.queries import FlakyArgs, flaky_op
+    from imageci.app.flakiness import FlakyArgs, flaky_op
     from imageci.cli.columns import write_columns
     from imageci.cli.sources import source
 

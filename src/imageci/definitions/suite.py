@@ -90,6 +90,15 @@ class BuiltinRef(BaseModel):
     name: str
 
 
+class MachineChecks(BaseModel):
+    """``checks:`` in suite.yaml: the machine's own complaints read around every test (``checks.complaints``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    read: bool = Field(default=True, description="read them (kernel warnings, core dumps, failed units, denials)")
+    fail_on: list[Literal["oops", "coredump", "failed-unit", "denial"]] = Field(
+        default_factory=list, description="kinds of complaint that fail a test that passed (default: reported only)")
+
+
 class SuiteFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
@@ -109,6 +118,8 @@ class SuiteFile(BaseModel):
                                                          "the run's --investigate-budget")
     limits: list[LimitRuleSpec] = Field(default_factory=list, description="limits for tests by id glob (DEP-8, "
                                         "structure and testinfra tests too)")
+    checks: MachineChecks = Field(default_factory=MachineChecks, description="the machine's own complaints around "
+                                  "each test")
 
     @field_validator("grace")
     @classmethod
@@ -157,6 +168,8 @@ class Suite(BaseModel):
     testinfra: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()  # file:line notes about likely mistakes (not errors)
     limit_rules: tuple[LimitRule, ...] = ()  # defaults: first ("*"), then limits: entries in file order
+    complaints: bool = True  # read the machine's own complaints around every test
+    fail_on: frozenset[str] = frozenset()  # the kinds of complaint that fail a test that passed
 
     def limit_policy(self, override: Limits | None = None) -> LimitPolicy:
         return LimitPolicy(rules=self.limit_rules, override=override or Limits())
@@ -294,7 +307,7 @@ def load_suite(directory: Path) -> Suite:
                  structure=_listed_files(spec.structure, "structure", "container-structure-test file", directory,
                                          suite_file),
                  testinfra=modules, warnings=tuple(dict.fromkeys(warnings)),
-                 limit_rules=_limit_rules(spec))
+                 limit_rules=_limit_rules(spec), complaints=spec.checks.read, fail_on=frozenset(spec.checks.fail_on))
 
 
 def _merge_limits(*metas: TestMeta) -> Limits:

@@ -12,16 +12,17 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
+from imageci.checks import complaints
 from imageci.checks.base import Check, Outcome
 from imageci.definitions.limits import DEFAULTS, LimitPolicy, Limits
 from imageci.engine.budget import Budget, default_budget
 from imageci.engine.jobs import JobDone
 from imageci.engine.results import RunReport, TestResult
+from imageci.engine.schedule import Planned, Schedule, explained, unfetchable
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import ImageciError
 from imageci.formats.oci import ImageConfig
@@ -36,6 +37,7 @@ from imageci.verdicts import Verdict
 
 KnownFn = Callable[[str, bytes], "tuple[str, int] | None"]
 EventFn = Callable[[str, TestResult, Attempt | None], None]
+HoldFn = Callable[[TestResult, Attempt, Testbed], None]  # a failing attempt's testbed, for a person to enter
 
 
 class Dispatcher(Protocol):
@@ -45,50 +47,6 @@ class Dispatcher(Protocol):
 
     def dispatch(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult],
                  limits: Callable[[Check], Limits]) -> Iterator[tuple[TestResult, JobDone | str]]: ...
-
-
-@dataclass
-class Planned:
-    """One check × testbed of a schedule and what it gets."""
-
-    result: TestResult
-    cached: Attempt | None = None  # an earlier pass of these bytes with this test content: reused
-    decided: Outcome | None = None  # a verdict reached without a testbed (a skip and its reason)
-
-    @property
-    def runs(self) -> bool:
-        return self.cached is None and self.decided is None
-
-
-@dataclass
-class Schedule:
-    """What a run will do, decided before anything runs (``Engine.plan``)."""
-
-    image: ImageHandle
-    testbeds: list[str]
-    items: list[Planned]
-
-    @property
-    def to_run(self) -> list[TestResult]:
-        return [i.result for i in self.items if i.runs]
-
-
-def unfetchable(version: Version, checks: Sequence[Check], testbeds: Sequence[str], why: str) -> Schedule:
-    """A schedule whose every item is an ``error``: the image's bytes could not be fetched for any testbed."""
-    image = ImageHandle(digest=version.digest, name=version.product.name, rootfs_tar=Path("/nonexistent"))
-    outcome = Outcome(Verdict.ERROR, f"testbed error: the image could not be fetched: {why}")  # no log: no store
-    return Schedule(image, list(testbeds), [Planned(TestResult(c, tb), decided=outcome) for c in checks
-                                            for tb in testbeds])
-
-
-def _explained(outcome: Outcome, notes: list[str]) -> Outcome:
-    """A verdict that a limit may have caused names the limit first."""
-    if not notes or outcome.verdict in (Verdict.PASS, Verdict.SKIP):
-        return outcome
-    said = "; ".join(notes)
-    reason = f"{said} — {outcome.reason}" if outcome.reason else said
-    log = outcome.log + b"".join(f"# limit: {n}\n".encode() for n in notes)
-    return replace(outcome, reason=reason, log=log)
 
 
 @dataclass
@@ -109,6 +67,10 @@ class Engine:
     limits: LimitPolicy = field(default_factory=LimitPolicy)  # memory, pids, disk, output, log per test
     dispatcher: Dispatcher | None = None  # None: tests run here, in the pool; else as jobs on workers
     known: KnownFn | None = None  # a failure's known label and its re-runs (test id, log) → (tracker, retry)
+    hold: HoldFn | None = None  # takes each failing test's testbed (not removed then): ``--hold-on-failure``
+    held_backends: set[str] = field(default_factory=set)  # testbeds of which a test's was held
+    complaints: bool = True  # read the machine's own complaints around each test (``checks.complaints``)
+    fail_on: frozenset[str] = frozenset()  # the kinds of complaint that fail a test that passed
 
     def _emit(self, what: str, result: TestResult, attempt: Attempt | None = None) -> None:
         if self.on_event:
@@ -163,7 +125,8 @@ class Engine:
             run_id=run_id, image_digest=image.digest, test_id=result.check.id, test_digest=result.check.digest,
             testbed=result.testbed, attempt=len(result.attempts) + 1, started_at=started, ended_at=ended,
             exit_code=outcome.exit_code, verdict=outcome.verdict.value, reason=outcome.reason,
-            log_digest=log_digest, known=self._known(result, outcome)))
+            log_digest=log_digest, known=self._known(result, outcome),
+            findings=complaints.encoded(outcome.findings)))
         result.attempts.append(attempt)
         self._emit("attempt", result, attempt)
         return attempt
@@ -189,27 +152,35 @@ class Engine:
         reuse = self.fresh == "suite" and not result.check.destructive
         kept: dict[tuple[str, frozenset[str], Limits], Testbed] = self._kept.__dict__.setdefault("beds", {})
         testbed: Testbed | None = kept.pop(key, None) if reuse else None
-        keep = False
+        keep = failing = False
         try:
             if testbed is None:
                 testbed = backend.create(image, needs, limits)
                 with self._lock:
                     self._live.add(testbed)
                 testbed.open()
-            outcome = _explained(result.check.run(testbed), testbed.limit_notes())
+            window = complaints.opening(testbed) if self.complaints else None
+            outcome = result.check.run(testbed)
+            found = complaints.closing(testbed, window)
+            outcome = complaints.judged(explained(outcome, testbed.limit_notes()), found, self.fail_on)
             keep = reuse and outcome.verdict != Verdict.ERROR
+            failing = outcome.verdict in (Verdict.FAIL, Verdict.ERROR)
             return outcome
         except ImageciError as exc:
             reason = str(exc).splitlines()[0]
             log = str(exc).encode() + (b"\n" + exc.log if exc.log else b"")
             notes = testbed.limit_notes() if testbed is not None else []
-            return _explained(Outcome(Verdict.ERROR, f"testbed error: {reason}", None, log), notes)
+            return explained(Outcome(Verdict.ERROR, f"testbed error: {reason}", None, log), notes)
         except Exception as exc:  # a harness bug must not take the run down with it
             return Outcome(Verdict.ERROR, f"harness error: {type(exc).__name__}: {exc}", None,
                            traceback.format_exc().encode())
         finally:
             if testbed is not None:
-                if keep and not self._aborting.is_set():
+                if failing and self.hold is not None and not self._aborting.is_set():
+                    with self._lock:  # a person's now (``hold``), once its attempt is recorded
+                        self._live.discard(testbed)
+                    self._kept.failed = testbed
+                elif keep and not self._aborting.is_set():
                     kept[key] = testbed
                 else:
                     self._discard(testbed)
@@ -230,7 +201,11 @@ class Engine:
         if self._aborting.is_set():  # killed by Ctrl-C: not the image's fault
             outcome = Outcome(Verdict.ERROR, "interrupted", None, outcome.log)
         ended = max(utcnow(), started)
-        self._record(run_id, image, result, outcome, started, ended)
+        attempt = self._record(run_id, image, result, outcome, started, ended)
+        failed: Testbed | None = self._kept.__dict__.pop("failed", None)
+        if failed is not None and self.hold is not None:
+            self.held_backends.add(result.testbed)
+            self.hold(result, attempt, failed)
 
     def attempt_once(self, image: ImageHandle, check: Check, testbed: str) -> tuple[Outcome, datetime, datetime]:
         """One attempt of ``check`` on ``testbed``, unrecorded (a worker's job; its coordinator decided
@@ -245,6 +220,12 @@ class Engine:
             outcome = self._execute(image, item.result)
         return outcome, started, max(utcnow(), started)
 
+    def _reusable(self, passed: Attempt | None) -> Attempt | None:
+        """An earlier pass, unless the machine complained in it of what now fails a test (``fail_on``)."""
+        if passed is None or not any(f.kind in self.fail_on for f in complaints.decoded(passed.findings)):
+            return passed
+        return None
+
     def plan(self, image: ImageHandle, checks: Sequence[Check], testbeds: Sequence[str], *,
              rerun_all: bool = False) -> Schedule:
         """Decide, without running or recording anything, what each check × testbed gets: an earlier
@@ -258,7 +239,8 @@ class Engine:
                 item = Planned(TestResult(check, tb))
                 items.append(item)
                 if not rerun_all:
-                    item.cached = self.catalog.passing_attempt(image.digest, check.id, check.digest, tb)
+                    item.cached = self._reusable(self.catalog.passing_attempt(image.digest, check.id, check.digest,
+                                                                              tb))
                     if item.cached is not None:
                         continue
                 waiver = self.waiver(check.id, tb) if self.waiver is not None else None
@@ -281,14 +263,14 @@ class Engine:
         return Schedule(image, list(testbeds), items)
 
     def execute(self, version: Version, schedule: Schedule, *, retries: int = 0, rerun_all: bool = False,
-                options: dict[str, object] | None = None) -> RunReport:
-        """Record a run of ``schedule`` and carry it out: reused passes and decided verdicts first, then
-        the tests in the pool, then retries of what never passed."""
+                options: dict[str, object] | None = None, repeats: int | None = None) -> RunReport:
+        """Record a run of ``schedule`` (``repeats``: the run it repeats) and carry it out: reused passes and
+        decided verdicts first, then the tests in the pool, then retries of what never passed."""
         image, testbeds = schedule.image, schedule.testbeds
         run_id = self.catalog.start_run(image.digest, version.id, {
             "testbeds": testbeds, "retries": retries, "rerun_all": rerun_all,
             "tests": list(dict.fromkeys(i.result.check.id for i in schedule.items)), **(options or {})},
-            owner=self.owner)
+            owner=self.owner, repeats=repeats)
         started = utcnow()
         results = [i.result for i in schedule.items]
         for item in schedule.items:
@@ -317,8 +299,11 @@ class Engine:
                 leftover = list(self._live)
             for bed in leftover:  # testbeds kept for reuse
                 self._discard(bed)
-            for tb in testbeds:
-                self.backends[tb].finish()
+            for tb in testbeds:  # (the holder of a held testbed finishes its backend once it is gone)
+                if tb in self.held_backends:
+                    self.backends[tb].finish_but_held()
+                else:
+                    self.backends[tb].finish()
             for r in results:
                 if r.attempts:
                     r.finalize()
@@ -330,7 +315,8 @@ class Engine:
 
     def run(self, version: Version, checks: Sequence[Check], testbeds: Sequence[str], *, retries: int = 0,
             rerun_all: bool = False, options: dict[str, object] | None = None,
-            image: ImageHandle | None = None, config: ImageConfig | None = None, unfetched: str = "") -> RunReport:
+            image: ImageHandle | None = None, config: ImageConfig | None = None, unfetched: str = "",
+            repeats: int | None = None) -> RunReport:
         """:meth:`plan` then :meth:`execute`. ``image``: the version's handle, when the caller made it;
         else made here with ``config``. An image whose bytes cannot be fetched (the object store is away, an
         object was changed; ``unfetched`` says why, when the caller already knows) is every test's ``error``:
@@ -340,9 +326,10 @@ class Engine:
                 raise StoreUnavailable(unfetched)
             image = image or self.image_handle(version, config)
         except (StoreUnavailable, CorruptBlobError) as exc:
-            return self.execute(version, unfetchable(version, checks, testbeds, str(exc)), options=options)
+            return self.execute(version, unfetchable(version, checks, testbeds, str(exc)), options=options,
+                                repeats=repeats)
         schedule = self.plan(image, checks, testbeds, rerun_all=rerun_all)
-        return self.execute(version, schedule, retries=retries, rerun_all=rerun_all, options=options)
+        return self.execute(version, schedule, retries=retries, rerun_all=rerun_all, options=options, repeats=repeats)
 
     def _dispatch(self, run_id: int, image: ImageHandle, todo: Sequence[TestResult]) -> None:
         """The tests as jobs on workers: each attempt a worker recorded is read back from the catalog."""

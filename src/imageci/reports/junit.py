@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
+from imageci.checks.complaints import decoded
 from imageci.engine.results import RunReport, TestResult
 from imageci.fs import write_file_atomically
 from imageci.verdicts import Verdict
@@ -20,8 +21,9 @@ def _clean(text: str) -> str:
 
 
 def _told(props: ET.Element, r: TestResult) -> None:
-    """A test's change against the stable version and its known-failure label, as its suite's properties
-    (``imageci.change:TEST``, ``imageci.known:TEST``): a test case holds no properties in the format the CI
+    """A test's change against the stable version, its known-failure label and what the machine complained of
+    in its latest attempt's window, as its suite's properties (``imageci.change:TEST``, ``imageci.known:TEST``,
+    ``imageci.findings:TEST``: one ``KIND: TEXT`` per line): a test case holds no properties in the format the CI
     systems validate."""
     if r.change:
         ET.SubElement(props, "property", name=f"imageci.change:{r.test_id}",
@@ -29,6 +31,10 @@ def _told(props: ET.Element, r: TestResult) -> None:
     known = next((a.known for a in reversed(r.attempts) if a.known), None)
     if known:
         ET.SubElement(props, "property", name=f"imageci.known:{r.test_id}", value=_clean(known))
+    last = r.attempts[-1] if r.attempts else None
+    if last is not None and last.findings:
+        said = "\n".join(f"{f.kind}: {f.text}" for f in decoded(last.findings))
+        ET.SubElement(props, "property", name=f"imageci.findings:{r.test_id}", value=_clean(said))
 
 
 def junit_xml(report: RunReport, log_text: LogFn) -> bytes:

@@ -39,7 +39,13 @@ from imageci.store.accesslookups import (
 )
 from imageci.store.reading import Reader, stamp
 from imageci.store.refs import ImageRef, parse_ref
-from imageci.store.states import CHANNELS, LXD_METADATA, ROOTFS, SQUASHFS, RunStatus
+from imageci.store.runlookups import AttemptInfo as AttemptInfo
+from imageci.store.runlookups import RunInfo as RunInfo
+from imageci.store.runlookups import attempts as attempts
+from imageci.store.runlookups import running as running
+from imageci.store.runlookups import running_ids as running_ids
+from imageci.store.runlookups import runs as runs
+from imageci.store.states import CHANNELS, LXD_METADATA, ROOTFS, SQUASHFS
 
 
 @dataclass(frozen=True)
@@ -186,78 +192,17 @@ def definition(reader: Reader, version_id: int) -> str | None:
     return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
-@dataclass(frozen=True)
-class AttemptInfo:
-    id: int
-    run_id: int
-    test_id: str
-    testbed: str
-    attempt: int
-    verdict: str
-    exit_code: int | None
-    reason: str
-    started_at: datetime
-    ended_at: datetime
-    log_digest: str | None
-    test_digest: str = ""
-    worker: str | None = None  # the Celery worker that ran it
-    known: str | None = None  # the tracker of the known failure its log matched
-
-
-def attempts(reader: Reader, image_digest: str) -> list[AttemptInfo]:
-    """Every attempt recorded for these bytes, oldest first."""
-    return [AttemptInfo(i, run, str(test), str(bed), n, str(verdict), code, str(reason or ""), stamp(start),
-                        stamp(end), log, str(tdigest), worker, known)
-            for i, run, test, bed, n, verdict, code, reason, start, end, log, tdigest, worker, known in reader.rows(
-                "SELECT id, run_id, test_id, testbed, attempt, verdict, exit_code, reason, started_at, ended_at, "
-                "log_digest, test_digest, worker, known FROM attempts WHERE image_digest = :digest ORDER BY id",
-                {"digest": image_digest})]
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    id: int
-    status: str
-    exit_code: int | None
-    actor: str
-    started_at: datetime
-    ended_at: datetime | None
-    options: str  # JSON
-
-
-def runs(reader: Reader, image_digest: str) -> list[RunInfo]:
-    """Every run against these bytes, oldest first."""
-    return [RunInfo(i, str(status), code, str(actor or ""), stamp(start), stamp(end) if end is not None else None,
-                    str(options or "{}"))
-            for i, status, code, actor, start, end, options in reader.rows(
-                "SELECT id, status, exit_code, actor, started_at, ended_at, options FROM runs "
-                "WHERE image_digest = :digest ORDER BY id", {"digest": image_digest})]
-
-
 def run_of(reader: Reader, run_id: int) -> tuple[RunInfo, str, VersionInfo | None] | None:
     """A run, the digest it tested and the version it was started for (None: no such run)."""
-    rows = reader.rows("SELECT id, status, exit_code, actor, started_at, ended_at, options, image_digest, version_id "
-                       "FROM runs WHERE id = :id", {"id": run_id})
+    rows = reader.rows("SELECT id, status, exit_code, actor, started_at, ended_at, options, image_digest, version_id, "
+                       "repeats FROM runs WHERE id = :id", {"id": run_id})
     if not rows:
         return None
-    i, status, code, actor, start, end, options, digest, version_id = rows[0]
+    i, status, code, actor, start, end, options, digest, version_id, repeats = rows[0]
     info = RunInfo(i, str(status), code, str(actor or ""), stamp(start), stamp(end) if end is not None else None,
-                   str(options or "{}"))
+                   str(options or "{}"), repeats)
     found = reader.rows(f"{_VERSION} WHERE v.id = :id", {"id": version_id}) if version_id is not None else []
     return info, str(digest), _version(found[0]) if found else None
-
-
-def running(reader: Reader, host: str) -> list[tuple[int, str | None]]:
-    """(id, owner lock file) of the runs of ``host`` still marked running."""
-    return [(int(i), owner) for i, owner in reader.rows(
-        "SELECT id, owner FROM runs WHERE status = :running AND host = :host ORDER BY id",
-        {"running": RunStatus.RUNNING.value, "host": host})]
-
-
-def running_ids(reader: Reader) -> set[int]:
-    """The ids of every run still marked running, on any host."""
-    return {int(i) for i, in reader.rows("SELECT id FROM runs WHERE status = :running",
-                                         {"running": RunStatus.RUNNING.value})}
 
 
 @dataclass(frozen=True)

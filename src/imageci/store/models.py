@@ -129,6 +129,7 @@ class Run(Base):
     host: Mapped[str | None] = mapped_column(String(255))  # where the run's process ran
     owner: Mapped[str | None] = mapped_column(String(1024))  # its owner lock file (imageci.owners)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)  # a client's, over the API
+    repeats: Mapped[int | None] = mapped_column(Integer)  # the run this one repeats (``imageci rerun``)
 
 
 class Attempt(Base):
@@ -151,6 +152,7 @@ class Attempt(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)  # a client's, over the API
     worker: Mapped[str | None] = mapped_column(String(255))  # the Celery worker that ran it (None: the recorder)
     known: Mapped[str | None] = mapped_column(Text)  # the tracker of the known failure its log matched
+    findings: Mapped[str | None] = mapped_column(Text)  # the machine's complaints in its window (JSON list)
 
 
 class Token(Base):
@@ -337,3 +339,25 @@ class SiteKey(Base):
     __tablename__ = "site_keys"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Hold(Base):
+    """A failing test's testbed kept for its owner to enter (``--hold-on-failure``) until ``until``, a release,
+    or ``gc`` once its holder process (``owner``) is gone."""
+
+    __tablename__ = "holds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer, index=True)
+    attempt_id: Mapped[int | None] = mapped_column(Integer)
+    test: Mapped[str] = mapped_column(String(255))
+    testbed: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(128))
+    host: Mapped[str] = mapped_column(String(255))
+    worker: Mapped[str | None] = mapped_column(String(255))
+    owner: Mapped[str] = mapped_column(String(1024))  # the holder's lock file (imageci.owners)
+    pid: Mapped[int | None] = mapped_column(Integer)  # the holder's process, on its host
+    enter: Mapped[str] = mapped_column(Text)  # the command that enters it, on its host
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    released_by: Mapped[str | None] = mapped_column(String(128))

@@ -139,6 +139,20 @@ class Testbed(ABC):
     def close(self) -> None:
         """Remove the testbed; also kills running commands, and is safe from another thread."""
 
+    def attached(self, argv: Sequence[str], *, tty: bool, fds: tuple[int, int, int],
+                 env: Mapping[str, str] | None = None) -> int:
+        """Run ``argv`` in the testbed on the host's ``fds`` (stdin, stdout, stderr) until it exits, and return its
+        exit status: a person's shell or command (``imageci shell``, ``attach``), never a test's. With ``tty``
+        the fds are a pty of imageci's own (``testbeds.terminal``) and the command gets a terminal inside. The
+        same isolation and limits as :meth:`exec`; nothing is captured."""
+        raise NotImplementedError(f"testbed {self.name} cannot attach a terminal")
+
+    def written_since(self, since: float) -> list[str] | None:
+        """The regular files written in the testbed since ``since`` (Unix time; paths inside), read on the host
+        without entering it (its copy-on-write layer): None where the host cannot see them. Lets imageci look
+        for core dumps around a test without a command of its own in the testbed (``checks.complaints``)."""
+        return None
+
     def limit_notes(self) -> list[str]:
         """What limits struck since the last call, as sentences that name each limit
         (memory, pids, disk, output): the engine puts them in the verdict's reason."""
@@ -203,4 +217,9 @@ class Backend(ABC):
 
     def finish(self) -> None:
         """The run is over: drop templates, keys, warm machines."""
+        return None
+
+    def finish_but_held(self) -> None:
+        """The run is over but testbeds of it are held for a person: drop what they do not need (warm machines);
+        whoever holds them calls :meth:`finish` once they are gone."""
         return None

@@ -148,6 +148,23 @@ def _close_all() -> None:
         pool.close()
 
 
+def split_at_fork(*, in_use: bool) -> None:
+    """Right after a fork that hands the testbeds in use to the child (``engine.holder``): each side keeps only
+    its slots — the child those in use (``in_use``), the parent the free ones — so neither unmounts the other's.
+    The child removes its own with :func:`close_all` (it ends with ``os._exit``: no atexit)."""
+    for pool in list(_pools.values()):
+        with pool._lock:  # noqa: SLF001 (the pool's own state, split in two)
+            free = [slot for slots in pool._free.values() for slot in slots]  # noqa: SLF001
+            pool._all = [s for s in pool._all if (s not in free) == in_use]  # noqa: SLF001
+            if in_use:
+                pool._free = {}  # noqa: SLF001
+
+
+def close_all() -> None:
+    """Unmount and remove every slot of this process (a holder's, at its end)."""
+    _close_all()
+
+
 def dead_slots(disks: Path, sweep: Sweep) -> list[Path]:
     """The mounted slots under ``disks`` whose owner is dead."""
     found = []
@@ -169,3 +186,27 @@ def sweep(settings: Settings, sweep: Sweep) -> None:
         if not image.with_suffix("").exists() and sweep.dead(image.stem.split("-", 1)[0]):
             image.unlink(missing_ok=True)
             sweep.done.append(f"removed {image}")
+
+
+def files_written(upper: Path, since: float, limit: int = 100_000) -> list[str]:
+    """The regular files of a copy-on-write upper layer written since ``since`` (Unix time), as paths inside
+    the testbed: what its test wrote, read on the host without entering it (at most ``limit`` entries looked at)."""
+    found: list[str] = []
+    stack = [(upper, "")]
+    seen = 0
+    while stack and seen < limit:
+        directory, inside = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((Path(entry.path), f"{inside}/{entry.name}"))
+                elif entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime >= since:
+                    found.append(f"{inside}/{entry.name}")
+            except OSError:
+                continue
+    return found

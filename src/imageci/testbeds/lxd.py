@@ -201,6 +201,15 @@ class LxdTestbed(Testbed):
             raise TestbedError(f"lxc exec failed: {res.stderr.decode('utf-8', 'replace').strip()[-500:]}")
         return ExecResult(code, res.stdout, res.stderr, duration)
 
+    def attached(self, argv: Sequence[str], *, tty: bool, fds: tuple[int, int, int],
+                 env: Mapping[str, str] | None = None) -> int:
+        cmd = [self.client.path(), "exec", self._name(), "-t" if tty else "-T", "--cwd", "/root"]
+        for k, v in {"HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm-256color" if tty else "dumb",
+                     "IMAGECI_TESTBED": self.name, **(env or {})}.items():
+            cmd += ["--env", f"{k}={v}"]
+        return subprocess.run([*cmd, "--", *argv], stdin=fds[0], stdout=fds[1], stderr=fds[2],
+                              start_new_session=True, env=self.client.env(), check=False).returncode
+
     def _running(self) -> bool:
         state = self.client.query("GET", f"/1.0/instances/{self._name()}/state", check=False, timeout=30)
         return isinstance(state, dict) and state.get("status") == "Running"
@@ -309,6 +318,9 @@ class LxdBackend(Backend):
         return LxdTestbed(self, image, fingerprint, systemd=has_systemd(image, self.rootfs_cache), limits=limits)
 
     def finish(self) -> None:
+        self._finish(held=False)
+
+    def _finish(self, *, held: bool) -> None:
         with self._lock:
             feed, self._feed = self._feed, None
             pulled, self._pulled = self._pulled, set()
@@ -321,6 +333,13 @@ class LxdBackend(Backend):
             in_use = {str((i.get("config") or {}).get("volatile.base_image", "")) for i in self.client.instances()}
             for fingerprint in sorted(pulled - in_use):
                 self.client.query("DELETE", f"/1.0/images/{fingerprint}", wait=True, check=False, timeout=120)
+            if held:  # a held container's image: its holder's finish() deletes it after the container
+                with self._lock:
+                    self._pulled |= pulled & in_use
+
+    def finish_but_held(self) -> None:
+        """The run's feed stops and the images it pulled go, but those of held containers (kept for the holder)."""
+        self._finish(held=True)
 
 
 class LxdVmBackend(Backend):

@@ -39,6 +39,16 @@ def watching(watcher: Watcher) -> Iterator[None]:
         _watcher.reset(token)
 
 
+@contextmanager
+def unwatched() -> Iterator[None]:
+    """Commands of imageci's own (not the test's) in this context: their output is shown to no watcher."""
+    token = _watcher.set(None)
+    try:
+        yield
+    finally:
+        _watcher.reset(token)
+
+
 class Capture:
     """The head and the tail of a stream, and how long it was."""
 

@@ -58,7 +58,7 @@ from imageci.leftovers import Sweep
 from imageci.owners import home_id, process_owner
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, listen_in, proxy
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
-from imageci.testbeds.disks import DiskSlot, dead_slots, disk_pool
+from imageci.testbeds.disks import DiskSlot, dead_slots, disk_pool, files_written
 from imageci.testbeds.gpu import CDI_DEVICE, why_no_gpu
 from imageci.testbeds.imageinit import has_systemd
 from imageci.testbeds.limits import LimitGroup, limit_notes, process_groups
@@ -228,6 +228,22 @@ class PodmanTestbed(Testbed):
             if code == 125 or "OCI runtime" in text or "no such container" in text.lower():
                 raise TestbedError(f"podman exec failed: {text.strip()[-500:]}")
         return ExecResult(code, res.stdout, res.stderr, duration)
+
+    def written_since(self, since: float) -> list[str] | None:
+        """The container's own layer: the one layer in its slot's storage (the image is in a store beside)."""
+        if self.slot is None or self.systemd:
+            return None  # (systemd's units are read inside: checks.complaints enters it anyway)
+        layers = [d / "diff" for d in (self.slot.path / "storage" / "overlay").glob("*") if (d / "diff").is_dir()]
+        return [f for layer in layers for f in files_written(layer, since)]
+
+    def attached(self, argv: Sequence[str], *, tty: bool, fds: tuple[int, int, int],
+                 env: Mapping[str, str] | None = None) -> int:
+        cmd = [self.podman, "exec", "-i", *(["-t"] if tty else []), "--workdir", "/root"]
+        for k, v in {"HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm-256color" if tty else "dumb",
+                     "IMAGECI_TESTBED": self.name, **(env or {})}.items():
+            cmd += ["--env", f"{k}={v}"]
+        return subprocess.run([*cmd, self._name(), *argv], stdin=fds[0], stdout=fds[1], stderr=fds[2],
+                              start_new_session=True, env=self.env, check=False).returncode
 
     def _explain(self, before: dict[str, int], after: dict[str, int], output_exceeded: bool) -> None:
         notes = limit_notes(self.limits, oom_kills=after.get("memory", 0) - before.get("memory", 0),

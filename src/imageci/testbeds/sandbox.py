@@ -26,7 +26,6 @@ namespace).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -50,10 +49,10 @@ from imageci.owners import home_id, process_owner
 from imageci.rootpath import resolve_in_root
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, new_namespace, proxy
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
-from imageci.testbeds.disks import DiskSlot, disk_pool
+from imageci.testbeds.bwrapcmd import HOSTNAME, bwrap_argv, exit_code, take_terminal
+from imageci.testbeds.disks import DiskSlot, disk_pool, files_written
 from imageci.testbeds.hardening import (
     bwrap_path,
-    hardening_args,
     kill_tree,
     mount_overlay,
     umount,
@@ -62,9 +61,6 @@ from imageci.testbeds.limits import LimitGroup, cgroup_mode, group_prefix, limit
 from imageci.testbeds.names import HOSTNAME_PATH, HOSTS_PATH, hosts_text
 from imageci.testbeds.output import pump, stream_keep
 from imageci.testbeds.seccomp import filter_fd
-
-HOSTNAME = "imageci-sandbox"
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class SandboxTestbed(Testbed):
@@ -106,11 +102,6 @@ class SandboxTestbed(Testbed):
         with self._lock:
             notes, self._notes = self._notes, []
         return notes
-
-    def _note(self, text: str) -> None:
-        with self._lock:
-            if text not in self._notes:
-                self._notes.append(text)
 
     # -- lifecycle ---------------------------------------------------------------
     def open(self) -> None:
@@ -248,34 +239,23 @@ class SandboxTestbed(Testbed):
     def _argv(self, argv: Sequence[str], env: Mapping[str, str], cwd: str, status_fd: int,
               seccomp_fd: int | None) -> list[str]:
         assert self.merged is not None
-        cmd = [self.bwrap, "--bind", str(self.merged), "/", "--proc", "/proc", "--dev", "/dev",
-               "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
-               "--hostname", HOSTNAME, "--die-with-parent", "--new-session",
-               "--json-status-fd", str(status_fd), "--chdir", cwd, "--clearenv", *self._names]
-        if not self.privileged:
-            cmd += hardening_args()
-        if seccomp_fd is not None:
-            cmd += ["--seccomp", str(seccomp_fd)]
-        if not self.network and self._netns is None:
-            cmd.append("--unshare-net")
-        elif self.network and os.path.exists("/etc/resolv.conf"):
-            # images ship no resolver config (hygiene): a test that needs the network borrows the host's
-            cmd += ["--ro-bind", os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf"]
-        full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb",
-                    "IMAGECI_TESTBED": self.name, **env}
-        for k, v in full_env.items():
-            cmd += ["--setenv", k, v]
-        return [*cmd, "--", *argv]
+        return bwrap_argv(self.bwrap, self.merged, argv, {"IMAGECI_TESTBED": self.name, **env}, cwd, status_fd,
+                          seccomp_fd, names=self._names, privileged=self.privileged,
+                          network=self.network, own_netns=self._netns is not None)
 
-    def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-             stdin: bytes | None = None, cwd: str | None = None) -> ExecResult:
+    def _start(self, argv: Sequence[str], env: Mapping[str, str], cwd: str, fds: tuple[int, int, int],
+               tty: bool = False) -> tuple[subprocess.Popen[bytes], int, LimitGroup | None]:
+        """``argv`` started in the sandbox on the host ``fds``, in a limits group of its own: (process, the read
+        end of bwrap's status pipe, its group). With ``tty`` the command's stdin is its controlling terminal."""
         if self.merged is None:
             raise TestbedError("sandbox is not open")
         limits = LimitGroup(memory_bytes=self.limits.memory, pids=self.limits.pids, prefix=self.cgroup_prefix)
         has_limits = limits.create()
         rfd, wfd = os.pipe()
         seccomp = None if self.privileged else filter_fd()
-        cmd = self._argv(argv, env or {}, cwd or "/", wfd, seccomp)
+        cmd = self._argv(argv, env, cwd, wfd, seccomp)
+        if tty:  # its own pty (testbeds.terminal): it may be its controlling terminal
+            cmd.remove("--new-session")
         keep_fds = [wfd] if seccomp is None else [wfd, seccomp]
         if self._netns is not None:  # the testbed's own namespace, where the archive proxy is
             cmd = ["nsenter", f"--net=/proc/self/fd/{self._netns}", "--", *cmd]
@@ -284,33 +264,47 @@ class SandboxTestbed(Testbed):
             # Join the group before exec, so every descendant is accounted and killable.
             joins = " && ".join(f"echo $$ > {f}" for f in limits.procs_files())
             cmd = ["/bin/sh", "-c", f'{joins} && exec "$@"', "sh", *cmd]
-        started = time.monotonic()
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    pass_fds=keep_fds, start_new_session=True)
+            proc = subprocess.Popen(cmd, stdin=fds[0], stdout=fds[1], stderr=fds[2], pass_fds=keep_fds,
+                                    start_new_session=True, preexec_fn=take_terminal if tty else None)
+        except BaseException:
+            os.close(rfd)
+            if has_limits:
+                limits.destroy()
+            raise
         finally:
             os.close(wfd)
             if seccomp is not None:
                 os.close(seccomp)
         with self._lock:
             self._running.add(proc)
+        return proc, rfd, limits if has_limits else None
+
+    def _ended(self, proc: subprocess.Popen[bytes], rfd: int, group: LimitGroup | None) -> tuple[str, dict[str, int]]:
+        """bwrap's status lines and the limits that struck; the group removed."""
         try:
-            try:
-                res = pump(proc, stdin, timeout=timeout, keep=stream_keep(self.limits),
-                           max_output=self.limits.output,
-                           stop=lambda: kill_tree(proc, limits if has_limits else None))
-            except BaseException:
-                kill_tree(proc, limits if has_limits else None)
-                raise
             with os.fdopen(rfd, "rb") as status_pipe:
                 status = status_pipe.read().decode("utf-8", "replace")
-            hits = limits.hits() if has_limits else {}
+            return status, group.hits() if group is not None else {}
         finally:
             with self._lock:
                 self._running.discard(proc)
-            if has_limits:
-                limits.destroy()
+            if group is not None:
+                group.destroy()
+
+    def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
+             stdin: bytes | None = None, cwd: str | None = None) -> ExecResult:
+        started = time.monotonic()
+        proc, rfd, group = self._start(argv, env or {}, cwd or "/", (
+            subprocess.PIPE if stdin is not None else subprocess.DEVNULL, subprocess.PIPE, subprocess.PIPE))
+        try:
+            res = pump(proc, stdin, timeout=timeout, keep=stream_keep(self.limits), max_output=self.limits.output,
+                       stop=lambda: kill_tree(proc, group))
+        except BaseException:
+            kill_tree(proc, group)
+            self._ended(proc, rfd, group)
+            raise
+        status, hits = self._ended(proc, rfd, group)
         duration = time.monotonic() - started
         self._explain(hits, res.output_exceeded)
         if res.timed_out or res.output_exceeded:
@@ -318,22 +312,30 @@ class SandboxTestbed(Testbed):
         if '"child-pid"' not in status:
             raise TestbedError(f"sandbox failed to start (exit {proc.returncode}): "
                                f"{res.stderr.decode('utf-8', 'replace').strip()}")
-        code = proc.returncode
-        for line in status.splitlines():
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "exit-code" in doc:
-                code = int(doc["exit-code"])
-        return ExecResult(code, res.stdout, res.stderr, duration)
+        return ExecResult(exit_code(status, proc.returncode), res.stdout, res.stderr, duration)
+
+    def written_since(self, since: float) -> list[str] | None:
+        return files_written(self.slot.path / "upper", since) if self.slot is not None else None
+
+    def attached(self, argv: Sequence[str], *, tty: bool, fds: tuple[int, int, int],
+                 env: Mapping[str, str] | None = None) -> int:
+        proc, rfd, group = self._start(argv, {"TERM": "xterm-256color" if tty else "dumb", **(env or {})}, "/root",
+                                       fds, tty)
+        try:
+            proc.wait()
+        finally:
+            kill_tree(proc, group)
+            status, _hits = self._ended(proc, rfd, group)
+        return exit_code(status, proc.returncode)
 
     def _explain(self, hits: dict[str, int], output_exceeded: bool) -> None:
         """Remember which limit struck, so the verdict can say so."""
         for note in limit_notes(self.limits, oom_kills=hits.get("memory", 0), refused_forks=hits.get("pids", 0),
                                 disk_full=self.slot is not None and self.slot.nearly_full(),
                                 output_stopped=output_exceeded):
-            self._note(note)
+            with self._lock:
+                if note not in self._notes:
+                    self._notes.append(note)
 
     # -- files -------------------------------------------------------------------
     def _host_path(self, path: str, follow_last: bool = True) -> Path:

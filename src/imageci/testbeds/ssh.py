@@ -197,6 +197,19 @@ class SshTestbed(Testbed):
             raise TestbedError(f"{self.name}: ssh failed: {res.stderr.decode('utf-8', 'replace').strip()[-500:]}")
         return ExecResult(proc.returncode, res.stdout, res.stderr, duration)
 
+    def attached(self, argv: Sequence[str], *, tty: bool, fds: tuple[int, int, int],
+                 env: Mapping[str, str] | None = None) -> int:
+        if not self._open:
+            raise TestbedError(f"{self.name} is not open")
+        full_env = {"LANG": "C.UTF-8", "TERM": "xterm-256color" if tty else "dumb", "IMAGECI_TESTBED": self.name,
+                    **(env or {})}
+        script = f"cd ~ && exec {shlex.join(['env', *(f'{k}={v}' for k, v in full_env.items()), *argv])}"
+        ssh = self._ssh()
+        if tty:
+            ssh[ssh.index("-T")] = "-tt"  # a terminal on the host, though ours is a pty of imageci's own
+        return subprocess.run([*ssh, script], stdin=fds[0], stdout=fds[1], stderr=fds[2], start_new_session=True,
+                              check=False).returncode
+
     def copy_in(self, src: Path, dest: str) -> None:
         parent = os.path.dirname(dest.rstrip("/")) or "/"
         with tempfile.TemporaryFile() as buf:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from imageci.app import (
     access,
     bisections,
+    flakiness,
     gating,
     history,
     inventory,
@@ -255,7 +256,7 @@ def flaky(request: Request, s: SessionDep, me: Viewer, since: Annotated[str, Que
             done = f"quarantined {e.test} on {e.product} until {e.expires.isoformat()} (#{e.id})"
         if e.id is not None and e.id == lifted and e.lifted:
             done = f"lifted quarantine #{e.id} ({e.test} on {e.product})"
-    return render(request, "flaky.html", since=since, rows=queries.flaky(s, name or None, duration_arg(since),
+    return render(request, "flaky.html", since=since, rows=flakiness.flaky(s, name or None, duration_arg(since),
                                                                          viewer=me),
                   entries=entries, may=_may_quarantine(request, s, me), done=done,
                   today=utcnow().date().isoformat())

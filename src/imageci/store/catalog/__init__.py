@@ -17,6 +17,7 @@ from imageci.store.catalog.base import (
 )
 from imageci.store.catalog.bisections import BisectionRows
 from imageci.store.catalog.consumers import ConsumerRows
+from imageci.store.catalog.holds import HoldRows
 from imageci.store.catalog.knownfailures import KnownFailureRows
 from imageci.store.catalog.promotion import PromotionRows
 from imageci.store.catalog.quarantines import QuarantineRows
@@ -33,5 +34,5 @@ __all__ = ["Catalog", "Evidence", "EvidenceChanged", "NewArtifact", "SqlAlchemyR
 
 
 class Catalog(VersionRows, PromotionRows, RunRows, QuarantineRows, ConsumerRows, TokenRows, ScheduleRows, VulnRows,
-              RetentionRows, BisectionRows, KnownFailureRows, SharedRows, CatalogBase):
+              RetentionRows, BisectionRows, KnownFailureRows, SharedRows, HoldRows, CatalogBase):
     """The catalog's every call (each topic's module holds its own)."""

@@ -18,20 +18,20 @@ from imageci.store.models import Attempt, Product, Run, RunStatus, Version, utcn
 
 class RunRows(CatalogBase):
     def start_run(self, image_digest: str, version_id: int | None, options: dict[str, Any], *,
-                  owner: str | None = None) -> int:
+                  owner: str | None = None, repeats: int | None = None) -> int:
         """A run in progress; ``owner`` is the lock file its process holds (imageci.owners), so a
         later imageci on this host can tell a run whose process died (see :meth:`abort_dead_runs`)."""
-        return self.start_run_once(image_digest, version_id, options, owner=owner)[0]
+        return self.start_run_once(image_digest, version_id, options, owner=owner, repeats=repeats)[0]
 
     def start_run_once(self, image_digest: str, version_id: int | None, options: dict[str, Any], *,
                        owner: str | None = None, actor: str | None = None, host: str | None = None,
-                       idempotency_key: str | None = None) -> tuple[int, bool]:
+                       idempotency_key: str | None = None, repeats: int | None = None) -> tuple[int, bool]:
         """Like :meth:`start_run`, for a client that may retry: a run already started with
         ``idempotency_key`` is returned as it is. (id, whether new)."""
         run = Run(image_digest=image_digest, version_id=version_id, started_at=utcnow(),
                   options=json.dumps(options, sort_keys=True), actor=actor or self.actor,
                   status=RunStatus.RUNNING.value, host=host or socket.gethostname(), owner=owner,
-                  idempotency_key=idempotency_key)
+                  idempotency_key=idempotency_key, repeats=repeats)
         return self._add_once(run, Run, idempotency_key)
 
     def _add_once(self, row: Run | Attempt, kind: type[Run] | type[Attempt], key: str | None) -> tuple[int, bool]:

@@ -99,6 +99,7 @@ class Vm:
     firmware: str | None = None  # "uefi" (OVMF) or "bios" (SeaBIOS) boot the disk; None: direct kernel boot
     seed: Path | None = None  # the cloud-init NoCloud seed a disk image boots with (testbeds.cloudseed)
     proc: subprocess.Popen[bytes] | None = None
+    parent: int = 0  # the process that started qemu (a holder forked from it is not its parent)
 
     @property
     def console(self) -> Path:
@@ -196,6 +197,7 @@ class Vm:
         with open(self.workdir / "qemu.err", "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                          start_new_session=True, cwd=self.workdir)
+        self.parent = os.getpid()
         guard_console(self.console, self.alive)
         if self.firmware is not None:
             guard_console(self.firmware_log, self.alive)
@@ -209,7 +211,11 @@ class Vm:
         return rules
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is None:
+            return False
+        if os.getpid() == self.parent:
+            return self.proc.poll() is None
+        return _running_qemu(self.proc.pid)  # not our child: waitpid cannot tell, the kernel can
 
     def qmp(self) -> Qmp:
         deadline = time.monotonic() + 30
@@ -252,19 +258,31 @@ class Vm:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
+        if self.alive():
             try:
                 q = Qmp(self.qmp_path, timeout=5)
                 q.command("quit")
                 q.close()
             except (OSError, QmpError):
                 pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + 5
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.alive():
                 os.killpg(self.proc.pid, 9)
+            if os.getpid() == self.parent:
                 self.proc.wait()
         self.proc = None
+
+
+def _running_qemu(pid: int) -> bool:
+    """Whether ``pid`` is a qemu still running (neither gone nor a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X") and b"qemu-system" in command
 
 
 def _ssh_config(vm: Vm, workdir: Path) -> HostConfig:

@@ -181,6 +181,12 @@ class QemuBackend(Backend):
         if not self.keep_warm:
             self.shutdown()
 
+    def finish_but_held(self) -> None:
+        """Warm VMs stop (unless kept warm for later runs); the run's templates and key stay for the held VMs
+        (their disks' backing files)."""
+        if not self.keep_warm:
+            self.pool.shutdown()
+
     def shutdown(self) -> None:
         """Stop warm VMs; remove this run's templates, key and archive proxies."""
         self.pool.shutdown()
@@ -230,6 +236,10 @@ class QemuTestbed(Testbed):
         if self.ssh is None or self.vm is None:
             raise TestbedError("the VM is not running")
         return self.ssh
+
+    def attached(self, argv: Sequence[str], *, tty: bool, fds: tuple[int, int, int],
+                 env: Mapping[str, str] | None = None) -> int:
+        return self._ssh().attached(argv, tty=tty, fds=fds, env=env)
 
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
              stdin: bytes | None = None, cwd: str | None = None) -> ExecResult:

@@ -1,0 +1,75 @@
+"""What the catalog answers about runs and their attempts (portable SQL over a ``store.reading.Reader``);
+re-exported by ``store.lookups``, which every reader asks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from imageci.store.reading import Reader, stamp
+from imageci.store.states import RunStatus
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    id: int
+    run_id: int
+    test_id: str
+    testbed: str
+    attempt: int
+    verdict: str
+    exit_code: int | None
+    reason: str
+    started_at: datetime
+    ended_at: datetime
+    log_digest: str | None
+    test_digest: str = ""
+    worker: str | None = None  # the Celery worker that ran it
+    known: str | None = None  # the tracker of the known failure its log matched
+    findings: str | None = None  # the machine's complaints in its window (JSON: [{"kind", "text"}])
+
+
+def attempts(reader: Reader, image_digest: str) -> list[AttemptInfo]:
+    """Every attempt recorded for these bytes, oldest first."""
+    return [AttemptInfo(i, run, str(test), str(bed), n, str(verdict), code, str(reason or ""), stamp(start),
+                        stamp(end), log, str(tdigest), worker, known, found)
+            for i, run, test, bed, n, verdict, code, reason, start, end, log, tdigest, worker, known, found
+            in reader.rows(
+                "SELECT id, run_id, test_id, testbed, attempt, verdict, exit_code, reason, started_at, ended_at, "
+                "log_digest, test_digest, worker, known, findings FROM attempts WHERE image_digest = :digest "
+                "ORDER BY id",
+                {"digest": image_digest})]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    status: str
+    exit_code: int | None
+    actor: str
+    started_at: datetime
+    ended_at: datetime | None
+    options: str  # JSON
+    repeats: int | None = None  # the run this one repeats (``imageci rerun``)
+
+
+def runs(reader: Reader, image_digest: str) -> list[RunInfo]:
+    """Every run against these bytes, oldest first."""
+    return [RunInfo(i, str(status), code, str(actor or ""), stamp(start), stamp(end) if end is not None else None,
+                    str(options or "{}"), repeats)
+            for i, status, code, actor, start, end, options, repeats in reader.rows(
+                "SELECT id, status, exit_code, actor, started_at, ended_at, options, repeats FROM runs "
+                "WHERE image_digest = :digest ORDER BY id", {"digest": image_digest})]
+
+
+def running(reader: Reader, host: str) -> list[tuple[int, str | None]]:
+    """(id, owner lock file) of the runs of ``host`` still marked running."""
+    return [(int(i), owner) for i, owner in reader.rows(
+        "SELECT id, owner FROM runs WHERE status = :running AND host = :host ORDER BY id",
+        {"running": RunStatus.RUNNING.value, "host": host})]
+
+
+def running_ids(reader: Reader) -> set[int]:
+    """The ids of every run still marked running, on any host."""
+    return {int(i) for i, in reader.rows("SELECT id FROM runs WHERE status = :running",
+                                         {"running": RunStatus.RUNNING.value})}
