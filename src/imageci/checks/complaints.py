@@ -37,7 +37,7 @@ DENIED = re.compile(r'apparmor="DENIED"|avc:\s+denied')
 AUDIT_TIME = re.compile(r"audit\((\d+(?:\.\d+)?):")
 
 # $1: read the kernel's log (1/0). Prints the guest's clock and uptime, then kmsg=<record>, core=<mtime> <path>,
-# failed=<state change, epoch µs> <unit> <description>, audit=<line>; at most 256 KiB. The host tells what
+# failed=<when it entered failed, epoch> <unit> <description>, audit=<line>; at most 256 KiB. The host tells what
 # falls in the test's window (the guest's clock is read here, once, beside the host's).
 _PROBE = r"""
 LC_ALL=C; export LC_ALL
@@ -50,9 +50,17 @@ if [ "$1" = 1 ] && [ -c /dev/kmsg ]; then
   timeout 5 dd if=/dev/kmsg iflag=nonblock bs=65536 status=none 2>/dev/null | grep -av '^ ' | tail -n 2000 \
     | sed 's/^/kmsg=/'
 fi
-cores() { timeout 20 find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o -type f \( -name core \
-  -o -name 'core.[0-9]*' -o -path '/var/lib/systemd/coredump/*' -o -path '/var/crash/*' \) "$@" 2>/dev/null; }
-{ cores -printf '%T@ %p\n' || cores -exec stat -c '%Y %n' {} + ; } | head -n 200 | sed 's/^/core=/'
+# core files where processes run and write (cwd "/", temporary and home directories) and where the machine
+# keeps them: a whole-tree walk would cost a VM under TCG seconds per test
+cores() {
+  timeout 10 find / -maxdepth 1 -type f \( -name core -o -name 'core.[0-9]*' \) "$@" 2>/dev/null
+  for d in /tmp /var/tmp /root /home /srv /opt /var/lib/systemd/coredump /var/crash; do
+    [ -d "$d" ] && timeout 10 find "$d" -xdev -type f \( -name core -o -name 'core.[0-9]*' \
+      -o -path '/var/lib/systemd/coredump/*' -o -path '/var/crash/*' \) "$@" 2>/dev/null
+  done
+}
+if find / -maxdepth 0 -printf '' 2>/dev/null; then cores -printf '%T@ %p\n'; else cores -exec stat -c '%Y %n' {} +; fi \
+  | head -n 200 | sed 's/^/core=/'
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   systemctl list-units --state=failed --plain --no-legend --no-pager --full 2>/dev/null | while read -r u _l _a _s d; do
     t=$(systemctl show -p StateChangeTimestamp --value --timestamp=us+utc "$u" 2>/dev/null)
