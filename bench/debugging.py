@@ -129,7 +129,7 @@ def main() -> None:
                 if testbed == "qemu" else make_backend(testbed, settings)
             engine = Engine(catalog, store, {testbed: backend}, jobs=1)
             try:
-                cost[testbed] = complaint_cost(engine, version, suite, testbed, sized(3, 1))
+                cost[testbed] = complaint_cost(engine, version, suite, testbed, sized(2, 1))
             finally:
                 backend.finish()
                 if isinstance(backend, QemuBackend):
