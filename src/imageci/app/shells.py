@@ -18,9 +18,8 @@ from imageci.engine.runner import Engine
 from imageci.errors import TestbedError, UsageError
 from imageci.testbeds.base import Backend
 from imageci.testbeds.registry import make_backend
-from imageci.testbeds.terminal import RunFn
+from imageci.testbeds.terminal import LOGIN, RunFn
 
-LOGIN = ["sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash -l; exec sh -l"]
 AttachFn = Callable[[RunFn], int]  # runs a command on the caller's terminal (testbeds.terminal.on_terminal)
 
 

@@ -28,9 +28,8 @@ from pathlib import Path
 from imageci import unixsock
 from imageci.testbeds import disks
 from imageci.testbeds.base import Backend, Testbed
-from imageci.testbeds.terminal import DATA, EOF, EXIT, SIZE, in_thread, receive, send, set_window
+from imageci.testbeds.terminal import DATA, EOF, EXIT, LOGIN, SIZE, in_thread, receive, send, set_window
 
-LOGIN = ["sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash -l; exec sh -l"]
 HEADER_MAX = 65536
 EndFn = Callable[[int, str], None]  # (hold id, why it ended) — the holder tells the catalog
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from types import FrameType
 
 DATA, SIZE, EOF, EXIT = 0, 1, 2, 3
+LOGIN = ["sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash -l; exec sh -l"]  # a person's default command
 MAX_FRAME = 1 << 20
 Fds = tuple[int, int, int]
 RunFn = Callable[[bool, Fds], int]  # (tty, stdin/stdout/stderr) → the command's exit status
