@@ -41,6 +41,36 @@ def exercise_catalog(cat: Catalog) -> None:
     assert events[-1].actor == "alice" and events[-1].reason == "gate held"
     assert cat.find_by_input_hash("demo", "i2").id == v2.id
     assert cat.find_by_input_hash("demo", "nope") is None
+    exercise_pipes(cat)
+
+
+def exercise_pipes(cat: Catalog) -> None:
+    """A held testbed's pipe (``app.holdpipes``): bytes by offset, a retried write kept once, one past the end or
+    beyond the backlog not taken, what was read dropped, the end said once read up to it; gone with the hold."""
+    from datetime import timedelta
+
+    from imageci.store.catalog.holds import DOWN, UP
+    from imageci.store.models import Hold, utcnow
+
+    hold = cat.add_hold(Hold(run_id=1, test="t", testbed="sandbox", actor="alice", host="h", worker="w", owner="",
+                             enter="", until=utcnow() + timedelta(hours=1)))
+    pipe = cat.open_pipe(hold.id, "alice")
+    assert cat.take_pipes(hold.id) == [pipe] and cat.take_pipes(hold.id) == []
+    assert cat.pipe_write(pipe, UP, 0, b"hello ", False, 16) == (6, True)
+    assert cat.pipe_write(pipe, UP, 0, b"hello ", False, 16) == (6, True)  # a retry: kept once
+    assert cat.pipe_write(pipe, UP, 9, b"late", False, 16) == (6, False)  # past the end
+    assert cat.pipe_write(pipe, UP, 3, b"lo world", False, 16) == (11, True)  # overlaps: only what is new
+    assert cat.pipe_write(pipe, UP, 11, b"x" * 8, False, 16) == (19, True)  # 11 wait unread: under the backlog
+    assert cat.pipe_write(pipe, UP, 19, b"y", False, 16) == (19, False)  # 19 wait: not now
+    assert cat.pipe_read(pipe, UP, 0, 5) == (b"hello", 19, False)
+    assert cat.pipe_read(pipe, UP, 6, 5) == (b"world", 19, False)  # ("hello " was read: dropped)
+    assert cat.pipe_read(pipe, UP, 11, 100) == (b"x" * 8, 19, False)
+    assert cat.pipe_read(pipe, UP, 19, 100) == (b"", 19, False)
+    assert cat.pipe_write(pipe, UP, 19, b"!", True, 16) == (20, True)
+    assert cat.pipe_read(pipe, UP, 19, 100) == (b"!", 20, True) and cat.pipe_read(pipe, UP, 20, 9) == (b"", 20, True)
+    assert cat.pipe_read(pipe, DOWN, 0, 100) == (b"", 0, False)  # the other stream is its own
+    assert cat.release_hold(hold.id, "released by alice") and cat.pipe(pipe) is None
+    assert cat.pipe_read(pipe, DOWN, 0, 100) == (b"", 0, True)
 
 
 def test_catalog_on_sqlite(tmp_path: Path) -> None:

@@ -4,22 +4,18 @@ processes with their own homes and different capability sets — routing by
 architecture (an arm64 image runs on the worker that offers arch:arm64, through
 qemu-user), a job no live worker can take shown as waiting, kill -9 of a worker
 mid-test, a broker restart and a server restart mid-run, and the same verdicts
-as the local executor."""
+as the local executor; a failing test's testbed held on a worker and entered through the server. The fleet:
+tests/fleetkit.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tarfile
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,6 +27,7 @@ from imageci.app.session import Session
 from imageci.config import Settings
 
 from conftest import REPO, busybox_rootfs, free_port, require_tool, write_suite
+from fleetkit import Fleet, arm64_busybox, run_id, wait_for
 
 pytestmark = pytest.mark.root
 APPLETS = ("sh", "cat", "true", "sleep", "echo", "uname", "test", "grep")
@@ -38,123 +35,6 @@ SUITE = {"hello": "#!/bin/sh\necho hello from $(uname -m)\n",
          "broken": "#!/bin/sh\necho this one fails\nexit 1\n",
          "nap": "#!/bin/sh\nsleep 1\n"}
 TICKS = "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.5; done\necho done >&2\n"
-VISIBILITY = "20"  # seconds: a job a killed worker held is delivered again after this; a worker waits half of
-# it for a server that restarts (a loaded CI machine needs more than 5 s to start one)
-
-
-def _wait(what: str, ok: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.1)
-
-
-def _arm64_busybox(directory: Path) -> Path:
-    """Debian's arm64 busybox-static, extracted by mmdebstrap (no emulation needed to extract)."""
-    out = directory / "busybox-arm64.tar"
-    subprocess.run(["mmdebstrap", "--variant=extract", "--architectures=arm64", "--include=busybox-static",
-                    "--mode=root", "bookworm", str(out)], check=True, capture_output=True, timeout=600)
-    with tarfile.open(out) as tar:
-        member = tar.extractfile("./bin/busybox")
-        assert member is not None
-        path = directory / "busybox-arm64"
-        path.write_bytes(member.read())
-    return path
-
-
-@dataclass
-class Fleet:
-    root: Path
-    home: Path  # the server's home: the coordinator runs here
-    redis_port: int
-    server_port: int
-    token: str
-    server: subprocess.Popen[bytes] | None = None
-    redis: subprocess.Popen[bytes] | None = None
-    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def broker(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}"
-
-    def env(self, home: Path, **extra: str) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
-        return {**base, "IMAGECI_HOME": str(home), "IMAGECI_BROKER_URL": self.broker,
-                "IMAGECI_VISIBILITY_TIMEOUT": VISIBILITY, "COLUMNS": "250", **extra}
-
-    def start_redis(self) -> None:
-        data = self.root / "redis"
-        data.mkdir(exist_ok=True)
-        self.redis = subprocess.Popen(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                                       "--appendonly", "yes", "--save", "", "--dir", str(data)],
-                                      stdout=open(self.root / "redis.log", "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
-        _wait("redis", lambda: socket.socket().connect_ex(("127.0.0.1", self.redis_port)) == 0)
-
-    def stop_redis(self) -> None:
-        assert self.redis is not None
-        self.redis.terminate()  # SIGTERM: redis flushes its append-only file and exits
-        assert self.redis.wait(timeout=30) == 0
-
-    def start_server(self) -> None:
-        self.server = subprocess.Popen([sys.executable, "-m", "imageci.cli", "serve", "--listen",
-                                        f"127.0.0.1:{self.server_port}"], env=self.env(self.home),
-                                       stdout=subprocess.DEVNULL,
-                                       stderr=open(self.root / "server.log", "ab"))  # noqa: SIM115
-
-        def up() -> bool:
-            try:
-                return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-        _wait("the server", up)
-
-    def stop_server(self) -> None:
-        assert self.server is not None
-        self.server.terminate()
-        assert self.server.wait(timeout=30) == 0
-
-    def start_worker(self, name: str, capabilities: str, concurrency: int = 1) -> subprocess.Popen[bytes]:
-        home = self.root / name
-        log = self.root / f"{name}.log"
-        before = log.stat().st_size if log.exists() else 0
-        proc = subprocess.Popen([sys.executable, "-m", "imageci.cli", "worker", "--server", self.url,
-                                 "--capabilities", capabilities, "-c", str(concurrency), "--loglevel", "INFO"],
-                                env=self.env(home, IMAGECI_TOKEN=self.token), stdout=subprocess.DEVNULL,
-                                stderr=open(log, "ab"))  # noqa: SIM115
-        self.workers[name] = proc
-        _wait(f"worker {name}", lambda: " ready: " in log.read_text()[before:] or proc.poll() is not None)
-        assert proc.poll() is None, log.read_text()
-        return proc
-
-    def stop_worker(self, name: str, sig: int = signal.SIGTERM) -> None:
-        proc = self.workers.pop(name)
-        proc.send_signal(sig)
-        proc.wait(timeout=60)
-
-    def cli(self, *args: str, home: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "imageci.cli", *args], env=self.env(home or self.home),
-                              capture_output=True, text=True, timeout=timeout, cwd=REPO)
-
-    def coordinate(self, *args: str) -> tuple[subprocess.Popen[str], Path]:
-        """`imageci test … --executor celery` in the background; its output file."""
-        out = self.root / f"coordinator-{time.monotonic_ns()}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "imageci.cli", "test", *args, "--executor", "celery"],
-                                env=self.env(self.home), stdout=open(out, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                text=True, cwd=REPO)
-        return proc, out
-
-    def attempts(self, ref: str, run: int) -> list[dict[str, object]]:
-        res = self.cli("results", ref, "--json")
-        assert res.returncode == 0, res.stderr
-        return [a for a in json.loads(res.stdout)["attempts"] if a["run"] == run]
-
-
-def _run_id(output: str) -> int:
-    return int(output.split("\nrun ")[1].split(":")[0])
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +49,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     suite = write_suite(root / "suite", SUITE)
     slow = write_suite(root / "slow-suite", {"slow": "#!/bin/sh\nsleep 5\necho done\n", "hello": SUITE["hello"]})
     ticks = write_suite(root / "ticks-suite", {"ticks": TICKS})
-    arm = busybox_rootfs(root / "arm64.tar", "arm64", APPLETS, busybox=_arm64_busybox(root))
+    arm = busybox_rootfs(root / "arm64.tar", "arm64", APPLETS, busybox=arm64_busybox(root))
     amd = busybox_rootfs(root / "amd64.tar", "amd64", APPLETS)
     for name, tar, arch, suite_dir in (("bb", amd, "amd64", suite), ("bb-arm", arm, "arm64", suite),
                                        ("bb-slow", amd, "amd64", slow), ("bb-ticks", amd, "amd64", ticks)):
@@ -210,7 +90,7 @@ def test_jobs_go_where_the_capabilities_are_and_verdicts_equal_the_local_executo
             env_suite = fleet.cli("test", ref, "--executor", "celery", "--limit", "memory=512M")
             out = env_suite.stdout
             assert env_suite.returncode == 1, out + env_suite.stderr  # `broken` fails
-            mine = fleet.attempts(ref, _run_id(out))
+            mine = fleet.attempts(ref, run_id(out))
             assert {a["test"] for a in mine} == set(SUITE), out
             assert {a["worker"] for a in mine} == {worker}, (arch, mine)
             verdicts = {a["test"]: a["verdict"] for a in mine}
@@ -220,18 +100,18 @@ def test_jobs_go_where_the_capabilities_are_and_verdicts_equal_the_local_executo
             assert f"on {worker}" in out
             # the same suite with the local executor: the same verdicts
             local = fleet.cli("test", ref, "--rerun-all", "--executor", "local")
-            here = {a["test"]: a["verdict"] for a in fleet.attempts(ref, _run_id(local.stdout))}
+            here = {a["test"]: a["verdict"] for a in fleet.attempts(ref, run_id(local.stdout))}
             assert local.returncode == 1 and here == verdicts, local.stdout
-            assert all(a["worker"] is None for a in fleet.attempts(ref, _run_id(local.stdout)))
+            assert all(a["worker"] is None for a in fleet.attempts(ref, run_id(local.stdout)))
 
         # no arm64 worker: the job waits, shown as such, and runs once one comes
         fleet.stop_worker("arm")
         proc, out_file = fleet.coordinate("bb-arm:testing", "--rerun-all")
-        _wait("the waiting line", lambda: "waiting for: arch:arm64" in out_file.read_text(), 30)
+        wait_for("the waiting line", lambda: "waiting for: arch:arm64" in out_file.read_text(), 30)
         assert proc.poll() is None  # waiting, not failed
         fleet.start_worker("arm", "sandbox,arch:arm64")
         assert proc.wait(timeout=120) == 1, out_file.read_text()
-        assert sorted(a["verdict"] for a in fleet.attempts("bb-arm:testing", _run_id(out_file.read_text()))) == \
+        assert sorted(a["verdict"] for a in fleet.attempts("bb-arm:testing", run_id(out_file.read_text()))) == \
             ["fail", "pass", "pass"]
     finally:
         for name in ("amd", "arm"):
@@ -243,17 +123,17 @@ def test_a_worker_killed_mid_test_hands_its_job_to_another_and_one_verdict_is_re
     procs = {name: fleet.start_worker(name, "sandbox,arch:amd64") for name in ("k1", "k2")}
     try:
         proc, out_file = fleet.coordinate("bb-slow:testing", "--rerun-all")
-        _wait("slow to start", lambda: "slow on sandbox: started on" in out_file.read_text(), 60)
+        wait_for("slow to start", lambda: "slow on sandbox: started on" in out_file.read_text(), 60)
         victim_host = out_file.read_text().split("slow on sandbox: started on ")[1].split()[0]
         names = {name: (fleet.root / f"{name}.log").read_text() for name in procs}
         victim = next(n for n, log in names.items() if victim_host in log)
         sandboxes = fleet.root / victim / "tmp" / "sandboxes"
-        _wait("the victim's sandbox", lambda: any(sandboxes.glob("sb-*")), 30)
+        wait_for("the victim's sandbox", lambda: any(sandboxes.glob("sb-*")), 30)
         fleet.stop_worker(victim, signal.SIGKILL)
         assert proc.wait(timeout=120) == 0, out_file.read_text()
         out = out_file.read_text()
         assert "slow on sandbox: started again on" in out, out
-        slow = [a for a in fleet.attempts("bb-slow:testing", _run_id(out)) if a["test"] == "slow"]
+        slow = [a for a in fleet.attempts("bb-slow:testing", run_id(out)) if a["test"] == "slow"]
         assert len(slow) == 1 and slow[0]["verdict"] == "pass" and slow[0]["worker"] != victim_host, slow
         assert any(sandboxes.glob("sb-*"))  # what the killed worker left …
         fleet.start_worker(victim, "sandbox,arch:amd64")  # … its next start removes
@@ -267,24 +147,24 @@ def test_a_worker_killed_mid_test_hands_its_job_to_another_and_one_verdict_is_re
 
 def test_queued_jobs_survive_a_broker_restart_and_results_a_server_restart(fleet: Fleet) -> None:
     proc, out_file = fleet.coordinate("bb:testing", "--rerun-all")
-    _wait("jobs queued with no worker", lambda: "waiting for: a live worker" in out_file.read_text(), 30)
+    wait_for("jobs queued with no worker", lambda: "waiting for: a live worker" in out_file.read_text(), 30)
     fleet.stop_redis()
     fleet.start_redis()
     fleet.start_worker("late", "sandbox,arch:amd64")
     try:
         assert proc.wait(timeout=120) == 1, out_file.read_text()
-        assert len(fleet.attempts("bb:testing", _run_id(out_file.read_text()))) == len(SUITE)
+        assert len(fleet.attempts("bb:testing", run_id(out_file.read_text()))) == len(SUITE)
         # the server goes away while a job runs: the worker waits for it, the result lands once
         proc, out_file = fleet.coordinate("bb-slow:testing", "--rerun-all")
-        _wait("slow to start", lambda: "slow on sandbox: started on" in out_file.read_text(), 60)
+        wait_for("slow to start", lambda: "slow on sandbox: started on" in out_file.read_text(), 60)
         worker_log = fleet.root / "late.log"
         before = worker_log.stat().st_size
         fleet.stop_server()
         # the test ends while the server is down: its attempt's write fails, and is tried again …
-        _wait("the worker to find the server gone", lambda: "trying again" in worker_log.read_text()[before:], 60)
+        wait_for("the worker to find the server gone", lambda: "trying again" in worker_log.read_text()[before:], 60)
         fleet.start_server()  # … until the server is back (within the worker's patience: half the visibility)
         assert proc.wait(timeout=120) == 0, out_file.read_text()
-        slow = [a for a in fleet.attempts("bb-slow:testing", _run_id(out_file.read_text())) if a["test"] == "slow"]
+        slow = [a for a in fleet.attempts("bb-slow:testing", run_id(out_file.read_text())) if a["test"] == "slow"]
         assert len(slow) == 1 and slow[0]["verdict"] == "pass"
     finally:
         fleet.stop_worker("late")
@@ -294,7 +174,7 @@ def test_a_running_job_streams_its_log_and_it_can_be_followed(fleet: Fleet) -> N
     fleet.start_worker("live", "sandbox,arch:amd64")
     try:
         proc, out_file = fleet.coordinate("bb-ticks:testing", "--rerun-all")
-        _wait("ticks to start", lambda: "ticks on sandbox: started on" in out_file.read_text(), 60)
+        wait_for("ticks to start", lambda: "ticks on sandbox: started on" in out_file.read_text(), 60)
         res = fleet.cli("results", "bb-ticks:testing", "--json")
         [run] = [r["run"] for r in json.loads(res.stdout)["runs"] if r["status"] == "running"]
         follower = subprocess.Popen([sys.executable, "-m", "imageci.cli", "--server", fleet.url, "log",
@@ -344,7 +224,7 @@ def test_a_consumers_suite_runs_on_a_worker_at_the_servers_snapshot(fleet: Fleet
     try:
         ran = fleet.cli("test", "bb-slow:testing", "--executor", "celery", "--rerun-all")
         assert ran.returncode == 0, ran.stdout + ran.stderr
-        mine = fleet.attempts("bb-slow:testing", _run_id(ran.stdout))
+        mine = fleet.attempts("bb-slow:testing", run_id(ran.stdout))
         [consumer] = [a for a in mine if a["test"] == "consumer:downstream"]
         assert consumer["verdict"] == "pass" and consumer["worker"], mine
         assert "consumed on x86_64" in fleet.cli("log", "bb-slow:testing", "consumer:downstream").stdout
@@ -386,3 +266,82 @@ def test_a_bisection_runs_its_steps_on_workers_that_make_each_intermediate_image
         assert len(runs) == result["test_runs"] and workers and None not in workers, workers
     finally:
         fleet.stop_worker("bisector")
+
+
+def _person(fleet: Fleet, token: str, *args: str, typed: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`imageci --server URL ARGS` as a person with ``token``, from a home of their own."""
+    return subprocess.run([sys.executable, "-m", "imageci.cli", "--server", fleet.url, *args], input=typed,
+                          env=fleet.env(fleet.root / "person", IMAGECI_TOKEN=token), capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+
+
+def _hold_on_worker(fleet: Fleet, duration: str) -> int:
+    """`imageci run bb:testing broken --executor celery --hold-on-failure=DURATION` for alice; the hold's id."""
+    done = subprocess.run([sys.executable, "-m", "imageci.cli", "run", "bb:testing", "broken", "--rerun-all",
+                           "--executor", "celery", f"--hold-on-failure={duration}"], capture_output=True, text=True,
+                          env=fleet.env(fleet.home, IMAGECI_ACTOR="alice"), timeout=300, cwd=REPO)
+    printed = re.search(r"held broken \[sandbox\] until \S+: enter it with imageci attach (\d+) ", done.stdout)
+    assert done.returncode == 1 and printed, done.stdout + done.stderr
+    return int(printed.group(1))
+
+
+def test_a_failing_test_held_on_a_worker_is_entered_through_the_server_by_its_owner_only(fleet: Fleet) -> None:
+    """The worker keeps the failing test's sandbox and only ever connects out: alice (the run's actor) enters it
+    through the server with and without a terminal and releases it; an admin of the namespace may enter it; a
+    colleague's token and another namespace's admin are told nothing is held; its time ends another; a worker
+    killed while holding leaves its sandbox to its next start's gc and its hold to the server's staleness."""
+    from test_holds import on_a_terminal
+
+    session = Session.open(Settings.load(fleet.home, {}))
+    alice, boss, bob, mallory = (tokens.create(session, name, ns, scopes, by=LOCAL).secret for name, ns, scopes in
+                                 (("alice", "default", "test"), ("boss", "default", "admin"),
+                                  ("bob", "default", "test"), ("mallory", "elsewhere", "admin")))
+    session.close()
+    sandboxes = fleet.root / "keeper" / "tmp" / "sandboxes"
+    fleet.start_worker("keeper", "sandbox,arch:amd64")
+    try:
+        hold = _hold_on_worker(fleet, "10m")
+        assert len(list(sandboxes.glob("sb-*"))) == 1  # the failing test's, as it left it
+        [row] = json.loads(_person(fleet, alice, "held", "--json").stdout)
+        assert (row["id"], row["test"], row["by"]) == (hold, "broken", "alice")
+        assert row["command"] == f"imageci attach {hold}"
+        assert row["worker"].startswith("imageci-") and fleet.url.split("//")[1] not in row["command"]
+        inside = _person(fleet, alice, "attach", str(hold), "--", "sh", "-c", "cat; uname -m; exit 3",
+                         typed="typed\n")
+        assert (inside.returncode, inside.stdout) == (3, "typed\nx86_64\n"), inside
+        person = type("Person", (), {"env": lambda _self: fleet.env(fleet.root / "person", IMAGECI_TOKEN=alice,
+                                                                   IMAGECI_SERVER=fleet.url)})()
+        code, shown = on_a_terminal(person, "attach", str(hold), typed=b"test -t 0 && echo tty-$((6*7)); exit 4\n")
+        assert code == 4 and b"tty-42" in shown, shown
+        assert _person(fleet, boss, "attach", str(hold), "--", "echo", "admin").stdout == "admin\n"
+        for token in (bob, mallory):  # the same answer as for no hold at all
+            refused = _person(fleet, token, "attach", str(hold), "--", "echo", "no")
+            assert refused.returncode == 2 and f"nothing is held as {hold}" in refused.stderr, refused
+            assert json.loads(_person(fleet, token, "held", "--json").stdout) == []
+            api = httpx.post(f"{fleet.url}/api/v1/holds/{hold}/pipes", headers={"Authorization": f"Bearer {token}"})
+            assert api.status_code == 404 and str(hold) in api.json()["error"], api.text
+        worker_side = httpx.get(f"{fleet.url}/api/v1/holds/{hold}/pending",
+                                headers={"Authorization": f"Bearer {alice}"})
+        assert worker_side.status_code == 404  # only the worker's token serves the hold
+        released = _person(fleet, alice, "release", str(hold))
+        assert released.returncode == 0 and "its testbed is removed" in released.stdout, released
+        assert not list(sandboxes.glob("sb-*")) and _person(fleet, alice, "attach", str(hold)).returncode == 2
+
+        _hold_on_worker(fleet, "2s")  # its time ends it
+        wait_for("the hold's time", lambda: json.loads(_person(fleet, alice, "held", "--json").stdout) == [], 30)
+        wait_for("the sandbox to go", lambda: not list(sandboxes.glob("sb-*")), 10)
+
+        hold = _hold_on_worker(fleet, "10m")
+        fleet.stop_worker("keeper", signal.SIGKILL)
+        assert len(list(sandboxes.glob("sb-*"))) == 1
+        fleet.start_worker("keeper", "sandbox,arch:amd64")  # its gc removes what the dead one held
+        assert not list(sandboxes.glob("sb-*"))
+        import sqlite3
+
+        with sqlite3.connect(fleet.home / "catalog.db") as db:  # not heard of for longer than the server waits
+            db.execute("UPDATE holds SET seen_at = '2000-01-01 00:00:00.000000' WHERE id = ?", (hold,))
+        assert json.loads(_person(fleet, alice, "held", "--json").stdout) == []
+        assert "its worker was gone" in _person(fleet, alice, "attach", str(hold)).stderr
+    finally:
+        if "keeper" in fleet.workers:
+            fleet.stop_worker("keeper")

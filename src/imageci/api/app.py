@@ -33,7 +33,8 @@ from imageci.web.app import add_dashboard, page_for
 
 # The API's resource groups: each router's hand-written routes, then the operations of its tag.
 GROUPS: dict[str, list[APIRouter]] = {"operations": [health.router], "images": [images.router], "runs": [runs.router],
-                                      "publishing": [publishing.router], "access": [], "vulnerabilities": []}
+                                      "publishing": [publishing.router], "access": [], "vulnerabilities": [],
+                                      "holds": []}
 PRESENTERS: dict[str, derived.Presenter] = {"results": images.results_with_urls}
 
 

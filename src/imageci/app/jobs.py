@@ -33,6 +33,7 @@ from imageci.app.operations import RunArgs
 from imageci.app.recording import AttemptIn, AttemptRecorded, MachineFinding, RunState, run_state_op
 from imageci.app.session import Session
 from imageci.app.versions import config_of, suite_dir_of
+from imageci.app.workerholds import WorkerHolds
 from imageci.build.intermediate import Move, recipe
 from imageci.checks.base import Check
 from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
@@ -45,7 +46,7 @@ from imageci.engine.runner import Engine
 from imageci.errors import ImageciError, ServerUnavailable, UsageError
 from imageci.store import lookups
 from imageci.store.models import Version, label
-from imageci.testbeds.base import Backend, ImageHandle
+from imageci.testbeds.base import Backend, ImageHandle, Testbed
 from imageci.testbeds.output import watching
 from imageci.testbeds.registry import make_backend
 
@@ -88,6 +89,10 @@ class WorkerContext:
     _consumers: dict[str, Check] = field(default_factory=dict)
     _running: dict[int, float] = field(default_factory=dict)  # run → until when its "running" is believed
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    holds: WorkerHolds = field(init=False)  # failing tests' testbeds kept for a person (a job's ``hold``)
+
+    def __post_init__(self) -> None:
+        self.holds = WorkerHolds(self.origin, self.name)
 
     def backend(self, testbed: str) -> Backend:
         with self._lock:
@@ -96,6 +101,7 @@ class WorkerContext:
             return self.backends[testbed]
 
     def finish(self) -> None:
+        self.holds.finish()
         for backend in self.backends.values():
             try:
                 backend.finish()
@@ -197,6 +203,20 @@ def _dropped(ctx: WorkerContext, why: str) -> JobDone:
     return JobDone(attempt_id=0, created=False, verdict="", reason="", worker=ctx.name, seconds=0.0, dropped=why)
 
 
+def _taken_later(*_: object) -> None:
+    """(``Engine.hold`` for a job: the worker takes the failing testbed once the server recorded the attempt.)"""
+
+
+def _hold(ctx: WorkerContext, job: Job, recorded: AttemptRecorded, testbed: Testbed) -> None:
+    if not recorded.created:  # an earlier delivery recorded it: that one's testbed was the test's
+        testbed.close()
+        return
+    try:
+        ctx.holds.keep(job.run, recorded.id, job.test, job.testbed, testbed, job.hold)
+    except ImageciError as exc:  # (removed as any other testbed) the verdict stands; say why nothing is held
+        log.warning("%s on %s is not held: %s", job.test, job.testbed, exc)
+
+
 def run_job(ctx: WorkerContext, job: Job) -> JobDone:
     """Run ``job`` here and record its attempt on the server (see the module's text)."""
     state = ctx.run_state(job)
@@ -216,7 +236,7 @@ def run_job(ctx: WorkerContext, job: Job) -> JobDone:
     engine = Engine(ctx.session.catalog, ctx.session.store, {job.testbed: ctx.backend(job.testbed)},
                     owner=str(ctx.session.owner.lock_path), budget=ctx.budget,
                     limits=LimitPolicy(override=Limits(**job.limits)), complaints=job.complaints,
-                    fail_on=frozenset(job.fail_on))
+                    fail_on=frozenset(job.fail_on), hold=_taken_later if job.hold else None)
     # Each delivery streams to its own live log: a job started again elsewhere does not write into the old one.
     with LiveStreamer(ctx.origin, job.run, f"{job.key[:110]}.{secrets.token_hex(4)}", job.test, job.testbed,
                       ctx.name) as live, \
@@ -228,11 +248,20 @@ def run_job(ctx: WorkerContext, job: Job) -> JobDone:
                      verdict=outcome.verdict.value,  # type: ignore[arg-type]
                      reason=outcome.reason, log=kept.decode(errors="replace") if kept else None, worker=ctx.name,
                      findings=[MachineFinding(kind=f.kind, text=f.text) for f in outcome.findings])  # type: ignore[arg-type]
+    failed = engine.take_failed()  # kept for a person (the job's ``hold``), once the attempt is recorded
     try:
         recorded = ctx.patient(lambda: ctx.origin.record(job.run, body, job.key))
     except UsageError as exc:
+        if failed is not None:
+            failed.close()
         if "takes no more attempts" in str(exc):  # the run ended while this ran (interrupted)
             return _dropped(ctx, str(exc))
         raise
+    except BaseException:
+        if failed is not None:
+            failed.close()
+        raise
+    if failed is not None:
+        _hold(ctx, job, recorded, failed)
     return JobDone(attempt_id=recorded.id, created=recorded.created, verdict=outcome.verdict.value,
                    reason=outcome.reason, worker=ctx.name, seconds=(ended - started).total_seconds())

@@ -45,7 +45,7 @@ PATH_FIELD = re.compile(r"\{([a-z_]+)\}")
 # The app modules that declare operations; the API imports them all to make its routes.
 MODULES = ("queries", "flakiness", "gating", "pins", "inventory", "vulns", "compliance", "ciplans", "quarantines",
            "consumers", "retention", "upkeep", "products", "tokens", "recording", "livelogs", "bisections",
-           "knownfailures", "knowncounts", "regressions")
+           "knownfailures", "knowncounts", "regressions", "holds", "holdpipes")
 
 
 class Args(BaseModel):

@@ -203,9 +203,6 @@ def plan_tests(session: Session, request: TestRequest, *, consumers_from: Consum
         if unknown:
             raise UsageError(f"no such test: {', '.join(unknown)}; available: {', '.join(by_id)}")
         checks = [by_id[t] for t in named] + [c for c in checks if c.id.startswith(CONSUMER_PREFIX)]
-    if executor == "celery" and request.hold:
-        raise UsageError("--hold-on-failure keeps testbeds on this host: run with --executor local (workers do not "
-                         "hold testbeds yet)")
     if executor == "celery" and (request.extra or request.suite is not None):
         raise UsageError("with --executor celery only the version's own suite runs (workers take each test from "
                          "the suite stored with the version); --suite, --dep8, --dep8-package, --structure and "

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from imageci.app import knownfailures, livelogs, notify, regressions
+from imageci.app import holds, knownfailures, livelogs, notify, regressions
 from imageci.app.holds import Holding, HoldRow
 from imageci.app.planning import TestPlan, TestRequest, plan_tests
 from imageci.app.session import Session
@@ -107,7 +107,8 @@ def _dispatcher(session: Session, plan: TestPlan, on_status: StatusFn | None) ->
 
     return CeleryDispatcher(broker(session.settings), label(plan.version), on_status=on_status,
                             complaints=plan.suite.complaints if plan.suite else True,
-                            fail_on=plan.suite.fail_on if plan.suite else frozenset())
+                            fail_on=plan.suite.fail_on if plan.suite else frozenset(),
+                            hold=plan.request.hold.total_seconds() if plan.request.hold else 0)
 
 
 def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
@@ -134,6 +135,8 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
                         config=plan.config, unfetched=plan.unfetched,
                         options={**_recorded_options(request, plan), **(options or {})}, repeats=repeats)
     held = holding.detach(report.run_id, backends) if holding else []
+    if request.hold and plan.executor != "local":  # the workers hold them (through the server)
+        held = [h for h in holds.held(session) if h.run == report.run_id]
     if held and on_held is not None:
         on_held(held)
     if plan.executor != "local":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from imageci.cli.context import console, handle_errors, print_json
+
+if TYPE_CHECKING:
+    from imageci.app.operations import Asks
 from imageci.cli.options import RefArg
 
 HoldArg = Annotated[int, typer.Argument(metavar="ID", min=1, help="the hold, as `imageci held` lists it")]
@@ -44,39 +47,69 @@ def shell(ref: RefArg, command: CommandArg = None,
     raise typer.Exit(open_shell(session, ref, on_terminal, testbed=testbed, argv=command or [], needs=needs or []))
 
 
+def _asks(hold: int | None) -> tuple[Asks, Asks]:
+    """Who answers for holds: the configured server, else this home — this home too, first, for a hold that
+    a run of this machine keeps (its holder is alive here). (the one to ask about ``hold``, this home)"""
+    from imageci.app.holdpipes import Here
+    from imageci.app.holds import kept_here
+    from imageci.app.session import Session
+    from imageci.cli.sources import remote_client
+
+    here = Here(Session.open())
+    server = remote_client(here.session.settings)
+    if server is None:
+        return here, here
+    return (here if hold is not None and kept_here(here.session, hold) else server), here
+
+
 @handle_errors
 def held(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """The testbeds held for a person (`--hold-on-failure`): which test's, by whom, until when, and the command
-    that enters each."""
-    from imageci.app.holds import held as holds
-    from imageci.app.session import Session
+    """The testbeds held for you (`--hold-on-failure`): which test's, where, by whom, until when, and the
+    command that enters each. With a server configured, its holds (on its workers) and this machine's."""
+    from imageci.app.holds import HoldRow, held_op
+    from imageci.app.operations import NoArgs
     from imageci.cli.columns import write_columns
 
-    rows = holds(Session.open())
+    asks, here = _asks(None)
+    rows = asks.call(held_op, NoArgs())
+    if here is not asks:
+        mine: list[HoldRow] = here.call(held_op, NoArgs())
+        rows = rows + mine
     if as_json:
         print_json(rows)
         return
-    write_columns(("id", "run", "test", "testbed", "by", "until", "enter it"),
-                  ((str(h.id), str(h.run), h.test, h.testbed, h.by, h.until, h.command) for h in rows))
+    write_columns(("id", "run", "test", "testbed", "where", "by", "until", "enter it"),
+                  ((str(h.id), str(h.run), h.test, h.testbed, h.worker or h.host, h.by, h.until, h.command)
+                   for h in rows))
 
 
 @handle_errors
 def attach(hold: HoldArg, command: CommandArg = None) -> None:
-    """Enter a held testbed: a login shell on your terminal, or CMD (its output on yours). Exits with the
-    command's exit status; 2 when nothing is held as ID (any more)."""
-    from imageci.app.holds import connect
-    from imageci.app.session import Session
+    """Enter a held testbed: a login shell on your terminal, or CMD (its output on yours). One a worker holds
+    is reached through the server. Exits with the command's exit status; 2 when nothing is held as ID (any
+    more) that you may enter."""
+    from imageci.app.holdpipes import Here, enter
+    from imageci.app.holds import connect, on_worker
     from imageci.testbeds.terminal import client
 
-    with connect(Session.open(), hold) as conn:
-        raise typer.Exit(client(conn, {"op": "attach", "hold": hold, "argv": command or None}))
+    asks, _here = _asks(hold)
+    asked: dict[str, object] = {"op": "attach", "hold": hold, "argv": command or None}
+    if isinstance(asks, Here) and on_worker(asks.session, hold) is None:
+        with connect(asks.session, hold) as conn:
+            raise typer.Exit(client(conn, asked))
+    raise typer.Exit(enter(asks, hold, asked))
 
 
 @handle_errors
 def release(hold: HoldArg) -> None:
-    """Remove a held testbed now (its time would end it anyway)."""
-    from imageci.app.holds import release as let_go
-    from imageci.app.session import Session
+    """Remove a held testbed now (its time would end it anyway). One a worker holds is removed by its worker,
+    which this waits for a while."""
+    from imageci.app.holds import HoldArgs, release_op
 
-    let_go(Session.open(), hold)
-    console.print(f"released hold {hold}: its testbed is removed", highlight=False)
+    asks, _here = _asks(hold)
+    done = asks.call(release_op, HoldArgs(hold_id=hold))
+    if done.released:
+        console.print(f"released hold {hold}: its testbed is removed", highlight=False)
+    else:
+        console.print(f"asked {done.hold.worker} to release hold {hold}: it removes the testbed when it next asks "
+                      "the server", highlight=False)

@@ -57,6 +57,7 @@ class CeleryDispatcher:
     intermediate: Intermediate | None = None  # the image is a bisection's intermediate: the workers make it
     complaints: bool = True  # the workers read the machine's own complaints around each test
     fail_on: frozenset[str] = frozenset()  # the kinds of complaint that fail a test that passed
+    hold: float = 0  # seconds a worker keeps a failing test's testbed (``--hold-on-failure``)
     _offers: list[Offer] | None = field(default=None)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -77,7 +78,7 @@ class CeleryDispatcher:
         job = Job(run=run_id, image=self.image_label, digest=image.digest, test=check.id, test_digest=check.digest,
                   testbed=result.testbed, attempt=len(result.attempts) + 1, limits=asdict(limits),
                   key=f"job:{task_id}", queue=where.queue, intermediate=self.intermediate,
-                  complaints=self.complaints, fail_on=sorted(self.fail_on))
+                  complaints=self.complaints, fail_on=sorted(self.fail_on), hold=self.hold)
         self.app.send_task(TASK, args=[job.model_dump()], queue=where.queue, task_id=task_id)
         return task_id, _Pending(result, job, where)
 

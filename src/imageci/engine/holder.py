@@ -72,7 +72,7 @@ class Holder:
                 conn, _ = listener.accept()
             except (TimeoutError, OSError):
                 continue
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
         for hold_id in list(self.held):
             self.end(hold_id, "its time was up")
         self.finish()
@@ -84,7 +84,8 @@ class Holder:
         for backend in backends.values():
             _logged(backend.finish)
 
-    def _answer(self, conn: socket.socket) -> None:
+    def answer(self, conn: socket.socket) -> None:
+        """One client on ``conn``: its JSON line (what it asks for), then frames until the command's exit."""
         with conn:
             try:
                 asked = json.loads(_header(conn))

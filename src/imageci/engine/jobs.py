@@ -32,6 +32,8 @@ class Job(BaseModel):
     limits: dict[str, int | None] = Field(default_factory=dict, description="the test's resolved limits")
     complaints: bool = Field(default=True, description="read the machine's own complaints around the test")
     fail_on: list[str] = Field(default_factory=list, description="the kinds of complaint that fail a passing test")
+    hold: float = Field(default=0, ge=0, description="seconds the worker keeps the testbed when the test fails "
+                        "(``--hold-on-failure``; 0: removed at once)")
     key: str = Field(description="the attempt's idempotency key: one attempt recorded however often it runs")
     queue: str
     intermediate: Intermediate | None = Field(default=None, description="a bisection's step: the image to make")

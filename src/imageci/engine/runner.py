@@ -202,10 +202,15 @@ class Engine:
             outcome = Outcome(Verdict.ERROR, "interrupted", None, outcome.log)
         ended = max(utcnow(), started)
         attempt = self._record(run_id, image, result, outcome, started, ended)
-        failed: Testbed | None = self._kept.__dict__.pop("failed", None)
+        failed = self.take_failed()
         if failed is not None and self.hold is not None:
             self.held_backends.add(result.testbed)
             self.hold(result, attempt, failed)
+
+    def take_failed(self) -> Testbed | None:
+        """The testbed of this thread's last failing attempt, kept for ``hold`` (not removed: the caller's now)."""
+        failed: Testbed | None = self._kept.__dict__.pop("failed", None)
+        return failed
 
     def attempt_once(self, image: ImageHandle, check: Check, testbed: str) -> tuple[Outcome, datetime, datetime]:
         """One attempt of ``check`` on ``testbed``, unrecorded (a worker's job; its coordinator decided

@@ -361,3 +361,30 @@ class Hold(Base):
     until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     released_by: Mapped[str | None] = mapped_column(String(128))
+    holder: Mapped[str | None] = mapped_column(String(128))  # on a worker: the token that serves it
+    seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # its worker last asked for work
+    release_asked: Mapped[str | None] = mapped_column(String(128))  # by whom (its worker removes it)
+
+
+class HoldPipe(Base):
+    """A person's terminal on a worker's held testbed, through the server: two byte streams (``up`` to the
+    testbed, ``down`` from it) in the catalog, so any replica relays them."""
+
+    __tablename__ = "hold_pipes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hold_id: Mapped[int] = mapped_column(Integer, index=True)
+    by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    taken: Mapped[bool] = mapped_column(Boolean, default=False)  # its worker has it
+    up_size: Mapped[int] = mapped_column(Integer, default=0)
+    down_size: Mapped[int] = mapped_column(Integer, default=0)
+    up_closed: Mapped[bool] = mapped_column(Boolean, default=False)
+    down_closed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class HoldPipeChunk(Base):
+    __tablename__ = "hold_pipe_chunks"
+    pipe_id: Mapped[int] = mapped_column(ForeignKey("hold_pipes.id", ondelete="CASCADE"), primary_key=True)
+    stream: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0 up, 1 down
+    offset: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
