@@ -99,15 +99,18 @@ def test_what_a_testbed_prints_is_bounded_and_windowed() -> None:
              ("kmsg", "3,43,992000000,-;BUG: kernel NULL pointer dereference"),
              ("kmsg", '5,44,993000000,-;audit: type=1400 apparmor="DENIED" operation="open"'),
              ("kmsg", "garbage"), ("kmsg", "x,y,z;nonsense"),
-             ("failed", "1700000040.5 old.service was failed before"), ("failed", "1700000051.0 new.service A unit"),
-             ("failed", "nonsense x.service"),
+             # systemctl show's blocks, on the guest's monotonic clock (µs since boot)
+             ("Id", "old.service"), ("Description", "was failed before"),
+             ("StateChangeTimestampMonotonic", "980500000"),
+             ("Id", "new.service"), ("Description", "A unit"), ("StateChangeTimestampMonotonic", "991000000"),
+             ("Id", "x.service"), ("StateChangeTimestampMonotonic", "nonsense"), ("Description", "Id=y"),
              ("audit", "type=AVC msg=audit(1700000049.0:1): avc:  denied { read }"),
              ("audit", "type=AVC msg=audit(1700000055.0:2): avc:  denied { write }")]
     lines += [("core", f"1700000052.{n} /tmp/core.{n}") for n in range(30)] + [("core", "1700000001 /old/core")]
     found = complaints._found(lines, complaints._clock(lines, window, 1_700_000_110.0))  # noqa: SLF001
-    assert found[:5] == [Finding("oops", "kernel: BUG: kernel NULL pointer dereference"),
+    assert found[:5] == [Finding("failed-unit", "new.service failed: A unit"),
+                         Finding("oops", "kernel: BUG: kernel NULL pointer dereference"),
                          Finding("denial", 'audit: type=1400 apparmor="DENIED" operation="open"'),
-                         Finding("failed-unit", "new.service failed: A unit"),
                          Finding("denial", "type=AVC msg=audit(1700000055.0:2): avc:  denied { write }"),
                          Finding("coredump", "core dump: /tmp/core.0")]
     assert len([f for f in found if f.kind == "coredump"]) == complaints.PER_KIND + 1
