@@ -39,8 +39,8 @@ AUDIT_TIME = re.compile(r"audit\((\d+(?:\.\d+)?):")
 # $1: read the kernel's log (1/0). Prints the guest's clock and uptime, then core=<mtime> <path>, each failed
 # unit's Id=, Description= and StateChangeTimestampMonotonic= (as systemctl shows them) and audit=<line> (at most
 # 64 KiB), then kmsg=<record> (the newest 192 KiB). The host tells what falls in the test's window (the guest's
-# clock is read here, once, beside the host's). Few processes (a fork costs a VM under TCG tens of milliseconds): the shell's
-# own builtins where they do, one find, one systemctl.
+# clock is read here, once, beside the host's). Few processes (a fork costs a VM under TCG tens of
+# milliseconds): the shell's own builtins where they do, one find, one systemctl.
 _PROBE = r"""
 LC_ALL=C; export LC_ALL
 kernel=$1
