@@ -83,7 +83,7 @@ class Window:
 
     since: float
     kernel: bool  # the testbed is a machine of its own: its kernel's log is the test's to read
-    host: bool  # what the test wrote is read on the host (``Testbed.written_since``): nothing runs inside
+    host: bool  # what the test wrote is read on the host if it can be (``Testbed.written_since``): nothing runs
 
 
 def _lines(out: bytes) -> list[tuple[str, str]]:
@@ -100,8 +100,7 @@ def opening(testbed: Testbed) -> Window:
     caps = testbed.capabilities()
     kernel = ISOLATION_MACHINE in caps
     inside = kernel or ISOLATION_CONTAINER in caps  # an init of its own: units to read inside
-    since = time.time()
-    return Window(since, kernel, not inside and testbed.written_since(since) is not None)
+    return Window(time.time(), kernel, not inside)
 
 
 @dataclass(frozen=True)
@@ -201,8 +200,8 @@ def closing(testbed: Testbed, window: Window | None) -> list[Finding]:
     machine off)."""
     if window is None:
         return []
-    if window.host:
-        written = testbed.written_since(window.since) or []
+    written = testbed.written_since(window.since) if window.host else None
+    if written is not None:
         return _bounded([Finding(COREDUMP, f"core dump: {p}") for p in sorted(written) if CORE_NAME.search(p)])
     try:
         with unwatched():  # (not the test's output: a live log never shows it)

@@ -290,10 +290,11 @@ def _ssh_config(vm: Vm, workdir: Path) -> HostConfig:
                       capabilities=[], known_hosts=str(workdir / "known_hosts"), connect_timeout=5)
 
 
-def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True) -> SshTestbed:
+def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True,
+               login_grace: float = LOGIN_GRACE_S) -> SshTestbed:
     """Poll until SSH answers (and systemd has finished starting), or fail with the console log —
     early when the VM shows it will never answer (its firmware found nothing to boot; it sits at its
-    login prompt for ``LOGIN_GRACE_S`` without SSH)."""
+    login prompt for ``login_grace`` seconds without SSH)."""
     ssh = SshTestbed("qemu", _ssh_config(vm, vm.workdir), vm.workdir / "known_hosts")
     deadline = time.monotonic() + timeout
     login_at: float | None = None
@@ -312,8 +313,8 @@ def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True) -> SshTes
                     console_tail(vm.console, min(400, vm.console_size() - since))):
                 login_at = now
             hopeless = vm.never_boots()
-            if hopeless is None and login_at is not None and now - login_at > LOGIN_GRACE_S:
-                hopeless = (f"the guest reached its login prompt but SSH did not answer {LOGIN_GRACE_S:.0f}s later: "
+            if hopeless is None and login_at is not None and now - login_at > login_grace:
+                hopeless = (f"the guest reached its login prompt but SSH did not answer {login_grace:.0f}s later: "
                             "it has no address on the network (DHCP, cloud-init's network config), no sshd, "
                             "or the run's key was not installed")
             if hopeless is not None or now > deadline:

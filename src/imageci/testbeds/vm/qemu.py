@@ -74,7 +74,7 @@ from imageci.testbeds.limits import limit_notes as describe_limits
 from imageci.testbeds.names import PROVIDE_SCRIPT
 from imageci.testbeds.ssh import SshTestbed
 from imageci.testbeds.vm.accel import AccelCache, qemu_binary, vm_arch
-from imageci.testbeds.vm.process import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
+from imageci.testbeds.vm.process import DEFAULT_SHAPE, LOGIN_GRACE_S, BootError, Shape, Vm, wait_ready
 from imageci.testbeds.vm.vmboot import VmMaker
 from imageci.testbeds.vm.vmconsole import console_tail
 from imageci.testbeds.vm.vmpool import SnapshotPool
@@ -86,15 +86,18 @@ class QemuBackend(Backend):
     def __init__(self, home: Path, rootfs_cache: Path, *, cpus: int = 1,
                  boot_timeout: float | None = None, snapshot: bool = True, accel: str | None = None,
                  keep_warm: bool = False, warm: int = 1, tcg_multiplier: float = 3.0,
-                 kernel_args: str = "", firmware: str = "auto", name: str = "qemu") -> None:
+                 kernel_args: str = "", firmware: str = "auto", name: str = "qemu",
+                 login_grace: float = LOGIN_GRACE_S) -> None:
         """``accel``: kvm, tcg or auto (KVM when proven); ``warm``: VMs restored ahead of time per image;
         ``tcg_multiplier``: test timeouts × this under TCG (Settings: IMAGECI_QEMU_ACCEL, _WARM_VMS,
         _TCG_MULTIPLIER). ``snapshot=False`` cold-boots every testbed; ``kernel_args`` are appended to
         the guests' kernel command line. ``firmware``: how disk images boot — ``auto`` (the first their
-        disk names: UEFI for imageci's), ``uefi`` (OVMF) or ``bios`` (SeaBIOS)."""
+        disk names: UEFI for imageci's), ``uefi`` (OVMF) or ``bios`` (SeaBIOS). ``login_grace``: seconds a
+        booting guest that showed its login prompt has to answer SSH before it is given up on."""
         self.name = name
         self.maker = VmMaker(home, rootfs_cache, cpus=cpus, boot_timeout=boot_timeout, accel=accel,
-                             tcg_multiplier=tcg_multiplier, kernel_args=kernel_args, firmware=firmware)
+                             tcg_multiplier=tcg_multiplier, kernel_args=kernel_args, firmware=firmware,
+                             login_grace=login_grace)
         self.pool = SnapshotPool(self.maker, warm=warm)
         self.rootfs_cache = rootfs_cache
         self.snapshot = snapshot

@@ -28,14 +28,15 @@ from imageci.testbeds.ssh import SshTestbed
 from imageci.testbeds.vm.accel import AccelCache, AccelProbe, qemu_binary, vm_arch
 from imageci.testbeds.vm.cloudseed import Seed, make_seed
 from imageci.testbeds.vm.guestdns import GuestDns
-from imageci.testbeds.vm.process import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
+from imageci.testbeds.vm.process import DEFAULT_SHAPE, LOGIN_GRACE_S, BootError, Shape, Vm, wait_ready
 
 
 class VmMaker:
     def __init__(self, home: Path, rootfs_cache: Path, *, cpus: int = 1, boot_timeout: float | None = None,
                  accel: str | None = None, tcg_multiplier: float = 3.0, kernel_args: str = "",
-                 firmware: str = "auto") -> None:
+                 firmware: str = "auto", login_grace: float = LOGIN_GRACE_S) -> None:
         self.vm_cache = home / "vm"
+        self.login_grace = login_grace  # after its login prompt, how long a booting guest has to answer SSH
         self.rootfs_cache = rootfs_cache
         self.workroot = home / "tmp" / "vms"
         self.cpus = cpus
@@ -178,7 +179,7 @@ class VmMaker:
         started = time.monotonic()
         try:
             vm.start()
-            ssh = wait_ready(vm, self.boot_timeout_for(accel))
+            ssh = wait_ready(vm, self.boot_timeout_for(accel), login_grace=self.login_grace)
         except BaseException as exc:
             vm.stop()
             if not isinstance(exc, BootError):
