@@ -191,6 +191,20 @@ def write_suite(directory: Path, scripts: dict[str, str], suite_yaml: str | None
     return directory
 
 
+def dep8_tree(root: Path, source: str, stanzas: dict[str, tuple[str, str]]) -> Path:
+    """A source tree whose DEP-8 tests are ``name: (restrictions, script)``, each depending on nothing."""
+    tests = root / "debian" / "tests"
+    tests.mkdir(parents=True)
+    (root / "debian" / "control").write_text(f"Source: {source}\n\nPackage: {source}\nArchitecture: all\n")
+    control = []
+    for name, (restrictions, script) in stanzas.items():
+        (tests / name).write_text(f"#!/bin/sh\nset -e\n{script}\n")
+        (tests / name).chmod(0o755)
+        control.append(f"Tests: {name}\nDepends:\n" + (f"Restrictions: {restrictions}\n" if restrictions else ""))
+    (tests / "control").write_text("\n".join(control))
+    return root
+
+
 # a unit that fails (no D-Bus in a minimal image: systemctl over systemd's private socket, as root)
 UNIT_FAILS = ("#!/bin/sh\nprintf '[Unit]\\nDescription=fails on purpose\\n[Service]\\nType=oneshot\\n"
               "ExecStart=/bin/false\\n' > /etc/systemd/system/imageci-fails.service\n"

@@ -180,3 +180,21 @@ class Offline(Backend):
         bed = self.inner.create(image, needs - {"archive", "network"}, limits)
         assert not {"archive", "network"} & bed.capabilities()
         return bed
+
+
+def test_auto_skips_what_no_testbed_here_can_run_saying_what_each_lacks(image_env: tuple[Env, Version],
+                                                                       tmp_path: Path) -> None:
+    """The minimal image has no init and no kernel: `auto` runs a plain test in the sandbox and skips a machine's,
+    naming what each testbed of this host lacks for it."""
+    e, version = image_env
+    tree = make_tree(tmp_path / "demo", "Tests: plain\nDepends:\n\nTests: vm-only\nRestrictions: isolation-machine\n",
+                     {"plain": "#!/bin/sh\ntrue\n", "vm-only": "#!/bin/sh\ntrue\n"})
+    engine = Engine(e.catalog, e.store, {n: make_backend(n, e.settings) for n in ("sandbox", "podman", "lxd", "qemu")})
+    report = engine.run(version, dep8_checks(load_dep8(tree)), ["auto"], rerun_all=True)
+    got = {r.test_id: (r.testbed, r.verdict, r.reason) for r in report.results}
+    assert got["demo/plain"] == ("sandbox", Verdict.PASS, ""), got
+    testbed, verdict, reason = got["demo/vm-only"]
+    assert (testbed, verdict) == ("auto", Verdict.SKIP), got
+    assert reason.startswith("no testbed of this host can run it ("), reason
+    assert "sandbox lacks isolation-machine" in reason and "podman lacks isolation-machine" in reason, reason
+    assert "qemu: " in reason and "kernel" in reason, reason  # the minimal image has none to boot

@@ -189,3 +189,19 @@ def test_a_pass_on_these_bytes_meets_a_requirement_whatever_else_happened(tests:
                for attempts, mode, flaky in tests]
     assert _evaluate(passing)[0]
 
+
+
+def test_auto_in_a_gate_judges_each_test_on_the_lightest_testbed_it_ran_on(cat: Catalog) -> None:
+    """`testbeds: [auto]`: where `--testbed auto` ran each test — the sandbox for one, a VM for another."""
+    v = _version(cat)
+    plain, machine = Req("plain", "dp"), Req("machine", "dm")
+    run = cat.start_run(v.digest, v.id, {})
+    _record(cat, run, v.digest, "plain", "dp", "sandbox", Verdict.PASS, 0)
+    _record(cat, run, v.digest, "machine", "dm", "qemu", Verdict.FAIL, 1)
+    gate = evaluate_gate(evidence_of(cat, v, [plain, machine]), [plain, machine], ["auto"])
+    assert gate.satisfied == [("plain", "sandbox")] and [m[:2] for m in gate.missing] == [("machine", "qemu")]
+    _record(cat, run, v.digest, "machine", "dm", "qemu", Verdict.PASS, 0)
+    assert evaluate_gate(evidence_of(cat, v, [plain, machine]), [plain, machine], ["auto"]).holds
+    never = Req("never", "dn")  # no attempt anywhere: missing, as on any testbed
+    assert evaluate_gate(evidence_of(cat, v, [never]), [never], ["auto"]).missing == [
+        ("never", "auto", "never run on these bytes with this test content")]

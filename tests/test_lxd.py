@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -32,12 +33,32 @@ from imageci.testbeds.lxdclient import HOME_KEY, LXD_CACHE, OWNER_KEY
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
 
-from conftest import REPO, UNIT_FAILS, Env, build_example, busybox_rootfs, make_env, require_tool, write_suite
+from conftest import (
+    REPO,
+    UNIT_FAILS,
+    Env,
+    build_example,
+    busybox_rootfs,
+    dep8_tree,
+    make_env,
+    require_tool,
+    write_suite,
+)
 
 pytestmark = pytest.mark.root  # the LXD daemon runs as root
 
 APPLETS = ("sh", "cat", "true", "sleep", "ps", "ls", "echo", "id", "rm", "test", "[", "hostname")
 VM_DEF = REPO / "examples" / "debian-bookworm-vm" / "image.yaml"
+LXC_WITHOUT_THE_WARNING = """#!/bin/sh
+if [ "$1" = launch ]; then
+  err=$(mktemp)
+  {lxc} "$@" 2>"$err"; rc=$?
+  grep -v -e "doesn't have any network attached" -e 'lxc network' -e '^[[:space:]]*$' "$err" >&2
+  rm -f "$err"
+  exit $rc
+fi
+exec {lxc} "$@"
+"""
 
 
 def lxc_json(*args: str) -> object:
@@ -266,3 +287,74 @@ def test_a_systemd_image_passes_its_suite_and_the_builtins_on_lxd(image_env: tup
     assert instances_of(e.home) == []
     # what the run pulled is gone (the image is this home's unless another run tests the same bytes right now)
     assert json.loads(vm.build_info or "{}")["lxd"]["fingerprint"] not in fingerprints()
+
+
+def test_isolation_container_dep8_verdicts_equal_autopkgtest_with_its_lxd_backend(image_env: tuple[Env, Version],
+                                                                                  tmp_path: Path) -> None:
+    """`--testbed auto` against the real autopkgtest with its LXD backend (autopkgtest-virt-lxd), on the same
+    image (its LXD form, imported into the daemon): the same verdict for each test; imageci ran the plain test in
+    the sandbox and the isolation-container ones in a container with an init."""
+    require_tool(shutil.which("autopkgtest-virt-lxd") is not None, "autopkgtest")
+    e, _ = image_env
+    vm = build_example(e, VM_DEF)
+    tree = dep8_tree(tmp_path / "src", "contained", {  # (named in this order below)
+        "plain": ("", "test -d /usr"),
+        "init-runs": ("isolation-container", 'test "$(cat /proc/1/comm)" = systemd'),
+        "starts-a-unit": ("isolation-container, needs-root",  # (systemctl over systemd's own socket: no D-Bus here)
+                          "systemctl restart systemd-journald && systemctl is-active --quiet systemd-journald"),
+        "fails-in-a-container": ("isolation-container", 'test "$(cat /proc/1/comm)" = nonsense'),
+    })
+    ref = f"{vm.product.name}@{vm.serial}"
+    names = ("plain", "init-runs", "starts-a-unit", "fails-in-a-container")
+    done = e.cli("run", ref, *(f"contained/{t}" for t in names), "--dep8", str(tree), "--testbed", "auto",
+                 "--rerun-all")
+    assert done.returncode == 1, done.stdout + done.stderr  # the one that fails
+    run = int(re.search(r"^run (\d+):", done.stdout, re.M).group(1))  # type: ignore[union-attr]
+    mine = {a["test"].removeprefix("contained/"): (a["testbed"], a["verdict"])
+            for a in json.loads(e.cli("results", ref, "--json").stdout)["attempts"] if a["run"] == run}
+    assert {t: tb for t, (tb, _v) in mine.items()} == {"plain": "sandbox", "init-runs": "podman",
+                                                        "starts-a-unit": "podman", "fails-in-a-container": "podman"}
+    lxd = Engine(e.catalog, e.store, {}).image_handle(vm).lxd
+    assert lxd is not None
+    theirs = _autopkgtest_lxd(tree, {f.kind: f.path for f in lxd.files}, tmp_path)
+    assert theirs == {t: v for t, (_tb, v) in mine.items()}, (theirs, mine)
+    assert theirs["fails-in-a-container"] == "fail" and theirs["starts-a-unit"] == "pass"
+
+
+def _autopkgtest_lxd(tree: Path, files: dict[str, Path], tmp_path: Path) -> dict[str, str]:
+    """The real autopkgtest's verdicts (test → pass/fail/…) for ``tree`` with its LXD backend, on the image whose
+    LXD form is ``files`` (imported into the daemon for the run, deleted after)."""
+    alias = f"imageci-parity-{secrets.token_hex(4)}"
+    subprocess.run(["lxc", "image", "import", str(files["lxd-metadata"]), str(files["squashfs"]), "--alias", alias],
+                   check=True, capture_output=True, timeout=300)
+    # This daemon gives instances no network (its profile has no NIC). autopkgtest takes lxc's warning about
+    # that for a failure (its lxc, for this run, drops that warning and nothing else), and starts
+    # network-online.target, which would wait for a DHCP lease that never comes: a profile of the run masks
+    # systemd-networkd-wait-online (an empty unit file over it). The image is the same.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "lxc").write_text(LXC_WITHOUT_THE_WARNING.format(lxc=shutil.which("lxc")))
+    (shim / "lxc").chmod(0o755)
+    (tmp_path / "masked.service").write_bytes(b"")
+    before = {str(i["name"]) for i in lxc_json("list", "local:")}  # type: ignore[union-attr]
+    subprocess.run(["lxc", "profile", "create", alias], check=True, capture_output=True, timeout=60)
+    try:
+        subprocess.run(["lxc", "profile", "device", "add", alias, "offline", "disk",
+                        f"source={tmp_path}/masked.service",
+                        "path=/etc/systemd/system/systemd-networkd-wait-online.service"], check=True,
+                       capture_output=True, timeout=60)
+        summary = tmp_path / "summary"
+        # as a built tree (debian/files): autopkgtest prepares nothing, for which it would install dpkg-dev, and
+        # the image has no archive to install from (the tests depend on nothing)
+        (tree / "debian" / "files").write_text("")
+        peer = subprocess.run(["autopkgtest", "--summary-file", str(summary), f"{tree}/", "--", "lxd", alias,
+                               "--profile", "default", "--profile", alias], capture_output=True, text=True,
+                              timeout=900, env={**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"})
+        assert peer.returncode in (0, 4), peer.stdout[-2000:] + peer.stderr[-3000:]  # 4: some failed
+    finally:  # (what autopkgtest left when it failed half-way, then the image and the profile)
+        for name in {str(i["name"]) for i in lxc_json("list", "local:")} - before:  # type: ignore[union-attr]
+            if name.startswith("autopkgtest-lxd-"):
+                subprocess.run(["lxc", "delete", "--force", name], capture_output=True, timeout=120)
+        subprocess.run(["lxc", "image", "delete", alias], capture_output=True, timeout=120)
+        subprocess.run(["lxc", "profile", "delete", alias], capture_output=True, timeout=60)
+    return {line.split()[0]: line.split()[1].lower() for line in summary.read_text().splitlines() if line.strip()}

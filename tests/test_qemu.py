@@ -31,7 +31,7 @@ from imageci.testbeds.vm.accel import qemu_binary as find_qemu
 from imageci.testbeds.vm.qemu import QemuBackend
 from imageci.verdicts import Verdict
 
-from conftest import REPO, UNIT_FAILS, Env, build_example, require_tool, write_suite
+from conftest import REPO, UNIT_FAILS, Env, build_example, dep8_tree, require_tool, write_suite
 from test_holds import on_a_terminal
 
 VM_DEF = REPO / "examples" / "debian-bookworm-vm" / "image.yaml"
@@ -197,3 +197,30 @@ def test_vm_that_never_becomes_ready_is_an_error_with_its_console(vm: tuple[Env,
     log = e.store.read_bytes(result.attempts[0].log_digest)  # type: ignore[arg-type]
     assert b"--- console" in log
     assert re.search(rb"\[\s*\d+\.\d+\] ", log)  # the kernel had started printing: its log is kept
+
+
+def test_auto_puts_each_dep8_test_on_the_lightest_testbed_that_can_run_it(vm: tuple[Env, Version],
+                                                                          qemu: QemuBackend, tmp_path: Path) -> None:
+    """`--testbed auto`: a plain test in the sandbox, an isolation-container one in a container with an init
+    (podman's systemd mode), isolation-machine and needs-reboot ones in a VM — what autopkgtest's unshare backend
+    would skip all runs."""
+    from imageci.testbeds.registry import make_backend
+
+    e, version = vm
+    tree = dep8_tree(tmp_path / "src", "placement", {
+        "plain": ("", "test -d /usr"),
+        "in-a-container": ("isolation-container, needs-root", 'test "$(cat /proc/1/comm)" = systemd'),
+        "on-a-machine": ("isolation-machine, needs-root", "grep -q root=/dev/vda /proc/cmdline"),
+        "reboots": ("needs-reboot, needs-root", "true"),
+    })
+    checks: list[Check] = list(dep8_checks(load_dep8(tree)))
+    backends = {name: make_backend(name, e.settings) for name in ("sandbox", "podman", "lxd")}
+    engine = Engine(e.catalog, e.store, {**backends, "qemu": qemu}, jobs=2)
+    image = engine.image_handle(version)
+    placed = {i.result.check.id: i.result.testbed for i in engine.plan(image, checks, ["auto"], rerun_all=True).items}
+    assert placed == {"placement/plain": "sandbox", "placement/in-a-container": "podman",
+                      "placement/on-a-machine": "qemu", "placement/reboots": "qemu"}, placed
+    report = engine.run(version, [c for c in checks if c.id != "placement/reboots"], ["auto"], rerun_all=True)
+    assert {(r.test_id, r.testbed, r.verdict) for r in report.results} == {
+        ("placement/plain", "sandbox", Verdict.PASS), ("placement/in-a-container", "podman", Verdict.PASS),
+        ("placement/on-a-machine", "qemu", Verdict.PASS)}, _got(report)

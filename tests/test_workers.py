@@ -314,6 +314,8 @@ def test_a_failing_test_held_on_a_worker_is_entered_through_the_server_by_its_ow
         code, shown = on_a_terminal(person, "attach", str(hold), typed=b"test -t 0 && echo tty-$((6*7)); exit 4\n")
         assert code == 4 and b"tty-42" in shown, shown
         assert _person(fleet, boss, "attach", str(hold), "--", "echo", "admin").stdout == "admin\n"
+        here = fleet.cli("attach", str(hold), "--", "echo", "operator")  # the server's own machine, its home
+        assert (here.returncode, here.stdout) == (0, "operator\n"), here
         for token in (bob, mallory):  # the same answer as for no hold at all
             refused = _person(fleet, token, "attach", str(hold), "--", "echo", "no")
             assert refused.returncode == 2 and f"nothing is held as {hold}" in refused.stderr, refused
@@ -331,17 +333,23 @@ def test_a_failing_test_held_on_a_worker_is_entered_through_the_server_by_its_ow
         wait_for("the hold's time", lambda: json.loads(_person(fleet, alice, "held", "--json").stdout) == [], 30)
         wait_for("the sandbox to go", lambda: not list(sandboxes.glob("sb-*")), 10)
 
-        hold = _hold_on_worker(fleet, "10m")
-        fleet.stop_worker("keeper", signal.SIGKILL)
-        assert len(list(sandboxes.glob("sb-*"))) == 1
-        fleet.start_worker("keeper", "sandbox,arch:amd64")  # its gc removes what the dead one held
-        assert not list(sandboxes.glob("sb-*"))
-        import sqlite3
-
-        with sqlite3.connect(fleet.home / "catalog.db") as db:  # not heard of for longer than the server waits
-            db.execute("UPDATE holds SET seen_at = '2000-01-01 00:00:00.000000' WHERE id = ?", (hold,))
-        assert json.loads(_person(fleet, alice, "held", "--json").stdout) == []
-        assert "its worker was gone" in _person(fleet, alice, "attach", str(hold)).stderr
+        _killed_while_holding(fleet, alice, sandboxes)
     finally:
         if "keeper" in fleet.workers:
             fleet.stop_worker("keeper")
+
+
+def _killed_while_holding(fleet: Fleet, alice: str, sandboxes: Path) -> None:
+    """A worker killed while it holds a testbed: its next start's gc removes the sandbox, and the server ends the
+    hold once the worker has not asked for longer than it waits."""
+    import sqlite3
+
+    hold = _hold_on_worker(fleet, "10m")
+    fleet.stop_worker("keeper", signal.SIGKILL)
+    assert len(list(sandboxes.glob("sb-*"))) == 1
+    fleet.start_worker("keeper", "sandbox,arch:amd64")
+    assert not list(sandboxes.glob("sb-*"))
+    with sqlite3.connect(fleet.home / "catalog.db") as db:
+        db.execute("UPDATE holds SET seen_at = '2000-01-01 00:00:00.000000' WHERE id = ?", (hold,))
+    assert json.loads(_person(fleet, alice, "held", "--json").stdout) == []
+    assert "its worker was gone" in _person(fleet, alice, "attach", str(hold)).stderr

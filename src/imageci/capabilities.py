@@ -23,6 +23,9 @@ KVM = "kvm"
 GPU = "gpu"
 ARCH_PREFIX = "arch:"  # arch:<debian architecture>
 
+AUTO = "auto"  # a testbed word: each test on the lightest testbed of this host that offers what it needs
+LIGHTEST = ("sandbox", "podman", "lxd", "qemu")  # what ``auto`` tries, lightest first
+
 KNOWN = frozenset({ROOT, REVERT, NETWORK, ARCHIVE, LIMITS, PRISTINE, PRIVILEGED, ISOLATION_CONTAINER, ISOLATION_MACHINE,
                    REBOOT, CLOUD_INIT, IPV6, KVM, GPU})
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from imageci.app.consumerruns import ConsumerOrigin
 from imageci.app.versions import config_of, suite_dir_of
 from imageci.app.waivers import policy_for
+from imageci.capabilities import AUTO
 from imageci.checks.base import Check
 from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
 from imageci.checks.consumer import ConsumerCheck
@@ -147,9 +148,10 @@ def _consumer_checks(session: Session, version: Version, request: TestRequest, n
     """The consumers' suites this run takes: those named (consumer:NAME), else all of the product's when the
     whole suite runs (not with --tests, nor --dep8/--structure/--testinfra alone, nor --no-consumers). With
     ``origin``, the consumers are the server's (a remote run of one of its versions)."""
-    from imageci.app import consumerruns
 
     def found_for(names: list[str] | None) -> list[ConsumerCheck]:
+        from imageci.app import consumerruns  # (what a run of named tests never needs)
+
         if origin is not None:
             return consumerruns.fetched_checks(session, origin, version.product.name, names)
         return consumerruns.checks_for(session, version, names)
@@ -208,6 +210,9 @@ def plan_tests(session: Session, request: TestRequest, *, consumers_from: Consum
                          "the suite stored with the version); --suite, --dep8, --dep8-package, --structure and "
                          "--testinfra run with --executor local")
     testbeds = list(dict.fromkeys(request.testbeds or (suite.testbeds if suite else ()) or ["sandbox"]))
+    if executor == "celery" and AUTO in testbeds:
+        raise UsageError("--testbed auto chooses among this host's testbeds: run it with --executor local (the "
+                         "workers' jobs name their testbed)")
     fresh: Fresh = request.fresh or (suite.fresh if suite else "test")
     return TestPlan(
         request=request, version=version, checks=checks, testbeds=testbeds, fresh=fresh,

@@ -27,7 +27,7 @@ from imageci.reports.reproducer import RunSpec, write_reproducer
 from imageci.reports.tap import write_tap
 from imageci.store import lookups
 from imageci.store.models import Attempt, label
-from imageci.testbeds.registry import make_backend
+from imageci.testbeds.registry import expanded, make_backend
 
 if TYPE_CHECKING:
     from imageci.app.bisect import BisectResult
@@ -118,7 +118,7 @@ def execute(session: Session, plan: TestPlan, on_event: AttemptFn | None = None,
     waiting for what); ``options`` are recorded with the run besides how it was asked for. ``reports``:
     write the JUnit and TAP files the request names (else the caller does, with more to say)."""
     request = plan.request
-    backends = {name: make_backend(name, session.settings) for name in plan.testbeds}
+    backends = {name: make_backend(name, session.settings) for name in expanded(plan.testbeds)}
     settings = session.settings
     engine = Engine(session.catalog, session.store, backends, jobs=plan.jobs, on_event=_engine_events(on_event),
                     fresh=plan.fresh, complaints=plan.suite.complaints if plan.suite else True,

@@ -79,7 +79,6 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
 
 
 def _run(request: TestRequest) -> None:
-    from imageci.app.pipeline import test_via
     from imageci.app.session import Session
     from imageci.app.testing import run_tests
     from imageci.cli.sources import remote_client
@@ -92,6 +91,8 @@ def _run(request: TestRequest) -> None:
                             on_held=show_held)
         show_outcome(outcome)
         raise typer.Exit(int(outcome.exit_code))
+    from imageci.app.pipeline import test_via  # (a server's: what only a remote run needs)
+
     with Steps() as steps:
         outcome, recorded, image = test_via(session, client, client.remote.url, request, steps.hooks())
     show_held(outcome.held)  # (held here, where the tests ran)

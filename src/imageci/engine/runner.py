@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from imageci.capabilities import AUTO
 from imageci.checks import complaints
 from imageci.checks.base import Check, Outcome
 from imageci.definitions.limits import DEFAULTS, LimitPolicy, Limits
 from imageci.engine.budget import Budget, default_budget
 from imageci.engine.jobs import JobDone
 from imageci.engine.results import RunReport, TestResult
-from imageci.engine.schedule import Planned, Schedule, explained, unfetchable
+from imageci.engine.schedule import Placer, Planned, Schedule, explained, unfetchable
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import ImageciError
 from imageci.formats.oci import ImageConfig
@@ -237,10 +238,12 @@ class Engine:
         pass of the same bytes and test (reused unless ``rerun_all``), a verdict reached without a
         testbed (waived, precheck, wrong testbed, unusable backend, missing capabilities), or a run."""
         here = self.dispatcher is None  # else each worker decides what its own testbeds cannot do
-        unusable = {tb: why for tb in testbeds if here and (why := self.backends[tb].why_not(image))}
+        unusable = {tb: why for tb in testbeds if here and tb != AUTO and (why := self.backends[tb].why_not(image))}
+        placer = Placer(image, self.backends)
         items: list[Planned] = []
         for check in checks:
-            for tb in testbeds:
+            for asked in testbeds:
+                tb, nowhere = placer.place(check) if asked == AUTO else (asked, None)
                 item = Planned(TestResult(check, tb))
                 items.append(item)
                 if not rerun_all:
@@ -252,7 +255,7 @@ class Engine:
                 if waiver is not None and waiver.mode == "warn":
                     item.result.waived = waiver.reason
                 pre = Outcome(Verdict.SKIP, waiver.reason) if waiver is not None and waiver.mode == "skip" else None
-                pre = pre or check.precheck()
+                pre = pre or check.precheck() or (Outcome(Verdict.SKIP, nowhere) if nowhere else None)
                 only = check.testbeds
                 if pre is None and only and tb not in only:
                     pre = Outcome(Verdict.SKIP, f"runs only on: {', '.join(only)}")
@@ -304,7 +307,8 @@ class Engine:
                 leftover = list(self._live)
             for bed in leftover:  # testbeds kept for reuse
                 self._discard(bed)
-            for tb in testbeds:  # (the holder of a held testbed finishes its backend once it is gone)
+            for tb in (t for t in self.backends if t in testbeds or AUTO in testbeds):  # (a held testbed's holder
+                # finishes its backend once it is gone)
                 if tb in self.held_backends:
                     self.backends[tb].finish_but_held()
                 else:

@@ -3,14 +3,15 @@ without running: an earlier pass reused, a skip, or an image that could not be f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from imageci.capabilities import AUTO, LIGHTEST
 from imageci.checks.base import Check, Outcome
 from imageci.engine.results import TestResult
 from imageci.store.models import Attempt, Version
-from imageci.testbeds.base import ImageHandle
+from imageci.testbeds.base import Backend, ImageHandle
 from imageci.verdicts import Verdict
 
 
@@ -46,6 +47,38 @@ def unfetchable(version: Version, checks: Sequence[Check], testbeds: Sequence[st
     outcome = Outcome(Verdict.ERROR, f"testbed error: the image could not be fetched: {why}")  # no log: no store
     return Schedule(image, list(testbeds), [Planned(TestResult(c, tb), decided=outcome) for c in checks
                                             for tb in testbeds])
+
+
+class Placer:
+    """``auto``: each check on the lightest testbed of ``backends`` (in ``LIGHTEST``'s order) that can run it
+    for this image — usable here, allowed by the test, offering every capability it needs."""
+
+    def __init__(self, image: ImageHandle, backends: Mapping[str, Backend]) -> None:
+        self.image, self.backends = image, backends
+        self._unusable: dict[str, str | None] = {}
+        self._offers: dict[str, frozenset[str]] = {}
+
+    def place(self, check: Check) -> tuple[str, str | None]:
+        """(the testbed, None), or (``auto``, why no testbed of this host can run it)."""
+        whys = []
+        for tb in (t for t in LIGHTEST if t in self.backends):
+            if tb not in self._unusable:
+                self._unusable[tb] = self.backends[tb].why_not(self.image)
+            missing = sorted(set(check.needs) - self._offered(tb)) if self._unusable[tb] is None else []
+            if self._unusable[tb] is not None:
+                whys.append(f"{tb}: {self._unusable[tb]}")
+            elif check.testbeds and tb not in check.testbeds:
+                whys.append(f"{tb}: the test runs only on {', '.join(check.testbeds)}")
+            elif missing:
+                whys.append(f"{tb} lacks {', '.join(missing)}")
+            else:
+                return tb, None
+        return AUTO, "no testbed of this host can run it (" + "; ".join(whys) + ")"
+
+    def _offered(self, tb: str) -> frozenset[str]:
+        if tb not in self._offers:
+            self._offers[tb] = frozenset(self.backends[tb].capabilities(self.image))
+        return self._offers[tb]
 
 
 def explained(outcome: Outcome, notes: list[str]) -> Outcome:

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
+from imageci.capabilities import AUTO, LIGHTEST
 from imageci.engine.waivers import Waiver, WaiverFn
 from imageci.errors import UsageError
 from imageci.policy.reference import Change
@@ -181,7 +182,9 @@ def evaluate_gate(attempts: Sequence[Seen], checks: Sequence[Required], testbeds
     for a in attempts:  # oldest first, kept so in each group
         evidence.setdefault((a.test_id, a.testbed, a.test_digest), []).append(a)
     for check in checks:
-        for tb in testbeds:
+        for asked in testbeds:  # ``auto``: the lightest testbed the test ran on (where auto put it)
+            tb = asked if asked != AUTO else next((t for t in LIGHTEST if (check.id, t, check.digest) in evidence),
+                                                  AUTO)
             mine = evidence.get((check.id, tb, check.digest), [])
             why = unmet(mine, check.flaky, waiver(check.id, tb) if waiver is not None else None)
             change = told.get((check.id, tb, check.digest))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from imageci.capabilities import AUTO, LIGHTEST
 from imageci.config import Settings
 from imageci.errors import UsageError
 from imageci.leftovers import Sweep
@@ -30,12 +31,17 @@ _FACTORIES: dict[str, Callable[[Settings], Backend]] = {
 
 
 def backend_names() -> list[str]:
-    return [*sorted(_FACTORIES), "ssh:NAME"]
+    return [*sorted(_FACTORIES), "ssh:NAME", AUTO]
+
+
+def expanded(names: Sequence[str]) -> list[str]:
+    """The backends ``names`` need: ``auto`` stands for each of ``LIGHTEST``."""
+    return list(dict.fromkeys(n for name in names for n in (LIGHTEST if name == AUTO else (name,))))
 
 
 def check_name(name: str) -> str:
     """``name`` when it names a testbed kind, else a usage error listing them (nothing is made)."""
-    if name.startswith("ssh:") and len(name) > 4 or name in _FACTORIES:
+    if name.startswith("ssh:") and len(name) > 4 or name in _FACTORIES or name == AUTO:
         return name
     raise UsageError(f"unknown testbed {name!r}; available: {', '.join(backend_names())}")
 
@@ -44,6 +50,8 @@ def make_backend(name: str, settings: Settings) -> Backend:
     if name.startswith("ssh:"):
         host = name.removeprefix("ssh:")
         return SshBackend(name, load_host(settings.hosts, host), settings.home / "known_hosts")
+    if name == AUTO:
+        raise UsageError("the testbed 'auto' is chosen for each test of a run (--testbed auto): name one here")
     try:
         factory = _FACTORIES[name]
     except KeyError:

@@ -78,6 +78,18 @@ class SnapshotPool:
 
     def restore(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed, Path]:
         """A fresh VM from the image's snapshot, ready for SSH."""
+        vm, vdir = self.resumed(image, shape)
+        try:
+            return vm, wait_ready(vm, 60 * self.maker.timeout_multiplier(image.architecture),
+                                  want_system_state=False), vdir
+        except BaseException:
+            vm.stop()
+            safe_rmtree(vdir)
+            raise
+
+    def resumed(self, image: ImageHandle, shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, Path]:
+        """A fresh VM from the image's snapshot, running again (its memory loaded: qemu's ``loadvm``), before
+        anything answers in it; and its directory."""
         t = self.template(image, shape)
         run_dir, _ = self.maker.run_state()
         vdir = Path(tempfile.mkdtemp(dir=run_dir, prefix="vm-"))
@@ -87,8 +99,7 @@ class SnapshotPool:
             vm = self.maker.new_vm(image, disk, vdir, shape=shape, uefi_vars=t.disk.with_name("OVMF_VARS.fd"))
             vm.start(incoming=t.state)
             vm.resume_incoming()
-            return vm, wait_ready(vm, 60 * self.maker.timeout_multiplier(image.architecture),
-                                  want_system_state=False), vdir
+            return vm, vdir
         except BaseException:
             if vm is not None:
                 vm.stop()
