@@ -178,10 +178,14 @@ def test_journal_clean_catches_an_error_logged_in_the_same_testbed(image_env: tu
     assert got["journal-clean"][0] == Verdict.FAIL and "imageci-probe: something broke" in got["journal-clean"][1]
 
 
-def test_limits_labels_and_hardening_of_a_container(backend: PodmanBackend, handle: ImageHandle) -> None:
+def test_limits_labels_and_hardening_of_a_container(backend: PodmanBackend, handle: ImageHandle, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from imageci.definitions.limits import Limits
     from imageci.owners import home_id
 
+    here = tmp_path / "cwd"  # where imageci was started: podman's conmon must not write into it
+    here.mkdir()
+    monkeypatch.chdir(here)
     tb = backend.create(handle, limits=Limits(disk=64 << 20, memory=64 << 20))
     tb.open()
     try:
@@ -195,6 +199,7 @@ def test_limits_labels_and_hardening_of_a_container(backend: PodmanBackend, hand
         assert tb.limit_notes()[0].startswith("disk limit (64 MiB) reached")
         tb.exec(["sh", "-c", "rm -f /var/tmp/fill; head -c 200000000 /dev/zero | tail -n 1 | wc -c"], timeout=120)
         assert tb.limit_notes()[0].startswith("memory limit (64 MiB) reached")
+        assert list(here.iterdir()) == []  # (conmon writes a file `oom` into its working directory)
         assert tb.exec(["sh", "-c", "echo 1 > /proc/sys/vm/swappiness"]).exit_code != 0  # podman's own hardening
     finally:
         tb.close()

@@ -132,7 +132,7 @@ class PodmanTestbed(Testbed):
                                          [self.store.graphroot]))
             self.env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)}
             self.container = name
-            run_podman(self.run_argv(name, owner), env=self.env)
+            run_podman(self.run_argv(name, owner), env=self.env, cwd=self._cwd())
             pid = run_podman([self.podman, "inspect", "--format", "{{.State.Pid}}", name], env=self.env)
             self._pid = int(pid.stdout.decode().strip() or 0)
             if self.systemd:
@@ -141,7 +141,7 @@ class PodmanTestbed(Testbed):
                 self._listener = listen_in(self._pid)
                 proxy().serve(self._listener, self.archive)
                 run_podman([self.podman, "exec", name, "sh", "-c", f"mkdir -p {os.path.dirname(APT_CONF)} && "
-                      f"cat > {APT_CONF}"], input=APT_CONF_TEXT.encode(), env=self.env)
+                      f"cat > {APT_CONF}"], input=APT_CONF_TEXT.encode(), env=self.env, cwd=self._cwd())
         except BaseException:
             self.close()
             raise
@@ -172,12 +172,18 @@ class PodmanTestbed(Testbed):
         state = ""
         while time.monotonic() < deadline:
             r = run_podman([self.podman, "exec", self._name(), "systemctl", "is-system-running"], check=False,
-                           timeout=30, env=self.env)
+                           timeout=30, env=self.env, cwd=self._cwd())
             state = r.stdout.decode().strip()
             if state in ("running", "degraded"):
                 return
             time.sleep(0.2)
         raise TestbedError(f"systemd in the container did not finish booting within {timeout:.0f}s (state: {state})")
+
+    def _cwd(self) -> Path | None:
+        """Where podman runs (and the conmon it starts, which writes a file named ``oom`` into its working
+        directory when the kernel kills a process of the container): the testbed's disk slot, never the
+        directory imageci was started in."""
+        return self.slot.path if self.slot is not None else None
 
     def _name(self) -> str:
         if self.container is None:
@@ -200,7 +206,8 @@ class PodmanTestbed(Testbed):
         before = self._hits()
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=self.env)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=self.env,
+                                cwd=self._cwd())
 
         def stop() -> None:
             # Killing `podman exec` leaves its process running in the container: stop the container.
@@ -243,7 +250,7 @@ class PodmanTestbed(Testbed):
                      "IMAGECI_TESTBED": self.name, **(env or {})}.items():
             cmd += ["--env", f"{k}={v}"]
         return subprocess.run([*cmd, self._name(), *argv], stdin=fds[0], stdout=fds[1], stderr=fds[2],
-                              start_new_session=True, env=self.env, check=False).returncode
+                              start_new_session=True, env=self.env, check=False, cwd=self._cwd()).returncode
 
     def _explain(self, before: dict[str, int], after: dict[str, int], output_exceeded: bool) -> None:
         notes = limit_notes(self.limits, oom_kills=after.get("memory", 0) - before.get("memory", 0),
@@ -253,7 +260,7 @@ class PodmanTestbed(Testbed):
 
     def copy_in(self, src: Path, dest: str) -> None:
         parent = os.path.dirname(dest.rstrip("/")) or "/"
-        run_podman([self.podman, "exec", self._name(), "mkdir", "-p", parent], env=self.env)
+        run_podman([self.podman, "exec", self._name(), "mkdir", "-p", parent], env=self.env, cwd=self._cwd())
         run_podman([self.podman, "cp", str(src), f"{self._name()}:{dest}"], env=self.env)
 
     def copy_out(self, src: str, dest: Path) -> None:
