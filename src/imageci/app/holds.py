@@ -29,6 +29,7 @@ from imageci.errors import UnknownReferenceError, UsageError
 from imageci.owners import lock_alive
 from imageci.store import lookups
 from imageci.store.models import Attempt, Hold, utcnow
+from imageci.store.states import as_utc
 from imageci.testbeds.base import Backend, Testbed
 from imageci.testbeds.terminal import EXIT, receive
 
@@ -129,10 +130,7 @@ def _ender(settings: Settings) -> Callable[[int, str], None]:
 def _gone(h: Hold) -> str | None:
     """Why a hold is no more though nothing ended it: its holder process (here) or its worker is gone."""
     if h.worker is not None:
-        seen = h.seen_at or h.created_at
-        if seen.tzinfo is None:
-            seen = seen.replace(tzinfo=utcnow().tzinfo)
-        return "its worker was gone" if utcnow() - seen > STALE else None
+        return "its worker was gone" if utcnow() - as_utc(h.seen_at or h.created_at) > STALE else None
     if h.host == socket.gethostname() and not lock_alive(Path(h.owner)):
         return "its holder was gone (gc removes what it left)"
     return None
