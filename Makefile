@@ -49,6 +49,9 @@ test: test-host-setup venv $(TMT)
 	mkdir -p "$$(dirname "$(TEST_TMP)")"
 	# what an earlier run left (a mount pytest cannot remove would stop this one): unmounted and removed
 	$(BIN)/python -c 'import sys, pathlib, imageci.fs as f; f.safe_rmtree(pathlib.Path(sys.argv[1]))' "$(TEST_TMP)"
+	# every module compiled once now: with PYTHONDONTWRITEBYTECODE set (as on some CI machines) each of the
+	# suite's thousand imageci processes would otherwise compile its modules again
+	$(BIN)/python -m compileall -q src tests bench >/dev/null
 	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --basetemp "$(TEST_TMP)" $(PYTEST_ARGS)
 
 ## the tests that need no root (pure logic, catalog, CLI parsing, formats), as any user
@@ -69,6 +72,7 @@ lint: venv
 
 bench: setup $(TMT)
 	$(BIN)/python bench/sandbox_overhead.py
+	$(BIN)/python bench/one_test.py
 	$(BIN)/python bench/build_overhead.py
 	$(BIN)/python bench/qemu_boot.py
 	$(BIN)/python bench/cloud_boot.py

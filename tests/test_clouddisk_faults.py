@@ -56,8 +56,12 @@ def broken(cloud: tuple[Env, Version]) -> Version:
 def test_the_broken_cloud_image_fails_exactly_what_is_broken(cloud: tuple[Env, Version], broken: Version,
                                                              uefi: dict[str, QemuBackend]) -> None:
     e, _ = cloud
-    report = run_on(e, uefi, broken, suite_checks(CLOUD / "suite"))
+    # the suite but `reboot-works`: a second whole boot (a CPU-minute and a half under TCG) of a reboot that the
+    # good image's run (test_clouddisk) shows, and nothing about what is broken here
+    checks = [c for c in suite_checks(CLOUD / "suite") if c.id != "reboot-works"]
+    report = run_on(e, uefi, broken, checks)
     got = {r.test_id: r for r in report.results}
+    assert len(got) == len(checks)
     failed = {name for name, r in got.items() if r.verdict is Verdict.FAIL}
     assert failed == {"boot-multi-user", "no-failed-units", "cloud-init-done"}, {
         n: (r.verdict, r.reason) for n, r in got.items()}

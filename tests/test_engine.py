@@ -199,3 +199,20 @@ def test_plan_decides_without_running_or_recording_and_execute_carries_it_out(im
     again = engine.plan(image, checks, ["sandbox"])
     assert again.items[0].cached is not None and not again.items[0].runs  # the pass is reused next time
     assert engine.plan(image, checks, ["sandbox"], rerun_all=True).items[0].runs
+
+
+def test_a_sandbox_run_loads_no_other_backend(tmp_path: Path) -> None:
+    """Each backend's module is imported when one of its kind is made: the sandbox's run path never loads the
+    VMs' (nor dnspython, nor LXD's or podman's)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom imageci.app import testing\nfrom imageci.config import Settings\n"
+             "from imageci.testbeds.registry import make_backend\n"
+             f"make_backend('sandbox', Settings(home=__import__('pathlib').Path({str(tmp_path)!r}), db_url='', "
+             "jobs=1, build_cache=None))\n"
+             "print(*sorted(m for m in sys.modules if m.startswith(('imageci.testbeds.vm', 'imageci.testbeds.lxd', "
+             "'imageci.testbeds.podman', 'dns'))))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", done.stdout

@@ -163,13 +163,19 @@ def test_query_commands_never_import_sqlalchemy_on_a_current_sqlite_catalog(tmp_
     probe = ("import sys, runpy\nsys.argv = ['imageci'] + sys.argv[1:]\n"
              "try:\n    runpy.run_module('imageci.cli', run_name='__main__')\n"
              "except SystemExit as e:\n    code = e.code\n"
-             "print('ORM', any(m.startswith('sqlalchemy') for m in sys.modules), 'EXIT', code, file=sys.stderr)\n")
+             "print('ORM', any(m.startswith('sqlalchemy') for m in sys.modules), 'EXIT', code, file=sys.stderr)\n"
+             "print('LOADED', *sorted(m for m in ('rich.console', 'imageci.testbeds.base', 'httpx', 'dns') "
+             "if m in sys.modules), file=sys.stderr)\n")
     env = {**os.environ, "IMAGECI_HOME": str(home), "IMAGECI_DB_URL": url}
     for argv in (["images", "--json"], ["results", ref, "--json"], ["events", ref], ["flaky", "--since", "3650d"],
                  ["results", "nope"]):
         res = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, env=env)
         assert "ORM False" in res.stderr, (argv, res.stderr)
         assert ("EXIT 2" if argv[-1] == "nope" else "EXIT 0") in res.stderr, (argv, res.stderr)
+        # nor testbeds, HTTP or DNS clients, nor rich's console where nothing is printed through it
+        loaded = set(res.stderr.splitlines()[-1].split()[1:])
+        assert not loaded & {"imageci.testbeds.base", "httpx", "dns"}, (argv, loaded)
+        assert "rich.console" not in loaded or "--json" not in argv, (argv, loaded)
         if argv == ["results", ref, "--json"]:
             doc = json.loads(res.stdout)
             assert doc["image"] == ref and len(doc["attempts"]) == 8 and doc["runs"][0]["tests"] == 4

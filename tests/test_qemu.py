@@ -199,6 +199,14 @@ def test_vm_that_never_becomes_ready_is_an_error_with_its_console(vm: tuple[Env,
     assert re.search(rb"\[\s*\d+\.\d+\] ", log)  # the kernel had started printing: its log is kept
 
 
+# autopkgtest-reboot: the test asks for a reboot with a mark, and runs again after it with the mark set
+REBOOTS = """case "${AUTOPKGTEST_REBOOT_MARK:-}" in
+  "") cat /proc/sys/kernel/random/boot_id > /var/tmp/boot-1; echo first; /tmp/autopkgtest-reboot one; echo unreached ;;
+  one) test "$(cat /var/tmp/boot-1)" != "$(cat /proc/sys/kernel/random/boot_id)"; echo "after one" ;;
+  *) echo "unexpected mark $AUTOPKGTEST_REBOOT_MARK" >&2; exit 1 ;;
+esac"""
+
+
 def test_auto_puts_each_dep8_test_on_the_lightest_testbed_that_can_run_it(vm: tuple[Env, Version],
                                                                           qemu: QemuBackend, tmp_path: Path) -> None:
     """`--testbed auto`: a plain test in the sandbox, an isolation-container one in a container with an init
@@ -211,7 +219,7 @@ def test_auto_puts_each_dep8_test_on_the_lightest_testbed_that_can_run_it(vm: tu
         "plain": ("", "test -d /usr"),
         "in-a-container": ("isolation-container, needs-root", 'test "$(cat /proc/1/comm)" = systemd'),
         "on-a-machine": ("isolation-machine, needs-root", "grep -q root=/dev/vda /proc/cmdline"),
-        "reboots": ("needs-reboot, needs-root", "true"),
+        "reboots": ("needs-reboot, needs-root", REBOOTS),
     })
     checks: list[Check] = list(dep8_checks(load_dep8(tree)))
     backends = {name: make_backend(name, e.settings) for name in ("sandbox", "podman", "lxd")}
@@ -220,7 +228,10 @@ def test_auto_puts_each_dep8_test_on_the_lightest_testbed_that_can_run_it(vm: tu
     placed = {i.result.check.id: i.result.testbed for i in engine.plan(image, checks, ["auto"], rerun_all=True).items}
     assert placed == {"placement/plain": "sandbox", "placement/in-a-container": "podman",
                       "placement/on-a-machine": "qemu", "placement/reboots": "qemu"}, placed
-    report = engine.run(version, [c for c in checks if c.id != "placement/reboots"], ["auto"], rerun_all=True)
+    report = engine.run(version, checks, ["auto"], rerun_all=True)
     assert {(r.test_id, r.testbed, r.verdict) for r in report.results} == {
         ("placement/plain", "sandbox", Verdict.PASS), ("placement/in-a-container", "podman", Verdict.PASS),
-        ("placement/on-a-machine", "qemu", Verdict.PASS)}, _got(report)
+        ("placement/on-a-machine", "qemu", Verdict.PASS), ("placement/reboots", "qemu", Verdict.PASS)}, _got(report)
+    reboots = next(r for r in report.results if r.test_id == "placement/reboots")  # rebooted once, marked, resumed
+    log = e.store.read_bytes(reboots.attempts[-1].log_digest)  # type: ignore[arg-type]
+    assert b"first" in log and b"after one" in log and b"unreached" not in log, log[-2000:]

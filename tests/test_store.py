@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from imageci.store import blobs
 from imageci.store.blobs import BlobStore, CorruptBlobError
 
 from conftest import Env
@@ -35,13 +36,20 @@ def test_move_file_renames_into_store(tmp_path: Path) -> None:
     assert not src.exists() and store.read_bytes(blob.digest) == b"data"
 
 
-def test_corruption_detected_on_read_and_by_verify(tmp_path: Path) -> None:
+def test_corruption_detected_on_read_and_by_verify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = BlobStore(tmp_path / "store")
     good = store.put_bytes(b"good")
     bad = store.put_bytes(b"soon corrupt")
     p = store.path(bad.digest)
+    assert store.verified_path(bad.digest) == p  # hashed, and the file it hashed remembered
+    hashed: list[Path] = []
+    real_hash = blobs.hash_file
+    monkeypatch.setattr(blobs, "hash_file", lambda path: hashed.append(path) or real_hash(path))
+    assert store.verified_path(bad.digest) == p and hashed == []  # the same file: not read again
+    before = p.stat()
     p.chmod(0o644)
-    p.write_bytes(b"tampered")
+    p.write_bytes(b"tampered!!!!")  # the same size, and the same mtime put back: its ctime still tells
+    os.utime(p, ns=(before.st_atime_ns, before.st_mtime_ns))
     with pytest.raises(CorruptBlobError):
         store.read_bytes(bad.digest)
     with pytest.raises(CorruptBlobError):

@@ -1,7 +1,7 @@
 """What every sweeper of ``imageci gc`` shares: telling a dead owner's
 resources from a live one's, and removing a directory tree whose processes and
 mounts a dead run left behind. Each testbed backend sweeps its own leftovers
-with these (``testbeds.registry.SWEEPERS``); ``engine.gc`` sweeps the rest."""
+with these (``testbeds.registry.sweepers``); ``engine.gc`` sweeps the rest."""
 
 from __future__ import annotations
 

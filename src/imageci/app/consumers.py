@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
-from imageci.app import access, egress
+from imageci.app import access
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import operation
 from imageci.app.session import Session
@@ -138,6 +138,8 @@ def _git_tree(session: Session, repo: str, ref: str, subdir: str | None, dest: P
 def _fetch(session: Session, repo: str, ref: str, where: list[str]) -> None:
     """``ref`` of the repository at URL ``repo`` into the bare cache, only from where the egress rule allows
     (see :mod:`egress`); any failure is one message, whatever the network said."""
+    from imageci.app import egress  # (an HTTP client: only a fetch needs it, not a gate that reads consumers)
+
     try:
         dest = egress.destination(egress.EgressPolicy.parse(session.settings.git_hosts), repo)
         scheme = dest.url.split("://", 1)[0] if "://" in dest.url else "ssh"  # after redirects (http → https)

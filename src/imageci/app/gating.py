@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from imageci.app import access, compliance, consumerruns, notify, regressions, repro, vulns
+from imageci.app import access, consumerruns, regressions
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import RefArgs, operation
 from imageci.app.planning import flake_policy, suite_of
@@ -93,6 +93,8 @@ def _own_gate(session: Session, version: Version, quarantine: Path | None) -> Ga
     if (consumed := consumerruns.gate_section(session, version)) is not None:
         sections.append(consumed)
     if g.vulnerabilities is not None or g.compliance is not None or g.reproducible:
+        from imageci.app import compliance, repro, vulns  # (what only a gate with those sections reads)
+
         if g.vulnerabilities is not None:
             sections.append(vulns.gate_section(session, info, g.vulnerabilities, utcnow().date()))
         if g.compliance is not None:
@@ -169,6 +171,8 @@ def promote(session: Session, ref: str, *, to: str = "stable", force: bool = Fal
         also = [(other, session.catalog.evidence(other)) for other in others]
         result = gate(session, version, quarantine=quarantine)
         if not force and result is not None and not result.holds:
+            from imageci.app import notify
+
             notify.promotion_blocked(session.settings, version, result.explain())
         try:
             return promote_version(session.catalog, version, result, keep=keep_of(version), force=force,

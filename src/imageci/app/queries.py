@@ -14,17 +14,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from imageci.app import access, regressions
 from imageci.app.access import LOCAL, Principal
 from imageci.app.operations import Args, RefArgs, RunArgs, operation
-from imageci.app.recording import MachineFinding
 from imageci.app.session import Session
-from imageci.checks import complaints
-from imageci.checks.complaints import KINDS
+from imageci.checks.findings import KINDS, decoded
 from imageci.errors import UnknownReferenceError, UsageError
 from imageci.formats.lxdform import feed_state
 from imageci.store import lookups
@@ -151,6 +149,13 @@ def version_detail(session: Session, ref: str, *, viewer: Principal = LOCAL) -> 
                          created=v.created_at.isoformat(timespec="seconds"))
 
 
+class MachineFinding(BaseModel):
+    """One of the machine's own complaints in an attempt's window (``checks.complaints``)."""
+
+    kind: Literal["oops", "coredump", "failed-unit", "denial"]
+    text: str = Field(max_length=1000)
+
+
 class AttemptRow(Row):
     run: int
     test: str
@@ -193,7 +198,7 @@ class Results(Row):
 
 
 def _findings(text: str | None) -> list[MachineFinding]:
-    return [MachineFinding(kind=f.kind, text=f.text) for f in complaints.decoded(text)  # type: ignore[arg-type]
+    return [MachineFinding(kind=f.kind, text=f.text) for f in decoded(text)  # type: ignore[arg-type]
             if f.kind in KINDS]
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from imageci.app import access, livelogs
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import RunArgs, operation
+from imageci.app.queries import MachineFinding as MachineFinding  # re-exported: what a worker records
 from imageci.app.regressions import REFERENCE_OPTION
 from imageci.app.session import Session
 from imageci.errors import UnknownReferenceError, UsageError
@@ -39,13 +40,6 @@ class RunStarted(BaseModel):
     image: str  # NAME@SERIAL
     digest: str
     created: bool  # False: this idempotency key had started it already
-
-
-class MachineFinding(BaseModel):
-    """One of the machine's own complaints in an attempt's window (``checks.complaints``)."""
-
-    kind: Literal["oops", "coredump", "failed-unit", "denial"]
-    text: str = Field(max_length=1000)
 
 
 class AttemptIn(BaseModel):

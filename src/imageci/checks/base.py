@@ -6,18 +6,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from imageci.checks.findings import Finding as Finding  # re-exported: test kinds make them
 from imageci.definitions.limits import Limits
 from imageci.testbeds.base import Testbed
 from imageci.verdicts import Verdict
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One of the machine's own complaints in a test's window (``checks.complaints``): its kind
-    (oops, coredump, failed-unit, denial) and what the machine said."""
-
-    kind: str
-    text: str
 
 
 @dataclass(frozen=True)

@@ -15,20 +15,20 @@ everywhere. What the testbed prints is untrusted: bounded, parsed defensively, e
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, replace
 
 from imageci.capabilities import ISOLATION_CONTAINER, ISOLATION_MACHINE
-from imageci.checks.base import Finding, Outcome
+from imageci.checks.base import Outcome
+from imageci.checks.findings import COREDUMP, DENIAL, FAILED_UNIT, OOPS, Finding
+from imageci.checks.findings import decoded as decoded  # re-exported: where the engine reads them back
+from imageci.checks.findings import encoded as encoded
 from imageci.errors import ImageciError
 from imageci.testbeds.base import Testbed
 from imageci.testbeds.output import unwatched
 from imageci.verdicts import Verdict
 
-OOPS, COREDUMP, FAILED_UNIT, DENIAL = "oops", "coredump", "failed-unit", "denial"
-KINDS = (OOPS, COREDUMP, FAILED_UNIT, DENIAL)  # the words of a suite's ``checks: {fail_on: [...]}``
 TEXT_MAX = 500
 PER_KIND = 20
 PROBE_TIMEOUT = 30.0
@@ -225,18 +225,3 @@ def judged(outcome: Outcome, found: list[Finding], fail_on: frozenset[str]) -> O
         return replace(outcome, verdict=Verdict.FAIL, reason=f"the machine complained ({failing.kind}): "
                        f"{failing.text}", log=log, findings=outcome.findings + tuple(found))
     return replace(outcome, log=log, findings=outcome.findings + tuple(found))
-
-
-def encoded(found: tuple[Finding, ...] | list[Finding]) -> str | None:
-    """Findings as the catalog keeps them (JSON; None: none)."""
-    return json.dumps([{"kind": f.kind, "text": f.text} for f in found]) if found else None
-
-
-def decoded(text: str | None) -> list[Finding]:
-    """What :func:`encoded` wrote (a damaged value reads as no findings)."""
-    try:
-        items = json.loads(text) if text else []
-    except ValueError:
-        return []
-    return [Finding(str(i.get("kind", "")), str(i.get("text", ""))) for i in items if isinstance(i, dict)] \
-        if isinstance(items, list) else []

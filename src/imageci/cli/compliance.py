@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from imageci.cli.context import console, handle_errors, print_json
 from imageci.errors import UsageError
@@ -37,6 +36,8 @@ def compliance(ref: Annotated[str, typer.Argument(help="NAME@SERIAL, NAME:CHANNE
     if as_json:
         print_json(found)
         return
+    from rich.table import Table
+
     table = Table(title=f"{found.image}: score {found.score:.1f}/{found.maximum:g} ({found.content}, "
                         f"{found.profile or 'default profile'})", title_justify="left", box=None)
     for column in ("RESULT", "SEVERITY", "RULE", "ID"):

@@ -8,19 +8,45 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
 
 from imageci.errors import ImageciError
 from imageci.exitcodes import ExitCode
 
-# Wide enough for tables when output goes to a file or a CI log.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _OnFirstUse:
+    """A rich Console made when a command first prints through it: one that prints JSON or columns never
+    loads rich's console (a fifth of a query command's start)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._made: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._made is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            # wide enough for tables when output goes to a file or a CI log
+            self._made = Console(stderr=self._stderr, width=None if stream.isatty() else 200)
+        return getattr(self._made, name)
+
+
+console = cast("Console", _OnFirstUse(stderr=False))
+err_console = cast("Console", _OnFirstUse(stderr=True))
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup shown as written."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from imageci.cli.context import console, handle_errors, print_json
 from imageci.supply.forms import BomFormat
@@ -49,6 +48,8 @@ def bom(ref: RefArg,
         _write(doc, output)
         return
     distro = doc.get("distro") or {}
+    from rich.table import Table
+
     table = Table(title=f"{doc['image']}: {len(doc['packages'])} packages"
                         + (f" ({distro.get('pretty_name') or distro.get('id')})" if distro else ""),
                   title_justify="left", box=None)

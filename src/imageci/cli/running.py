@@ -62,13 +62,14 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
              structure: list[Path] | None, testinfra: list[Path] | None, limit: list[str] | None,
              executor: str | None = None, consumers: bool = True, investigate: bool | None = None,
              investigate_budget: int = 60, hold: str | None = None) -> TestRequest:
-    from imageci.app.holds import hold_duration
     from imageci.app.planning import TestRequest
-    from imageci.definitions.durations import duration_arg
     from imageci.errors import UsageError
 
     if executor not in (None, "local", "celery"):
         raise UsageError(f"--executor must be 'local' or 'celery' (got {executor!r})")
+    if hold:
+        from imageci.app.holds import hold_duration  # (the ORM: only a run that holds needs it this early)
+        from imageci.definitions.durations import duration_arg
     return TestRequest(ref=ref, tests=tests, suite=suite, testbeds=testbed or [], jobs=jobs, retries=retries,
                        rerun_all=rerun_all, junit=junit, tap=tap, fresh=_fresh(fresh), dep8=dep8 or [],
                        dep8_packages=dep8_package or [], quarantine=quarantine, structure=structure or [],

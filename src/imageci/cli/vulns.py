@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from imageci.cli.context import console, handle_errors, print_json
 
@@ -54,6 +53,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         print_json(rows)
         return
+    from rich.table import Table
+
     table = Table(box=None)
     for column in ("NAME", "FORMAT", "FILE", "RECORDS", "LEFT OUT", "IMPORTED", "BY"):
         table.add_column(column)
@@ -77,6 +78,8 @@ def vulns(ref: Annotated[str, typer.Argument(help="NAME@SERIAL, NAME:CHANNEL or 
         return
     if not found.feeds:
         console.print("no vulnerability feed imported (imageci vulndb import FILE)", highlight=False)
+    from rich.table import Table
+
     table = Table(title=f"{found.image}: {len(found.findings)} known vulnerabilit"
                         f"{'y' if len(found.findings) == 1 else 'ies'} ({', '.join(found.releases) or 'no release'})",
                   title_justify="left", box=None)

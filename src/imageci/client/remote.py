@@ -26,7 +26,6 @@ from urllib.parse import quote, urlsplit
 from pydantic import BaseModel, TypeAdapter
 
 from imageci.app.operations import BODY, Operation
-from imageci.app.publishing import Published, PublishRequest
 from imageci.config import Settings
 from imageci.errors import ServerUnavailable, UsageError
 from imageci.server.statuses import error_of

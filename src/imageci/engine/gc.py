@@ -6,7 +6,7 @@ removes a resource only when it belongs to this home and its owner process is
 gone (its lock is free); a live process's sandboxes, disks, VMs, containers,
 cgroups and temporary files are never touched, even with ``--force``.
 
-Each testbed backend sweeps its own (``testbeds.registry.SWEEPERS``): sandboxes
+Each testbed backend sweeps its own (``testbeds.registry.sweepers``): sandboxes
 (``tmp/sandboxes/sb-<owner>-*``), VMs (``tmp/vms/run-<owner>-*``), LXD instances
 and run feeds, podman's containers, disk slots (``tmp/disks/<owner>-<n>``).
 This module sweeps the rest:
@@ -29,7 +29,7 @@ from imageci.homelock import HomeLock
 from imageci.leftovers import Sweep
 from imageci.owners import OWNERS_DIR, dead_owner_locks, lock_alive
 from imageci.testbeds.limits import CGROOT, group_prefix
-from imageci.testbeds.registry import SWEEPERS
+from imageci.testbeds.registry import sweepers
 
 
 def collect_garbage(settings: Settings, lock: HomeLock, *, force: bool = False) -> tuple[list[str], int]:
@@ -40,7 +40,7 @@ def collect_garbage(settings: Settings, lock: HomeLock, *, force: bool = False) 
                          "(pass --force to remove only what dead processes left, keeping the live one's)")
     c = Sweep(settings.tmp_dir)
     tmp = settings.tmp_dir
-    for sweep in SWEEPERS:  # each testbed backend's own leftovers
+    for sweep in sweepers():  # each testbed backend's own leftovers
         sweep(settings, c)
     c.dead_trees(tmp, "build-")
     store_tmp = settings.store_dir / "tmp"

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from imageci.checks.complaints import decoded
+from imageci.checks.findings import decoded
 from imageci.engine.results import RunReport, TestResult
 from imageci.fs import write_file_atomically
 from imageci.verdicts import Verdict

@@ -3,7 +3,8 @@
 Writes go to a temporary file of this process (hashed as written, fsynced)
 and are committed to the backend only under the digest they hash to, so a
 blob either does not exist or holds exactly the bytes its name promises.
-Reads that hand out a path re-hash first.
+Reads that hand out a path re-hash first (unless the file is the very one hashed
+before: ``BlobStore.verified_path``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from imageci.store.objects import Blob, CorruptBlobError, LocalObjects, Objects,
 __all__ = ["Blob", "BlobStore", "BlobWriter", "CorruptBlobError", "hash_file"]
 
 CHUNK = 1 << 20
+
+
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def hash_file(path: Path) -> Blob:
@@ -198,12 +204,30 @@ class BlobStore:
         return blob
 
     def verified_path(self, digest: str) -> Path:
-        """The blob's path, after checking its bytes still match its name."""
+        """The blob's path, after checking its bytes still match its name: re-hashed unless the file is, to the
+        nanosecond, the one hashed last time (device, inode, size, mtime and ctime, kept in ``verified/``: any
+        write to it changes its ctime, which no one but the kernel sets). ``verify_all`` re-hashes everything,
+        for what no write made (bit rot)."""
         p = self.path(digest)
         if not p.is_file():
             raise CorruptBlobError(f"blob sha256:{digest} is missing from the store")
-        if hash_file(p).digest != digest.removeprefix("sha256:"):
+        hexd = digest.removeprefix("sha256:")
+        mark = self.root / "verified" / hexd
+        seen = _stamp(p)
+        try:
+            if mark.read_text() == seen:
+                return p
+        except OSError:
+            pass
+        if hash_file(p).digest != hexd:
             raise CorruptBlobError(f"blob sha256:{digest} is corrupt (content does not match its digest)")
+        try:
+            mark.parent.mkdir(exist_ok=True)
+            tmp = mark.with_name(f".{hexd}.{os.getpid()}")
+            tmp.write_text(seen)
+            os.replace(tmp, mark)
+        except OSError:
+            pass  # (a read-only store: hashed every time)
         return p
 
     def read_bytes(self, digest: str) -> bytes:
@@ -226,6 +250,7 @@ class BlobStore:
                 continue
             if not dry_run:
                 self.objects.delete(digest)
+                (self.root / "verified" / digest).unlink(missing_ok=True)
             removed.append(digest)
         return removed
 
