@@ -11,7 +11,7 @@ imports, catalog, testbed, record), against what the tools it wraps take for the
 Each figure is the median of several fresh processes. Where the time goes: `--profile` writes each command's
 cProfile (`*.prof`) and `-X importtime` log into the directory it names.
 
-Last line: `one test, whole process: sandbox X s (ratio A, goal ≤ 2), already passed Y s (ratio B, goal ≤ 1.5),
+Last line: `one test (whole process): sandbox X s (ratio A, goal ≤ 2), already passed Y s (ratio B, goal ≤ 1.5),
 podman Z s (ratio C, goal ≤ 2)`.
 """
 
@@ -105,7 +105,7 @@ def main() -> None:
               f"{ratio['passed']:.2f})")
         print(f"run, podman             : {ours['podman']:.3f} s (floor {floors['podman']:.3f} s, ratio "
               f"{ratio['podman']:.2f})")
-        print(f"one test, whole process: sandbox {ours['sandbox']:.2f} s (ratio {ratio['sandbox']:.2f}, goal ≤ 2), "
+        print(f"one test (whole process): sandbox {ours['sandbox']:.2f} s (ratio {ratio['sandbox']:.2f}, goal ≤ 2), "
               f"already passed {ours['passed']:.2f} s (ratio {ratio['passed']:.2f}, goal ≤ 1.5), podman "
               f"{ours['podman']:.2f} s (ratio {ratio['podman']:.2f}, goal ≤ 2)")
     finally:

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -53,6 +55,37 @@ def test_run_one_test_and_unknown_names(cli_env: Env) -> None:
     assert unknown.returncode == 2 and f"did you mean: {NAME}" in unknown.stderr
     usage = cli_env.cli("run")
     assert usage.returncode == 2
+
+
+PROBE = ("import sys, runpy\nsys.argv = ['imageci'] + sys.argv[1:]\n"
+         "try:\n    runpy.run_module('imageci.cli', run_name='__main__')\nexcept SystemExit as e:\n    code = e.code\n"
+         "print('ORM', 'sqlalchemy' in sys.modules, 'TESTBEDS', 'imageci.testbeds.sandbox' in sys.modules, "
+         "'EXIT', code, file=sys.stderr)\n")
+
+
+def test_a_test_that_passed_on_these_bytes_is_answered_without_running_or_recording(cli_env: Env,
+                                                                                    tmp_path: Path) -> None:
+    assert cli_env.cli("run", NAME, "os-release", "--rerun-all").returncode == 0
+
+    def runs() -> int:
+        return len(json.loads(cli_env.cli("results", NAME, "--json").stdout)["runs"])
+
+    before = runs()
+    again = subprocess.run([sys.executable, "-c", PROBE, "run", NAME, "os-release"], env=cli_env.env(),
+                           capture_output=True, text=True, timeout=120)
+    assert "nothing ran: every test passed before on these bytes" in again.stdout, again.stdout + again.stderr
+    assert "pass  os-release [sandbox]  (cached: passed before for these bytes, run " in again.stdout
+    assert "ORM False TESTBEDS False EXIT 0" in again.stderr, again.stderr  # the catalog's reader alone
+    assert runs() == before  # nothing recorded
+    d = write_suite(tmp_path / "s", {"fails.sh": "#!/bin/sh\nexit 1\n"})
+    for _ in range(2):  # a failure is never answered so: it runs, and is recorded, each time
+        res = cli_env.cli("run", NAME, "fails", "--suite", str(d))
+        assert res.returncode == 1 and "nothing ran" not in res.stdout, res.stdout
+    assert runs() == before + 2
+    rerun = cli_env.cli("run", NAME, "os-release", "--rerun-all")  # asked to run: it runs
+    assert rerun.returncode == 0 and "nothing ran" not in rerun.stdout and runs() == before + 3
+    both = cli_env.cli("run", NAME, "os-release", "--testbed", "sandbox", "--testbed", "podman")  # not on podman
+    assert "nothing ran" not in both.stdout and runs() == before + 4, both.stdout + both.stderr
 
 
 def test_failing_suite_reports_and_exit_code(cli_env: Env, tmp_path: Path) -> None:

@@ -9,13 +9,14 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING
 
 from imageci.app.session import Session
+from imageci.app.testrequest import Executor as Executor  # re-exported: planning is where interfaces ask
+from imageci.app.testrequest import Fresh as Fresh
+from imageci.app.testrequest import TestRequest as TestRequest
+from imageci.app.testrequest import testbeds_for
 
 if TYPE_CHECKING:
     from imageci.app.consumerruns import ConsumerOrigin
@@ -45,46 +46,6 @@ from imageci.store.models import SUITE, State, Version, as_utc, label
 from imageci.store.objects import CorruptBlobError, StoreUnavailable
 
 log = logging.getLogger("imageci.app")
-
-Fresh = Literal["test", "suite"]
-Executor = Literal["local", "celery"]
-
-
-class TestRequest(BaseModel):
-    """What to test: the options ``run``, ``test`` and ``pipeline`` share."""
-
-    __test__ = False
-    model_config = ConfigDict(extra="forbid")
-    ref: str = Field(description="NAME[:CHANNEL], NAME@VERSION or sha256:<digest>")
-    tests: list[str] | None = Field(default=None, description="only these tests (None: the whole suite)")
-    suite: Path | None = Field(default=None, description="suite directory instead of the version's own")
-    testbeds: list[str] = Field(default_factory=list, description="empty: the suite's testbeds, else sandbox")
-    jobs: int | None = Field(default=None, ge=1, description="tests in parallel (None: the settings' jobs)")
-    retries: int = Field(default=0, ge=0)
-    rerun_all: bool = False
-    fresh: Fresh | None = Field(default=None, description="None: the suite's choice")
-    dep8: list[Path] = Field(default_factory=list, description="source trees whose debian/tests to run")
-    dep8_packages: list[str] = Field(default_factory=list, description="source packages (apt-get source)")
-    quarantine: Path | None = Field(default=None, description="None: the suite's quarantine.yaml")
-    structure: list[Path] = Field(default_factory=list, description="container-structure-test files")
-    testinfra: list[Path] = Field(default_factory=list, description="pytest-testinfra modules")
-    limits: list[str] = Field(default_factory=list, description="KEY=VALUE limits for every test of the run")
-    junit: Path | None = None
-    tap: Path | None = None
-    executor: Executor | None = Field(default=None, description="None: the settings' (IMAGECI_EXECUTOR)")
-    consumers: bool = Field(default=True, description="with the whole suite, run the product's consumers' suites "
-                                                      "too (name one with tests: consumer:NAME)")
-    investigate: bool | None = Field(default=None, description="bisect each regression (None: the suite's choice)")
-    investigate_budget: int = Field(default=60, ge=1, le=10000, description="test runs all of a run's bisections "
-                                                                             "may take together")
-    hold: timedelta | None = Field(default=None, description="keep each failing test's testbed this long for a "
-                                   "person to enter (`imageci attach`); None: removed at once")
-
-    @property
-    def extra(self) -> bool:
-        """Tests named outside the suite: alone (no ``suite``), only those run."""
-        return bool(self.dep8 or self.dep8_packages or self.structure or self.testinfra)
-
 
 @dataclass
 class TestPlan:
@@ -209,7 +170,7 @@ def plan_tests(session: Session, request: TestRequest, *, consumers_from: Consum
         raise UsageError("with --executor celery only the version's own suite runs (workers take each test from "
                          "the suite stored with the version); --suite, --dep8, --dep8-package, --structure and "
                          "--testinfra run with --executor local")
-    testbeds = list(dict.fromkeys(request.testbeds or (suite.testbeds if suite else ()) or ["sandbox"]))
+    testbeds = testbeds_for(request, suite)
     if executor == "celery" and AUTO in testbeds:
         raise UsageError("--testbed auto chooses among this host's testbeds: run it with --executor local (the "
                          "workers' jobs name their testbed)")

@@ -14,10 +14,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from imageci.app.passes import image_config_of
 from imageci.app.session import Session
 from imageci.definitions.image import Gate, ImageDefinition, load_definition, parse_definition
-from imageci.errors import ImageciError, UsageError
-from imageci.formats.oci import ImageConfig, image_config
+from imageci.errors import UsageError
+from imageci.formats.oci import ImageConfig
 from imageci.store.models import MULTIARCH, OCI_CONFIG, SUITE, State, Version, label
 from imageci.store.snapshots import unpack_tree
 from imageci.store.states import DISK
@@ -74,16 +75,8 @@ def keep_of(version: Version) -> int:
 
 def config_of(session: Session, version: Version) -> ImageConfig:
     """The image's runtime configuration (its stored OCI config; imageci's default for older versions)."""
-    stored = next((a for a in version.artifacts if a.kind == OCI_CONFIG), None)
-    if stored is None:
-        return image_config(version.product.name, version.digest)
-    try:
-        doc = json.loads(session.store.read_bytes(stored.digest))
-    except ValueError as exc:
-        raise ImageciError(f"{label(version)}: its stored image configuration is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ImageciError(f"{label(version)}: its stored image configuration is not a JSON object")
-    return ImageConfig.from_oci(doc)
+    stored = next((a.digest for a in version.artifacts if a.kind == OCI_CONFIG), None)
+    return image_config_of(session.store, stored, version.product.name, version.digest, label(version))
 
 
 @dataclass(frozen=True)

@@ -32,3 +32,9 @@ def decoded(text: str | None) -> list[Finding]:
         return []
     return [Finding(str(i.get("kind", "")), str(i.get("text", ""))) for i in items if isinstance(i, dict)] \
         if isinstance(items, list) else []
+
+
+def reusable(findings: str | None, fail_on: frozenset[str]) -> bool:
+    """Whether an earlier pass (its findings as the catalog keeps them) still counts for these bytes: the machine
+    complained in it of nothing that now fails a test (a suite's ``fail_on``)."""
+    return not any(f.kind in fail_on for f in decoded(findings))

@@ -34,7 +34,8 @@ from imageci.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from imageci.app.planning import Fresh, TestRequest
+    from imageci.app.passes import Passed
+    from imageci.app.testrequest import Fresh, TestRequest
 
 
 def register(main: typer.Typer) -> None:
@@ -62,7 +63,7 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
              structure: list[Path] | None, testinfra: list[Path] | None, limit: list[str] | None,
              executor: str | None = None, consumers: bool = True, investigate: bool | None = None,
              investigate_budget: int = 60, hold: str | None = None) -> TestRequest:
-    from imageci.app.planning import TestRequest
+    from imageci.app.testrequest import TestRequest
     from imageci.errors import UsageError
 
     if executor not in (None, "local", "celery"):
@@ -79,14 +80,31 @@ def _request(ref: str, tests: list[str] | None, suite: Path | None, testbed: lis
                        hold=hold_duration(duration_arg(hold)) if hold else None)
 
 
+def _show_passed(passed: Passed) -> None:
+    print(f"testing {passed.image} (sha256:{passed.digest[:12]}): {len(passed.passes)} test(s) × "
+          f"{', '.join(passed.testbeds)}")
+    for p in passed.passes:
+        print(f"  pass  {p.test} [{p.testbed}]  (cached: passed before for these bytes, run {p.run})")
+    print(f"nothing ran: every test passed before on these bytes ({len(passed.passes)} pass; --rerun-all runs "
+          "them again) → exit 0")
+
+
 def _run(request: TestRequest) -> None:
     from imageci.app.session import Session
-    from imageci.app.testing import run_tests
     from imageci.cli.sources import remote_client
-    from imageci.cli.testing import Steps, show_event, show_held, show_outcome, show_plan, show_status
 
     session = Session.open()
     client = remote_client(session.settings)
+    if client is None:
+        from imageci.app.passes import earlier_passes
+
+        passed = earlier_passes(session, request)  # (read from the catalog alone: nothing to run)
+        if passed is not None:
+            _show_passed(passed)
+            raise typer.Exit(0)
+    from imageci.app.testing import run_tests
+    from imageci.cli.testing import Steps, show_event, show_held, show_outcome, show_plan, show_status
+
     if client is None:
         outcome = run_tests(session, request, on_plan=show_plan, on_event=show_event, on_status=show_status,
                             on_held=show_held)

@@ -19,6 +19,7 @@ from typing import Protocol
 from imageci.capabilities import AUTO
 from imageci.checks import complaints
 from imageci.checks.base import Check, Outcome
+from imageci.checks.findings import reusable
 from imageci.definitions.limits import DEFAULTS, LimitPolicy, Limits
 from imageci.engine.budget import Budget, default_budget
 from imageci.engine.jobs import JobDone
@@ -228,9 +229,7 @@ class Engine:
 
     def _reusable(self, passed: Attempt | None) -> Attempt | None:
         """An earlier pass, unless the machine complained in it of what now fails a test (``fail_on``)."""
-        if passed is None or not any(f.kind in self.fail_on for f in complaints.decoded(passed.findings)):
-            return passed
-        return None
+        return passed if passed is None or reusable(passed.findings, self.fail_on) else None
 
     def plan(self, image: ImageHandle, checks: Sequence[Check], testbeds: Sequence[str], *,
              rerun_all: bool = False) -> Schedule:

@@ -42,6 +42,7 @@ from imageci.store.refs import ImageRef, parse_ref
 from imageci.store.runlookups import AttemptInfo as AttemptInfo
 from imageci.store.runlookups import RunInfo as RunInfo
 from imageci.store.runlookups import attempts as attempts
+from imageci.store.runlookups import first_pass as first_pass
 from imageci.store.runlookups import running as running
 from imageci.store.runlookups import running_ids as running_ids
 from imageci.store.runlookups import runs as runs

@@ -73,3 +73,13 @@ def running_ids(reader: Reader) -> set[int]:
     """The ids of every run still marked running, on any host."""
     return {int(i) for i, in reader.rows("SELECT id FROM runs WHERE status = :running",
                                          {"running": RunStatus.RUNNING.value})}
+
+
+def first_pass(reader: Reader, image_digest: str, test_id: str, test_digest: str,
+               testbed: str) -> tuple[int, str | None] | None:
+    """(run id, findings) of the first pass of exactly these bytes with exactly this test on this testbed (what
+    ``Catalog.passing_attempt`` finds, without the ORM)."""
+    rows = reader.rows("SELECT run_id, findings FROM attempts WHERE image_digest = :digest AND test_id = :test "
+                       "AND test_digest = :tdigest AND testbed = :bed AND verdict = 'pass' ORDER BY id LIMIT 1",
+                       {"digest": image_digest, "test": test_id, "tdigest": test_digest, "bed": testbed})
+    return (int(rows[0][0]), rows[0][1]) if rows else None
