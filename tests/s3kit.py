@@ -97,6 +97,9 @@ class S3Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
         self.proc = None
+        for port in self.ports.values():  # the filer's local sockets, which weed makes in /tmp and a killed weed
+            for name in (f"seaweedfs-filer-{port}.sock", f"seaweedfs-filer-grpc-{port}.sock"):  # cannot remove
+                Path("/tmp", name).unlink(missing_ok=True)
 
     def client(self) -> S3Client:
         import boto3

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.root  # the seeding runs are real sandbox runs
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     require_tool(shutil.which("chromium") is not None, "chromium")
     require_tool(shutil.which("chromedriver") is not None, "chromium-driver")
     from selenium import webdriver
@@ -33,7 +33,9 @@ def browser() -> Iterator[object]:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1280,900", "--lang=de-DE"):
         options.add_argument(arg)
-    service = Service(executable_path=shutil.which("chromedriver") or "", env={**os.environ, "TZ": "Asia/Tokyo"})
+    tmp = tmp_path_factory.mktemp("chromium")  # its own temporary files here, not in the host's /tmp
+    service = Service(executable_path=shutil.which("chromedriver") or "",
+                      env={**os.environ, "TZ": "Asia/Tokyo", "TMPDIR": str(tmp)})
     driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(60)
     SHOTS.mkdir(parents=True, exist_ok=True)

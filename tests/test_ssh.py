@@ -96,6 +96,7 @@ def test_copy_roundtrip_and_cleanup(bed: SshTestbed, tmp_path: Path) -> None:
     assert (tmp_path / "out").read_text() == "result\n"
     bed.close()
     assert not Path(dest).exists()  # copied files are removed on close (the host is this machine)
+    assert not Path(dest).parent.parent.exists()  # and the directories made for them
 
 
 @pytest.mark.root

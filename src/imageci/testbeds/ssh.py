@@ -217,8 +217,12 @@ class SshTestbed(Testbed):
                 tar.add(src, arcname=os.path.basename(dest.rstrip("/")))
             buf.seek(0)
             data = buf.read()
-        self._remote(f"mkdir -p {shlex.quote(parent)} && tar -x -o -C {shlex.quote(parent)}", stdin=data)
-        self._created.append(dest)
+        # the directories mkdir makes are this testbed's too (``close`` removes them): the topmost one is printed
+        made = self._remote(f"p={shlex.quote(parent)}; top=; while [ ! -e \"$p\" ]; do top=$p; q=${{p%/*}}; "
+                            '[ "$q" = "$p" ] || [ -z "$q" ] && break; p=$q; done; '
+                            f"mkdir -p -- {shlex.quote(parent)} && tar -x -o -C {shlex.quote(parent)} && "
+                            'printf %s "$top"', stdin=data).stdout.decode("utf-8", "replace")
+        self._created.append(made if made.startswith("/") and dest.startswith(made.rstrip("/") + "/") else dest)
 
     def copy_out(self, src: str, dest: Path) -> None:
         res = self._remote(f"tar -c -C {shlex.quote(os.path.dirname(src) or '/')} "
