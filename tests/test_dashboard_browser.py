@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.root  # the seeding runs are real sandbox runs
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def browser() -> Iterator[object]:
     require_tool(shutil.which("chromium") is not None, "chromium")
     require_tool(shutil.which("chromedriver") is not None, "chromium-driver")
     from selenium import webdriver
@@ -33,9 +34,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1280,900", "--lang=de-DE"):
         options.add_argument(arg)
-    tmp = tmp_path_factory.mktemp("chromium")  # its own temporary files here, not in the host's /tmp
+    # its own temporary directory, removed afterwards (not its org.chromium.* left in the host's /tmp); a short
+    # path: Chromium puts a socket there, and the tests' own directories are too deep for a socket's address
+    tmp = tempfile.mkdtemp(prefix="imageci-chromium-")
     service = Service(executable_path=shutil.which("chromedriver") or "",
-                      env={**os.environ, "TZ": "Asia/Tokyo", "TMPDIR": str(tmp)})
+                      env={**os.environ, "TZ": "Asia/Tokyo", "TMPDIR": tmp})
     driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(60)
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -43,6 +46,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield driver
     finally:
         driver.quit()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _shot(driver: object, name: str) -> None:
