@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from imageci.app import access
 from imageci.app.access import LOCAL
 from imageci.app.session import Session
-from imageci.app.testrequest import TestRequest, testbeds_for
+from imageci.app.testrequest import TestRequest, executor_for, testbeds_for
 from imageci.capabilities import AUTO
 from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
 from imageci.checks.findings import reusable
@@ -58,9 +58,9 @@ def image_config_of(store: BlobStore, stored: str | None, name: str, digest: str
 
 def answerable(session: Session, request: TestRequest) -> bool:
     """Whether the request asks for verdicts alone, of tests it names, here: what an earlier pass answers."""
-    executor = request.executor or ("celery" if session.settings.executor == "celery" else "local")
     return bool(request.tests) and not (
-        request.rerun_all or request.junit or request.tap or request.hold or request.extra or executor != "local"
+        request.rerun_all or request.junit or request.tap or request.hold or request.extra
+        or executor_for(request, session.settings.executor) != "local"
         or any(t.startswith(CONSUMER_PREFIX) for t in request.tests or []) or AUTO in request.testbeds)
 
 

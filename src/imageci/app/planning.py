@@ -16,7 +16,7 @@ from imageci.app.session import Session
 from imageci.app.testrequest import Executor as Executor  # re-exported: planning is where interfaces ask
 from imageci.app.testrequest import Fresh as Fresh
 from imageci.app.testrequest import TestRequest as TestRequest
-from imageci.app.testrequest import testbeds_for
+from imageci.app.testrequest import executor_for, testbeds_for
 
 if TYPE_CHECKING:
     from imageci.app.consumerruns import ConsumerOrigin
@@ -151,7 +151,7 @@ def plan_tests(session: Session, request: TestRequest, *, consumers_from: Consum
         suite = suite_of(session, version, request.suite)
         if not request.tests or named:
             checks += suite_checks(suite, None if request.extra else (named or None), config)
-    executor: Executor = request.executor or ("celery" if session.settings.executor == "celery" else "local")
+    executor = executor_for(request, session.settings.executor)
     checks += _consumer_checks(session, version, request, consumers, executor, consumers_from)
     for path in request.structure:
         checks += structure_checks(load_structure(path), config)

@@ -56,3 +56,8 @@ class TestRequest(BaseModel):
 def testbeds_for(request: TestRequest, suite: Suite | None) -> list[str]:
     """The testbeds a run uses: those asked for, else the suite's, else the sandbox."""
     return list(dict.fromkeys(request.testbeds or (suite.testbeds if suite else ()) or ["sandbox"]))
+
+
+def executor_for(request: TestRequest, configured: str) -> Executor:
+    """Where the run's tests run: the one asked for, else the settings' (``IMAGECI_EXECUTOR``)."""
+    return request.executor or ("celery" if configured == "celery" else "local")
