@@ -4,14 +4,17 @@
   serial console prints ``login:`` (goal: at most 1.1× the floor);
 * snapshot restore (the fresh-VM-per-test path, none restored ahead): imageci until SSH answers, against qemu
   loading the same snapshot until the VM runs again, nothing asked of the guest (goal: at most 1 s and 1.5× the
-  floor).
+  floor);
+* a new process: `imageci run REF TEST --testbed qemu --rerun-all`, the whole process, with the template the
+  first boot kept in the home (a process used to boot the image again: the cold boot above).
 
 Last line: `qemu: restore X s vs loadvm Y s (ratio R, goal ≤ 1 s and ≤ 1.5); cold boot C s vs plain boot P s
-(ratio Q, goal ≤ 1.1)`.
+(ratio Q, goal ≤ 1.1); a new process's run N s`.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -24,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, built_example, fresh_home, loadvm_times, restore_times, sized, time_to_prompt  # noqa: E402
 
 from imageci.build.service import build_image  # noqa: E402
+from imageci.config import Settings  # noqa: E402
 from imageci.definitions.image import load_definition  # noqa: E402
 from imageci.engine.runner import Engine  # noqa: E402
 from imageci.fs import safe_rmtree  # noqa: E402
@@ -45,6 +49,25 @@ def plain_boot(qemu: str, kernel: Path, initrd: Path, disk: Path, accel: str, ti
                 "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe", "-netdev", "user,id=n0,restrict=on",
                 "-device", "virtio-net-pci,netdev=n0"]
         return time_to_prompt(argv, console, timeout)
+
+
+def new_process_runs(settings: Settings, digest: str, n: int) -> list[float]:
+    """Seconds of ``n`` whole ``imageci run`` processes of one test on the qemu testbed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")}
+    env.update(IMAGECI_HOME=str(settings.home))
+    if settings.build_cache:
+        env.update(IMAGECI_BUILD_CACHE=str(settings.build_cache))
+    argv = [sys.executable, "-m", "imageci.cli", "run", f"sha256:{digest}", "kernel-present", "--testbed", "qemu",
+            "--rerun-all"]
+    times = []
+    for _ in range(n):
+        t = time.monotonic()
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        times.append(time.monotonic() - t)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(argv[2:])} exited {done.returncode}: {done.stdout[-2000:]}"
+                             f"{done.stderr[-2000:]}")
+    return times
 
 
 def main() -> None:
@@ -69,14 +92,19 @@ def main() -> None:
         loadvm = statistics.median(loadvm_times(backend, image, sized(3, 1)))
         state_mb = template.state.stat().st_size / 1e6
         backend.shutdown()
+        runs = new_process_runs(settings, version.digest, sized(3, 1))
+        run = statistics.median(runs)
         print(f"accelerator           : {accel} ({backend.accel_cache.get().why})")
         print(f"plain qemu to login:  : {floor:.1f} s (floor: no SSH, no readiness probe)")
         print(f"imageci cold boot     : {cold:.1f} s to SSH + systemd ready; snapshot saved in {save:.1f} s "
               f"({state_mb:.0f} MB)")
         print(f"imageci restore       : {', '.join(f'{r:.2f}' for r in restores)} s (median {restore:.2f} s); "
               f"qemu loading the same snapshot alone {loadvm:.2f} s")
+        print(f"imageci run, new process: {', '.join(f'{r:.1f}' for r in runs)} s (median {run:.1f} s): one test on "
+              f"a VM restored from the template kept in the home (without it: a cold boot, {cold:.1f} s, first)")
         print(f"qemu: restore {restore:.2f} s vs loadvm {loadvm:.2f} s (ratio {restore / loadvm:.2f}, goal ≤ 1 s and "
-              f"≤ 1.5); cold boot {cold:.1f} s vs plain boot {floor:.1f} s (ratio {cold / floor:.2f}, goal ≤ 1.1)")
+              f"≤ 1.5); cold boot {cold:.1f} s vs plain boot {floor:.1f} s (ratio {cold / floor:.2f}, goal ≤ 1.1); "
+              f"a new process's run {run:.1f} s")
     finally:
         catalog.close()
         safe_rmtree(settings.home)

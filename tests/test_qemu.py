@@ -136,6 +136,27 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
     assert "isolation-machine" in qemu.capabilities(Engine(e.catalog, e.store, {}).image_handle(version))
 
 
+def test_a_new_process_restores_the_template_an_earlier_one_kept(vm: tuple[Env, Version], qemu: QemuBackend,
+                                                                 tmp_path: Path) -> None:
+    """The second `imageci run` of an image boots nothing: it restores the template the first one kept in the home
+    (the same directory, not one made again), with the key its guest was booted with. And a run of one test
+    restores no VM ahead of time for a second test that will not come."""
+    e, version = vm
+    handle = Engine(e.catalog, e.store, {}).image_handle(version)
+    qemu.pool.template(handle)  # (made already when run in order)
+    report = _run(e, qemu, version, write_suite(tmp_path / "s", {"t.sh": "#!/bin/sh\ntrue\n"}))
+    assert _got(report) == {"t": (Verdict.PASS, "")} and qemu.pool.warming(handle) == 0
+    kept = [p for p in (e.home / "vm-templates").iterdir() if p.is_dir()]
+    assert len(kept) == 1 and (kept[0] / "state").is_file() and (kept[0] / "id_ed25519").is_file()
+    before, runs = kept[0].stat().st_ino, set((e.home / "tmp" / "vms").glob("run-*"))  # (this module's backend's)
+    done = e.cli("run", f"sha256:{version.digest}", "systemd-running", "kernel-present", "--testbed", "qemu",
+                 "--rerun-all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [p for p in (e.home / "vm-templates").iterdir() if p.is_dir()] == kept
+    assert kept[0].stat().st_ino == before  # found and restored, not booted and kept again
+    assert set((e.home / "tmp" / "vms").glob("run-*")) == runs  # the process's own directory went with it
+
+
 def test_a_failing_test_s_vm_is_held_entered_and_released_and_a_shell_gets_a_fresh_one(
         vm: tuple[Env, Version], qemu: QemuBackend, tmp_path: Path) -> None:
     """--hold-on-failure on qemu (the app's Holding on this module's warm backend): the failing test's VM is

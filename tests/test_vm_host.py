@@ -61,3 +61,35 @@ def test_a_vm_s_endless_console_output_is_kept_bounded_on_the_host(tmp_path: Pat
     assert st.st_size == 5 + (40 << 20) + 9 + 5
     assert st.st_blocks * 512 <= CONSOLE_KEEP + (1 << 20)  # the rest was returned to the host
     assert console_tail(console, 14) == "\nthe end\nmore\n"  # read from the end, never the whole hole
+
+
+def test_a_kept_vm_template_is_found_until_one_of_its_files_changes(tmp_path: Path) -> None:
+    """A template kept for later processes is theirs only while its files are the ones recorded: another
+    hard link to its base disk (the store's blob) is no change; a write to its state is, even with the
+    mtime put back, and the template is discarded."""
+    import os
+
+    from imageci.testbeds.vm.cloudseed import Seed
+    from imageci.testbeds.vm.vmtemplates import BASE, DISK, KEY, SEED, STATE, KeptTemplates, Template
+
+    staging = tmp_path / "run" / "t0-abc"
+    staging.mkdir(parents=True)
+    for name in (DISK, BASE, STATE, KEY, SEED):
+        (staging / name).write_bytes(name.encode())
+    seed = Seed(staging / SEED, "imageci-t0-1", "imageci-t0", "nonce")
+    kept = KeptTemplates(tmp_path / "vm-templates")
+    with kept.making("n1"):
+        assert kept.find("n1") is None
+        t = kept.keep("n1", Template(staging / DISK, staging / STATE, 12.5, staging / KEY, seed))
+    assert not staging.exists() and t.disk == tmp_path / "vm-templates" / "n1" / DISK and not t.kept
+    found = kept.find("n1")
+    assert found is not None and found.kept and found.boot_seconds == 12.5
+    assert found.seed is not None
+    assert (found.seed.instance_id, found.seed.path) == ("imageci-t0-1", found.disk.with_name(SEED))
+    os.link(found.disk.with_name(BASE), tmp_path / "another-link")
+    assert kept.find("n1") is not None
+    was = found.state.stat()
+    found.state.write_bytes(b"STATE")  # same size, mtime put back
+    os.utime(found.state, ns=(was.st_atime_ns, was.st_mtime_ns))
+    assert kept.find("n1") is None
+    assert not (tmp_path / "vm-templates" / "n1").exists() and not (tmp_path / "vm-templates" / "n1.complete").exists()

@@ -76,6 +76,7 @@ def home_caches(settings: Settings) -> list[tuple[str, Path, Callable[[Path], It
     """This home's caches: (name, directory, its entries)."""
     deps = settings.home / "cache" / "test-deps"
     return [("unpacked images", settings.rootfs_cache, _marked), ("VM disks", settings.home / "vm", _marked),
+            ("VM templates", settings.home / "vm-templates", _marked),
             ("test dependencies", deps, _directories), ("test dependency layers", deps / "layers", _directories),
             ("suite snapshots", settings.home / "suites", _directories),
             ("consumer snapshots", settings.home / "consumers" / "snapshots", _directories),

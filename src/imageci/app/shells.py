@@ -43,6 +43,7 @@ def shell(session: Session, ref: str, on_terminal: AttachFn, *, testbed: str = "
     command = list(argv) or LOGIN
     session.catalog.note_event(version.id, f"shell on {testbed}: " + (" ".join(argv)[:200] if argv else
                                                                         "an interactive login shell"))
+    backend.expect(image, 1)
     bed = backend.create(image, frozenset(needs), DEFAULTS)
     try:
         bed.open()

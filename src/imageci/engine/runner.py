@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -290,6 +291,8 @@ class Engine:
                 self._record(run_id, image, item.result, item.decided, now, now)
         todo = schedule.to_run
         interrupted = False
+        for tb, count in Counter(r.testbed for r in todo).items():
+            self.backends[tb].expect(image, count)
         try:
             self._pool(run_id, image, todo)
             for _ in range(retries):

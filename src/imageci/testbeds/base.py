@@ -215,6 +215,11 @@ class Backend(ABC):
         said with the skip of a test that needs them."""
         return ""
 
+    def expect(self, image: ImageHandle, testbeds: int) -> None:
+        """The run is about to make ``testbeds`` testbeds of ``image`` (retries aside): a backend that makes
+        them ahead of time makes no more than that."""
+        return None
+
     def finish(self) -> None:
         """The run is over: drop templates, keys, warm machines."""
         return None

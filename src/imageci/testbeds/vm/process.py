@@ -25,6 +25,7 @@ from imageci.formats.vmdisk import VmAssets
 from imageci.testbeds import relay
 from imageci.testbeds.archive import GUEST_ADDRESS
 from imageci.testbeds.archive import PORT as ARCHIVE_PORT
+from imageci.testbeds.base import CloudSeed
 from imageci.testbeds.ssh import HostConfig, SshTestbed
 from imageci.testbeds.vm.accel import VmArch, kvm_stopped
 from imageci.testbeds.vm.cloudseed import MAC
@@ -98,6 +99,7 @@ class Vm:
     kernel_args: str = ""  # appended to the kernel command line
     firmware: str | None = None  # "uefi" (OVMF) or "bios" (SeaBIOS) boot the disk; None: direct kernel boot
     seed: Path | None = None  # the cloud-init NoCloud seed a disk image boots with (testbeds.cloudseed)
+    told: CloudSeed | None = None  # what that seed told the guest (for the checks that hold it to it)
     proc: subprocess.Popen[bytes] | None = None
     parent: int = 0  # the process that started qemu (a holder forked from it is not its parent)
 

@@ -19,12 +19,13 @@ waits for a new boot id; ``power_off()`` waits for the guest to stop qemu.
 Fresh VM per test without a reboot: the first testbed of an image boots it
 once, saves memory + disk (``migrate`` to a file, disk overlay frozen) and
 every testbed — the first one included — starts by restoring that snapshot
-into its own overlay (seconds instead of a cold boot).
+into its own overlay (seconds instead of a cold boot). The snapshot is kept in
+the home for later processes (``vmtemplates.py``): a new run restores it too.
 
-Split by responsibility: ``vm.py`` is one VM process (its shape, readiness),
+Split by responsibility: ``process.py`` is one VM process (its shape, readiness),
 ``vmboot.py`` makes VMs (accelerator, run key, assets, overlays, cold boot),
-``vmpool.py`` keeps snapshots and warm VMs, and this module is the backend
-and its testbed.
+``vmpool.py`` keeps snapshots and warm VMs, ``vmtemplates.py`` the snapshots
+kept between processes, and this module is the backend and its testbed.
 
 KVM is used only when a probe guest booted under it and a real boot then
 reached SSH; otherwise TCG, with test timeouts multiplied
@@ -179,14 +180,17 @@ class QemuBackend(Backend):
                limits: Limits = DEFAULTS) -> QemuTestbed:
         return QemuTestbed(self, image, limits, archive=access(needs) == ARCHIVE)
 
+    def expect(self, image: ImageHandle, testbeds: int) -> None:
+        self.pool.expect(image, testbeds)
+
     def finish(self) -> None:
         """The engine calls this when a run is over."""
         if not self.keep_warm:
             self.shutdown()
 
     def finish_but_held(self) -> None:
-        """Warm VMs stop (unless kept warm for later runs); the run's templates and key stay for the held VMs
-        (their disks' backing files)."""
+        """Warm VMs stop (unless kept warm for later runs); the run's key and directory stay for the held VMs
+        (the kept templates are their disks' backing files)."""
         if not self.keep_warm:
             self.pool.shutdown()
 
@@ -302,7 +306,7 @@ class QemuTestbed(Testbed):
         return console_tail(self.vm.console) if self.vm else ""
 
     def cloud_seed(self) -> CloudSeed | None:
-        return self.backend.maker.seed().facts() if self.image.disk is not None else None
+        return self.vm.told if self.vm is not None else None
 
     def _timeout(self, timeout: float | None) -> float:
         if timeout is None:

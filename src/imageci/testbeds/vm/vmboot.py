@@ -28,7 +28,16 @@ from imageci.testbeds.ssh import SshTestbed
 from imageci.testbeds.vm.accel import AccelCache, AccelProbe, qemu_binary, vm_arch
 from imageci.testbeds.vm.cloudseed import Seed, make_seed
 from imageci.testbeds.vm.guestdns import GuestDns
-from imageci.testbeds.vm.process import DEFAULT_SHAPE, LOGIN_GRACE_S, BootError, Shape, Vm, wait_ready
+from imageci.testbeds.vm.process import DEFAULT_SHAPE, LOGIN_GRACE_S, BootError, Shape, Vm, ovmf_files, wait_ready
+from imageci.testbeds.vm.vmtemplates import (
+    BASE,
+    DISK,
+    KEY,
+    KeptTemplates,
+    file_identity,
+    link_or_copy,
+    template_name,
+)
 
 
 class VmMaker:
@@ -36,6 +45,7 @@ class VmMaker:
                  accel: str | None = None, tcg_multiplier: float = 3.0, kernel_args: str = "",
                  firmware: str = "auto", login_grace: float = LOGIN_GRACE_S) -> None:
         self.vm_cache = home / "vm"
+        self.templates = KeptTemplates(home / "vm-templates")
         self.login_grace = login_grace  # after its login prompt, how long a booting guest has to answer SSH
         self.rootfs_cache = rootfs_cache
         self.workroot = home / "tmp" / "vms"
@@ -88,6 +98,27 @@ class VmMaker:
                 self._seed = make_seed(run_dir, key.with_suffix(".pub").read_text().strip(), run_dir.name)
             return self._seed
 
+    def identity(self, image: ImageHandle, directory: Path) -> tuple[Path, Seed | None]:
+        """A key of its own (and, for a disk image, a seed that authorises it) for a template made in
+        ``directory``: a template kept for later processes holds what its guest was told."""
+        key = directory / KEY
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "imageci-template", "-f", str(key)],
+                       check=True, capture_output=True)
+        if self.firmware(image) is None:
+            return key, None
+        return key, make_seed(directory, key.with_suffix(".pub").read_text().strip(), directory.name)
+
+    def template_name(self, image: ImageHandle, shape: Shape) -> str:
+        """The kept template's name: everything a restore of it must match."""
+        qemu, firmware = qemu_binary(image.architecture), self.firmware(image)
+        parts: dict[str, object] = {
+            "image": image.digest, "memory_mb": shape.memory_mb, "disk": shape.disk, "cpus": self.cpus,
+            "firmware": firmware, "accel": self.accel(image.architecture), "kernel_args": self.kernel_args,
+            "qemu": [qemu, *(file_identity(Path(qemu)) or [])[2:4]] if qemu else None}
+        if firmware == "uefi":
+            parts["ovmf"] = (file_identity(ovmf_files()[0]) or [])[2:4]
+        return template_name(parts)
+
     def dns_port(self) -> int:
         """The guest name server's port (started with the first VM of the run)."""
         with self._lock:
@@ -137,30 +168,36 @@ class VmMaker:
             return int(sock.getsockname()[1])
 
     def new_vm(self, image: ImageHandle, disk: Path, workdir: Path, accel: str | None = None,
-               shape: Shape = DEFAULT_SHAPE, uefi_vars: Path | None = None) -> Vm:
-        """A VM of ``image`` on ``disk``; ``uefi_vars``: the variable store it starts from (a snapshot's)."""
+               shape: Shape = DEFAULT_SHAPE, uefi_vars: Path | None = None,
+               identity: tuple[Path, Seed | None] | None = None) -> Vm:
+        """A VM of ``image`` on ``disk``; ``uefi_vars``: the variable store it starts from (a snapshot's);
+        ``identity``: the key and seed its guest was (or is) told (a template's; default: this run's)."""
         qemu, spec = qemu_binary(image.architecture), vm_arch(image.architecture)
         if qemu is None or spec is None:
             raise HostSetupError(f"qemu for {image.architecture} guests is not installed: run scripts/host-setup.sh")
-        _, key = self.run_state()
         firmware = self.firmware(image)
+        if identity is None:
+            identity = self.run_state()[1], self.seed() if firmware is not None else None
+        key, seed = identity
         vm = Vm(qemu, spec, self.assets(image, shape), disk, workdir, key, accel or self.accel(image.architecture),
                 shape.memory_mb, self.cpus, archive_port=self.archive_port(image), kernel_args=self.kernel_args,
-                firmware=firmware, seed=self.seed().path if firmware is not None else None,
-                dns_port=self.dns_port())
+                firmware=firmware, seed=seed.path if seed is not None else None, dns_port=self.dns_port(),
+                told=seed.facts() if seed is not None else None)
         if uefi_vars is not None and firmware == "uefi":
             shutil.copyfile(uefi_vars, vm.uefi_vars)
         return vm
 
     def overlay(self, backing: Path, path: Path, grow: int = 0) -> Path:
         """A qcow2 overlay on ``backing``, ``grow`` bytes bigger than it (a disk image's root can grow into
-        them: cloud-init's growpart)."""
+        them: cloud-init's growpart). A ``backing`` in ``path``'s directory is named relative to it (the
+        directory can move: a kept template)."""
         size = []
         if grow:
             info = subprocess.run(["qemu-img", "info", "--output=json", "-f", "qcow2", str(backing)],
                                   check=True, capture_output=True, text=True).stdout
             size = [str(int(json.loads(info)["virtual-size"]) + grow)]
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(path),
+        name = backing.name if backing.parent == path.parent else str(backing)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", name, "-F", "qcow2", str(path),
                         *size], check=True, capture_output=True)
         return path
 
@@ -169,13 +206,17 @@ class VmMaker:
             return self.boot_timeout
         return 90.0 if accel == "kvm" else 300.0
 
-    def cold_boot(self, image: ImageHandle, workdir: Path,
-                  shape: Shape = DEFAULT_SHAPE) -> tuple[Vm, SshTestbed]:
-        """Boot from the base disk into a fresh overlay; demote KVM if it cannot boot the guest."""
+    def cold_boot(self, image: ImageHandle, workdir: Path, shape: Shape = DEFAULT_SHAPE,
+                  identity: tuple[Path, Seed | None] | None = None) -> tuple[Vm, SshTestbed]:
+        """Boot from the base disk into a fresh overlay; demote KVM if it cannot boot the guest. With an
+        ``identity`` (a template's), the base disk is linked into ``workdir`` too: the template is whole."""
         accel = self.accel(image.architecture)
-        disk = self.overlay(self.assets(image, shape).disk, workdir / "disk.qcow2",
-                            grow=shape.disk if image.disk is not None else 0)
-        vm = self.new_vm(image, disk, workdir, accel, shape)
+        base = self.assets(image, shape).disk
+        if identity is not None:
+            link_or_copy(base, workdir / BASE)
+            base = workdir / BASE
+        disk = self.overlay(base, workdir / DISK, grow=shape.disk if image.disk is not None else 0)
+        vm = self.new_vm(image, disk, workdir, accel, shape, identity=identity)
         started = time.monotonic()
         try:
             vm.start()
@@ -190,7 +231,8 @@ class VmMaker:
             self.accel_cache.record(AccelProbe(False, f"a guest hung or crashed at boot under KVM: "
                                                       f"{str(exc).splitlines()[0]}", time.time(), "boot"))
             disk.unlink(missing_ok=True)
-            return self.cold_boot(image, workdir, shape)
+            (workdir / BASE).unlink(missing_ok=True)
+            return self.cold_boot(image, workdir, shape, identity)
         self.last_boot[image.digest] = time.monotonic() - started
         self.cold_boots += 1  # boots that reached readiness
         return vm, ssh
