@@ -21,6 +21,6 @@ def test_a_group_s_tests_run_on_one_worker(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:]
     ran = re.findall(r"^\[(gw\d)\] \[\s*\d+%\] PASSED (\S+)", done.stdout, re.MULTILINE)
     tcg = {worker for worker, test in ran if test.endswith("@tcg")}
-    assert len([t for _w, t in ran if t.endswith("@tcg")]) == 4, done.stdout[-3000:]
+    assert len([t for _w, t in ran if t.endswith("@tcg")]) == 5, done.stdout[-3000:]
     assert len(tcg) == 1, ran  # every test of the group on one worker
     assert {t.split("::")[0] for _w, t in ran if t.endswith("@test_config")} == {"tests/test_config.py"}

@@ -79,9 +79,12 @@ def load_host(path: Path, name: str) -> HostConfig:
 
 
 class SshTestbed(Testbed):
-    def __init__(self, name: str, cfg: HostConfig, known_hosts: Path, limits: Limits = DEFAULTS) -> None:
+    def __init__(self, name: str, cfg: HostConfig, known_hosts: Path, limits: Limits = DEFAULTS, *,
+                 kex_first: str | None = None) -> None:
+        """``kex_first``: the key exchange to offer first (the rest of OpenSSH's list follows)."""
         self.name = name
         self.cfg = cfg
+        self.kex_first = kex_first
         self.known_hosts = Path(cfg.known_hosts).expanduser() if cfg.known_hosts else known_hosts
         self.limits = limits.over(DEFAULTS)
         self._created: list[str] = []
@@ -103,6 +106,8 @@ class SshTestbed(Testbed):
                 "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3"]
         if self.cfg.key:
             argv += ["-i", str(Path(self.cfg.key).expanduser()), "-o", "IdentitiesOnly=yes"]
+        if self.kex_first:
+            argv += ["-o", f"KexAlgorithms=^{self.kex_first}"]
         if self._control is not None:  # a session on the master (a new connection only when it is gone)
             argv += ["-o", f"ControlPath={self._control / 'master'}",
                      "-o", "ControlMaster=yes" if master else "ControlMaster=no"]
@@ -155,12 +160,17 @@ class SshTestbed(Testbed):
             raise TestbedError(f"{self.name}: {err or f'remote command failed ({res.returncode})'}")
         return res
 
-    def open(self) -> None:
+    def open(self, *, probe: bool = True) -> None:
+        """Connect (the master connection); ``probe``: and run a command to see that a session works (a caller
+        whose first command checks that itself saves the guest a session)."""
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         unreachable = self._start_master()
         if unreachable is not None:
             raise TestbedError(f"cannot reach {self.name} ({self.cfg.user}@{self.cfg.host}:{self.cfg.port}): "
                                f"{unreachable}")
+        if self._control is not None and not probe:
+            self._open = True
+            return
         res = self._remote("echo imageci-ready", check=False, timeout=self.cfg.connect_timeout + 30)
         if res.returncode != 0 or b"imageci-ready" not in res.stdout:
             self.disconnect()

@@ -225,7 +225,9 @@ class QemuTestbed(Testbed):
             self.vm, self.ssh, self.dir = self.backend.fresh_vm(self.image, self.shape)
             self.restored = self.backend.snapshot
             self.ssh.limits = self.limits  # the output limit applies to the test's commands
-            self.ssh.exec(["sh", "-c", PROVIDE_SCRIPT], timeout=60)  # localhost resolves without an /etc/hosts
+            provided = self.ssh.exec(["sh", "-c", PROVIDE_SCRIPT], timeout=60)  # localhost resolves without an
+            if provided.exit_code != 0:  # /etc/hosts; and a restored VM's first session shows that sessions work
+                raise TestbedError(f"the VM's first command failed: {provided.stderr.decode(errors='replace')[-500:]}")
             if self.archive:
                 self.ssh.exec(["sh", "-c", f"mkdir -p {os.path.dirname(APT_CONF)} && cat > {APT_CONF}"],
                               stdin=apt_conf(GUEST_ADDRESS).encode(), timeout=60)

@@ -92,7 +92,7 @@ class SnapshotPool:
         vm, vdir = self.resumed(image, shape)
         try:
             return vm, wait_ready(vm, 60 * self.maker.timeout_multiplier(image.architecture),
-                                  want_system_state=False), vdir
+                                  want_system_state=False, probe=False), vdir
         except BaseException:
             vm.stop()
             safe_rmtree(vdir)
