@@ -4,7 +4,10 @@ the kernel and initramfs taken from the image's /boot for direct kernel boot.
 
 Derived from the image digest and cached per digest: the bytes booted are the
 bytes tested. The hashes of the disk, kernel and initrd are recorded when they
-are made, and checked at first use in a process and by `imageci verify`.
+are made, and checked at first use in a process — hashed again only when a
+file is not, to the nanosecond, the one hashed last (device, inode, size,
+mtime, ctime: any write changes its ctime) — and by `imageci verify`, which
+re-hashes them whatever their stamps say.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from imageci import cacheuse
 from imageci.errors import TestbedError
 from imageci.fs import safe_rmtree
 from imageci.hosttools import host_tool
-from imageci.store.blobs import hash_file
+from imageci.store.blobs import file_stamp, hash_file
 
 DISK_FORMAT = "v2"  # no reserved blocks: the free space is the test's whole disk budget, root or not
 HEADROOM = 2 << 30  # free space inside the guest's root filesystem, unless a test declares its disk limit
@@ -76,6 +79,29 @@ def _hashes(directory: Path) -> dict[str, str]:
     return {name: hash_file(directory / name).digest for name in ASSET_FILES}
 
 
+def _stamps(directory: Path) -> str:
+    """The files' identities (:func:`file_stamp`): while they are those of the files last hashed, no write has
+    changed them."""
+    try:
+        return json.dumps({name: file_stamp(directory / name) for name in ASSET_FILES}, sort_keys=True)
+    except OSError:
+        return ""
+
+
+def _unchanged_since_hashed(marker: Path) -> bool:
+    stamps = marker.with_name(marker.name.removesuffix(".complete") + ".stamps")
+    try:
+        return stamps.read_text() == _stamps(marker.with_name(marker.name.removesuffix(".complete")))
+    except OSError:
+        return False
+
+
+def _hashed_now(marker: Path) -> None:
+    directory = marker.with_name(marker.name.removesuffix(".complete"))
+    with contextlib.suppress(OSError):
+        directory.with_name(directory.name + ".stamps").write_text(_stamps(directory))
+
+
 def asset_problems(marker: Path) -> list[str]:
     """What changed in a VM asset directory since it was made (its marker records the hashes)."""
     directory = marker.with_name(marker.name.removesuffix(".complete"))
@@ -94,6 +120,7 @@ def asset_problems(marker: Path) -> list[str]:
 
 def discard_assets(marker: Path) -> None:
     marker.unlink(missing_ok=True)
+    marker.with_name(marker.name.removesuffix(".complete") + ".stamps").unlink(missing_ok=True)
     safe_rmtree(marker.with_name(marker.name.removesuffix(".complete")))
 
 
@@ -115,9 +142,11 @@ def vm_assets(root: Path, digest: str, cache_dir: Path, free_space: int = HEADRO
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists():
-            problems = asset_problems(marker)
+            # hashed again only when a file is not the very one hashed last (a write changes its ctime)
+            problems = [] if _unchanged_since_hashed(marker) else asset_problems(marker)
             cacheuse.touch(marker)  # used now (trimming removes the least recently used first)
             if not problems:
+                _hashed_now(marker)
                 with _checked_lock:
                     _checked.add(final)
                 return assets
@@ -139,6 +168,7 @@ def vm_assets(root: Path, digest: str, cache_dir: Path, free_space: int = HEADRO
             safe_rmtree(final)
             os.replace(tmp, final)
             marker.write_text(json.dumps(_hashes(final), sort_keys=True))
+            _hashed_now(marker)
             with _checked_lock:
                 _checked.add(final)
         except subprocess.CalledProcessError as exc:

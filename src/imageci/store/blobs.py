@@ -24,7 +24,8 @@ __all__ = ["Blob", "BlobStore", "BlobWriter", "CorruptBlobError", "hash_file"]
 CHUNK = 1 << 20
 
 
-def _stamp(path: Path) -> str:
+def file_stamp(path: Path) -> str:
+    """What tells a file apart from any other, and from itself before any write (its ctime)."""
     st = path.stat()
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
@@ -213,7 +214,7 @@ class BlobStore:
             raise CorruptBlobError(f"blob sha256:{digest} is missing from the store")
         hexd = digest.removeprefix("sha256:")
         mark = self.root / "verified" / hexd
-        seen = _stamp(p)
+        seen = file_stamp(p)
         try:
             if mark.read_text() == seen:
                 return p
