@@ -22,6 +22,7 @@ from imageci.formats.vmdisk import VmAssets, vm_assets
 from imageci.fs import safe_rmtree
 from imageci.hostarch import host_architecture
 from imageci.owners import process_owner
+from imageci.store.blobs import file_stamp
 from imageci.testbeds.archive import archive_hosts, host_listener, proxy
 from imageci.testbeds.base import ImageHandle
 from imageci.testbeds.ssh import SshTestbed
@@ -34,7 +35,6 @@ from imageci.testbeds.vm.vmtemplates import (
     DISK,
     KEY,
     KeptTemplates,
-    file_identity,
     link_or_copy,
     template_name,
 )
@@ -114,9 +114,9 @@ class VmMaker:
         parts: dict[str, object] = {
             "image": image.digest, "memory_mb": shape.memory_mb, "disk": shape.disk, "cpus": self.cpus,
             "firmware": firmware, "accel": self.accel(image.architecture), "kernel_args": self.kernel_args,
-            "qemu": [qemu, *(file_identity(Path(qemu)) or [])[2:4]] if qemu else None}
+            "qemu": [qemu, *file_stamp(Path(qemu)).split(":")[2:4]] if qemu else None}
         if firmware == "uefi":
-            parts["ovmf"] = (file_identity(ovmf_files()[0]) or [])[2:4]
+            parts["ovmf"] = file_stamp(ovmf_files()[0]).split(":")[2:4]  # (its size and mtime)
         return template_name(parts)
 
     def dns_port(self) -> int:

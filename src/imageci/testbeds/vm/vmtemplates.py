@@ -33,9 +33,10 @@ from pathlib import Path
 
 from imageci import cacheuse
 from imageci.fs import safe_rmtree
+from imageci.store.blobs import file_stamp
 from imageci.testbeds.vm.cloudseed import Seed
 
-FORMAT = 1  # what a template directory holds; a change makes every kept template a miss
+FORMAT = 2  # what a template directory holds; a change makes every kept template a miss
 DISK, BASE, STATE, KEY, SEED, UEFI_VARS, RECORD = ("disk.qcow2", "base.qcow2", "state", "id_ed25519",
                                                   "cidata.img", "OVMF_VARS.fd", "template.json")
 log = logging.getLogger("imageci")
@@ -62,19 +63,15 @@ def template_name(parts: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps({"format": FORMAT, **parts}, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def file_identity(path: Path) -> list[int] | None:
-    """What tells a file apart from any other or from itself before a write; None when it is missing."""
+def _identity(directory: Path, name: str) -> str | None:
+    """A template file's identity (the store's :func:`file_stamp`; None when it is missing); the base disk's
+    without its ctime (a hard link's changes whenever another link to the same file is made or removed: the
+    store's blob is tamper-checked as itself)."""
+    path = directory / name
     if not path.exists():
         return None
-    st = path.stat()
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
-def _identity(directory: Path, name: str) -> list[int] | None:
-    """A template file's identity; the base disk's without its ctime (a hard link's changes whenever
-    another link to the same file is made or removed: the store's blob is tamper-checked as itself)."""
-    ident = file_identity(directory / name)
-    return ident[:4] if ident is not None and name == BASE else ident
+    stamp = file_stamp(path)
+    return stamp.rsplit(":", 1)[0] if name == BASE else stamp
 
 
 def link_or_copy(src: Path, dest: Path) -> None:
@@ -108,7 +105,7 @@ class KeptTemplates:
             return None
         try:
             record = json.loads((tdir / RECORD).read_text())
-            files: dict[str, list[int] | None] = record["files"]
+            files: dict[str, str | None] = record["files"]
             changed = [f for f, ident in files.items() if _identity(tdir, f) != ident]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             changed = [f"{RECORD} ({exc})"]
