@@ -12,7 +12,13 @@ TEST_WORKERS ?= 3
 # The tests' temporary directories, and so every home they make, live under a path such as users' homes
 # have: a dot-directory, capitals, spaces, and deep enough that a socket's path would not fit in an
 # address. pytest empties it at the start of each run; a passing test's directories go when it ends.
-TEST_TMP ?= /tmp/imageci-tests/.Local Share/Imageci Test Homes Under A Long Path
+# Everything the tests write (TEST_TMP, and TMPDIR for the rest) is under TEST_ROOT: as root, an ext4 of its own
+# in the sparse file TEST_ROOT.img of at most TEST_ROOT_SIZE (TEST_ROOT_FS: ext4, dir, or auto: ext4 as root);
+# scripts/test-root.sh says why.
+TEST_ROOT ?= /tmp/imageci-tests
+TEST_TMP ?= $(TEST_ROOT)/.Local Share/Imageci Test Homes Under A Long Path
+TEST_ROOT_FS ?= auto
+TEST_ROOT_SIZE ?= 64G
 
 .PHONY: setup host-setup test-host-setup venv run test unit lint bench clean
 
@@ -46,13 +52,14 @@ run: | out
 
 ## unit + integration tests with the real tools (mmdebstrap, bwrap, overlayfs, PostgreSQL); as root
 test: test-host-setup venv $(TMT)
-	mkdir -p "$$(dirname "$(TEST_TMP)")"
 	# what an earlier run left (a mount pytest cannot remove would stop this one): unmounted and removed
-	$(BIN)/python -c 'import sys, pathlib, imageci.fs as f; f.safe_rmtree(pathlib.Path(sys.argv[1]))' "$(TEST_TMP)"
+	scripts/test-root.sh "$(TEST_ROOT)" $(TEST_ROOT_FS) $(TEST_ROOT_SIZE)
+	mkdir -p "$$(dirname "$(TEST_TMP)")" "$(TEST_ROOT)/tmp"
 	# every module compiled once now: with PYTHONDONTWRITEBYTECODE set (as on some CI machines) each of the
 	# suite's thousand imageci processes would otherwise compile its modules again
 	$(BIN)/python -m compileall -q src tests bench >/dev/null
-	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --basetemp "$(TEST_TMP)" $(PYTEST_ARGS)
+	TMPDIR="$(TEST_ROOT)/tmp" $(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup \
+		--no-loadscope-reorder --basetemp "$(TEST_TMP)" $(PYTEST_ARGS)
 
 ## the tests that need no root (pure logic, catalog, CLI parsing, formats), as any user
 unit: venv
