@@ -79,6 +79,7 @@ lint: venv
 
 bench: setup $(TMT)
 	$(BIN)/python bench/sandbox_overhead.py
+	$(BIN)/python bench/disk_slots.py
 	$(BIN)/python bench/one_test.py
 	$(BIN)/python bench/build_overhead.py
 	$(BIN)/python bench/qemu_boot.py

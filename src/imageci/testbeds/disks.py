@@ -32,7 +32,8 @@ NEARLY_FULL = 1 << 20  # less free space than this after a command: the disk lim
 # or so, and scans the inode tables past every one, so a testbed that writes a tree into a slot the one before
 # it filled and emptied spent seconds of CPU per ten thousand files (a rootfs: 0.4 s with it, 8-12 s without).
 # The file is new and sparse, so it reads as zeros: nothing to zero or trim (lazy_*, nodiscard).
-JOURNALED = "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0"
+JOURNAL = ["-J", "size=4"]
+EXTENDED = "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0"
 
 
 
@@ -57,8 +58,8 @@ def mount_slot(image: Path, mountpoint: Path, size: int) -> None:
     try:
         with open(image, "wb") as fh:
             fh.truncate(size)
-        subprocess.run([host_tool("mkfs.ext4", "e2fsprogs"), "-q", "-F", "-m", "0", "-i", "8192", "-J", "size=4",
-                        "-E", JOURNALED, str(image)],
+        subprocess.run([host_tool("mkfs.ext4", "e2fsprogs"), "-q", "-F", "-m", "0", "-i", "8192", *JOURNAL,
+                        "-E", EXTENDED, str(image)],
                        check=True, capture_output=True)
         subprocess.run([host_tool("mount", "mount"), "-t", "ext4", "-o", "loop,discard,nosuid,nodev,noatime",
                         str(image), str(mountpoint)], check=True, capture_output=True)
