@@ -5,10 +5,11 @@
 # truncate(1) reads it: 64G), loop-mounted; dir: a plain directory on whatever filesystem holds it; auto: ext4 as
 # root, dir otherwise. The suite unpacks and removes hundreds of root filesystems: on an ext4 without a journal
 # (this project's CI machines) every file made within a minute of many removals scans the inode tables for one
-# not recently freed, seconds per rootfs, and a disk mounted with `discard` trims each removal; its own ext4
-# spares every host that, and the tests do the same things on it either way.
+# not recently freed, seconds of CPU per rootfs (bench/disk_slots.py shows it); its own journaled ext4 spares
+# every host that, and the tests do the same things on it either way.
 # Whatever an earlier run left is removed first (what failed is kept until then).
-# Exit 0: ROOT is ready (its kind on stdout); 2: bad arguments; 1: it could not be made.
+# Exit 0: ROOT is ready (its kind on stdout); 2: bad arguments; any other: it could not be made (the status of
+# the tool that failed, whose message says why).
 set -euo pipefail
 if [[ $# -ne 3 || ! $2 =~ ^(ext4|dir|auto)$ ]]; then
   echo "usage: $0 ROOT ext4|dir|auto SIZE" >&2

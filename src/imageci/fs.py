@@ -26,11 +26,6 @@ def mounts_below(path: Path) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def unmount_all(path: Path) -> None:
-    for mnt in mounts_below(path):
-        subprocess.run(["umount", "-l", mnt], check=False, capture_output=True)
-
-
 def safe_rmtree(path: Path) -> None:
     """Remove ``path`` without ever crossing into a mounted filesystem."""
     if not os.path.lexists(path):
