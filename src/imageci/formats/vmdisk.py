@@ -79,6 +79,11 @@ def _hashes(directory: Path) -> dict[str, str]:
     return {name: hash_file(directory / name).digest for name in ASSET_FILES}
 
 
+def _directory(marker: Path) -> Path:
+    """The asset directory that ``marker`` (``KEY.complete``) completes; its stamps are ``KEY.stamps``."""
+    return marker.with_name(marker.name.removesuffix(".complete"))
+
+
 def _stamps(directory: Path) -> str:
     """The files' identities (:func:`file_stamp`): while they are those of the files last hashed, no write has
     changed them."""
@@ -89,22 +94,22 @@ def _stamps(directory: Path) -> str:
 
 
 def _unchanged_since_hashed(marker: Path) -> bool:
-    stamps = marker.with_name(marker.name.removesuffix(".complete") + ".stamps")
+    directory = _directory(marker)
     try:
-        return stamps.read_text() == _stamps(marker.with_name(marker.name.removesuffix(".complete")))
+        return directory.with_name(directory.name + ".stamps").read_text() == _stamps(directory)
     except OSError:
         return False
 
 
 def _hashed_now(marker: Path) -> None:
-    directory = marker.with_name(marker.name.removesuffix(".complete"))
+    directory = _directory(marker)
     with contextlib.suppress(OSError):
         directory.with_name(directory.name + ".stamps").write_text(_stamps(directory))
 
 
 def asset_problems(marker: Path) -> list[str]:
     """What changed in a VM asset directory since it was made (its marker records the hashes)."""
-    directory = marker.with_name(marker.name.removesuffix(".complete"))
+    directory = _directory(marker)
     try:
         recorded = json.loads(marker.read_text() or "{}")
     except (OSError, ValueError):
@@ -120,8 +125,9 @@ def asset_problems(marker: Path) -> list[str]:
 
 def discard_assets(marker: Path) -> None:
     marker.unlink(missing_ok=True)
-    marker.with_name(marker.name.removesuffix(".complete") + ".stamps").unlink(missing_ok=True)
-    safe_rmtree(marker.with_name(marker.name.removesuffix(".complete")))
+    directory = _directory(marker)
+    directory.with_name(directory.name + ".stamps").unlink(missing_ok=True)
+    safe_rmtree(directory)
 
 
 def vm_assets(root: Path, digest: str, cache_dir: Path, free_space: int = HEADROOM) -> VmAssets:

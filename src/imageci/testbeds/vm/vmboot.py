@@ -22,7 +22,6 @@ from imageci.formats.vmdisk import VmAssets, vm_assets
 from imageci.fs import safe_rmtree
 from imageci.hostarch import host_architecture
 from imageci.owners import process_owner
-from imageci.store.blobs import file_stamp
 from imageci.testbeds.archive import archive_hosts, host_listener, proxy
 from imageci.testbeds.base import ImageHandle
 from imageci.testbeds.ssh import SshTestbed
@@ -38,6 +37,12 @@ from imageci.testbeds.vm.vmtemplates import (
     link_or_copy,
     template_name,
 )
+
+
+def _size_and_mtime(path: Path) -> list[int]:
+    """What a replaced binary or firmware file changes (a template booted with another must not be restored)."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
 
 
 class VmMaker:
@@ -114,9 +119,9 @@ class VmMaker:
         parts: dict[str, object] = {
             "image": image.digest, "memory_mb": shape.memory_mb, "disk": shape.disk, "cpus": self.cpus,
             "firmware": firmware, "accel": self.accel(image.architecture), "kernel_args": self.kernel_args,
-            "qemu": [qemu, *file_stamp(Path(qemu)).split(":")[2:4]] if qemu else None}
+            "qemu": [qemu, *_size_and_mtime(Path(qemu))] if qemu else None}
         if firmware == "uefi":
-            parts["ovmf"] = file_stamp(ovmf_files()[0]).split(":")[2:4]  # (its size and mtime)
+            parts["ovmf"] = _size_and_mtime(ovmf_files()[0])
         return template_name(parts)
 
     def dns_port(self) -> int:
