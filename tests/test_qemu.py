@@ -20,6 +20,7 @@ from imageci.checks import complaints
 from imageci.checks.base import Check
 from imageci.checks.builtin import BuiltinCheck
 from imageci.checks.dep8 import dep8_checks
+from imageci.checks.depcache import DependencyCache
 from imageci.checks.script import ScriptCheck
 from imageci.checks.testinfra import checks_from_testinfra
 from imageci.definitions.dep8 import load_dep8
@@ -72,6 +73,12 @@ def _qemu_processes(home: Path) -> list[str]:
     return found
 
 
+def _deps(e: Env) -> DependencyCache:
+    """The home's cache of test dependencies, as `imageci test` uses it: a VM's `apt-get update` (half a
+    CPU-minute under TCG) is made once, and later VMs of the image are handed its package lists."""
+    return DependencyCache(e.home / "cache" / "test-deps")
+
+
 def _run(e: Env, backend: QemuBackend, version: Version, suite: Path, jobs: int = 2,
          extra: list[Check] | None = None) -> RunReport:
     engine = Engine(e.catalog, e.store, {"qemu": backend}, jobs=jobs)
@@ -113,7 +120,7 @@ def test_boot_once_then_a_fresh_vm_per_test(vm: tuple[Env, Version], qemu: QemuB
     (tree / "debian" / "tests" / "control").write_text(
         "Test-Command: cd \"$AUTOPKGTEST_TMP\" && apt-get download -q hello && ls hello_*.deb && test $(id -u) != 0\n"
         "Features: test-name=download\nDepends:\nRestrictions: allow-stderr\n")
-    dep8 = dep8_checks(load_dep8(tree))
+    dep8 = dep8_checks(load_dep8(tree), _deps(e))
     report = _run(e, qemu, version, d, jobs=1, extra=[*builtins, *checks_from_testinfra(module), *dep8])
     assert _got(report)["d-fills-disk"][1].startswith("disk limit (2 GiB) reached"), _got(report)
     assert _got(report)["archive-probe/download"] == (Verdict.PASS, "")
@@ -242,7 +249,7 @@ def test_auto_puts_each_dep8_test_on_the_lightest_testbed_that_can_run_it(vm: tu
         "on-a-machine": ("isolation-machine, needs-root", "grep -q root=/dev/vda /proc/cmdline"),
         "reboots": ("needs-reboot, needs-root", REBOOTS),
     })
-    checks: list[Check] = list(dep8_checks(load_dep8(tree)))
+    checks: list[Check] = list(dep8_checks(load_dep8(tree), _deps(e)))  # the lists the first VM's update kept
     backends = {name: make_backend(name, e.settings) for name in ("sandbox", "podman", "lxd")}
     engine = Engine(e.catalog, e.store, {**backends, "qemu": qemu}, jobs=2)
     image = engine.image_handle(version)
