@@ -8,7 +8,7 @@ TMT_VERSION := 1.78.0
 TMT := $(VENV)-tmt/bin/tmt
 EXAMPLE := examples/debian-bookworm-minimal/image.yaml
 # `make test` runs the tests on this many processes (pytest-xdist; 0: in this one process)
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 # The tests' temporary directories, and so every home they make, live under a path such as users' homes
 # have: a dot-directory, capitals, spaces, and deep enough that a socket's path would not fit in an
 # address. pytest empties it at the start of each run; a passing test's directories go when it ends.

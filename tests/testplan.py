@@ -1,8 +1,8 @@
 """How `make test` spreads the tests over its pytest-xdist workers (imported by conftest, where
 pytest finds these hooks and the fixture).
 
-`make test` runs three workers on the two cores (``--dist loadgroup --no-loadscope-reorder``): a
-third keeps the CPU busy while another waits on a server, LXD or a guest. A test file stays on one
+`make test` runs four workers on the two cores (``--dist loadgroup --no-loadscope-reorder``): the
+other two keep the CPU busy while one waits on a server, LXD, the network or a guest. A test file stays on one
 worker (its module fixtures are made once; test_harness checks that groups hold). The files that
 boot small VMs under TCG share a group; the two cloud disk files are groups of their own; files that
 assert what LXD holds share another. The longest groups go first, in ``LONGEST_FIRST``'s order
