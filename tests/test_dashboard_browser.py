@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -56,12 +56,30 @@ def _shot(driver: object, name: str) -> None:
 def _follow(driver: object, element: object) -> None:
     """Click a link or button that loads another page, and wait until it has."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")  # type: ignore[attr-defined]
     element.click()  # type: ignore[attr-defined]
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))  # type: ignore[arg-type]
+    WebDriverWait(driver, 30).until(_gone(old))  # type: ignore[type-var]
+
+
+def _gone(old: object) -> Callable[[object], bool]:
+    """Selenium's ``staleness_of``, and a node caught while its page is being replaced: chromedriver then answers
+    "Node with given id does not belong to the document" instead of a stale element (seen once under load)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def check(_driver: object) -> bool:
+        try:
+            old.is_enabled()  # type: ignore[attr-defined]
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return check
 
 
 def _sign_in(driver: object, site: Site) -> None:
