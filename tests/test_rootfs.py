@@ -27,10 +27,11 @@ def _file(name: str, data: bytes = b"x", mode: int = 0o644) -> tuple[tarfile.Tar
     return info, data
 
 
-def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE, mode: int = 0o644) -> tuple[tarfile.TarInfo, None]:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.linkname = target
+    info.mode = mode  # a hard link's header has its target's mode
     return info, None
 
 
@@ -166,3 +167,56 @@ def test_vm_assets_are_hashed_again_only_when_a_file_is_not_the_one_hashed(tmp_p
     vmdisk._checked.clear()
     assert vmdisk.vm_assets(root, "d" * 64, tmp_path / "vm", free_space=16 << 20) == made
     assert len(hashed) == 1 and made.initrd.read_bytes() == b"i" * 100  # caught, and made again
+
+
+def _snapshot(root: Path) -> dict[str, tuple[object, ...]]:
+    """Every entry's type, mode, owner, size, link target, link count and (but a symlink's) mtime."""
+    found: dict[str, tuple[object, ...]] = {}
+    for path in [root, *root.rglob("*")]:
+        st = os.lstat(path)
+        link = stat.S_ISLNK(st.st_mode)
+        found[str(path.relative_to(root))] = (
+            stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_nlink,
+            0 if stat.S_ISDIR(st.st_mode) else st.st_size, os.readlink(path) if link else "",
+            None if link else int(st.st_mtime))
+    return found
+
+
+def _odd(name: str, kind: bytes) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    return info, None
+
+
+@pytest.mark.parametrize(("members", "fast"), [
+    # a root filesystem as builders write it: GNU tar unpacks it, leaving the device nodes and FIFOs out
+    ([_dir("./etc"), _file("./etc/passwd", b"root:x:0:0\n"), _file("./usr/bin/su", b"su", 0o4755),
+      _link("./usr/bin/sudo-link", "./usr/bin/su", tarfile.LNKTYPE, 0o4755), _link("./bin", "usr/bin"),
+      _odd("./dev/null", tarfile.CHRTYPE), _odd("./dev/sda", tarfile.BLKTYPE), _odd("./run/fifo", tarfile.FIFOTYPE),
+      _file("./etc/owned", b"o", 0o640)], True),
+    # whatever an exclusion would not leave out exactly: unpacked by Python, the same way
+    ([_odd("dev/null", tarfile.CHRTYPE), _file("dev/null/inside")], False),  # below a left-out member
+    ([_odd("dev/odd\nname", tarfile.CHRTYPE), _file("etc/x")], False),
+    ([_odd("dev/back\\slash", tarfile.FIFOTYPE), _file("etc/x")], False),
+    ([_odd("dev/null", tarfile.CHRTYPE), _link("etc/null", "dev/null", tarfile.LNKTYPE)], False),  # a link to one
+    ([_dir("usr/lib"), _link("lib", "usr/lib"), _file("lib/inside")], False),  # through its own symlink: resolved
+])
+def test_gnu_tar_unpacks_what_python_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            members: list[tuple[tarfile.TarInfo, bytes | None]], fast: bool) -> None:
+    from imageci.formats import rootfs
+
+    for info, _ in members:
+        info.uid, info.gid, info.mtime = (0, 42, 1760000000) if info.name.endswith("owned") else (0, 0, 1750000000)
+    archive = _tar(tmp_path / "root.tar", members)
+    used: list[list[str]] = []
+    real = rootfs._gnu_tar
+    monkeypatch.setattr(rootfs, "_gnu_tar", lambda fh, dest, skipped: used.append(skipped) or real(fh, dest, skipped))
+    safe_extract(archive, tmp_path / "gnu")
+    assert bool(used) is fast
+    monkeypatch.setattr(rootfs, "_gnu_tar_present", lambda: False)
+    safe_extract(archive, tmp_path / "python")
+    assert _snapshot(tmp_path / "gnu") == _snapshot(tmp_path / "python")
+    if fast:
+        assert used == [["./dev/null", "./dev/sda", "./run/fifo"]]
+        assert not os.path.lexists(tmp_path / "gnu/dev/null") and (tmp_path / "gnu/etc/passwd").is_file()
+        assert os.stat(tmp_path / "gnu/usr/bin/sudo-link").st_nlink == 2

@@ -158,19 +158,21 @@ def cached_file(cache_dir: Path | None, key: str, name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def cache_file(cache_dir: Path | None, key: str, path: Path) -> None:
-    """Keep ``path`` with the build output stored under ``key`` (when there is one)."""
+def cache_file(cache_dir: Path | None, key: str, path: Path, name: str | None = None) -> None:
+    """Keep ``path`` (as ``name``, by default its own) with the build output stored under ``key`` (when
+    there is one)."""
     entry = cache_dir / key if cache_dir is not None else None
     if entry is None or not entry.is_dir():
         return
+    name = name or path.name
     try:  # a name of its own: two builders of the same inputs may both be storing it
-        fd, name = tempfile.mkstemp(dir=entry, prefix=f".{path.name}.")
+        fd, tmp_name = tempfile.mkstemp(dir=entry, prefix=f".{name}.")
     except OSError:
         return
     os.close(fd)
-    tmp = Path(name)
+    tmp = Path(tmp_name)
     try:
         shutil.copyfile(path, tmp)
-        os.replace(tmp, entry / path.name)
+        os.replace(tmp, entry / name)
     except OSError:
         tmp.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ from imageci.store.blobs import Blob, BlobStore
 from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import MULTIARCH, OCI_CONFIG, SUITE, Version
 from imageci.store.snapshots import pack_tree
-from imageci.store.states import DISK
+from imageci.store.states import DISK, SQUASHFS
 
 
 @dataclass
@@ -125,7 +125,7 @@ def _build_one(loaded: LoadedDefinition, d: ImageDefinition, settings: Settings,
         if spec is not None and disk is not None:
             info["disk"] = bootdisk.disk_info(spec, ids)
             extra.append(NewArtifact(DISK, "disk.qcow2", disk.digest, disk.size))
-        lxd, info["lxd"] = lxdimage.artifacts_or_reason(store, tree, lxdimage.LxdImage(
+        lxd, info["lxd"] = _lxd(settings, store, key, tree, out, lxdimage.LxdImage(
             os=d.distribution.capitalize(), release=d.suite, variant=d.name, architecture=d.architecture,
             description=d.description or f"{d.name}: {d.distribution.capitalize()} {d.suite}",
             created=out.source_date_epoch))
@@ -155,6 +155,18 @@ def _disk(settings: Settings, store: BlobStore, key: str, planned: tuple[DiskSpe
         bootdisk.make_disk(tree, spec, ids, made, workdir, out.source_date_epoch)
         cache_file(settings.build_cache, key, made)
     return store.put_file(made) if made.parent != workdir else store.move_file(made)
+
+
+def _lxd(settings: Settings, store: BlobStore, key: str, tree: Path, out: BuildOutput,
+         image: lxdimage.LxdImage) -> tuple[list[NewArtifact], dict[str, str]]:
+    """The version's LXD artifacts; their squashfs from the build cache when the rootfs came from there
+    (it is made from that rootfs and the build's epoch alone), else made now and kept there."""
+    made = cached_file(settings.build_cache, key, lxdimage.FILENAMES[SQUASHFS]) if out.cached else None
+    artifacts, info = lxdimage.artifacts_or_reason(store, tree, image, made)
+    squash = next((a for a in artifacts if a.kind == SQUASHFS), None)
+    if made is None and squash is not None:
+        cache_file(settings.build_cache, key, store.path(squash.digest), lxdimage.FILENAMES[SQUASHFS])
+    return artifacts, info
 
 
 def _build_info(loaded: LoadedDefinition, mirror: inputs.MirrorState, out: BuildOutput,

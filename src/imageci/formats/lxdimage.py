@@ -110,19 +110,24 @@ def fingerprint(metadata: bytes, squashfs: Path) -> str:
     return h.hexdigest()
 
 
-def make_artifacts(store: BlobStore, tree: Path, image: LxdImage) -> tuple[list[NewArtifact], dict[str, str]]:
-    """The LXD artifacts of the unpacked rootfs ``tree``, stored; and the version's ``lxd`` build info."""
+def make_artifacts(store: BlobStore, tree: Path, image: LxdImage,
+                   made: Path | None = None) -> tuple[list[NewArtifact], dict[str, str]]:
+    """The LXD artifacts of the unpacked rootfs ``tree``, stored; and the version's ``lxd`` build info.
+    ``made``: the squashfs of this tree made earlier (a build cache's copy, left in place), not made again."""
     meta = metadata_tarball(image)
     meta_blob = store.put_bytes(meta)
-    fd, name = tempfile.mkstemp(dir=store.tmp, prefix=store.tmp_prefix + "squashfs-")  # gc knows its owner
-    os.close(fd)
-    out = Path(name)
-    try:
-        make_squashfs(tree, out, image.created)
-        combined = fingerprint(meta, out)
-        squash = store.move_file(out)
-    finally:
-        out.unlink(missing_ok=True)
+    if made is not None:
+        combined, squash = fingerprint(meta, made), store.put_file(made)
+    else:
+        fd, name = tempfile.mkstemp(dir=store.tmp, prefix=store.tmp_prefix + "squashfs-")  # gc knows its owner
+        os.close(fd)
+        out = Path(name)
+        try:
+            make_squashfs(tree, out, image.created)
+            combined = fingerprint(meta, out)
+            squash = store.move_file(out)
+        finally:
+            out.unlink(missing_ok=True)
     artifacts = [NewArtifact(kind, FILENAMES[kind], meta_blob.digest, meta_blob.size)
                  for kind in (LXD_METADATA, INCUS_METADATA)]
     artifacts.append(NewArtifact(SQUASHFS, FILENAMES[SQUASHFS], squash.digest, squash.size))
@@ -142,11 +147,12 @@ def newest_mtime(tree: Path) -> int:
     return newest
 
 
-def artifacts_or_reason(store: BlobStore, tree: Path, image: LxdImage) -> tuple[list[NewArtifact], dict[str, str]]:
+def artifacts_or_reason(store: BlobStore, tree: Path, image: LxdImage,
+                        made: Path | None = None) -> tuple[list[NewArtifact], dict[str, str]]:
     """:func:`make_artifacts`, or none and the reason in the build info: the version is still made and
     tested, it is only absent from the LXD feed (``imageci doctor`` says why)."""
     try:
-        return make_artifacts(store, tree, image)
+        return make_artifacts(store, tree, image, made)
     except LxdImageError as exc:
         return [], {"error": str(exc)}
 

@@ -16,10 +16,12 @@ import json
 import logging
 import os
 import stat
+import subprocess
 import tarfile
 import tempfile
 import threading
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import IO
 
@@ -42,6 +44,21 @@ def _through_link(links: set[str], name: str) -> bool:
     return any("/".join(parts[:i]) in links for i in range(1, len(parts) + 1))
 
 
+def _refuse_names(member: tarfile.TarInfo) -> None:
+    """Refuse a member whose name (or hard link target) is absolute or climbs with ``..``."""
+    name = member.name
+    if name.startswith("/") or os.path.isabs(name):
+        raise HostileArchiveError(f"refusing archive: member {name!r} has an absolute path")
+    if ".." in Path(name).parts:
+        raise HostileArchiveError(f"refusing archive: member {name!r} contains '..'")
+    if member.islnk() and (os.path.isabs(member.linkname) or ".." in Path(member.linkname).parts):
+        raise HostileArchiveError(f"refusing archive: hard link {name!r} -> {member.linkname!r} points outside")
+
+
+def _normal(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
 def _rootfs_filter(member: tarfile.TarInfo, dest: str, links: set[str] | None = None) -> tarfile.TarInfo | None:
     """``links``: the symlinks the archive has made so far in the (empty at first) destination. A path
     that passes through none of them cannot leave the destination, so only the others are resolved
@@ -49,10 +66,7 @@ def _rootfs_filter(member: tarfile.TarInfo, dest: str, links: set[str] | None = 
     every path."""
     root = os.path.realpath(dest)
     name = member.name
-    if name.startswith("/") or os.path.isabs(name):
-        raise HostileArchiveError(f"refusing archive: member {name!r} has an absolute path")
-    if ".." in Path(name).parts:
-        raise HostileArchiveError(f"refusing archive: member {name!r} contains '..'")
+    _refuse_names(member)
     # realpath follows symlinks that earlier members created: catches writes through them.
     if links is None or _through_link(links, name):
         target = os.path.realpath(os.path.join(root, name))
@@ -60,13 +74,11 @@ def _rootfs_filter(member: tarfile.TarInfo, dest: str, links: set[str] | None = 
             raise HostileArchiveError(f"refusing archive: member {name!r} resolves outside the destination")
     if member.islnk():
         link = member.linkname
-        if os.path.isabs(link) or ".." in Path(link).parts:
-            raise HostileArchiveError(f"refusing archive: hard link {name!r} -> {link!r} points outside")
         if (links is None or _through_link(links, link)) and not _inside(
                 root, os.path.realpath(os.path.join(root, link))):
             raise HostileArchiveError(f"refusing archive: hard link {name!r} -> {link!r} points outside")
     if links is not None and member.issym():
-        links.add("/".join(p for p in name.split("/") if p not in ("", ".")))
+        links.add(_normal(name))
     if member.ischr() or member.isblk() or member.isfifo():
         return None
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
@@ -74,10 +86,85 @@ def _rootfs_filter(member: tarfile.TarInfo, dest: str, links: set[str] | None = 
     return member
 
 
+def _plain_plan(fh: IO[bytes]) -> list[str] | None:
+    """For GNU tar: the members of the uncompressed tarball ``fh`` to leave out (device nodes, FIFOs),
+    after the same refusals as ``_rootfs_filter``; None where only the careful path may unpack it (a
+    compressed archive, a member written through or linked across one of its own symlinks, another
+    member type, or a name an exclusion would not match exactly)."""
+    head = fh.read(512)
+    fh.seek(0)
+    if len(head) < 512 or head[257:262] != b"ustar":
+        return None
+    links: set[str] = set()
+    skipped: list[str] = []
+    kept = [""]  # names (normalized) tar writes, and the hard links' targets
+    with tarfile.open(fileobj=fh, mode="r:") as tar:
+        for member in tar:
+            _refuse_names(member)
+            if _through_link(links, member.name) or (member.islnk() and _through_link(links, member.linkname)):
+                return None
+            if member.ischr() or member.isblk() or member.isfifo():
+                skipped.append(member.name)
+                continue
+            if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+                return None
+            kept.append(_normal(member.name))
+            if member.islnk():
+                kept.append(_normal(member.linkname))
+            if member.issym():
+                links.add(kept[-1])
+    if not skipped:
+        return skipped
+    gone = {_normal(name) for name in skipped}  # an exclusion leaves out the name and all below it
+    if any("\n" in name or "\\" in name for name in skipped) or any(
+            "/".join(parts[:i]) in gone for parts in (name.split("/") for name in kept)
+            for i in range(1, len(parts) + 1)):
+        return None
+    return skipped
+
+
+@cache
+def _gnu_tar_present() -> bool:
+    try:
+        said = subprocess.run(["tar", "--version"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return False
+    return said.startswith("tar (GNU tar)")
+
+
+def _gnu_tar(fh: IO[bytes], dest: Path, skipped: list[str]) -> None:
+    """Unpack the checked tarball ``fh`` (the file already open: what was checked is what is unpacked)
+    into ``dest`` with GNU tar, leaving out ``skipped``; owners kept where we are root, modes always."""
+    with tempfile.NamedTemporaryFile("w", suffix=".exclude") as exclude:
+        exclude.write("".join(f"{name}\n" for name in skipped))
+        exclude.flush()
+        done = subprocess.run(["tar", "-x", "-f", "-", "-C", str(dest), "--numeric-owner", "--same-permissions",
+                               "--delay-directory-restore", "--no-wildcards", "--anchored", "-X", exclude.name],
+                              stdin=fh, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise OSError(f"tar: {done.stderr.strip()[-500:]}")
+
+
 def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract ``archive`` into the empty directory ``dest`` or raise (and clean up)."""
+    """Extract ``archive`` into the empty directory ``dest`` or raise (and clean up). A plain tarball
+    whose members check out without the tree (the usual root filesystem) is unpacked by GNU tar, at a
+    third of Python's CPU; any other by Python, resolving each path as it goes."""
     dest.mkdir(parents=True, exist_ok=True)
     links: set[str] | None = set() if not any(dest.iterdir()) else None  # empty: track the archive's links
+    if links is not None and _gnu_tar_present():
+        try:
+            with archive.open("rb", buffering=0) as fh:  # unbuffered: tar reads from the fd's own offset
+                skipped = _plain_plan(fh)
+                if skipped is not None:
+                    fh.seek(0)
+                    _gnu_tar(fh, dest, skipped)
+                    return
+        except HostileArchiveError:
+            safe_rmtree(dest)
+            raise
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            safe_rmtree(dest)
+            raise UsageError(f"cannot unpack {archive.name}: {exc}") from exc
 
     symlinks: list[tarfile.TarInfo] = []
 
