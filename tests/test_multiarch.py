@@ -132,7 +132,10 @@ def test_arm64_boots_in_qemu_system_aarch64_with_snapshot_restore(built: tuple[E
     version = e.catalog.resolve("multi-arm64:testing")
     fresh = "#!/bin/sh\nset -eu\nls /root/mark-* 2>/dev/null && { echo 'saw another test' >&2; exit 1; }\n" \
             "touch /root/mark-$$\n"
-    suite = write_suite(tmp_path / "suite", {"arch.sh": ARCH_CHECK, "fresh-a.sh": fresh, "fresh-b.sh": fresh})
+    # pointer authentication is still there under TCG (qemu's fast algorithm, not none): the guest's CPU has it
+    pauth = "#!/bin/sh\nset -eu\ngrep -m1 '^Features' /proc/cpuinfo | grep -w paca | grep -qw pacg\n"
+    suite = write_suite(tmp_path / "suite", {"arch.sh": ARCH_CHECK, "fresh-a.sh": fresh, "fresh-b.sh": fresh,
+                                             "pauth.sh": pauth})
     backend = QemuBackend(e.home, e.settings.rootfs_cache, keep_warm=True)
     assert backend.accel("arm64") == "tcg"  # an arm64 guest on an x86_64 host
     try:
@@ -144,7 +147,8 @@ def test_arm64_boots_in_qemu_system_aarch64_with_snapshot_restore(built: tuple[E
         backend.shutdown()
     got = {r.test_id: (r.verdict, r.reason) for r in report.results}
     assert got == {"arch": (Verdict.PASS, ""), "fresh-a": (Verdict.PASS, ""), "fresh-b": (Verdict.PASS, ""),
-                   "boot-multi-user": (Verdict.PASS, ""), "login-works": (Verdict.PASS, "")}, got
+                   "pauth": (Verdict.PASS, ""), "boot-multi-user": (Verdict.PASS, ""),
+                   "login-works": (Verdict.PASS, "")}, got
     assert backend.cold_boots == 1  # one boot; every other fresh VM was a snapshot restore
     arch = next(r for r in report.results if r.test_id == "arch")
     assert arch.attempts[-1].log_digest is not None

@@ -187,7 +187,7 @@ class Vm:
         return argv
 
     def start(self, incoming: Path | None = None) -> None:
-        argv = [self.qemu, "-machine", f"{self.arch.machine},accel={self.accel}", "-cpu", "max",
+        argv = [self.qemu, "-machine", f"{self.arch.machine},accel={self.accel}", "-cpu", self.arch.cpu(self.accel),
                 "-m", str(self.memory_mb),
                 "-smp", str(self.cpus), "-display", "none", "-monitor", "none", "-nodefaults", "-no-user-config",
                 "-serial", f"file:{self.console}", *self._boot_args(), *self._drives(),

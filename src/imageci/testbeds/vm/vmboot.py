@@ -115,10 +115,12 @@ class VmMaker:
 
     def template_name(self, image: ImageHandle, shape: Shape) -> str:
         """The kept template's name: everything a restore of it must match."""
-        qemu, firmware = qemu_binary(image.architecture), self.firmware(image)
+        qemu, firmware, accel = qemu_binary(image.architecture), self.firmware(image), self.accel(image.architecture)
+        arch = vm_arch(image.architecture)
         parts: dict[str, object] = {
             "image": image.digest, "memory_mb": shape.memory_mb, "disk": shape.disk, "cpus": self.cpus,
-            "firmware": firmware, "accel": self.accel(image.architecture), "kernel_args": self.kernel_args,
+            "firmware": firmware, "accel": accel, "kernel_args": self.kernel_args,
+            "cpu": arch.cpu(accel) if arch else None,  # a guest saved under one CPU model resumes under no other
             "qemu": [qemu, *_size_and_mtime(Path(qemu))] if qemu else None}
         if firmware == "uefi":
             parts["ovmf"] = _size_and_mtime(ovmf_files()[0])
