@@ -20,6 +20,8 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -145,6 +147,20 @@ def _gnu_tar(fh: IO[bytes], dest: Path, skipped: list[str]) -> None:
         raise OSError(f"tar: {done.stderr.strip()[-500:]}")
 
 
+@contextmanager
+def _or_nothing(archive: Path, dest: Path) -> Iterator[None]:
+    """What goes wrong while unpacking ``archive`` leaves nothing in ``dest``: a hostile archive is refused as
+    such, a damaged one (or a failing disk) with what was wrong."""
+    try:
+        yield
+    except HostileArchiveError:
+        safe_rmtree(dest)
+        raise
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        safe_rmtree(dest)
+        raise UsageError(f"cannot unpack {archive.name}: {exc}") from exc
+
+
 def safe_extract(archive: Path, dest: Path) -> None:
     """Extract ``archive`` into the empty directory ``dest`` or raise (and clean up). A plain tarball
     whose members check out without the tree (the usual root filesystem) is unpacked by GNU tar, at a
@@ -152,20 +168,12 @@ def safe_extract(archive: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     links: set[str] | None = set() if not any(dest.iterdir()) else None  # empty: track the archive's links
     if links is not None and _gnu_tar_present():
-        try:
-            with archive.open("rb", buffering=0) as fh:  # unbuffered: tar reads from the fd's own offset
-                skipped = _plain_plan(fh)
-                if skipped is not None:
-                    fh.seek(0)
-                    _gnu_tar(fh, dest, skipped)
-                    return
-        except HostileArchiveError:
-            safe_rmtree(dest)
-            raise
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            safe_rmtree(dest)
-            raise UsageError(f"cannot unpack {archive.name}: {exc}") from exc
-
+        with _or_nothing(archive, dest), archive.open("rb", buffering=0) as fh:  # tar reads the fd's own offset
+            skipped = _plain_plan(fh)
+            if skipped is not None:
+                fh.seek(0)
+                _gnu_tar(fh, dest, skipped)
+                return
     symlinks: list[tarfile.TarInfo] = []
 
     def check(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
@@ -174,19 +182,13 @@ def safe_extract(archive: Path, dest: Path) -> None:
             symlinks.append(kept)
         return kept
 
-    try:
+    with _or_nothing(archive, dest):
         with tarfile.open(archive, "r:*") as tar:
             tar.extractall(dest, filter=check, numeric_owner=True)
         for link in symlinks:  # tarfile dates every entry but links: the tree is then the archive's, to the second
             path = os.path.join(dest, link.name)
             if os.path.islink(path):
                 os.utime(path, (link.mtime, link.mtime), follow_symlinks=False)
-    except HostileArchiveError:
-        safe_rmtree(dest)
-        raise
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        safe_rmtree(dest)
-        raise UsageError(f"cannot unpack {archive.name}: {exc}") from exc
 
 
 # ---- the unpacked cache: tamper-evident ---------------------------------------------------------
