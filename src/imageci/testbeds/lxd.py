@@ -121,20 +121,10 @@ class LxdTestbed(Testbed):
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
-        state = "no answer to lxc exec"
-        while time.monotonic() < deadline:
-            r = self._probe(["true"], deadline)
-            if r is not None and r.returncode == 0:
-                break
-            if r is None:
-                state = "lxc exec did not answer"
-            else:
-                state = r.stderr.decode("utf-8", "replace").strip()[-200:] or state
-            time.sleep(0.1)
-        else:
-            raise TestbedError(f"the LXD container did not answer within {READY_TIMEOUT:.0f}s ({state})")
+        self._until_done(["true"], deadline)
         # localhost resolves where the image ships no /etc/hosts (the instance's files; the image keeps its bytes)
-        self.client.run(["exec", self._name(), "-T", "-n", "--", "sh", "-c", PROVIDE_SCRIPT], check=False, timeout=30)
+        self._until_done(["sh", "-c", PROVIDE_SCRIPT], deadline)
+        state = "systemctl did not answer"
         while self.systemd and time.monotonic() < deadline:
             r = self._probe(["systemctl", "is-system-running"], deadline)
             state = r.stdout.decode().strip() if r is not None else "systemctl did not answer"
@@ -144,6 +134,21 @@ class LxdTestbed(Testbed):
         if self.systemd:
             raise TestbedError(f"systemd in the LXD container did not finish booting within {READY_TIMEOUT:.0f}s "
                                f"(state: {state})")
+
+    def _until_done(self, argv: list[str], deadline: float) -> None:
+        """Run ``argv`` in the container until it exits 0 (a container still starting, or an exec that LXD
+        dropped on a busy host, is asked again until ``deadline``)."""
+        state = "no answer to lxc exec"
+        while time.monotonic() < deadline:
+            r = self._probe(argv, deadline)
+            if r is not None and r.returncode == 0:
+                return
+            if r is None:
+                state = "lxc exec did not answer"
+            else:
+                state = r.stderr.decode("utf-8", "replace").strip()[-200:] or f"exit status {r.returncode}"
+            time.sleep(0.1)
+        raise TestbedError(f"the LXD container did not answer within {READY_TIMEOUT:.0f}s ({state})")
 
     def _probe(self, argv: list[str], deadline: float) -> subprocess.CompletedProcess[bytes] | None:
         """One readiness probe; None when it did not answer in time (a container still starting on a busy
