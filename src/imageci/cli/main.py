@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import copy
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
 import typer
+from typer.main import get_command_name
+from typer.models import OptionInfo
+from typer.utils import get_params_from_function
 
 from imageci import __version__
 from imageci.cli import (
@@ -87,7 +92,51 @@ def entry() -> None:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     end = sys.argv.index("--") if "--" in sys.argv else len(sys.argv)  # a command's own words stay its own
     sys.argv[:end] = [f"{HOLD}={DEFAULT_HOLD}" if a == HOLD else a for a in sys.argv[:end]]
-    app(prog_name="imageci")
+    named_only(app, sys.argv[1:end])(prog_name="imageci")
+
+
+def named_only(root: typer.Typer, words: Sequence[str]) -> typer.Typer:
+    """``root`` holding only the command or group that ``words`` name. Typer makes a click command of every
+    registered command (its signature, annotations, parameters) before it parses a word: a third of a quick
+    command's start. ``root`` itself where the words name none (``--help``, a mistyped name: the whole list and
+    its suggestions)."""
+    name = command_word(words, valued_options(main))
+    commands = [c for c in root.registered_commands
+                if (c.name or get_command_name(getattr(c.callback, "__name__", ""))) == name]
+    groups = [g for g in root.registered_groups if g.name == name]
+    if not commands and not groups:
+        return root
+    only = copy.copy(root)
+    only.registered_commands, only.registered_groups = commands, groups
+    return only
+
+
+def command_word(words: Sequence[str], valued: set[str]) -> str | None:
+    """The command's name in ``words`` (the main options first: ``valued`` are those that take a value), or None
+    where no word names one before ``--`` or after ``--help``."""
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in ("--", "--help"):
+            return None
+        elif word.startswith("-"):
+            skip = word in valued
+        else:
+            return word
+    return None
+
+
+def valued_options(callback: Callable[..., Any]) -> set[str]:
+    """The option names of ``callback``'s parameters that take a value (every type but a bool flag), as Typer
+    reads them."""
+    names: set[str] = set()
+    for name, param in get_params_from_function(callback).items():
+        info = param.default
+        if isinstance(info, OptionInfo) and param.annotation is not bool:
+            declared = [d for d in info.param_decls or () if d.startswith("-")]
+            names.update(declared or [f"--{name.replace('_', '-')}"])
+    return names
 
 
 DEFAULT_HOLD = "1h"
