@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from clikit import run_cli
 
 from imageci.build.service import build_image
 from imageci.checks.base import Check, Outcome
@@ -64,8 +65,7 @@ class Env:
                     IMAGECI_BUILD_CACHE=str(BUILD_CACHE), COLUMNS="200")
 
     def cli(self, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*IMAGECI, *args], env=self.env(), capture_output=True, text=True,
-                              check=check, timeout=timeout, cwd=REPO)
+        return run_cli(args, self.env(), check=check, timeout=timeout)
 
 
 def syft_purls(target: str) -> set[str]:

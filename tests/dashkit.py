@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from clikit import run_cli
 
 from imageci.app import tokens
 from imageci.app.access import LOCAL
@@ -22,7 +23,7 @@ from imageci.store.catalog import Catalog
 from imageci.store.models import Attempt
 from imageci.store.states import utcnow
 
-from conftest import IMAGECI, REPO, busybox_rootfs, free_port, write_suite
+from conftest import REPO, busybox_rootfs, free_port, write_suite
 
 APPLETS = ("sh", "cat", "true", "sleep", "grep", "echo", "printf", "seq", "test", "[")
 
@@ -47,7 +48,7 @@ class Site:
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "IMAGECI_HOME": str(self.home)}
         env.pop("IMAGECI_DB_URL", None)
-        return subprocess.run([*IMAGECI, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        return run_cli(args, env, timeout=timeout)
 
     def get(self, path: str, token: str | None = None, **kw: object) -> httpx.Response:
         headers = {"Accept": "text/html", **({"Authorization": f"Bearer {token}"} if token else {})}

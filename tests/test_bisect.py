@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from clikit import run_cli
 
 from imageci.build.intermediate import Move, recipe, synthesize
 from imageci.policy.bisection import Search, signature
@@ -258,7 +259,7 @@ def test_a_server_bisects_on_request_and_tells_a_remote_run_its_regressions(env:
 
 
 def _remote(laptop: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*IMAGECI, *args], env=laptop, capture_output=True, text=True, cwd=REPO, timeout=600)
+    return run_cli(args, laptop)
 
 
 def _a_remote_run_is_told_its_regression(server: Any, laptop: dict[str, str], good: str, bad: str,

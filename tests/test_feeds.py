@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from clikit import run_cli
 
 from imageci.app import tokens
 from imageci.app.access import LOCAL
@@ -67,7 +68,7 @@ def make_test_ca(directory: Path) -> tuple[Path, Path, Path]:
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGECI_")} | {"IMAGECI_HOME": str(home)}
-    return subprocess.run([*IMAGECI, *args], env=env, capture_output=True, text=True, cwd=REPO, timeout=300)
+    return run_cli(args, env, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clikit import run_cli
 
 from imageci.app.notify import signature
 
-from conftest import IMAGECI, REPO, Env, free_port, write_suite
+from conftest import Env, free_port, write_suite
 from test_consumers import _greeter_image, _label
 
 pytestmark = pytest.mark.root
@@ -83,8 +84,7 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 
 def _cli(env: Env, extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*IMAGECI, *args], env={**env.env(), **extra}, capture_output=True, text=True, timeout=600,
-                          cwd=REPO)
+    return run_cli(args, {**env.env(), **extra})
 
 
 def _verified(headers: dict[str, str], body: bytes) -> dict[str, Any]:
