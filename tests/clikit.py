@@ -148,11 +148,11 @@ def _serve(path: str) -> dict[str, Any]:
     listener.bind(path)
     listener.listen(64)
     listener.settimeout(1.0)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the supervisors reap themselves
     parent = os.getppid()
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     while True:
+        _reap()
         try:
             conn, _ = listener.accept()
         except TimeoutError:
@@ -165,9 +165,18 @@ def _serve(path: str) -> dict[str, Any]:
         conn.close()
 
 
+def _reap() -> None:
+    """Wait for the supervisors that ended, so that their commands' CPU time is counted as this server's
+    children's (and, once the worker waits for the server, as the worker's, as a command it ran would be)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
 def _supervise(conn: socket.socket) -> dict[str, Any]:
     """In a fork of the server: fork the command, tell its pid, then its wait status."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     conn.setblocking(True)
     header, fds, _, _ = socket.recv_fds(conn, HEADER, 3)
     size, data = int.from_bytes(header, "big"), b""
