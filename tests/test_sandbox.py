@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +121,25 @@ def test_timeout_kills_the_whole_process_tree(bed: SandboxTestbed) -> None:
     r = bed.exec(["sh", "-c", script], timeout=1.5)
     assert r.timed_out and r.exit_code is None
     assert _alive(marker) == []
+
+
+def test_a_file_busy_for_a_moment_starts_once_it_is_free(bed: SandboxTestbed, tmp_path: Path) -> None:
+    script = tmp_path / "t.sh"
+    script.write_text("#!/bin/sh\necho ran\n")
+    script.chmod(0o755)
+    bed.copy_in(script, "/var/tmp/t.sh")
+    assert bed.merged is not None
+    copy = bed.merged / "var/tmp/t.sh"
+    writer = os.open(copy, os.O_WRONLY)  # as a process forked for another test holds it until that one execs
+    threading.Timer(0.3, os.close, (writer,)).start()
+    res = bed.exec(["/var/tmp/t.sh"])
+    assert (res.exit_code, res.stdout) == (0, b"ran\n"), res.stderr
+    writer = os.open(copy, os.O_WRONLY)
+    try:
+        held = bed.exec(["/var/tmp/t.sh"])  # busy for good: the refusal is the answer, after a few tries
+    finally:
+        os.close(writer)
+    assert (held.exit_code, held.stdout, held.stderr) == (1, b"", b"bwrap: execvp /var/tmp/t.sh: Text file busy\n")
 
 
 def test_network_is_loopback_only_unless_the_test_needs_it(backend: SandboxBackend, handle: ImageHandle) -> None:

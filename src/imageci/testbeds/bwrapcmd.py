@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import termios
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from imageci.testbeds.base import ExecResult
 from imageci.testbeds.hardening import hardening_args
 
 HOSTNAME = "imageci-sandbox"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BUSY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds before each new start of a command refused as busy
 
 
 def bwrap_argv(bwrap: str, root: Path, argv: Sequence[str], env: Mapping[str, str], cwd: str, status_fd: int,
@@ -54,3 +58,18 @@ def exit_code(status: str, fallback: int) -> int:
             if isinstance(doc, dict) and "exit-code" in doc:
                 code = int(doc["exit-code"])
     return code
+
+
+
+def busy_retried(start: Callable[[], ExecResult], command: str) -> ExecResult:
+    """``start()`` (a command run in a sandbox), started again while bwrap could not start ``command`` because
+    execve refused its file as open for writing somewhere: a file just copied in, whose descriptor a process
+    forked meanwhile (for another test) holds until it execs (ETXTBSY). Nothing ran then."""
+    busy = f"bwrap: execvp {command}: {os.strerror(errno.ETXTBSY)}\n".encode()
+    res = start()
+    for pause in BUSY_PAUSES:
+        if res.exit_code != 1 or res.stdout or res.stderr != busy:
+            break
+        time.sleep(pause)
+        res = start()
+    return res

@@ -1,9 +1,8 @@
 """The embedded default testbed: a fresh copy-on-write root per testbed.
 
-The image's rootfs is unpacked once per digest (read-only lower layer); each
-testbed gets its own overlayfs upper directory on a disk slot of its own size
-(ENOSPC past the budget, never a full host disk). The overlay is mounted with
-``/proc/self/fd`` paths, so the test's ``/proc/mounts`` shows no host path.
+The image's rootfs is unpacked once per digest (read-only lower layer); each testbed gets its own overlayfs
+upper directory on a disk slot of its own size (ENOSPC past the budget, never a full host disk). The overlay
+is mounted with ``/proc/self/fd`` paths, so the test's ``/proc/mounts`` shows no host path.
 
 Each command runs under bubblewrap in new mount, pid, ipc, uts, cgroup and
 network namespaces (only loopback, unless the test asks for the network),
@@ -16,11 +15,9 @@ A testbed made for ``archive`` (DEP-8 tests) keeps one private network
 namespace for all its commands, where the archive proxy listens
 (``testbeds/archive.py``): the image's apt archive is reachable, nothing else.
 
-``needs: [privileged]`` keeps every capability, loads no seccomp filter and
-leaves ``/proc`` writable (its sysctl writes reach the host kernel); the
-namespaces, limits and disk budget still apply. A timeout or too much output
-kills the whole process tree (cgroup, or the process group and bwrap's pid
-namespace).
+``needs: [privileged]`` keeps every capability, loads no seccomp filter and leaves ``/proc`` writable (its
+sysctl writes reach the host kernel); the namespaces, limits and disk budget still apply. A timeout or too
+much output kills the whole process tree (cgroup, or the process group and bwrap's pid namespace).
 """
 
 from __future__ import annotations
@@ -49,7 +46,7 @@ from imageci.owners import home_id, process_owner
 from imageci.rootpath import resolve_in_root
 from imageci.testbeds.archive import APT_CONF, APT_CONF_TEXT, archive_hosts, new_namespace, proxy
 from imageci.testbeds.base import Backend, Cost, ExecResult, ImageHandle, Testbed
-from imageci.testbeds.bwrapcmd import HOSTNAME, bwrap_argv, exit_code, take_terminal
+from imageci.testbeds.bwrapcmd import HOSTNAME, busy_retried, bwrap_argv, exit_code, take_terminal
 from imageci.testbeds.disks import DiskSlot, disk_pool, files_written
 from imageci.testbeds.hardening import (
     bwrap_path,
@@ -294,6 +291,10 @@ class SandboxTestbed(Testbed):
 
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
              stdin: bytes | None = None, cwd: str | None = None) -> ExecResult:
+        return busy_retried(lambda: self._exec(argv, env, timeout, stdin, cwd), argv[0])
+
+    def _exec(self, argv: Sequence[str], env: Mapping[str, str] | None, timeout: float | None,
+              stdin: bytes | None, cwd: str | None) -> ExecResult:
         started = time.monotonic()
         proc, rfd, group = self._start(argv, env or {}, cwd or "/", (
             subprocess.PIPE if stdin is not None else subprocess.DEVNULL, subprocess.PIPE, subprocess.PIPE))
