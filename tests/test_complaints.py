@@ -107,7 +107,7 @@ def test_what_a_testbed_prints_is_bounded_and_windowed() -> None:
              ("audit", "type=AVC msg=audit(1700000049.0:1): avc:  denied { read }"),
              ("audit", "type=AVC msg=audit(1700000055.0:2): avc:  denied { write }")]
     lines += [("core", f"1700000052.{n} /tmp/core.{n}") for n in range(30)] + [("core", "1700000001 /old/core")]
-    found = complaints._found(lines, complaints._clock(lines, window, 1_700_000_110.0))  # noqa: SLF001
+    found = complaints._found(lines, complaints._clock(lines, window, 1_700_000_109.0, 1_700_000_110.0))  # noqa: SLF001
     assert found[:5] == [Finding("failed-unit", "new.service failed: A unit"),
                          Finding("oops", "kernel: BUG: kernel NULL pointer dereference"),
                          Finding("denial", 'audit: type=1400 apparmor="DENIED" operation="open"'),
@@ -115,7 +115,21 @@ def test_what_a_testbed_prints_is_bounded_and_windowed() -> None:
                          Finding("coredump", "core dump: /tmp/core.0")]
     assert len([f for f in found if f.kind == "coredump"]) == complaints.PER_KIND + 1
     assert found[-1] == Finding("coredump", "… and 10 more")
-    clock = complaints._clock([("now", "1700000200"), ("up", "5")], window, 1_700_000_100.0)  # noqa: SLF001
+    clock = complaints._clock([("now", "1700000200"), ("up", "5")], window, 0.0, 1_700_000_100.0)  # noqa: SLF001
     long = complaints._found([("core", "1700000200 " + "x" * 5000)], clock)  # type: ignore[arg-type]  # noqa: SLF001
     assert long[0].text == ("core dump: " + "x" * 5000)[:500]
-    assert complaints._clock([("now", "soon")], window, 0.0) is None  # noqa: SLF001
+    assert complaints._clock([("now", "soon")], window, 0.0, 0.0) is None  # noqa: SLF001
+
+
+def test_a_container_s_window_starts_when_its_test_did() -> None:
+    """A container reads the host's clock: the closing probe's round trip (seconds on a busy host) does not
+    reach back into the test before it, whose core dump is not this test's; a machine's clock is shifted."""
+    container = complaints.Window(since=1_700_000_100.0, kernel=False, host=False)
+    before = [("now", "1700000104.0"), ("up", "5"), ("core", "1700000099.5 /var/tmp/core")]  # the last test's
+    assert complaints._found(before, complaints._clock(before, container, 1_700_000_103.0, 1_700_000_106.0)) == []  # type: ignore[arg-type]  # noqa: SLF001
+    own = [*before[:2], ("core", "1700000100.5 /var/tmp/core")]
+    assert complaints._found(own, complaints._clock(own, container, 1_700_000_103.0, 1_700_000_106.0)) == [  # type: ignore[arg-type]  # noqa: SLF001
+        Finding("coredump", "core dump: /var/tmp/core")]
+    machine = complaints.Window(since=1_700_000_100.0, kernel=True, host=False)  # its own clock: shifted, early
+    clock = complaints._clock(before, machine, 1_700_000_103.0, 1_700_000_106.0)  # noqa: SLF001
+    assert clock is not None and clock.start == 1_700_000_098.0

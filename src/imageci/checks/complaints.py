@@ -183,16 +183,19 @@ def _bounded(found: list[Finding]) -> list[Finding]:
     return kept
 
 
-def _clock(pairs: list[tuple[str, str]], window: Window, answered: float) -> _Clock | None:
+def _clock(pairs: list[tuple[str, str]], window: Window, asked: float, answered: float) -> _Clock | None:
     """The window on the guest's clock: its start shifted by how far the guest's clock is from the host's
     (measured against the host's clock once the probe had answered, so the window starts no later than the
-    test did); None without a usable clock (no ``date``, or nonsense)."""
+    test did); None without a usable clock (no ``date``, or nonsense). A container whose clock read between
+    the probe's asking and its answer reads the host's own clock: no shift (the probe's round trip would
+    otherwise reach back into the test before, with what it left)."""
     said = dict(pairs)
     try:
         now, up = float(said.get("now", "")), float(said.get("up") or 0)
     except ValueError:
         return None
-    return _Clock(start=window.since + (now - answered), boot=now - up)
+    shared = not window.kernel and asked <= now <= answered
+    return _Clock(start=window.since + (0.0 if shared else now - answered), boot=now - up)
 
 
 def closing(testbed: Testbed, window: Window | None) -> list[Finding]:
@@ -203,6 +206,7 @@ def closing(testbed: Testbed, window: Window | None) -> list[Finding]:
     written = testbed.written_since(window.since) if window.host else None
     if written is not None:
         return _bounded([Finding(COREDUMP, f"core dump: {p}") for p in sorted(written) if CORE_NAME.search(p)])
+    asked = time.time()
     try:
         with unwatched():  # (not the test's output: a live log never shows it)
             res = testbed.exec(["sh", "-c", _PROBE, "imageci-complaints", "1" if window.kernel else "0"],
@@ -210,7 +214,7 @@ def closing(testbed: Testbed, window: Window | None) -> list[Finding]:
     except (ImageciError, OSError):
         return []
     pairs = _lines(res.stdout)
-    clock = _clock(pairs, window, time.time())
+    clock = _clock(pairs, window, asked, time.time())
     return _found(pairs, clock) if clock is not None else []
 
 
