@@ -201,9 +201,9 @@ class Engine:
                 return
             started = utcnow()
             outcome = self._execute(image, result)
+            ended = max(utcnow(), started)  # before the budget lets the next test start
         if self._aborting.is_set():  # killed by Ctrl-C: not the image's fault
             outcome = Outcome(Verdict.ERROR, "interrupted", None, outcome.log)
-        ended = max(utcnow(), started)
         attempt = self._record(run_id, image, result, outcome, started, ended)
         failed = self.take_failed()
         if failed is not None and self.hold is not None:
@@ -226,7 +226,8 @@ class Engine:
         with self.budget.hold(self.backends[testbed].cost):
             started = utcnow()
             outcome = self._execute(image, item.result)
-        return outcome, started, max(utcnow(), started)
+            ended = max(utcnow(), started)
+        return outcome, started, ended
 
     def _reusable(self, passed: Attempt | None) -> Attempt | None:
         """An earlier pass, unless the machine complained in it of what now fails a test (``fail_on``)."""
