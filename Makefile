@@ -20,7 +20,7 @@ TEST_TMP ?= $(TEST_ROOT)/.Local Share/Imageci Test Homes Under A Long Path
 TEST_ROOT_FS ?= auto
 TEST_ROOT_SIZE ?= 64G
 
-.PHONY: setup host-setup test-host-setup venv run test unit lint bench clean
+.PHONY: setup host-setup test-host-setup venv bytecode run test unit lint bench clean
 
 setup: host-setup venv
 
@@ -50,14 +50,17 @@ out:
 
 run: | out
 
+# every module compiled now: with PYTHONDONTWRITEBYTECODE set (as on some CI machines, and here) each imageci
+# process the tests and benchmarks start would otherwise compile the modules it imports again (the benchmarks
+# would time the compiler: 20-60 ms of a quick command)
+bytecode: venv
+	$(BIN)/python -m compileall -q src tests bench >/dev/null
+
 ## unit + integration tests with the real tools (mmdebstrap, bwrap, overlayfs, PostgreSQL); as root
-test: test-host-setup venv $(TMT)
+test: test-host-setup venv bytecode $(TMT)
 	# what an earlier run left (a mount pytest cannot remove would stop this one): unmounted and removed
 	scripts/test-root.sh "$(TEST_ROOT)" $(TEST_ROOT_FS) $(TEST_ROOT_SIZE)
 	mkdir -p "$$(dirname "$(TEST_TMP)")" "$(TEST_ROOT)/tmp"
-	# every module compiled once now: with PYTHONDONTWRITEBYTECODE set (as on some CI machines) each of the
-	# suite's thousand imageci processes would otherwise compile its modules again
-	$(BIN)/python -m compileall -q src tests bench >/dev/null
 	TMPDIR="$(TEST_ROOT)/tmp" $(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup \
 		--no-loadscope-reorder --basetemp "$(TEST_TMP)" $(PYTEST_ARGS)
 
@@ -77,7 +80,7 @@ lint: venv
 	# the benchmarks too (strict, as the package): a refactor that breaks one fails here, not in `make bench`
 	cd bench && MYPYPATH=../src:../tests ../$(BIN)/mypy --config-file ../pyproject.toml --explicit-package-bases *.py
 
-bench: setup $(TMT)
+bench: setup bytecode $(TMT)
 	$(BIN)/python bench/sandbox_overhead.py
 	$(BIN)/python bench/disk_slots.py
 	$(BIN)/python bench/one_test.py

@@ -94,6 +94,19 @@ def test_copy_in_out_and_revert(bed: PodmanTestbed, tmp_path: Path) -> None:
     src.chmod(0o755)
     bed.copy_in(src, "/var/tmp/imageci/tests/t.sh")
     assert bed.exec(["/var/tmp/imageci/tests/t.sh"]).exit_code == 0
+    # a tree into a directory not there yet, then another into the same one: made, then merged (as in the
+    # sandbox); the parents that were there keep their modes (/var/tmp: 1777)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "a").write_text("a")
+    (tree / "link").symlink_to("sub/a")
+    bed.copy_in(tree, "/opt/new/deep/tree")
+    (tree / "sub" / "a").unlink()
+    (tree / "b").write_text("b")
+    bed.copy_in(tree, "/opt/new/deep/tree/")
+    listing = bed.exec(["sh", "-c", "cd /opt/new/deep/tree && cat sub/a b link && stat -c '%a %U %n' /var/tmp "
+                                    "/opt/new/deep /opt/new/deep/tree/b"]).stdout.decode()
+    assert listing == "aba" "1777 root /var/tmp\n755 root /opt/new/deep\n644 root /opt/new/deep/tree/b\n"
     bed.copy_out("/tmp/made", tmp_path / "made")
     assert (tmp_path / "made").read_text() == "inside\n"
     bed.revert()

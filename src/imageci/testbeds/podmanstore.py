@@ -14,6 +14,7 @@ import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from imageci.errors import HostSetupError, TestbedError
 from imageci.formats.oci import image_config, write_layout
@@ -59,10 +60,12 @@ def explain_failure(stderr: str) -> str | None:
 
 
 def run_podman(argv: Sequence[str], *, timeout: float | None = 120, check: bool = True, input: bytes | None = None,
-         env: Mapping[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+         env: Mapping[str, str] | None = None, cwd: Path | None = None,
+         stdin: IO[bytes] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``podman ARGV``; its standard input ``input`` (bytes) or the file ``stdin``."""
     try:
         res = subprocess.run(list(argv), capture_output=True, timeout=timeout, input=input,
-                             env=dict(env) if env is not None else None, cwd=cwd)
+                             env=dict(env) if env is not None else None, cwd=cwd, stdin=stdin)
     except subprocess.TimeoutExpired as exc:
         raise TestbedError(f"podman did not answer within {timeout}s: {' '.join(argv[:4])}") from exc
     if check and res.returncode != 0:
