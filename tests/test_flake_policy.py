@@ -19,6 +19,7 @@ from imageci.engine.runner import Engine
 from imageci.errors import SourceError
 from imageci.policy.flake import make_waiver
 from imageci.policy.gate import evaluate_gate
+from imageci.store import gatelookups
 from imageci.store.models import Version, utcnow
 from imageci.testbeds.registry import make_backend
 from imageci.verdicts import Verdict
@@ -118,8 +119,8 @@ def test_quarantine_warn_skip_scope_and_expiry_in_a_run(image_env: tuple[Env, Ve
     suite = load_suite(d)
     checks = [ScriptCheck(t) for t in suite.tests]
     q = load_quarantine(d / "quarantine.yaml")
-    waiver = policy_for(e.catalog, version.product.name, [c.id for c in checks], q, arch="amd64", grace=None)
-    gate = evaluate_gate(evidence_of(e.catalog, version, checks), checks, ["sandbox"], waiver)
+    waiver = policy_for(e.catalog.reader(), version.product.name, [c.id for c in checks], q, arch="amd64", grace=None)
+    gate = evaluate_gate(evidence_of(e.catalog.reader(), version, checks), checks, ["sandbox"], waiver)
     assert sorted(t for t, _, _ in gate.missing) == ["expired", "scoped"]
     assert sorted(t for t, _ in gate.satisfied) == ["fine", "skipped", "warned"]
 
@@ -135,7 +136,7 @@ def test_new_tests_only_warn_during_their_grace_period(image_env: tuple[Env, Ver
     assert "new test (first run now; grace period 2d)" in first.stdout
     again = e.cli("test", ref, "--suite", str(d), "--testbed", "sandbox")
     assert again.returncode == 0 and "new test (first run 20" in again.stdout
-    seen = e.catalog.first_seen(version.product.name, [name])
+    seen = gatelookups.first_seen(e.catalog.reader(), version.product.name, [name])
     assert set(seen) == {name}
     # two days on, the same failure counts
     from imageci.definitions.quarantine import Quarantine

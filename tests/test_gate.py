@@ -10,22 +10,34 @@ the evidence it is given is the attempts on these bytes.
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imageci.app.gating import evidence_of
+from imageci.app.gating import evidence_of, gate
+from imageci.app.session import Session
 from imageci.checks.base import Outcome
+from imageci.checks.suite import suite_checks
+from imageci.config import Settings
 from imageci.definitions.limits import Limits
 from imageci.definitions.quarantine import Quarantine
+from imageci.definitions.suite import load_suite
 from imageci.engine.waivers import Waiver
 from imageci.policy.flake import make_waiver
 from imageci.policy.gate import evaluate_gate
+from imageci.store.blobs import BlobStore
 from imageci.store.catalog import Catalog, NewArtifact
-from imageci.store.models import Attempt, Version, utcnow
+from imageci.store.models import SUITE, Attempt, Version, utcnow
+from imageci.store.models import Quarantine as QuarantineRow
+from imageci.store.snapshots import pack_tree
 from imageci.testbeds import base
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
 
@@ -92,12 +104,12 @@ def test_grace_never_waives_a_test_that_never_ran(cat: Catalog) -> None:
     _record(cat, run, v.digest, "a", "da", "sandbox", Verdict.PASS, 0)
     grace = make_waiver(Quarantine(), arch="amd64", grace=timedelta(days=7), first_seen={})
     assert grace("b", "sandbox") is not None  # b counts as new…
-    gate = evaluate_gate(evidence_of(cat, v, [a, b]), [a, b], ["sandbox"], grace)
+    gate = evaluate_gate(evidence_of(cat.reader(), v, [a, b]), [a, b], ["sandbox"], grace)
     assert not gate.holds  # …but it has no evidence
     assert gate.missing == [("b", "sandbox", "never run on these bytes with this test content")]
     # a failed run of b inside its grace period is evidence, and the waiver excuses the failure
     _record(cat, run, v.digest, "b", "db", "sandbox", Verdict.FAIL, 1)
-    assert evaluate_gate(evidence_of(cat, v, [a, b]), [a, b], ["sandbox"], grace).holds
+    assert evaluate_gate(evidence_of(cat.reader(), v, [a, b]), [a, b], ["sandbox"], grace).holds
 
 
 def test_evidence_about_other_bytes_or_older_test_content_does_not_count(cat: Catalog) -> None:
@@ -106,16 +118,16 @@ def test_evidence_about_other_bytes_or_older_test_content_does_not_count(cat: Ca
     run = cat.start_run(v.digest, v.id, {})
     _record(cat, run, other.digest, "smoke", "new-content", "sandbox", Verdict.PASS, 0)  # other bytes
     _record(cat, run, v.digest, "smoke", "old-content", "sandbox", Verdict.PASS, 0)  # the test changed since
-    gate = evaluate_gate(evidence_of(cat, v, [check]), [check], ["sandbox"])
+    gate = evaluate_gate(evidence_of(cat.reader(), v, [check]), [check], ["sandbox"])
     assert not gate.holds and "never run" in gate.missing[0][2]
     skip = make_waiver(Quarantine(), arch="amd64", grace=timedelta(days=1), first_seen={})
-    assert not evaluate_gate(evidence_of(cat, v, [check]), [check], ["sandbox"], skip).holds
+    assert not evaluate_gate(evidence_of(cat.reader(), v, [check]), [check], ["sandbox"], skip).holds
     # a harness skip is not evidence either, even for a test marked flaky or waived
     _record(cat, run, v.digest, "smoke", "new-content", "sandbox", Verdict.SKIP, None)
     flaky = Req("smoke", "new-content", flaky=True)
-    assert not evaluate_gate(evidence_of(cat, v, [flaky]), [flaky], ["sandbox"], skip).holds
+    assert not evaluate_gate(evidence_of(cat.reader(), v, [flaky]), [flaky], ["sandbox"], skip).holds
     _record(cat, run, v.digest, "smoke", "new-content", "sandbox", Verdict.SKIP, SKIP_EXIT_CODE)
-    assert evaluate_gate(evidence_of(cat, v, [check]), [check], ["sandbox"]).holds  # "does not apply here"
+    assert evaluate_gate(evidence_of(cat.reader(), v, [check]), [check], ["sandbox"]).holds  # "does not apply here"
 
 
 # ---- properties over random histories -------------------------------------------------------
@@ -198,10 +210,61 @@ def test_auto_in_a_gate_judges_each_test_on_the_lightest_testbed_it_ran_on(cat: 
     run = cat.start_run(v.digest, v.id, {})
     _record(cat, run, v.digest, "plain", "dp", "sandbox", Verdict.PASS, 0)
     _record(cat, run, v.digest, "machine", "dm", "qemu", Verdict.FAIL, 1)
-    gate = evaluate_gate(evidence_of(cat, v, [plain, machine]), [plain, machine], ["auto"])
+    gate = evaluate_gate(evidence_of(cat.reader(), v, [plain, machine]), [plain, machine], ["auto"])
     assert gate.satisfied == [("plain", "sandbox")] and [m[:2] for m in gate.missing] == [("machine", "qemu")]
     _record(cat, run, v.digest, "machine", "dm", "qemu", Verdict.PASS, 0)
-    assert evaluate_gate(evidence_of(cat, v, [plain, machine]), [plain, machine], ["auto"]).holds
+    assert evaluate_gate(evidence_of(cat.reader(), v, [plain, machine]), [plain, machine], ["auto"]).holds
     never = Req("never", "dn")  # no attempt anywhere: missing, as on any testbed
-    assert evaluate_gate(evidence_of(cat, v, [never]), [never], ["auto"]).missing == [
+    assert evaluate_gate(evidence_of(cat.reader(), v, [never]), [never], ["auto"]).missing == [
         ("never", "auto", "never run on these bytes with this test content")]
+
+
+GATED = "name: gated\nsuite: bookworm\ntests:\n  suite: suite\n  gate:\n    tests: all\n    testbeds: [sandbox]\n"
+PROBE = ("import sys, runpy\nsys.argv = ['imageci'] + sys.argv[1:]\n"
+         "try:\n    runpy.run_module('imageci.cli', run_name='__main__')\nexcept SystemExit as e:\n    code = e.code\n"
+         "print('ORM', any(m.startswith('sqlalchemy') for m in sys.modules), 'EXIT', code, file=sys.stderr)\n")
+
+
+def test_imageci_gate_judges_through_the_reader_alone_as_the_orm_s_version_is_judged(tmp_path: Path) -> None:
+    """``imageci gate`` reads what it judges (the version, its stored suite, evidence, catalog quarantine,
+    grace, consumers) with plain SQL: SQLAlchemy is never imported, and its verdict is the one the gate
+    gives an ORM ``Version`` (a run's, a promotion's)."""
+    settings = Settings(home=tmp_path / "home", db_url=f"sqlite:///{tmp_path / 'home' / 'catalog.db'}", jobs=1,
+                        build_cache=None)
+    settings.ensure()
+    cat, store = Catalog.open(settings.db_url), BlobStore(settings.store_dir)
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    for name in ("passes", "fails", "waived", "new"):
+        (suite / f"{name}.sh").write_text(f"#!/bin/sh\n# {name}\ntrue\n")
+    (suite / "suite.yaml").write_text("grace: 1d\n")  # a new test's failures only warn for a day
+    snap = pack_tree(suite, store)
+    digests = {c.id: c.digest for c in suite_checks(load_suite(suite))}
+    v = cat.register_version("gated", "e" * 64, [NewArtifact("rootfs", "r.tar", "e" * 64, 1),
+                                                 NewArtifact(SUITE, "suite.tar", snap.digest, snap.size)],
+                             input_hash=None, definition=GATED, build_info={}, actor="t")
+    run = cat.start_run(v.digest, v.id, {})
+    for test, verdict, age in (("passes", Verdict.PASS, 3), ("fails", Verdict.FAIL, 3), ("waived", Verdict.FAIL, 3),
+                               ("new", Verdict.FAIL, 0)):
+        cat.record_attempt(Attempt(run_id=run, image_digest=v.digest, test_id=test, test_digest=digests[test],
+                                   testbed="sandbox", attempt=1, started_at=utcnow() - timedelta(days=age),
+                                   ended_at=utcnow(), exit_code=0 if verdict == Verdict.PASS else 1,
+                                   verdict=verdict, reason="" if verdict == Verdict.PASS else "exit 1"))
+    cat.finish_run(run, 1)
+    cat.add_quarantine(QuarantineRow(test="waived", tracker="https://bugs.example/1", expires=date(2999, 1, 1),
+                                     mode="skip", reason="known", created_by="t"), "gated")
+    ref = f"gated@{v.serial}"
+    env = {**os.environ, "IMAGECI_HOME": str(settings.home), "IMAGECI_DB_URL": settings.db_url}
+    res = subprocess.run([sys.executable, "-c", PROBE, "gate", ref, "--json"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert "ORM False EXIT 5" in res.stderr, res.stderr  # read without the ORM; 5: the gate does not hold
+    doc = json.loads(res.stdout)
+    assert [r["test"] for r in doc["unmet"]] == ["fails"]
+    assert sorted(r["test"] for r in doc["met"]) == ["new", "passes", "waived"]
+    session = Session.open(settings)
+    judged = gate(session, cat.resolve(ref))  # the ORM's version, as a promotion judges it
+    assert judged is not None and not judged.holds
+    assert sorted(judged.satisfied) == sorted((r["test"], r["testbed"]) for r in doc["met"])
+    assert [(t, tb) for t, tb, _why in judged.missing] == [("fails", "sandbox")]
+    session.close()
+    cat.close()

@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field
 from imageci.app import inventory
 from imageci.app.bisectruns import TREE_TESTBEDS, Ends, Ran, StepRunner
 from imageci.app.operations import RefArgs
-from imageci.app.planning import suite_of
 from imageci.app.session import Session
+from imageci.app.versions import suite_of
 from imageci.build.intermediate import Move
 from imageci.checks.base import Check
 from imageci.checks.suite import suite_checks

@@ -6,24 +6,28 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from imageci.app import access, inventory
+from imageci.app import access
 from imageci.app.access import LOCAL
-from imageci.app.consumers import ConsumerListArgs, ConsumerRow, consumer_list, snapshot_tree, take_snapshot
 from imageci.app.operations import Asks
 from imageci.app.session import Session
-from imageci.app.versions import gate_of
+from imageci.app.versions import Carried, gate_of, label_of
 from imageci.checks.consumer import ConsumerCheck, ConsumerSpec, consumer_digest, consumer_test_id
 from imageci.definitions.runtimes import declared_runtimes
 from imageci.errors import ImageciError
 from imageci.policy.consumergate import ConsumerVerdict, Side, judge
 from imageci.policy.sections import GateSection
+from imageci.store import gatelookups, lookups
 from imageci.store.blobs import BlobWriter
-from imageci.store.models import Attempt, State, Version, label
-from imageci.store.states import as_utc
+from imageci.store.gatelookups import VersionRecord
+from imageci.store.lookups import AttemptInfo
+from imageci.store.states import State, as_utc
 from imageci.supply.culprits import rank
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
+
+if TYPE_CHECKING:  # (registering and snapshotting consumers: what a gate reading their verdicts never imports)
+    from imageci.app.consumers import ConsumerRow
 
 log = logging.getLogger("imageci.app")
 
@@ -35,6 +39,8 @@ class ConsumerOrigin(Asks, Protocol):
 
 
 def _listed(origin: ConsumerOrigin, product: str) -> list[ConsumerRow]:
+    from imageci.app.consumers import ConsumerListArgs, consumer_list
+
     return origin.call(consumer_list, ConsumerListArgs(product=product))
 
 
@@ -43,6 +49,8 @@ def fetched_checks(session: Session, origin: ConsumerOrigin, product: str,
     """The consumers the server has registered for ``product`` (only those named, when ``names``), as checks
     here: each snapshot fetched by digest (checked while it streams) into this home, so the evidence they
     record is keyed exactly as the server's gate reads it."""
+    from imageci.app.consumers import snapshot_tree
+
     out = []
     for row in _listed(origin, product):
         if row.snapshot is None or row.removed is not None or (names is not None and row.name not in names):
@@ -56,11 +64,13 @@ def fetched_checks(session: Session, origin: ConsumerOrigin, product: str,
     return out
 
 
-def checks_for(session: Session, version: Version, names: list[str] | None = None) -> list[ConsumerCheck]:
+def checks_for(session: Session, version: Carried, names: list[str] | None = None) -> list[ConsumerCheck]:
     """The consumers of the version's product as checks (only those named, when ``names``), each from a
     snapshot taken now (the last one, with a warning, when its source is gone)."""
+    from imageci.app.consumers import snapshot_tree, take_snapshot
+
     out = []
-    for c, _product in session.catalog.consumers(version.product.name):
+    for c, _product in session.catalog.consumers(version.name):
         if names is not None and c.name not in names:
             continue
         try:
@@ -78,13 +88,14 @@ def checks_for(session: Session, version: Version, names: list[str] | None = Non
     return out
 
 
-def _side(session: Session, version: Version, test_id: str, digest: str, testbeds: list[str]) -> Side:
-    """How the consumer did on ``version``'s bytes on every testbed: passed, failed, or not known."""
-    by_testbed: dict[str, list[Attempt]] = {}
-    for a in session.catalog.attempts(version.digest, [test_id]):
-        if a.test_digest == digest:
+def _side(version: Carried, attempts: list[AttemptInfo], test_id: str, digest: str, testbeds: list[str]) -> Side:
+    """How the consumer did on ``version``'s bytes (whose recorded ``attempts`` these are) on every testbed:
+    passed, failed, or not known."""
+    by_testbed: dict[str, list[AttemptInfo]] = {}
+    for a in attempts:
+        if a.test_id == test_id and a.test_digest == digest:
             by_testbed.setdefault(a.testbed, []).append(a)
-    failed: Attempt | None = None
+    failed: AttemptInfo | None = None
     unknown = []
     for tb in testbeds:
         mine = by_testbed.get(tb, [])
@@ -97,21 +108,23 @@ def _side(session: Session, version: Version, test_id: str, digest: str, testbed
         else:
             unknown.append(tb)
     if failed is not None:
-        return Side(label(version), "failed", failed.testbed, failed.reason, failed.log_digest)
+        return Side(label_of(version), "failed", failed.testbed, failed.reason, failed.log_digest)
     if unknown:
-        return Side(label(version), "unknown", unknown[0])
-    return Side(label(version), "passed")
+        return Side(label_of(version), "unknown", unknown[0])
+    return Side(label_of(version), "passed")
 
 
-def _stable(session: Session, version: Version) -> Version | None:
-    stable = [v for v in session.catalog.versions(version.product.name, {State.STABLE}) if v.id != version.id]
+def _stable(session: Session, version: Carried) -> VersionRecord | None:
+    stable = [v for v in gatelookups.records(session.reader, version.name, {State.STABLE.value}) if v.id != version.id]
     return max(stable, key=lambda v: v.serial) if stable else None
 
 
-def _culprits(session: Session, before: Version, after: Version, tree: Path, failed: Side) -> list[str]:
+def _culprits(session: Session, before: Carried, after: Carried, tree: Path, failed: Side) -> list[str]:
+    from imageci.app import inventory  # (only a consumer this version broke needs the package changes)
+
     try:
-        a = access.resolve(session.reader, LOCAL, label(before))
-        b = access.resolve(session.reader, LOCAL, label(after))
+        a = access.resolve(session.reader, LOCAL, label_of(before))
+        b = access.resolve(session.reader, LOCAL, label_of(after))
         changes = inventory.version_diff(session, a, b)
         files = inventory.files_of(session, b)
     except ImageciError as exc:
@@ -128,31 +141,37 @@ def _culprits(session: Session, before: Version, after: Version, tree: Path, fai
     if not found:
         n = len(changes.packages)
         return [f"no package change is named by the suite or its log ({n} package(s) changed: imageci diff "
-                f"{label(before)} {label(after)})"]
+                f"{label_of(before)} {label_of(after)})"]
     return [f"likely cause: {c.describe()}" for c in found]
 
 
-def verdicts(session: Session, version: Version) -> list[ConsumerVerdict]:
+def verdicts(session: Session, version: Carried) -> list[ConsumerVerdict]:
     """Each consumer of the version's product, judged on its recorded evidence: this version against the
     current stable one, on the gate's testbeds, at the consumer's newest snapshot."""
+    registered = [c for c in gatelookups.consumers(session.reader, version.name) if c.snapshot is not None]
+    if not registered:
+        return []
     g = gate_of(version)
     testbeds = list(g.testbeds) if g is not None else ["sandbox"]
     stable = _stable(session, version)
+    mine = lookups.attempts(session.reader, version.digest)
+    theirs = lookups.attempts(session.reader, stable.digest) if stable is not None else []
     out = []
-    for c, _product in session.catalog.consumers(version.product.name):
-        if c.snapshot is None:
-            continue
+    for c in registered:
+        assert c.snapshot is not None
         test_id, digest = consumer_test_id(c.name), consumer_digest(c.snapshot, c.command, c.setup, c.timeout)
-        new = _side(session, version, test_id, digest, testbeds)
-        old = _side(session, stable, test_id, digest, testbeds) if stable is not None else None
+        new = _side(version, mine, test_id, digest, testbeds)
+        old = _side(stable, theirs, test_id, digest, testbeds) if stable is not None else None
         verdict = judge(c.name, c.gating, new, old)
         if verdict.regression and stable is not None:
+            from imageci.app.consumers import snapshot_tree
+
             verdict.culprits = _culprits(session, stable, version, snapshot_tree(session, c.snapshot), new)
         out.append(verdict)
     return out
 
 
-def gate_section(session: Session, version: Version) -> GateSection | None:
+def gate_section(session: Session, version: Carried) -> GateSection | None:
     """The gate's consumers section (None: the product has no consumers)."""
     judged = verdicts(session, version)
     if not judged:
@@ -169,14 +188,3 @@ def gate_section(session: Session, version: Version) -> GateSection | None:
         lines.append(v.line())
         lines += [f"  {c}" for c in v.culprits]
     return GateSection("consumers", not blocking, ", ".join(parts), lines)
-
-
-def baseline_needed(session: Session, version: Version) -> tuple[Version, list[str]] | None:
-    """The stable version and the consumers to run on it so the gate can tell a regression from a suite that
-    fails anyway: those that failed on ``version`` and have no verdict on stable at their newest snapshot."""
-    judged = [v for v in verdicts(session, version) if v.new.status == "failed"
-              and v.old is not None and v.old.status == "unknown"]
-    stable = _stable(session, version)
-    if not judged or stable is None:
-        return None
-    return stable, [v.name for v in judged]

@@ -19,6 +19,7 @@ import tarfile
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -31,9 +32,11 @@ from imageci.definitions.image import NAME_RE
 from imageci.definitions.runtimes import declared_runtimes
 from imageci.errors import UnknownReferenceError, UsageError
 from imageci.store import lookups
-from imageci.store.models import Consumer
 from imageci.store.snapshots import pack_tree, unpack_tree
 from imageci.store.states import as_utc, utcnow
+
+if TYPE_CHECKING:
+    from imageci.store.models import Consumer
 
 log = logging.getLogger("imageci.app")
 DEFAULT_TIMEOUT = 600
@@ -219,6 +222,8 @@ def add(session: Session, request: ConsumerRequest, *, by: Principal = LOCAL) ->
         source = str(Path(source).resolve())
     wheelhouse = str(Path(request.wheelhouse).resolve()) if request.wheelhouse else None
     snapshot, revision = take_snapshot(session, request.model_copy(update={"wheelhouse": wheelhouse}))
+    from imageci.store.models import Consumer  # (the ORM: what a gate reading consumers never imports)
+
     row = session.catalog.add_consumer(Consumer(
         name=request.name, source=source, ref=request.ref, subdir=request.subdir, command=request.command,
         setup=request.setup, wheelhouse=wheelhouse, timeout=request.timeout, gating=request.gating,

@@ -5,24 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from imageci.app import access, consumerruns, regressions
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import RefArgs, operation
-from imageci.app.planning import flake_policy, suite_of
-from imageci.app.promotion import PromotionResult
-from imageci.app.promotion import promote as promote_version
-from imageci.app.promotion import prune as prune_versions
 from imageci.app.session import Session
-from imageci.app.versions import Sibling, gate_of, keep_of, siblings
+from imageci.app.versions import Carried, Sibling, gate_of, keep_of, label_of, siblings, suite_of
+from imageci.app.waivers import flake_policy
 from imageci.checks.base import Check
 from imageci.checks.suite import suite_checks
 from imageci.errors import Forbidden, GateRefused, UsageError
 from imageci.policy.gate import ArchGate, GateResult, evaluate_gate, required_checks
-from imageci.store.catalog import Catalog, EvidenceChanged
-from imageci.store.models import Attempt, State, Version, label, utcnow
+from imageci.store import gatelookups, lookups
+from imageci.store.lookups import AttemptInfo
+from imageci.store.reading import Reader
+from imageci.store.states import State, utcnow
+
+if TYPE_CHECKING:  # a gate is read without the ORM (``store.gatelookups``); a promotion writes through it
+    from imageci.app.promotion import PromotionResult
 
 EVIDENCE_RETRIES = 5
 
@@ -71,12 +74,13 @@ class Promotion(BaseModel):
     also: list[str] = []  # NAME-ARCH@SERIAL: the other architectures' versions, promoted with it
 
 
-def evidence_of(catalog: Catalog, version: Version, checks: Sequence[Check]) -> list[Attempt]:
+def evidence_of(reader: Reader, version: Carried, checks: Sequence[Check]) -> list[AttemptInfo]:
     """The attempts recorded on ``version``'s bytes for ``checks``, oldest first: what its gate judges."""
-    return catalog.attempts(version.digest, [c.id for c in checks])
+    ids = {c.id for c in checks}
+    return [a for a in lookups.attempts(reader, version.digest) if a.test_id in ids]
 
 
-def _own_gate(session: Session, version: Version, quarantine: Path | None) -> GateResult | None:
+def _own_gate(session: Session, version: Carried, quarantine: Path | None) -> GateResult | None:
     g = gate_of(version)
     if g is None:
         return None
@@ -84,9 +88,9 @@ def _own_gate(session: Session, version: Version, quarantine: Path | None) -> Ga
     checks = suite_checks(suite)
     waiver = flake_policy(session, version, suite, checks, quarantine, warn=False)
     required = required_checks(checks, g.tests)
-    info = access.resolve(session.reader, LOCAL, label(version))
+    info = access.resolve(session.reader, LOCAL, label_of(version))
     reference = regressions.reference_for(session, info)
-    result = evaluate_gate(evidence_of(session.catalog, version, required), required, g.testbeds, waiver,
+    result = evaluate_gate(evidence_of(session.reader, version, required), required, g.testbeds, waiver,
                            changes=regressions.changes(session, info) if reference else None, allow=g.allow,
                            reference=reference.label if reference else None)
     sections = []
@@ -110,16 +114,16 @@ def _sibling_gate(session: Session, sibling: Sibling, quarantine: Path | None) -
                                                     f"inputs (imageci build --arch {sibling.architecture})")
     v = sibling.version
     if v.state == State.STABLE:
-        return ArchGate(sibling.architecture, label(v), None)
+        return ArchGate(sibling.architecture, label_of(v), None)
     result = _own_gate(session, v, quarantine)
     if result is None:
-        return ArchGate(sibling.architecture, label(v), "no gate is defined for it")
+        return ArchGate(sibling.architecture, label_of(v), "no gate is defined for it")
     why = None if result.holds else f"{len(result.missing)} requirement(s) unmet: " + "; ".join(
         f"{t} on {tb}: {w}" for t, tb, w in result.missing[:3]) + ("; …" if len(result.missing) > 3 else "")
-    return ArchGate(sibling.architecture, label(v), why)
+    return ArchGate(sibling.architecture, label_of(v), why)
 
 
-def gate(session: Session, version: Version, *, quarantine: Path | None = None) -> GateResult | None:
+def gate(session: Session, version: Carried, *, quarantine: Path | None = None) -> GateResult | None:
     """Whether the version's gate holds on the evidence recorded for it (None: it has no gate).
     The required tests are those of the version's stored suite, at their current content. A version
     built for several architectures (one definition, ``architectures``) passes only when the
@@ -134,10 +138,10 @@ def gate(session: Session, version: Version, *, quarantine: Path | None = None) 
 def gate_status(session: Session, ref: str, *, viewer: Principal = LOCAL) -> GateStatus:
     """The gate of the version ``ref`` names, evaluated now on its recorded evidence."""
     info = access.resolve(session.reader, viewer, ref)
-    version = session.catalog.resolve(f"{info.name}@{info.serial}")
+    version = gatelookups.record(session.reader, info.id)
     result = gate(session, version)
     told = result.changes if result else {}
-    return GateStatus(image=label(version), digest=f"sha256:{version.digest}", state=version.state,
+    return GateStatus(image=label_of(version), digest=f"sha256:{version.digest}", state=version.state,
                       architecture=version.architecture,
                       defined=result is not None, holds=bool(result and result.holds),
                       architectures=[ArchStatus(architecture=s.architecture, image=s.image, holds=s.why is None,
@@ -161,13 +165,16 @@ def promote(session: Session, ref: str, *, to: str = "stable", force: bool = Fal
         raise UsageError(f"can only promote to 'stable' (got {to!r})")
     info = access.resolve(session.reader, by, ref)
     by.require(Scope.PROMOTE, info.namespace, f"promote {info.label}")
+    from imageci.app.promotion import promote as promote_version
+    from imageci.store.catalog import EvidenceChanged
+
     for _ in range(EVIDENCE_RETRIES):
         version = session.catalog.resolve(f"{info.name}@{info.serial}")
         evidence = session.catalog.evidence(version)  # before the gate reads: a result after it is noticed
-        others = [s.version for s in siblings(session, version)
+        others = [session.catalog.resolve(s.version.label) for s in siblings(session, version)
                   if s.version is not None and s.version.state == State.TESTING]
         for other in others:
-            by.require(Scope.PROMOTE, other.product.namespace, f"promote {label(other)}")
+            by.require(Scope.PROMOTE, other.product.namespace, f"promote {label_of(other)}")
         also = [(other, session.catalog.evidence(other)) for other in others]
         result = gate(session, version, quarantine=quarantine)
         if not force and result is not None and not result.holds:
@@ -185,8 +192,9 @@ def promote(session: Session, ref: str, *, to: str = "stable", force: bool = Fal
 
 
 def promotion_row(result: PromotionResult) -> Promotion:
-    return Promotion(image=label(result.version), digest=f"sha256:{result.version.digest}", forced=result.forced,
-                     retired=[label(v) for v in result.retired], also=[label(v) for v in result.also])
+    return Promotion(image=label_of(result.version), digest=f"sha256:{result.version.digest}",
+                     forced=result.forced, retired=[label_of(v) for v in result.retired],
+                     also=[label_of(v) for v in result.also])
 
 
 class Pruned(BaseModel):
@@ -201,10 +209,12 @@ def prune(session: Session, *, older_than: timedelta, name: str | None = None, d
     products ``by`` may promote in (scope ``promote``); audited as ``by``."""
     if by.anonymous or by.channel is not None or not (Scope.PROMOTE in by.scopes or Scope.ADMIN in by.scopes):
         raise Forbidden(f"{by.name} may not prune: it needs scope 'promote'")
+    from imageci.app.promotion import prune as prune_versions
+
     done = prune_versions(session.catalog, older_than=older_than, name=name, dry_run=dry_run,
                           actor=None if by == LOCAL else by.name,
                           allowed=lambda v: by.may(Scope.PROMOTE, v.product.namespace))
-    return [Pruned(image=label(v), digest=f"sha256:{v.digest}", created=v.created_at.isoformat(timespec="seconds"))
+    return [Pruned(image=label_of(v), digest=f"sha256:{v.digest}", created=v.created_at.isoformat(timespec="seconds"))
             for v in done]
 
 

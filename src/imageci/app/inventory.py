@@ -12,7 +12,7 @@ import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -24,7 +24,6 @@ from imageci.errors import ImageciError, UsageError
 from imageci.formats.rootfs import unpacked_rootfs
 from imageci.store import lookups
 from imageci.store.blobs import BlobStore
-from imageci.store.catalog import NewArtifact
 from imageci.store.lookups import VersionInfo
 from imageci.store.states import BOM, FILE_INDEX, ROOTFS, as_utc
 from imageci.supply.diff import Changes, changes
@@ -34,6 +33,9 @@ from imageci.supply.forms import BomFormat
 from imageci.supply.packages import Bom
 from imageci.supply.records import DamagedDatabase
 from imageci.supply.subject import Subject
+
+if TYPE_CHECKING:
+    from imageci.store.catalog import NewArtifact
 
 FILENAMES = {BOM: "bom.json", FILE_INDEX: "files.json.gz"}
 
@@ -45,6 +47,8 @@ class NoRootFs(UsageError):
 def inventory(tree: Path, store: BlobStore) -> list[NewArtifact]:
     """The BOM and file index of an unpacked root file system, stored: the artifacts to register
     with its version (``build`` and ``import`` call this while the tree is unpacked)."""
+    from imageci.store.catalog import NewArtifact  # (the ORM: a gate reading changes never imports it)
+
     bom = store.put_bytes(extract_bom(tree).model_dump_json().encode())
     files = store.put_bytes(gzip.compress(index_files(tree).model_dump_json().encode(), mtime=0))
     return [NewArtifact(BOM, FILENAMES[BOM], bom.digest, bom.size),

@@ -6,8 +6,6 @@ flake policy."""
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,8 +18,8 @@ from imageci.app.testrequest import executor_for, testbeds_for
 
 if TYPE_CHECKING:
     from imageci.app.consumerruns import ConsumerOrigin
-from imageci.app.versions import config_of, suite_dir_of
-from imageci.app.waivers import policy_for
+from imageci.app.versions import config_of, suite_of
+from imageci.app.waivers import flake_policy
 from imageci.capabilities import AUTO
 from imageci.checks.base import Check
 from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
@@ -33,16 +31,14 @@ from imageci.checks.suite import suite_checks
 from imageci.checks.testinfra import checks_from_testinfra
 from imageci.definitions.dep8 import fetch_source, load_dep8
 from imageci.definitions.limits import LimitPolicy, parse_assignments
-from imageci.definitions.quarantine import quarantine_for_suite
 from imageci.definitions.structure import load_structure
-from imageci.definitions.suite import Suite, load_suite
+from imageci.definitions.suite import Suite
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import UsageError
 from imageci.formats.oci import ImageConfig, image_config
-from imageci.policy.flake import expired_warnings
 from imageci.store import lookups
 from imageci.store.catalog import VersionDeleted
-from imageci.store.models import SUITE, State, Version, as_utc, label
+from imageci.store.models import State, Version, as_utc, label
 from imageci.store.objects import CorruptBlobError, StoreUnavailable
 
 log = logging.getLogger("imageci.app")
@@ -64,44 +60,6 @@ class TestPlan:
     executor: Executor = "local"
     config: ImageConfig | None = None  # the image's runtime configuration, as the checks were made with
     unfetched: str = ""  # why the image's bytes could not be fetched (then every test is an error of the testbed)
-
-
-def flake_policy(session: Session, version: Version, suite: Suite | None, checks: list[Check],
-                 override: Path | None, *, warn: bool = True) -> WaiverFn | None:
-    """The waivers for this version's tests: its quarantine file and the suite's grace period."""
-    quarantine = quarantine_for_suite(suite.path if suite else None, override)
-    if warn:
-        for line in expired_warnings(quarantine):
-            log.warning("%s", line)
-    return policy_for(session.catalog, version.product.name, [c.id for c in checks], quarantine,
-                      arch=version.architecture, grace=suite.grace if suite else None)
-
-
-_SUITES: OrderedDict[tuple[Path, str], Suite] = OrderedDict()  # stored suites, loaded: a snapshot never changes
-_SUITES_LOCK = threading.Lock()
-SUITES_KEPT = 32
-
-
-def suite_of(session: Session, version: Version, override: Path | None = None, *, warn: bool = True) -> Suite:
-    """The suite to run (``override``, else the version's stored snapshot). A stored one is loaded once per
-    process and snapshot digest (a server's pages and gates read the same suites again and again)."""
-    stored = next((a.digest for a in version.artifacts if a.kind == SUITE), None) if override is None else None
-    key = (session.settings.home, stored or "")
-    with _SUITES_LOCK:
-        suite = _SUITES.get(key) if stored else None
-        if suite is not None:
-            _SUITES.move_to_end(key)
-    if suite is None:
-        suite = load_suite(suite_dir_of(session, version, override))
-        if stored:
-            with _SUITES_LOCK:
-                _SUITES[key] = suite
-                while len(_SUITES) > SUITES_KEPT:
-                    _SUITES.popitem(last=False)
-    if warn:
-        for line in suite.warnings:
-            log.warning("%s", line)
-    return suite
 
 
 def _consumer_checks(session: Session, version: Version, request: TestRequest, named: list[str],

@@ -18,8 +18,8 @@ from imageci.app import access
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import MAX_ID, operation
 from imageci.app.overview import overview
-from imageci.app.planning import suite_of
 from imageci.app.session import Session
+from imageci.app.versions import suite_of
 from imageci.definitions.quarantine import QuarantineEntry, quarantine_for_suite
 from imageci.errors import ImageciError, UnknownReferenceError, UsageError
 from imageci.store import lookups

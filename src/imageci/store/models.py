@@ -74,6 +74,11 @@ class Version(Base):
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="version", cascade="all, delete-orphan")
     events: Mapped[list[Event]] = relationship(back_populates="version", order_by="Event.id")
 
+    @property
+    def name(self) -> str:
+        """Its product's name (as ``store.gatelookups.VersionRecord`` has it: ``app.versions.Carried``)."""
+        return self.product.name
+
 
 def label(version: Version) -> str:
     """How people name a version: NAME@SERIAL."""

@@ -5,7 +5,7 @@ as tuples. Two implementations run the same statements:
 
 - ``SqliteReader``: the standard library's sqlite3 (``query_only``: it never
   writes), on an existing, up-to-date SQLite catalog. It never imports SQLAlchemy, so the query
-  commands (``images``, ``results``, ``events``, ``flaky``) start in a fraction
+  commands (``images``, ``results``, ``events``, ``flaky``, ``gate``) start in a fraction
   of the time the ORM's import takes.
 - ``store.catalog.SqlAlchemyReader`` (store/catalog/base.py): any database SQLAlchemy reaches
   (PostgreSQL), through the catalog's engine.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -13,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from imageci.store import lookups
 from imageci.store.catalog.base import _ATTEMPT_COLUMNS, CatalogBase, SqlAlchemyReader, _aware
-from imageci.store.models import Attempt, Product, Run, RunStatus, Version, utcnow
+from imageci.store.models import Attempt, Run, RunStatus, utcnow
 
 
 class RunRows(CatalogBase):
@@ -129,17 +128,6 @@ class RunRows(CatalogBase):
             if run_id is not None:
                 q = q.where(Attempt.run_id == run_id)
             return list(s.scalars(q.order_by(Attempt.id)))
-
-    def first_seen(self, name: str, test_ids: Sequence[str]) -> dict[str, datetime]:
-        """When each test first ran against any version of product ``name`` (absent: never)."""
-        with self.session() as s:
-            rows = s.execute(
-                select(Attempt.test_id, func.min(Attempt.started_at))
-                .join(Version, Version.digest == Attempt.image_digest)
-                .join(Product, Product.id == Version.product_id)
-                .where(Product.name == name, Attempt.test_id.in_(list(test_ids)))
-                .group_by(Attempt.test_id))
-            return {tid: _aware(when) for tid, when in rows}
 
     def runs(self, image_digest: str) -> list[Run]:
         with self.session() as s:
