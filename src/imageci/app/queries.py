@@ -227,12 +227,16 @@ def results(session: Session, ref: str, tests: list[str] | None = None, *, viewe
     for a in attempts:
         per_run[a.run_id] = per_run.get(a.run_id, 0) + 1
     every_run = lookups.runs(session.reader, version.digest)
+    repeated_by: dict[int, list[int]] = {}
+    for o in every_run:
+        if o.repeats is not None:
+            repeated_by.setdefault(o.repeats, []).append(o.id)
     runs = [RunRow(run=r.id, status=r.status, exit_code=r.exit_code, actor=r.actor,
                    started=r.started_at.isoformat(timespec="seconds"),
                    ended=r.ended_at.isoformat(timespec="seconds") if r.ended_at else None,
                    tests=len(json.loads(r.options).get("tests", [])), attempts=per_run.get(r.id, 0),
                    reference_for=json.loads(r.options).get(regressions.REFERENCE_OPTION), repeats=r.repeats,
-                   repeated_by=[o.id for o in every_run if o.repeats == r.id])
+                   repeated_by=repeated_by.get(r.id, []))
             for r in every_run if not tests or r.id in per_run]
     return Results(image=version.label, digest=f"sha256:{version.digest}", state=version.state,
                    architecture=version.architecture, runs=runs, attempts=rows,
