@@ -124,6 +124,31 @@ def test_a_changed_cache_is_unpacked_again_and_verify_compares_it_with_the_blob(
     assert {str(p) for p in rootfs.compare_with_archive(archive, root)} >= {"bin/tool: owner or mode changed"}
 
 
+
+@pytest.mark.root  # the rootfs keeps root ownership
+def test_an_image_s_init_is_read_from_its_tree_once_per_digest(tmp_path: Path) -> None:
+    from imageci.formats import rootfs
+    from imageci.fs import safe_rmtree
+    from imageci.testbeds import imageinit
+    from imageci.testbeds.base import ImageHandle
+
+    archive = _tar(tmp_path / "r.tar", [_dir("./lib"), _dir("./lib/systemd"), _dir("./sbin"),
+                                        _file("./lib/systemd/systemd", b"\x7fELF", 0o755),
+                                        _link("./sbin/init", "../lib/systemd/systemd")])
+    cache, image = tmp_path / "cache", ImageHandle(digest="e" * 64, name="booted", rootfs_tar=archive)
+    assert imageinit.has_systemd(image, cache) and imageinit.has_init(image, cache)
+    # another process, the tree trimmed meanwhile: answered from what was kept, nothing checked or unpacked
+    rootfs._checked.clear()
+    safe_rmtree(cache / image.digest)
+    (cache / f"{image.digest}.complete").unlink()
+    assert imageinit.has_systemd(image, cache) and not (cache / image.digest).exists()
+    rootfs.discard_unpacked(cache, image.digest)  # the tree's answer goes with it
+    assert not (cache / f"{image.digest}.init").exists()
+    plain = ImageHandle(digest="f" * 64, name="plain", rootfs_tar=_tar(tmp_path / "p.tar", [_dir("./etc")]))
+    assert not imageinit.has_init(plain, cache) and not imageinit.has_systemd(plain, cache)
+    assert (cache / f"{plain.digest}.init").read_text() == '{"init": null}'
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == []  # no temporary file left
+
 def test_vm_assets_record_their_hashes(tmp_path: Path) -> None:
     import json
 

@@ -108,8 +108,8 @@ def _trim_one(name: str, root: Path, entries: Callable[[Path], Iterator[Entry]],
         if entry.marker is not None:
             entry.marker.unlink(missing_ok=True)
         safe_rmtree(entry.tree)
-        for extra in (entry.tree.with_name(entry.tree.name + suffix) for suffix in (".manifest", ".lock", ".stamps")):
-            extra.unlink(missing_ok=True)
+        for suffix in (".manifest", ".lock", ".stamps", ".init"):  # what is kept beside a tree (.init: its init)
+            entry.tree.with_name(entry.tree.name + suffix).unlink(missing_ok=True)
         total -= size
         removed.append(f"trimmed {name}: removed {entry.tree.name} ({size / 1e6:.1f} MB, least recently used)")
     return removed

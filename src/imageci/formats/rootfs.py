@@ -355,6 +355,7 @@ def discard_unpacked(cache_dir: Path, digest: str) -> None:
     (cache_dir / f"{digest}.complete").unlink(missing_ok=True)
     (cache_dir / f"{digest}.manifest").unlink(missing_ok=True)
     (cache_dir / f"{digest}.synthesized").unlink(missing_ok=True)  # a bisection's: made again when needed
+    (cache_dir / f"{digest}.init").unlink(missing_ok=True)  # what testbeds.imageinit read from it
     safe_rmtree(cache_dir / digest)
     with _checked_lock:
         _checked.discard((cache_dir.resolve(), digest))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import fcntl
 import os
 import re
@@ -35,6 +34,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from imageci.errors import TestbedError
+from imageci.libc import LIBC
 
 PORT = 3142
 GUEST_ADDRESS = "10.0.2.100"  # where a qemu VM reaches the proxy (a guestfwd rule)
@@ -52,8 +52,6 @@ IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40
 MAX_HEADER = 64 << 10
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host"}
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def archive_hosts(root: Path) -> frozenset[tuple[str, str, int]]:
@@ -111,7 +109,7 @@ def new_namespace() -> tuple[int, socket.socket]:
     """A new network namespace with loopback up and the proxy's socket bound in it:
     (an fd that keeps the namespace, the listening socket)."""
     def make() -> tuple[int, socket.socket]:
-        if _libc.unshare(CLONE_NEWNET) != 0:
+        if LIBC.unshare(CLONE_NEWNET) != 0:
             raise TestbedError(f"cannot create a network namespace: {os.strerror(ctypes.get_errno())}")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
@@ -125,7 +123,7 @@ def listen_in(pid: int) -> socket.socket:
     def make() -> socket.socket:
         fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
+            if LIBC.setns(fd, CLONE_NEWNET) != 0:
                 raise TestbedError(f"cannot enter the container's network: {os.strerror(ctypes.get_errno())}")
         finally:
             os.close(fd)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imageci.errors import HostSetupError, TestbedError
+from imageci.libc import LIBC
 from imageci.testbeds.limits import LimitGroup
 
 MNT_DETACH = 2
@@ -38,9 +38,6 @@ PROC_READ_ONLY = ("sys", "sysrq-trigger", "bus", "fs", "irq")
 PROC_MASKED = ("kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "asound", "acpi", "scsi")
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def mount_overlay(lowers: Sequence[Path], upper: Path, work: Path, merged: Path) -> None:
     """Mount the overlay (``lowers`` top first) through /proc/self/fd paths: the mount options the
     test can read in /proc/mounts then name no host directory."""
@@ -50,7 +47,7 @@ def mount_overlay(lowers: Sequence[Path], upper: Path, work: Path, merged: Path)
             fds.append(os.open(d, os.O_PATH | os.O_DIRECTORY))
         lower = ":".join(f"/proc/self/fd/{fd}" for fd in fds[:-2])
         opts = f"lowerdir={lower},upperdir=/proc/self/fd/{fds[-2]},workdir=/proc/self/fd/{fds[-1]}"
-        if _libc.mount(b"overlay", str(merged).encode(), b"overlay", 0, opts.encode()) != 0:
+        if LIBC.mount(b"overlay", str(merged).encode(), b"overlay", 0, opts.encode()) != 0:
             err = ctypes.get_errno()
             raise TestbedError(f"overlayfs mount failed: {os.strerror(err)} (the sandbox testbed needs root "
                                "and a kernel with overlayfs)")
@@ -62,7 +59,7 @@ def mount_overlay(lowers: Sequence[Path], upper: Path, work: Path, merged: Path)
 
 
 def umount(path: Path) -> None:
-    _libc.umount2(str(path).encode(), MNT_DETACH)
+    LIBC.umount2(str(path).encode(), MNT_DETACH)
 
 
 def bwrap_path() -> str:

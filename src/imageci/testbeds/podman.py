@@ -134,9 +134,10 @@ class PodmanTestbed(Testbed):
                                          [self.store.graphroot]))
             self.env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)}
             self.container = name
-            run_podman(self.run_argv(name, owner), env=self.env, cwd=self._cwd())
-            pid = run_podman([self.podman, "inspect", "--format", "{{.State.Pid}}", name], env=self.env)
-            self._pid = int(pid.stdout.decode().strip() or 0)
+            pidfile = self.slot.path / "container.pid"  # podman writes it: no `podman inspect` afterwards
+            pidfile.unlink(missing_ok=True)  # (a slot is reused)
+            run_podman(self.run_argv(name, owner, pidfile), env=self.env, cwd=self._cwd())
+            self._pid = int(pidfile.read_text().strip() or 0)
             if self.systemd:
                 self._wait_for_systemd()
             if self.archive is not None and not self.network:
@@ -148,9 +149,10 @@ class PodmanTestbed(Testbed):
             self.close()
             raise
 
-    def run_argv(self, name: str, owner: str) -> list[str]:
-        """The ``podman run`` that makes this testbed's container."""
-        argv = [self.podman, "run", "-d", "--pull", "never", "--name", name, "--label", f"{LABEL}=1",
+    def run_argv(self, name: str, owner: str, pidfile: Path | None = None) -> list[str]:
+        """The ``podman run`` that makes this testbed's container (its process id written to ``pidfile``)."""
+        argv = [self.podman, "run", "-d", *(["--pidfile", str(pidfile)] if pidfile else []), "--pull", "never",
+                "--name", name, "--label", f"{LABEL}=1",
                 "--label", f"{HOME_LABEL}={home_id(self.tmp.parent)}", "--label", f"{OWNER_LABEL}={owner}",
                 "--hostname", "imageci-podman", *runtime_flags(self.limits.pids or 4096)]
         if not self.network:

@@ -24,7 +24,6 @@ on arm64). ``needs: [privileged]`` runs without it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import threading
@@ -60,9 +59,8 @@ class _Cmp(ctypes.Structure):
 
 
 def _lib() -> ctypes.CDLL:
-    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
-    try:
-        lib = ctypes.CDLL(name, use_errno=True)
+    try:  # by its soname (``ctypes.util.find_library`` would run ``ldconfig -p`` to find the same name)
+        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     except OSError as exc:
         raise HostSetupError("libseccomp is not installed (apt-get install libseccomp2): the sandbox needs it for "
                              "its seccomp filter") from exc

@@ -10,17 +10,17 @@ with a large hole is never read whole.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from imageci.libc import LIBC
+
 CONSOLE_TAIL = 4000  # bytes of console shown with an error
 CONSOLE_KEEP = 4 << 20  # bytes of a VM's console kept on disk
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def console_tail(path: Path, n: int = CONSOLE_TAIL) -> str:
@@ -47,7 +47,7 @@ def bound_file(path: Path, keep: int = CONSOLE_KEEP) -> None:
     end = (st.st_size - keep) // 4096 * 4096
     fd = os.open(path, os.O_WRONLY)
     try:
-        _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, ctypes.c_long(0), ctypes.c_long(end))
+        LIBC.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, ctypes.c_long(0), ctypes.c_long(end))
     finally:
         os.close(fd)
 
