@@ -14,7 +14,6 @@ from imageci.app.operations import Asks
 from imageci.app.session import Session
 from imageci.app.versions import Carried, gate_of, label_of
 from imageci.checks.consumer import ConsumerCheck, ConsumerSpec, consumer_digest, consumer_test_id
-from imageci.definitions.runtimes import declared_runtimes
 from imageci.errors import ImageciError
 from imageci.policy.consumergate import ConsumerVerdict, Side, judge
 from imageci.policy.sections import GateSection
@@ -23,7 +22,6 @@ from imageci.store.blobs import BlobWriter
 from imageci.store.gatelookups import VersionRecord
 from imageci.store.lookups import AttemptInfo
 from imageci.store.states import State, as_utc
-from imageci.supply.culprits import rank
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
 
 if TYPE_CHECKING:  # (registering and snapshotting consumers: what a gate reading their verdicts never imports)
@@ -121,6 +119,8 @@ def _stable(session: Session, version: Carried) -> VersionRecord | None:
 
 def _culprits(session: Session, before: Carried, after: Carried, tree: Path, failed: Side) -> list[str]:
     from imageci.app import inventory  # (only a consumer this version broke needs the package changes)
+    from imageci.definitions.runtimes import declared_runtimes
+    from imageci.supply.culprits import rank
 
     try:
         a = access.resolve(session.reader, LOCAL, label_of(before))
