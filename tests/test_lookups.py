@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,9 @@ from imageci.app.session import Session
 from imageci.cli.columns import clean, write_columns
 from imageci.config import Settings
 from imageci.errors import UnknownReferenceError
-from imageci.store import lookups
+from imageci.store import gatelookups, lookups
 from imageci.store.catalog import Catalog, NewArtifact
-from imageci.store.models import Attempt, RunStatus, State
+from imageci.store.models import Attempt, Consumer, Quarantine, RunStatus, State
 from imageci.store.reading import Reader, SqliteReader
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -47,6 +47,18 @@ def seed(cat: Catalog) -> dict[str, str]:
                                            log_digest="e" * 64 if test == "solid" else None))
         cat.finish_run(run, 1)
     cat.transition(cat.resolve(refs["a" * 64]).id, State.STABLE, actor="alice", reason="gate held")
+    # what a gate reads besides (store.gatelookups): the catalog's quarantine and the consumers, lifted and
+    # removed ones among them
+    for test, lifted in (("flaky", False), ("broken", True)):
+        entry = cat.add_quarantine(Quarantine(test=test, tracker="https://bugs.example/1", expires=date(2999, 1, 2),
+                                              mode="skip", testbeds=json.dumps(["sandbox"]), reason="known",
+                                              created_by="tester"), "demo")
+        if lifted:
+            cat.lift_quarantine(entry.id, actor="tester", reason="fixed")
+    for name in ("app", "gone"):
+        cat.add_consumer(Consumer(name=name, source="/src", command="make check", timeout=60, gating=name == "app",
+                                  snapshot="5" * 64, created_by="tester"), "demo")
+    cat.remove_consumer("gone", actor="tester")
     return refs
 
 
@@ -68,6 +80,11 @@ def answers(reader: Reader, refs: dict[str, str]) -> dict[str, object]:
     out["flaky"] = lookups.transient_failures(reader, None, T0 - timedelta(days=1))
     out["flaky all"] = lookups.transient_failures(reader, None, T0 - timedelta(days=100))
     out["flaky other"] = lookups.transient_failures(reader, "other", T0 - timedelta(days=100))
+    out["record"] = gatelookups.record(reader, lookups.resolve(reader, "demo:stable").id)
+    out["records"] = gatelookups.records(reader, "demo", {State.TESTING.value, State.STABLE.value})
+    out["quarantines"] = gatelookups.quarantines(reader, "demo")
+    out["consumers"] = gatelookups.consumers(reader, "demo")
+    out["first seen"] = gatelookups.first_seen(reader, "demo", ["solid", "errs", "never"])
     return out
 
 
@@ -93,6 +110,17 @@ def check_answers(mine: dict[str, object], refs: dict[str, str]) -> None:
     events = mine["events"]
     assert isinstance(events, list) and [(e.from_state, e.to_state, e.actor) for e in events][-1] == (
         "testing", "stable", "alice")
+    record, records = mine["record"], mine["records"]
+    assert isinstance(record, gatelookups.VersionRecord) and isinstance(records, list)
+    assert (record.digest, record.state, record.definition, [a.kind for a in record.artifacts]) == (
+        "a" * 64, "stable", "name: demo", ["rootfs", "build-log"])
+    assert [r.digest for r in records] == ["a" * 64, "b" * 64] and records[0] == record
+    quarantined, consumers = mine["quarantines"], mine["consumers"]
+    assert isinstance(quarantined, list) and isinstance(consumers, list)
+    assert [(q.test, q.expires, q.mode, q.testbeds) for q in quarantined] == [
+        ("flaky", date(2999, 1, 2), "skip", '["sandbox"]')]  # the lifted one is not
+    assert [(c.name, c.gating, c.timeout, c.snapshot) for c in consumers] == [("app", True, 60, "5" * 64)]
+    assert mine["first seen"] == {"solid": T0 - timedelta(days=40), "errs": T0 - timedelta(days=40)}  # not "never"
 
 
 def test_lookups_answer_the_same_through_sqlite3_and_sqlalchemy(tmp_path: Path) -> None:
