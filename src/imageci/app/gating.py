@@ -74,10 +74,13 @@ class Promotion(BaseModel):
     also: list[str] = []  # NAME-ARCH@SERIAL: the other architectures' versions, promoted with it
 
 
-def evidence_of(reader: Reader, version: Carried, checks: Sequence[Check]) -> list[AttemptInfo]:
-    """The attempts recorded on ``version``'s bytes for ``checks``, oldest first: what its gate judges."""
+def evidence_of(reader: Reader, version: Carried, checks: Sequence[Check],
+                recorded: Sequence[AttemptInfo] | None = None) -> list[AttemptInfo]:
+    """The attempts recorded on ``version``'s bytes (``recorded``, when already read) for ``checks``, oldest
+    first: what its gate judges."""
     ids = {c.id for c in checks}
-    return [a for a in lookups.attempts(reader, version.digest) if a.test_id in ids]
+    return [a for a in (recorded if recorded is not None else lookups.attempts(reader, version.digest))
+            if a.test_id in ids]
 
 
 def _own_gate(session: Session, version: Carried, quarantine: Path | None) -> GateResult | None:
@@ -90,9 +93,10 @@ def _own_gate(session: Session, version: Carried, quarantine: Path | None) -> Ga
     required = required_checks(checks, g.tests)
     info = access.resolve(session.reader, LOCAL, label_of(version))
     reference = regressions.reference_for(session, info)
-    result = evaluate_gate(evidence_of(session.reader, version, required), required, g.testbeds, waiver,
-                           changes=regressions.changes(session, info) if reference else None, allow=g.allow,
-                           reference=reference.label if reference else None)
+    recorded = lookups.attempts(session.reader, version.digest)  # read once: the evidence and its changes
+    result = evaluate_gate(evidence_of(session.reader, version, required, recorded), required, g.testbeds, waiver,
+                           changes=regressions.changes_against(reference, recorded) if reference else None,
+                           allow=g.allow, reference=reference.label if reference else None)
     sections = []
     if (consumed := consumerruns.gate_section(session, version)) is not None:
         sections.append(consumed)

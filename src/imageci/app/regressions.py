@@ -19,7 +19,7 @@ from imageci.policy.reference import Change as Change
 from imageci.policy.reference import Status, classify, describe, status_of
 from imageci.policy.reference import marked as marked
 from imageci.store import lookups
-from imageci.store.lookups import VersionInfo
+from imageci.store.lookups import AttemptInfo, VersionInfo
 from imageci.store.states import State
 
 Key = tuple[str, str, str]  # (test id, testbed, test content digest)
@@ -66,10 +66,13 @@ def reference_for(session: Session, version: VersionInfo) -> Reference | None:
 def changes(session: Session, version: VersionInfo) -> dict[Key, Change | None]:
     """Each test's change on ``version`` (all its attempts there together) against the reference."""
     ref = reference_for(session, version)
-    if ref is None:
-        return {}
+    return changes_against(ref, lookups.attempts(session.reader, version.digest)) if ref is not None else {}
+
+
+def changes_against(ref: Reference, attempts: Iterable[AttemptInfo]) -> dict[Key, Change | None]:
+    """Each test's change in ``attempts`` (a version's, all of them) against ``ref``."""
     verdicts: dict[Key, list[str]] = {}
-    for a in lookups.attempts(session.reader, version.digest):
+    for a in attempts:
         verdicts.setdefault((a.test_id, a.testbed, a.test_digest), []).append(a.verdict)
     return {k: ref.change(k, v) for k, v in verdicts.items()}
 
