@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_lookups import PROBE
 
 from imageci.app.gating import evidence_of, gate
 from imageci.app.session import Session
@@ -220,9 +221,6 @@ def test_auto_in_a_gate_judges_each_test_on_the_lightest_testbed_it_ran_on(cat: 
 
 
 GATED = "name: gated\nsuite: bookworm\ntests:\n  suite: suite\n  gate:\n    tests: all\n    testbeds: [sandbox]\n"
-PROBE = ("import sys, runpy\nsys.argv = ['imageci'] + sys.argv[1:]\n"
-         "try:\n    runpy.run_module('imageci.cli', run_name='__main__')\nexcept SystemExit as e:\n    code = e.code\n"
-         "print('ORM', any(m.startswith('sqlalchemy') for m in sys.modules), 'EXIT', code, file=sys.stderr)\n")
 
 
 def test_imageci_gate_judges_through_the_reader_alone_as_the_orm_s_version_is_judged(tmp_path: Path) -> None:

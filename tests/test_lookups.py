@@ -180,6 +180,15 @@ def test_a_query_on_a_new_home_creates_the_catalog_and_marks_dead_runs_aborted(t
     again.close()
 
 
+# `imageci ARGS` in a process of its own, then on stderr: whether SQLAlchemy was imported, the exit status, and
+# which of some heavy modules were loaded (test_gate runs `imageci gate` through it too)
+PROBE = ("import sys, runpy\nsys.argv = ['imageci'] + sys.argv[1:]\n"
+         "try:\n    runpy.run_module('imageci.cli', run_name='__main__')\n"
+         "except SystemExit as e:\n    code = e.code\n"
+         "print('ORM', any(m.startswith('sqlalchemy') for m in sys.modules), 'EXIT', code, file=sys.stderr)\n"
+         "print('LOADED', *sorted(m for m in ('rich.console', 'imageci.testbeds.base', 'httpx', 'dns') "
+         "if m in sys.modules), file=sys.stderr)\n")
+
 def test_query_commands_never_import_sqlalchemy_on_a_current_sqlite_catalog(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -188,16 +197,10 @@ def test_query_commands_never_import_sqlalchemy_on_a_current_sqlite_catalog(tmp_
     refs = seed(cat)
     cat.close()
     ref = refs["b" * 64]
-    probe = ("import sys, runpy\nsys.argv = ['imageci'] + sys.argv[1:]\n"
-             "try:\n    runpy.run_module('imageci.cli', run_name='__main__')\n"
-             "except SystemExit as e:\n    code = e.code\n"
-             "print('ORM', any(m.startswith('sqlalchemy') for m in sys.modules), 'EXIT', code, file=sys.stderr)\n"
-             "print('LOADED', *sorted(m for m in ('rich.console', 'imageci.testbeds.base', 'httpx', 'dns') "
-             "if m in sys.modules), file=sys.stderr)\n")
     env = {**os.environ, "IMAGECI_HOME": str(home), "IMAGECI_DB_URL": url}
     for argv in (["images", "--json"], ["results", ref, "--json"], ["events", ref], ["flaky", "--since", "3650d"],
                  ["results", "nope"]):
-        res = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, env=env)
+        res = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env)
         assert "ORM False" in res.stderr, (argv, res.stderr)
         assert ("EXIT 2" if argv[-1] == "nope" else "EXIT 0") in res.stderr, (argv, res.stderr)
         # nor testbeds, HTTP or DNS clients, nor rich's console where nothing is printed through it

@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def write_file_atomically(path: Path, data: bytes) -> None:
             fh.write(data)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # this thread's own
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)

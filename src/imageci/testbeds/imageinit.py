@@ -9,11 +9,10 @@ walks every file: most of a quick podman or LXD run's own time) nor unpacking it
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from imageci.formats.rootfs import unpacked_rootfs
+from imageci.fs import write_file_atomically
 from imageci.rootpath import resolve_in_root
 from imageci.testbeds.base import ImageHandle
 
@@ -32,10 +31,7 @@ def init_of(image: ImageHandle, rootfs_cache: Path) -> str | None:
     root = unpacked_rootfs(image.rootfs_tar, image.digest, rootfs_cache)
     init = resolve_in_root(root, "/sbin/init")  # the image's symlinks, never the host's
     name = init.name if init.is_file() else None
-    fd, tmp = tempfile.mkstemp(dir=rootfs_cache, prefix=f".{image.digest[:12]}-init-")  # whole, or not there
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps({"init": name}))
-    os.replace(tmp, kept)
+    write_file_atomically(kept, json.dumps({"init": name}).encode())
     return name
 
 
