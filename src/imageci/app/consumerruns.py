@@ -13,7 +13,7 @@ from imageci.app.access import LOCAL
 from imageci.app.operations import Asks
 from imageci.app.session import Session
 from imageci.app.versions import Carried, gate_of, label_of
-from imageci.checks.consumer import ConsumerCheck, ConsumerSpec, consumer_digest, consumer_test_id
+from imageci.checks.consumerkeys import consumer_digest, consumer_test_id
 from imageci.errors import ImageciError
 from imageci.policy.consumergate import ConsumerVerdict, Side, judge
 from imageci.policy.sections import GateSection
@@ -24,8 +24,10 @@ from imageci.store.lookups import AttemptInfo
 from imageci.store.states import State, as_utc
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
 
-if TYPE_CHECKING:  # (registering and snapshotting consumers: what a gate reading their verdicts never imports)
+if TYPE_CHECKING:  # (registering, snapshotting and running consumers: what a gate reading their verdicts never
+    # imports)
     from imageci.app.consumers import ConsumerRow
+    from imageci.checks.consumer import ConsumerCheck
 
 log = logging.getLogger("imageci.app")
 
@@ -48,6 +50,7 @@ def fetched_checks(session: Session, origin: ConsumerOrigin, product: str,
     here: each snapshot fetched by digest (checked while it streams) into this home, so the evidence they
     record is keyed exactly as the server's gate reads it."""
     from imageci.app.consumers import snapshot_tree
+    from imageci.checks.consumer import ConsumerCheck, ConsumerSpec
 
     out = []
     for row in _listed(origin, product):
@@ -66,6 +69,7 @@ def checks_for(session: Session, version: Carried, names: list[str] | None = Non
     """The consumers of the version's product as checks (only those named, when ``names``), each from a
     snapshot taken now (the last one, with a warning, when its source is gone)."""
     from imageci.app.consumers import snapshot_tree, take_snapshot
+    from imageci.checks.consumer import ConsumerCheck, ConsumerSpec
 
     out = []
     for c, _product in session.catalog.consumers(version.name):

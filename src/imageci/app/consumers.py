@@ -27,7 +27,7 @@ from imageci.app import access
 from imageci.app.access import LOCAL, Principal, Scope
 from imageci.app.operations import operation
 from imageci.app.session import Session
-from imageci.checks.consumer import consumer_test_id
+from imageci.checks.consumerkeys import consumer_test_id
 from imageci.definitions.image import NAME_RE
 from imageci.definitions.runtimes import declared_runtimes
 from imageci.errors import UnknownReferenceError, UsageError

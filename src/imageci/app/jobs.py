@@ -36,7 +36,7 @@ from imageci.app.versions import config_of, suite_dir_of
 from imageci.app.workerholds import WorkerHolds
 from imageci.build.intermediate import Move, recipe
 from imageci.checks.base import Check
-from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
+from imageci.checks.consumerkeys import PREFIX as CONSUMER_PREFIX
 from imageci.checks.suite import suite_checks
 from imageci.definitions.limits import LimitPolicy, Limits
 from imageci.definitions.suite import load_suite

@@ -16,7 +16,7 @@ from imageci.app.access import LOCAL
 from imageci.app.session import Session
 from imageci.app.testrequest import TestRequest, executor_for, testbeds_for
 from imageci.capabilities import AUTO
-from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
+from imageci.checks.consumerkeys import PREFIX as CONSUMER_PREFIX
 from imageci.checks.findings import reusable
 from imageci.errors import ImageciError
 from imageci.formats.oci import ImageConfig, image_config

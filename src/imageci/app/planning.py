@@ -22,16 +22,10 @@ from imageci.app.versions import config_of, suite_of
 from imageci.app.waivers import flake_policy
 from imageci.capabilities import AUTO
 from imageci.checks.base import Check
-from imageci.checks.consumer import PREFIX as CONSUMER_PREFIX
 from imageci.checks.consumer import ConsumerCheck
-from imageci.checks.dep8 import dep8_checks
-from imageci.checks.depcache import DependencyCache
-from imageci.checks.structure import structure_checks
+from imageci.checks.consumerkeys import PREFIX as CONSUMER_PREFIX
 from imageci.checks.suite import suite_checks
-from imageci.checks.testinfra import checks_from_testinfra
-from imageci.definitions.dep8 import fetch_source, load_dep8
 from imageci.definitions.limits import LimitPolicy, parse_assignments
-from imageci.definitions.structure import load_structure
 from imageci.definitions.suite import Suite
 from imageci.engine.waivers import WaiverFn
 from imageci.errors import UsageError
@@ -89,6 +83,34 @@ def _consumer_checks(session: Session, version: Version, request: TestRequest, n
     return list(found)
 
 
+def _extra_checks(session: Session, request: TestRequest, config: ImageConfig) -> tuple[list[Check], list[Path]]:
+    """The checks of --structure, --testinfra, --dep8 and --dep8-package (their kinds imported only when asked
+    for: a run of the suite's scripts loads no DEP-8, structure or testinfra parser), and the source trees
+    fetched for --dep8-package."""
+    checks: list[Check] = []
+    if request.structure:
+        from imageci.checks.structure import structure_checks
+        from imageci.definitions.structure import load_structure
+
+        for path in request.structure:
+            checks += structure_checks(load_structure(path), config)
+    if request.testinfra:
+        from imageci.checks.testinfra import checks_from_testinfra
+
+        for path in request.testinfra:
+            checks += checks_from_testinfra(path)
+    if not (request.dep8 or request.dep8_packages):
+        return checks, []
+    from imageci.checks.dep8 import dep8_checks
+    from imageci.checks.depcache import DependencyCache
+    from imageci.definitions.dep8 import fetch_source, load_dep8
+
+    fetched = [fetch_source(p, session.settings.home / "sources") for p in request.dep8_packages]
+    for tree in [*request.dep8, *fetched]:
+        checks += dep8_checks(load_dep8(tree), DependencyCache(session.settings.home / "cache" / "test-deps"))
+    return checks, fetched
+
+
 def plan_tests(session: Session, request: TestRequest, *, consumers_from: ConsumerOrigin | None = None) -> TestPlan:
     """The run ``request`` asks for; bad input fails here, before anything runs. ``consumers_from``: the
     server whose registered consumers run (a remote run of a version fetched from it)."""
@@ -111,13 +133,8 @@ def plan_tests(session: Session, request: TestRequest, *, consumers_from: Consum
             checks += suite_checks(suite, None if request.extra else (named or None), config)
     executor = executor_for(request, session.settings.executor)
     checks += _consumer_checks(session, version, request, consumers, executor, consumers_from)
-    for path in request.structure:
-        checks += structure_checks(load_structure(path), config)
-    for path in request.testinfra:
-        checks += checks_from_testinfra(path)
-    fetched = [fetch_source(p, session.settings.home / "sources") for p in request.dep8_packages]
-    for tree in [*request.dep8, *fetched]:
-        checks += dep8_checks(load_dep8(tree), DependencyCache(session.settings.home / "cache" / "test-deps"))
+    extra, fetched = _extra_checks(session, request, config)
+    checks += extra
     if request.extra and named:
         by_id = {c.id: c for c in checks}
         unknown = [t for t in named if t not in by_id]

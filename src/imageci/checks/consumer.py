@@ -8,30 +8,16 @@ it."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from imageci.checks.base import Check, Outcome
+from imageci.checks.consumerkeys import consumer_digest, consumer_test_id
 from imageci.checks.script import _last_line
 from imageci.testbeds.base import ExecResult, Testbed
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
 
 CONSUMERS_DIR = "/var/tmp/imageci/consumers"
-PREFIX = "consumer:"  # a consumer's test id: consumer:NAME
-
-
-def consumer_test_id(name: str) -> str:
-    return f"{PREFIX}{name}"
-
-
-def consumer_digest(snapshot: str, command: str, setup: str | None, timeout: int) -> str:
-    """The consumer's content as evidence is keyed: its snapshot and how it runs."""
-    doc = json.dumps({"snapshot": snapshot, "command": command, "setup": setup, "timeout": timeout}, sort_keys=True)
-    return hashlib.sha256(doc.encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class ConsumerSpec:
     name: str

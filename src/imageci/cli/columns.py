@@ -13,8 +13,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
-from rich.cells import cell_len
-
 GAP = "  "
 ANSI = {"green": "32", "red": "31", "magenta": "35", "yellow": "33", "white": "37"}
 # C0 and C1 control characters (and DEL) as visible escapes: a test cannot move the cursor or
@@ -30,6 +28,8 @@ def write_columns(headers: Sequence[str], rows: Iterable[Sequence[str]],
                   colour: Callable[[int, str], str | None] | None = None) -> None:
     """``headers`` and ``rows`` as aligned columns; ``colour(column, value)`` names a colour for a cell,
     used only when stdout is a terminal."""
+    from rich.cells import cell_len  # (here: a command that prints JSON never loads it)
+
     table = [[clean(str(c)) for c in row] for row in rows]
     widths = [cell_len(h) for h in headers]
     for row in table:

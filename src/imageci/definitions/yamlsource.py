@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from imageci.errors import SourceError
+
+if TYPE_CHECKING:
+    import yaml
 
 PathKey = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -39,6 +41,8 @@ class LocatedData:
 
 
 def _convert(node: yaml.Node, loc: PathKey, lines: dict[PathKey, int], path: str) -> Any:
+    import yaml
+
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -66,6 +70,8 @@ def _convert(node: yaml.Node, loc: PathKey, lines: dict[PathKey, int], path: str
 
 def load_yaml(path: Path, text: str | None = None) -> LocatedData:
     """Parse one YAML document; malformed YAML raises SourceError with file:line."""
+    import yaml  # (here: most commands read no YAML, and PyYAML's import compiles its large patterns)
+
     shown = str(path)
     if text is None:
         try:

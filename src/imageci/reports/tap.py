@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from imageci.engine.results import RunReport
 from imageci.fs import write_file_atomically
 from imageci.verdicts import Verdict
 
 
 def tap(report: RunReport) -> str:
+    import yaml  # (here: a run that writes no TAP never loads PyYAML)
+
     lines = ["TAP version 13", f"1..{len(report.results)}"]
     for i, r in enumerate(report.results, start=1):
         name = f"{r.test_id} [{r.testbed}]"
