@@ -297,7 +297,8 @@ def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True,
     """Poll until SSH answers (and systemd has finished starting), or fail with the console log —
     early when the VM shows it will never answer (its firmware found nothing to boot; it sits at its
     login prompt for ``login_grace`` seconds without SSH). ``probe=False``: the SSH connection is
-    enough (a VM restored from a template that was ready; the caller's first command is the probe)."""
+    enough (a VM restored from a template that was ready; the caller's first command is the probe).
+    With ``want_system_state`` the question to systemd is the probe: one session, not two."""
     # X25519 first: OpenSSH's default, its hybrid with Streamlined NTRU Prime, costs an emulated guest 0.15 s of
     # each connection, against attacks that a throwaway VM reached over the host's loopback does not face
     ssh = SshTestbed("qemu", _ssh_config(vm, vm.workdir), vm.workdir / "known_hosts", kex_first="curve25519-sha256")
@@ -310,9 +311,15 @@ def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True,
                 vm.workdir / "qemu.err", 500).strip()
             raise BootError(why, vm.boot_log())
         try:
-            ssh.open(probe=probe)
-            break
+            ssh.open(probe=probe and not want_system_state)
+            if want_system_state:
+                _system_started(vm, ssh, deadline)
+            return ssh
+        except BootError:
+            ssh.close()
+            raise
         except TestbedError:
+            ssh.close()
             now = time.monotonic()
             if login_at is None and vm.console_size() > since and LOGIN_PROMPT.search(
                     console_tail(vm.console, min(400, vm.console_size() - since))):
@@ -326,9 +333,11 @@ def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True,
                 raise BootError(hopeless or f"the VM did not answer on SSH within {timeout:.0f}s",
                                 vm.boot_log()) from None
             time.sleep(0.5)
-    if want_system_state:
-        left = max(10.0, deadline - time.monotonic())
-        r = ssh.exec(["systemctl", "is-system-running", "--wait"], timeout=left)
-        if r.timed_out:
-            raise BootError("systemd did not finish starting", vm.boot_log())
-    return ssh
+
+
+def _system_started(vm: Vm, ssh: SshTestbed, deadline: float) -> None:
+    """Wait (over ``ssh``, its first session) until systemd has finished starting the guest; a session that
+    fails raises TestbedError (the caller connects again)."""
+    r = ssh.exec(["systemctl", "is-system-running", "--wait"], timeout=max(10.0, deadline - time.monotonic()))
+    if r.timed_out:
+        raise BootError("systemd did not finish starting", vm.boot_log())
