@@ -151,6 +151,22 @@ def test_transient_failures_read_the_retries_never_the_whole_table(tmp_path: Pat
     reader.close()
 
 
+def test_the_runs_still_running_are_read_through_their_index(tmp_path: Path) -> None:
+    """Every query command and every run asks for the runs still marked running here (to mark those whose
+    process died aborted): an index lookup, not a read of every run ever recorded."""
+    from imageci.store import runlookups
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    Catalog.open(url).close()
+    reader = SqliteReader.open(url)
+    assert reader is not None
+    for sql in (runlookups.RUNNING_HERE, runlookups.RUNNING):
+        plan = " | ".join(str(row[-1]) for row in reader.rows(f"EXPLAIN QUERY PLAN {sql}",
+                                                              {"running": "running", "host": "h"}))
+        assert "INDEX ix_runs_running" in plan and "SCAN runs" not in plan and "TEMP B-TREE" not in plan, plan
+    reader.close()
+
+
 def test_the_fast_reader_is_used_only_on_a_current_sqlite_catalog(tmp_path: Path) -> None:
     assert SqliteReader.open(f"sqlite:///{tmp_path / 'absent.db'}") is None  # the catalog creates it
     assert SqliteReader.open("postgresql://u@127.0.0.1/x") is None

@@ -122,6 +122,7 @@ class Push(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_running", "status", "host"),)  # the runs still running here
     id: Mapped[int] = mapped_column(primary_key=True)
     image_digest: Mapped[str] = mapped_column(String(64), index=True)
     version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id"))

@@ -62,17 +62,20 @@ def runs(reader: Reader, image_digest: str) -> list[RunInfo]:
                 "WHERE image_digest = :digest ORDER BY id", {"digest": image_digest})]
 
 
+# Both read through the index ix_runs_running (status, host), not the whole table.
+RUNNING_HERE = "SELECT id, owner FROM runs WHERE status = :running AND host = :host ORDER BY id"
+RUNNING = "SELECT id FROM runs WHERE status = :running"
+
+
 def running(reader: Reader, host: str) -> list[tuple[int, str | None]]:
     """(id, owner lock file) of the runs of ``host`` still marked running."""
-    return [(int(i), owner) for i, owner in reader.rows(
-        "SELECT id, owner FROM runs WHERE status = :running AND host = :host ORDER BY id",
-        {"running": RunStatus.RUNNING.value, "host": host})]
+    return [(int(i), owner) for i, owner in reader.rows(RUNNING_HERE, {"running": RunStatus.RUNNING.value,
+                                                                       "host": host})]
 
 
 def running_ids(reader: Reader) -> set[int]:
     """The ids of every run still marked running, on any host."""
-    return {int(i) for i, in reader.rows("SELECT id FROM runs WHERE status = :running",
-                                         {"running": RunStatus.RUNNING.value})}
+    return {int(i) for i, in reader.rows(RUNNING, {"running": RunStatus.RUNNING.value})}
 
 
 def first_pass(reader: Reader, image_digest: str, test_id: str, test_digest: str,
