@@ -103,16 +103,16 @@ def _dir(name: str) -> tuple[tarfile.TarInfo, None]:
 @pytest.mark.root  # the rootfs keeps root ownership
 def test_a_changed_cache_is_unpacked_again_and_verify_compares_it_with_the_blob(tmp_path: Path,
                                                                               caplog: pytest.LogCaptureFixture) -> None:
-    from imageci.formats import rootfs
+    from imageci.formats import rootfs, treemanifest
 
     archive = _tree_tar(tmp_path / "r.tar")
     cache, digest = tmp_path / "cache", "d" * 64
     root = rootfs.unpacked_rootfs(archive, digest, cache)
-    assert rootfs.quick_check(root, cache / f"{digest}.manifest") == []
+    assert treemanifest.quick_check(root, cache / f"{digest}.manifest") == []
     assert rootfs.compare_with_archive(archive, root) == []
     (root / "etc" / "os-release").write_text("NAME=evil\n")
     (root / "etc" / "extra").write_text("planted")
-    problems = {str(p) for p in rootfs.quick_check(root, cache / f"{digest}.manifest")}
+    problems = {str(p) for p in treemanifest.quick_check(root, cache / f"{digest}.manifest")}
     assert {"etc/os-release: changed", "etc/extra: added"} <= problems
     deep = {str(p) for p in rootfs.compare_with_archive(archive, root)}
     assert {"etc/os-release: content changed", "etc/extra: added"} <= deep
@@ -123,6 +123,25 @@ def test_a_changed_cache_is_unpacked_again_and_verify_compares_it_with_the_blob(
     os.chmod(root / "bin" / "tool", 0o755)  # metadata alone: drops the setuid bit
     assert {str(p) for p in rootfs.compare_with_archive(archive, root)} >= {"bin/tool: owner or mode changed"}
 
+
+
+@pytest.mark.root  # the rootfs keeps root ownership
+def test_an_unchanged_tree_is_judged_by_its_digest_and_a_changed_one_entry_by_entry(tmp_path: Path) -> None:
+    from imageci.formats import rootfs, treemanifest
+
+    cache, digest = tmp_path / "cache", "d" * 64
+    root = rootfs.unpacked_rootfs(_tree_tar(tmp_path / "r.tar"), digest, cache)
+    manifest = cache / f"{digest}.manifest"
+    line, record = manifest.read_bytes().split(b"\n", 1)
+    assert line.startswith(treemanifest.DIGESTS)
+    manifest.write_bytes(line + b"\nnot JSON")  # the record after the digests is not read for an unchanged tree
+    assert treemanifest.quick_check(root, manifest) == [] == treemanifest.quick_check(root, manifest, ctime=False)
+    (root / "etc" / "os-release").write_text("NAME=evil\n")
+    assert "manifest is unreadable" in str(treemanifest.quick_check(root, manifest)[0])  # a changed one is
+    manifest.write_bytes(record)  # written before manifests had the digests: compared entry by entry
+    assert "etc/os-release: changed" in {str(p) for p in treemanifest.quick_check(root, manifest)}
+    manifest.write_bytes(line + b"\n" + record)  # without ctimes: its content (same size) and mtime changed
+    assert "etc/os-release: changed" in {str(p) for p in treemanifest.quick_check(root, manifest, ctime=False)}
 
 
 @pytest.mark.root  # the rootfs keeps root ownership

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imageci.formats.rootfs import compare_with_archive, discard_unpacked, quick_check
+from imageci.formats.rootfs import compare_with_archive, discard_unpacked
+from imageci.formats.treemanifest import quick_check
 from imageci.formats.vmdisk import asset_problems, discard_assets
 from imageci.store.blobs import BlobStore, CorruptBlobError
 

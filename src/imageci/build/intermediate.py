@@ -33,7 +33,7 @@ from typing import Any
 
 from imageci.build import rpmdb
 from imageci.errors import UsageError
-from imageci.formats.rootfs import write_manifest
+from imageci.formats.treemanifest import write_manifest
 from imageci.fs import safe_rmtree
 from imageci.rootpath import PathEscape, resolve_in_root
 from imageci.supply.records import paragraphs

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import stat
@@ -22,14 +21,14 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import IO
 
 from imageci import cacheuse
 from imageci.errors import UsageError
-from imageci.fs import safe_rmtree, walk
+from imageci.formats.treemanifest import TreeProblem, quick_check, record_of, write_manifest
+from imageci.fs import safe_rmtree
 
 
 class HostileArchiveError(UsageError):
@@ -191,68 +190,11 @@ def safe_extract(archive: Path, dest: Path) -> None:
                 os.utime(path, (link.mtime, link.mtime), follow_symlinks=False)
 
 
-# ---- the unpacked cache: tamper-evident ---------------------------------------------------------
-#
-# Each tree ``rootfs/<digest>/`` has a manifest ``rootfs/<digest>.manifest`` (outside the tree, so no
-# test sees it) recording every entry's inode, type, mode, owner, size, mtime and ctime right after
-# extraction. Any change to the tree (content, metadata, a file added or removed) changes a ctime or
-# the set of entries, which no one can set back: the cheap check at first use in a process compares
-# the tree to its manifest, and a changed tree is unpacked again from the verified blob, never tested.
-# `imageci verify` goes further and compares every entry's content with the blob itself.
+# ---- the unpacked cache: tamper-evident (formats.treemanifest) -------------------------------
 
 _checked: set[tuple[Path, str]] = set()
 _checked_lock = threading.Lock()
 log = logging.getLogger("imageci")
-
-
-@dataclass(frozen=True)
-class TreeProblem:
-    path: str
-    what: str
-
-    def __str__(self) -> str:
-        return f"{self.path or '/'}: {self.what}"
-
-
-def _stat_row(st: os.stat_result) -> list[int]:
-    return [st.st_ino, st.st_mode, st.st_uid, st.st_gid, 0 if stat.S_ISDIR(st.st_mode) else st.st_size,
-            st.st_mtime_ns, st.st_ctime_ns]
-
-
-def _walk(root: Path) -> dict[str, list[int]]:
-    """Every entry below ``root`` (``""`` is root itself) → its recorded metadata."""
-    found = {"": _stat_row(os.lstat(root))}
-    for sub, _entry, st in walk(root):
-        found[sub] = _stat_row(st)
-    return found
-
-
-def write_manifest(root: Path, manifest: Path) -> None:
-    tmp = manifest.with_name(manifest.name + ".tmp")
-    tmp.write_text(json.dumps(_walk(root), separators=(",", ":"), sort_keys=True))
-    os.replace(tmp, manifest)
-
-
-def quick_check(root: Path, manifest: Path, *, ctime: bool = True) -> list[TreeProblem]:
-    """Entries whose metadata changed since extraction, and entries added or removed. ``ctime=False``:
-    a change of ctime alone is not one (a tree of hard links shares its inodes with others, whose new
-    links change it)."""
-    try:
-        recorded = json.loads(manifest.read_text())
-        if not isinstance(recorded, dict):
-            raise ValueError("not a manifest")
-    except (OSError, ValueError) as exc:
-        return [TreeProblem("", f"its manifest is unreadable ({exc})")]
-    now = _walk(root)
-    if not ctime:
-        now = {k: v[:-1] for k, v in now.items()}
-        recorded = {k: v[:-1] for k, v in recorded.items() if isinstance(v, list)}
-    if now == recorded:
-        return []
-    problems = [TreeProblem(rel, "removed") for rel in sorted(set(recorded) - set(now))]
-    problems += [TreeProblem(rel, "added") for rel in sorted(set(now) - set(recorded))]
-    problems += [TreeProblem(rel, "changed") for rel in sorted(set(now) & set(recorded)) if now[rel] != recorded[rel]]
-    return problems
 
 
 def compare_with_archive(archive: Path, root: Path) -> list[TreeProblem]:
@@ -292,7 +234,7 @@ def compare_with_archive(archive: Path, root: Path) -> list[TreeProblem]:
             if source is None or (member.isfile() and st.st_size != member.size) or \
                     _sha256(source) != _sha256_path(path):
                 problems.append(TreeProblem(rel, "content changed"))
-    extra = sorted(set(_walk(root)) - seen)
+    extra = sorted(set(record_of(root)) - seen)
     problems += [TreeProblem(rel, "added") for rel in extra]
     return problems
 
