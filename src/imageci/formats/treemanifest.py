@@ -55,21 +55,12 @@ def tree_digest(root: Path, *, ctime: bool = True) -> str:
     without building the record: the fast check's whole work."""
     top = os.lstat(root)
     names = [""]
-    ids = array("Q", (top.st_ino, top.st_mode, top.st_uid, top.st_gid, 0))  # (mode, not size, for a directory)
+    ids = array("Q", (top.st_ino, top.st_mode, top.st_uid, top.st_gid, 0))  # (no size for a directory)
     times = array("q", (top.st_mtime_ns, top.st_ctime_ns if ctime else 0))
-    stack = [(str(root), "")]
-    while stack:
-        directory, rel = stack.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                sub = f"{rel}/{entry.name}" if rel else entry.name
-                st = entry.stat(follow_symlinks=False)
-                is_dir = stat.S_ISDIR(st.st_mode)
-                names.append(sub)
-                ids.extend((st.st_ino, st.st_mode, st.st_uid, st.st_gid, 0 if is_dir else st.st_size))
-                times.extend((st.st_mtime_ns, st.st_ctime_ns if ctime else 0))
-                if is_dir:
-                    stack.append((entry.path, sub))
+    for sub, _entry, st in walk(root):
+        names.append(sub)
+        ids.extend((st.st_ino, st.st_mode, st.st_uid, st.st_gid, 0 if stat.S_ISDIR(st.st_mode) else st.st_size))
+        times.extend((st.st_mtime_ns, st.st_ctime_ns if ctime else 0))
     h = hashlib.sha256(ids.tobytes())
     h.update(times.tobytes())
     h.update("\0".join(names).encode("utf-8", "surrogateescape"))  # (no name holds a NUL)
