@@ -57,3 +57,34 @@ def test_the_process_answers_as_the_whole_tree_would() -> None:
     assert group.returncode == 0 and "add" in group.stdout, group.stdout
     one = cli("--server", "http://127.0.0.1:9", "images", "--help")
     assert one.returncode == 0 and "Usage: imageci images" in one.stdout, one.stdout + one.stderr
+
+
+GC_PROBE = """
+import gc, os, sys, time, weakref
+from imageci.cli.start import collect_after_start
+gc.collect()
+frozen = gc.get_freeze_count()
+collect_after_start(0.3)
+print("off", not gc.isenabled())
+class Node:
+    pass
+node = Node()
+node.me = node  # a cycle made while the collector is off
+gone = weakref.ref(node)
+del node
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if gc.isenabled() else 1)  # a process forked meanwhile collects
+print("fork", os.waitpid(pid, 0)[1] == 0)
+time.sleep(1.0)
+print("on", gc.isenabled(), "frozen", gc.get_freeze_count() > frozen, "freed", gone() is None)
+"""
+
+
+def test_the_collector_waits_for_the_command_s_first_second() -> None:
+    """A command's imports are not scanned again and again by the collector (imageci.cli.start): it is off for
+    the first second, then one collection frees the cycles made meanwhile, what is alive is frozen, and it is on
+    again — for a long command, a server or a worker, and at once in a process forked meanwhile."""
+    done = subprocess.run([sys.executable, "-c", GC_PROBE], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.stdout.split() == ["off", "True", "fork", "True", "on", "True", "frozen", "True", "freed", "True"], \
+        done.stdout + done.stderr

@@ -1,3 +1,3 @@
-from imageci.cli.main import entry
+from imageci.cli.start import main
 
-entry()
+main()
