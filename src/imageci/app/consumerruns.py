@@ -24,8 +24,7 @@ from imageci.store.lookups import AttemptInfo
 from imageci.store.states import State, as_utc
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
 
-if TYPE_CHECKING:  # (registering, snapshotting and running consumers: what a gate reading their verdicts never
-    # imports)
+if TYPE_CHECKING:  # (registering, snapshotting, running consumers: what a gate reading their verdicts never loads)
     from imageci.app.consumers import ConsumerRow
     from imageci.checks.consumer import ConsumerCheck
 
