@@ -126,6 +126,21 @@ def test_timeout_stops_the_container_and_close_removes_it(backend: PodmanBackend
     assert gone.returncode == 1
 
 
+def test_an_image_removed_from_the_store_behind_imageci_s_back_is_copied_again(backend: PodmanBackend,
+                                                                              handle: ImageHandle) -> None:
+    """Once copied, an image is not asked for again (a podman process for every test); a container that cannot
+    find it (the store emptied, `podman rmi`) has it copied again, and the test runs."""
+    tag = backend.store.ensure(handle)
+    subprocess.run(["podman", "rmi", "-f", tag], env=backend.store.env(), check=True, capture_output=True)
+    tb = backend.create(handle)
+    tb.open()
+    try:
+        assert tb.exec(["cat", "/etc/os-release"]).exit_code == 0
+    finally:
+        tb.close()
+    assert subprocess.run(["podman", "image", "exists", tag], env=backend.store.env()).returncode == 0
+
+
 def test_misconfigured_rlimits_get_an_error_that_names_the_fix(handle: ImageHandle, backend: PodmanBackend) -> None:
     tag = backend.store.ensure(handle)
     too_high = resource.getrlimit(resource.RLIMIT_NOFILE)[1] + 1

@@ -136,7 +136,7 @@ class PodmanTestbed(Testbed):
             self.container = name
             pidfile = self.slot.path / "container.pid"  # podman writes it: no `podman inspect` afterwards
             pidfile.unlink(missing_ok=True)  # (a slot is reused)
-            run_podman(self.run_argv(name, owner, pidfile), env=self.env, cwd=self._cwd())
+            self._start(name, owner, pidfile)
             self._pid = int(pidfile.read_text().strip() or 0)
             if self.systemd:
                 self._wait_for_systemd()
@@ -148,6 +148,16 @@ class PodmanTestbed(Testbed):
         except BaseException:
             self.close()
             raise
+
+    def _start(self, name: str, owner: str, pidfile: Path) -> None:
+        """``podman run``; an image the store no longer has (known copied, then removed) is copied again."""
+        try:
+            run_podman(self.run_argv(name, owner, pidfile), env=self.env, cwd=self._cwd())
+        except TestbedError as exc:
+            if f"{self.tag}: image not known" not in str(exc):
+                raise
+            self.tag = self.store.ensure(self.image, lost=True)
+            run_podman(self.run_argv(name, owner, pidfile), env=self.env, cwd=self._cwd())
 
     def run_argv(self, name: str, owner: str, pidfile: Path | None = None) -> list[str]:
         """The ``podman run`` that makes this testbed's container (its process id written to ``pidfile``)."""

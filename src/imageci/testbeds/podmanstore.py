@@ -104,23 +104,33 @@ class ImageStore:
             os.replace(tmp, self.conf)
         return {**os.environ, "CONTAINERS_STORAGE_CONF": str(self.conf)}
 
-    def ensure(self, image: ImageHandle) -> str:
-        """The image's tag, copied into the store if it is not there yet.
+    def ensure(self, image: ImageHandle, *, lost: bool = False) -> str:
+        """The image's tag, copied into the store if it is not there yet. Once there, a mark beside the store
+        says so (asking ``podman image exists`` is a podman process: a twentieth of a second of every test);
+        ``lost``: a container could not find it (the store emptied, the image removed behind imageci's back),
+        so the store is asked again and the image copied again.
 
         skopeo copies the layout into the store under our own name: ``podman pull oci:PATH`` names the
         image after PATH, which is no valid reference for a home with a dot-directory, capitals or spaces
         (``~/.local/share/imageci``); the layout is named relative to its folder, so that no character of
         the home's path is parsed as part of the reference."""
         tag = f"localhost/imageci/{reference_name(image.name)}:{image.digest[:12]}"
+        copied = self.root / "copied" / f"{reference_name(image.name)}@{image.digest}"
+        if lost:
+            copied.unlink(missing_ok=True)
+        elif copied.exists():
+            return tag
         with self._lock:
             env = self.env()
-            if run_podman([podman_path(), "image", "exists", tag], check=False, env=env).returncode == 0:
-                return tag
-            layout = self.root / "oci" / image.digest
-            write_layout(layout, image.rootfs_tar, image.digest, tag=image.digest[:12],
-                         architecture=image.architecture, config=image.config or image_config(image.name, image.digest))
-            run_podman([skopeo_path(), "copy", "-q", f"oci:{layout.name}:{image.digest[:12]}",
-                        f"containers-storage:{tag}"], timeout=600, env=env, cwd=layout.parent)
+            if run_podman([podman_path(), "image", "exists", tag], check=False, env=env).returncode != 0:
+                layout = self.root / "oci" / image.digest
+                write_layout(layout, image.rootfs_tar, image.digest, tag=image.digest[:12],
+                             architecture=image.architecture,
+                             config=image.config or image_config(image.name, image.digest))
+                run_podman([skopeo_path(), "copy", "-q", f"oci:{layout.name}:{image.digest[:12]}",
+                            f"containers-storage:{tag}"], timeout=600, env=env, cwd=layout.parent)
+            copied.parent.mkdir(parents=True, exist_ok=True)
+            copied.touch()
         return tag
 
 
