@@ -92,15 +92,7 @@ def entry() -> None:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     end = sys.argv.index("--") if "--" in sys.argv else len(sys.argv)  # a command's own words stay its own
     sys.argv[:end] = [f"{HOLD}={DEFAULT_HOLD}" if a == HOLD else a for a in sys.argv[:end]]
-    try:
-        named_only(app, sys.argv[1:end])(prog_name="imageci")
-    finally:
-        # The interpreter's collections at exit walk every object the command made (the ORM's, pydantic's):
-        # a tenth of a query command's time. What stays is freed as the modules go, as before; only cycles
-        # are left to the process's end.
-        import gc
-
-        gc.freeze()
+    named_only(app, sys.argv[1:end])(prog_name="imageci")
 
 
 def named_only(root: typer.Typer, words: Sequence[str]) -> typer.Typer:
