@@ -193,12 +193,22 @@ class Vm:
                 "-serial", f"file:{self.console}", *self._boot_args(), *self._drives(),
                 "-netdev", f"user,id=n0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:{self.port}-:22{self._guestfwd()}",
                 "-device", f"virtio-net-pci,netdev=n0,mac={MAC},romfile=", "-device", "virtio-rng-pci",
+                # the guest hands its free memory back (free page reporting): a template's saved state leaves it
+                # out (326 → 208 MB for the example VM), so every restore loads less; a VM holds less of the host
+                "-device", "virtio-balloon-pci,free-page-reporting=on",
                 "-qmp", f"unix:{self.qmp_path.name},server=on,wait=off", "-no-reboot"]  # in cwd: see Qmp
-        if incoming is not None:
-            argv += ["-incoming", f"exec:cat {shlex.quote(str(incoming))}"]
-        with open(self.workdir / "qemu.err", "wb") as err:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True, cwd=self.workdir)
+        state = None
+        if incoming is not None:  # qemu reads the saved state from the file itself: no `cat` and pipe between
+            state = os.open(incoming, os.O_RDONLY | os.O_CLOEXEC)
+            argv += ["-incoming", f"fd:{state}"]
+        try:
+            with open(self.workdir / "qemu.err", "wb") as err:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                             start_new_session=True, cwd=self.workdir,
+                                             pass_fds=() if state is None else (state,))
+        finally:
+            if state is not None:
+                os.close(state)
         self.parent = os.getpid()
         guard_console(self.console, self.alive)
         if self.firmware is not None:

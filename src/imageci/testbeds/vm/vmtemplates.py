@@ -36,7 +36,7 @@ from imageci.fs import safe_rmtree
 from imageci.store.blobs import file_stamp
 from imageci.testbeds.vm.cloudseed import Seed
 
-FORMAT = 2  # what a template directory holds; a change makes every kept template a miss
+FORMAT = 3  # what a template directory holds, and the VM's devices; a change makes every kept template a miss
 DISK, BASE, STATE, KEY, SEED, UEFI_VARS, RECORD = ("disk.qcow2", "base.qcow2", "state", "id_ed25519",
                                                   "cidata.img", "OVMF_VARS.fd", "template.json")
 log = logging.getLogger("imageci")
