@@ -26,6 +26,7 @@ from imageci.testbeds import relay
 from imageci.testbeds.archive import GUEST_ADDRESS
 from imageci.testbeds.archive import PORT as ARCHIVE_PORT
 from imageci.testbeds.base import CloudSeed
+from imageci.testbeds.names import PROVIDE_SCRIPT
 from imageci.testbeds.ssh import HostConfig, SshTestbed
 from imageci.testbeds.vm.accel import VmArch, kvm_stopped
 from imageci.testbeds.vm.cloudseed import MAC
@@ -343,6 +344,13 @@ def wait_ready(vm: Vm, timeout: float, want_system_state: bool = True,
                 raise BootError(hopeless or f"the VM did not answer on SSH within {timeout:.0f}s",
                                 vm.boot_log()) from None
             time.sleep(0.5)
+
+
+def provide_names(ssh: SshTestbed) -> None:
+    """``/etc/hosts`` and ``/etc/hostname`` where the image has none: localhost resolves in the VM."""
+    provided = ssh.exec(["sh", "-c", PROVIDE_SCRIPT], timeout=60)
+    if provided.exit_code != 0:
+        raise TestbedError(f"the VM's first command failed: {provided.stderr.decode(errors='replace')[-500:]}")
 
 
 def _system_started(vm: Vm, ssh: SshTestbed, deadline: float) -> None:

@@ -15,7 +15,7 @@ from imageci.errors import TestbedError
 from imageci.fs import safe_rmtree
 from imageci.testbeds.base import ImageHandle
 from imageci.testbeds.ssh import SshTestbed
-from imageci.testbeds.vm.process import DEFAULT_SHAPE, BootError, Shape, Vm, wait_ready
+from imageci.testbeds.vm.process import DEFAULT_SHAPE, BootError, Shape, Vm, provide_names, wait_ready
 from imageci.testbeds.vm.vmboot import VmMaker
 from imageci.testbeds.vm.vmtemplates import DISK, STATE, Template
 
@@ -78,6 +78,7 @@ class SnapshotPool:
             safe_rmtree(tdir)
             raise
         try:
+            provide_names(ssh)  # saved with it: a VM restored from it needs no session of its own for them
             ssh.close()
             vm.save_state(tdir / STATE)
         except BaseException:
