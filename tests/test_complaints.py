@@ -121,6 +121,23 @@ def test_what_a_testbed_prints_is_bounded_and_windowed() -> None:
     assert complaints._clock([("now", "soon")], window, 0.0, 0.0) is None  # noqa: SLF001
 
 
+def test_the_kernel_s_log_is_read_as_the_kernel_wrote_it_and_only_its_newest_part_kept() -> None:
+    """The probe prints the kernel's log as /dev/kmsg gives it (no filter process in the guest: each costs a VM
+    under TCG some 50 ms): the host takes its records, not their continuation lines, the newest 192 KiB of it,
+    and the probe's own lines before it (cut off mid-line by the probe's bound or not)."""
+    record = b"4,%d,991000000,-;imageci: record %d with apparmor=\"DENIED\" in it\n SUBSYSTEM=pci\n DEVICE=+pci:0\n"
+    kmsg = b"".join(record % (n, n) for n in range(5000))
+    out = b"now=1700000060.0\nup=1000.0\ncore=1700000052 /tmp/core\nId=x.serv" + complaints.KMSG_MARK + kmsg
+    pairs = complaints._lines(out)  # noqa: SLF001
+    assert pairs[:4] == [("now", "1700000060.0"), ("up", "1000.0"), ("core", "1700000052 /tmp/core"), ("Id", "x.serv")]
+    records = [v for k, v in pairs[4:] if k == "kmsg"]
+    assert len(records) == len(pairs) - 4 and records[-1] == '4,4999,991000000,-;imageci: record 4999 with ' \
+        'apparmor="DENIED" in it'
+    assert 0 < sum(len(r) + 1 for r in records) <= complaints.KMSG_KEPT < len(kmsg)
+    assert all(r.startswith("4,") and r.endswith(" in it") for r in records)  # whole records, the first one too
+    assert complaints._lines(b"now=1\n") == [("now", "1")]  # a container: no kernel log  # noqa: SLF001
+
+
 def test_a_container_s_window_starts_when_its_test_did() -> None:
     """A container reads the host's clock: the closing probe's round trip (seconds on a busy host) does not
     reach back into the test before it, whose core dump is not this test's; a machine's clock is shifted."""

@@ -38,9 +38,9 @@ AUDIT_TIME = re.compile(r"audit\((\d+(?:\.\d+)?):")
 
 # $1: read the kernel's log (1/0). Prints the guest's clock and uptime, then core=<mtime> <path>, each failed
 # unit's Id=, Description= and StateChangeTimestampMonotonic= (as systemctl shows them) and audit=<line> (at most
-# 64 KiB), then kmsg=<record> (the newest 192 KiB). The host tells what falls in the test's window (the guest's
-# clock is read here, once, beside the host's). Few processes (a fork costs a VM under TCG tens of
-# milliseconds): the shell's own builtins where they do, one find, one systemctl.
+# 64 KiB), then a line imageci-kmsg and the kernel's log as it is (its newest 192 KiB kept by the host). The host
+# tells what falls in the test's window (the guest's clock is read here, once, beside the host's). Few processes
+# (each costs a VM under TCG some 50 ms): the shell's own builtins where they do, one find, one systemctl, one dd.
 _PROBE = r"""
 LC_ALL=C; export LC_ALL
 kernel=$1
@@ -71,9 +71,12 @@ if [ -r /var/log/audit/audit.log ]; then
 fi
 } | head -c 65536
 if [ "$kernel" = 1 ] && [ -c /dev/kmsg ]; then
-  dd if=/dev/kmsg iflag=nonblock bs=65536 status=none 2>/dev/null | sed -n 's/^\([^ ]\)/kmsg=\1/p' | tail -c 196608
+  printf '\nimageci-kmsg\n'
+  dd if=/dev/kmsg iflag=nonblock bs=65536 status=none 2>/dev/null
 fi
 """
+KMSG_MARK = b"\nimageci-kmsg\n"  # what the probe prints before the kernel's log
+KMSG_KEPT = 196608
 CORE_NAME = re.compile(r"(^|/)core(\.\d+)?$|^/var/lib/systemd/coredump/|^/var/crash/")
 
 
@@ -87,12 +90,19 @@ class Window:
 
 
 def _lines(out: bytes) -> list[tuple[str, str]]:
+    """The probe's ``key=value`` lines, then each record of the kernel's log (its newest ``KMSG_KEPT`` bytes,
+    the first record kept whole or not at all; a record's continuation lines, which begin with a space, left
+    out) as ``("kmsg", record)``."""
+    head, _, kmsg = out.partition(KMSG_MARK)
     pairs = []
-    for raw in out.decode("utf-8", errors="replace").splitlines():
+    for raw in head.decode("utf-8", errors="replace").splitlines():
         key, sep, value = raw.partition("=")
         if sep:
             pairs.append((key, value))
-    return pairs
+    if len(kmsg) > KMSG_KEPT:
+        kmsg = kmsg[-KMSG_KEPT - 1:].partition(b"\n")[2]
+    return pairs + [("kmsg", line) for line in kmsg.decode("utf-8", errors="replace").splitlines()
+                    if line and not line.startswith(" ")]
 
 
 def opening(testbed: Testbed) -> Window:

@@ -74,15 +74,7 @@ from imageci.testbeds.base import Backend, CloudSeed, Cost, ExecResult, ImageHan
 from imageci.testbeds.limits import limit_notes as describe_limits
 from imageci.testbeds.ssh import SshTestbed
 from imageci.testbeds.vm.accel import AccelCache, qemu_binary, vm_arch
-from imageci.testbeds.vm.process import (
-    DEFAULT_SHAPE,
-    LOGIN_GRACE_S,
-    BootError,
-    Shape,
-    Vm,
-    provide_names,
-    wait_ready,
-)
+from imageci.testbeds.vm.process import DEFAULT_SHAPE, LOGIN_GRACE_S, BootError, Shape, Vm, provide_names, wait_ready
 from imageci.testbeds.vm.vmboot import VmMaker
 from imageci.testbeds.vm.vmconsole import console_tail
 from imageci.testbeds.vm.vmpool import SnapshotPool
