@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,31 @@ from imageci.store.models import Version
 from conftest import IMAGECI, REPO, Env, write_suite
 
 pytestmark = pytest.mark.root
+
+
+CHURN = """
+import shutil, subprocess, sys
+from imageci.testbeds.hostcheck import namespace_probe
+churn = subprocess.Popen(["sh", "-c", "while :; do for m in 1 2 3; do mount -t tmpfs x $0/m$m; done; "
+                          "for m in 1 2 3; do umount $0/m$m; done; done", sys.argv[1]])
+try:
+    failed = [p.stderr for p in (namespace_probe(shutil.which("bwrap")) for _ in range(200)) if p.returncode]
+finally:
+    churn.kill()
+print(len(failed), failed[:1])
+"""
+
+
+def test_the_sandbox_probe_holds_while_mounts_come_and_go_on_the_host(tmp_path: Path) -> None:
+    """A worker or `imageci doctor` asks whether bubblewrap works while other runs' sandboxes mount and unmount
+    (as in CI, where a worker once said this host offers no sandbox): each of 200 probes still says yes. The mounts
+    churn in a mount namespace of the test's own whose propagation is shared, as the host's is: a probe that bound
+    the whole tree failed about one time in 25 here."""
+    for m in ("m1", "m2", "m3"):
+        (tmp_path / m).mkdir()
+    done = subprocess.run(["unshare", "--mount", "--propagation", "shared", sys.executable, "-c", CHURN,
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("0 "), done.stdout + done.stderr
 
 
 def test_doctor_reports_what_runs_and_why_not(image_env: tuple[Env, Version]) -> None:

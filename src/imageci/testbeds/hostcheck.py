@@ -39,6 +39,20 @@ def _version(argv: list[str]) -> str | None:
     return text[0] if text and out.returncode == 0 else None
 
 
+def namespace_probe(bwrap: str) -> subprocess.CompletedProcess[str]:
+    """``true`` in new namespaces under bubblewrap, on the host's ``/usr`` alone. (Not on ``/``: binding the whole
+    tree copies every mount below it, and one unmounted on the host meanwhile — another run's sandbox ending —
+    reaches that copy before bwrap remounts it read-only, which then fails, "No such file or directory": nothing
+    this probe asks about.)"""
+    argv = [bwrap, "--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    return subprocess.run([*argv, "--unshare-pid", "--unshare-net", "true"], capture_output=True, text=True)
+
+
 def check_host(home: Path, refresh: bool = True) -> list[Finding]:
     """What this host can run, one finding per part (``imageci doctor``)."""
     return [*_builder_and_sandbox(), *_podman(), *_qemu(home, refresh), *_others(home)]
@@ -57,8 +71,7 @@ def _builder_and_sandbox() -> list[Finding]:
                        "binfmt-support to build arm64 etc.)"))
     bw = shutil.which("bwrap")
     if bw:
-        probe = subprocess.run([bw, "--ro-bind", "/", "/", "--unshare-pid", "--unshare-net", "true"],
-                               capture_output=True, text=True)
+        probe = namespace_probe(bw)
         out.append(Finding("sandbox", "bubblewrap", probe.returncode == 0,
                            _version([bw, "--version"]) or "" if probe.returncode == 0
                            else f"cannot create namespaces: {probe.stderr.strip()}", True))
