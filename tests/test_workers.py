@@ -179,7 +179,9 @@ def test_a_running_job_streams_its_log_and_it_can_be_followed(fleet: Fleet) -> N
         [run] = [r["run"] for r in json.loads(res.stdout)["runs"] if r["status"] == "running"]
         follower = subprocess.Popen([sys.executable, "-m", "imageci.cli", "--server", fleet.url, "log",
                                      "bb-ticks:testing", "ticks", "--follow"], stdout=subprocess.PIPE,
-                                    env=fleet.env(fleet.root / "reader", IMAGECI_TOKEN=fleet.token))
+                                    env=fleet.env(fleet.root / "reader", IMAGECI_TOKEN=fleet.token),
+                                    bufsize=0)  # unbuffered: communicate(timeout=…) reads the pipe itself and
+        # would miss what a buffered readline() had read past its line (a CI run lost "tick 3" so)
         assert follower.stdout is not None
         seen = b""
         while b"tick 2\n" not in seen:
