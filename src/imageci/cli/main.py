@@ -90,9 +90,22 @@ def entry() -> None:
     # first time it builds a model: a tenth of a quick command's time. imageci uses none; the variable set
     # empty in the environment lets them load.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    if os.environ["PYDANTIC_DISABLE_PLUGINS"] in ("__all__", "1", "true"):
+        _no_plugin_loader()
     end = sys.argv.index("--") if "--" in sys.argv else len(sys.argv)  # a command's own words stay its own
     sys.argv[:end] = [f"{HOLD}={DEFAULT_HOLD}" if a == HOLD else a for a in sys.argv[:end]]
     named_only(app, sys.argv[1:end])(prog_name="imageci")
+
+
+def _no_plugin_loader() -> None:
+    """pydantic's plugin loader, when plugins are off: it finds none then, but its module imports
+    ``importlib.metadata`` (10 ms of every command, for a name it does not call)."""
+    import sys
+    import types
+
+    loader = types.ModuleType("pydantic.plugin._loader")
+    loader.get_plugins = tuple  # type: ignore[attr-defined]  # no plugins: what the real one returns when off
+    sys.modules.setdefault("pydantic.plugin._loader", loader)
 
 
 def named_only(root: typer.Typer, words: Sequence[str]) -> typer.Typer:
