@@ -263,6 +263,10 @@ def test_a_test_gets_enospc_at_its_disk_budget_never_a_full_host_disk(backend: S
         r = tb.exec(fill, timeout=120)
         assert b"No space left on device" in r.stdout and b"rc=1" in r.stdout
         assert tb.limit_notes()[0].startswith("disk limit (64 MiB) reached")
+        # its /etc/hosts is the testbed's own file, on the same disk: no way around the limit either
+        hosts = tb.exec(["sh", "-c", "rm /var/tmp/fill; dd if=/dev/zero of=/etc/hosts bs=1M count=200 2>&1; "
+                                     "echo rc=$?"], timeout=120)
+        assert b"No space left on device" in hosts.stdout and b"rc=1" in hosts.stdout, hosts.stdout
         slot = tb.slot
         assert slot is not None and slot.image.stat().st_blocks * 512 < 80 << 20  # the host holds at most that
         # with a journal: without one, ext4 scans past every inode freed in the last minute for each file made,

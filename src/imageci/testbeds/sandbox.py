@@ -134,10 +134,10 @@ class SandboxTestbed(Testbed):
         self.merged = self.dir / "merged"
 
     def _write_names(self) -> list[str]:
-        """This testbed's ``/etc/hosts`` and ``/etc/hostname`` (see :mod:`names`), beside the tree, as
-        bwrap arguments that bind them over the image's (which stay as built); none where the image has
-        a link or a directory there."""
-        assert self.dir is not None
+        """This testbed's ``/etc/hosts`` and ``/etc/hostname`` (see :mod:`names`), on its disk slot beside the
+        layers (a test that writes to them writes within its disk limit), as bwrap arguments that bind them over
+        the image's (which stay as built); none where the image has a link or a directory there."""
+        assert self.slot is not None
         args: list[str] = []
         for path, text in ((HOSTS_PATH, None), (HOSTNAME_PATH, f"{HOSTNAME}\n")):
             inside = self._host_path(path, follow_last=False)
@@ -146,7 +146,7 @@ class SandboxTestbed(Testbed):
             if text is None:
                 image = inside.read_text(errors="replace") if inside.is_file() else ""
                 text = hosts_text(HOSTNAME, image)
-            mine = self.dir / path.rsplit("/", 1)[1]
+            mine = self.slot.path / path.rsplit("/", 1)[1]
             mine.write_text(text)
             args += ["--bind", str(mine), path]
         return args
