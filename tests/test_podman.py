@@ -113,6 +113,33 @@ def test_copy_in_out_and_revert(bed: PodmanTestbed, tmp_path: Path) -> None:
     assert bed.exec(["test", "-e", "/tmp/made"]).exit_code == 1
 
 
+def test_a_file_goes_in_from_the_host_where_the_container_s_links_lead_never_out(
+        bed: PodmanTestbed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script is copied in through the container's root, no `podman cp`: links the container holds (absolute ones
+    to a path that is also the host's, a link where the file goes) are followed inside it, never on the host."""
+    import imageci.testbeds.podman as podman_module
+
+    def no_cp(argv: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
+        assert argv[1] != "cp", argv
+        return run_podman(argv, **kw)  # type: ignore[arg-type]
+
+    run_podman = podman_module.run_podman
+    monkeypatch.setattr(podman_module, "run_podman", no_cp)
+    host = tmp_path / "host"  # a directory of the host's; the container gets one at the same path, and links to it
+    host.mkdir()
+    made = bed.exec(["sh", "-c", f"mkdir -p {host} /opt && ln -s {host} /opt/escape && ln -s {host}/target /opt/f"])
+    assert made.exit_code == 0, made.stderr
+    src = tmp_path / "t.sh"
+    src.write_text("#!/bin/sh\necho ran\n")
+    src.chmod(0o750)
+    bed.copy_in(src, "/opt/escape/deep/t.sh")
+    bed.copy_in(src, "/opt/f")
+    assert bed.exec(["/opt/escape/deep/t.sh"]).stdout == b"ran\n"
+    seen = bed.exec(["sh", "-c", f"stat -c '%a %U %F' {host}/deep/t.sh {host}/deep /opt/f; ls {host}"]).stdout
+    assert seen.decode() == "750 root regular file\n755 root directory\n750 root regular file\ndeep\n"
+    assert list(host.iterdir()) == []  # the host's directory of that name: untouched
+
+
 def test_timeout_stops_the_container_and_close_removes_it(backend: PodmanBackend, handle: ImageHandle) -> None:
     tb = backend.create(handle)
     tb.open()

@@ -26,6 +26,7 @@ turns podman's cryptic refusals into errors that name the fix.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -73,6 +74,7 @@ from imageci.testbeds.podmanstore import (
     runtime_flags,
     storage_conf,
 )
+from imageci.testbeds.procroot import copy_file_into
 
 LABEL = "io.imageci.testbed"
 HOME_LABEL = "io.imageci.home"
@@ -100,6 +102,7 @@ class PodmanTestbed(Testbed):
         self.podman = podman_path()
         self._broken = ""
         self._pid = 0
+        self._pidfd: int | None = None  # holds the container's first process (copy_in writes into its root)
         self._notes: list[str] = []
         self.archive = archive
         self._listener: socket.socket | None = None
@@ -138,6 +141,8 @@ class PodmanTestbed(Testbed):
             pidfile.unlink(missing_ok=True)  # (a slot is reused)
             self._start(name, owner, pidfile)
             self._pid = int(pidfile.read_text().strip() or 0)
+            with contextlib.suppress(OSError):
+                self._pidfd = os.pidfd_open(self._pid) if self._pid else None
             if self.systemd:
                 self._wait_for_systemd()
             if self.archive is not None and not self.network:
@@ -273,6 +278,10 @@ class PodmanTestbed(Testbed):
         self._notes += [n for n in notes if n not in self._notes]
 
     def copy_in(self, src: Path, dest: str) -> None:
+        if self._pidfd is not None and src.is_file() and not src.is_symlink():
+            self._name()  # (open and not broken)
+            with contextlib.suppress(OSError):  # else podman's own copy (and its word for what is wrong)
+                return copy_file_into(self._pidfd, self._pid, src, dest)  # from the host: no podman process
         # One `podman cp` of a tar stream (a `mkdir -p` in the container first was a podman command more, a
         # tenth of a second): the extraction makes the missing parents (root's, 0755) and leaves those there
         # as they are; a tree merges into a directory already there, as in the sandbox.
@@ -295,6 +304,9 @@ class PodmanTestbed(Testbed):
             proxy().stop(self._listener)
             self._listener = None
         name, self.container, self._broken, self._pid = self.container, None, "", 0
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         if name is not None:
             run_podman([self.podman, "rm", "-f", "-t", "0", name], check=False, timeout=120, env=self.env)
         if self.slot is not None:
