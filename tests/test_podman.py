@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -127,7 +128,8 @@ def test_a_file_goes_in_from_the_host_where_the_container_s_links_lead_never_out
     monkeypatch.setattr(podman_module, "run_podman", no_cp)
     host = tmp_path / "host"  # a directory of the host's; the container gets one at the same path, and links to it
     host.mkdir()
-    made = bed.exec(["sh", "-c", f"mkdir -p {host} /opt && ln -s {host} /opt/escape && ln -s {host}/target /opt/f"])
+    q = shlex.quote(str(host))  # (CI's test homes have spaces in their paths)
+    made = bed.exec(["sh", "-c", f"mkdir -p {q} /opt && ln -s {q} /opt/escape && ln -s {q}/target /opt/f"])
     assert made.exit_code == 0, made.stderr
     src = tmp_path / "t.sh"
     src.write_text("#!/bin/sh\necho ran\n")
@@ -135,7 +137,7 @@ def test_a_file_goes_in_from_the_host_where_the_container_s_links_lead_never_out
     bed.copy_in(src, "/opt/escape/deep/t.sh")
     bed.copy_in(src, "/opt/f")
     assert bed.exec(["/opt/escape/deep/t.sh"]).stdout == b"ran\n"
-    seen = bed.exec(["sh", "-c", f"stat -c '%a %U %F' {host}/deep/t.sh {host}/deep /opt/f; ls {host}"]).stdout
+    seen = bed.exec(["sh", "-c", f"stat -c '%a %U %F' {q}/deep/t.sh {q}/deep /opt/f; ls {q}"]).stdout
     assert seen.decode() == "750 root regular file\n755 root directory\n750 root regular file\ndeep\n"
     assert list(host.iterdir()) == []  # the host's directory of that name: untouched
 
