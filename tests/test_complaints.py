@@ -6,6 +6,7 @@ systemd's complaints need a machine of their own: tests/test_qemu.py and tests/t
 from __future__ import annotations
 
 import json
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -136,6 +137,18 @@ def test_the_kernel_s_log_is_read_as_the_kernel_wrote_it_and_only_its_newest_par
     assert 0 < sum(len(r) + 1 for r in records) <= complaints.KMSG_KEPT < len(kmsg)
     assert all(r.startswith("4,") and r.endswith(" in it") for r in records)  # whole records, the first one too
     assert complaints._lines(b"now=1\n") == [("now", "1")]  # a container: no kernel log  # noqa: SLF001
+
+
+def test_the_probe_exits_0_on_a_machine_with_a_kernel_log() -> None:
+    """Run as a VM runs it, on a kernel log (the host's, read-only; the trees it looks for core files in are
+    empty tmpfs): it prints the log and exits 0 — reading /dev/kmsg ends with EAGAIN, and a VM's testbed asks a
+    machine whose command failed whether its disk is full (a session more per test)."""
+    empty = "for d in /tmp /var/tmp /root /home /srv /opt; do [ -d $d ] && mount -t tmpfs none $d; done; "
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           empty + 'exec sh -c "$1" imageci-complaints 1', "sh", complaints._PROBE],  # noqa: SLF001
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert complaints.KMSG_MARK in done.stdout and done.stdout.startswith(b"now=")
 
 
 def test_a_container_s_window_starts_when_its_test_did() -> None:
