@@ -6,6 +6,7 @@ import dataclasses
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import time
 import uuid
@@ -91,6 +92,14 @@ def test_copy_roundtrip_and_cleanup(bed: SshTestbed, tmp_path: Path) -> None:
     dest = f"/tmp/imageci-ssh-{uuid.uuid4().hex[:8]}/t/script.sh"
     bed.copy_in(src, dest)
     assert bed.exec([dest]).stdout == b"copied\n"
+    odd = tmp_path / "odd"
+    odd.write_text("x")
+    odd.chmod(0o640)
+    bed.copy_in(odd, f"{dest}.mode")  # a file keeps its mode (the host is this machine)
+    assert stat.S_IMODE(os.stat(f"{dest}.mode").st_mode) == 0o640 and Path(f"{dest}.mode").read_text() == "x"
+    with pytest.raises(TestbedError, match="t"):  # a directory stands there: an error, the directory kept
+        bed.copy_in(odd, str(Path(dest).parent))
+    assert Path(dest).is_file()
     bed.exec(["sh", "-c", f"echo result > {dest}.out"])
     bed.copy_out(f"{dest}.out", tmp_path / "out")
     assert (tmp_path / "out").read_text() == "result\n"
