@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import shutil
 import signal
 import stat
 from pathlib import Path
@@ -23,7 +24,6 @@ from imageci.libc import LIBC
 SYS_OPENAT2 = 437  # the same on every architecture (a system call added after the tables were unified)
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
-CHUNK = 1 << 20
 
 
 class _OpenHow(ctypes.Structure):
@@ -93,11 +93,8 @@ def _write(parent: int, name: str, src: Path, uid: int, gid: int) -> None:
         os.unlink(name, dir_fd=parent)
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
     try:
-        with open(src, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+        with open(src, "rb") as fh, open(fd, "wb", closefd=False) as out:
+            shutil.copyfileobj(fh, out)
         os.fchown(fd, uid, gid)
         os.fchmod(fd, stat.S_IMODE(st.st_mode))
         os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
