@@ -256,6 +256,8 @@ def test_imageci_gate_judges_through_the_reader_alone_as_the_orm_s_version_is_ju
     res = subprocess.run([sys.executable, "-c", PROBE, "gate", ref, "--json"], capture_output=True, text=True,
                          env=env, timeout=120)
     assert "ORM False EXIT 5" in res.stderr, res.stderr  # read without the ORM; 5: the gate does not hold
+    # reading the suite's tests loads no testbed: a test kind is handed one when it runs
+    assert "imageci.testbeds.base" not in res.stderr.splitlines()[-1].split(), res.stderr
     doc = json.loads(res.stdout)
     assert [r["test"] for r in doc["unmet"]] == ["fails"]
     assert sorted(r["test"] for r in doc["met"]) == ["new", "passes", "waived"]

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from imageci.checks.findings import Finding as Finding  # re-exported: test kinds make them
 from imageci.definitions.limits import Limits
-from imageci.testbeds.base import Testbed
 from imageci.verdicts import Verdict
+
+if TYPE_CHECKING:  # (a test kind runs on a testbed it is handed: reading a suite needs none)
+    from imageci.testbeds.base import Testbed
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from imageci.capabilities import CLOUD_INIT, ISOLATION_CONTAINER, ISOLATION_MACHINE, PRISTINE, REBOOT
 from imageci.checks import hygiene, machine
@@ -38,8 +39,10 @@ from imageci.checks.base import Check, Outcome, format_log
 from imageci.definitions.limits import Limits
 from imageci.definitions.suite import SUITE_FILE, Suite
 from imageci.errors import SourceError
-from imageci.testbeds.base import Testbed
 from imageci.verdicts import Verdict
+
+if TYPE_CHECKING:
+    from imageci.testbeds.base import Testbed
 
 BUILTIN_VERSION = "1"
 CONSOLE_BAD = re.compile(r"(Kernel panic|Oops:|BUG: |Call Trace:|general protection fault|segfault at )")

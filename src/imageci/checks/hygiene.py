@@ -12,10 +12,13 @@ booting creates a machine id and host keys by design.
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
 from imageci.checks.base import Outcome, format_log
-from imageci.testbeds.base import Testbed
 from imageci.verdicts import Verdict
+
+if TYPE_CHECKING:
+    from imageci.testbeds.base import Testbed
 
 # Where anyone may write by design; a world-writable file there is not a finding.
 TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/var/crash")

@@ -14,12 +14,15 @@ import json
 import re
 import shlex
 import time
+from typing import TYPE_CHECKING
 
 from imageci.capabilities import IPV6
 from imageci.checks.base import Outcome, format_log
 from imageci.errors import TestbedError
-from imageci.testbeds.base import Testbed
 from imageci.verdicts import Verdict
+
+if TYPE_CHECKING:
+    from imageci.testbeds.base import Testbed
 
 # cloud-init's log lines at these levels are errors (WARNING lines are not)
 CLOUD_INIT_ERROR = re.compile(r"\[(ERROR|CRITICAL)\]|^Traceback ")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from imageci.checks.base import Check, Outcome, format_log
 from imageci.definitions.limits import Limits
 from imageci.definitions.suite import ScriptTestSpec
-from imageci.testbeds.base import Testbed
 from imageci.verdicts import SKIP_EXIT_CODE, Verdict
+
+if TYPE_CHECKING:
+    from imageci.testbeds.base import Testbed
 
 TESTS_DIR = "/var/tmp/imageci/tests"  # /run and /tmp may be noexec tmpfs on a booted system
 

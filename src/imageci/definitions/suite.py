@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import os
 import re
 from datetime import timedelta
@@ -204,7 +205,7 @@ def _read_header(path: Path, lines: dict[str, int] | None = None) -> TestMeta:
     """The ``# imageci-KEY: value`` headers; ``lines`` receives each key's line."""
     try:
         with path.open("r", encoding="utf-8", errors="replace") as fh:
-            head = [next(fh, "") for _ in range(HEADER_LINES)]
+            head = list(itertools.islice(fh, HEADER_LINES))
     except OSError as exc:
         raise SourceError(str(path), None, f"cannot read: {exc}") from exc
     values: dict[str, object] = {}
@@ -273,7 +274,7 @@ def load_suite(directory: Path) -> Suite:
         spec = validate(SuiteFile, load_yaml(suite_file))
     modules = _listed_files(spec.testinfra, "testinfra", "testinfra module", directory, suite_file)
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.name not in (SUITE_FILE, QUARANTINE_FILE)
-                   and p.resolve() not in modules
+                   and not (modules and p.resolve() in modules)
                    and not p.name.startswith(".")
                    and not p.name.endswith((".md", ".txt", ".yaml", ".yml", ".json", "~")))
     tests: list[ScriptTestSpec] = []
