@@ -17,17 +17,19 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from imageci.app.session import Session
 from imageci.definitions.image import Gate, ImageDefinition, load_definition, parse_definition
 from imageci.definitions.suite import Suite, load_suite
 from imageci.errors import UsageError
-from imageci.formats.oci import ImageConfig
 from imageci.store import gatelookups
 from imageci.store.gatelookups import VersionRecord
 from imageci.store.snapshots import unpack_tree
 from imageci.store.states import DISK, MULTIARCH, OCI_CONFIG, SUITE, State
+
+if TYPE_CHECKING:  # (a run's: what a gate never reads)
+    from imageci.formats.oci import ImageConfig
 
 log = logging.getLogger("imageci.app")
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from imageci.checks.base import Check
 from imageci.checks.builtin import GROUPS, builtin_checks
 from imageci.checks.script import ScriptCheck
-from imageci.formats.oci import ImageConfig
 
 if TYPE_CHECKING:
     from imageci.definitions.suite import Suite
+    from imageci.formats.oci import ImageConfig
 
 
 def suite_checks(suite: Suite, names: list[str] | None = None, config: ImageConfig | None = None) -> list[Check]:
@@ -22,6 +22,7 @@ def suite_checks(suite: Suite, names: list[str] | None = None, config: ImageConf
     if suite.structure:  # (their modules only for a suite that lists such files: a command's start is shorter)
         from imageci.checks.structure import structure_checks
         from imageci.definitions.structure import load_structure
+        from imageci.formats.oci import ImageConfig
 
         listed += [c for path in suite.structure
                    for c in structure_checks(load_structure(path), config or ImageConfig())]

@@ -5,15 +5,13 @@ blobs something still references. Re-exported by ``store.lookups``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from imageci.store.reading import Reader, stamp
 
 
-@dataclass(frozen=True)
-class TokenInfo:
+class TokenInfo(NamedTuple):
     name: str
     namespace: str
     scopes: str  # comma-separated

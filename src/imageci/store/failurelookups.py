@@ -3,14 +3,13 @@ many failing attempts each tracker labelled, per product and test, since a time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from imageci.store.reading import Reader, stamp
 
 
-@dataclass(frozen=True)
-class KnownCount:
+class KnownCount(NamedTuple):
     product: str
     namespace: str
     public: bool

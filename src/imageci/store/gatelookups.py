@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 
 from imageci.store.lookups import _COLUMNS, ArtifactInfo, VersionInfo, _version
 from imageci.store.reading import Reader, stamp
@@ -59,8 +60,7 @@ def records(reader: Reader, name: str, states: set[str]) -> list[VersionRecord]:
     return _records(reader, f"p.name = :name AND v.state IN ({wanted})", params)
 
 
-@dataclass(frozen=True)
-class ConsumerInfo:
+class ConsumerInfo(NamedTuple):
     """A registered consumer of a product, as a gate judges it (``store.models.Consumer``'s columns)."""
 
     id: int
@@ -83,8 +83,7 @@ def consumers(reader: Reader, product: str) -> list[ConsumerInfo]:
                 "AND c.removed_at IS NULL ORDER BY c.name", {"name": product})]
 
 
-@dataclass(frozen=True)
-class QuarantineInfo:
+class QuarantineInfo(NamedTuple):
     """A quarantine entry kept in the catalog (``store.models.Quarantine``'s columns a waiver reads)."""
 
     id: int

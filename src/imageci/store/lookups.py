@@ -3,7 +3,10 @@
 product, a version's attempts, runs and audit events, the runs still marked
 running, and transient failures. The query operations (``app.queries``) and the
 ORM catalog (``Catalog.resolve``, ``Catalog.abort_dead_runs``) both use these,
-so a reference resolves the same way on every path and every database."""
+so a reference resolves the same way on every path and every database.
+
+The rows are named tuples (as immutable as frozen dataclasses, made faster and defined in a tenth of the
+time: see ``store.runlookups``), except ``VersionInfo``, which ``VersionRecord`` extends."""
 
 from __future__ import annotations
 
@@ -168,8 +171,7 @@ def lxd_infos(reader: Reader, name: str | None = None) -> dict[int, object]:
     return out
 
 
-@dataclass(frozen=True)
-class ArtifactInfo:
+class ArtifactInfo(NamedTuple):
     kind: str
     filename: str
     digest: str
@@ -207,8 +209,7 @@ def run_of(reader: Reader, run_id: int) -> tuple[RunInfo, str, VersionInfo | Non
     return info, str(digest), _version(found[0]) if found else None
 
 
-@dataclass(frozen=True)
-class EventInfo:
+class EventInfo(NamedTuple):
     from_state: str | None
     to_state: str
     actor: str
@@ -223,8 +224,7 @@ def events(reader: Reader, version_id: int) -> list[EventInfo]:
                         "ORDER BY id", {"id": version_id})]
 
 
-@dataclass(frozen=True)
-class PushInfo:
+class PushInfo(NamedTuple):
     destination: str
     manifest_digest: str
     actor: str
@@ -303,8 +303,7 @@ def transient_failures(reader: Reader, name: str | None, since: datetime) -> lis
     return found
 
 
-@dataclass(frozen=True)
-class FeedRow:
+class FeedRow(NamedTuple):
     """A version on a channel, with the artifacts a feed lists."""
 
     version: VersionInfo
@@ -334,8 +333,7 @@ def feed(reader: Reader, namespace: str, states: set[str], kinds: set[str], requ
     return [r for r in out if {a.kind for a in r.artifacts} >= required]
 
 
-@dataclass(frozen=True)
-class TestAttempt:
+class TestAttempt(NamedTuple):
     """One attempt of one test on a version of a product (its history)."""
 
     serial: str
