@@ -151,6 +151,23 @@ def test_transient_failures_read_the_retries_never_the_whole_table(tmp_path: Pat
     reader.close()
 
 
+def test_known_failures_are_counted_from_the_labelled_attempts_never_every_attempt(tmp_path: Path) -> None:
+    """`imageci flaky` counts known failures each time: the few labelled attempts, through their index, not
+    every attempt of every version."""
+    from imageci.store import failurelookups
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    Catalog.open(url).close()
+    reader = SqliteReader.open(url)
+    assert reader is not None
+    for where in ("", " AND p.name = :name"):
+        plan = " | ".join(str(row[-1]) for row in reader.rows(
+            f"EXPLAIN QUERY PLAN {failurelookups.KNOWN.format(where=where)}", {"since": "2000-01-01", "name": "x"}))
+        assert "INDEX ix_attempts_known" in plan and "ix_attempts_image_digest" not in plan, plan
+        assert "SCAN attempts" not in plan, plan
+    reader.close()
+
+
 def test_the_runs_still_running_are_read_through_their_index(tmp_path: Path) -> None:
     """Every query command and every run asks for the runs still marked running here (to mark those whose
     process died aborted): an index lookup, not a read of every run ever recorded."""
