@@ -18,7 +18,7 @@ from imageci.app.session import Session
 from imageci.cli.columns import clean, write_columns
 from imageci.config import Settings
 from imageci.errors import UnknownReferenceError
-from imageci.store import gatelookups, lookups
+from imageci.store import failurelookups, gatelookups, lookups
 from imageci.store.catalog import Catalog, NewArtifact
 from imageci.store.models import Attempt, Consumer, Quarantine, RunStatus, State
 from imageci.store.reading import Reader, SqliteReader
@@ -44,7 +44,8 @@ def seed(cat: Catalog) -> dict[str, str]:
                                            testbed="sandbox", attempt=n, started_at=when,
                                            ended_at=when + timedelta(seconds=1.5), exit_code=0 if verdict == "pass"
                                            else 1, verdict=verdict, reason="" if verdict == "pass" else "exit 1",
-                                           log_digest="e" * 64 if test == "solid" else None))
+                                           log_digest="e" * 64 if test == "solid" else None,
+                                           known="https://bugs.example/2" if test == "broken" else None))
         cat.finish_run(run, 1)
     cat.transition(cat.resolve(refs["a" * 64]).id, State.STABLE, actor="alice", reason="gate held")
     # what a gate reads besides (store.gatelookups): the catalog's quarantine and the consumers, lifted and
@@ -80,6 +81,9 @@ def answers(reader: Reader, refs: dict[str, str]) -> dict[str, object]:
     out["flaky"] = lookups.transient_failures(reader, None, T0 - timedelta(days=1))
     out["flaky all"] = lookups.transient_failures(reader, None, T0 - timedelta(days=100))
     out["flaky other"] = lookups.transient_failures(reader, "other", T0 - timedelta(days=100))
+    out["known all"] = failurelookups.known_counts(reader, None, T0 - timedelta(days=100))
+    out["known recent"] = failurelookups.known_counts(reader, None, T0 - timedelta(days=1))
+    out["known other"] = failurelookups.known_counts(reader, "other", T0 - timedelta(days=100))
     out["record"] = gatelookups.record(reader, lookups.resolve(reader, "demo:stable").id)
     out["records"] = gatelookups.records(reader, "demo", {State.TESTING.value, State.STABLE.value})
     out["quarantines"] = gatelookups.quarantines(reader, "demo")
@@ -98,6 +102,13 @@ def check_answers(mine: dict[str, object], refs: dict[str, str]) -> None:
     recent, other = mine["flaky"], mine["flaky other"]
     assert isinstance(recent, list) and isinstance(other, list)
     assert len(recent) == 4 and {f.product for f in other} == {"other"}  # the 40-day-old run is past --since
+    known = {k: [(c.product, c.test_id, c.tracker, c.failures) for c in mine[k]]  # type: ignore[attr-defined]
+             for k in ("known all", "known recent", "known other")}
+    assert known == {"known all": [("demo", "broken", "https://bugs.example/2", 4),
+                                   ("other", "broken", "https://bugs.example/2", 2)],
+                     "known recent": [("demo", "broken", "https://bugs.example/2", 2),  # the 40-day-old run is past
+                                      ("other", "broken", "https://bugs.example/2", 2)],
+                     "known other": [("other", "broken", "https://bugs.example/2", 2)]}
     sized = mine["versions"]
     assert isinstance(sized, list) and [(v.name, size) for v, size in sized] == [("demo", 1000), ("demo", 1000),
                                                                                 ("other", 1000)]
@@ -154,8 +165,6 @@ def test_transient_failures_read_the_retries_never_the_whole_table(tmp_path: Pat
 def test_known_failures_are_counted_from_the_labelled_attempts_never_every_attempt(tmp_path: Path) -> None:
     """`imageci flaky` counts known failures each time: the few labelled attempts, through their index, not
     every attempt of every version."""
-    from imageci.store import failurelookups
-
     url = f"sqlite:///{tmp_path / 'c.db'}"
     Catalog.open(url).close()
     reader = SqliteReader.open(url)
