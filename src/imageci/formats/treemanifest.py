@@ -45,7 +45,7 @@ def _stat_row(st: os.stat_result) -> list[int]:
 def record_of(root: Path) -> dict[str, list[int]]:
     """Every entry below ``root`` (``""`` is root itself) → its recorded metadata."""
     found = {"": _stat_row(os.lstat(root))}
-    for sub, _entry, st in walk(root):
+    for sub, _fd, _name, st in walk(root):
         found[sub] = _stat_row(st)
     return found
 
@@ -57,7 +57,7 @@ def tree_digest(root: Path, *, ctime: bool = True) -> str:
     names = [""]
     ids = array("Q", (top.st_ino, top.st_mode, top.st_uid, top.st_gid, 0))  # (no size for a directory)
     times = array("q", (top.st_mtime_ns, top.st_ctime_ns if ctime else 0))
-    for sub, _entry, st in walk(root):
+    for sub, _fd, _name, st in walk(root):
         names.append(sub)
         ids.extend((st.st_ino, st.st_mode, st.st_uid, st.st_gid, 0 if stat.S_ISDIR(st.st_mode) else st.st_size))
         times.extend((st.st_mtime_ns, st.st_ctime_ns if ctime else 0))

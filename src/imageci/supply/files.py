@@ -31,9 +31,9 @@ class FileIndex(BaseModel):
     files: dict[str, FileEntry]  # path relative to the root, without a leading slash
 
 
-def _sha256(path: str) -> str:
+def _sha256(name: str, dir_fd: int) -> str:
     h = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as fh:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
@@ -43,11 +43,11 @@ def _sha256(path: str) -> str:
 def index_files(root: Path) -> FileIndex:
     owners = file_owners(root)
     files: dict[str, FileEntry] = {}
-    for sub, entry, st in walk(root):
+    for sub, dir_fd, name, st in walk(root):
         if stat.S_ISREG(st.st_mode):
-            digest = _sha256(entry.path)
+            digest = _sha256(name, dir_fd)
         elif stat.S_ISLNK(st.st_mode):
-            digest = os.readlink(entry.path)
+            digest = os.readlink(name, dir_fd=dir_fd)
         else:
             digest = ""
         files[sub] = FileEntry(mode=st.st_mode, size=st.st_size if stat.S_ISREG(st.st_mode) else 0,
