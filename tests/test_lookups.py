@@ -169,7 +169,7 @@ def test_known_failures_are_counted_from_the_labelled_attempts_never_every_attem
     Catalog.open(url).close()
     reader = SqliteReader.open(url)
     assert reader is not None
-    for where in ("", " AND p.name = :name"):
+    for where in ("", "WHERE p.name = :name"):
         plan = " | ".join(str(row[-1]) for row in reader.rows(
             f"EXPLAIN QUERY PLAN {failurelookups.KNOWN.format(where=where)}", {"since": "2000-01-01", "name": "x"}))
         assert "INDEX ix_attempts_known" in plan and "ix_attempts_image_digest" not in plan, plan

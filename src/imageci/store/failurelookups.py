@@ -26,14 +26,14 @@ KNOWN = ("WITH labelled AS MATERIALIZED (SELECT id, image_digest, test_id, known
          "WHERE known IS NOT NULL AND started_at >= :since) "
          "SELECT p.name, p.namespace, p.public, a.test_id, a.known, COUNT(DISTINCT a.id), MAX(a.started_at) "
          "FROM labelled a JOIN versions v ON v.digest = a.image_digest JOIN products p ON p.id = v.product_id "
-         "WHERE 1 = 1{where} "
+         "{where} "
          "GROUP BY p.name, p.namespace, p.public, a.test_id, a.known ORDER BY p.name, a.test_id, a.known")
 
 
 def known_counts(reader: Reader, name: str | None, since: datetime) -> list[KnownCount]:
     """Failing attempts labelled with a known failure since ``since`` (of product ``name``), counted by
     product, test and tracker."""
-    where = " AND p.name = :name" if name is not None else ""
+    where = "WHERE p.name = :name" if name is not None else ""
     params = {"since": reader.time(since), **({"name": name} if name is not None else {})}
     return [KnownCount(str(product), str(ns), bool(public), str(test), str(known), int(n), stamp(last))
             for product, ns, public, test, known, n, last in reader.rows(KNOWN.format(where=where), params)]

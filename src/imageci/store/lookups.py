@@ -239,9 +239,6 @@ def pushes(reader: Reader, version_id: int) -> list[PushInfo]:
 
 
 class TransientFailure(NamedTuple):
-    """(A named tuple, not a dataclass: ``flaky`` makes one per transient failure, 20,000 on a large catalog,
-    and a tuple is made in a fifth of the time.)"""
-
     product: str
     serial: str
     run_id: int
@@ -294,8 +291,7 @@ def transient_failures(reader: Reader, name: str | None, since: datetime) -> lis
     found = []
     for (run_id, test_id, testbed), tries in sorted(groups.items()):
         tries.sort()
-        if ("pass" not in [v for n, v in tries if n > 1]
-                or ("fail" not in (verdicts := [v for _n, v in tries]) and "error" not in verdicts)):
+        if "pass" not in {v for n, v in tries if n > 1} or not {"fail", "error"} & {v for _n, v in tries}:
             continue
         for product, serial, namespace, public, state in labels.get(run_id, []):
             found.append(TransientFailure(product, serial, run_id, test_id, testbed, tuple(tries), namespace,
